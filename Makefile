@@ -1,0 +1,57 @@
+# One command to set up, one to test: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed-$(shell cat requirements.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
+MODELS_STAMP := build/models/.built
+export PYTHONPATH := $(CURDIR)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-deps models test test-fast lint typecheck demo up status benchmark clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+system-deps: ## Debian packages the tests need (prometheus); skipped when present
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing Debian prometheus (--no-install-recommends)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
+
+$(VENV_STAMP): requirements.txt constraints.txt
+	@test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -r requirements.txt -c constraints.txt
+	@rm -f .venv/.installed-*; touch $@
+
+setup: $(VENV_STAMP) system-deps models ## install everything (idempotent, cached)
+
+models: $(VENV_STAMP) ## build the sample models (cached in build/models)
+	$(PY) -m model_repository.build --out build/models
+
+test: setup ## set up and run the whole test suite
+	$(PY) -m pytest -q tests
+
+test-fast: $(VENV_STAMP) ## unit tests only (no Triton, no Envoy)
+	$(PY) -m pytest -q -m "not integration" tests
+
+lint: $(VENV_STAMP) ## ruff
+	.venv/bin/ruff check .
+
+typecheck: $(VENV_STAMP) ## mypy on the pure core
+	.venv/bin/mypy router_lib
+
+demo: setup ## set up, start the local platform, run a mixed-tier load and report
+	$(PY) -m fleet demo
+
+up: setup ## start the local platform and serve until Ctrl-C
+	$(PY) -m fleet up
+
+status: $(VENV_STAMP) ## show pools, replicas, ports, health of a running platform
+	$(PY) -m fleet status
+
+benchmark: setup ## the longer benchmarks; results under benchmarks/results
+	$(PY) -m benchmarks.run_all
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf build

@@ -1,0 +1,311 @@
+"""Loaders for the fleet, profile, price and tier files.
+
+This is the boundary: every file a user edits is parsed and checked here, once, and each error
+names the file and the field (``fleet.yaml: pools[1].replicas: must be an integer >= 1, got 0``).
+Past this module the values are trusted dataclasses from ``router_lib.domain``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from router_lib.domain import (
+    Accelerator,
+    EmulatedOutputs,
+    Fleet,
+    PoolMode,
+    PoolSpec,
+    Prices,
+    Profile,
+    Provenance,
+    Tier,
+    TierSet,
+)
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file is wrong.  ``str()`` names the file and the field."""
+
+    def __init__(self, path: Path | str, field: str, message: str) -> None:
+        self.path = str(path)
+        self.field = field
+        super().__init__(f"{path}: {field}: {message}" if field else f"{path}: {message}")
+
+
+class _Reader:
+    """Typed access to one parsed YAML mapping, with errors that carry file and field path."""
+
+    def __init__(self, path: Path, data: Any, where: str = "") -> None:
+        self.path = path
+        self.where = where
+        if not isinstance(data, dict):
+            raise ConfigError(path, where or "(top level)", f"must be a mapping, got {type(data).__name__}")
+        self.data: dict[str, Any] = data
+
+    def _field(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def has(self, key: str) -> bool:
+        return key in self.data and self.data[key] is not None
+
+    def raw(self, key: str, default: Any = ...) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if default is ...:
+                raise ConfigError(self.path, self._field(key), "is required")
+            return default
+        return self.data[key]
+
+    def str(self, key: str, default: Any = ...) -> Any:
+        v = self.raw(key, default)
+        if v is default and default is not ...:
+            return v
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool) or str(v).strip() == "":
+            raise ConfigError(self.path, self._field(key), f"must be a non-empty string, got {v!r}")
+        return str(v)
+
+    def int(self, key: str, minimum: int | None = None, default: Any = ...) -> Any:
+        v = self.raw(key, default)
+        if v is default and default is not ...:
+            return v
+        if not isinstance(v, int) or isinstance(v, bool) or (minimum is not None and v < minimum):
+            bound = f" >= {minimum}" if minimum is not None else ""
+            raise ConfigError(self.path, self._field(key), f"must be an integer{bound}, got {v!r}")
+        return v
+
+    def float(self, key: str, minimum: float | None = None, default: Any = ..., positive: bool = False) -> Any:
+        v = self.raw(key, default)
+        if v is default and default is not ...:
+            return v
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if ok and positive and v <= 0:
+            ok = False
+        if ok and minimum is not None and v < minimum:
+            ok = False
+        if not ok:
+            bound = " > 0" if positive else (f" >= {minimum}" if minimum is not None else "")
+            raise ConfigError(self.path, self._field(key), f"must be a number{bound}, got {v!r}")
+        return float(v)
+
+    def enum(self, key: str, enum_type: Callable[[str], T], choices: list[str], default: Any = ...) -> T:
+        v = self.raw(key, default)
+        if v is default and default is not ...:
+            return v  # type: ignore[no-any-return]
+        if v not in choices:
+            raise ConfigError(self.path, self._field(key), f"must be one of {choices}, got {v!r}")
+        return enum_type(v)
+
+    def mapping(self, key: str, default: Any = ...) -> dict[Any, Any]:
+        v = self.raw(key, default)
+        if not isinstance(v, dict):
+            raise ConfigError(self.path, self._field(key), f"must be a mapping, got {type(v).__name__}")
+        return v
+
+    def list(self, key: str, default: Any = ...) -> list[Any]:
+        v = self.raw(key, default)
+        if not isinstance(v, list):
+            raise ConfigError(self.path, self._field(key), f"must be a list, got {type(v).__name__}")
+        return v
+
+    def child(self, key: str) -> _Reader:
+        return _Reader(self.path, self.raw(key), self._field(key))
+
+    def unknown_keys(self, allowed: set[str]) -> None:
+        extra = sorted(set(self.data) - allowed)
+        if extra:
+            raise ConfigError(self.path, self._field(extra[0]), f"unknown field; allowed: {sorted(allowed)}")
+
+
+def read_yaml(path: Path | str) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(path, where, f"not valid YAML: {getattr(e, 'problem', e)}") from None
+
+
+ACCELERATORS = [a.value for a in Accelerator]
+
+
+def load_prices(path: Path | str) -> Prices:
+    path = Path(path)
+    r = _Reader(path, read_yaml(path))
+    table = r.mapping("price_per_hour_usd")
+    prices: dict[str, float] = {}
+    for itype, value in table.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(path, f"price_per_hour_usd.{itype}", f"must be a number > 0, got {value!r}")
+        prices[str(itype)] = float(value)
+    return Prices(prices, source=r.str("source"), retrieved=r.str("retrieved"), region=r.str("region"))
+
+
+def load_tiers(path: Path | str) -> TierSet:
+    path = Path(path)
+    r = _Reader(path, read_yaml(path))
+    tiers: dict[str, Tier] = {}
+    table = r.mapping("tiers")
+    if not table:
+        raise ConfigError(path, "tiers", "must define at least one tier")
+    for name in table:
+        t = r.child("tiers").child(name)
+        t.unknown_keys({"p99_ms", "target_compliance"})
+        p99 = t.float("p99_ms", default=None, positive=True)
+        target = t.float("target_compliance", default=None, positive=True)
+        if target is not None and target > 1:
+            raise ConfigError(path, f"tiers.{name}.target_compliance", f"must be in (0, 1], got {target}")
+        tiers[str(name)] = Tier(str(name), p99, target)
+    default = r.str("default_tier")
+    if default not in tiers:
+        raise ConfigError(path, "default_tier", f"must name a tier {sorted(tiers)}, got {default!r}")
+    order = r.list("fallback_order")
+    for i, a in enumerate(order):
+        if a not in ACCELERATORS:
+            raise ConfigError(path, f"fallback_order[{i}]", f"must be one of {ACCELERATORS}, got {a!r}")
+    return TierSet(tiers, default, tuple(Accelerator(a) for a in order))
+
+
+def load_profile(path: Path | str) -> Profile:
+    path = Path(path)
+    r = _Reader(path, read_yaml(path))
+    r.unknown_keys(
+        {"model", "accelerator", "instance_type", "latency_ms_by_batch", "instances_per_replica",
+         "max_batch_size", "provenance", "p99_over_p50"}
+    )
+    pr = r.child("provenance")
+    kind = pr.str("kind")
+    if kind not in ("measured", "reference"):
+        raise ConfigError(path, "provenance.kind", f"must be 'measured' or 'reference', got {kind!r}")
+    if kind == "reference":
+        pr.str("source")
+        pr.str("assumption")
+    else:
+        pr.str("machine")
+    prov = Provenance(
+        kind=kind,
+        date=pr.str("date"),
+        source=pr.str("source", default=""),
+        assumption=pr.str("assumption", default=""),
+        machine=pr.str("machine", default=""),
+        triton_version=pr.str("triton_version", default=""),
+        model_version=pr.str("model_version", default=""),
+        artifact_sha256=pr.str("artifact_sha256", default=""),
+    )
+    table = r.mapping("latency_ms_by_batch")
+    if not table:
+        raise ConfigError(path, "latency_ms_by_batch", "must have at least one batch size")
+    lat: dict[int, float] = {}
+    for b, v in table.items():
+        if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+            raise ConfigError(path, f"latency_ms_by_batch.{b}", "batch size must be an integer >= 1")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(path, f"latency_ms_by_batch.{b}", f"must be a number > 0 (ms), got {v!r}")
+        lat[b] = float(v)
+    max_batch = r.int("max_batch_size", minimum=1)
+    if max(lat) > max_batch:
+        raise ConfigError(path, "latency_ms_by_batch", f"has batch {max(lat)} above max_batch_size {max_batch}")
+    p99_ratio = r.float("p99_over_p50", default=1.2, positive=True)
+    if p99_ratio < 1:
+        raise ConfigError(path, "p99_over_p50", f"must be >= 1, got {p99_ratio}")
+    return Profile(
+        model=r.str("model"),
+        accelerator=r.enum("accelerator", Accelerator, ACCELERATORS),
+        instance_type=r.str("instance_type"),
+        latency_ms_by_batch=lat,
+        instances_per_replica=r.int("instances_per_replica", minimum=1),
+        max_batch_size=max_batch,
+        provenance=prov,
+        p99_over_p50=p99_ratio,
+    )
+
+
+def load_profiles(directory: Path | str) -> dict[tuple[str, Accelerator], Profile]:
+    """Every ``*.yaml`` in ``directory``; one profile per (model, accelerator)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(directory, "", "profiles directory not found")
+    out: dict[tuple[str, Accelerator], Profile] = {}
+    seen: dict[tuple[str, Accelerator], Path] = {}
+    for f in sorted(directory.glob("*.yaml")):
+        p = load_profile(f)
+        key = (p.model, p.accelerator)
+        if key in out:
+            raise ConfigError(f, "model", f"duplicate profile for {key[0]} on {key[1].value} (also {seen[key]})")
+        out[key] = p
+        seen[key] = f
+    return out
+
+
+def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> Fleet:
+    """Load ``fleet.yaml`` and the prices, tiers and profiles it points at (paths relative to it).
+
+    A pool serves each model that has a profile for its accelerator, or the subset listed in its
+    ``models`` field.  ``model_names``, when given, are the models defined in the model repository:
+    a profile or a pool naming another model is an error.
+    """
+    path = Path(path)
+    r = _Reader(path, read_yaml(path))
+    r.unknown_keys({"prices", "tiers", "profiles", "pools"})
+    base = path.parent
+    prices = load_prices(base / r.str("prices"))
+    tiers = load_tiers(base / r.str("tiers"))
+    profiles = load_profiles(base / r.str("profiles"))
+    if model_names is not None:
+        for (model, acc), prof in profiles.items():
+            if model not in model_names:
+                raise ConfigError(path, "profiles", f"profile for unknown model {model!r} ({acc.value}); "
+                                  f"models: {sorted(model_names)}")
+    pools: list[PoolSpec] = []
+    raw_pools = r.list("pools")
+    if not raw_pools:
+        raise ConfigError(path, "pools", "must list at least one pool")
+    names: set[str] = set()
+    for i in range(len(raw_pools)):
+        p = _Reader(path, raw_pools[i], f"pools[{i}]")
+        p.unknown_keys({"name", "accelerator", "instance_type", "replicas", "mode", "outputs", "models"})
+        name = p.str("name")
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(path, f"pools[{i}].name", f"must be letters, digits, '-' or '_', got {name!r}")
+        if name in names:
+            raise ConfigError(path, f"pools[{i}].name", f"duplicate pool name {name!r}")
+        names.add(name)
+        acc = p.enum("accelerator", Accelerator, ACCELERATORS)
+        itype = p.str("instance_type")
+        if itype not in prices.price_per_hour_usd:
+            raise ConfigError(path, f"pools[{i}].instance_type",
+                              f"{itype!r} has no price in the prices file; known: {sorted(prices.price_per_hour_usd)}")
+        mode = p.enum("mode", PoolMode, [m.value for m in PoolMode])
+        outputs = p.enum("outputs", EmulatedOutputs, [o.value for o in EmulatedOutputs], default=EmulatedOutputs.REAL)
+        if mode is PoolMode.REAL and outputs is EmulatedOutputs.SYNTHETIC:
+            raise ConfigError(path, f"pools[{i}].outputs", "synthetic outputs are only for emulated pools")
+        if mode is PoolMode.REAL and acc is not Accelerator.CPU:
+            raise ConfigError(path, f"pools[{i}].mode",
+                              f"a real {acc.value} pool cannot run on this machine (no {acc.value} here); use emulated")
+        available = tuple(sorted(m for (m, a) in profiles if a is acc))
+        if p.has("models"):
+            wanted = tuple(str(m) for m in p.list("models"))
+            for j, m in enumerate(wanted):
+                if m not in available:
+                    raise ConfigError(path, f"pools[{i}].models[{j}]",
+                                      f"no {acc.value} profile for model {m!r}; profiled: {list(available)}")
+            models = wanted
+        else:
+            models = available
+        if not models:
+            raise ConfigError(path, f"pools[{i}]", f"no model has a profile for accelerator {acc.value}")
+        pools.append(PoolSpec(
+            name=name, accelerator=acc, instance_type=itype, price_per_hour_usd=prices.of(itype),
+            replicas=p.int("replicas", minimum=1), mode=mode, outputs=outputs, models=models,
+        ))
+    all_models = tuple(sorted({m for pool in pools for m in pool.models}))
+    return Fleet(tuple(pools), profiles, tiers, prices, all_models)

@@ -1,0 +1,175 @@
+"""Domain values shared by the router, the fleet supervisor and the control server.
+
+Everything here is a frozen dataclass that was validated when it was built (see
+``router_lib.config`` for the file loaders).  Code past the loaders trusts these values.
+
+Units are in the names: ``*_ms`` milliseconds, ``*_per_s`` per second, ``*_usd`` US dollars.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class Accelerator(str, enum.Enum):
+    """Kind of hardware a pool runs on."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+    INFERENTIA = "inferentia"
+
+
+class PoolMode(str, enum.Enum):
+    """``real``: the pool runs on the hardware it names.  ``emulated``: a real Triton on this
+    machine whose service time follows the accelerator's profile (never presented as real)."""
+
+    REAL = "real"
+    EMULATED = "emulated"
+
+
+class EmulatedOutputs(str, enum.Enum):
+    """What an emulated pool returns.  ``real`` runs the real model (default: a request must never
+    get a wrong answer because of where it was routed); ``synthetic`` returns zeros of the right
+    shape, marked as synthetic, for timing studies only."""
+
+    REAL = "real"
+    SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a profile's numbers come from.
+
+    kind ``measured``: by the profiler on ``machine`` on ``date``.
+    kind ``reference``: public figures (``source``) with the scaling ``assumption`` stated.
+    """
+
+    kind: str
+    date: str
+    source: str = ""
+    assumption: str = ""
+    machine: str = ""
+    triton_version: str = ""
+    model_version: str = ""
+    artifact_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Service time of one model on one accelerator, per replica.
+
+    ``latency_ms_by_batch`` maps a batch size to the p50 time of one execution of that batch on one
+    model instance.  Between points latency is interpolated linearly; past the last point it is
+    extrapolated from the last two (one point: proportional to batch size).  ``p99_over_p50`` is
+    the tail factor of a single execution.  ``instances_per_replica`` executions run in parallel.
+    """
+
+    model: str
+    accelerator: Accelerator
+    instance_type: str
+    latency_ms_by_batch: Mapping[int, float]
+    instances_per_replica: int
+    max_batch_size: int
+    provenance: Provenance
+    p99_over_p50: float = 1.2
+
+    def latency_ms(self, batch_size: int) -> float:
+        """p50 service time in ms of one execution of ``batch_size`` requests."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        sizes = sorted(self.latency_ms_by_batch)
+        values = [self.latency_ms_by_batch[b] for b in sizes]
+        if len(sizes) == 1:
+            return values[0] * batch_size / sizes[0] if batch_size > sizes[0] else values[0]
+        if batch_size <= sizes[0]:
+            return values[0]
+        i = bisect.bisect_left(sizes, batch_size)
+        if i < len(sizes) and sizes[i] == batch_size:
+            return values[i]
+        lo = min(max(i - 1, 0), len(sizes) - 2)
+        b0, b1, v0, v1 = sizes[lo], sizes[lo + 1], values[lo], values[lo + 1]
+        return v0 + (v1 - v0) * (batch_size - b0) / (b1 - b0)
+
+    def throughput_per_replica_per_s(self, batch_size: int | None = None) -> float:
+        """Requests per second one replica completes when every instance runs full batches."""
+        b = batch_size or self.max_batch_size
+        return self.instances_per_replica * b * 1000.0 / self.latency_ms(b)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """An SLA tier.  ``p99_ms`` None means best effort (bronze)."""
+
+    name: str
+    p99_ms: float | None
+    target_compliance: float | None = None
+
+
+@dataclass(frozen=True)
+class TierSet:
+    tiers: Mapping[str, Tier]
+    default_tier: str
+    fallback_order: tuple[Accelerator, ...]
+
+    def get(self, name: str) -> Tier:
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise KeyError(f"unknown SLA tier {name!r}; known: {sorted(self.tiers)}") from None
+
+
+@dataclass(frozen=True)
+class Prices:
+    price_per_hour_usd: Mapping[str, float]
+    source: str
+    retrieved: str
+    region: str
+
+    def of(self, instance_type: str) -> float:
+        try:
+            return self.price_per_hour_usd[instance_type]
+        except KeyError:
+            raise KeyError(
+                f"no price for instance type {instance_type!r}; known: {sorted(self.price_per_hour_usd)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A pool as configured: what it is, what it costs, how many replicas."""
+
+    name: str
+    accelerator: Accelerator
+    instance_type: str
+    price_per_hour_usd: float
+    replicas: int
+    mode: PoolMode
+    outputs: EmulatedOutputs = EmulatedOutputs.REAL
+    models: tuple[str, ...] = ()
+
+    @property
+    def emulated(self) -> bool:
+        return self.mode is PoolMode.EMULATED
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The whole configured fleet: pools, the profiles of each (model, accelerator), tiers, prices."""
+
+    pools: tuple[PoolSpec, ...]
+    profiles: Mapping[tuple[str, Accelerator], Profile]
+    tiers: TierSet
+    prices: Prices
+    models: tuple[str, ...] = field(default=())
+
+    def pool(self, name: str) -> PoolSpec:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(f"unknown pool {name!r}; known: {[p.name for p in self.pools]}")
+
+    def profile(self, model: str, accelerator: Accelerator) -> Profile | None:
+        return self.profiles.get((model, accelerator))

@@ -1,0 +1,89 @@
+"""Bootstrap files: Envoy's (static part: node, admin, the ADS cluster) and proxyless gRPC's.
+
+Everything else Envoy runs comes over ADS.  The admin interface listens on loopback only; port 0
+lets Envoy pick a free port, which ``EnvoyProcess`` reads back through ``--admin-address-path``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+XDS_CLUSTER = "xds_cluster"
+
+
+def envoy_bootstrap(*, node_id: str, xds_host: str = "127.0.0.1", xds_port: int, admin_port: int = 0,
+                    node_cluster: str = "inference-gateway") -> dict[str, Any]:
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {"id": node_id, "cluster": node_cluster},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "dynamic_resources": {
+            # Aggregated: one stream carries all four types, so the server alone decides their
+            # order (clusters before routes that name them) - separate streams cannot guarantee it.
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "lds_config": ads,
+            "cds_config": ads,
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": XDS_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": XDS_CLUSTER,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                        "socket_address": {"address": xds_host, "port_value": xds_port}}}}]}],
+                },
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    }
+                },
+            }]
+        },
+        # Quiet the "no overload manager configured" warning and cap connections on purpose.
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                             "downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": 10000,
+                },
+            }]
+        },
+    }
+
+
+def write_envoy_bootstrap(path: Path | str, **kwargs: Any) -> Path:
+    path = Path(path)
+    path.write_text(yaml.safe_dump(envoy_bootstrap(**kwargs), sort_keys=False))
+    return path
+
+
+def proxyless_bootstrap(*, node_id: str, xds_host: str = "127.0.0.1", xds_port: int) -> dict[str, Any]:
+    """For ``GRPC_XDS_BOOTSTRAP``; the client then dials ``xds:///<model>``."""
+    return {
+        "xds_servers": [{
+            "server_uri": f"{xds_host}:{xds_port}",
+            "channel_creds": [{"type": "insecure"}],
+            "server_features": ["xds_v3"],
+        }],
+        "node": {"id": node_id, "locality": {"zone": "local"}},
+    }
+
+
+def write_proxyless_bootstrap(path: Path | str, **kwargs: Any) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(proxyless_bootstrap(**kwargs), indent=2))
+    return path

@@ -1,0 +1,110 @@
+"""Pure builders of CDS and EDS resources.
+
+One cluster per (model, pool, proto[, version]).  Its load assignment holds the pool's own replicas
+at priority 0 and every other pool that serves the model at priority 1, 2, ... in fallback order.
+That layout, with retries that skip previous priorities, is what gave zero failed requests when a
+whole pool was SIGKILLed under load (FINDINGS); without it Envoy entered panic mode.  Each priority
+is one locality named after its pool with weight 1, which proxyless gRPC requires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xds_server.inputs import DataPlaneSettings, PoolEndpoints
+from xds_server.naming import cluster_name, server_cluster_name
+from xds_server.protos import HTTP_PROTOCOL_OPTIONS_TYPE
+
+METADATA_NAMESPACE = "inference"
+
+
+def fallback_rank(pool: PoolEndpoints, settings: DataPlaneSettings) -> tuple[int, str]:
+    """Sort key: pools whose accelerator comes first in ``fallback_order`` back others first."""
+    order = settings.fallback_order
+    rank = order.index(pool.accelerator) if pool.accelerator in order else len(order)
+    return (rank, pool.pool)
+
+
+def cluster(*, name: str, proto: str, settings: DataPlaneSettings) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "name": name,
+        "type": "EDS",
+        "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
+        "connect_timeout": f"{settings.connect_timeout_ms / 1000:.3f}s",
+        "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": {
+            "thresholds": [{"priority": "DEFAULT", "max_retries": settings.retry.max_concurrent_retries}]
+        },
+        "outlier_detection": {
+            # Local-origin failures (connect refused, reset) eject a dead replica after 2 tries
+            # instead of the default 5 gateway errors; 100% so a whole dead pool can be ejected.
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": settings.outlier.consecutive_local_origin_failure,
+            "interval": f"{settings.outlier.interval_ms / 1000:.3f}s",
+            "base_ejection_time": f"{settings.outlier.base_ejection_time_ms / 1000:.3f}s",
+            "max_ejection_percent": settings.outlier.max_ejection_percent,
+        },
+    }
+    if proto == "grpc":
+        resource["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return resource
+
+
+def _locality_endpoints(pool: PoolEndpoints, proto: str, priority: int) -> dict[str, Any]:
+    return {
+        "locality": {"zone": pool.pool},
+        "load_balancing_weight": 1,
+        "priority": priority,
+        "lb_endpoints": [
+            {
+                "endpoint": {"address": {"socket_address": {"address": r.host, "port_value": r.port(proto)}}},
+                "metadata": {
+                    "filter_metadata": {
+                        METADATA_NAMESPACE: {
+                            "pool": pool.pool,
+                            "accelerator": pool.accelerator,
+                            "emulated": "true" if pool.emulated else "false",
+                        }
+                    }
+                },
+            }
+            for r in pool.replicas
+        ],
+    }
+
+
+def load_assignment(*, name: str, proto: str, by_priority: list[PoolEndpoints]) -> dict[str, Any]:
+    """``by_priority[0]`` is the cluster's own pool; empty pools are skipped so priorities stay
+    contiguous (an empty priority 0 simply sends everything to the next one)."""
+    localities = []
+    for pool in by_priority:
+        if pool.replicas:
+            localities.append(_locality_endpoints(pool, proto, len(localities)))
+    return {"cluster_name": name, "endpoints": localities}
+
+
+def model_clusters(
+    *, pools: tuple[PoolEndpoints, ...], settings: DataPlaneSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(clusters, load assignments) for every (model, pool, proto) plus the server-level clusters."""
+    ordered = sorted(pools, key=lambda p: fallback_rank(p, settings))
+    clusters: list[dict[str, Any]] = []
+    assignments: list[dict[str, Any]] = []
+    for pool in ordered:
+        for model in pool.models:
+            fallbacks = [p for p in ordered if p is not pool and model in p.models]
+            for proto in ("grpc", "http"):
+                name = cluster_name(model, pool.pool, proto, pool.version_of(model))
+                clusters.append(cluster(name=name, proto=proto, settings=settings))
+                assignments.append(load_assignment(name=name, proto=proto, by_priority=[pool, *fallbacks]))
+    if ordered:
+        for proto in ("grpc", "http"):
+            name = server_cluster_name(proto)
+            clusters.append(cluster(name=name, proto=proto, settings=settings))
+            assignments.append(load_assignment(name=name, proto=proto, by_priority=ordered))
+    return clusters, assignments

@@ -1,0 +1,152 @@
+"""What the control plane knows, as frozen values: the input of ``build_snapshot``.
+
+These are the only types the rest of the platform needs to drive the data plane: the fleet
+supervisor reports ``PoolEndpoints``, the routing policy produces ``RouteWeights``, and
+``DataPlaneSettings`` holds the few knobs of Envoy's listeners, retries and outlier detection.
+They are validated once, here, when built (``__post_init__``), so the builders can trust them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Triton model names and pool names become parts of Envoy resource names, header values and
+# regexes; keep them to a safe alphabet so no escaping is ever needed downstream.
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+PROTOCOLS = ("grpc", "http")
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not _NAME.match(value) or "--" in value:
+        raise ValueError(f"{kind} {value!r}: must match {_NAME.pattern} and not contain '--'")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One Triton replica: where its KServe v2 HTTP and gRPC ports listen."""
+
+    host: str
+    http_port: int
+    grpc_port: int
+
+    def __post_init__(self) -> None:
+        for name in ("http_port", "grpc_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ValueError(f"Endpoint.{name}: {port} is not a TCP port")
+
+    def port(self, proto: str) -> int:
+        return self.grpc_port if proto == "grpc" else self.http_port
+
+
+@dataclass(frozen=True)
+class PoolEndpoints:
+    """The live replicas of one pool and the models it serves.
+
+    ``replicas`` may change at run time (autoscaling, a replica restarting): only the EDS answers
+    change then.  ``model_versions`` maps a model to the version its replicas serve; when a model
+    has one, its clusters carry the version in their name (``<model>--<pool>--<proto>--v<version>``)
+    so a canary pool serving another version is a separate cluster that routes can weight.
+    """
+
+    pool: str
+    accelerator: str
+    emulated: bool
+    models: tuple[str, ...]
+    replicas: tuple[Endpoint, ...]
+    model_versions: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_name("pool", self.pool)
+        for model in self.models:
+            _check_name("model", model)
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"pool {self.pool}: models listed twice: {self.models}")
+        for model, _version in self.model_versions:
+            if model not in self.models:
+                raise ValueError(f"pool {self.pool}: version given for {model!r}, which it does not serve")
+
+    def version_of(self, model: str) -> str | None:
+        return dict(self.model_versions).get(model)
+
+
+@dataclass(frozen=True)
+class RouteWeights:
+    """The policy's decision for one (model, tier): integer weights over pools.
+
+    ``weights`` are (pool, weight) pairs, each weight in 0..100; pools with weight 0 get no
+    traffic (they still back the others through EDS priorities).  ``reasons`` is free text per
+    pool, kept for ``/status``; it does not influence the built resources.
+    """
+
+    model: str
+    tier: str
+    weights: tuple[tuple[str, int], ...]
+    reasons: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_name("model", self.model)
+        pools = [pool for pool, _ in self.weights]
+        if len(set(pools)) != len(pools):
+            raise ValueError(f"route {self.model}/{self.tier}: a pool is listed twice: {pools}")
+        for pool, weight in self.weights:
+            if not isinstance(weight, int) or not 0 <= weight <= 100:
+                raise ValueError(f"route {self.model}/{self.tier}: weight of {pool} is {weight!r}, not an int in 0..100")
+
+    @property
+    def total(self) -> int:
+        return sum(weight for _, weight in self.weights)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Retries stay inside the weighted cluster Envoy picked; with the fallback pools at priority 1+
+    of every cluster, ``previous_priorities`` is what moves a retry to another pool (FINDINGS)."""
+
+    num_retries: int = 3
+    retry_on_http: str = "connect-failure,refused-stream,reset"
+    retry_on_grpc: str = "connect-failure,refused-stream,reset,unavailable,cancelled"
+    host_selection_retry_max_attempts: int = 5
+    # Envoy's default circuit breaker allows 3 concurrent retries per cluster: far too few when a
+    # whole pool dies under load, so every in-flight request retries at once.
+    max_concurrent_retries: int = 1024
+
+
+@dataclass(frozen=True)
+class OutlierSettings:
+    consecutive_local_origin_failure: int = 2
+    base_ejection_time_ms: int = 5000
+    interval_ms: int = 1000
+    max_ejection_percent: int = 100
+
+
+@dataclass(frozen=True)
+class DataPlaneSettings:
+    """Knobs of the data plane.  Defaults are where Triton clients look: HTTP :8000, gRPC :8001."""
+
+    listen_address: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    tier_header: str = "x-sla-tier"
+    default_tier: str = "silver"
+    tiers: tuple[str, ...] = ("gold", "silver", "bronze")
+    fallback_order: tuple[str, ...] = ("gpu", "inferentia", "cpu")
+    connect_timeout_ms: int = 500
+    route_timeout_s: float = 60.0
+    # Envoy buffers a gRPC ModelInfer body to read the model name; bigger requests fail with
+    # "Payload Too Large" (FINDINGS), so the limit is a setting, not an accident.
+    max_request_bytes: int = 16 * 1024 * 1024
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    outlier: OutlierSettings = field(default_factory=OutlierSettings)
+    # Proxyless gRPC clients dial ``xds:///<prefix><model>``; set to None for no api_listeners.
+    proxyless_listener_prefix: str | None = ""
+
+    def __post_init__(self) -> None:
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"default_tier {self.default_tier!r} is not one of tiers {self.tiers}")
+        for tier in self.tiers:
+            if not re.match(r"^[a-z0-9_-]+$", tier):
+                raise ValueError(f"tier {tier!r}: lower-case letters, digits, '_' and '-' only")
+        if self.http_port == self.grpc_port and self.http_port != 0:
+            raise ValueError("http_port and grpc_port must differ")

@@ -1,0 +1,206 @@
+"""Pure builders of RDS resources: per (model, tier) weighted clusters over pools.
+
+Route order inside the one virtual host, first match wins:
+ 1. an ``x-sla-tier`` that is present but not a known tier -> 400 (gRPC: INVALID_ARGUMENT).  Never
+    a silent default.  Envoy maps a local 400 to gRPC INTERNAL, so the gRPC variant adds
+    ``grpc-status: 3`` itself (FINDINGS);
+ 2. per model, per tier: the tier's weighted clusters; then the model without the header -> the
+    default tier;
+ 3. a model-shaped request for a model nobody serves -> 404 (gRPC: NOT_FOUND);
+ 4. everything else (health, server metadata, repository index) -> the server-level cluster.
+The model comes from the REST path ``/v2/models/<name>[/...]`` (HTTP listener) or from the
+``x-model`` header that the Lua filter derives from the gRPC body (gRPC listener).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from xds_server.grpc_model_header import MODEL_HEADER
+from xds_server.inputs import DataPlaneSettings, PoolEndpoints, RouteWeights
+from xds_server.naming import cluster_name, server_cluster_name
+from xds_server.protos import PREVIOUS_HOSTS_TYPE, PREVIOUS_PRIORITIES_TYPE
+
+GRPC_STATUS_INVALID_ARGUMENT = "3"
+GRPC_STATUS_NOT_FOUND = "5"
+
+
+def _header(name: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def _tier_regex(settings: DataPlaneSettings) -> str:
+    return "^(" + "|".join(re.escape(t) for t in settings.tiers) + ")$"
+
+
+def weighted_clusters(
+    *, route: RouteWeights, proto: str, pools_by_name: dict[str, PoolEndpoints]
+) -> dict[str, Any]:
+    """Zero weights are left out (the pool still backs the others through EDS priorities).
+    A pool unknown to the snapshot still yields a cluster name: ``Snapshot.consistent`` reports it."""
+    entries = []
+    for pool, weight in sorted(route.weights):
+        if weight == 0:
+            continue
+        known = pools_by_name.get(pool)
+        version = known.version_of(route.model) if known else None
+        entries.append({"name": cluster_name(route.model, pool, proto, version), "weight": weight})
+    return {"clusters": entries}
+
+
+def retry_policy(*, proto: str, settings: DataPlaneSettings) -> dict[str, Any]:
+    retry = settings.retry
+    return {
+        "retry_on": retry.retry_on_grpc if proto == "grpc" else retry.retry_on_http,
+        "num_retries": retry.num_retries,
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {"@type": PREVIOUS_PRIORITIES_TYPE, "update_frequency": 1},
+        },
+        "retry_host_predicate": [
+            {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": PREVIOUS_HOSTS_TYPE}}
+        ],
+        "host_selection_retry_max_attempts": str(retry.host_selection_retry_max_attempts),
+    }
+
+
+def _model_match(model: str, proto: str) -> dict[str, Any]:
+    if proto == "http":
+        # Matches /v2/models/<model> and /v2/models/<model>/<anything>, not /v2/models/<model>x.
+        return {"path_separated_prefix": f"/v2/models/{model}"}
+    return {"prefix": "/", "headers": [{"name": MODEL_HEADER, "string_match": {"exact": model}}]}
+
+
+def _forward(*, name: str, match: dict[str, Any], clusters: dict[str, Any], proto: str,
+             settings: DataPlaneSettings) -> dict[str, Any]:
+    return {
+        "name": name,
+        "match": match,
+        "route": {
+            "weighted_clusters": clusters,
+            "timeout": f"{settings.route_timeout_s:g}s",
+            "retry_policy": retry_policy(proto=proto, settings=settings),
+        },
+    }
+
+
+def _invalid_tier_routes(settings: DataPlaneSettings) -> list[dict[str, Any]]:
+    header = settings.tier_header
+    bad_tier = [
+        {"name": header, "present_match": True},
+        {"name": header, "string_match": {"safe_regex": {"regex": _tier_regex(settings)}}, "invert_match": True},
+    ]
+    message = f"invalid {header}: expected one of {', '.join(settings.tiers)} (absent means {settings.default_tier})"
+    return [
+        {
+            "name": "invalid-tier-grpc",
+            "match": {"prefix": "/", "grpc": {}, "headers": bad_tier},
+            "direct_response": {"status": 400, "body": {"inline_string": message}},
+            "response_headers_to_add": [_header("grpc-status", GRPC_STATUS_INVALID_ARGUMENT)],
+        },
+        {
+            "name": "invalid-tier",
+            "match": {"prefix": "/", "headers": bad_tier},
+            "direct_response": {"status": 400, "body": {"inline_string": json.dumps({"error": message})}},
+            "response_headers_to_add": [_header("content-type", "application/json")],
+        },
+    ]
+
+
+def _unknown_model_routes(proto: str, models: list[str]) -> list[dict[str, Any]]:
+    served = ", ".join(models) or "none"
+    message = f"unknown model: this endpoint serves {served}"
+    if proto == "http":
+        return [{
+            "name": "unknown-model",
+            "match": {"prefix": "/v2/models/"},
+            "direct_response": {"status": 404, "body": {"inline_string": json.dumps({"error": message})}},
+            "response_headers_to_add": [_header("content-type", "application/json")],
+        }]
+    return [{
+        "name": "unknown-model-grpc",
+        "match": {"prefix": "/", "headers": [{"name": MODEL_HEADER, "present_match": True}]},
+        "direct_response": {"status": 404, "body": {"inline_string": message}},
+        "response_headers_to_add": [_header("grpc-status", GRPC_STATUS_NOT_FOUND)],
+    }]
+
+
+def route_configuration(
+    *, name: str, proto: str, routes: tuple[RouteWeights, ...], pools: tuple[PoolEndpoints, ...],
+    settings: DataPlaneSettings,
+) -> dict[str, Any]:
+    """The RouteConfiguration of the Envoy listener serving ``proto`` (``http`` or ``grpc``)."""
+    pools_by_name = {p.pool: p for p in pools}
+    by_key = {(r.model, r.tier): r for r in routes}
+    models = sorted({r.model for r in routes})
+    entries = _invalid_tier_routes(settings)
+    for model in models:
+        match = _model_match(model, proto)
+        for tier in settings.tiers:
+            route = by_key.get((model, tier))
+            if route is None:
+                continue
+            tier_match = dict(match)
+            tier_match["headers"] = [*match.get("headers", []),
+                                     {"name": settings.tier_header, "string_match": {"exact": tier}}]
+            clusters = weighted_clusters(route=route, proto=proto, pools_by_name=pools_by_name)
+            entries.append(_forward(name=f"{model}/{tier}", match=tier_match, clusters=clusters, proto=proto,
+                                    settings=settings))
+        default = by_key.get((model, settings.default_tier))
+        if default is not None:
+            clusters = weighted_clusters(route=default, proto=proto, pools_by_name=pools_by_name)
+            entries.append(_forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto,
+                                    settings=settings))
+    entries.extend(_unknown_model_routes(proto, models))
+    if pools:
+        entries.append(_forward(
+            name="server", match={"prefix": "/"}, proto=proto, settings=settings,
+            clusters={"clusters": [{"name": server_cluster_name(proto), "weight": 1}]},
+        ))
+    return {
+        "name": name,
+        "virtual_hosts": [{
+            "name": f"kserve-{proto}",
+            "domains": ["*"],
+            "routes": entries,
+            # The endpoint that served, not just the cluster picked: after a failover to priority 1
+            # this names the fallback pool.  Envoy's own local replies carry none of these.
+            "response_headers_to_add": [
+                _header("x-served-by", "%UPSTREAM_METADATA(inference:pool)%"),
+                _header("x-accelerator", "%UPSTREAM_METADATA(inference:accelerator)%"),
+                _header("x-emulated", "%UPSTREAM_METADATA(inference:emulated)%"),
+            ],
+        }],
+    }
+
+
+def proxyless_route_configuration(
+    *, name: str, model: str, routes: tuple[RouteWeights, ...], pools: tuple[PoolEndpoints, ...],
+    settings: DataPlaneSettings,
+) -> dict[str, Any]:
+    """Routes for gRPC clients that dial ``xds:///<model>`` directly (no Envoy, no Lua).
+
+    gRPC supports header matches and weighted clusters but not direct responses, so an unknown tier
+    matches no route and the client gets UNAVAILABLE "no matching route" instead of a 400.
+    """
+    pools_by_name = {p.pool: p for p in pools}
+    by_key = {(r.model, r.tier): r for r in routes}
+    entries = []
+    for tier in settings.tiers:
+        route = by_key.get((model, tier))
+        if route is not None:
+            entries.append({
+                "name": f"{model}/{tier}",
+                "match": {"prefix": "", "headers": [{"name": settings.tier_header, "string_match": {"exact": tier}}]},
+                "route": {"weighted_clusters": weighted_clusters(route=route, proto="grpc", pools_by_name=pools_by_name)},
+            })
+    default = by_key.get((model, settings.default_tier))
+    if default is not None:
+        entries.append({
+            "name": f"{model}/default",
+            "match": {"prefix": "", "headers": [{"name": settings.tier_header, "present_match": False}]},
+            "route": {"weighted_clusters": weighted_clusters(route=default, proto="grpc", pools_by_name=pools_by_name)},
+        })
+    return {"name": name, "virtual_hosts": [{"name": model, "domains": ["*"], "routes": entries}]}

@@ -9,6 +9,7 @@ for types already in the descriptor pool (FINDINGS).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -63,4 +64,5 @@ def to_message(type_url: str, resource: dict[str, Any]) -> Message:
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """Plain dicts (json_format returns OrderedDicts inside ``Any``, which YAML cannot dump)."""
+    return json.loads(json_format.MessageToJson(message, preserving_proto_field_name=True))

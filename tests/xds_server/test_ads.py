@@ -1,0 +1,171 @@
+"""The ADS servicer over a real grpc.aio server on port 0, driven by a fake Envoy stream."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.xds_server.builders import three_pools, tiered_routes
+from tests.xds_server.fake_envoy import FakeEnvoy
+from xds_server import InconsistentSnapshotError, RouteWeights, XdsServer, build_snapshot
+from xds_server.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+
+def _with_gold(weights):
+    return [dataclasses.replace(r, weights=weights) if (r.model, r.tier) == ("text_embedding", "gold") else r
+            for r in tiered_routes()]
+
+
+@pytest.fixture
+def registry():
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def server(registry):
+    server = XdsServer(port=0, registry=registry)
+    server.start()
+    server.set_snapshot(build_snapshot(three_pools(), tiered_routes()))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def envoy(server):
+    client = FakeEnvoy(server.port)
+    yield client
+    client.close()
+
+
+def _subscribe_like_envoy(envoy: FakeEnvoy) -> dict[str, object]:
+    """CDS and LDS wildcard, then EDS and RDS by the names those answers mention, all ACKed."""
+    cds = envoy.subscribe_and_ack(CLUSTER)
+    names = tuple(sorted(_name(r) for r in cds.resources))
+    eds = envoy.subscribe_and_ack(ENDPOINT, names)
+    lds = envoy.subscribe_and_ack(LISTENER)
+    rds = envoy.subscribe_and_ack(ROUTE, ("grpc", "http"))
+    return {"cds": cds, "eds": eds, "lds": lds, "rds": rds, "cluster_names": names}
+
+
+def _name(packed) -> str:
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    cluster = cluster_pb2.Cluster()
+    packed.Unpack(cluster)
+    return cluster.name
+
+
+def _sample(registry, name, **labels):
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def test_first_requests_get_the_current_resources_and_acks_complete_the_version(server, envoy):
+    got = _subscribe_like_envoy(envoy)
+    version = build_snapshot(three_pools(), tiered_routes()).version
+    assert len(got["cds"].resources) == 12  # 5 (model, pool) pairs x 2 protocols + 2 server-level
+    assert len(got["eds"].resources) == 12
+    assert len(got["lds"].resources) == 2  # Envoy's wildcard answer: no proxyless api_listeners
+    assert len(got["rds"].resources) == 2
+    assert server.wait_acked(version, timeout_s=5)
+
+
+def test_a_weight_change_pushes_only_routes(server, envoy, registry):
+    _subscribe_like_envoy(envoy)
+    pushes_before = _sample(registry, "xds_pushes_total", type_url="CDS")
+    version = server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 10), ("inferentia", 90)))))
+    response = envoy.receive()
+    assert response.type_url == ROUTE
+    assert envoy.nothing_received()
+    assert not server.wait_acked(version, timeout_s=0.2)
+    envoy.ack(response, ("grpc", "http"))
+    assert server.wait_acked(version, timeout_s=5)
+    assert _sample(registry, "xds_pushes_total", type_url="CDS") == pushes_before
+    assert _sample(registry, "xds_push_to_ack_seconds_count") >= 5
+
+
+def test_an_unchanged_snapshot_pushes_nothing(server, envoy):
+    _subscribe_like_envoy(envoy)
+    server.set_snapshot(build_snapshot(three_pools(), tiered_routes()))
+    assert envoy.nothing_received()
+
+
+def test_a_nack_is_counted_and_nothing_is_resent(server, envoy, registry):
+    _subscribe_like_envoy(envoy)
+    good = build_snapshot(three_pools(), tiered_routes()).version
+    bad = server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 60), ("inferentia", 40)))))
+    response = envoy.receive()
+    envoy.request(ROUTE, ("grpc", "http"), version="previous", nonce=response.nonce, error="pretend rejection")
+    assert envoy.nothing_received()
+    assert _sample(registry, "xds_nacks_total", type_url="RDS") == 1
+    assert not server.wait_acked(bad, timeout_s=0.3)
+    (stream,) = server.status()
+    assert stream["types"]["RDS"]["last_nack"] == "pretend rejection"
+    assert stream["types"]["RDS"]["snapshot_acked"] == good  # the last good one stays in force
+
+
+def test_a_stale_nonce_is_ignored(server, envoy):
+    _subscribe_like_envoy(envoy)
+    server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 20), ("inferentia", 80)))))
+    first = envoy.receive()
+    version = server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 30), ("inferentia", 70)))))
+    second = envoy.receive()
+    envoy.ack(first, ("grpc", "http"))  # an ACK of a push that was replaced: not a completion
+    assert not server.wait_acked(version, timeout_s=0.2)
+    envoy.ack(second, ("grpc", "http"))
+    assert server.wait_acked(version, timeout_s=5)
+
+
+def test_new_resource_names_are_answered_at_once_with_exactly_those(server, envoy):
+    first = envoy.subscribe_and_ack(LISTENER, ("text_embedding",))
+    assert [_listener_name(r) for r in first.resources] == ["text_embedding"]
+    envoy.request(LISTENER, ("digits_classifier", "text_embedding"), version=first.version_info, nonce=first.nonce)
+    second = envoy.receive()
+    assert sorted(_listener_name(r) for r in second.resources) == ["digits_classifier", "text_embedding"]
+
+
+def _listener_name(packed) -> str:
+    from envoy.config.listener.v3 import listener_pb2
+
+    listener = listener_pb2.Listener()
+    packed.Unpack(listener)
+    return listener.name
+
+
+def test_a_reconnecting_client_gets_the_current_snapshot(server, envoy):
+    _subscribe_like_envoy(envoy)
+    envoy.close()
+    version = server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 5), ("inferentia", 95)))))
+    again = FakeEnvoy(server.port)
+    try:
+        _subscribe_like_envoy(again)
+        assert server.wait_acked(version, timeout_s=5)
+    finally:
+        again.close()
+
+
+def test_an_inconsistent_snapshot_is_refused_and_the_previous_stays(server, envoy):
+    _subscribe_like_envoy(envoy)
+    routes = [RouteWeights("text_embedding", tier, (("tpu", 100),)) for tier in ("gold", "silver", "bronze")]
+    with pytest.raises(InconsistentSnapshotError, match="tpu"):
+        server.set_snapshot(build_snapshot(three_pools(), routes))
+    assert envoy.nothing_received()
+
+
+def test_a_node_with_its_own_snapshot_gets_it_and_others_get_the_default(server, envoy):
+    _subscribe_like_envoy(envoy)
+    special = build_snapshot(three_pools(), _with_gold((("gpu", 1), ("inferentia", 99))))
+    server.set_snapshot(special, node_id="canary-envoy")
+    assert envoy.nothing_received()
+    other = FakeEnvoy(server.port, node_id="canary-envoy")
+    try:
+        _subscribe_like_envoy(other)
+        assert server.wait_acked(special.version, timeout_s=5)
+    finally:
+        other.close()
+
+
+def test_streams_are_counted(server, envoy, registry):
+    _subscribe_like_envoy(envoy)
+    assert _sample(registry, "xds_connected_streams") == 1

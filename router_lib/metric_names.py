@@ -13,6 +13,8 @@ CONTROL_PLANE: dict[str, tuple[str, tuple[str, ...], str]] = {
     "router_pool_healthy": ("gauge", ("pool", "accelerator", "emulated"), "1 when the pool has a ready replica."),
     "router_pool_queue_depth": ("gauge", ("pool", "model"), "Pending requests in Triton, summed over replicas."),
     "router_pool_p99_ms": ("gauge", ("pool", "model"), "p99 latency in ms as Envoy saw it over the window."),
+    # Added for autoscaling (k8s KEDA ScaledObjects scale each pool on queue depth and p95).
+    "router_pool_p95_ms": ("gauge", ("pool", "model"), "p95 latency in ms as Envoy saw it over the window."),
     "router_cost_per_1k_requests_usd": ("gauge", ("pool", "model", "tier"), "Estimated $ per 1000 requests."),
     "router_fleet_cost_per_hour_usd": ("gauge", ("pool", "accelerator", "emulated"), "Configured $/hour of the pool."),
     "xds_pushes_total": ("counter", ("type_url",), "Resources pushed to Envoy/gRPC clients."),
@@ -50,4 +52,19 @@ ENVOY_READ = (
     "envoy_cluster_upstream_rq_total",
     "envoy_cluster_upstream_rq_xx",
     "envoy_cluster_upstream_rq_active",
+    # Per-tier request stats: Envoy virtual clusters named after the tiers (see
+    # ENVOY_TIER_VIRTUAL_CLUSTERS); the SLA burn-rate alerts and the latency-vs-SLA dashboard read them.
+    "envoy_vhost_vcluster_upstream_rq_time",
+    "envoy_vhost_vcluster_upstream_rq_total",
+    "envoy_vhost_vcluster_upstream_rq_xx",
 )
+
+# Buckets (ms) of Envoy's upstream_rq_time histograms (bootstrap stats_config.histogram_bucket_settings).
+# Every tier's p99 bound (data/tiers.yaml) must be a bucket edge, or "requests within the bound"
+# cannot be counted exactly; Envoy's default buckets lack 150.
+ENVOY_RQ_TIME_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000, 10000)
+
+# Virtual cluster names on the route configuration's virtual host, one per tier, matched on the
+# x-sla-tier header; the default tier's virtual cluster also matches requests without the header.
+# They appear as the envoy_virtual_cluster label of the envoy_vhost_vcluster_* metrics.
+ENVOY_TIER_VIRTUAL_CLUSTERS = ("gold", "silver", "bronze")

@@ -1,0 +1,113 @@
+"""Predicted latency and safe capacity of one model on one accelerator: the formulas the policy,
+the planner and the reports share (so the plan and the live routing agree on what "fits").
+
+Notation (per replica): ``B`` max batch, ``L(b)`` p50 ms of one execution of a batch of ``b``
+(the profile), ``c`` instances per replica, ``tail`` = profile ``p99_over_p50``.
+
+* Full-batch throughput ``X = c * B * 1000 / L(B)`` req/s: the most one replica completes.
+* Utilisation ``u = rate / (replicas * X)`` in [0, 1): the busy fraction of the pool's replica time.
+  Models sharing a pool add their utilisations (conservative: they share the hardware).
+* Operating batch ``b(u) = max(1, ceil(u * B))``: with dynamic batching and no queue delay a batch
+  holds whatever queued during the previous execution; it is 1 at no load and ``B`` at saturation.
+  Linear in between is the simplest interpolation exact at both ends.
+* Predicted p99 ms ``p99(u) = tail * L(b(u)) * (1 + min(1, u / (1 - u)))``: at low load a
+  request rarely waits; from ``u = 1/2`` on it typically waits for the execution in progress (at
+  most one more execution, because batching absorbs the queue into the next batch).  Queues that
+  already exist add ``backlog_ms = queue_depth / (replicas * X) * 1000`` (time to drain them).
+* Safe utilisation for a tier: the largest ``u <= max_utilisation`` with
+  ``p99(u) <= headroom * bound``; bronze (no bound): ``max_utilisation``.
+  ``safe capacity = safe utilisation * X`` req/s per replica.
+
+The discrete-event simulator (``router_lib.simulator``) does not use these formulas: it runs the
+queues, which is how the formulas' optimism or pessimism shows up in the benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from router_lib.domain import Profile
+
+
+def full_batch_throughput_per_s(profile: Profile) -> float:
+    """``X``: requests per second one replica completes running full batches on every instance."""
+    return profile.throughput_per_replica_per_s()
+
+
+def operating_batch(utilisation: float, max_batch: int) -> int:
+    """``b(u) = max(1, ceil(u * B))`` clamped to ``B``."""
+    return min(max_batch, max(1, math.ceil(utilisation * max_batch - 1e-9)))
+
+
+def wait_factor(utilisation: float) -> float:
+    """``1 + min(1, u / (1 - u))``: 1 at no load, 2 from u = 1/2; infinite at u >= 1."""
+    if utilisation >= 1.0:
+        return math.inf
+    return 1.0 + min(1.0, utilisation / (1.0 - utilisation))
+
+
+def predicted_p99_ms(profile: Profile, utilisation: float, backlog_ms: float = 0.0) -> float:
+    """Predicted p99 latency in ms at pool utilisation ``u`` plus an existing backlog."""
+    factor = wait_factor(max(0.0, utilisation))
+    if math.isinf(factor):
+        return math.inf
+    service = profile.latency_ms(operating_batch(utilisation, profile.max_batch_size))
+    return profile.p99_over_p50 * service * factor + backlog_ms
+
+
+def backlog_ms(profile: Profile, queue_depth: float, replicas: int) -> float:
+    """Time in ms for ``replicas`` to drain ``queue_depth`` waiting requests at full throughput."""
+    if queue_depth <= 0:
+        return 0.0
+    if replicas <= 0:
+        return math.inf
+    return queue_depth / (replicas * full_batch_throughput_per_s(profile)) * 1000.0
+
+
+def safe_utilisation(profile: Profile, bound_ms: float | None, headroom: float, max_utilisation: float) -> float:
+    """Largest ``u <= max_utilisation`` with ``p99(u) <= headroom * bound_ms`` (0 if none).
+
+    Scans the operating batch sizes: within ``b`` the service time is fixed, ``L(b)``, so the
+    bound gives ``u / (1 - u) <= f`` with ``f = headroom * bound / (tail * L(b)) - 1``, i.e.
+    ``u <= f / (1 + f)`` (any u when ``f >= 1``), intersected with ``((b-1)/B, b/B]``.
+    """
+    if bound_ms is None:
+        return max_utilisation
+    limit = headroom * bound_ms
+    big_b = profile.max_batch_size
+    best = 0.0
+    for b in range(1, big_b + 1):
+        tail_service = profile.p99_over_p50 * profile.latency_ms(b)
+        if tail_service > limit:
+            break
+        f = limit / tail_service - 1.0
+        u_latency = 1.0 if f >= 1.0 else f / (1.0 + f)
+        low, high = (b - 1) / big_b, b / big_b
+        u = min(high, max_utilisation, u_latency)
+        if u > low or b == 1:
+            best = max(best, u)
+        if u < high:
+            break
+    return best
+
+
+@dataclass(frozen=True)
+class TierCapacity:
+    """Per replica, one model on one accelerator, one tier: what the policy and planner use."""
+
+    safe_utilisation: float
+    full_batch_throughput_per_s: float
+    price_per_hour_usd: float
+
+    @property
+    def safe_throughput_per_s(self) -> float:
+        return self.safe_utilisation * self.full_batch_throughput_per_s
+
+    @property
+    def cost_per_million_usd(self) -> float:
+        """$ per 1M requests when the replica runs at its safe throughput for this tier:
+        ``price_per_hour / (3600 * safe throughput) * 1e6`` (inf when the tier does not fit)."""
+        if self.safe_throughput_per_s <= 0:
+            return math.inf
+        return self.price_per_hour_usd / (3600.0 * self.safe_throughput_per_s) * 1e6

@@ -1,0 +1,150 @@
+"""Parse Triton's and Envoy's Prometheus text into cumulative samples (no rates yet).
+
+Parsing uses ``prometheus_client.parser.text_string_to_metric_families`` (the reference
+parser, not regexes).  A sample here is the cumulative state of one scrape; rates and quantiles
+need two of them and are computed in :mod:`router_lib.metrics_window`.
+
+Triton labels its series ``model`` and ``version``.  A public model may be an ensemble whose
+composing models (e.g. ``text_embedding_tokenizer`` -> ``text_embedding_onnx``) hold the queue:
+``composing`` maps a composing model's name to its public model, and their pending counts are
+added to the public model's.  Their request counters are ignored (the ensemble counts each
+request once itself); their emulation counters are attributed to the public model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from router_lib.cluster_names import parse_cluster_name
+from router_lib.metrics import MetricsParseError
+
+# Triton counters kept per model (cumulative).
+TRITON_COUNTERS = (
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+)
+EMULATION_COUNTERS = ("emulation_executions_total", "emulation_lag_ms_total")
+PENDING = "nv_inference_pending_request_count"
+
+ENVOY_RQ_TOTAL = "envoy_cluster_upstream_rq_total"
+ENVOY_RQ_XX = "envoy_cluster_upstream_rq_xx"
+ENVOY_RQ_TIME_BUCKET = "envoy_cluster_upstream_rq_time_bucket"
+
+
+@dataclass(frozen=True)
+class TritonSample:
+    """One scrape of one Triton replica, per public model.
+
+    ``pending``: model -> queued requests (gauge).  ``counters``: (model, counter name) -> value.
+    """
+
+    pending: Mapping[str, float] = field(default_factory=dict)
+    counters: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+    @property
+    def models(self) -> frozenset[str]:
+        return frozenset(self.pending) | frozenset(m for m, _ in self.counters)
+
+
+@dataclass(frozen=True)
+class EnvoyClusterSample:
+    """Cumulative counts of one (model, pool), summed over its protocol clusters.
+
+    ``buckets``: (upper bound in ms, cumulative count) sorted by bound, ``+Inf`` last.
+    """
+
+    rq_total: float = 0.0
+    rq_5xx: float = 0.0
+    buckets: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class EnvoySample:
+    clusters: Mapping[tuple[str, str], EnvoyClusterSample] = field(default_factory=dict)
+
+
+def _samples(text: str, source: str) -> Iterable[Sample]:
+    """Every sample in ``text``; a MetricsParseError naming ``source`` if the text is malformed."""
+    try:
+        families = list(text_string_to_metric_families(text))
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        raise MetricsParseError(source, f"{type(e).__name__}: {e}") from None
+    for family in families:
+        yield from family.samples
+
+
+def _value(sample: Sample, source: str) -> float:
+    value = float(sample.value)
+    if math.isnan(value) or value < 0:
+        raise MetricsParseError(source, f"{sample.name}{sample.labels}: expected a value >= 0, got {value}")
+    return value
+
+
+def parse_triton(text: str, source: str, composing: Mapping[str, str] | None = None) -> TritonSample:
+    """Pending counts and counters of every model in one replica's ``/metrics`` text."""
+    composing = composing or {}
+    pending: dict[str, float] = {}
+    counters: dict[tuple[str, str], float] = {}
+    for s in _samples(text, source):
+        if s.name != PENDING and s.name not in TRITON_COUNTERS and s.name not in EMULATION_COUNTERS:
+            continue
+        model = s.labels.get("model")
+        if not model:
+            raise MetricsParseError(source, f"{s.name} without a 'model' label")
+        value = _value(s, source)
+        public = composing.get(model, model)
+        if s.name == PENDING:
+            pending[public] = pending.get(public, 0.0) + value
+        elif s.name in TRITON_COUNTERS and model in composing:
+            continue  # the ensemble counts the request itself; composing steps would double it
+        else:
+            key = (public, s.name)
+            counters[key] = counters.get(key, 0.0) + value
+    return TritonSample(pending, counters)
+
+
+def parse_envoy(text: str, source: str) -> EnvoySample:
+    """Request, 5xx and latency-bucket counts per (model, pool) from ``/stats/prometheus`` text.
+
+    Clusters whose names are not ``<model>--<pool>--<proto>`` are skipped; the grpc and http
+    clusters of one (model, pool) are added together.
+    """
+    totals: dict[tuple[str, str], float] = {}
+    errors: dict[tuple[str, str], float] = {}
+    buckets: dict[tuple[str, str], dict[float, float]] = {}
+    for s in _samples(text, source):
+        if s.name not in (ENVOY_RQ_TOTAL, ENVOY_RQ_XX, ENVOY_RQ_TIME_BUCKET):
+            continue
+        parsed = parse_cluster_name(s.labels.get("envoy_cluster_name", ""))
+        if parsed is None:
+            continue
+        key = (parsed.model, parsed.pool)
+        value = _value(s, source)
+        if s.name == ENVOY_RQ_TOTAL:
+            totals[key] = totals.get(key, 0.0) + value
+        elif s.name == ENVOY_RQ_XX:
+            if s.labels.get("envoy_response_code_class") == "5":
+                errors[key] = errors.get(key, 0.0) + value
+        else:
+            try:
+                le = float(s.labels["le"])
+            except (KeyError, ValueError):
+                raise MetricsParseError(source, f"{s.name}: bad or missing 'le' label {s.labels}") from None
+            per = buckets.setdefault(key, {})
+            per[le] = per.get(le, 0.0) + value
+    keys = set(totals) | set(errors) | set(buckets)
+    return EnvoySample({
+        k: EnvoyClusterSample(
+            rq_total=totals.get(k, 0.0),
+            rq_5xx=errors.get(k, 0.0),
+            buckets=tuple(sorted(buckets.get(k, {}).items())),
+        )
+        for k in keys
+    })

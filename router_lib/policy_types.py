@@ -1,0 +1,122 @@
+"""Values the routing policy reads and writes: settings, inputs, state and the decision.
+
+``RoutingDecision.routes`` is exactly what the control server turns into Envoy weighted
+clusters: for every (model, tier) a tuple of :class:`PoolWeight`, one per pool that serves the
+model, integer weights >= 0 summing to ``settings.total_weight`` (never all zero: Envoy NACKs
+that).  A (model, tier) no pool serves is left out of ``routes`` and explained in ``unroutable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from router_lib.domain import Fleet
+from router_lib.metrics import FleetMetrics
+
+RouteKey = tuple[str, str]  # (model, tier)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Knobs of the policy; every one is explained where it is used (``router_lib.policy``).
+
+    * ``headroom``: a tier is feasible on a pool when predicted p99 <= headroom * bound.
+    * ``max_utilisation``: no pool is planned past this busy fraction, whatever the tier.
+    * ``smoothing_tau_s``: time constant of the EWMA that lowers smoothed signals (they rise at
+      once: fast up, slow down, so a burst is seen now and noise does not make weights flap).
+    * ``hysteresis``: a feasible pool stays feasible up to (1 + h) x the threshold, an excluded
+      one comes back only under (1 - h) x the threshold.
+    * ``max_step``: most weight points any pool gains or loses in one decision (excluded pools
+      drop to 0 at once regardless).  ``deadband``: moves smaller than this are not made.
+    * ``max_error_rate``: a pool failing more than this fraction of a model's requests is unhealthy.
+    * ``use_observed_p99``: exclude a pool whose measured p99 (Envoy) is over the tier bound even if
+      the prediction says it fits (the profile may be wrong; measurement wins).
+    """
+
+    total_weight: int = 100
+    headroom: float = 0.8
+    max_utilisation: float = 0.8
+    smoothing_tau_s: float = 10.0
+    hysteresis: float = 0.1
+    max_step: int = 25
+    deadband: int = 2
+    max_error_rate: float = 0.5
+    use_observed_p99: bool = True
+
+    def __post_init__(self) -> None:
+        if self.total_weight < 1:
+            raise ValueError(f"total_weight must be >= 1, got {self.total_weight}")
+        if not 0 < self.headroom <= 1 or not 0 < self.max_utilisation < 1:
+            raise ValueError("headroom must be in (0, 1] and max_utilisation in (0, 1)")
+        if self.max_step < 1 or self.deadband < 0 or not 0 <= self.hysteresis < 1:
+            raise ValueError("max_step >= 1, deadband >= 0, hysteresis in [0, 1) required")
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    """One tick's inputs.
+
+    ``pool_ready``: ready replicas per pool (a pool absent here: ``metrics.ready_replicas`` if
+    known, else its configured replica count).  ``demand_per_s``: measured request rate per
+    (model, tier) (e.g. Envoy per-route stats); a (model, tier) absent from it gets the model's
+    observed total rate split evenly over the tiers.
+    """
+
+    fleet: Fleet
+    metrics: FleetMetrics
+    pool_ready: Mapping[str, int] = field(default_factory=dict)
+    settings: PolicySettings = field(default_factory=PolicySettings)
+    demand_per_s: Mapping[RouteKey, float] | None = None
+
+
+@dataclass(frozen=True)
+class PoolWeight:
+    pool: str
+    weight: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    routes: Mapping[RouteKey, tuple[PoolWeight, ...]]
+    unroutable: Mapping[RouteKey, str] = field(default_factory=dict)
+    time_s: float = 0.0
+
+    def weights(self, model: str, tier: str) -> dict[str, int]:
+        return {pw.pool: pw.weight for pw in self.routes[(model, tier)]}
+
+    def explain(self) -> list[str]:
+        """Human-readable lines: one per route, then one per pool with its weight and reason."""
+        lines: list[str] = []
+        for (model, tier), pools in sorted(self.routes.items()):
+            lines.append(f"{model} / {tier}: " + ", ".join(f"{p.pool}={p.weight}" for p in pools))
+            lines.extend(f"  {p.pool:<16} {p.weight:>4}  {p.reason}" for p in pools)
+        for (model, tier), why in sorted(self.unroutable.items()):
+            lines.append(f"{model} / {tier}: UNROUTABLE: {why}")
+        return lines
+
+
+@dataclass(frozen=True)
+class Smoothed:
+    """Smoothed signals of one (pool, model)."""
+
+    queue_depth: float
+    p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the policy remembers between ticks; returned by ``decide`` and handed back next tick.
+
+    ``capacity_key`` identifies the (fleet, settings) objects the ``capacity`` table was built
+    for; a different fleet or settings object rebuilds it.
+    """
+
+    time_s: float
+    smoothed: Mapping[tuple[str, str], Smoothed]
+    demand_per_s: Mapping[RouteKey, float]
+    weights: Mapping[RouteKey, Mapping[str, int]]
+    feasible: frozenset[tuple[str, str, str]]
+    capacity: object = None
+    capacity_key: tuple[int, int] = (0, 0)

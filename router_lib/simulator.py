@@ -1,0 +1,313 @@
+"""Seeded discrete-event simulator of a fleet under a request trace, with the policy in the loop.
+
+What it models (and the one decision that shapes it: simulate the queues, do not reuse the
+policy's formulas, so the benchmark can show where those formulas are wrong):
+
+* Each pool has ``replicas``; each replica runs, per model it serves, ``instances_per_replica``
+  model instances fed by one FIFO queue (Triton's dynamic batcher per model, with
+  ``max_queue_delay = 0``: a free instance takes whatever is queued, up to ``max_batch_size``).
+* An execution of ``b`` requests takes ``profile.latency_ms(b) x m`` where the multiplier ``m``
+  is log-normal with median 1 and p99 = ``p99_over_p50`` (``deterministic`` and ``exponential``
+  exist for validation against M/D/1 and M/M/c closed forms).
+* Within a pool, a request goes to the replica with the fewest outstanding requests for its model
+  (Envoy's least-request).  Across pools, it follows the weights of the latest decision.
+* Every ``tick_s`` the simulator builds :class:`FleetMetrics` (queue depth now, rates and p99 over
+  the tick) and per-(model, tier) demand, and calls the same ``decide()`` the control server runs.
+* Latency = completion - arrival + ``network_overhead_ms`` (Envoy hop).  Co-located models do not
+  slow each other here (Triton instance groups on separate cores/streams); the planner and policy
+  count their utilisations as shared, so the simulator is optimistic only about that.
+
+Cost: each pool costs ``replicas x price`` per hour; $ per 1M requests of a (model, tier) charges
+each pool's cost in proportion to the execution time its requests used (a batch's time is split
+equally among its requests), idle time included.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from router_lib.domain import Fleet
+from router_lib.metrics import FleetMetrics, PoolModelMetrics
+from router_lib.policy import decide
+from router_lib.policy_types import PolicyInputs, PolicySettings, PolicyState, RoutingDecision
+from router_lib.workload import Trace
+
+DISTRIBUTIONS = ("lognormal", "deterministic", "exponential")
+Z99 = 2.3263478740408408  # standard normal 99th percentile
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    tick_s: float = 1.0
+    network_overhead_ms: float = 0.5
+    service_distribution: str = "lognormal"
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.service_distribution not in DISTRIBUTIONS:
+            raise ValueError(f"service_distribution must be one of {DISTRIBUTIONS}")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    count: int
+    within_bound: int
+    compliance: float | None  # None for best-effort tiers
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    pool: str
+    accelerator: str
+    replicas: int
+    cost_per_hour_usd: float
+    requests: int
+    usd_per_million: float
+    busy_fraction: float
+
+
+@dataclass(frozen=True)
+class SimResult:
+    by_tier: Mapping[str, LatencyStats]
+    by_route: Mapping[tuple[str, str], LatencyStats]
+    by_pool: Mapping[str, PoolStats]
+    usd_per_million_by_route: Mapping[tuple[str, str], float]
+    cost_per_hour_usd: float
+    usd_per_million: float
+    requests: int
+    unroutable_requests: int
+    decisions: int
+    decide_ms_mean: float
+    decide_ms_max: float
+    mean_wait_ms: float
+
+
+def _stats(lat: np.ndarray, bound: float | None) -> LatencyStats:
+    if lat.size == 0:
+        return LatencyStats(0, 0, None, math.nan, math.nan, math.nan, math.nan)
+    finite = np.where(np.isfinite(lat), lat, np.inf)
+    within = int(np.count_nonzero(finite <= bound)) if bound is not None else lat.size
+    p50, p95, p99 = np.percentile(finite, [50, 95, 99])
+    return LatencyStats(int(lat.size), within, within / lat.size if bound is not None else None,
+                        float(p50), float(p95), float(p99), float(np.mean(finite)))
+
+
+class _Server:
+    """The replicas of one (pool, model): queues, free instances, outstanding counts."""
+
+    __slots__ = ("pool", "model", "latency", "max_batch", "queues", "free", "outstanding", "window_lat", "routed")
+
+    def __init__(self, pool: int, model: int, latency: list[float], max_batch: int, replicas: int, instances: int):
+        self.pool, self.model, self.latency, self.max_batch = pool, model, latency, max_batch
+        self.queues: list[deque[int]] = [deque() for _ in range(replicas)]
+        self.free = [instances] * replicas
+        self.outstanding = [0] * replicas
+        self.window_lat: list[float] = []
+        self.routed = 0
+
+
+def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
+             initial_demand: Mapping[tuple[str, str], float] | None = None,
+             decide_fn: Callable[[PolicyInputs, PolicyState | None, float], tuple[RoutingDecision, PolicyState]] = decide,
+             on_progress: Callable[[float], None] | None = None) -> SimResult:
+    """Run ``trace`` through ``fleet`` with ``decide_fn`` in the loop; see the module docstring."""
+    settings = settings or SimSettings()
+    rng = np.random.default_rng(settings.seed)
+    models, tiers = trace.models, trace.tiers
+    pool_names = [p.name for p in fleet.pools]
+    servers: dict[tuple[int, int], _Server] = {}
+    sigma: dict[int, float] = {}
+    for pi, pool in enumerate(fleet.pools):
+        for mi, model in enumerate(models):
+            prof = fleet.profiles.get((model, pool.accelerator))
+            if prof is None or model not in pool.models:
+                continue
+            lat = [0.0] + [prof.latency_ms(b) for b in range(1, prof.max_batch_size + 1)]
+            servers[(pi, mi)] = _Server(pi, mi, lat, prof.max_batch_size, pool.replicas, prof.instances_per_replica)
+            sigma[id(servers[(pi, mi)])] = math.log(prof.p99_over_p50) / Z99
+    n = len(trace)
+    times = trace.times_s
+    m_idx = trace.model_index.tolist()
+    k_idx = trace.tier_index.tolist()
+    t_list = times.tolist()
+    u_route = rng.random(n).tolist()
+    latency = np.full(n, np.inf)
+    wait = np.zeros(n)
+    req_pool = np.full(n, -1, dtype=np.int64)
+    busy_share = np.zeros(n)
+    dist = settings.service_distribution
+    overhead = settings.network_overhead_ms
+    normals = rng.standard_normal(max(1024, n)).tolist()
+    expo = rng.exponential(1.0, max(1024, n)).tolist() if dist == "exponential" else []
+    draw = [0]
+
+    def multiplier(server: _Server) -> float:
+        j = draw[0] = draw[0] + 1
+        if dist == "deterministic":
+            return 1.0
+        if dist == "exponential":
+            return expo[j % len(expo)]
+        return math.exp(sigma[id(server)] * normals[j % len(normals)])
+
+    heap: list[tuple[float, int, _Server, int, list[int], float]] = []
+    seq = [0]
+
+    def start(server: _Server, r: int, now: float) -> None:
+        q = server.queues[r]
+        b = min(len(q), server.max_batch)
+        batch = [q.popleft() for _ in range(b)]
+        server.free[r] -= 1
+        service_ms = server.latency[b] * multiplier(server)
+        for req in batch:
+            wait[req] = (now - t_list[req]) * 1000.0
+        seq[0] += 1
+        heapq.heappush(heap, (now + service_ms / 1000.0, seq[0], server, r, batch, service_ms))
+
+    routes: dict[tuple[int, int], tuple[list[float], list[_Server]]] = {}
+
+    def apply(decision: RoutingDecision) -> None:
+        routes.clear()
+        for (model, tier), weights in decision.routes.items():
+            if model not in models or tier not in tiers:
+                continue
+            mi, ki = models.index(model), tiers.index(tier)
+            total = sum(w.weight for w in weights) or 1
+            cum, targets, acc = [], [], 0
+            for w in weights:
+                if w.weight > 0:
+                    acc += w.weight
+                    cum.append(acc / total)
+                    targets.append(servers[(pool_names.index(w.pool), mi)])
+            routes[(mi, ki)] = (cum, targets)
+
+    demand_counts = np.zeros((len(models), len(tiers)))
+    state: PolicyState | None = None
+    decide_times: list[float] = []
+
+    def tick(now: float, window: float) -> None:
+        nonlocal state
+        metrics: dict[tuple[str, str], PoolModelMetrics] = {}
+        for s in servers.values():
+            p99 = float(np.percentile(s.window_lat, 99)) if s.window_lat else None
+            metrics[(pool_names[s.pool], models[s.model])] = PoolModelMetrics(
+                pool=pool_names[s.pool], model=models[s.model], queue_depth=float(sum(len(q) for q in s.queues)),
+                request_rate_per_s=s.routed / window if window > 0 else 0.0, p99_ms=p99, window_s=window)
+            s.window_lat, s.routed = [], 0
+        if window > 0:
+            demand = {(models[mi], tiers[ki]): float(demand_counts[mi, ki]) / window
+                      for mi in range(len(models)) for ki in range(len(tiers))}
+        else:
+            demand = dict(initial_demand or {})
+        demand_counts[:] = 0
+        inputs = PolicyInputs(fleet, FleetMetrics(metrics, now, {}), {p.name: p.replicas for p in fleet.pools},
+                              settings.policy, demand)
+        t0 = time.perf_counter()
+        decision, state = decide_fn(inputs, state, now)
+        decide_times.append((time.perf_counter() - t0) * 1000.0)
+        apply(decision)
+
+    tick(0.0, 0.0)
+    next_tick = settings.tick_s
+    i = 0
+    unroutable = 0
+    report_every = max(trace.duration_s / 20.0, settings.tick_s)
+    next_report = report_every
+    inf = math.inf
+    while i < n or heap:
+        t_arrival = t_list[i] if i < n else inf
+        t_done = heap[0][0] if heap else inf
+        t_tick = next_tick if next_tick <= trace.duration_s else inf
+        if t_tick <= t_arrival and t_tick <= t_done:
+            tick(t_tick, settings.tick_s)
+            next_tick += settings.tick_s
+            if on_progress is not None and t_tick >= next_report:
+                on_progress(min(1.0, t_tick / trace.duration_s))
+                next_report += report_every
+        elif t_arrival <= t_done:
+            mi, ki = m_idx[i], k_idx[i]
+            demand_counts[mi, ki] += 1
+            route = routes.get((mi, ki))
+            if route is None:
+                unroutable += 1
+            else:
+                cum, targets = route
+                server = targets[min(bisect.bisect_right(cum, u_route[i]), len(targets) - 1)]
+                out = server.outstanding
+                r = out.index(min(out))
+                server.queues[r].append(i)
+                out[r] += 1
+                server.routed += 1
+                req_pool[i] = server.pool
+                if server.free[r] > 0:
+                    start(server, r, t_arrival)
+            i += 1
+        else:
+            now, _, server, r, batch, service_ms = heapq.heappop(heap)
+            share = service_ms / len(batch)
+            for req in batch:
+                lat = (now - t_list[req]) * 1000.0 + overhead
+                latency[req] = lat
+                busy_share[req] = share
+                server.window_lat.append(lat)
+            server.outstanding[r] -= len(batch)
+            server.free[r] += 1
+            if server.queues[r]:
+                start(server, r, now)
+    if on_progress is not None:
+        on_progress(1.0)
+    return _summarise(fleet, trace, latency, wait, req_pool, busy_share, unroutable, decide_times)
+
+
+def _summarise(fleet: Fleet, trace: Trace, latency: np.ndarray, wait: np.ndarray, req_pool: np.ndarray,
+               busy_share: np.ndarray, unroutable: int, decide_times: list[float]) -> SimResult:
+    bounds = {name: t.p99_ms for name, t in fleet.tiers.tiers.items()}
+    hours = trace.duration_s / 3600.0
+    by_tier = {tier: _stats(latency[trace.tier_index == ki], bounds.get(tier)) for ki, tier in enumerate(trace.tiers)}
+    by_route: dict[tuple[str, str], LatencyStats] = {}
+    usd_route: dict[tuple[str, str], float] = {}
+    pool_busy = np.zeros(len(fleet.pools))
+    served = req_pool >= 0
+    np.add.at(pool_busy, req_pool[served], busy_share[served])
+    pool_cost = np.array([p.replicas * p.price_per_hour_usd * hours for p in fleet.pools])
+    for mi, model in enumerate(trace.models):
+        for ki, tier in enumerate(trace.tiers):
+            mask = (trace.model_index == mi) & (trace.tier_index == ki)
+            if not mask.any():
+                continue
+            by_route[(model, tier)] = _stats(latency[mask], bounds.get(tier))
+            busy = np.zeros(len(fleet.pools))
+            sel = mask & served
+            np.add.at(busy, req_pool[sel], busy_share[sel])
+            charged = float(np.sum(np.divide(busy, pool_busy, out=np.zeros_like(busy), where=pool_busy > 0) * pool_cost))
+            usd_route[(model, tier)] = charged / int(mask.sum()) * 1e6
+    by_pool = {}
+    for pi, p in enumerate(fleet.pools):
+        count = int(np.count_nonzero(req_pool == pi))
+        by_pool[p.name] = PoolStats(
+            p.name, p.accelerator.value, p.replicas, p.replicas * p.price_per_hour_usd, count,
+            pool_cost[pi] / count * 1e6 if count else math.inf,
+            float(pool_busy[pi] / 1000.0 / (trace.duration_s * p.replicas)) if trace.duration_s > 0 else 0.0,
+        )
+    cost_per_hour = float(sum(p.replicas * p.price_per_hour_usd for p in fleet.pools))
+    n = len(trace)
+    return SimResult(
+        by_tier=by_tier, by_route=by_route, by_pool=by_pool, usd_per_million_by_route=usd_route,
+        cost_per_hour_usd=cost_per_hour, usd_per_million=cost_per_hour * hours / n * 1e6 if n else math.inf,
+        requests=n, unroutable_requests=unroutable, decisions=len(decide_times),
+        decide_ms_mean=float(np.mean(decide_times)) if decide_times else 0.0,
+        decide_ms_max=float(np.max(decide_times)) if decide_times else 0.0,
+        mean_wait_ms=float(np.mean(wait[served])) if served.any() else math.nan,
+    )

@@ -57,6 +57,28 @@ class Provenance:
     artifact_sha256: str = ""
 
 
+def interpolate_latency_ms(latency_ms_by_batch: Mapping[int, float], batch_size: int) -> float:
+    """Latency of ``batch_size`` from a table of measured (batch size -> ms) points.
+
+    Linear between points; below the first point, the first value; past the last point,
+    extrapolated from the last two (one point only: proportional to batch size).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    sizes = sorted(latency_ms_by_batch)
+    values = [latency_ms_by_batch[b] for b in sizes]
+    if len(sizes) == 1:
+        return values[0] * batch_size / sizes[0] if batch_size > sizes[0] else values[0]
+    if batch_size <= sizes[0]:
+        return values[0]
+    i = bisect.bisect_left(sizes, batch_size)
+    if i < len(sizes) and sizes[i] == batch_size:
+        return values[i]
+    lo = min(i - 1, len(sizes) - 2)
+    b0, b1, v0, v1 = sizes[lo], sizes[lo + 1], values[lo], values[lo + 1]
+    return v0 + (v1 - v0) * (batch_size - b0) / (b1 - b0)
+
+
 @dataclass(frozen=True)
 class Profile:
     """Service time of one model on one accelerator, per replica.
@@ -78,20 +100,7 @@ class Profile:
 
     def latency_ms(self, batch_size: int) -> float:
         """p50 service time in ms of one execution of ``batch_size`` requests."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        sizes = sorted(self.latency_ms_by_batch)
-        values = [self.latency_ms_by_batch[b] for b in sizes]
-        if len(sizes) == 1:
-            return values[0] * batch_size / sizes[0] if batch_size > sizes[0] else values[0]
-        if batch_size <= sizes[0]:
-            return values[0]
-        i = bisect.bisect_left(sizes, batch_size)
-        if i < len(sizes) and sizes[i] == batch_size:
-            return values[i]
-        lo = min(max(i - 1, 0), len(sizes) - 2)
-        b0, b1, v0, v1 = sizes[lo], sizes[lo + 1], values[lo], values[lo + 1]
-        return v0 + (v1 - v0) * (batch_size - b0) / (b1 - b0)
+        return interpolate_latency_ms(self.latency_ms_by_batch, batch_size)
 
     def throughput_per_replica_per_s(self, batch_size: int | None = None) -> float:
         """Requests per second one replica completes when every instance runs full batches."""

@@ -1,0 +1,209 @@
+"""Supervise the local fleet: one real ``tritonserver`` per pool replica, on 127.0.0.1.
+
+The supervisor owns processes only: it writes each pool's model repository, starts the replicas on
+free ports, waits for readiness, restarts a replica that dies (on the same ports when it can, so
+the data plane's endpoints stay valid) and cleans up its orphaned stubs and shared memory, and on
+shutdown lets the control plane drain each pool (weight 0) before stopping it.  Listeners hear of
+every change to a pool's replica set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.triton_process import Ports, TritonProcess, free_port, prepare_backend_dir
+from model_repository.definitions import ModelDefinition
+from model_repository.triton_config import target_for_pool, write_repository
+from router_lib.domain import Fleet, PoolSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """What the rest of the platform needs to know about one running replica."""
+
+    pool: str
+    index: int
+    accelerator: str
+    emulated: bool
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    pid: int | None
+    alive: bool
+    restarts: int
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
+ReplicaListener = Callable[[str, list[ReplicaInfo]], None]
+
+
+class FleetSupervisor:
+    def __init__(
+        self,
+        fleet: Fleet,
+        models: dict[str, ModelDefinition],
+        artifacts: Path,
+        workdir: Path,
+        poll_interval_s: float = 0.25,
+    ) -> None:
+        self.fleet = fleet
+        self.models = models
+        self.artifacts = artifacts
+        self.workdir = workdir
+        self.poll_interval_s = poll_interval_s
+        self.backend_dir = prepare_backend_dir(workdir / "backends")
+        self._replicas: dict[str, list[TritonProcess]] = {}
+        self._restarts: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._listeners: list[ReplicaListener] = []
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._stopping: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def repository_for(self, pool: PoolSpec) -> Path:
+        entries = []
+        for name in pool.models:
+            profile = self.fleet.profile(name, pool.accelerator)
+            assert profile is not None, f"pool {pool.name} serves {name} without a profile"
+            entries.append((self.models[name], target_for_pool(pool, profile)))
+        return write_repository(self.workdir / "repos" / pool.name, entries, self.artifacts)
+
+    def start(self, pools: Iterable[str] | None = None, timeout_s: float = 120.0) -> None:
+        names = list(pools) if pools is not None else [p.name for p in self.fleet.pools]
+        started: list[TritonProcess] = []
+        for name in names:
+            pool = self.fleet.pool(name)
+            repo = self.repository_for(pool)
+            procs = [self._new_process(pool, i, repo) for i in range(pool.replicas)]
+            with self._lock:
+                self._replicas[name] = procs
+            for p in procs:
+                p.start()
+                started.append(p)
+        for p in started:
+            p.wait_ready(timeout_s)
+        for name in names:
+            self._notify(name)
+        if self._monitor is None:
+            self._monitor = threading.Thread(target=self._watch, name="fleet-monitor", daemon=True)
+            self._monitor.start()
+
+    def _new_process(self, pool: PoolSpec, index: int, repo: Path, ports: Ports | None = None) -> TritonProcess:
+        name = f"{pool.name}-{index}"
+        return TritonProcess(
+            name=name, repository=repo, backend_dir=self.backend_dir,
+            log_path=self.workdir / "logs" / f"{name}.log", ports=ports or Ports.pick(),
+        )
+
+    def stop(self, drain: Callable[[str], None] | None = None) -> None:
+        """Stop every pool.  ``drain(pool)`` runs first for each pool (weight 0, wait)."""
+        self._stop.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+            self._monitor = None
+        with self._lock:
+            names = list(self._replicas)
+        for name in names:
+            self.stop_pool(name, drain)
+
+    def stop_pool(self, name: str, drain: Callable[[str], None] | None = None) -> None:
+        with self._lock:
+            self._stopping.add(name)
+        if drain is not None:
+            try:
+                drain(name)
+            except Exception:  # a failed drain must not leave processes behind
+                log.exception("draining pool %s failed; stopping it anyway", name)
+        with self._lock:
+            procs = self._replicas.pop(name, [])
+        for p in procs:
+            p.stop()
+        with self._lock:
+            self._stopping.discard(name)
+        self._notify(name)
+
+    # -- supervision -------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_interval_s):
+            with self._lock:
+                dead = [(pool, i, p) for pool, procs in self._replicas.items() if pool not in self._stopping
+                        for i, p in enumerate(procs) if not p.alive()]
+            for pool, i, p in dead:
+                self._restart(pool, i, p)
+
+    def _restart(self, pool_name: str, index: int, old: TritonProcess) -> None:
+        code = old.proc.returncode if old.proc else None
+        log.warning("replica %s exited (code %s); cleaning up and restarting", old.name, code)
+        old.cleanup()
+        self._notify(pool_name)  # the dead replica is reported as not alive at once
+        pool = self.fleet.pool(pool_name)
+        ports = old.ports
+        for attempt in range(3):
+            new = self._new_process(pool, index, old.repository, ports)
+            new.start()
+            try:
+                new.wait_ready(120.0)
+                break
+            except (RuntimeError, TimeoutError):
+                log.warning("restart of %s on %s failed (attempt %d); new ports", old.name, ports, attempt + 1)
+                new.stop()
+                ports = Ports(free_port(), free_port(), free_port())
+        else:
+            log.error("giving up restarting %s", old.name)
+            return
+        with self._lock:
+            if pool_name not in self._replicas or self._stop.is_set():
+                new.stop()
+                return
+            self._replicas[pool_name][index] = new
+            self._restarts[new.name] = self._restarts.get(new.name, 0) + 1
+        self._notify(pool_name)
+
+    # -- queries -----------------------------------------------------------------------------
+    def add_listener(self, listener: ReplicaListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, pool: str) -> None:
+        infos = self.replicas(pool)
+        for fn in list(self._listeners):
+            try:
+                fn(pool, infos)
+            except Exception:
+                log.exception("replica listener failed")
+
+    def processes(self, pool: str) -> list[TritonProcess]:
+        with self._lock:
+            return list(self._replicas.get(pool, []))
+
+    def replicas(self, pool: str | None = None) -> list[ReplicaInfo]:
+        with self._lock:
+            items = [(name, procs) for name, procs in self._replicas.items() if pool is None or name == pool]
+            out = []
+            for name, procs in items:
+                spec = self.fleet.pool(name)
+                for i, p in enumerate(procs):
+                    out.append(ReplicaInfo(
+                        pool=name, index=i, accelerator=spec.accelerator.value, emulated=spec.emulated,
+                        http_port=p.ports.http, grpc_port=p.ports.grpc, metrics_port=p.ports.metrics,
+                        pid=p.pid, alive=p.alive(), restarts=self._restarts.get(p.name, 0),
+                    ))
+            return out
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")

@@ -1,0 +1,217 @@
+"""One real ``tritonserver`` process (the binary from the ``nvidia-pytriton`` wheel) on 127.0.0.1.
+
+Each replica gets its own /dev/shm prefix for the Python backend, so that after a SIGKILL its
+orphaned ``triton_python_backend_stub`` processes and shared-memory regions can be found and
+removed without touching another replica's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytriton
+import requests
+
+TRITON_DIR = Path(pytriton.__file__).resolve().parent / "tritonserver"
+TRITON_BIN = TRITON_DIR / "bin" / "tritonserver"
+TRITON_LIBS = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
+STUB_NAME = "triton_python_backend_stub"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_backend_dir(dest: Path) -> Path:
+    """``<dest>/python`` (Triton's Python backend + this Python's stub) and one folder per
+    Python-based backend of this project (``onnxruntime``, ``emulated``), linked to the sources."""
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    (dest / "python").mkdir(parents=True, exist_ok=True)
+    for src in (
+        TRITON_DIR / "backends" / "python" / "libtriton_python.so",
+        TRITON_DIR / "backends" / "python" / "triton_python_backend_utils.py",
+        TRITON_DIR / "python_backend_stubs" / py / STUB_NAME,
+    ):
+        target = dest / "python" / src.name
+        if not target.exists():
+            shutil.copy2(src, target)
+    for name in ("onnxruntime", "emulated"):
+        link = dest / name / "model.py"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.unlink(missing_ok=True)
+            os.symlink(PROJECT_ROOT / "model_repository" / "backends" / name / "model.py", link)
+    return dest
+
+
+def triton_env() -> dict[str, str]:
+    """The stub finds its Python through ``python3`` on PATH and ignores PYTHONPATH (FINDINGS):
+    put this venv's bin first and its libpython on LD_LIBRARY_PATH."""
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(TRITON_LIBS), libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+@dataclass
+class Ports:
+    http: int
+    grpc: int
+    metrics: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port())
+
+
+@dataclass
+class TritonProcess:
+    """A tritonserver serving ``repository`` on loopback.  ``name`` is unique per replica."""
+
+    name: str
+    repository: Path
+    backend_dir: Path
+    log_path: Path
+    ports: Ports = field(default_factory=Ports.pick)
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    # Unique per process: a restarted replica must not share (or clean up) its predecessor's regions.
+    shm_prefix: str = field(default_factory=lambda: f"tmas_{os.getpid()}_{uuid.uuid4().hex[:8]}_")
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def command(self) -> list[str]:
+        return [
+            str(TRITON_BIN),
+            f"--model-repository={self.repository.resolve()}",
+            f"--backend-directory={self.backend_dir.resolve()}",
+            "--http-address=127.0.0.1", f"--http-port={self.ports.http}",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.ports.grpc}",
+            "--metrics-address=127.0.0.1", f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=false",
+            "--metrics-interval-ms=1000",
+            "--strict-readiness=true", "--exit-on-error=true",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            "--log-verbose=0",
+        ]
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=triton_env(), cwd=str(self.repository),
+        )
+        log.close()
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ready(self, timeout_s: float = 0.5) -> bool:
+        try:
+            return requests.get(f"http://{self.http_url}/v2/health/ready", timeout=timeout_s).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"tritonserver {self.name} exited with {self.proc and self.proc.returncode}; "
+                                   f"log: {self.log_path}\n{self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"tritonserver {self.name} not ready after {timeout_s}s; log: {self.log_path}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM, wait, SIGKILL if needed; then remove this replica's stubs and shm regions."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.cleanup()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests and fault injection)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def orphan_stub_pids(self) -> list[int]:
+        return find_stub_pids(self.shm_prefix)
+
+    def shm_regions(self) -> list[Path]:
+        return sorted(Path("/dev/shm").glob(f"{self.shm_prefix}*"))
+
+    def cleanup(self) -> None:
+        deadline = time.monotonic() + 5.0
+        # Stubs notice their parent's death and exit by themselves; give them a moment, then kill.
+        while self.orphan_stub_pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in self.orphan_stub_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for region in self.shm_regions():
+            region.unlink(missing_ok=True)
+
+
+def find_stub_pids(shm_prefix: str) -> list[int]:
+    """PIDs of Python-backend stubs whose command line names ``shm_prefix``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if STUB_NAME in cmdline and shm_prefix in cmdline:
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                pids.append(int(entry.name))
+    return pids

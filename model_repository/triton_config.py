@@ -1,0 +1,187 @@
+"""Generate Triton model configurations and repositories, per target, from one model description.
+
+Targets:
+
+- ``cpu``: ``backend: "onnxruntime"`` -- the official C++ backend in the production image, the
+  Python-based backend of the same name here.  The config is identical in both places.
+- ``gpu``: ``platform: "tensorrt_plan"`` serving the engine the build step makes where TensorRT is.
+- ``inferentia``: ``backend: "python"`` running ``python_models/neuron/model.py`` over a TorchScript
+  artifact (``torch_neuronx.trace`` output on inf2).
+- ``emulated``: ``backend: "emulated"``, the local stand-in for a GPU or Inferentia pool; its
+  parameters carry the pool, accelerator and profile, and it says ``emulated`` everywhere.
+
+Dynamic batching: ``max_queue_delay_microseconds: 0``.  A delay adds its full length to every lone
+request (2 ms measured here), while with 0 Triton still batches whatever queued while an instance
+was busy -- exactly the load at which batching matters.  The tokenizer step is host CPU work on
+every target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from model_repository.definitions import ModelDefinition, TensorSpec
+from router_lib.domain import Accelerator, PoolSpec, Profile
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TARGETS = ("cpu", "gpu", "inferentia", "emulated")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a repository will be served.  ``pool`` and ``profile`` only matter when emulated."""
+
+    kind: str  # one of TARGETS
+    instances: int = 1
+    pool: PoolSpec | None = None
+    profile: Profile | None = None
+
+
+def _tensor(cls: type, t: TensorSpec):  # type: ignore[no-untyped-def]
+    return cls(name=t.name, data_type=mc.DataType.Value(t.data_type), dims=list(t.dims))
+
+
+def _params(cfg: mc.ModelConfig, **values: str) -> None:
+    for k, v in values.items():
+        cfg.parameters[k].string_value = v
+
+
+def accelerated_config(model: ModelDefinition, target: Target) -> mc.ModelConfig:
+    step = model.accelerated
+    cfg = mc.ModelConfig(name=step.name, max_batch_size=model.max_batch_size)
+    cfg.input.extend(_tensor(mc.ModelInput, t) for t in step.inputs)
+    cfg.output.extend(_tensor(mc.ModelOutput, t) for t in step.outputs)
+    cfg.dynamic_batching.max_queue_delay_microseconds = 0
+    group = cfg.instance_group.add()
+    group.count = target.instances
+    if target.kind == "cpu":
+        cfg.backend = "onnxruntime"
+        cfg.default_model_filename = "model.onnx"
+        group.kind = mc.ModelInstanceGroup.KIND_CPU
+        _params(cfg, intra_op_thread_count="1")
+    elif target.kind == "gpu":
+        cfg.platform = "tensorrt_plan"
+        cfg.default_model_filename = "model.plan"
+        group.kind = mc.ModelInstanceGroup.KIND_GPU
+    elif target.kind == "inferentia":
+        if not step.torchscript_artifact:
+            raise ValueError(f"model {model.name!r} has no TorchScript artifact: no Inferentia variant")
+        cfg.backend = "python"
+        group.kind = mc.ModelInstanceGroup.KIND_MODEL  # one instance per NeuronCore
+        _params(cfg, artifact="model.pt", torch_threads="1")
+    elif target.kind == "emulated":
+        if target.pool is None or target.profile is None:
+            raise ValueError("an emulated target needs its pool and profile")
+        cfg.backend = "emulated"
+        cfg.default_model_filename = "model.onnx"
+        group.kind = mc.ModelInstanceGroup.KIND_CPU
+        table = {str(b): ms for b, ms in sorted(target.profile.latency_ms_by_batch.items())}
+        _params(
+            cfg, emulated="true", pool=target.pool.name, accelerator=target.pool.accelerator.value,
+            instance_type=target.pool.instance_type, outputs=target.pool.outputs.value,
+            latency_ms_by_batch=json.dumps(table), profile_provenance=target.profile.provenance.kind,
+            public_model=model.name, intra_op_thread_count="1",
+        )
+    else:
+        raise ValueError(f"unknown target {target.kind!r}; known: {TARGETS}")
+    return cfg
+
+
+def tokenizer_config(model: ModelDefinition) -> mc.ModelConfig:
+    assert model.tokenizer is not None
+    step = model.accelerated
+    cfg = mc.ModelConfig(name=model.tokenizer.name, backend="python", max_batch_size=model.max_batch_size)
+    cfg.input.extend(_tensor(mc.ModelInput, t) for t in model.inputs)
+    cfg.output.extend(_tensor(mc.ModelOutput, t) for t in step.inputs)
+    cfg.dynamic_batching.max_queue_delay_microseconds = 0
+    cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    _params(cfg, pad_buckets=",".join(str(b) for b in model.tokenizer.pad_buckets))
+    return cfg
+
+
+def ensemble_config(model: ModelDefinition) -> mc.ModelConfig:
+    assert model.tokenizer is not None
+    step = model.accelerated
+    cfg = mc.ModelConfig(name=model.name, platform="ensemble", max_batch_size=model.max_batch_size)
+    cfg.input.extend(_tensor(mc.ModelInput, t) for t in model.inputs)
+    cfg.output.extend(_tensor(mc.ModelOutput, t) for t in model.outputs)
+    tok = cfg.ensemble_scheduling.step.add(model_name=model.tokenizer.name, model_version=-1)
+    tok.input_map[model.inputs[0].name] = model.inputs[0].name
+    for t in step.inputs:
+        tok.output_map[t.name] = f"_{t.name}"
+    acc = cfg.ensemble_scheduling.step.add(model_name=step.name, model_version=-1)
+    for t in step.inputs:
+        acc.input_map[t.name] = f"_{t.name}"
+    acc.output_map[step.outputs[0].name] = model.outputs[0].name
+    return cfg
+
+
+def to_pbtxt(cfg: mc.ModelConfig) -> str:
+    return text_format.MessageToString(cfg)
+
+
+def _link(src: Path, dst: Path) -> None:
+    if not src.exists():
+        raise FileNotFoundError(f"missing artifact {src}: run `make models` first")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    os.symlink(src.resolve(), dst)
+
+
+def _write_model(repo: Path, cfg: mc.ModelConfig, files: dict[str, Path]) -> None:
+    d = repo / cfg.name
+    (d / "1").mkdir(parents=True, exist_ok=True)
+    (d / "config.pbtxt").write_text(to_pbtxt(cfg))
+    for name, src in files.items():
+        _link(src, d / "1" / name)
+
+
+def write_model(repo: Path, model: ModelDefinition, target: Target, artifacts: Path) -> None:
+    """Write ``model`` (and its composing models) for ``target`` into repository ``repo``."""
+    step = model.accelerated
+    acc_cfg = accelerated_config(model, target)
+    if target.kind in ("cpu", "emulated"):
+        files = {"model.onnx": artifacts / step.artifact}
+    elif target.kind == "gpu":
+        files = {}
+        engine = (artifacts / step.artifact).with_suffix(".plan")
+        if engine.exists():
+            files["model.plan"] = engine
+    else:
+        assert step.torchscript_artifact
+        files = {"model.pt": artifacts / step.torchscript_artifact,
+                 "model.py": PACKAGE_DIR / "python_models" / "neuron" / "model.py"}
+    _write_model(repo, acc_cfg, files)
+    if model.kind == "ensemble":
+        _write_model(repo, tokenizer_config(model), {
+            "model.py": PACKAGE_DIR / "python_models" / "tokenizer" / "model.py",
+            "tokenizer.json": artifacts / "tokenizer.json",
+        })
+        _write_model(repo, ensemble_config(model), {})
+
+
+def write_repository(repo: Path, models: list[tuple[ModelDefinition, Target]], artifacts: Path) -> Path:
+    """A fresh repository at ``repo`` holding each (model, target)."""
+    if repo.exists():
+        shutil.rmtree(repo)
+    repo.mkdir(parents=True)
+    for model, target in models:
+        write_model(repo, model, target, artifacts)
+    return repo
+
+
+def target_for_pool(pool: PoolSpec, profile: Profile) -> Target:
+    """The local target that serves ``pool``: real CPU pools run ONNX Runtime, others are emulated."""
+    if pool.emulated:
+        return Target("emulated", instances=profile.instances_per_replica, pool=pool, profile=profile)
+    if pool.accelerator is not Accelerator.CPU:
+        raise ValueError(f"pool {pool.name!r}: only CPU pools can be real on this machine")
+    return Target("cpu", instances=profile.instances_per_replica, pool=pool, profile=profile)

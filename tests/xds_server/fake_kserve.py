@@ -54,6 +54,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 def http_handler(pool: str, models: set[str]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: avoid the 40 ms delayed-ACK stall
 
         def log_message(self, *args: object) -> None:
             pass

@@ -261,7 +261,7 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
     tiers = load_tiers(base / r.str("tiers"))
     profiles = load_profiles(base / r.str("profiles"))
     if model_names is not None:
-        for (model, acc), prof in profiles.items():
+        for model, acc in profiles:
             if model not in model_names:
                 raise ConfigError(path, "profiles", f"profile for unknown model {model!r} ({acc.value}); "
                                   f"models: {sorted(model_names)}")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
-class Accelerator(str, enum.Enum):
+class Accelerator(enum.StrEnum):
     """Kind of hardware a pool runs on."""
 
     CPU = "cpu"
@@ -22,7 +22,7 @@ class Accelerator(str, enum.Enum):
     INFERENTIA = "inferentia"
 
 
-class PoolMode(str, enum.Enum):
+class PoolMode(enum.StrEnum):
     """``real``: the pool runs on the hardware it names.  ``emulated``: a real Triton on this
     machine whose service time follows the accelerator's profile (never presented as real)."""
 
@@ -30,7 +30,7 @@ class PoolMode(str, enum.Enum):
     EMULATED = "emulated"
 
 
-class EmulatedOutputs(str, enum.Enum):
+class EmulatedOutputs(enum.StrEnum):
     """What an emulated pool returns.  ``real`` runs the real model (default: a request must never
     get a wrong answer because of where it was routed); ``synthetic`` returns zeros of the right
     shape, marked as synthetic, for timing studies only."""

@@ -38,6 +38,6 @@ class TritonPythonModel:
                 if isinstance(outputs, torch.Tensor):
                     outputs = (outputs,)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor(n, np.ascontiguousarray(o.numpy())) for n, o in zip(self.output_names, outputs)
+                    pb_utils.Tensor(n, np.ascontiguousarray(o.numpy())) for n, o in zip(self.output_names, outputs, strict=True)
                 ]))
         return responses

@@ -21,8 +21,24 @@ from xds_server.server import XdsServer
 from xds_server.snapshot import InconsistentSnapshotError, Snapshot, build_snapshot, even_routes
 
 __all__ = [
-    "DataPlaneSettings", "Endpoint", "EnvoyError", "EnvoyProcess", "InconsistentSnapshotError", "OutlierSettings",
-    "PoolEndpoints", "RetrySettings", "RouteWeights", "Snapshot", "XdsServer", "build_snapshot", "cluster_name",
-    "envoy_binary", "envoy_bootstrap", "even_routes", "proxyless_bootstrap", "validate_bootstrap",
-    "write_envoy_bootstrap", "write_proxyless_bootstrap",
+    "DataPlaneSettings",
+    "Endpoint",
+    "EnvoyError",
+    "EnvoyProcess",
+    "InconsistentSnapshotError",
+    "OutlierSettings",
+    "PoolEndpoints",
+    "RetrySettings",
+    "RouteWeights",
+    "Snapshot",
+    "XdsServer",
+    "build_snapshot",
+    "cluster_name",
+    "envoy_binary",
+    "envoy_bootstrap",
+    "even_routes",
+    "proxyless_bootstrap",
+    "validate_bootstrap",
+    "write_envoy_bootstrap",
+    "write_proxyless_bootstrap",
 ]

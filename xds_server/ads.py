@@ -8,6 +8,9 @@ come from immutable ``Snapshot`` values set per node id (``"*"`` for any node). 
  * a request whose nonce is not the last one sent for its type is stale and ignored;
  * a NACK (``error_detail`` set) is logged with Envoy's reason and counted; nothing is re-sent, so
    the client keeps its last good config until a newer snapshot arrives;
+ * make before break: when the clusters change, listeners and routes are held back until the
+   client has ACKed the clusters and asked for (and ACKed) the endpoints of every new cluster, so a
+   route never names a cluster that is missing or still warming;
  * answers hold everything for a wildcard request (Envoy's LDS/CDS) and exactly the asked names
    otherwise (EDS/RDS, and everything proxyless gRPC asks, one name at a time).
 All methods run on the server's event loop; ``XdsServer`` wraps them for other threads.
@@ -29,7 +32,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
 from xds_server.metrics import XdsMetrics
-from xds_server.protos import PUSH_ORDER, SHORT_NAMES
+from xds_server.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
 from xds_server.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class _Stream:
     node_id: str = ""
     events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     types: dict[str, _TypeState] = field(default_factory=dict)
+    routes_held: bool = False  # listeners/routes wait for new clusters to be ACKed and filled
     nonces: itertools.count = field(default_factory=lambda: itertools.count(1))
 
 
@@ -121,7 +125,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         finally:
             stream.events.put_nowait(("end", None))
 
-    def _on_request(self, stream: _Stream, request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
+    def _on_request(
+        self, stream: _Stream, request: discovery_pb2.DiscoveryRequest
+    ) -> list[discovery_pb2.DiscoveryResponse]:
         if request.node.id and not stream.node_id:
             stream.node_id = request.node.id
         type_url = request.type_url
@@ -133,9 +139,14 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if request.HasField("error_detail"):
                 state.last_nack = request.error_detail.message
                 self.metrics.nacked(type_url)
-                log.warning("NACK from node %s for %s version %s (keeps %s): %s", stream.node_id,
-                            SHORT_NAMES.get(type_url, type_url), state.sent_version, request.version_info or "none",
-                            request.error_detail.message)
+                log.warning(
+                    "NACK from node %s for %s version %s (keeps %s): %s",
+                    stream.node_id,
+                    SHORT_NAMES.get(type_url, type_url),
+                    state.sent_version,
+                    request.version_info or "none",
+                    request.error_detail.message,
+                )
             elif request.version_info == state.sent_version:
                 if state.acked_version != state.sent_version:
                     self.metrics.acked(time.monotonic() - state.sent_at)
@@ -145,22 +156,54 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         names = frozenset(request.resource_names)
         names_changed = names != state.names
         state.names = names
-        answer = self._answer(stream, type_url, state, force=first or names_changed)
-        return [answer] if answer else []
+        answers = []
+        held = stream.routes_held and type_url in (LISTENER, ROUTE)
+        if not held or first or names_changed:
+            answer = self._answer(stream, type_url, state, force=first or names_changed)
+            if answer:
+                answers.append(answer)
+        if stream.routes_held and self._clusters_ready(stream):
+            stream.routes_held = False
+            answers.extend(self._answers_for(stream, (LISTENER, ROUTE)))
+        return answers
 
     def _on_snapshot(self, stream: _Stream) -> list[discovery_pb2.DiscoveryResponse]:
+        answers = self._answers_for(stream, (CLUSTER, ENDPOINT))
+        if any(a.type_url == CLUSTER for a in answers):
+            stream.routes_held = True
+        if not stream.routes_held or self._clusters_ready(stream):
+            stream.routes_held = False
+            answers.extend(self._answers_for(stream, (LISTENER, ROUTE)))
+        self._notify_soon()
+        return answers
+
+    def _answers_for(self, stream: _Stream, type_urls: tuple[str, ...]) -> list[discovery_pb2.DiscoveryResponse]:
         answers = []
-        for type_url in PUSH_ORDER:
+        for type_url in type_urls:
             state = stream.types.get(type_url)
             if state is not None:
                 answer = self._answer(stream, type_url, state, force=False)
                 if answer:
                     answers.append(answer)
-        self._notify_soon()
         return answers
 
-    def _answer(self, stream: _Stream, type_url: str, state: _TypeState, *, force: bool
-                ) -> discovery_pb2.DiscoveryResponse | None:
+    def _clusters_ready(self, stream: _Stream) -> bool:
+        """The last clusters sent are ACKed, and the endpoints of every one of them were asked for
+        and the last endpoints answer ACKed (Envoy asks for new clusters' endpoints after its CDS ACK)."""
+        cds, eds = stream.types.get(CLUSTER), stream.types.get(ENDPOINT)
+        if cds is None:
+            return True
+        snapshot = self.snapshot_for(stream.node_id)
+        if cds.acked_version != cds.sent_version or snapshot is None:
+            return False
+        needed = {name for name, c in snapshot.select(CLUSTER, cds.names).items() if c.type == c.EDS}
+        if not needed:
+            return True
+        return eds is not None and needed <= eds.names and eds.acked_version == eds.sent_version
+
+    def _answer(
+        self, stream: _Stream, type_url: str, state: _TypeState, *, force: bool
+    ) -> discovery_pb2.DiscoveryResponse | None:
         snapshot = self.snapshot_for(stream.node_id)
         if snapshot is None:
             return None  # nothing to say yet; the first snapshot will answer
@@ -176,8 +219,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         state.sent_nonce = str(next(stream.nonces))
         state.sent_at = time.monotonic()
         self.metrics.pushed(type_url)
-        return discovery_pb2.DiscoveryResponse(version_info=version, resources=resources, type_url=type_url,
-                                               nonce=state.sent_nonce)
+        return discovery_pb2.DiscoveryResponse(
+            version_info=version, resources=resources, type_url=type_url, nonce=state.sent_nonce
+        )
 
     def _resources(self, snapshot: Snapshot, type_url: str, names: frozenset[str]) -> tuple[str, list[any_pb2.Any]]:
         key = (snapshot.version, type_url, names)
@@ -201,17 +245,21 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def acked_by_all(self, version: str, min_streams: int = 1) -> bool:
         """True when at least ``min_streams`` streams currently hold ``version`` and every one that
         should (its node's snapshot is ``version``) has ACKed it for every type it subscribed to."""
-        relevant = [s for s in self._streams.values()
-                    if (snap := self.snapshot_for(s.node_id)) is not None and snap.version == version]
+        relevant = [
+            s
+            for s in self._streams.values()
+            if (snap := self.snapshot_for(s.node_id)) is not None and snap.version == version
+        ]
         return len(relevant) >= min_streams and all(self._stream_at(s, version) for s in relevant)
 
     async def wait_acked(self, version: str, timeout_s: float, min_streams: int = 1) -> bool:
         async with self._changed:
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.acked_by_all(version, min_streams)),
-                                       timeout_s)
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.acked_by_all(version, min_streams)), timeout_s
+                )
                 return True
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
 
     def _notify_soon(self) -> None:
@@ -223,10 +271,21 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     def status(self) -> list[dict[str, Any]]:
         """Per stream and type: what was sent and ACKed, and the last NACK's reason, for /status."""
-        return [{
-            "stream": s.id, "peer": s.peer, "node": s.node_id,
-            "types": {SHORT_NAMES.get(t, t): {"sent": st.sent_version, "acked": st.acked_version,
-                                              "snapshot_acked": st.acked_snapshot, "last_nack": st.last_nack,
-                                              "names": sorted(st.names)}
-                      for t, st in s.types.items()},
-        } for s in self._streams.values()]
+        return [
+            {
+                "stream": s.id,
+                "peer": s.peer,
+                "node": s.node_id,
+                "types": {
+                    SHORT_NAMES.get(t, t): {
+                        "sent": st.sent_version,
+                        "acked": st.acked_version,
+                        "snapshot_acked": st.acked_snapshot,
+                        "last_nack": st.last_nack,
+                        "names": sorted(st.names),
+                    }
+                    for t, st in s.types.items()
+                },
+            }
+            for s in self._streams.values()
+        ]

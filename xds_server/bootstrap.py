@@ -15,8 +15,14 @@ import yaml
 XDS_CLUSTER = "xds_cluster"
 
 
-def envoy_bootstrap(*, node_id: str, xds_host: str = "127.0.0.1", xds_port: int, admin_port: int = 0,
-                    node_cluster: str = "inference-gateway") -> dict[str, Any]:
+def envoy_bootstrap(
+    *,
+    node_id: str,
+    xds_host: str = "127.0.0.1",
+    xds_port: int,
+    admin_port: int = 0,
+    node_cluster: str = "inference-gateway",
+) -> dict[str, Any]:
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node_id, "cluster": node_cluster},
@@ -34,33 +40,46 @@ def envoy_bootstrap(*, node_id: str, xds_host: str = "127.0.0.1", xds_port: int,
             "cds_config": ads,
         },
         "static_resources": {
-            "clusters": [{
-                "name": XDS_CLUSTER,
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {
-                    "cluster_name": XDS_CLUSTER,
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                        "socket_address": {"address": xds_host, "port_value": xds_port}}}}]}],
-                },
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {}},
-                    }
-                },
-            }]
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {"socket_address": {"address": xds_host, "port_value": xds_port}}
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                }
+            ]
         },
         # Quiet the "no overload manager configured" warning and cap connections on purpose.
         "overload_manager": {
-            "resource_monitors": [{
-                "name": "envoy.resource_monitors.global_downstream_max_connections",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
-                             "downstream_connections.v3.DownstreamConnectionsConfig",
-                    "max_active_downstream_connections": 10000,
-                },
-            }]
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 10000,
+                    },
+                }
+            ]
         },
     }
 
@@ -74,11 +93,13 @@ def write_envoy_bootstrap(path: Path | str, **kwargs: Any) -> Path:
 def proxyless_bootstrap(*, node_id: str, xds_host: str = "127.0.0.1", xds_port: int) -> dict[str, Any]:
     """For ``GRPC_XDS_BOOTSTRAP``; the client then dials ``xds:///<model>``."""
     return {
-        "xds_servers": [{
-            "server_uri": f"{xds_host}:{xds_port}",
-            "channel_creds": [{"type": "insecure"}],
-            "server_features": ["xds_v3"],
-        }],
+        "xds_servers": [
+            {
+                "server_uri": f"{xds_host}:{xds_port}",
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+        ],
         "node": {"id": node_id, "locality": {"zone": "local"}},
     }
 

@@ -81,7 +81,7 @@ def _locality_endpoints(pool: PoolEndpoints, proto: str, priority: int) -> dict[
 def load_assignment(*, name: str, proto: str, by_priority: list[PoolEndpoints]) -> dict[str, Any]:
     """``by_priority[0]`` is the cluster's own pool; empty pools are skipped so priorities stay
     contiguous (an empty priority 0 simply sends everything to the next one)."""
-    localities = []
+    localities: list[dict[str, Any]] = []
     for pool in by_priority:
         if pool.replicas:
             localities.append(_locality_endpoints(pool, proto, len(localities)))

@@ -47,7 +47,9 @@ def validate_bootstrap(path: Path | str, *, binary: Path | None = None, timeout_
     """``envoy --mode validate``; raises EnvoyError with Envoy's message if the file is rejected."""
     result = subprocess.run(
         [str(binary or envoy_binary()), "--mode", "validate", "-c", str(path), "--log-level", "error"],
-        capture_output=True, text=True, timeout=timeout_s,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     if result.returncode != 0:
         raise EnvoyError(f"envoy rejected {path}:\n{result.stdout}{result.stderr}")
@@ -58,8 +60,15 @@ class EnvoyProcess:
     first listeners and clusters from ADS), ``stop()`` ends it by PID.  Usable as a context manager.
     """
 
-    def __init__(self, bootstrap_path: Path | str, *, log_path: Path | str | None = None,
-                 log_level: str = "warning", concurrency: int | None = None, binary: Path | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_path: Path | str,
+        *,
+        log_path: Path | str | None = None,
+        log_level: str = "warning",
+        concurrency: int | None = None,
+        binary: Path | None = None,
+    ) -> None:
         self.bootstrap_path = Path(bootstrap_path)
         self._workdir = Path(tempfile.mkdtemp(prefix="envoy-"))
         self.log_path = Path(log_path) if log_path else self._workdir / "envoy.log"
@@ -76,8 +85,16 @@ class EnvoyProcess:
     def start(self) -> EnvoyProcess:
         if self.process is not None:
             raise EnvoyError("already started")
-        command = [str(self.binary), "-c", str(self.bootstrap_path), "--disable-hot-restart",
-                   "--log-level", self.log_level, "--admin-address-path", str(self._admin_address_path)]
+        command = [
+            str(self.binary),
+            "-c",
+            str(self.bootstrap_path),
+            "--disable-hot-restart",
+            "--log-level",
+            self.log_level,
+            "--admin-address-path",
+            str(self._admin_address_path),
+        ]
         if self.concurrency:
             command += ["--concurrency", str(self.concurrency)]
         with open(self.log_path, "ab") as log:
@@ -97,7 +114,9 @@ class EnvoyProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
-                raise EnvoyError(f"envoy exited (rc={self.process and self.process.returncode}); log:\n{self.log_tail()}")
+                raise EnvoyError(
+                    f"envoy exited (rc={self.process and self.process.returncode}); log:\n{self.log_tail()}"
+                )
             if self._admin_address_path.exists() and self._admin_address_path.stat().st_size:
                 try:
                     if self.admin_get("/ready", timeout_s=1).strip() == "LIVE":

@@ -92,7 +92,9 @@ class RouteWeights:
             raise ValueError(f"route {self.model}/{self.tier}: a pool is listed twice: {pools}")
         for pool, weight in self.weights:
             if not isinstance(weight, int) or not 0 <= weight <= 100:
-                raise ValueError(f"route {self.model}/{self.tier}: weight of {pool} is {weight!r}, not an int in 0..100")
+                raise ValueError(
+                    f"route {self.model}/{self.tier}: weight of {pool} is {weight!r}, not an int in 0..100"
+                )
 
     @property
     def total(self) -> int:

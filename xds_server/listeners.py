@@ -32,25 +32,32 @@ def http_connection_manager(*, stat_prefix: str, route_name: str, filters: list[
     }
 
 
-def envoy_listener(*, name: str, port: int, route_name: str, filters: list[dict[str, Any]],
-                   settings: DataPlaneSettings) -> dict[str, Any]:
+def envoy_listener(
+    *, name: str, port: int, route_name: str, filters: list[dict[str, Any]], settings: DataPlaneSettings
+) -> dict[str, Any]:
     hcm = http_connection_manager(stat_prefix=name, route_name=route_name, filters=filters)
     return {
         "name": name,
         "address": {"socket_address": {"address": settings.listen_address, "port_value": port}},
         "per_connection_buffer_limit_bytes": settings.max_request_bytes,
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
     }
 
 
 def envoy_listeners(settings: DataPlaneSettings) -> list[dict[str, Any]]:
-    lua = {"name": "envoy.filters.http.lua",
-           "typed_config": {"@type": LUA_TYPE, "default_source_code": {"inline_string": lua_source()}}}
+    lua = {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {"@type": LUA_TYPE, "default_source_code": {"inline_string": lua_source()}},
+    }
     return [
-        envoy_listener(name=HTTP_LISTENER, port=settings.http_port, route_name=HTTP_ROUTES, filters=[],
-                       settings=settings),
-        envoy_listener(name=GRPC_LISTENER, port=settings.grpc_port, route_name=GRPC_ROUTES, filters=[lua],
-                       settings=settings),
+        envoy_listener(
+            name=HTTP_LISTENER, port=settings.http_port, route_name=HTTP_ROUTES, filters=[], settings=settings
+        ),
+        envoy_listener(
+            name=GRPC_LISTENER, port=settings.grpc_port, route_name=GRPC_ROUTES, filters=[lua], settings=settings
+        ),
     ]
 
 

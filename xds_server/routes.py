@@ -35,9 +35,7 @@ def _tier_regex(settings: DataPlaneSettings) -> str:
     return "^(" + "|".join(re.escape(t) for t in settings.tiers) + ")$"
 
 
-def weighted_clusters(
-    *, route: RouteWeights, proto: str, pools_by_name: dict[str, PoolEndpoints]
-) -> dict[str, Any]:
+def weighted_clusters(*, route: RouteWeights, proto: str, pools_by_name: dict[str, PoolEndpoints]) -> dict[str, Any]:
     """Zero weights are left out (the pool still backs the others through EDS priorities).
     A pool unknown to the snapshot still yields a cluster name: ``Snapshot.consistent`` reports it."""
     entries = []
@@ -73,8 +71,9 @@ def _model_match(model: str, proto: str) -> dict[str, Any]:
     return {"prefix": "/", "headers": [{"name": MODEL_HEADER, "string_match": {"exact": model}}]}
 
 
-def _forward(*, name: str, match: dict[str, Any], clusters: dict[str, Any], proto: str,
-             settings: DataPlaneSettings) -> dict[str, Any]:
+def _forward(
+    *, name: str, match: dict[str, Any], clusters: dict[str, Any], proto: str, settings: DataPlaneSettings
+) -> dict[str, Any]:
     return {
         "name": name,
         "match": match,
@@ -113,22 +112,30 @@ def _unknown_model_routes(proto: str, models: list[str]) -> list[dict[str, Any]]
     served = ", ".join(models) or "none"
     message = f"unknown model: this endpoint serves {served}"
     if proto == "http":
-        return [{
-            "name": "unknown-model",
-            "match": {"prefix": "/v2/models/"},
-            "direct_response": {"status": 404, "body": {"inline_string": json.dumps({"error": message})}},
-            "response_headers_to_add": [_header("content-type", "application/json")],
-        }]
-    return [{
-        "name": "unknown-model-grpc",
-        "match": {"prefix": "/", "headers": [{"name": MODEL_HEADER, "present_match": True}]},
-        "direct_response": {"status": 404, "body": {"inline_string": message}},
-        "response_headers_to_add": [_header("grpc-status", GRPC_STATUS_NOT_FOUND)],
-    }]
+        return [
+            {
+                "name": "unknown-model",
+                "match": {"prefix": "/v2/models/"},
+                "direct_response": {"status": 404, "body": {"inline_string": json.dumps({"error": message})}},
+                "response_headers_to_add": [_header("content-type", "application/json")],
+            }
+        ]
+    return [
+        {
+            "name": "unknown-model-grpc",
+            "match": {"prefix": "/", "headers": [{"name": MODEL_HEADER, "present_match": True}]},
+            "direct_response": {"status": 404, "body": {"inline_string": message}},
+            "response_headers_to_add": [_header("grpc-status", GRPC_STATUS_NOT_FOUND)],
+        }
+    ]
 
 
 def route_configuration(
-    *, name: str, proto: str, routes: tuple[RouteWeights, ...], pools: tuple[PoolEndpoints, ...],
+    *,
+    name: str,
+    proto: str,
+    routes: tuple[RouteWeights, ...],
+    pools: tuple[PoolEndpoints, ...],
     settings: DataPlaneSettings,
 ) -> dict[str, Any]:
     """The RouteConfiguration of the Envoy listener serving ``proto`` (``http`` or ``grpc``)."""
@@ -143,41 +150,56 @@ def route_configuration(
             if route is None:
                 continue
             tier_match = dict(match)
-            tier_match["headers"] = [*match.get("headers", []),
-                                     {"name": settings.tier_header, "string_match": {"exact": tier}}]
+            tier_match["headers"] = [
+                *match.get("headers", []),
+                {"name": settings.tier_header, "string_match": {"exact": tier}},
+            ]
             clusters = weighted_clusters(route=route, proto=proto, pools_by_name=pools_by_name)
-            entries.append(_forward(name=f"{model}/{tier}", match=tier_match, clusters=clusters, proto=proto,
-                                    settings=settings))
+            entries.append(
+                _forward(name=f"{model}/{tier}", match=tier_match, clusters=clusters, proto=proto, settings=settings)
+            )
         default = by_key.get((model, settings.default_tier))
         if default is not None:
             clusters = weighted_clusters(route=default, proto=proto, pools_by_name=pools_by_name)
-            entries.append(_forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto,
-                                    settings=settings))
+            entries.append(
+                _forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto, settings=settings)
+            )
     entries.extend(_unknown_model_routes(proto, models))
     if pools:
-        entries.append(_forward(
-            name="server", match={"prefix": "/"}, proto=proto, settings=settings,
-            clusters={"clusters": [{"name": server_cluster_name(proto), "weight": 1}]},
-        ))
+        entries.append(
+            _forward(
+                name="server",
+                match={"prefix": "/"},
+                proto=proto,
+                settings=settings,
+                clusters={"clusters": [{"name": server_cluster_name(proto), "weight": 1}]},
+            )
+        )
     return {
         "name": name,
-        "virtual_hosts": [{
-            "name": f"kserve-{proto}",
-            "domains": ["*"],
-            "routes": entries,
-            # The endpoint that served, not just the cluster picked: after a failover to priority 1
-            # this names the fallback pool.  Envoy's own local replies carry none of these.
-            "response_headers_to_add": [
-                _header("x-served-by", "%UPSTREAM_METADATA(inference:pool)%"),
-                _header("x-accelerator", "%UPSTREAM_METADATA(inference:accelerator)%"),
-                _header("x-emulated", "%UPSTREAM_METADATA(inference:emulated)%"),
-            ],
-        }],
+        "virtual_hosts": [
+            {
+                "name": f"kserve-{proto}",
+                "domains": ["*"],
+                "routes": entries,
+                # The endpoint that served, not just the cluster picked: after a failover to priority 1
+                # this names the fallback pool.  Envoy's own local replies carry none of these.
+                "response_headers_to_add": [
+                    _header("x-served-by", "%UPSTREAM_METADATA(inference:pool)%"),
+                    _header("x-accelerator", "%UPSTREAM_METADATA(inference:accelerator)%"),
+                    _header("x-emulated", "%UPSTREAM_METADATA(inference:emulated)%"),
+                ],
+            }
+        ],
     }
 
 
 def proxyless_route_configuration(
-    *, name: str, model: str, routes: tuple[RouteWeights, ...], pools: tuple[PoolEndpoints, ...],
+    *,
+    name: str,
+    model: str,
+    routes: tuple[RouteWeights, ...],
+    pools: tuple[PoolEndpoints, ...],
     settings: DataPlaneSettings,
 ) -> dict[str, Any]:
     """Routes for gRPC clients that dial ``xds:///<model>`` directly (no Envoy, no Lua).
@@ -191,16 +213,27 @@ def proxyless_route_configuration(
     for tier in settings.tiers:
         route = by_key.get((model, tier))
         if route is not None:
-            entries.append({
-                "name": f"{model}/{tier}",
-                "match": {"prefix": "", "headers": [{"name": settings.tier_header, "string_match": {"exact": tier}}]},
-                "route": {"weighted_clusters": weighted_clusters(route=route, proto="grpc", pools_by_name=pools_by_name)},
-            })
+            entries.append(
+                {
+                    "name": f"{model}/{tier}",
+                    "match": {
+                        "prefix": "",
+                        "headers": [{"name": settings.tier_header, "string_match": {"exact": tier}}],
+                    },
+                    "route": {
+                        "weighted_clusters": weighted_clusters(route=route, proto="grpc", pools_by_name=pools_by_name)
+                    },
+                }
+            )
     default = by_key.get((model, settings.default_tier))
     if default is not None:
-        entries.append({
-            "name": f"{model}/default",
-            "match": {"prefix": "", "headers": [{"name": settings.tier_header, "present_match": False}]},
-            "route": {"weighted_clusters": weighted_clusters(route=default, proto="grpc", pools_by_name=pools_by_name)},
-        })
+        entries.append(
+            {
+                "name": f"{model}/default",
+                "match": {"prefix": "", "headers": [{"name": settings.tier_header, "present_match": False}]},
+                "route": {
+                    "weighted_clusters": weighted_clusters(route=default, proto="grpc", pools_by_name=pools_by_name)
+                },
+            }
+        )
     return {"name": name, "virtual_hosts": [{"name": model, "domains": ["*"], "routes": entries}]}

@@ -42,12 +42,14 @@ class XdsServer:
 
         async def serve() -> None:
             self.servicer = AdsServicer(self._metrics)
-            self._server = grpc.aio.server(options=[
-                # Envoy and gRPC clients keep this stream open for hours; answer their pings.
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-                ("grpc.max_concurrent_streams", 100000),
-            ])
+            self._server = grpc.aio.server(
+                options=[
+                    # Envoy and gRPC clients keep this stream open for hours; answer their pings.
+                    ("grpc.keepalive_permit_without_calls", 1),
+                    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                    ("grpc.max_concurrent_streams", 100000),
+                ]
+            )
             ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self._server)
             port = self._server.add_insecure_port(f"{self.host}:{self._requested_port}")
             await self._server.start()
@@ -91,6 +93,12 @@ class XdsServer:
         ``min_streams`` do); False on timeout."""
         assert self.servicer is not None
         return bool(self._call(self.servicer.wait_acked(version, timeout_s, min_streams), timeout_s + 5))
+
+    def current_version(self, node_id: str = ANY_NODE) -> str | None:
+        """Version of the snapshot in force for ``node_id`` (falling back to ``"*"``), if any."""
+        assert self.servicer is not None
+        snapshot = self.servicer.snapshot_for(node_id)
+        return snapshot.version if snapshot else None
 
     def status(self) -> list[dict[str, Any]]:
         async def read() -> list[dict[str, Any]]:

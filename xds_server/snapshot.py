@@ -59,15 +59,20 @@ class Snapshot:
     settings: DataPlaneSettings = field(default_factory=DataPlaneSettings)
 
     @classmethod
-    def from_resources(cls, resources: Mapping[str, Iterable[Message]], *, api_listeners: Iterable[str] = (),
-                       **inputs: Any) -> Snapshot:
+    def from_resources(
+        cls, resources: Mapping[str, Iterable[Message]], *, api_listeners: Iterable[str] = (), **inputs: Any
+    ) -> Snapshot:
         by_type: dict[str, Mapping[str, Message]] = {}
         for type_url in protos.PUSH_ORDER:
             named = {_name_of(type_url, m): m for m in resources.get(type_url, ())}
             by_type[type_url] = MappingProxyType(dict(sorted(named.items())))
         everything = [(f"{t}/{n}", m) for t in protos.PUSH_ORDER for n, m in by_type[t].items()]
-        return cls(version=_digest(everything), resources=MappingProxyType(by_type),
-                   api_listeners=frozenset(api_listeners), **inputs)
+        return cls(
+            version=_digest(everything),
+            resources=MappingProxyType(by_type),
+            api_listeners=frozenset(api_listeners),
+            **inputs,
+        )
 
     def select(self, type_url: str, names: Iterable[str] = ()) -> dict[str, Message]:
         """What a state-of-the-world answer holds: everything for a wildcard request (no names;
@@ -136,8 +141,9 @@ def _route_names(listener: listener_pb2.Listener) -> list[str]:
     return names
 
 
-def _input_problems(pools: tuple[PoolEndpoints, ...], routes: tuple[RouteWeights, ...],
-                    settings: DataPlaneSettings) -> list[str]:
+def _input_problems(
+    pools: tuple[PoolEndpoints, ...], routes: tuple[RouteWeights, ...], settings: DataPlaneSettings
+) -> list[str]:
     """Decisions that would build valid Envoy config yet route wrongly (e.g. silently default)."""
     problems = []
     served = {model: [p.pool for p in pools if model in p.models] for p in pools for model in p.models}
@@ -159,8 +165,9 @@ def _input_problems(pools: tuple[PoolEndpoints, ...], routes: tuple[RouteWeights
     return problems
 
 
-def build_snapshot(pools: Iterable[PoolEndpoints], routes: Iterable[RouteWeights],
-                   settings: DataPlaneSettings | None = None) -> Snapshot:
+def build_snapshot(
+    pools: Iterable[PoolEndpoints], routes: Iterable[RouteWeights], settings: DataPlaneSettings | None = None
+) -> Snapshot:
     """Build every resource for Envoy and for proxyless clients.  Pure: same inputs, same version.
 
     A model served by some pool but without routes gets clusters but no route (its requests get
@@ -181,14 +188,22 @@ def build_snapshot(pools: Iterable[PoolEndpoints], routes: Iterable[RouteWeights
             listener_name = f"{settings.proxyless_listener_prefix}{model}"
             route_name = proxyless_route_name(listener_name)
             listeners.append(api_listener(name=listener_name, route_name=route_name))
-            route_configs.append(proxyless_route_configuration(name=route_name, model=model, routes=routes,
-                                                               pools=pools, settings=settings))
+            route_configs.append(
+                proxyless_route_configuration(
+                    name=route_name, model=model, routes=routes, pools=pools, settings=settings
+                )
+            )
             api_listener_names.append(listener_name)
-    as_dicts = {protos.CLUSTER: clusters, protos.ENDPOINT: assignments, protos.LISTENER: listeners,
-                protos.ROUTE: route_configs}
+    as_dicts = {
+        protos.CLUSTER: clusters,
+        protos.ENDPOINT: assignments,
+        protos.LISTENER: listeners,
+        protos.ROUTE: route_configs,
+    }
     resources = {t: [protos.to_message(t, d) for d in ds] for t, ds in as_dicts.items()}
-    return Snapshot.from_resources(resources, api_listeners=api_listener_names, pools=pools, routes=routes,
-                                   settings=settings)
+    return Snapshot.from_resources(
+        resources, api_listeners=api_listener_names, pools=pools, routes=routes, settings=settings
+    )
 
 
 def even_routes(pools: Iterable[PoolEndpoints], settings: DataPlaneSettings | None = None) -> list[RouteWeights]:
@@ -197,7 +212,7 @@ def even_routes(pools: Iterable[PoolEndpoints], settings: DataPlaneSettings | No
     settings = settings or DataPlaneSettings()
     pools = sorted(pools, key=lambda p: p.pool)
     models = sorted({m for p in pools for m in p.models})
-    routes = []
+    routes: list[RouteWeights] = []
     for model in models:
         serving = [p.pool for p in pools if model in p.models]
         share, extra = divmod(100, len(serving))

@@ -7,10 +7,20 @@ from xds_server import DataPlaneSettings, Endpoint, PoolEndpoints, RouteWeights
 MODELS = ("digits_classifier", "text_embedding")
 
 
-def pool(name: str, *, accelerator: str | None = None, models: tuple[str, ...] = MODELS, replicas: int = 1,
-         base_port: int = 9000, emulated: bool | None = None, versions: tuple[tuple[str, str], ...] = ()) -> PoolEndpoints:
+def pool(
+    name: str,
+    *,
+    accelerator: str | None = None,
+    models: tuple[str, ...] = MODELS,
+    replicas: int = 1,
+    base_port: int = 9000,
+    emulated: bool | None = None,
+    versions: tuple[tuple[str, str], ...] = (),
+) -> PoolEndpoints:
     return PoolEndpoints(
-        pool=name, accelerator=accelerator or name, emulated=(name != "cpu") if emulated is None else emulated,
+        pool=name,
+        accelerator=accelerator or name,
+        emulated=(name != "cpu") if emulated is None else emulated,
         models=models,
         replicas=tuple(Endpoint("127.0.0.1", base_port + 10 * i, base_port + 10 * i + 1) for i in range(replicas)),
         model_versions=versions,
@@ -18,15 +28,22 @@ def pool(name: str, *, accelerator: str | None = None, models: tuple[str, ...] =
 
 
 def three_pools() -> list[PoolEndpoints]:
-    return [pool("cpu", base_port=9000, replicas=2), pool("gpu", base_port=9100),
-            pool("inferentia", base_port=9200, models=("text_embedding",))]
+    return [
+        pool("cpu", base_port=9000, replicas=2),
+        pool("gpu", base_port=9100),
+        pool("inferentia", base_port=9200, models=("text_embedding",)),
+    ]
 
 
-def routes_for(weights_by_model: dict[str, dict[str, int]], settings: DataPlaneSettings | None = None
-               ) -> list[RouteWeights]:
+def routes_for(
+    weights_by_model: dict[str, dict[str, int]], settings: DataPlaneSettings | None = None
+) -> list[RouteWeights]:
     settings = settings or DataPlaneSettings()
-    return [RouteWeights(model=model, tier=tier, weights=tuple(sorted(weights.items())))
-            for model, weights in weights_by_model.items() for tier in settings.tiers]
+    return [
+        RouteWeights(model=model, tier=tier, weights=tuple(sorted(weights.items())))
+        for model, weights in weights_by_model.items()
+        for tier in settings.tiers
+    ]
 
 
 def tiered_routes() -> list[RouteWeights]:

@@ -35,10 +35,18 @@ class FakeEnvoy:
         except grpc.RpcError:
             pass
 
-    def request(self, type_url: str, names: tuple[str, ...] = (), *, version: str = "", nonce: str = "",
-                error: str | None = None) -> None:
-        request = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=list(names),
-                                                 version_info=version, response_nonce=nonce)
+    def request(
+        self,
+        type_url: str,
+        names: tuple[str, ...] = (),
+        *,
+        version: str = "",
+        nonce: str = "",
+        error: str | None = None,
+    ) -> None:
+        request = discovery_pb2.DiscoveryRequest(
+            type_url=type_url, resource_names=list(names), version_info=version, response_nonce=nonce
+        )
         if self._first:
             request.node.CopyFrom(base_pb2.Node(id=self.node_id))
             self._first = False

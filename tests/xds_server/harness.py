@@ -48,15 +48,25 @@ class FakePool:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.xds_server.fake_kserve", "--pool", name, "--models", ",".join(models)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
         )
         ports = json.loads(process.stdout.readline())  # type: ignore[union-attr]
-        return cls(name, accelerator or name, models, process,
-                   Endpoint("127.0.0.1", ports["http_port"], ports["grpc_port"]))
+        return cls(
+            name, accelerator or name, models, process, Endpoint("127.0.0.1", ports["http_port"], ports["grpc_port"])
+        )
 
     def endpoints(self) -> PoolEndpoints:
-        return PoolEndpoints(pool=self.name, accelerator=self.accelerator, emulated=self.accelerator != "cpu",
-                             models=self.models, replicas=(self.endpoint,))
+        return PoolEndpoints(
+            pool=self.name,
+            accelerator=self.accelerator,
+            emulated=self.accelerator != "cpu",
+            models=self.models,
+            replicas=(self.endpoint,),
+        )
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -82,8 +92,9 @@ class DataPlane:
     extra: list[FakePool] = field(default_factory=list)
 
     @classmethod
-    def start(cls, pools: dict[str, tuple[str, ...]], routes: list[RouteWeights] | None = None,
-              envoy_concurrency: int = 1) -> DataPlane:
+    def start(
+        cls, pools: dict[str, tuple[str, ...]], routes: list[RouteWeights] | None = None, envoy_concurrency: int = 1
+    ) -> DataPlane:
         started = {name: FakePool.start(name, models) for name, models in pools.items()}
         settings = DataPlaneSettings(http_port=free_port(), grpc_port=free_port())
         xds = XdsServer(port=0)

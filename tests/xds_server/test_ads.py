@@ -14,8 +14,10 @@ from xds_server.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
 def _with_gold(weights):
-    return [dataclasses.replace(r, weights=weights) if (r.model, r.tier) == ("text_embedding", "gold") else r
-            for r in tiered_routes()]
+    return [
+        dataclasses.replace(r, weights=weights) if (r.model, r.tier) == ("text_embedding", "gold") else r
+        for r in tiered_routes()
+    ]
 
 
 @pytest.fixture
@@ -39,13 +41,15 @@ def envoy(server):
     client.close()
 
 
-def _subscribe_like_envoy(envoy: FakeEnvoy) -> dict[str, object]:
-    """CDS and LDS wildcard, then EDS and RDS by the names those answers mention, all ACKed."""
+def _subscribe_like_envoy(envoy: FakeEnvoy, server: XdsServer) -> dict[str, object]:
+    """CDS and LDS wildcard, then EDS and RDS by the names those answers mention, all ACKed (and
+    the ACKs processed, so a test's next push cannot race them)."""
     cds = envoy.subscribe_and_ack(CLUSTER)
     names = tuple(sorted(_name(r) for r in cds.resources))
     eds = envoy.subscribe_and_ack(ENDPOINT, names)
     lds = envoy.subscribe_and_ack(LISTENER)
     rds = envoy.subscribe_and_ack(ROUTE, ("grpc", "http"))
+    assert server.wait_acked(server.current_version(envoy.node_id), timeout_s=5)
     return {"cds": cds, "eds": eds, "lds": lds, "rds": rds, "cluster_names": names}
 
 
@@ -62,7 +66,7 @@ def _sample(registry, name, **labels):
 
 
 def test_first_requests_get_the_current_resources_and_acks_complete_the_version(server, envoy):
-    got = _subscribe_like_envoy(envoy)
+    got = _subscribe_like_envoy(envoy, server)
     version = build_snapshot(three_pools(), tiered_routes()).version
     assert len(got["cds"].resources) == 12  # 5 (model, pool) pairs x 2 protocols + 2 server-level
     assert len(got["eds"].resources) == 12
@@ -72,7 +76,7 @@ def test_first_requests_get_the_current_resources_and_acks_complete_the_version(
 
 
 def test_a_weight_change_pushes_only_routes(server, envoy, registry):
-    _subscribe_like_envoy(envoy)
+    _subscribe_like_envoy(envoy, server)
     pushes_before = _sample(registry, "xds_pushes_total", type_url="CDS")
     version = server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 10), ("inferentia", 90)))))
     response = envoy.receive()
@@ -86,13 +90,13 @@ def test_a_weight_change_pushes_only_routes(server, envoy, registry):
 
 
 def test_an_unchanged_snapshot_pushes_nothing(server, envoy):
-    _subscribe_like_envoy(envoy)
+    _subscribe_like_envoy(envoy, server)
     server.set_snapshot(build_snapshot(three_pools(), tiered_routes()))
     assert envoy.nothing_received()
 
 
 def test_a_nack_is_counted_and_nothing_is_resent(server, envoy, registry):
-    _subscribe_like_envoy(envoy)
+    _subscribe_like_envoy(envoy, server)
     good = build_snapshot(three_pools(), tiered_routes()).version
     bad = server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 60), ("inferentia", 40)))))
     response = envoy.receive()
@@ -106,7 +110,7 @@ def test_a_nack_is_counted_and_nothing_is_resent(server, envoy, registry):
 
 
 def test_a_stale_nonce_is_ignored(server, envoy):
-    _subscribe_like_envoy(envoy)
+    _subscribe_like_envoy(envoy, server)
     server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 20), ("inferentia", 80)))))
     first = envoy.receive()
     version = server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 30), ("inferentia", 70)))))
@@ -134,19 +138,19 @@ def _listener_name(packed) -> str:
 
 
 def test_a_reconnecting_client_gets_the_current_snapshot(server, envoy):
-    _subscribe_like_envoy(envoy)
+    _subscribe_like_envoy(envoy, server)
     envoy.close()
     version = server.set_snapshot(build_snapshot(three_pools(), _with_gold((("gpu", 5), ("inferentia", 95)))))
     again = FakeEnvoy(server.port)
     try:
-        _subscribe_like_envoy(again)
+        _subscribe_like_envoy(again, server)
         assert server.wait_acked(version, timeout_s=5)
     finally:
         again.close()
 
 
 def test_an_inconsistent_snapshot_is_refused_and_the_previous_stays(server, envoy):
-    _subscribe_like_envoy(envoy)
+    _subscribe_like_envoy(envoy, server)
     routes = [RouteWeights("text_embedding", tier, (("tpu", 100),)) for tier in ("gold", "silver", "bronze")]
     with pytest.raises(InconsistentSnapshotError, match="tpu"):
         server.set_snapshot(build_snapshot(three_pools(), routes))
@@ -154,18 +158,40 @@ def test_an_inconsistent_snapshot_is_refused_and_the_previous_stays(server, envo
 
 
 def test_a_node_with_its_own_snapshot_gets_it_and_others_get_the_default(server, envoy):
-    _subscribe_like_envoy(envoy)
+    _subscribe_like_envoy(envoy, server)
     special = build_snapshot(three_pools(), _with_gold((("gpu", 1), ("inferentia", 99))))
     server.set_snapshot(special, node_id="canary-envoy")
     assert envoy.nothing_received()
     other = FakeEnvoy(server.port, node_id="canary-envoy")
     try:
-        _subscribe_like_envoy(other)
+        _subscribe_like_envoy(other, server)
         assert server.wait_acked(special.version, timeout_s=5)
     finally:
         other.close()
 
 
 def test_streams_are_counted(server, envoy, registry):
-    _subscribe_like_envoy(envoy)
+    _subscribe_like_envoy(envoy, server)
     assert _sample(registry, "xds_connected_streams") == 1
+
+
+def test_routes_to_a_new_pool_wait_until_its_clusters_are_acked_and_filled(server, envoy):
+    from tests.xds_server.builders import pool
+
+    got = _subscribe_like_envoy(envoy, server)
+    pools = [*three_pools(), pool("spare", accelerator="gpu", base_port=9400)]
+    version = server.set_snapshot(build_snapshot(pools, _with_gold((("spare", 100),))))
+    cds, eds = envoy.receive(), envoy.receive()
+    assert (cds.type_url, eds.type_url) == (CLUSTER, ENDPOINT)
+    assert envoy.nothing_received()  # no route may name spare's clusters yet
+    envoy.ack(cds)
+    envoy.ack(eds, got["cluster_names"])
+    assert envoy.nothing_received()  # ACKed, but spare's endpoints were not asked for yet
+    names = tuple(sorted(_name(r) for r in cds.resources))
+    envoy.request(ENDPOINT, names, version=eds.version_info, nonce=eds.nonce)
+    filled = envoy.receive()
+    assert filled.type_url == ENDPOINT and len(filled.resources) == len(names)
+    assert envoy.nothing_received(0.1)
+    envoy.ack(filled, names)
+    assert envoy.receive().type_url == ROUTE
+    assert not server.wait_acked(version, timeout_s=0.1)

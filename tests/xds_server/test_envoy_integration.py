@@ -30,8 +30,11 @@ from xds_server import RouteWeights, write_proxyless_bootstrap
 
 pytestmark = pytest.mark.integration
 
-POOLS = {"cpu": ("text_embedding", "digits_classifier"), "gpu": ("text_embedding", "digits_classifier"),
-         "inferentia": ("text_embedding",)}
+POOLS = {
+    "cpu": ("text_embedding", "digits_classifier"),
+    "gpu": ("text_embedding", "digits_classifier"),
+    "inferentia": ("text_embedding",),
+}
 ROUTES = [
     RouteWeights("text_embedding", "gold", (("gpu", 70), ("inferentia", 30))),
     RouteWeights("text_embedding", "silver", (("cpu", 50), ("inferentia", 50))),
@@ -58,14 +61,16 @@ def restore(plane):
 
 def _rest_infer(plane, model, tier=None, session=None):
     headers = {"x-sla-tier": tier} if tier else {}
-    return (session or requests).post(f"http://{plane.http_url}/v2/models/{model}/infer", json={"inputs": []},
-                                      headers=headers, timeout=5)
+    return (session or requests).post(
+        f"http://{plane.http_url}/v2/models/{model}/infer", json={"inputs": []}, headers=headers, timeout=5
+    )
 
 
 def _grpc_infer(stub, model, tier=None):
     metadata = [("x-sla-tier", tier)] if tier else []
-    response, call = stub.ModelInfer.with_call(service_pb2.ModelInferRequest(model_name=model), metadata=metadata,
-                                               timeout=5)
+    response, call = stub.ModelInfer.with_call(
+        service_pb2.ModelInferRequest(model_name=model), metadata=metadata, timeout=5
+    )
     return response.parameters["pool"].string_param, dict(call.initial_metadata())
 
 
@@ -75,12 +80,14 @@ def _share(counter, pool):
 
 def test_rest_requests_follow_the_weights_of_their_model_and_tier(plane):
     with requests.Session() as session:
-        served = collections.Counter(_rest_infer(plane, "text_embedding", "gold", session).json()["parameters"]["pool"]
-                                     for _ in range(300))
+        served = collections.Counter(
+            _rest_infer(plane, "text_embedding", "gold", session).json()["parameters"]["pool"] for _ in range(300)
+        )
         assert set(served) == {"gpu", "inferentia"}
         assert abs(_share(served, "gpu") - 0.7) < 0.12
-        bronze = collections.Counter(_rest_infer(plane, "text_embedding", "bronze", session).headers["x-served-by"]
-                                     for _ in range(20))
+        bronze = collections.Counter(
+            _rest_infer(plane, "text_embedding", "bronze", session).headers["x-served-by"] for _ in range(20)
+        )
         assert bronze == {"cpu": 20}
 
 
@@ -115,8 +122,11 @@ def test_unchanged_grpc_clients_are_routed_by_the_model_in_the_body(plane):
 def test_a_client_sent_model_header_cannot_override_the_body(plane):
     with grpc.insecure_channel(plane.grpc_url) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        response = stub.ModelInfer(service_pb2.ModelInferRequest(model_name="digits_classifier"),
-                                   metadata=[("x-model", "text_embedding"), ("x-sla-tier", "gold")], timeout=5)
+        response = stub.ModelInfer(
+            service_pb2.ModelInferRequest(model_name="digits_classifier"),
+            metadata=[("x-model", "text_embedding"), ("x-sla-tier", "gold")],
+            timeout=5,
+        )
     assert (response.model_name, response.parameters["pool"].string_param) == ("digits_classifier", "gpu")
 
 
@@ -166,8 +176,10 @@ def test_an_unknown_model_is_a_clear_404_or_not_found(plane):
 
 
 def test_a_weight_change_is_acked_and_then_serves_at_the_new_pool(plane, restore):
-    routes = [dataclasses.replace(r, weights=(("inferentia", 100),)) if (r.model, r.tier) == ("text_embedding", "gold")
-              else r for r in ROUTES]
+    routes = [
+        dataclasses.replace(r, weights=(("inferentia", 100),)) if (r.model, r.tier) == ("text_embedding", "gold") else r
+        for r in ROUTES
+    ]
     started = time.perf_counter()
     version = plane.publish(routes)
     assert plane.xds.wait_acked(version, timeout_s=5)
@@ -182,11 +194,9 @@ def test_envoy_rejected_no_update(plane):
     assert rejected == []
 
 
-def test_killing_a_whole_pool_under_load_fails_no_request(plane, restore):
-    spare = FakePool.start("spare", ("text_embedding",), accelerator="gpu")
-    plane.extra.append(spare)
-    routes = [dataclasses.replace(r, weights=(("spare", 100),)) if r.model == "text_embedding" else r for r in ROUTES]
-    assert plane.xds.wait_acked(plane.publish(routes), timeout_s=10)
+def test_adding_a_pool_then_killing_it_under_load_fails_no_request(plane, restore):
+    """Make before break (routes to the new pool only after its clusters are warm), then failover to
+    priority 1 when the whole pool is SIGKILLed: zero failed requests throughout."""
     outcomes: collections.Counter[str] = collections.Counter()
     stop = threading.Event()
 
@@ -209,19 +219,36 @@ def test_killing_a_whole_pool_under_load_fails_no_request(plane, restore):
                 except grpc.RpcError as error:
                     outcomes[f"grpc {error.code().name}"] += 1
 
+    def wait_for(condition, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.01)
+        return False
+
+    spare = FakePool.start("spare", ("text_embedding",), accelerator="gpu")
+    plane.extra.append(spare)
     threads = [threading.Thread(target=f) for f in (rest_load, rest_load, grpc_load, grpc_load)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)  # load runs against the spare pool before the kill
-    spare.kill()
-    time.sleep(1.0)  # and keeps running while Envoy fails over
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=10)
+    try:
+        assert wait_for(lambda: sum(outcomes.values()) > 20, 5)
+        routes = [
+            dataclasses.replace(r, weights=(("spare", 100),)) if r.model == "text_embedding" else r for r in ROUTES
+        ]
+        assert plane.xds.wait_acked(plane.publish(routes), timeout_s=10)
+        assert wait_for(lambda: outcomes["grpc OK spare"] > 20 and outcomes["http 200 spare"] > 20, 5)
+        spare.kill()
+        served_before_kill = sum(outcomes.values())
+        assert wait_for(lambda: sum(outcomes.values()) > served_before_kill + 200, 10)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
     failed = {k: v for k, v in outcomes.items() if not (k.startswith("http 200") or k.startswith("grpc OK"))}
-    print(dict(outcomes))
     assert failed == {}, outcomes
-    assert any("spare" in k for k in outcomes) and any(k.endswith(("gpu", "inferentia", "cpu")) for k in outcomes)
+    assert outcomes["grpc OK gpu"] > 0 and outcomes["http 200 gpu"] > 0  # gpu is next in fallback order
 
 
 PROXYLESS_CLIENT = """
@@ -242,8 +269,9 @@ print(json.dumps(counts))
 def test_proxyless_grpc_clients_route_by_the_same_weights(plane, tmp_path):
     bootstrap = write_proxyless_bootstrap(tmp_path / "xds.json", node_id="proxyless-test", xds_port=plane.xds.port)
     env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", PROXYLESS_CLIENT], env=env, capture_output=True, text=True,
-                            timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", PROXYLESS_CLIENT], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     counts = json.loads(result.stdout.strip().splitlines()[-1])
     gold = {k.split(":")[1]: v for k, v in counts.items() if k.startswith("gold:")}

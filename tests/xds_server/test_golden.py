@@ -21,8 +21,10 @@ UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 def _snapshot_yaml() -> str:
     snapshot = build_snapshot(three_pools(), tiered_routes())
-    doc = {SHORT_NAMES[t]: {name: to_dict(m) for name, m in resources.items()}
-           for t, resources in snapshot.resources.items()}
+    doc = {
+        SHORT_NAMES[t]: {name: to_dict(m) for name, m in resources.items()}
+        for t, resources in snapshot.resources.items()
+    }
     # The Lua source is long and has its own golden file; keep the YAML readable.
     grpc = doc["LDS"]["grpc"]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
     assert grpc["typed_config"]["default_source_code"]["inline_string"] == lua_source()
@@ -30,13 +32,21 @@ def _snapshot_yaml() -> str:
     return yaml.safe_dump(doc, sort_keys=True, width=120)
 
 
-@pytest.mark.parametrize("name,render", [
-    ("snapshot.yaml", _snapshot_yaml),
-    ("grpc_model_header.lua", lua_source),
-    ("envoy_bootstrap.yaml", lambda: yaml.safe_dump(envoy_bootstrap(node_id="envoy-1", xds_port=18000), sort_keys=True)),
-    ("proxyless_bootstrap.yaml", lambda: yaml.safe_dump(proxyless_bootstrap(node_id="client-1", xds_port=18000),
-                                                        sort_keys=True)),
-])
+@pytest.mark.parametrize(
+    "name,render",
+    [
+        ("snapshot.yaml", _snapshot_yaml),
+        ("grpc_model_header.lua", lua_source),
+        (
+            "envoy_bootstrap.yaml",
+            lambda: yaml.safe_dump(envoy_bootstrap(node_id="envoy-1", xds_port=18000), sort_keys=True),
+        ),
+        (
+            "proxyless_bootstrap.yaml",
+            lambda: yaml.safe_dump(proxyless_bootstrap(node_id="client-1", xds_port=18000), sort_keys=True),
+        ),
+    ],
+)
 def test_built_config_matches_golden_file(name, render):
     path = GOLDEN / name
     text = render()

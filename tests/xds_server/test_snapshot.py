@@ -7,14 +7,14 @@ import dataclasses
 import pytest
 
 from tests.xds_server.builders import pool, routes_for, three_pools, tiered_routes
-from xds_server import DataPlaneSettings, Endpoint, PoolEndpoints, RouteWeights, build_snapshot, even_routes
-from xds_server import protos
+from xds_server import DataPlaneSettings, Endpoint, PoolEndpoints, RouteWeights, build_snapshot, even_routes, protos
 from xds_server.protos import to_dict
 
 
 def _snapshot(**overrides):
-    return build_snapshot(overrides.get("pools", three_pools()), overrides.get("routes", tiered_routes()),
-                          overrides.get("settings"))
+    return build_snapshot(
+        overrides.get("pools", three_pools()), overrides.get("routes", tiered_routes()), overrides.get("settings")
+    )
 
 
 def _route_config(snapshot, name):
@@ -37,8 +37,12 @@ def test_same_inputs_in_any_order_build_the_same_version():
 
 def test_a_weight_change_changes_the_version_but_only_the_route_resources():
     before = _snapshot()
-    routes = [dataclasses.replace(r, weights=(("gpu", 40), ("inferentia", 60)))
-              if (r.model, r.tier) == ("text_embedding", "gold") else r for r in tiered_routes()]
+    routes = [
+        dataclasses.replace(r, weights=(("gpu", 40), ("inferentia", 60)))
+        if (r.model, r.tier) == ("text_embedding", "gold")
+        else r
+        for r in tiered_routes()
+    ]
     after = _snapshot(routes=routes)
     assert before.version != after.version
     for type_url in (protos.CLUSTER, protos.ENDPOINT, protos.LISTENER):
@@ -61,7 +65,9 @@ def test_only_grpc_clusters_speak_http2_upstream(proto, http2):
 
 def test_a_cluster_holds_its_own_pool_at_priority_0_and_the_others_in_fallback_order():
     cla = to_dict(_snapshot().resources[protos.ENDPOINT]["text_embedding--cpu--grpc"])
-    by_priority = [(loc.get("priority", 0), loc["locality"]["zone"], len(loc["lb_endpoints"])) for loc in cla["endpoints"]]
+    by_priority = [
+        (loc.get("priority", 0), loc["locality"]["zone"], len(loc["lb_endpoints"])) for loc in cla["endpoints"]
+    ]
     assert by_priority == [(0, "cpu", 2), (1, "gpu", 1), (2, "inferentia", 1)]
     ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in cla["endpoints"][0]["lb_endpoints"]]
     assert ports == [9001, 9011]  # gRPC ports of cpu's two replicas
@@ -87,8 +93,10 @@ def test_outlier_detection_and_retries_follow_the_settings_that_gave_zero_errors
 def test_tier_routes_carry_the_policy_weights_and_drop_zero_weights():
     routes = _routes_named(_snapshot(), "http")
     gold = routes["text_embedding/gold"]["route"]["weighted_clusters"]["clusters"]
-    assert [(c["name"], c["weight"]) for c in gold] == [("text_embedding--gpu--http", 70),
-                                                        ("text_embedding--inferentia--http", 30)]
+    assert [(c["name"], c["weight"]) for c in gold] == [
+        ("text_embedding--gpu--http", 70),
+        ("text_embedding--inferentia--http", 30),
+    ]
     bronze = routes["text_embedding/bronze"]["route"]["weighted_clusters"]["clusters"]
     assert [c["name"] for c in bronze] == ["text_embedding--cpu--http"]
 
@@ -129,10 +137,22 @@ def test_no_api_listeners_when_proxyless_is_off():
 
 
 def test_a_canary_version_is_a_cluster_of_its_own():
-    pools = [*three_pools(), pool("gpu-canary", accelerator="gpu", models=("text_embedding",), base_port=9300,
-                                  versions=(("text_embedding", "2"),))]
-    routes = [dataclasses.replace(r, weights=(("gpu", 90), ("gpu-canary", 10)))
-              if (r.model, r.tier) == ("text_embedding", "gold") else r for r in tiered_routes()]
+    pools = [
+        *three_pools(),
+        pool(
+            "gpu-canary",
+            accelerator="gpu",
+            models=("text_embedding",),
+            base_port=9300,
+            versions=(("text_embedding", "2"),),
+        ),
+    ]
+    routes = [
+        dataclasses.replace(r, weights=(("gpu", 90), ("gpu-canary", 10)))
+        if (r.model, r.tier) == ("text_embedding", "gold")
+        else r
+        for r in tiered_routes()
+    ]
     snapshot = build_snapshot(pools, routes)
     assert snapshot.consistent() == []
     assert "text_embedding--gpu-canary--grpc--v2" in snapshot.resources[protos.CLUSTER]
@@ -152,25 +172,34 @@ def test_replica_changes_touch_only_endpoints():
 
 # ---- inconsistent snapshots -----------------------------------------------------------------------
 
+
 def test_route_to_a_pool_that_does_not_exist_is_inconsistent():
-    routes = [dataclasses.replace(r, weights=(("tpu", 100),)) if (r.model, r.tier) == ("digits_classifier", "gold")
-              else r for r in tiered_routes()]
+    routes = [
+        dataclasses.replace(r, weights=(("tpu", 100),)) if (r.model, r.tier) == ("digits_classifier", "gold") else r
+        for r in tiered_routes()
+    ]
     problems = _snapshot(routes=routes).consistent()
     assert any("cluster digits_classifier--tpu--http does not exist" in p for p in problems)
     assert any("pool tpu does not serve digits_classifier" in p for p in problems)
 
 
 def test_all_zero_weights_are_inconsistent():
-    routes = [dataclasses.replace(r, weights=(("gpu", 0), ("cpu", 0))) if (r.model, r.tier) == ("digits_classifier", "gold")
-              else r for r in tiered_routes()]
+    routes = [
+        dataclasses.replace(r, weights=(("gpu", 0), ("cpu", 0)))
+        if (r.model, r.tier) == ("digits_classifier", "gold")
+        else r
+        for r in tiered_routes()
+    ]
     problems = _snapshot(routes=routes).consistent()
     assert any("digits_classifier/gold: all weights are zero" in p for p in problems)
 
 
 def test_a_missing_tier_is_inconsistent_rather_than_silently_defaulted():
     routes = [r for r in tiered_routes() if (r.model, r.tier) != ("text_embedding", "bronze")]
-    assert "model text_embedding: no route for tier bronze (it would fall to the default silently)" in \
-        _snapshot(routes=routes).consistent()
+    assert (
+        "model text_embedding: no route for tier bronze (it would fall to the default silently)"
+        in _snapshot(routes=routes).consistent()
+    )
 
 
 def test_a_model_whose_every_pool_has_no_replicas_is_inconsistent():
@@ -194,16 +223,22 @@ def test_even_routes_sum_to_100():
 
 # ---- input validation ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda: RouteWeights("m", "gold", (("cpu", 101),)), id="weight-over-100"),
-    pytest.param(lambda: RouteWeights("m", "gold", (("cpu", 50), ("cpu", 50))), id="pool-twice"),
-    pytest.param(lambda: RouteWeights("m", "gold", (("cpu", 0.5),)), id="weight-not-int"),
-    pytest.param(lambda: PoolEndpoints("a--b", "cpu", False, ("m",), ()), id="double-dash-in-pool"),
-    pytest.param(lambda: PoolEndpoints("cpu", "cpu", False, ("bad model",), ()), id="space-in-model"),
-    pytest.param(lambda: Endpoint("127.0.0.1", 0, 1), id="port-zero"),
-    pytest.param(lambda: DataPlaneSettings(default_tier="platinum"), id="default-tier-unknown"),
-    pytest.param(lambda: PoolEndpoints("cpu", "cpu", False, ("m",), (), (("other", "2"),)), id="version-of-unserved"),
-])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: RouteWeights("m", "gold", (("cpu", 101),)), id="weight-over-100"),
+        pytest.param(lambda: RouteWeights("m", "gold", (("cpu", 50), ("cpu", 50))), id="pool-twice"),
+        pytest.param(lambda: RouteWeights("m", "gold", (("cpu", 0.5),)), id="weight-not-int"),
+        pytest.param(lambda: PoolEndpoints("a--b", "cpu", False, ("m",), ()), id="double-dash-in-pool"),
+        pytest.param(lambda: PoolEndpoints("cpu", "cpu", False, ("bad model",), ()), id="space-in-model"),
+        pytest.param(lambda: Endpoint("127.0.0.1", 0, 1), id="port-zero"),
+        pytest.param(lambda: DataPlaneSettings(default_tier="platinum"), id="default-tier-unknown"),
+        pytest.param(
+            lambda: PoolEndpoints("cpu", "cpu", False, ("m",), (), (("other", "2"),)), id="version-of-unserved"
+        ),
+    ],
+)
 def test_invalid_inputs_are_refused_at_the_boundary(make):
     with pytest.raises(ValueError):
         make()

@@ -124,10 +124,14 @@ class PrometheusApiSource:
             raise MetricsParseError(f"prometheus query {promql!r}", f"not JSON: {e}") from None
         return _vector(answer, promql)
 
-    def _by_pool_model(self, promql: str, now_s: float) -> dict[tuple[str, str], float]:
+    def _by_pool_model(self, promql: str, now_s: float, skip_composing: bool = False) -> dict[tuple[str, str], float]:
+        """Sum per (pool, public model); ``skip_composing`` drops composing models' series (their
+        request counters would count an ensemble's request once per step)."""
         out: dict[tuple[str, str], float] = {}
         for labels, value in self.query(promql, now_s):
             pool, model = labels.get("pool"), labels.get("model")
+            if skip_composing and model in self.composing:
+                continue
             if pool and model:
                 key = (pool, self.composing.get(model, model))
                 out[key] = out.get(key, 0.0) + value
@@ -154,8 +158,8 @@ class PrometheusApiSource:
         w = f"{self.window_s:g}s"
         job = f'job="{self.triton_job}"'
         pending = self._by_pool_model(f"sum by (pool, model) (nv_inference_pending_request_count{{{job}}})", now_s)
-        ok = self._by_pool_model(f"sum by (pool, model) (rate(nv_inference_request_success{{{job}}}[{w}]))", now_s)
-        bad = self._by_pool_model(f"sum by (pool, model) (rate(nv_inference_request_failure{{{job}}}[{w}]))", now_s)
+        ok = self._by_pool_model(f"sum by (pool, model) (rate(nv_inference_request_success{{{job}}}[{w}]))", now_s, True)
+        bad = self._by_pool_model(f"sum by (pool, model) (rate(nv_inference_request_failure{{{job}}}[{w}]))", now_s, True)
         lag = self._by_pool_model(f"sum by (pool, model) (increase(emulation_lag_ms_total[{w}]))", now_s)
         execs = self._by_pool_model(f"sum by (pool, model) (increase(emulation_executions_total[{w}]))", now_s)
         up = {labels.get("pool", ""): value for labels, value in

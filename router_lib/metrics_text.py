@@ -70,14 +70,27 @@ class EnvoySample:
     clusters: Mapping[tuple[str, str], EnvoyClusterSample] = field(default_factory=dict)
 
 
-def _samples(text: str, source: str) -> Iterable[Sample]:
-    """Every sample in ``text``; a MetricsParseError naming ``source`` if the text is malformed."""
+def _samples(text: str, source: str, wanted: Iterable[str]) -> Iterable[tuple[str, Sample]]:
+    """(wanted name, sample) for every sample of a wanted metric in ``text``; a MetricsParseError
+    naming ``source`` if the text is malformed.
+
+    The parser appends ``_total`` to the samples of a family declared ``# TYPE x counter`` (the
+    OpenMetrics convention), while Triton exposes ``nv_inference_request_success`` without it:
+    both spellings map back to the wanted name.
+    """
+    names = {}
+    for name in wanted:
+        names[name] = name
+        names.setdefault(name + "_total", name)
     try:
         families = list(text_string_to_metric_families(text))
     except (ValueError, TypeError, IndexError, KeyError) as e:
         raise MetricsParseError(source, f"{type(e).__name__}: {e}") from None
     for family in families:
-        yield from family.samples
+        for sample in family.samples:
+            name = names.get(sample.name)
+            if name is not None:
+                yield name, sample
 
 
 def _value(sample: Sample, source: str) -> float:
@@ -92,20 +105,18 @@ def parse_triton(text: str, source: str, composing: Mapping[str, str] | None = N
     composing = composing or {}
     pending: dict[str, float] = {}
     counters: dict[tuple[str, str], float] = {}
-    for s in _samples(text, source):
-        if s.name != PENDING and s.name not in TRITON_COUNTERS and s.name not in EMULATION_COUNTERS:
-            continue
+    for name, s in _samples(text, source, (PENDING, *TRITON_COUNTERS, *EMULATION_COUNTERS)):
         model = s.labels.get("model")
         if not model:
-            raise MetricsParseError(source, f"{s.name} without a 'model' label")
+            raise MetricsParseError(source, f"{name} without a 'model' label")
         value = _value(s, source)
         public = composing.get(model, model)
-        if s.name == PENDING:
+        if name == PENDING:
             pending[public] = pending.get(public, 0.0) + value
-        elif s.name in TRITON_COUNTERS and model in composing:
+        elif name in TRITON_COUNTERS and model in composing:
             continue  # the ensemble counts the request itself; composing steps would double it
         else:
-            key = (public, s.name)
+            key = (public, name)
             counters[key] = counters.get(key, 0.0) + value
     return TritonSample(pending, counters)
 
@@ -119,24 +130,22 @@ def parse_envoy(text: str, source: str) -> EnvoySample:
     totals: dict[tuple[str, str], float] = {}
     errors: dict[tuple[str, str], float] = {}
     buckets: dict[tuple[str, str], dict[float, float]] = {}
-    for s in _samples(text, source):
-        if s.name not in (ENVOY_RQ_TOTAL, ENVOY_RQ_XX, ENVOY_RQ_TIME_BUCKET):
-            continue
+    for name, s in _samples(text, source, (ENVOY_RQ_TOTAL, ENVOY_RQ_XX, ENVOY_RQ_TIME_BUCKET)):
         parsed = parse_cluster_name(s.labels.get("envoy_cluster_name", ""))
         if parsed is None:
             continue
         key = (parsed.model, parsed.pool)
         value = _value(s, source)
-        if s.name == ENVOY_RQ_TOTAL:
+        if name == ENVOY_RQ_TOTAL:
             totals[key] = totals.get(key, 0.0) + value
-        elif s.name == ENVOY_RQ_XX:
+        elif name == ENVOY_RQ_XX:
             if s.labels.get("envoy_response_code_class") == "5":
                 errors[key] = errors.get(key, 0.0) + value
         else:
             try:
                 le = float(s.labels["le"])
             except (KeyError, ValueError):
-                raise MetricsParseError(source, f"{s.name}: bad or missing 'le' label {s.labels}") from None
+                raise MetricsParseError(source, f"{name}: bad or missing 'le' label {s.labels}") from None
             per = buckets.setdefault(key, {})
             per[le] = per.get(le, 0.0) + value
     keys = set(totals) | set(errors) | set(buckets)

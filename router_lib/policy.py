@@ -69,7 +69,9 @@ def _smooth_signals(inputs: PolicyInputs, state: PolicyState | None, alpha: floa
     previous = state.smoothed if state else {}
     for key, m in inputs.metrics.items():
         before = previous.get(key)
-        queue = fast_up_slow_down(before.queue_depth if before else None, m.queue_depth, alpha)
+        # The queue gauge is an instant sample, the noisiest input: plain EWMA both ways.  A
+        # measured p99 over the bound is a fact, not noise: it rises at once.
+        queue = m.queue_depth if before is None else before.queue_depth + alpha * (m.queue_depth - before.queue_depth)
         p99 = m.p99_ms
         if p99 is not None and before is not None and before.p99_ms is not None:
             p99 = fast_up_slow_down(before.p99_ms, p99, alpha)
@@ -77,23 +79,30 @@ def _smooth_signals(inputs: PolicyInputs, state: PolicyState | None, alpha: floa
     return out
 
 
-def _demand(inputs: PolicyInputs, state: PolicyState | None, alpha: float, tiers: tuple[str, ...]) -> dict[RouteKey, float]:
+def _demand(inputs: PolicyInputs, state: PolicyState | None, now_s: float, tiers: tuple[str, ...]
+            ) -> tuple[dict[RouteKey, float], dict[RouteKey, tuple[tuple[float, float], ...]]]:
+    """Demand per route: the highest raw rate over the last ``demand_window_s`` (and its history)."""
     observed: dict[str, float] = {}
     for (_pool, model), m in inputs.metrics.items():
         observed[model] = observed.get(model, 0.0) + m.request_rate_per_s
     given = inputs.demand_per_s or {}
-    previous = state.demand_per_s if state else {}
+    history = state.demand_history if state else {}
+    oldest = now_s - inputs.settings.demand_window_s
     out: dict[RouteKey, float] = {}
+    kept: dict[RouteKey, tuple[tuple[float, float], ...]] = {}
     for model in inputs.fleet.models:
         for tier in tiers:
             key = (model, tier)
             raw = given[key] if key in given else observed.get(model, 0.0) / len(tiers)
-            out[key] = fast_up_slow_down(previous.get(key), raw, alpha)
-    return out
+            samples = tuple(s for s in history.get(key, ()) if s[0] > oldest) + ((now_s, raw),)
+            kept[key] = samples
+            out[key] = max(v for _, v in samples)
+    return out, kept
 
 
 def _assess(pool: PoolSpec, model: str, tier: str, inputs: PolicyInputs, table: CapacityTable,
-            smoothed: dict[tuple[str, str], Smoothed], used_u: dict[str, float], was_feasible: bool) -> _Candidate:
+            smoothed: dict[tuple[str, str], Smoothed], used_u: dict[str, float], was_feasible: bool | None
+            ) -> _Candidate:
     """Filter stage: is this pool healthy, and is it predicted to meet the tier's bound?"""
     settings = inputs.settings
     ready = inputs.pool_ready.get(pool.name, inputs.metrics.ready_replicas.get(pool.name, pool.replicas))
@@ -119,7 +128,9 @@ def _assess(pool: PoolSpec, model: str, tier: str, inputs: PolicyInputs, table: 
     bound = table.tier_bound_ms[tier]
     if bound is None:
         return cand
-    slack = 1.0 + settings.hysteresis if was_feasible else 1.0 - settings.hysteresis
+    # Hysteresis: a feasible pool keeps its place up to (1 + h) x the threshold, an excluded one
+    # returns only under (1 - h) x; with no history (first decision) the threshold itself.
+    slack = 1.0 if was_feasible is None else (1.0 + settings.hysteresis if was_feasible else 1.0 - settings.hysteresis)
     threshold = settings.headroom * bound * slack
     if predicted > threshold or capacity.safe_utilisation <= 0:
         cand.excluded = True
@@ -174,7 +185,7 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
         table = build_capacity_table(fleet, settings)
     alpha = smoothing_alpha(now_s - state.time_s, settings.smoothing_tau_s) if state else 1.0
     smoothed = _smooth_signals(inputs, state, alpha)
-    demand = _demand(inputs, state, alpha, table.tiers_strictest_first)
+    demand, demand_history = _demand(inputs, state, now_s, table.tiers_strictest_first)
     previous_feasible = state.feasible if state else frozenset()
     previous_weights = state.weights if state else {}
     pools_by_model = {m: [p for p in fleet.pools if m in p.models] for m in fleet.models}
@@ -192,7 +203,7 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
                 unroutable[route] = f"no pool serves {model}"
                 continue
             cands = [_assess(p, model, tier, inputs, table, smoothed, used_u,
-                             (model, tier, p.name) in previous_feasible) for p in pools]
+                             None if state is None else (model, tier, p.name) in previous_feasible) for p in pools]
             ok = [c for c in cands if not c.excluded]
             feasible.update((model, tier, c.pool.name) for c in ok)
             d = max(demand.get(route, 0.0), _TINY_DEMAND)
@@ -225,7 +236,7 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
                                              else c.reason or "not needed: cheaper pools have room")
                                   for c, w in zip(cands, final, strict=True))
     decision = RoutingDecision(routes, unroutable, now_s)
-    new_state = PolicyState(now_s, smoothed, demand, weights_out, frozenset(feasible), table, key)
+    new_state = PolicyState(now_s, smoothed, demand, demand_history, weights_out, frozenset(feasible), table, key)
     return decision, new_state
 
 

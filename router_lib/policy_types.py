@@ -23,8 +23,11 @@ class PolicySettings:
 
     * ``headroom``: a tier is feasible on a pool when predicted p99 <= headroom * bound.
     * ``max_utilisation``: no pool is planned past this busy fraction, whatever the tier.
-    * ``smoothing_tau_s``: time constant of the EWMA that lowers smoothed signals (they rise at
-      once: fast up, slow down, so a burst is seen now and noise does not make weights flap).
+    * ``smoothing_tau_s``: time constant of the EWMAs: the queue depth (both ways) and the
+      measured p99 (which rises at once and decays by EWMA).
+    * ``demand_window_s``: demand per (model, tier) is the highest rate seen over this window
+      (like Kubernetes' scale-down stabilisation window): a rise is acted on at once, a fall only
+      once it has lasted the window, so noise around a level gives one stable estimate.
     * ``hysteresis``: a feasible pool stays feasible up to (1 + h) x the threshold, an excluded
       one comes back only under (1 - h) x the threshold.
     * ``max_step``: most weight points any pool gains or loses in one decision (excluded pools
@@ -38,6 +41,7 @@ class PolicySettings:
     headroom: float = 0.8
     max_utilisation: float = 0.8
     smoothing_tau_s: float = 10.0
+    demand_window_s: float = 30.0
     hysteresis: float = 0.1
     max_step: int = 25
     deadband: int = 2
@@ -116,6 +120,7 @@ class PolicyState:
     time_s: float
     smoothed: Mapping[tuple[str, str], Smoothed]
     demand_per_s: Mapping[RouteKey, float]
+    demand_history: Mapping[RouteKey, tuple[tuple[float, float], ...]]
     weights: Mapping[RouteKey, Mapping[str, int]]
     feasible: frozenset[tuple[str, str, str]]
     capacity: object = None

@@ -19,7 +19,7 @@ policy's formulas, so the benchmark can show where those formulas are wrong):
 
 Cost: each pool costs ``replicas x price`` per hour; $ per 1M requests of a (model, tier) charges
 each pool's cost in proportion to the execution time its requests used (a batch's time is split
-equally among its requests), idle time included.
+equally among its requests), idle time included; a pool that served nothing is shared by all.
 """
 
 from __future__ import annotations
@@ -282,6 +282,9 @@ def _summarise(fleet: Fleet, trace: Trace, latency: np.ndarray, wait: np.ndarray
     served = req_pool >= 0
     np.add.at(pool_busy, req_pool[served], busy_share[served])
     pool_cost = np.array([p.replicas * p.price_per_hour_usd * hours for p in fleet.pools])
+    # Pools that served nothing are still paid for: their cost is shared by all requests.
+    idle_cost = float(np.sum(pool_cost[pool_busy <= 0]))
+    n_total = max(1, len(trace))
     for mi, model in enumerate(trace.models):
         for ki, tier in enumerate(trace.tiers):
             mask = (trace.model_index == mi) & (trace.tier_index == ki)
@@ -292,6 +295,7 @@ def _summarise(fleet: Fleet, trace: Trace, latency: np.ndarray, wait: np.ndarray
             sel = mask & served
             np.add.at(busy, req_pool[sel], busy_share[sel])
             charged = float(np.sum(np.divide(busy, pool_busy, out=np.zeros_like(busy), where=pool_busy > 0) * pool_cost))
+            charged += idle_cost * int(mask.sum()) / n_total
             usd_route[(model, tier)] = charged / int(mask.sum()) * 1e6
     by_pool = {}
     for pi, p in enumerate(fleet.pools):

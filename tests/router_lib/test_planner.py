@@ -1,0 +1,74 @@
+"""Planner cases whose optimum is known by hand, and infeasibility with a reason."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from router_lib.domain import Accelerator
+from router_lib.planner import plan_fleet, plan_single_accelerator
+from tests.router_lib.builders import CPU, GPU, INF, fleet, profile, tiers
+
+# Kind "big" (GPU): 1 ms per request -> X = 1000 req/s, safe for bronze (max utilisation 0.8) 800 req/s, $1.00/h.
+# Kind "small" (CPU): 8 ms per request -> X = 125 req/s, safe 100 req/s, $0.20/h.
+TWO_KINDS = fleet(
+    [("small", CPU, 0.20, 1), ("big", GPU, 1.00, 1)],
+    [profile("m", CPU, {1: 8.0}, tail=1.0), profile("m", GPU, {1: 1.0}, tail=1.0)],
+    tiers(bronze=None),
+)
+
+
+@pytest.mark.parametrize(("demand", "cost", "replicas"), [
+    (250, 0.60, {"cpu-bronze": 3}),                 # 3 small (0.60) beat 1 big (1.00)
+    (750, 1.00, {"gpu-bronze": 1}),                 # 1 big (1.00) beats 8 small (1.60)
+    (900, 1.20, {"gpu-bronze": 1, "cpu-bronze": 1}),  # big + 1 small (1.20) beat 2 big or 9 small
+    (100, 0.20, {"cpu-bronze": 1}),
+], ids=["small-lumps-win", "one-big-wins", "mix-wins", "exactly-one-small"])
+def test_hand_computed_optima(demand: float, cost: float, replicas: dict[str, int]) -> None:
+    plan = plan_fleet({("m", "bronze"): demand}, TWO_KINDS)
+    assert plan.feasible and plan.cost_per_hour_usd == pytest.approx(cost)
+    assert {p.name: p.replicas for p in plan.pools} == replicas
+    assert sum(plan.split("m", "bronze").values()) == pytest.approx(demand)
+
+
+def test_the_tier_bound_limits_what_a_replica_may_carry() -> None:
+    # 1 instance, batch 1 only, 10 ms, tail 1: gold 50 ms x 0.8 = 40 ms: 10/(1-u)... u/(1-u) <= 3 -> any u,
+    # so u = max_utilisation 0.8 -> 80 req/s.  With a 15 ms bound (12 ms): u/(1-u) <= 0.2 -> u = 1/6.
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 10.0}, tail=1.0)], tiers(gold=15.0, bronze=None))
+    assert plan_fleet({("m", "bronze"): 160}, f).cost_per_hour_usd == pytest.approx(0.2)  # 2 x 80
+    gold = plan_fleet({("m", "gold"): 160}, f)
+    assert {p.name: p.replicas for p in gold.pools} == {"cpu-gold": math.ceil(160 / (100 / 6))}
+
+
+def test_gold_and_bronze_share_a_gold_class_pool_when_that_is_cheaper() -> None:
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 10.0}, tail=1.0)], tiers(gold=15.0, bronze=None))
+    plan = plan_fleet({("m", "gold"): 10, ("m", "bronze"): 5}, f)
+    # 10/16.7 + 5/16.7 = 0.9 replica of gold class -> 1 replica, cheaper than 1 gold + 1 bronze.
+    assert {p.name: p.replicas for p in plan.pools} == {"cpu-gold": 1}
+
+
+def test_single_accelerator_without_a_profile_for_a_model_is_infeasible_with_the_reason() -> None:
+    f = fleet([("cpu", CPU, 0.1, 1), ("inf", INF, 0.7, 1)],
+              [profile("digits", CPU, {1: 1.0}), profile("embed", CPU, {1: 5.0}), profile("embed", INF, {1: 1.0})])
+    plan = plan_single_accelerator({("digits", "gold"): 10, ("embed", "gold"): 10}, f, Accelerator.INFERENTIA)
+    assert not plan.feasible and "no profile for digits on inferentia" in plan.reason
+    assert plan_single_accelerator({("digits", "gold"): 10}, f, Accelerator.CPU).feasible
+
+
+def test_a_bound_no_kind_can_meet_is_infeasible_with_the_reason() -> None:
+    f = fleet([("gpu", GPU, 1.0, 1)], [profile("m", GPU, {1: 10.0})], tiers(gold=5.0))
+    plan = plan_fleet({("m", "gold"): 1}, f)
+    assert not plan.feasible and "within the gold bound" in plan.reason
+
+
+def test_unknown_tier_in_demand_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown tier"):
+        plan_fleet({("m", "platinum"): 1}, TWO_KINDS)
+
+
+def test_plan_to_fleet_keeps_replicas_prices_and_models() -> None:
+    plan = plan_fleet({("m", "bronze"): 900}, TWO_KINDS)
+    f = plan.to_fleet(TWO_KINDS)
+    assert {(p.name, p.replicas, p.price_per_hour_usd, p.models) for p in f.pools} == {
+        ("gpu-bronze", 1, 1.0, ("m",)), ("cpu-bronze", 1, 0.2, ("m",))}

@@ -1,0 +1,139 @@
+"""Routing policy as tables: filtering, cost order, spill-over, fallback, health, stability.
+
+The fleet (tests/router_lib/builders.py THREE_POOLS) has, for gold (p99 <= 50 ms, headroom 0.8):
+inf 2133 req/s safe at $0.10/1M, gpu 600 req/s at $0.46/1M, cpu 2 x 72 req/s at $0.58/1M; for
+bronze the order is inf, cpu, gpu.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+import pytest
+
+from router_lib.domain import Fleet
+from router_lib.policy import PolicyInputs, PolicySettings, PolicyState, decide
+from router_lib.policy_stages import bounded_step, largest_remainder
+from tests.router_lib.builders import CPU, EMBED, GPU, INF, THREE_POOLS, fleet, metrics, profile, tiers
+
+READY = {"cpu": 2, "gpu": 1, "inf": 1}
+
+
+def weights_for(tier: str, demand: float, *, ready: Mapping[str, int] = READY,
+                signals: Mapping[tuple[str, str], Mapping[str, object]] | None = None,
+                f: Fleet = THREE_POOLS) -> dict[str, int]:
+    inputs = PolicyInputs(f, metrics(signals), dict(ready), PolicySettings(), {(EMBED, tier): demand})
+    decision, _ = decide(inputs, None, 0.0)
+    return decision.weights(EMBED, tier)
+
+
+@pytest.mark.parametrize(("tier", "demand", "ready", "signals", "expected"), [
+    ("gold", 100, READY, None, {"inf": 100, "gpu": 0, "cpu": 0}),
+    ("gold", 2500, READY, None, {"inf": 85, "gpu": 15, "cpu": 0}),
+    ("gold", 0, READY, None, {"inf": 100, "gpu": 0, "cpu": 0}),
+    ("gold", 100, READY, {("inf", EMBED): {"queue_depth": 2000.0}}, {"inf": 0, "gpu": 100, "cpu": 0}),
+    ("gold", 100, READY, {("inf", EMBED): {"p99_ms": 80.0}}, {"inf": 0, "gpu": 100, "cpu": 0}),
+    ("gold", 100, {"cpu": 2, "gpu": 1, "inf": 0}, None, {"inf": 0, "gpu": 100, "cpu": 0}),
+    ("gold", 100, READY, {("inf", EMBED): {"ready": False}}, {"inf": 0, "gpu": 100, "cpu": 0}),
+    ("gold", 100, READY, {("inf", EMBED): {"error_rate": 0.9}}, {"inf": 0, "gpu": 100, "cpu": 0}),
+    ("bronze", 100, READY, None, {"inf": 100, "gpu": 0, "cpu": 0}),
+    ("bronze", 100, {"cpu": 2, "gpu": 1, "inf": 0}, None, {"inf": 0, "gpu": 0, "cpu": 100}),
+    ("bronze", 2400, READY, None, {"inf": 89, "gpu": 0, "cpu": 11}),
+], ids=["cheapest-feasible-takes-all", "spills-in-cost-order", "zero-demand-still-routed",
+        "deep-queue-breaks-bound", "measured-p99-breaks-bound", "unhealthy-pool-excluded",
+        "model-not-ready", "failing-pool", "bronze-cheapest-capacity", "bronze-next-cheapest",
+        "bronze-spills-to-cpu-before-gpu"])
+def test_weights(tier: str, demand: float, ready: Mapping[str, int],
+                 signals: Mapping[tuple[str, str], Mapping[str, object]] | None, expected: dict[str, int]) -> None:
+    assert weights_for(tier, demand, ready=ready, signals=signals) == expected
+
+
+def test_no_feasible_pool_falls_back_gpu_then_inferentia_then_cpu() -> None:
+    impossible = fleet([("cpu", CPU, 0.15, 2), ("gpu", GPU, 1.0, 1), ("inf", INF, 0.75, 1)],
+                       [profile(EMBED, CPU, {1: 10.0}), profile(EMBED, GPU, {1: 5.0}), profile(EMBED, INF, {1: 2.0})],
+                       tiers(gold=1.0))
+    assert weights_for("gold", 10, f=impossible) == {"cpu": 0, "gpu": 100, "inf": 0}
+    assert weights_for("gold", 10, f=impossible, ready={"cpu": 1, "gpu": 0, "inf": 1}) == \
+        {"cpu": 0, "gpu": 0, "inf": 100}
+    assert weights_for("gold", 10, f=impossible, ready={"cpu": 1, "gpu": 0, "inf": 0}) == \
+        {"cpu": 100, "gpu": 0, "inf": 0}
+
+
+def test_every_pool_down_still_gives_a_valid_route_to_the_first_in_fallback_order() -> None:
+    assert weights_for("gold", 10, ready={"cpu": 0, "gpu": 0, "inf": 0}) == {"cpu": 0, "gpu": 100, "inf": 0}
+
+
+def test_a_model_no_pool_serves_is_unroutable_with_a_reason() -> None:
+    f = THREE_POOLS
+    ghost = Fleet(f.pools, f.profiles, f.tiers, f.prices, (*f.models, "ghost"))
+    decision, _ = decide(PolicyInputs(ghost, metrics(), READY), None, 0.0)
+    assert ("ghost", "gold") not in decision.routes
+    assert "no pool serves ghost" in decision.unroutable[("ghost", "gold")]
+    assert any("UNROUTABLE" in line for line in decision.explain())
+
+
+def test_explain_gives_every_pool_a_reason() -> None:
+    decision, _ = decide(PolicyInputs(THREE_POOLS, metrics({("inf", EMBED): {"queue_depth": 5000.0}}), READY,
+                                      demand_per_s={(EMBED, "gold"): 100}), None, 0.0)
+    lines = "\n".join(decision.explain())
+    assert "predicted p99" in lines and "> 40.0 ms" in lines
+    assert all(pw.reason for route in decision.routes.values() for pw in route)
+
+
+def test_an_unhealthy_pool_drops_to_zero_at_once_despite_the_step_limit() -> None:
+    inputs = PolicyInputs(THREE_POOLS, metrics(), READY, PolicySettings(max_step=5), {(EMBED, "gold"): 100})
+    _, state = decide(inputs, None, 0.0)
+    down = PolicyInputs(THREE_POOLS, metrics(), {**READY, "inf": 0}, PolicySettings(max_step=5), {(EMBED, "gold"): 100})
+    decision, _ = decide(down, state, 1.0)
+    assert decision.weights(EMBED, "gold") == {"cpu": 0, "gpu": 100, "inf": 0}
+
+
+def test_weight_moves_are_bounded_per_tick_and_converge() -> None:
+    settings = PolicySettings(max_step=10, deadband=0)
+    inputs = PolicyInputs(THREE_POOLS, metrics(), READY, settings, {(EMBED, "bronze"): 100})
+    _, state = decide(inputs, None, 0.0)
+    # inf goes away as a bronze candidate only by price: make cpu the cheapest by doubling inf's price
+    pricier = fleet([("cpu", CPU, 0.15, 2), ("gpu", GPU, 1.0, 1), ("inf", INF, 30.0, 1)],
+                    [THREE_POOLS.profiles[(EMBED, a)] for a in (CPU, GPU, INF)])
+    history = []
+    for tick in range(1, 15):
+        d, state = decide(PolicyInputs(pricier, metrics(), READY, settings, {(EMBED, "bronze"): 100}), state, tick)
+        history.append(d.weights(EMBED, "bronze")["cpu"])
+    steps = [b - a for a, b in zip([0, *history], history, strict=False)]
+    assert max(steps) <= 10 and history[-1] == 100
+
+
+@pytest.mark.parametrize(("previous", "target", "excluded", "expected"), [
+    ([100, 0, 0], [0, 100, 0], [False, False, False], [75, 25, 0]),
+    ([100, 0, 0], [0, 100, 0], [True, False, False], [0, 100, 0]),
+    ([50, 50, 0], [51, 49, 0], [False, False, False], [50, 50, 0]),
+    ([40, 40, 20], [0, 100, 0], [False, False, True], [15, 85, 0]),
+], ids=["step-limited", "excluded-drops-now", "deadband-holds", "freed-weight-follows-target"])
+def test_bounded_step(previous: list[int], target: list[int], excluded: list[bool], expected: list[int]) -> None:
+    got = bounded_step(previous, target, excluded, PolicySettings(max_step=25, deadband=2))
+    assert got == expected and sum(got) == 100
+
+
+@pytest.mark.parametrize(("shares", "expected"), [
+    ([1, 1, 1], [34, 33, 33]), ([0.0, 0.0], [100, 0]), ([2133, 367], [85, 15]), ([1e-9, 0, 5], [0, 0, 100]),
+])
+def test_largest_remainder_sums_exactly(shares: list[float], expected: list[int]) -> None:
+    assert largest_remainder(shares, 100) == expected
+
+
+def test_weights_settle_under_noisy_metrics() -> None:
+    """Demand noise of +-20% around a split point and noisy queues and p99s must not make weights flap."""
+    rng = random.Random(7)
+    state: PolicyState | None = None
+    history: list[dict[str, int]] = []
+    for tick in range(300):
+        demand = 2300 * (1 + rng.uniform(-0.2, 0.2))
+        noisy = metrics({(pool, EMBED): {"queue_depth": rng.uniform(0, 20), "p99_ms": rng.uniform(5, 30)}
+                         for pool in ("inf", "gpu", "cpu")}, t=tick)
+        decision, state = decide(PolicyInputs(THREE_POOLS, noisy, READY, PolicySettings(), {(EMBED, "gold"): demand}),
+                                 state, float(tick))
+        history.append(decision.weights(EMBED, "gold"))
+    changes = sum(1 for a, b in zip(history[150:], history[151:], strict=False) if a != b)
+    assert changes <= 3, f"weights changed {changes} times in 150 ticks"
+    assert history[-1]["gpu"] > 0 and history[-1]["inf"] > 0

@@ -9,13 +9,14 @@ for types already in the descriptor pool (FINDINGS).
 
 from __future__ import annotations
 
+import collections
 import json
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2  # noqa: F401  (registers the Any type)
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
@@ -39,7 +40,9 @@ ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 SHORT_NAMES = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS"}
 
+_ROUTE_ENTRY = "type.googleapis.com/envoy.config.route.v3.Route"
 _MESSAGE_TYPES: dict[str, type[Message]] = {
+    _ROUTE_ENTRY: route_components_pb2.Route,
     CLUSTER: cluster_pb2.Cluster,
     ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
     LISTENER: listener_pb2.Listener,
@@ -56,10 +59,41 @@ PREVIOUS_PRIORITIES_TYPE = (
 PREVIOUS_HOSTS_TYPE = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 
 
+_PARSED: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
+_PARSED_MAX = 4096
+
+
 def to_message(type_url: str, resource: dict[str, Any]) -> Message:
-    """Parse a resource dict into its message; raises ``json_format.ParseError`` naming the field."""
-    message = _MESSAGE_TYPES[type_url]()
+    """Like ``_parse``, but a route configuration is assembled from separately cached routes: a
+    weight change then re-parses only the routes whose weights changed, not the whole table."""
+    if type_url != ROUTE:
+        return _parse(type_url, resource)
+    skeleton = {**resource, "virtual_hosts": [{**vh, "routes": []} for vh in resource.get("virtual_hosts", [])]}
+    config = _parse(ROUTE, skeleton)
+    for vhost, vhost_dict in zip(config.virtual_hosts, resource.get("virtual_hosts", []), strict=True):  # type: ignore[attr-defined]
+        for route in vhost_dict.get("routes", []):
+            vhost.routes.append(_parse(_ROUTE_ENTRY, route))
+    return config
+
+
+def _parse(type_url: str, resource: dict[str, Any]) -> Message:
+    """Parse a resource dict into its message; raises ``json_format.ParseError`` naming the field.
+
+    json_format is pure Python and was 95% of a rebuild's time (~12 ms for the sample fleet);
+    most resources are unchanged from one tick to the next, so parsed bytes are cached by the
+    dict's canonical JSON.  Each call returns a fresh message, so callers cannot share mutations.
+    """
+    key = (type_url, json.dumps(resource, sort_keys=True, separators=(",", ":")))
+    message_type = _MESSAGE_TYPES[type_url]
+    cached = _PARSED.get(key)
+    if cached is not None:
+        _PARSED.move_to_end(key)
+        return message_type.FromString(cached)
+    message = message_type()
     json_format.ParseDict(resource, message)
+    _PARSED[key] = message.SerializeToString(deterministic=True)
+    if len(_PARSED) > _PARSED_MAX:
+        _PARSED.popitem(last=False)
     return message
 
 

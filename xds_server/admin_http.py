@@ -1,0 +1,92 @@
+"""The control server's admin HTTP, on 127.0.0.1 only.
+
+GET  /status            JSON: pools, health, weights per model and tier with the policy's reasons,
+                        last push, ADS stream ACK state
+GET  /metrics           Prometheus text (weights, decisions, push/ACK latency, NACKs, cost)
+GET  /healthz           200 once the server runs
+POST /drain?pool=NAME   weight the pool to 0, publish, wait for ACKs (called before its Tritons stop)
+POST /undrain?pool=NAME
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from xds_server.controller import Controller
+
+log = logging.getLogger(__name__)
+
+
+def _handler(controller: Controller) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt: str, *args: Any) -> None:
+            log.debug("admin: " + fmt, *args)
+
+        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, data: Any) -> None:
+            self._send(code, (json.dumps(data, indent=1, default=str) + "\n").encode())
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = urlparse(self.path).path
+            if path == "/status":
+                self._json(200, controller.status())
+            elif path == "/metrics":
+                self._send(200, generate_latest(controller.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._json(
+                    200, {"ok": True, "snapshot_version": controller.snapshot.version if controller.snapshot else None}
+                )
+            else:
+                self._json(404, {"error": f"no such path {path!r}; try /status, /metrics, /healthz"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            url = urlparse(self.path)
+            pool = parse_qs(url.query).get("pool", [""])[0]
+            if url.path not in ("/drain", "/undrain"):
+                self._json(404, {"error": f"no such path {url.path!r}; try /drain or /undrain"})
+                return
+            if not pool:
+                self._json(400, {"error": "missing query parameter 'pool'"})
+                return
+            try:
+                if url.path == "/drain":
+                    version = controller.drain(pool)
+                    self._json(200, {"drained": pool, "snapshot_version": version})
+                else:
+                    controller.undrain(pool)
+                    self._json(200, {"undrained": pool})
+            except KeyError as e:
+                self._json(400, {"error": str(e).strip('"')})
+            except TimeoutError as e:
+                self._json(504, {"error": f"drain of {pool} not acknowledged: {e}"})
+
+    return Handler
+
+
+class AdminServer:
+    def __init__(self, controller: Controller, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.httpd = ThreadingHTTPServer((host, port), _handler(controller))
+        self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="xds-admin", daemon=True)
+
+    def start(self) -> int:
+        self._thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -298,7 +298,8 @@ class Controller:
         snapshot = self.tick() or self._snapshot
         if snapshot is None:
             return None
-        self.xds.wait_acked(snapshot.version, timeout_s=timeout_s)
+        if not self.xds.wait_acked(snapshot.version, timeout_s=timeout_s):
+            raise TimeoutError(f"snapshot {snapshot.version} not ACKed by every stream within {timeout_s}s")
         return snapshot.version
 
     def undrain(self, pool: str) -> None:
@@ -360,7 +361,7 @@ class Controller:
                 },
                 "snapshot_version": self._snapshot.version if self._snapshot else None,
                 "last_push_unix_s": self._last_push_unix_s,
-                "ads_streams": self.xds.servicer.status() if self.xds.servicer else [],
+                "ads_streams": self.xds.status(),
                 "last_error": self._last_error,
                 "metrics_errors": dict(getattr(self._source, "last_errors", {}) or {}),
             }

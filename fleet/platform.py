@@ -1,0 +1,199 @@
+"""The whole local platform on 127.0.0.1: Triton pools, the control server, Envoy.
+
+``LocalPlatform`` is what ``make up``, the demo, the benchmarks and the end-to-end tests start.
+The fleet supervisor runs in this process; the control server runs as its own process (so it can
+be killed and restarted under load, as in production); Envoy is a child of this process (it must
+stay its parent: FINDINGS).  They meet through two files: the runtime file (where replicas listen)
+and the control server's persisted state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet.runtime import write_runtime
+from fleet.supervisor import FleetSupervisor, ReplicaInfo
+from fleet.triton_process import PROJECT_ROOT, free_port
+from model_repository.definitions import load_models
+from router_lib.config import load_fleet
+from xds_server.bootstrap import write_envoy_bootstrap
+from xds_server.envoy_process import EnvoyProcess
+
+log = logging.getLogger(__name__)
+ENVOY_NODE_ID = "local-envoy"
+
+
+@dataclass
+class PlatformPorts:
+    http: int = 8000
+    grpc: int = 8001
+    xds: int = 0
+    admin: int = 0
+    envoy_admin: int = 0
+
+    def resolve(self) -> PlatformPorts:
+        return PlatformPorts(self.http or free_port(), self.grpc or free_port(), self.xds or free_port(),
+                             self.admin or free_port(), self.envoy_admin or free_port())
+
+
+def http_json(url: str, method: str = "GET", timeout_s: float = 10.0) -> Any:
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310 - loopback only
+        return json.loads(r.read())
+
+
+@dataclass
+class LocalPlatform:
+    fleet_path: Path = PROJECT_ROOT / "fleet.yaml"
+    workdir: Path = PROJECT_ROOT / "build" / "run"
+    artifacts: Path = PROJECT_ROOT / "build" / "models"
+    ports: PlatformPorts = field(default_factory=PlatformPorts)
+    interval_s: float = 1.0
+    state_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.models = load_models()
+        self.fleet = load_fleet(self.fleet_path, tuple(self.models))
+        self.ports = self.ports.resolve()
+        self.runtime_path = self.workdir / "runtime.json"
+        self.state_path = self.state_path or self.workdir / "control-state.json"
+        self.supervisor = FleetSupervisor(self.fleet, self.models, self.artifacts, self.workdir)
+        self.control: subprocess.Popen[bytes] | None = None
+        self.envoy: EnvoyProcess | None = None
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self, timeout_s: float = 180.0) -> LocalPlatform:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.supervisor.add_listener(self._on_replicas)
+        self.supervisor.start(timeout_s=timeout_s)
+        self._write_runtime()
+        self.start_control_server()
+        bootstrap = write_envoy_bootstrap(self.workdir / "envoy-bootstrap.yaml", node_id=ENVOY_NODE_ID,
+                                          xds_port=self.ports.xds, admin_port=self.ports.envoy_admin)
+        self.envoy = EnvoyProcess(bootstrap, log_path=self.workdir / "logs" / "envoy.log", concurrency=2)
+        self.envoy.start()
+        self.envoy.wait_ready(timeout_s=60)
+        self.wait_for(lambda: bool(self.status().get("routes")) and self._envoy_acked(), 60, "first routes ACKed by Envoy")
+        (self.workdir / "platform.json").write_text(json.dumps(self.describe(), indent=1))
+        return self
+
+    def _on_replicas(self, pool: str, infos: list[ReplicaInfo]) -> None:
+        self._write_runtime()
+
+    def _write_runtime(self) -> None:
+        replicas: dict[str, list[ReplicaInfo]] = {}
+        for r in self.supervisor.replicas():
+            replicas.setdefault(r.pool, []).append(r)
+        write_runtime(self.runtime_path, replicas)
+
+    def start_control_server(self) -> None:
+        log_path = self.workdir / "logs" / "control-server.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable, "-m", "xds_server", "serve", f"--fleet={self.fleet_path}",
+            f"--runtime={self.runtime_path}", f"--state={self.state_path}",
+            f"--xds-port={self.ports.xds}", f"--admin-port={self.ports.admin}",
+            f"--envoy-metrics-url=http://127.0.0.1:{self.ports.envoy_admin}/stats/prometheus",
+            f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}", f"--interval-s={self.interval_s}",
+        ]
+        env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+        with open(log_path, "ab") as logf:
+            self.control = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
+        self.wait_for(self._control_healthy, 60, "the control server's /healthz")
+
+    def _control_healthy(self) -> bool:
+        if self.control is None or self.control.poll() is not None:
+            raise RuntimeError(f"control server exited; see {self.workdir / 'logs' / 'control-server.log'}")
+        try:
+            http_json(f"{self.admin_url}/healthz", timeout_s=1)
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _envoy_acked(self) -> bool:
+        """Envoy's stream has ACKed the snapshot in force, for every resource type it holds."""
+        status = self.status()
+        version = status.get("snapshot_version")
+        for stream in status.get("ads_streams", []):
+            types = stream.get("types", {})
+            if stream.get("node") == ENVOY_NODE_ID and types and all(
+                    t.get("snapshot_acked") == version for t in types.values()):
+                return True
+        return False
+
+    # -- control-plane operations -----------------------------------------------------------
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.admin}"
+
+    def status(self) -> dict[str, Any]:
+        return http_json(f"{self.admin_url}/status", timeout_s=5)  # type: ignore[no-any-return]
+
+    def drain(self, pool: str) -> None:
+        try:
+            http_json(f"{self.admin_url}/drain?pool={pool}", method="POST", timeout_s=15)
+        except (urllib.error.URLError, OSError) as e:
+            log.warning("drain of %s failed (%s); stopping it anyway", pool, e)
+
+    def kill_control_server(self) -> None:
+        if self.control is not None and self.control.poll() is None:
+            self.control.kill()
+            self.control.wait(timeout=10)
+
+    def stop_control_server(self) -> None:
+        if self.control is not None and self.control.poll() is None:
+            self.control.send_signal(signal.SIGTERM)
+            try:
+                self.control.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.control.kill()
+                self.control.wait(timeout=5)
+
+    # -- stop -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Drain each pool through the control plane, stop its Tritons, then Envoy and the server."""
+        try:
+            self.supervisor.stop(drain=self.drain if self.control and self.control.poll() is None else None)
+        finally:
+            if self.envoy is not None:
+                self.envoy.stop()
+            self.stop_control_server()
+            (self.workdir / "platform.json").unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalPlatform:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "http_endpoint": f"127.0.0.1:{self.ports.http}",
+            "grpc_endpoint": f"127.0.0.1:{self.ports.grpc}",
+            "control_admin": self.admin_url,
+            "envoy_admin": f"http://127.0.0.1:{self.ports.envoy_admin}",
+            "xds": f"127.0.0.1:{self.ports.xds}",
+            "control_pid": self.control.pid if self.control else None,
+            "envoy_pid": self.envoy.pid if self.envoy else None,
+        }

@@ -1,0 +1,83 @@
+"""``python -m xds_server serve``: the control server as its own process.
+
+It reads the fleet config, follows the runtime file the fleet supervisor writes, serves ADS to
+Envoy and proxyless gRPC clients, and runs the control loop every ``--interval-s``.  It can be
+killed and restarted at any time: Envoy keeps its last config meanwhile, and the restarted server
+republishes the persisted weights before deciding anything new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from model_repository.definitions import load_models
+from router_lib.config import load_fleet
+from xds_server.admin_http import AdminServer
+from xds_server.controller import Controller
+from xds_server.inputs import DataPlaneSettings
+from xds_server.server import XdsServer
+
+log = logging.getLogger("xds_server")
+
+
+def serve(args: argparse.Namespace) -> int:
+    models = load_models()
+    fleet = load_fleet(args.fleet, tuple(models))
+    composing = {step: name for name, m in models.items() for step in m.composing_models}
+    registry = CollectorRegistry()
+    xds = XdsServer(port=args.xds_port, registry=registry)
+    port = xds.start()
+    settings = DataPlaneSettings(
+        http_port=args.http_port, grpc_port=args.grpc_port, default_tier=fleet.tiers.default_tier,
+        tiers=tuple(fleet.tiers.tiers), fallback_order=tuple(a.value for a in fleet.tiers.fallback_order),
+    )
+    controller = Controller(
+        fleet=fleet, xds=xds, runtime_path=args.runtime, state_path=args.state, composing=composing,
+        envoy_metrics_url=args.envoy_metrics_url, dataplane=settings, registry=registry,
+    )
+    resumed = controller.resume()
+    admin = AdminServer(controller, port=args.admin_port)
+    admin_port = admin.start()
+    log.info("xDS on 127.0.0.1:%d, admin on 127.0.0.1:%d, %s", port, admin_port,
+             "resumed persisted weights" if resumed else "no persisted state")
+    print(f"READY xds_port={port} admin_port={admin_port} resumed={resumed}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(args.interval_s):
+        try:
+            controller.tick()
+        except Exception:  # one bad tick must not take the control plane down
+            log.exception("control loop tick failed")
+    admin.stop()
+    xds.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m xds_server", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the control server")
+    s.add_argument("--fleet", type=Path, default=Path("fleet.yaml"))
+    s.add_argument("--runtime", type=Path, required=True, help="runtime file written by the fleet supervisor")
+    s.add_argument("--state", type=Path, required=True, help="persisted state (weights, health, last snapshot)")
+    s.add_argument("--xds-port", type=int, default=18000)
+    s.add_argument("--admin-port", type=int, default=18001)
+    s.add_argument("--envoy-metrics-url", default=None, help="Envoy admin /stats/prometheus URL")
+    s.add_argument("--http-port", type=int, default=8000, help="Envoy's KServe v2 HTTP listener")
+    s.add_argument("--grpc-port", type=int, default=8001, help="Envoy's KServe v2 gRPC listener")
+    s.add_argument("--interval-s", type=float, default=1.0)
+    s.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

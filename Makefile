@@ -8,10 +8,11 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps models test test-fast lint typecheck demo up status benchmark clean
+include deploy/deploy.mk
+.PHONY: help setup system-deps models test test-fast lint typecheck demo up status benchmark benchmark-foundation clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 system-deps: ## Debian packages the tests need (prometheus); skipped when present
 	@command -v prometheus >/dev/null 2>&1 || { \
@@ -29,8 +30,8 @@ setup: $(VENV_STAMP) system-deps models ## install everything (idempotent, cache
 models: $(VENV_STAMP) ## build the sample models (cached in build/models)
 	$(PY) -m model_repository.build --out build/models
 
-test: setup ## set up and run the whole test suite
-	$(PY) -m pytest -q tests
+test: setup deploy-tools ## set up and run the whole test suite
+	$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-fast: $(VENV_STAMP) ## unit tests only (no Triton, no Envoy)
 	$(PY) -m pytest -q -m "not integration" tests
@@ -52,6 +53,9 @@ status: $(VENV_STAMP) ## show pools, replicas, ports, health of a running platfo
 
 benchmark: setup ## the longer benchmarks; results under benchmarks/results
 	$(PY) -m benchmarks.run_all
+
+benchmark-foundation: setup ## CPU pool: Triton vs raw ONNX Runtime throughput
+	$(PY) -m benchmarks.foundation.triton_vs_ort
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build

@@ -69,6 +69,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._streams: dict[int, _Stream] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
+        self._notify_pending = False
         # (snapshot version, type, names) -> (type version, packed resources); shared by streams.
         self._answers: dict[tuple[str, str, frozenset[str]], tuple[str, list[any_pb2.Any]]] = {}
 
@@ -263,9 +264,14 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 return False
 
     def _notify_soon(self) -> None:
-        asyncio.get_running_loop().create_task(self._notify())
+        # Coalesced: a push to N streams brings N ACKs; waking the waiters once per batch instead
+        # of once per ACK keeps convergence checks linear rather than quadratic in streams.
+        if not self._notify_pending:
+            self._notify_pending = True
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._notify()))
 
     async def _notify(self) -> None:
+        self._notify_pending = False
         async with self._changed:
             self._changed.notify_all()
 

@@ -34,18 +34,31 @@ def serve(args: argparse.Namespace) -> int:
     xds = XdsServer(port=args.xds_port, registry=registry)
     port = xds.start()
     settings = DataPlaneSettings(
-        http_port=args.http_port, grpc_port=args.grpc_port, default_tier=fleet.tiers.default_tier,
-        tiers=tuple(fleet.tiers.tiers), fallback_order=tuple(a.value for a in fleet.tiers.fallback_order),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        default_tier=fleet.tiers.default_tier,
+        tiers=tuple(fleet.tiers.tiers),
+        fallback_order=tuple(a.value for a in fleet.tiers.fallback_order),
     )
     controller = Controller(
-        fleet=fleet, xds=xds, runtime_path=args.runtime, state_path=args.state, composing=composing,
-        envoy_metrics_url=args.envoy_metrics_url, dataplane=settings, registry=registry,
+        fleet=fleet,
+        xds=xds,
+        runtime_path=args.runtime,
+        state_path=args.state,
+        composing=composing,
+        envoy_metrics_url=args.envoy_metrics_url,
+        dataplane=settings,
+        registry=registry,
     )
     resumed = controller.resume()
     admin = AdminServer(controller, port=args.admin_port)
     admin_port = admin.start()
-    log.info("xDS on 127.0.0.1:%d, admin on 127.0.0.1:%d, %s", port, admin_port,
-             "resumed persisted weights" if resumed else "no persisted state")
+    log.info(
+        "xDS on 127.0.0.1:%d, admin on 127.0.0.1:%d, %s",
+        port,
+        admin_port,
+        "resumed persisted weights" if resumed else "no persisted state",
+    )
     print(f"READY xds_port={port} admin_port={admin_port} resumed={resumed}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

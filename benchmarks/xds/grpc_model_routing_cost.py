@@ -29,19 +29,26 @@ ROUTES = [RouteWeights("text_embedding", t, (("cpu", 100),)) for t in ("gold", "
 
 
 def with_header_listener(snapshot: Snapshot, port: int) -> Snapshot:
-    extra = to_message(LISTENER, envoy_listener(name="grpc-header", port=port, route_name=GRPC_ROUTES, filters=[],
-                                                settings=snapshot.settings))
+    extra = to_message(
+        LISTENER,
+        envoy_listener(name="grpc-header", port=port, route_name=GRPC_ROUTES, filters=[], settings=snapshot.settings),
+    )
     resources = {t: list(snapshot.resources[t].values()) for t in (CLUSTER, ENDPOINT, ROUTE)}
     resources[LISTENER] = [*snapshot.resources[LISTENER].values(), extra]
-    return Snapshot.from_resources(resources, api_listeners=snapshot.api_listeners, pools=snapshot.pools,
-                                   routes=snapshot.routes, settings=snapshot.settings)
+    return Snapshot.from_resources(
+        resources,
+        api_listeners=snapshot.api_listeners,
+        pools=snapshot.pools,
+        routes=snapshot.routes,
+        settings=snapshot.settings,
+    )
 
 
 def measure(stubs: dict[str, tuple[object, list[tuple[str, str]]]], request: object, n: int) -> dict[str, list[float]]:
     latencies: dict[str, list[float]] = {name: [] for name in stubs}
     names = list(stubs)
     for i in range(n):
-        for name in names[i % len(names):] + names[: i % len(names)]:  # rotate the order every round
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate the order every round
             stub, metadata = stubs[name]
             started = time.perf_counter()
             stub.ModelInfer(request, metadata=metadata, timeout=10)  # type: ignore[attr-defined]
@@ -61,8 +68,10 @@ def main() -> None:
         assert plane.xds.wait_acked(plane.xds.set_snapshot(snapshot), timeout_s=10)
         direct = f"127.0.0.1:{plane.pools['cpu'].endpoint.grpc_port}"
         options = [("grpc.max_send_message_length", 8 << 20), ("grpc.max_receive_message_length", 8 << 20)]
-        channels = {name: grpc.insecure_channel(url, options=options) for name, url in
-                    (("direct", direct), ("header", f"127.0.0.1:{header_port}"), ("body", plane.grpc_url))}
+        channels = {
+            name: grpc.insecure_channel(url, options=options)
+            for name, url in (("direct", direct), ("header", f"127.0.0.1:{header_port}"), ("body", plane.grpc_url))
+        }
         stubs = {
             "direct": (service_pb2_grpc.GRPCInferenceServiceStub(channels["direct"]), []),
             "header": (service_pb2_grpc.GRPCInferenceServiceStub(channels["header"]), [("x-model", "text_embedding")]),
@@ -80,8 +89,16 @@ def main() -> None:
             for path, values in latencies.items():
                 p50, p99 = percentile(values, 50), percentile(values, 99)
                 results[f"{label} {path}"] = {"n": n, "p50_ms": round(p50 * 1000, 3), "p99_ms": round(p99 * 1000, 3)}
-                table.append((label, path, str(n), f"{p50 * 1000:.3f}", f"{p99 * 1000:.3f}",
-                              f"{(p50 - header_p50) * 1000:+.3f}" if path != "header" else ""))
+                table.append(
+                    (
+                        label,
+                        path,
+                        str(n),
+                        f"{p50 * 1000:.3f}",
+                        f"{p99 * 1000:.3f}",
+                        f"{(p50 - header_p50) * 1000:+.3f}" if path != "header" else "",
+                    )
+                )
         for channel in channels.values():
             channel.close()
     finally:

@@ -35,8 +35,9 @@ def make_inputs(model: str, text: str) -> list[grpcclient.InferInput]:
     return [data]
 
 
-def run_phase(url: str, model: str, tier: str | None, inputs: list[grpcclient.InferInput], seconds: float,
-              concurrency: int) -> tuple[list[float], int]:
+def run_phase(
+    url: str, model: str, tier: str | None, inputs: list[grpcclient.InferInput], seconds: float, concurrency: int
+) -> tuple[list[float], int]:
     latencies: list[float] = []
     errors = [0]
     stop_at = time.perf_counter() + seconds
@@ -86,8 +87,9 @@ def main() -> None:
         plane = DataPlane.start({"cpu": (args.model,)}, routes)
         args.direct = f"127.0.0.1:{plane.pools['cpu'].endpoint.grpc_port}"
         args.envoy = plane.grpc_url
-        args.xds_bootstrap = str(write_proxyless_bootstrap(plane.workdir / "xds.json", node_id="bench",
-                                                           xds_port=plane.xds.port))
+        args.xds_bootstrap = str(
+            write_proxyless_bootstrap(plane.workdir / "xds.json", node_id="bench", xds_port=plane.xds.port)
+        )
         args.name = "overhead_demo_fake_upstream"
     paths = {"direct": args.direct, "envoy": args.envoy}
     if args.xds_bootstrap:
@@ -112,19 +114,46 @@ def main() -> None:
             plane.stop()
     direct_p50 = percentile(latencies["direct"], 50) if "direct" in paths else None
     direct_rps = len(latencies["direct"]) / busy_s["direct"] if "direct" in paths else None
-    results, table = {}, [("path", "requests", "errors", "req/s", "p50 ms", "p99 ms", "added p50 ms", "throughput x direct")]
+    results, table = (
+        {},
+        [("path", "requests", "errors", "req/s", "p50 ms", "p99 ms", "added p50 ms", "throughput x direct")],
+    )
     for path in paths:
         values = latencies[path]
         rps = len(values) / busy_s[path]
         p50, p99 = percentile(values, 50), percentile(values, 99)
-        results[path] = {"requests": len(values), "errors": errors[path], "req_per_s": round(rps, 1),
-                         "p50_ms": round(p50 * 1000, 3), "p99_ms": round(p99 * 1000, 3)}
-        table.append((path, str(len(values)), str(errors[path]), f"{rps:.1f}", f"{p50 * 1000:.3f}", f"{p99 * 1000:.3f}",
-                      f"{(p50 - direct_p50) * 1000:+.3f}" if direct_p50 is not None else "",
-                      f"{rps / direct_rps:.2f}" if direct_rps else ""))
-    write_results(args.name, {"model": args.model, "tier": args.tier, "concurrency": args.concurrency,
-                              "seconds_per_phase": args.seconds, "repeats": args.repeats, "paths": paths,
-                              "results": results}, table)
+        results[path] = {
+            "requests": len(values),
+            "errors": errors[path],
+            "req_per_s": round(rps, 1),
+            "p50_ms": round(p50 * 1000, 3),
+            "p99_ms": round(p99 * 1000, 3),
+        }
+        table.append(
+            (
+                path,
+                str(len(values)),
+                str(errors[path]),
+                f"{rps:.1f}",
+                f"{p50 * 1000:.3f}",
+                f"{p99 * 1000:.3f}",
+                f"{(p50 - direct_p50) * 1000:+.3f}" if direct_p50 is not None else "",
+                f"{rps / direct_rps:.2f}" if direct_rps else "",
+            )
+        )
+    write_results(
+        args.name,
+        {
+            "model": args.model,
+            "tier": args.tier,
+            "concurrency": args.concurrency,
+            "seconds_per_phase": args.seconds,
+            "repeats": args.repeats,
+            "paths": paths,
+            "results": results,
+        },
+        table,
+    )
 
 
 if __name__ == "__main__":

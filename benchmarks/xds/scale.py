@@ -53,9 +53,14 @@ async def _one_stream(port: int, index: int) -> None:
                     clusters.append(cluster.name)
                 new = sorted(clusters) != names[ENDPOINT]
                 names[ENDPOINT] = sorted(clusters)
-            outbox.put_nowait(discovery_pb2.DiscoveryRequest(
-                type_url=response.type_url, version_info=response.version_info, response_nonce=response.nonce,
-                resource_names=names[response.type_url]))
+            outbox.put_nowait(
+                discovery_pb2.DiscoveryRequest(
+                    type_url=response.type_url,
+                    version_info=response.version_info,
+                    response_nonce=response.nonce,
+                    resource_names=names[response.type_url],
+                )
+            )
             if response.type_url == CLUSTER and new:
                 outbox.put_nowait(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=names[ENDPOINT]))
             if response.type_url == LISTENER and not subscribed_routes:
@@ -72,8 +77,12 @@ async def _clients(port: int, streams: int) -> None:
 
 
 def _routes(gold_gpu: int) -> list[RouteWeights]:
-    return [RouteWeights("text_embedding", "gold", (("gpu", gold_gpu), ("inferentia", 100 - gold_gpu))) if
-            (r.model, r.tier) == ("text_embedding", "gold") else r for r in tiered_routes()]
+    return [
+        RouteWeights("text_embedding", "gold", (("gpu", gold_gpu), ("inferentia", 100 - gold_gpu)))
+        if (r.model, r.tier) == ("text_embedding", "gold")
+        else r
+        for r in tiered_routes()
+    ]
 
 
 def main() -> None:
@@ -92,8 +101,12 @@ def main() -> None:
     version = server.set_snapshot(build_snapshot(pools, _routes(50)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
-    clients = subprocess.Popen([sys.executable, "-m", "benchmarks.xds.scale", "--streams", str(args.streams),
-                                "--clients-for-port", str(port)], stdin=subprocess.PIPE, env=env, cwd=ROOT)
+    clients = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.xds.scale", "--streams", str(args.streams), "--clients-for-port", str(port)],
+        stdin=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
     rounds = []
     try:
         assert server.wait_acked(version, timeout_s=120, min_streams=args.streams), "clients did not converge"
@@ -108,13 +121,19 @@ def main() -> None:
         clients.stdin.close()  # type: ignore[union-attr]
         clients.wait(timeout=30)
         server.stop()
-    results = {"streams": args.streams, "rounds": args.rounds,
-               "initial_connect_and_ack_all_s": round(initial_s, 3),
-               "weight_change_to_last_ack": summary_ms(rounds), "target_ms": 1000}
+    results = {
+        "streams": args.streams,
+        "rounds": args.rounds,
+        "initial_connect_and_ack_all_s": round(initial_s, 3),
+        "weight_change_to_last_ack": summary_ms(rounds),
+        "target_ms": 1000,
+    }
     s = results["weight_change_to_last_ack"]
-    table = [("measure", "streams", "p50 ms", "max ms"),
-             ("weight change -> last ACK", str(args.streams), str(s["p50_ms"]), str(s["max_ms"])),
-             ("initial connect -> all ACKed", str(args.streams), "", str(round(initial_s * 1000)))]
+    table = [
+        ("measure", "streams", "p50 ms", "max ms"),
+        ("weight change -> last ACK", str(args.streams), str(s["p50_ms"]), str(s["max_ms"])),
+        ("initial connect -> all ACKed", str(args.streams), "", str(round(initial_s * 1000))),
+    ]
     write_results(f"scale_{args.streams}", results, table)
 
 

@@ -26,7 +26,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.xds_server.harness import ROOT, DataPlane, FakePool
-from xds_server import RouteWeights, write_proxyless_bootstrap
+from xds_server import RouteWeights, XdsServer, build_snapshot, write_proxyless_bootstrap
 
 pytestmark = pytest.mark.integration
 
@@ -192,6 +192,40 @@ def test_envoy_rejected_no_update(plane):
     stats = plane.envoy.admin_get("/stats?filter=update_rejected")
     rejected = [line for line in stats.splitlines() if not line.endswith(": 0")]
     assert rejected == []
+
+
+def test_a_config_envoy_rejects_is_nacked_and_the_last_good_one_keeps_serving(plane, restore):
+    routes = [
+        dataclasses.replace(r, weights=(("gpu", 0), ("inferentia", 0)))
+        if (r.model, r.tier) == ("text_embedding", "gold")
+        else r
+        for r in ROUTES
+    ]
+    bad = build_snapshot(plane.pool_endpoints(), routes, plane.settings)
+    assert any("all weights are zero" in p for p in bad.consistent())
+    plane.xds.set_snapshot(bad, check=False)  # bypass the guard to see Envoy's own answer
+    assert not plane.xds.wait_acked(bad.version, timeout_s=1)
+    nacks = [t["last_nack"] for s in plane.xds.status() for t in s["types"].values() if t["last_nack"]]
+    assert nacks, plane.xds.status()
+    with requests.Session() as session:
+        served = {_rest_infer(plane, "text_embedding", "gold", session).headers["x-served-by"] for _ in range(30)}
+    assert served == {"gpu", "inferentia"}  # the last good weights (70/30) still route
+
+
+def test_the_xds_server_going_away_fails_no_request_and_envoy_resyncs_on_return(plane):
+    port = plane.xds.port
+    plane.xds.stop()
+    try:
+        with requests.Session() as session:
+            codes = collections.Counter(
+                _rest_infer(plane, "digits_classifier", "gold", session).status_code for _ in range(30)
+            )
+        assert codes == {200: 30}
+    finally:
+        plane.xds = XdsServer(port=port)
+        plane.xds.start()
+    version = plane.publish(ROUTES)
+    assert plane.xds.wait_acked(version, timeout_s=15)  # Envoy reconnects with backoff (~1-2 s)
 
 
 def test_adding_a_pool_then_killing_it_under_load_fails_no_request(plane, restore):

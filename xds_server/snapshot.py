@@ -83,6 +83,25 @@ class Snapshot:
             return {n: m for n, m in of_type.items() if not (type_url == protos.LISTENER and n in self.api_listeners)}
         return {n: m for n, m in of_type.items() if n in wanted}
 
+    def summary(self) -> dict[str, Any]:
+        """What this snapshot routes, for ``/status``: pools with replicas, weights and reasons."""
+        return {
+            "version": self.version,
+            "pools": {
+                p.pool: {
+                    "accelerator": p.accelerator,
+                    "emulated": p.emulated,
+                    "models": list(p.models),
+                    "replicas": [f"{r.host}:{r.http_port}/{r.grpc_port}" for r in p.replicas],
+                }
+                for p in self.pools
+            },
+            "routes": {
+                f"{r.model}/{r.tier}": {"weights": dict(r.weights), "reasons": dict(r.reasons)} for r in self.routes
+            },
+            "default_tier": self.settings.default_tier,
+        }
+
     def consistent(self) -> list[str]:
         """Problems that would make Envoy reject the config or route a request wrongly; [] if none."""
         problems: list[str] = []

@@ -246,3 +246,15 @@ def test_invalid_inputs_are_refused_at_the_boundary(make):
 
 def test_routes_for_helper_builds_every_tier():
     assert len(routes_for({"text_embedding": {"cpu": 100}})) == 3
+
+
+def test_the_summary_lists_weights_and_reasons_per_model_and_tier():
+    routes = [
+        dataclasses.replace(r, reasons=(("gpu", "meets 50 ms"),))
+        if (r.model, r.tier) == ("digits_classifier", "gold")
+        else r
+        for r in tiered_routes()
+    ]
+    summary = _snapshot(routes=routes).summary()
+    assert summary["routes"]["digits_classifier/gold"] == {"weights": {"gpu": 100}, "reasons": {"gpu": "meets 50 ms"}}
+    assert summary["pools"]["cpu"]["replicas"] == ["127.0.0.1:9000/9001", "127.0.0.1:9010/9011"]

@@ -8,6 +8,7 @@ They are validated once, here, when built (``__post_init__``), so the builders c
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -31,6 +32,11 @@ class Endpoint:
     grpc_port: int
 
     def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            # EDS endpoints are addresses, never resolved: a hostname would be NACKed by Envoy.
+            raise ValueError(f"Endpoint.host {self.host!r} is not an IP address") from None
         for name in ("http_port", "grpc_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:

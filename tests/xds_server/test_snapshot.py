@@ -233,6 +233,7 @@ def test_even_routes_sum_to_100():
         pytest.param(lambda: PoolEndpoints("a--b", "cpu", False, ("m",), ()), id="double-dash-in-pool"),
         pytest.param(lambda: PoolEndpoints("cpu", "cpu", False, ("bad model",), ()), id="space-in-model"),
         pytest.param(lambda: Endpoint("127.0.0.1", 0, 1), id="port-zero"),
+        pytest.param(lambda: Endpoint("localhost", 8000, 8001), id="hostname-not-ip"),
         pytest.param(lambda: DataPlaneSettings(default_tier="platinum"), id="default-tier-unknown"),
         pytest.param(
             lambda: PoolEndpoints("cpu", "cpu", False, ("m",), (), (("other", "2"),)), id="version-of-unserved"

@@ -41,7 +41,7 @@ ANY_NODE = "*"
 
 @dataclass
 class _TypeState:
-    names: frozenset[str] = frozenset()
+    names: frozenset[str] | None = None  # None: wildcard subscription
     sent_version: str | None = None  # version_info of the last answer (hash of its resources)
     sent_nonce: str = ""
     sent_at: float = 0.0
@@ -71,7 +71,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._changed = asyncio.Condition()
         self._notify_pending = False
         # (snapshot version, type, names) -> (type version, packed resources); shared by streams.
-        self._answers: dict[tuple[str, str, frozenset[str]], tuple[str, list[any_pb2.Any]]] = {}
+        self._answers: dict[tuple[str, str, frozenset[str] | None], tuple[str, list[any_pb2.Any]]] = {}
 
     # ---- publishing --------------------------------------------------------------------------
     def set_snapshot(self, snapshot: Snapshot, node_id: str = ANY_NODE) -> None:
@@ -132,6 +132,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if request.node.id and not stream.node_id:
             stream.node_id = request.node.id
         type_url = request.type_url
+        new_type = type_url not in stream.types
         state = stream.types.setdefault(type_url, _TypeState())
         first = state.sent_nonce == "" and request.response_nonce == ""
         if request.response_nonce and request.response_nonce != state.sent_nonce:
@@ -154,7 +155,11 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 state.acked_version, state.acked_snapshot = state.sent_version, state.sent_snapshot
                 state.last_nack = None
                 self._notify_soon()
-        names = frozenset(request.resource_names)
+        # Wildcard: "*" asked for, or no names on the first request (legacy, what Envoy sends for
+        # LDS/CDS) and still none after.  Otherwise no names means unsubscribed from all.
+        requested = frozenset(request.resource_names)
+        wildcard = "*" in requested or (not requested and (new_type or state.names is None))
+        names = None if wildcard else requested
         names_changed = names != state.names
         state.names = names
         answers = []
@@ -200,7 +205,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         needed = {name for name, c in snapshot.select(CLUSTER, cds.names).items() if c.type == c.EDS}
         if not needed:
             return True
-        return eds is not None and needed <= eds.names and eds.acked_version == eds.sent_version
+        covered = eds is not None and (eds.names is None or needed <= eds.names)
+        return covered and eds is not None and eds.acked_version == eds.sent_version
 
     def _answer(
         self, stream: _Stream, type_url: str, state: _TypeState, *, force: bool
@@ -224,7 +230,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             version_info=version, resources=resources, type_url=type_url, nonce=state.sent_nonce
         )
 
-    def _resources(self, snapshot: Snapshot, type_url: str, names: frozenset[str]) -> tuple[str, list[any_pb2.Any]]:
+    def _resources(
+        self, snapshot: Snapshot, type_url: str, names: frozenset[str] | None
+    ) -> tuple[str, list[any_pb2.Any]]:
         key = (snapshot.version, type_url, names)
         cached = self._answers.get(key)
         if cached is None:
@@ -288,7 +296,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         "acked": st.acked_version,
                         "snapshot_acked": st.acked_snapshot,
                         "last_nack": st.last_nack,
-                        "names": sorted(st.names),
+                        "names": ["*"] if st.names is None else sorted(st.names),
                     }
                     for t, st in s.types.items()
                 },

@@ -74,13 +74,14 @@ class Snapshot:
             **inputs,
         )
 
-    def select(self, type_url: str, names: Iterable[str] = ()) -> dict[str, Message]:
-        """What a state-of-the-world answer holds: everything for a wildcard request (no names;
-        proxyless listeners excluded), else exactly the requested names that exist."""
+    def select(self, type_url: str, names: Iterable[str] | None = None) -> dict[str, Message]:
+        """What a state-of-the-world answer holds: everything for a wildcard subscription
+        (``names=None``; proxyless listeners excluded), else exactly the named ones that exist
+        (an empty list: nothing, the client unsubscribed from all)."""
         of_type = self.resources.get(type_url, {})
-        wanted = set(names)
-        if not wanted:
+        if names is None:
             return {n: m for n, m in of_type.items() if not (type_url == protos.LISTENER and n in self.api_listeners)}
+        wanted = set(names)
         return {n: m for n, m in of_type.items() if n in wanted}
 
     def summary(self) -> dict[str, Any]:

@@ -195,3 +195,14 @@ def test_routes_to_a_new_pool_wait_until_its_clusters_are_acked_and_filled(serve
     envoy.ack(filled, names)
     assert envoy.receive().type_url == ROUTE
     assert not server.wait_acked(version, timeout_s=0.1)
+
+
+def test_an_empty_name_list_after_named_ones_unsubscribes_rather_than_asking_for_everything(server, envoy):
+    first = envoy.subscribe_and_ack(ENDPOINT, ("text_embedding--cpu--grpc",))
+    assert len(first.resources) == 1
+    envoy.request(ENDPOINT, (), version=first.version_info, nonce=first.nonce)
+    assert len(envoy.receive().resources) == 0
+
+
+def test_a_star_asks_for_everything(server, envoy):
+    assert len(envoy.subscribe_and_ack(ENDPOINT, ("*",)).resources) == 12

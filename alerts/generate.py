@@ -115,7 +115,7 @@ def sla_groups(tiers: list[Tier]) -> list[dict[str, Any]]:
                                         f"{threshold:.4g} ({a.factor:g} x the budget of {budget:.4g})."),
                     },
                 })
-    return [{"name": "sla-recording", "interval": "30s", "rules": records},
+    return [{"name": "sla-recording", "rules": records},
             {"name": "sla-burn-rate", "rules": alerts}]
 
 

@@ -75,11 +75,13 @@ def _thresholds(panel: dict[str, Any]) -> list[float]:
     return [s["value"] for s in steps if s.get("value") is not None]
 
 
-def draw_dashboard(dashboard: dict[str, Any], series_by_panel: list[list[Series]], out: Path) -> None:
+def draw_dashboard(dashboard: dict[str, Any], series_by_panel: list[list[Series]], out: Path, note: str = "") -> None:
     panels = dashboard["panels"]
     rows = math.ceil(len(panels) / 2)
     fig, axes = plt.subplots(rows, 2, figsize=(14, 3.4 * rows), squeeze=False)
-    fig.suptitle(dashboard["title"], fontsize=14, fontweight="bold")
+    fig.suptitle(dashboard["title"] + (f"\n{note}" if note else ""), fontsize=13, fontweight="bold")
+    span_s = max((-min(s.times) for series in series_by_panel for s in series if s.times), default=0.0)
+    scale, x_unit = (60.0, "minutes") if span_s >= 120 else (1.0, "seconds")
     for ax, panel, series in zip(axes.flat, panels, series_by_panel, strict=False):
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
         ax.set_title(f"{panel['title']}" + (f"  [{unit}]" if unit and unit != "short" else ""), fontsize=10)
@@ -92,10 +94,10 @@ def draw_dashboard(dashboard: dict[str, Any], series_by_panel: list[list[Series]
             ax.set_yticks([])
         else:
             for s in series[:12]:
-                ax.plot([t / 60 for t in s.times], s.values, label=s.legend, linewidth=1.2)
+                ax.plot([t / scale for t in s.times], s.values, label=s.legend, linewidth=1.2)
             for value in _thresholds(panel):
                 ax.axhline(value, color="red", linestyle="--", linewidth=0.8)
-            ax.set_xlabel("minutes before now", fontsize=8)
+            ax.set_xlabel(f"{x_unit} before now", fontsize=8)
             ax.legend(fontsize=7, loc="upper left")
             ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
@@ -106,7 +108,7 @@ def draw_dashboard(dashboard: dict[str, Any], series_by_panel: list[list[Series]
 
 
 def render(prometheus: str, out_dir: Path, range_s: float, step_s: float, rate_interval: str,
-           dashboards_dir: Path = GENERATED) -> dict[Path, list[str]]:
+           dashboards_dir: Path = GENERATED, note: str = "") -> dict[Path, list[str]]:
     """Writes one PNG per dashboard; returns, per PNG, the titles of the panels that had no data."""
     out_dir.mkdir(parents=True, exist_ok=True)
     end = time.time()
@@ -115,7 +117,7 @@ def render(prometheus: str, out_dir: Path, range_s: float, step_s: float, rate_i
         dashboard = json.loads(path.read_text())
         series = [panel_series(prometheus, p, end - range_s, end, step_s, rate_interval) for p in dashboard["panels"]]
         target = out_dir / f"{path.stem}.png"
-        draw_dashboard(dashboard, series, target)
+        draw_dashboard(dashboard, series, target, note)
         written[target] = [p["title"] for p, s in zip(dashboard["panels"], series, strict=True) if not s]
     return written
 
@@ -127,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--range-s", type=float, default=1800, help="how far back to plot")
     parser.add_argument("--step-s", type=float, default=15)
     parser.add_argument("--rate-interval", default="1m", help="stands for Grafana's $__rate_interval")
+    parser.add_argument("--note", default="", help="a line under each title, e.g. where the data came from")
     args = parser.parse_args(argv)
-    for path, empty in render(args.prometheus, args.out, args.range_s, args.step_s, args.rate_interval).items():
+    rendered = render(args.prometheus, args.out, args.range_s, args.step_s, args.rate_interval, note=args.note)
+    for path, empty in rendered.items():
         print(path, f"(no data: {', '.join(empty)})" if empty else "")
     return 0
 

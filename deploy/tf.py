@@ -3,7 +3,7 @@
     .venv-deploy/bin/python deploy/tf.py -chdir=terraform fmt -check -recursive
 
 Arguments are Terraform's own; the exit status is Terraform's. The real `terraform` binary, where
-installed, is used the same way by the deploy scripts (deploy/deploy.sh picks whichever exists).
+installed, is used the same way by the deploy scripts (deploy/preflight.py picks whichever exists).
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ TRITON_METRICS = 8002
 # serve both on one port; two keep the NLB's health checks and the dashboards per protocol simple).
 ENVOY_HTTP = 8000
 ENVOY_GRPC = 8001
-ENVOY_ADMIN = 9901
+ENVOY_ADMIN = 9901  # loopback only: the admin interface can stop Envoy and dump its config
+# In Kubernetes, a listener that exposes only /stats/prometheus and /ready of the admin interface
+# (k8s/base/envoy/bootstrap.yaml), for Prometheus and the probes.
+ENVOY_PROMETHEUS_STATS = 9902
 
 # The xDS control server (xds_server): ADS over gRPC, and an admin HTTP server with /status,
 # /metrics and /healthz.

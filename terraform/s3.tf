@@ -74,7 +74,7 @@ resource "aws_s3_bucket" "access_logs" {
   #checkov:skip=CKV_AWS_18:This is the access-log bucket; logging it into itself would loop
   #checkov:skip=CKV_AWS_145:S3 server access log delivery supports only SSE-S3 (AES256) on the target bucket
   #checkov:skip=CKV_AWS_144:Access logs are audit data kept for 365 days in-region; no replica needed
-  #checkov:skip=CKV2_AWS_62:Nothing reacts to log objects
+  #checkov:skip=CKV2_AWS_62:Nothing consumes events for log objects; they are only read in audits
   bucket_prefix = "${var.name}-access-logs-"
 }
 

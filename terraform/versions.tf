@@ -17,7 +17,7 @@ terraform {
   }
 
   # State in S3 with locking; the bucket is created once by hand (chicken and egg) and named at
-  # `terraform init -backend-config=bucket=...` by deploy/deploy.sh.
+  # `terraform init -backend-config=bucket=...` by deploy/cli.py.
   backend "s3" {
     key          = "inference-platform/terraform.tfstate"
     encrypt      = true

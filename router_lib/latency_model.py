@@ -7,9 +7,13 @@ Notation (per replica): ``B`` max batch, ``L(b)`` p50 ms of one execution of a b
 * Full-batch throughput ``X = c * B * 1000 / L(B)`` req/s: the most one replica completes.
 * Utilisation ``u = rate / (replicas * X)`` in [0, 1): the busy fraction of the pool's replica time.
   Models sharing a pool add their utilisations (conservative: they share the hardware).
-* Operating batch ``b(u) = max(1, ceil(u * B))``: with dynamic batching and no queue delay a batch
-  holds whatever queued during the previous execution; it is 1 at no load and ``B`` at saturation.
-  Linear in between is the simplest interpolation exact at both ends.
+* Operating batch ``b(u)``: the smallest ``b`` whose throughput ``T(b) = b * 1000 / L(b)`` per
+  instance keeps up with the instance's arrival rate ``u * T(B)``.  With dynamic batching and no
+  queue delay a batch holds what arrived during the previous execution, ``b = rate * L(b)``,
+  whose smallest fixed point this is.  A GPU (large fixed cost, small per-item cost) batches more
+  as load grows; a CPU (latency about linear in batch size, so ``T`` barely grows) stays near
+  batch 1 until close to saturation.  (A first version used ``b = ceil(u * B)``; the simulator
+  showed it 5x too pessimistic for CPU profiles, see docs/routing.md.)
 * Predicted p99 ms ``p99(u) = tail * L(b(u)) * (1 + min(1, u / (1 - u)))``: at low load a
   request rarely waits; from ``u = 1/2`` on it typically waits for the execution in progress (at
   most one more execution, because batching absorbs the queue into the next batch).  Queues that
@@ -24,6 +28,7 @@ queues, which is how the formulas' optimism or pessimism shows up in the benchma
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -35,9 +40,26 @@ def full_batch_throughput_per_s(profile: Profile) -> float:
     return profile.throughput_per_replica_per_s()
 
 
-def operating_batch(utilisation: float, max_batch: int) -> int:
-    """``b(u) = max(1, ceil(u * B))`` clamped to ``B``."""
-    return min(max_batch, max(1, math.ceil(utilisation * max_batch - 1e-9)))
+def batch_thresholds(profile: Profile) -> tuple[float, ...]:
+    """``t[b] = T(b) / T(B)`` for b = 1..B (index 0 unused): the utilisation up to which batch
+    ``b`` keeps up.  Made non-decreasing (a batcher never needs a bigger batch to go slower)."""
+    big_b = profile.max_batch_size
+    full = big_b / profile.latency_ms(big_b)
+    out, best = [0.0], 0.0
+    for b in range(1, big_b + 1):
+        best = max(best, b / profile.latency_ms(b) / full)
+        out.append(min(best, 1.0) if b < big_b else 1.0)
+    return tuple(out)
+
+
+def operating_batch_from(thresholds: tuple[float, ...], utilisation: float) -> int:
+    """Smallest ``b`` with ``thresholds[b] >= utilisation`` (``B`` at or past saturation)."""
+    return min(len(thresholds) - 1, max(1, bisect.bisect_left(thresholds, utilisation - 1e-12, 1)))
+
+
+def operating_batch(profile: Profile, utilisation: float) -> int:
+    """``b(u)``: the smallest batch whose throughput keeps up with utilisation ``u``."""
+    return operating_batch_from(batch_thresholds(profile), utilisation)
 
 
 def wait_factor(utilisation: float) -> float:
@@ -52,7 +74,7 @@ def predicted_p99_ms(profile: Profile, utilisation: float, backlog_ms: float = 0
     factor = wait_factor(max(0.0, utilisation))
     if math.isinf(factor):
         return math.inf
-    service = profile.latency_ms(operating_batch(utilisation, profile.max_batch_size))
+    service = profile.latency_ms(operating_batch(profile, utilisation))
     return profile.p99_over_p50 * service * factor + backlog_ms
 
 
@@ -68,22 +90,24 @@ def backlog_ms(profile: Profile, queue_depth: float, replicas: int) -> float:
 def safe_utilisation(profile: Profile, bound_ms: float | None, headroom: float, max_utilisation: float) -> float:
     """Largest ``u <= max_utilisation`` with ``p99(u) <= headroom * bound_ms`` (0 if none).
 
-    Scans the operating batch sizes: within ``b`` the service time is fixed, ``L(b)``, so the
-    bound gives ``u / (1 - u) <= f`` with ``f = headroom * bound / (tail * L(b)) - 1``, i.e.
-    ``u <= f / (1 + f)`` (any u when ``f >= 1``), intersected with ``((b-1)/B, b/B]``.
+    Scans the operating batch sizes: while ``b(u) = b`` the service time is fixed, ``L(b)``, so
+    the bound gives ``u / (1 - u) <= f`` with ``f = headroom * bound / (tail * L(b)) - 1``, i.e.
+    ``u <= f / (1 + f)`` (any u when ``f >= 1``), intersected with ``(t[b-1], t[b]]``.
     """
     if bound_ms is None:
         return max_utilisation
     limit = headroom * bound_ms
-    big_b = profile.max_batch_size
+    thresholds = batch_thresholds(profile)
     best = 0.0
-    for b in range(1, big_b + 1):
+    for b in range(1, profile.max_batch_size + 1):
+        low, high = (thresholds[b - 1] if b > 1 else 0.0), thresholds[b]
+        if high <= low and b > 1:
+            continue  # this batch size is never the operating one
         tail_service = profile.p99_over_p50 * profile.latency_ms(b)
         if tail_service > limit:
             break
         f = limit / tail_service - 1.0
         u_latency = 1.0 if f >= 1.0 else f / (1.0 + f)
-        low, high = (b - 1) / big_b, b / big_b
         u = min(high, max_utilisation, u_latency)
         if u > low or b == 1:
             best = max(best, u)

@@ -78,7 +78,7 @@ def _samples(text: str, source: str, wanted: Iterable[str]) -> Iterable[tuple[st
     OpenMetrics convention), while Triton exposes ``nv_inference_request_success`` without it:
     both spellings map back to the wanted name.
     """
-    names = {}
+    names: dict[str, str] = {}
     for name in wanted:
         names[name] = name
         names.setdefault(name + "_total", name)
@@ -88,9 +88,9 @@ def _samples(text: str, source: str, wanted: Iterable[str]) -> Iterable[tuple[st
         raise MetricsParseError(source, f"{type(e).__name__}: {e}") from None
     for family in families:
         for sample in family.samples:
-            name = names.get(sample.name)
-            if name is not None:
-                yield name, sample
+            wanted_name = names.get(sample.name)
+            if wanted_name is not None:
+                yield wanted_name, sample
 
 
 def _value(sample: Sample, source: str) -> float:

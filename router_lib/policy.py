@@ -4,35 +4,39 @@ A pure function of its arguments (no clock, no globals, no I/O): the control ser
 simulator call the same code.  Per tick, for each tier from the strictest bound to best effort
 and each model, three stages run over the pools that serve the model:
 
-1. **Filter** (``_assess``): a pool is *excluded* when it has 0 ready replicas, the model is not
-   ready on it, its error rate exceeds ``max_error_rate``, or - for a tier with a bound - its
-   predicted p99 (``router_lib.latency_model``: profile service time at the pool's planned
-   utilisation, x tail factor, + time to drain the live queue) exceeds ``headroom x bound``, or
-   its measured p99 exceeds the bound.  Both thresholds have hysteresis.
-2. **Score**: feasible pools are ordered by cost per request at the tier's safe throughput,
-   ``price_per_hour / (3600 x safe_utilisation x X)`` (cheapest first; ties by fallback order).
-3. **Pick** (``_fill``): the cheapest pool takes the demand up to its room (safe utilisation minus
-   what stricter routes already planned on it, shared by all models of the pool), the rest
-   spills in cost order; demand beyond all rooms is spread over the feasible pools by capacity.
-   No feasible pool: the tiers' fallback order (GPU -> Inferentia -> CPU) among ready pools.
-   Bronze (no bound) is the same with ``max_utilisation`` as the room: cheapest capacity.
+1. **Filter** (``_health``, ``_assess``): a pool is *excluded* when it has 0 ready replicas, the
+   model is not ready on it, or its error rate exceeds ``max_error_rate`` (weight 0 at once, no
+   smoothing); and, for a tier with a bound, when its predicted p99 exceeds ``headroom x bound``
+   or its measured p99 exceeds the bound (both with hysteresis).  Predicted p99 is
+   ``router_lib.latency_model``'s: ``tail x L(b(u)) x (1 + min(1, u/(1-u))) + backlog`` where ``u``
+   is the pool's utilisation already planned this tick (stricter routes, other models) and
+   ``backlog = smoothed queue depth / (ready replicas x X)`` is the time to drain the live queue.
+2. **Score**: pools are ordered by cost per request at the tier's safe throughput,
+   ``price_per_hour / (3600 x safe_utilisation x X)``, cheapest first (ties: fallback order).
+   This order depends only on prices and profiles, so it is computed once per fleet.
+3. **Pick** (``_route``): the cheapest feasible pool takes the demand up to its room (safe
+   utilisation of the strictest tier it carries minus its planned utilisation, x ready
+   replicas x X); the rest spills in cost order; demand beyond every room is spread over the
+   feasible pools by capacity.  No feasible pool: the tiers' fallback order (GPU -> Inferentia ->
+   CPU) among ready pools, up to ``max_utilisation``.  Bronze (no bound) is the same with
+   ``max_utilisation`` as the room, i.e. the cheapest capacity.  Pools not needed once the demand
+   is placed are not assessed (their weight is 0: "not needed"), which keeps a decision for
+   10 models x 3 tiers x 10 pools well under a millisecond.
 
 Shares become integer weights (largest remainder), then :func:`bounded_step` limits how fast
-they move.  Demand and queue signals are smoothed fast-up / slow-down.
+they move.  Demand is the highest rate of the last ``demand_window_s``; queue depth and p99 are
+smoothed by EWMA (p99 rises at once).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-from router_lib.domain import Accelerator, PoolSpec
-from router_lib.latency_model import backlog_ms, predicted_p99_ms
 from router_lib.policy_stages import (
     CapacityTable,
+    ModelOnPool,
     bounded_step,
     build_capacity_table,
-    fast_up_slow_down,
     largest_remainder,
     smoothing_alpha,
 )
@@ -49,43 +53,40 @@ from router_lib.policy_types import (
 __all__ = ["decide", "PolicyInputs", "PolicySettings", "PolicyState", "PoolWeight", "RoutingDecision"]
 
 _TINY_DEMAND = 1e-6  # zero demand still needs a route: the first pool in order takes it
-
-
-@dataclass
-class _Candidate:
-    pool: PoolSpec
-    ready: int
-    excluded: bool
-    reason: str
-    throughput: float = 0.0  # X x ready replicas, req/s of this model at full batch
-    safe_u: float = 0.0
-    cost_per_million: float = math.inf
-    predicted_ms: float = 0.0
-    take: float = 0.0
+NOT_NEEDED = "not needed: cheaper feasible pools cover the demand"
+UNHEALTHY_NO_REPLICA = "unhealthy: 0 ready replicas"
 
 
 def _smooth_signals(inputs: PolicyInputs, state: PolicyState | None, alpha: float) -> dict[tuple[str, str], Smoothed]:
+    """Queue depth: plain EWMA (an instant gauge, the noisiest input).  Measured p99: rises at
+    once (a breach is a fact), falls by EWMA; None (no requests in the window) keeps no value."""
     out: dict[tuple[str, str], Smoothed] = {}
     previous = state.smoothed if state else {}
-    for key, m in inputs.metrics.items():
+    for key, m in inputs.metrics.by_pool_model.items():
         before = previous.get(key)
-        # The queue gauge is an instant sample, the noisiest input: plain EWMA both ways.  A
-        # measured p99 over the bound is a fact, not noise: it rises at once.
-        queue = m.queue_depth if before is None else before.queue_depth + alpha * (m.queue_depth - before.queue_depth)
+        if before is None:
+            out[key] = Smoothed(m.queue_depth, m.p99_ms)
+            continue
+        queue = before.queue_depth + alpha * (m.queue_depth - before.queue_depth)
         p99 = m.p99_ms
-        if p99 is not None and before is not None and before.p99_ms is not None:
-            p99 = fast_up_slow_down(before.p99_ms, p99, alpha)
+        if p99 is not None and before.p99_ms is not None and p99 < before.p99_ms:
+            p99 = before.p99_ms + alpha * (p99 - before.p99_ms)
         out[key] = Smoothed(queue, p99)
     return out
 
 
 def _demand(inputs: PolicyInputs, state: PolicyState | None, now_s: float, tiers: tuple[str, ...]
             ) -> tuple[dict[RouteKey, float], dict[RouteKey, tuple[tuple[float, float], ...]]]:
-    """Demand per route: the highest raw rate over the last ``demand_window_s`` (and its history)."""
-    observed: dict[str, float] = {}
-    for (_pool, model), m in inputs.metrics.items():
-        observed[model] = observed.get(model, 0.0) + m.request_rate_per_s
+    """Demand per route: the highest raw rate over the last ``demand_window_s``.
+
+    The history kept is a decreasing sequence (a sample followed by a higher one can never be
+    the maximum again), so it stays a few entries long.
+    """
     given = inputs.demand_per_s or {}
+    observed: dict[str, float] = {}
+    if any((m, t) not in given for m in inputs.fleet.models for t in tiers):
+        for (_pool, model), m in inputs.metrics.by_pool_model.items():
+            observed[model] = observed.get(model, 0.0) + m.request_rate_per_s
     history = state.demand_history if state else {}
     oldest = now_s - inputs.settings.demand_window_s
     out: dict[RouteKey, float] = {}
@@ -94,85 +95,186 @@ def _demand(inputs: PolicyInputs, state: PolicyState | None, now_s: float, tiers
         for tier in tiers:
             key = (model, tier)
             raw = given[key] if key in given else observed.get(model, 0.0) / len(tiers)
-            samples = tuple(s for s in history.get(key, ()) if s[0] > oldest) + ((now_s, raw),)
-            kept[key] = samples
-            out[key] = max(v for _, v in samples)
+            samples = [s for s in history.get(key, ()) if s[0] > oldest and s[1] > raw]
+            samples.append((now_s, raw))
+            kept[key] = tuple(samples)
+            out[key] = samples[0][1]
     return out, kept
 
 
-def _assess(pool: PoolSpec, model: str, tier: str, inputs: PolicyInputs, table: CapacityTable,
-            smoothed: dict[tuple[str, str], Smoothed], used_u: dict[str, float], was_feasible: bool | None
-            ) -> _Candidate:
-    """Filter stage: is this pool healthy, and is it predicted to meet the tier's bound?"""
-    settings = inputs.settings
-    ready = inputs.pool_ready.get(pool.name, inputs.metrics.ready_replicas.get(pool.name, pool.replicas))
-    if ready <= 0:
-        return _Candidate(pool, 0, True, "unhealthy: 0 ready replicas")
-    metrics = inputs.metrics.get((pool.name, model))
-    if metrics is not None and not metrics.ready:
-        return _Candidate(pool, ready, True, f"unhealthy: {model} not ready on this pool")
-    if metrics is not None and metrics.error_rate > settings.max_error_rate:
-        return _Candidate(pool, ready, True, f"unhealthy: error rate {metrics.error_rate:.0%}")
-    profile = inputs.fleet.profiles.get((model, pool.accelerator))
-    capacity = table.by_key.get((model, pool.accelerator, tier))
-    if profile is None or capacity is None:
-        return _Candidate(pool, ready, True, f"no {pool.accelerator.value} profile for {model}")
-    throughput = capacity.full_batch_throughput_per_s * ready
-    cost = (pool.price_per_hour_usd / (3600.0 * capacity.safe_throughput_per_s) * 1e6
-            if capacity.safe_throughput_per_s > 0 else math.inf)
-    signals = smoothed.get((pool.name, model))
-    backlog = backlog_ms(profile, signals.queue_depth, ready) if signals else 0.0
-    u = used_u.get(pool.name, 0.0)
-    predicted = predicted_p99_ms(profile, u, backlog)
-    cand = _Candidate(pool, ready, False, "", throughput, capacity.safe_utilisation, cost, predicted)
-    bound = table.tier_bound_ms[tier]
+class _Tick:
+    """Per-decision working values shared by the routes of one tick (not part of the state)."""
+
+    def __init__(self, inputs: PolicyInputs, smoothed: dict[tuple[str, str], Smoothed]) -> None:
+        self.inputs = inputs
+        self.settings = inputs.settings
+        self.smoothed = smoothed
+        self.metrics = inputs.metrics.by_pool_model
+        known = inputs.metrics.ready_replicas
+        self.ready = {p.name: inputs.pool_ready.get(p.name, known.get(p.name, p.replicas)) for p in inputs.fleet.pools}
+        self.unhealthy = _health(inputs, self.ready)
+        s = inputs.settings
+        self.headroom = s.headroom
+        self.slack_feasible, self.slack_excluded = 1.0 + s.hysteresis, 1.0 - s.hysteresis
+        self.use_observed = s.use_observed_p99
+        self.used_u: dict[str, float] = {}
+        self.cap_u: dict[str, float] = {}
+
+
+def _health(inputs: PolicyInputs, ready: dict[str, int]) -> dict[tuple[str, str], str]:
+    """Filter, health part: (pool, model) -> why the pool cannot serve the model at all now.
+
+    0 ready replicas, the model not ready on the pool, or an error rate over ``max_error_rate``.
+    """
+    out: dict[tuple[str, str], str] = {}
+    for pool in inputs.fleet.pools:
+        if ready[pool.name] <= 0:
+            for model in pool.models:
+                out[(pool.name, model)] = UNHEALTHY_NO_REPLICA
+    limit = inputs.settings.max_error_rate
+    for key, m in inputs.metrics.by_pool_model.items():
+        if key in out:
+            continue
+        if not m.ready:
+            out[key] = f"unhealthy: {m.model} not ready on this pool"
+        elif m.error_rate > limit:
+            out[key] = f"unhealthy: error rate {100 * m.error_rate:.0f}%"
+    return out
+
+
+def _assess(e: ModelOnPool, tier: str, bound: float | None, tick: _Tick, was_feasible: bool | None
+            ) -> tuple[float, str | None]:
+    """Filter, latency part: (predicted p99 ms, why it breaks the tier's bound or None)."""
+    ready = tick.ready[e.name]
+    signals = tick.smoothed.get(e.pool_model)
+    backlog = signals.queue_depth / (ready * e.throughput_per_replica) * 1000.0 if signals else 0.0
+    predicted = e.predicted_p99_ms(tick.used_u.get(e.name, 0.0), backlog)
     if bound is None:
-        return cand
+        return predicted, None
     # Hysteresis: a feasible pool keeps its place up to (1 + h) x the threshold, an excluded one
     # returns only under (1 - h) x; with no history (first decision) the threshold itself.
-    slack = 1.0 if was_feasible is None else (1.0 + settings.hysteresis if was_feasible else 1.0 - settings.hysteresis)
-    threshold = settings.headroom * bound * slack
-    if predicted > threshold or capacity.safe_utilisation <= 0:
-        cand.excluded = True
-        cand.reason = f"predicted p99 {predicted:.1f} ms > {threshold:.1f} ms (bound {bound:g} ms x headroom)"
-    elif settings.use_observed_p99 and signals and signals.p99_ms is not None and signals.p99_ms > bound * slack:
-        cand.excluded = True
-        cand.reason = f"measured p99 {signals.p99_ms:.1f} ms > bound {bound:g} ms"
-    return cand
+    slack = 1.0 if was_feasible is None else (tick.slack_feasible if was_feasible else tick.slack_excluded)
+    threshold = tick.headroom * bound * slack
+    if predicted > threshold or e.safe_utilisation[tier] <= 0:
+        return predicted, f"predicted p99 {predicted:.1f} ms > {threshold:.1f} ms (bound {bound:g} ms x headroom)"
+    if tick.use_observed and signals is not None and signals.p99_ms is not None and signals.p99_ms > bound * slack:
+        return predicted, f"measured p99 {signals.p99_ms:.1f} ms > bound {bound:g} ms"
+    return predicted, None
 
 
-def _room(c: _Candidate, used_u: dict[str, float], cap_u: dict[str, float]) -> float:
-    limit = min(cap_u.get(c.pool.name, 1.0), c.safe_u)
-    return max(0.0, limit - used_u.get(c.pool.name, 0.0)) * c.throughput
+def _route(model: str, tier: str, demand: float, table: CapacityTable, tick: _Tick,
+           previous: Mapping[str, int] | None, was_feasible: frozenset[tuple[str, str, str]] | None,
+           feasible_now: set[tuple[str, str, str]]) -> tuple[dict[str, float], dict[str, str], set[str]]:
+    """Filter, score and pick for one (model, tier): (req/s per pool, reason per pool, excluded).
 
-
-def _fill(order: list[_Candidate], demand: float, used_u: dict[str, float], cap_u: dict[str, float],
-          fallback: bool) -> None:
-    """Pick stage: cheapest first up to its room, spill in order, spread any overflow by capacity."""
+    Pools absent from the returned takes/reasons were not needed (0 req/s, reason NOT_NEEDED or
+    their health reason).  ``feasible_now`` is updated with what was assessed this tick.
+    """
+    bound = table.tier_bound_ms[tier]
+    takes: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    excluded: set[str] = set()
+    feasible: list[tuple[ModelOnPool, float]] = []
     remaining = demand
-    for c in order:
-        take = min(remaining, _room(c, used_u, cap_u))
-        c.take, remaining = take, remaining - take
-        c.reason = (f"fallback: no pool meets the bound; takes {take:.0f} req/s" if fallback
-                    else f"cost ${c.cost_per_million:.2f}/1M, predicted p99 {c.predicted_ms:.1f} ms; "
-                         f"takes {take:.0f} req/s")
+    unhealthy = tick.unhealthy
+    used_u, cap_u, ready = tick.used_u, tick.cap_u, tick.ready
+    for e, key in table.cost_order[(model, tier)]:
+        name = e.name
+        if remaining <= 0 and not (previous and previous[name]):
+            continue  # not needed, and holds no weight that might have to drop at once
+        why = unhealthy.get(e.pool_model)
+        if why is None:
+            predicted, why = _assess(e, tier, bound, tick, None if was_feasible is None else key in was_feasible)
+        if why is not None:
+            reasons[name], takes[name] = why, 0.0
+            excluded.add(name)
+            feasible_now.discard(key)
+            continue
+        feasible_now.add(key)
+        tier_u = e.safe_utilisation[tier]
+        take = 0.0
+        if remaining > 0:
+            room = (min(cap_u.get(name, 1.0), tier_u) - used_u.get(name, 0.0)) * ready[name] * e.throughput_per_replica
+            take = min(remaining, room) if room > 0 else 0.0
+            remaining -= take
+        takes[name] = take
+        feasible.append((e, tier_u))
+        reasons[name] = f"cost ${e.cost_per_million[tier]:.3f}/1M, predicted p99 {predicted:.1f} ms, takes {take:.0f} req/s"
+    if not feasible:
+        return _fallback(model, demand, table, tick, reasons, excluded)
+    if remaining > 1e-9:  # over every safe capacity: spread the excess by capacity
+        total = sum(ready[e.name] * e.throughput_per_replica for e, _ in feasible)
+        for e, _ in feasible:
+            extra = remaining * ready[e.name] * e.throughput_per_replica / total
+            takes[e.name] += extra
+            reasons[e.name] += f" +{extra:.0f} over safe capacity"
+    for e, tier_u in feasible:
+        take = takes[e.name]
+        if take > 0:
+            name = e.name
+            used_u[name] = used_u.get(name, 0.0) + take / (ready[name] * e.throughput_per_replica)
+            cap_u[name] = min(cap_u.get(name, 1.0), tier_u)
+    return takes, reasons, excluded
+
+
+def _fallback(model: str, demand: float, table: CapacityTable, tick: _Tick, reasons: dict[str, str],
+              excluded: set[str]) -> tuple[dict[str, float], dict[str, str], set[str]]:
+    """No pool meets the bound: fill healthy pools in fallback order (GPU -> Inferentia -> CPU),
+    each up to ``max_utilisation``; what is left goes to the first."""
+    order = table.fallback_order[model]
+    healthy = [e for e in order if e.pool_model not in tick.unhealthy]
+    takes = {e.pool.name: 0.0 for e in order}
+    if not healthy:
+        first = order[0].pool.name
+        takes[first] = demand
+        reasons[first] = "no healthy pool: first in fallback order (Envoy priorities back it)"
+        excluded.discard(first)
+        return takes, reasons, excluded
+    u_max = tick.settings.max_utilisation
+    remaining = demand
+    for e in healthy:
+        name = e.pool.name
+        room = (min(tick.cap_u.get(name, 1.0), u_max) - tick.used_u.get(name, 0.0)) * tick.ready[name] \
+            * e.throughput_per_replica
+        take = min(remaining, room) if room > 0 else 0.0
+        takes[name], remaining = take, remaining - take
     if remaining > 1e-9:
-        total = sum(c.throughput for c in order) or 1.0
-        for c in order:
-            extra = remaining * c.throughput / total
-            c.take += extra
-            c.reason += f" +{extra:.0f} over safe capacity"
-    for c in order:
-        if c.take > 0 and c.throughput > 0:
-            used_u[c.pool.name] = used_u.get(c.pool.name, 0.0) + c.take / c.throughput
-            cap_u[c.pool.name] = min(cap_u.get(c.pool.name, 1.0), c.safe_u)
+        takes[healthy[0].pool.name] += remaining
+    for e in healthy:
+        name = e.pool.name
+        if takes[name] > 0:
+            tick.used_u[name] = tick.used_u.get(name, 0.0) + takes[name] / (tick.ready[name] * e.throughput_per_replica)
+            tick.cap_u[name] = min(tick.cap_u.get(name, 1.0), u_max)
+        was = reasons.get(name, "not assessed")
+        reasons[name] = f"fallback (no pool meets the bound; {was}): takes {takes[name]:.0f} req/s"
+        excluded.discard(name)
+    return takes, reasons, excluded
 
 
-def _fallback_order(cands: list[_Candidate], table: CapacityTable) -> list[_Candidate]:
-    def key(c: _Candidate) -> tuple[int, float, str]:
-        rank = table.fallback_rank.get(c.pool.accelerator, len(table.fallback_rank))
-        return rank, c.pool.price_per_hour_usd, c.pool.name
-    return sorted(cands, key=key)
+def _target_weights(names: tuple[str, ...], takes: dict[str, float], total: int) -> list[int]:
+    """Integer weights from req/s shares; remainder ties go to the pool taking more."""
+    takers = [n for n in names if takes.get(n, 0.0) > 0]
+    if len(takers) == 1:
+        return [total if n == takers[0] else 0 for n in names]
+    preference = sorted(names, key=lambda n: -takes.get(n, 0.0))
+    by_pool = dict(zip(preference, largest_remainder([takes.get(n, 0.0) for n in preference], total), strict=True))
+    return [by_pool[n] for n in names]
+
+
+def _pool_weights(model: str, names: tuple[str, ...], weights: list[int], reasons: dict[str, str], tick: _Tick,
+                  table: CapacityTable) -> tuple[PoolWeight, ...]:
+    out = []
+    for n, w in zip(names, weights, strict=True):
+        reason = reasons.get(n)
+        if reason is None:
+            if w == 0:  # the common, constant cases are shared objects
+                why = tick.unhealthy.get((n, model))
+                out.append(table.not_needed[n] if why is None else
+                           table.no_replica[n] if why is UNHEALTHY_NO_REPLICA else PoolWeight(n, 0, why))
+                continue
+            reason = "draining: weight moving to the target at most max_step per tick"
+        out.append(PoolWeight(n, w, reason))
+    return tuple(out)
 
 
 def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tuple[RoutingDecision, PolicyState]:
@@ -186,60 +288,33 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
     alpha = smoothing_alpha(now_s - state.time_s, settings.smoothing_tau_s) if state else 1.0
     smoothed = _smooth_signals(inputs, state, alpha)
     demand, demand_history = _demand(inputs, state, now_s, table.tiers_strictest_first)
-    previous_feasible = state.feasible if state else frozenset()
+    was_feasible = state.feasible if state else None
     previous_weights = state.weights if state else {}
-    pools_by_model = {m: [p for p in fleet.pools if m in p.models] for m in fleet.models}
-    used_u: dict[str, float] = {}
-    cap_u: dict[str, float] = {}
+    tick = _Tick(inputs, smoothed)
     routes: dict[RouteKey, tuple[PoolWeight, ...]] = {}
     unroutable: dict[RouteKey, str] = {}
     weights_out: dict[RouteKey, dict[str, int]] = {}
-    feasible: set[tuple[str, str, str]] = set()
+    feasible: set[tuple[str, str, str]] = set(was_feasible or ())
+    total = settings.total_weight
     for tier in table.tiers_strictest_first:
         for model in fleet.models:
             route = (model, tier)
-            pools = pools_by_model.get(model, [])
-            if not pools:
+            names = table.pool_names.get(model, ())
+            if not names:
                 unroutable[route] = f"no pool serves {model}"
                 continue
-            cands = [_assess(p, model, tier, inputs, table, smoothed, used_u,
-                             None if state is None else (model, tier, p.name) in previous_feasible) for p in pools]
-            ok = [c for c in cands if not c.excluded]
-            feasible.update((model, tier, c.pool.name) for c in ok)
-            d = max(demand.get(route, 0.0), _TINY_DEMAND)
-            if ok:
-                order = sorted(ok, key=lambda c: (c.cost_per_million, table.fallback_rank.get(c.pool.accelerator, 99),
-                                                  c.pool.name))
-                _fill(order, d, used_u, cap_u, fallback=False)
-            else:
-                ready = [c for c in cands if c.ready > 0 and c.throughput > 0] or \
-                        [c for c in cands if c.ready > 0]
-                order = _fallback_order(ready or cands, table)
-                for c in order:  # fallback pools run up to max utilisation, whatever the tier
-                    c.safe_u = settings.max_utilisation
-                    c.excluded = False
-                _fill(order, d, used_u, cap_u, fallback=True)
-                if not ready:
-                    order[0].reason = "no ready pool: first in fallback order (Envoy priorities back it)"
-                    order[0].take = d
-            target_by_pool = dict(zip([c.pool.name for c in order],
-                                      largest_remainder([c.take for c in order], settings.total_weight), strict=True))
-            names = [c.pool.name for c in cands]
-            target = [target_by_pool.get(n, 0) for n in names]
             prev = previous_weights.get(route)
-            if prev is None or set(prev) != set(names):
+            takes, reasons, excluded = _route(model, tier, max(demand.get(route, 0.0), _TINY_DEMAND), table, tick,
+                                              prev, was_feasible, feasible)
+            target = _target_weights(names, takes, total)
+            if prev is None or len(prev) != len(names) or any(n not in prev for n in names):
                 final = target
             else:
-                final = bounded_step([prev[n] for n in names], target, [c.excluded for c in cands], settings)
+                final = bounded_step([prev[n] for n in names], target, [n in excluded for n in names], settings)
             weights_out[route] = dict(zip(names, final, strict=True))
-            routes[route] = tuple(PoolWeight(c.pool.name, w, c.reason if w or c.excluded or c.take
-                                             else c.reason or "not needed: cheaper pools have room")
-                                  for c, w in zip(cands, final, strict=True))
+            routes[route] = _pool_weights(model, names, final, reasons, tick, table)
     decision = RoutingDecision(routes, unroutable, now_s)
     new_state = PolicyState(now_s, smoothed, demand, demand_history, weights_out, frozenset(feasible), table, key)
     return decision, new_state
 
 
-def accelerator_rank(order: tuple[Accelerator, ...], accelerator: Accelerator) -> int:
-    """Position of ``accelerator`` in a fallback order (unknown kinds last)."""
-    return order.index(accelerator) if accelerator in order else len(order)

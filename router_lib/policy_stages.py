@@ -8,9 +8,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from router_lib.domain import Accelerator, Fleet
-from router_lib.latency_model import TierCapacity, full_batch_throughput_per_s, safe_utilisation
-from router_lib.policy_types import PolicySettings
+from router_lib.domain import Fleet, PoolSpec
+from router_lib.latency_model import (
+    batch_thresholds,
+    full_batch_throughput_per_s,
+    operating_batch_from,
+    safe_utilisation,
+)
+from router_lib.policy_types import PolicySettings, PoolWeight
 
 
 def smoothing_alpha(dt_s: float, tau_s: float) -> float:
@@ -32,29 +37,87 @@ def fast_up_slow_down(previous: float | None, new: float, alpha: float) -> float
 
 
 @dataclass(frozen=True)
-class CapacityTable:
-    """Per (model, accelerator, tier): the per-replica :class:`TierCapacity`.  Built once per
-    (fleet, settings) and carried in the policy state, because the safe-utilisation scan is the
-    only costly formula and depends on neither metrics nor time."""
+class ModelOnPool:
+    """Static facts of one model on one pool: what the filter and scorer need, precomputed.
 
-    by_key: Mapping[tuple[str, Accelerator, str], TierCapacity]
+    ``latency_by_batch[b]`` is the profile's ``latency_ms(b)`` (index 0 unused);
+    ``throughput_per_replica`` is ``X``; ``safe_utilisation``/``cost_per_million`` are per tier
+    (cost = pool price / (3600 x safe utilisation x X) x 1e6, inf when the tier does not fit).
+    """
+
+    pool: PoolSpec
+    name: str
+    pool_model: tuple[str, str]  # (pool, model): the metrics key, built once
+    latency_by_batch: tuple[float, ...]
+    batch_thresholds: tuple[float, ...]
+    max_batch: int
+    tail: float
+    throughput_per_replica: float
+    safe_utilisation: Mapping[str, float]
+    cost_per_million: Mapping[str, float]
+    fallback_rank: int
+
+    def predicted_p99_ms(self, utilisation: float, backlog_ms: float) -> float:
+        """Same formula as ``latency_model.predicted_p99_ms``, from the precomputed table."""
+        if utilisation >= 1.0:
+            return math.inf
+        b = operating_batch_from(self.batch_thresholds, utilisation)
+        factor = 1.0 + min(1.0, utilisation / (1.0 - utilisation))
+        return self.tail * self.latency_by_batch[b] * factor + backlog_ms
+
+
+@dataclass(frozen=True)
+class CapacityTable:
+    """Everything about the fleet that depends on neither metrics nor time, built once per
+    (fleet, settings) and carried in the policy state: the safe-utilisation scan is the only
+    costly formula, and the cost order of pools per route is static (prices and profiles)."""
+
+    serving: Mapping[str, tuple[ModelOnPool, ...]]  # model -> pools in fleet order
+    # (model, tier) -> (pool facts, (model, tier, pool) feasibility key), cheapest first
+    cost_order: Mapping[tuple[str, str], tuple[tuple[ModelOnPool, tuple[str, str, str]], ...]]
+    fallback_order: Mapping[str, tuple[ModelOnPool, ...]]  # model -> GPU, Inferentia, CPU, then price
     tier_bound_ms: Mapping[str, float | None]
     tiers_strictest_first: tuple[str, ...]
-    fallback_rank: Mapping[Accelerator, int]
+    pool_names: Mapping[str, tuple[str, ...]]  # model -> names of the pools serving it, fleet order
+    not_needed: Mapping[str, PoolWeight]  # pool -> PoolWeight(pool, 0, NOT_NEEDED), shared
+    no_replica: Mapping[str, PoolWeight]  # pool -> PoolWeight(pool, 0, UNHEALTHY_NO_REPLICA), shared
 
 
 def build_capacity_table(fleet: Fleet, settings: PolicySettings) -> CapacityTable:
-    by_key: dict[tuple[str, Accelerator, str], TierCapacity] = {}
     bounds = {name: tier.p99_ms for name, tier in fleet.tiers.tiers.items()}
-    for (model, acc), profile in fleet.profiles.items():
-        x = full_batch_throughput_per_s(profile)
-        price = fleet.prices.price_per_hour_usd.get(profile.instance_type, math.inf)
-        for tier, bound in bounds.items():
-            u = safe_utilisation(profile, bound, settings.headroom, settings.max_utilisation)
-            by_key[(model, acc, tier)] = TierCapacity(u, x, price)
-    order = sorted(bounds, key=lambda t: (bounds[t] is None, bounds[t] or 0.0, t))
+    order = tuple(sorted(bounds, key=lambda t: (bounds[t] is None, bounds[t] or 0.0, t)))
     rank = {acc: i for i, acc in enumerate(fleet.tiers.fallback_order)}
-    return CapacityTable(by_key, bounds, tuple(order), rank)
+    serving: dict[str, tuple[ModelOnPool, ...]] = {}
+    for model in fleet.models:
+        entries = []
+        for pool in fleet.pools:
+            profile = fleet.profiles.get((model, pool.accelerator))
+            if model not in pool.models or profile is None:
+                continue
+            x = full_batch_throughput_per_s(profile)
+            safe = {t: safe_utilisation(profile, b, settings.headroom, settings.max_utilisation)
+                    for t, b in bounds.items()}
+            cost = {t: pool.price_per_hour_usd / (3600.0 * u * x) * 1e6 if u > 0 else math.inf
+                    for t, u in safe.items()}
+            entries.append(ModelOnPool(
+                pool, pool.name, (pool.name, model), (0.0, *(profile.latency_ms(b) for b in range(1, profile.max_batch_size + 1))),
+                batch_thresholds(profile),
+                profile.max_batch_size, profile.p99_over_p50, x, safe, cost,
+                rank.get(pool.accelerator, len(rank))))
+        serving[model] = tuple(entries)
+    cost_order = {
+        (model, tier): tuple((e, (model, tier, e.name)) for e in sorted(
+            entries, key=lambda e, t=tier: (e.cost_per_million[t], e.fallback_rank, e.name)))  # type: ignore[misc]
+        for model, entries in serving.items() for tier in bounds
+    }
+    fallback = {model: tuple(sorted(entries, key=lambda e: (e.fallback_rank, e.pool.price_per_hour_usd, e.pool.name)))
+                for model, entries in serving.items()}
+    from router_lib.policy import NOT_NEEDED, UNHEALTHY_NO_REPLICA
+
+    names = {model: tuple(e.pool.name for e in entries) for model, entries in serving.items()}
+    return CapacityTable(serving, cost_order, fallback, bounds, order, names,
+                         {p.name: PoolWeight(p.name, 0, NOT_NEEDED) for p in fleet.pools},
+                         {p.name: PoolWeight(p.name, 0, UNHEALTHY_NO_REPLICA) for p in fleet.pools})
 
 
 def largest_remainder(shares: Sequence[float], total: int) -> list[int]:
@@ -65,6 +128,11 @@ def largest_remainder(shares: Sequence[float], total: int) -> list[int]:
     """
     if not shares:
         return []
+    positive = [i for i, x in enumerate(shares) if x > 0]
+    if len(positive) == 1:  # the common case: one pool takes everything
+        out = [0] * len(shares)
+        out[positive[0]] = total
+        return out
     s = sum(max(0.0, x) for x in shares)
     if s <= 0:
         return [total] + [0] * (len(shares) - 1)
@@ -89,6 +157,8 @@ def bounded_step(previous: Sequence[int], target: Sequence[int], excluded: Seque
     Both ends sum to ``total_weight`` and are 0 on excluded pools, so every step is valid.
     """
     total = settings.total_weight
+    if list(previous) == list(target):
+        return list(target)
     start = [0 if ex else w for w, ex in zip(previous, excluded, strict=True)]
     freed = total - sum(start)
     if freed > 0:

@@ -57,12 +57,12 @@ def metrics(entries: Mapping[tuple[str, str], Mapping[str, object]] | None = Non
     return FleetMetrics(out, t, {})
 
 
-# A three-pool fleet in the shape of the real one: a cheap slow CPU, a fast mid-price Inferentia,
-# a GPU that is fast but dearest per request.
+# A three-pool fleet in the shape of the real one: a cheap slow CPU (cheapest for bronze, dearest
+# for gold, where its latency leaves it little room), a fast mid-price Inferentia, a fast GPU.
 EMBED = "embed"
 THREE_POOLS = fleet(
-    [("cpu", CPU, 0.15, 2), ("gpu", GPU, 1.0, 1), ("inf", INF, 0.75, 1)],
-    [profile(EMBED, CPU, {1: 10.0, 8: 60.0}, instances=2),
+    [("cpu", CPU, 0.05, 2), ("gpu", GPU, 1.0, 1), ("inf", INF, 0.75, 1)],
+    [profile(EMBED, CPU, {1: 30.0, 8: 200.0}, instances=2),
      profile(EMBED, GPU, {1: 5.0, 16: 20.0}),
      profile(EMBED, INF, {1: 2.0, 16: 12.0}, instances=2)],
 )

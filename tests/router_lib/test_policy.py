@@ -1,8 +1,8 @@
 """Routing policy as tables: filtering, cost order, spill-over, fallback, health, stability.
 
 The fleet (tests/router_lib/builders.py THREE_POOLS) has, for gold (p99 <= 50 ms, headroom 0.8):
-inf 2133 req/s safe at $0.10/1M, gpu 600 req/s at $0.46/1M, cpu 2 x 72 req/s at $0.58/1M; for
-bronze the order is inf, cpu, gpu.
+inf 2133 req/s safe at $0.10/1M, gpu 640 req/s at $0.43/1M, cpu 2 x 8 req/s at $1.74/1M; for
+bronze: inf 2133 at $0.10/1M, cpu 2 x 64 at $0.22/1M, gpu 640 at $0.43/1M.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def weights_for(tier: str, demand: float, *, ready: Mapping[str, int] = READY,
     ("gold", 100, READY, {("inf", EMBED): {"error_rate": 0.9}}, {"inf": 0, "gpu": 100, "cpu": 0}),
     ("bronze", 100, READY, None, {"inf": 100, "gpu": 0, "cpu": 0}),
     ("bronze", 100, {"cpu": 2, "gpu": 1, "inf": 0}, None, {"inf": 0, "gpu": 0, "cpu": 100}),
-    ("bronze", 2400, READY, None, {"inf": 89, "gpu": 0, "cpu": 11}),
+    ("bronze", 2200, READY, None, {"inf": 97, "gpu": 0, "cpu": 3}),
 ], ids=["cheapest-feasible-takes-all", "spills-in-cost-order", "zero-demand-still-routed",
         "deep-queue-breaks-bound", "measured-p99-breaks-bound", "unhealthy-pool-excluded",
         "model-not-ready", "failing-pool", "bronze-cheapest-capacity", "bronze-next-cheapest",
@@ -50,7 +50,7 @@ def test_weights(tier: str, demand: float, ready: Mapping[str, int],
 
 
 def test_no_feasible_pool_falls_back_gpu_then_inferentia_then_cpu() -> None:
-    impossible = fleet([("cpu", CPU, 0.15, 2), ("gpu", GPU, 1.0, 1), ("inf", INF, 0.75, 1)],
+    impossible = fleet([("cpu", CPU, 0.05, 2), ("gpu", GPU, 1.0, 1), ("inf", INF, 0.75, 1)],
                        [profile(EMBED, CPU, {1: 10.0}), profile(EMBED, GPU, {1: 5.0}), profile(EMBED, INF, {1: 2.0})],
                        tiers(gold=1.0))
     assert weights_for("gold", 10, f=impossible) == {"cpu": 0, "gpu": 100, "inf": 0}
@@ -94,7 +94,7 @@ def test_weight_moves_are_bounded_per_tick_and_converge() -> None:
     inputs = PolicyInputs(THREE_POOLS, metrics(), READY, settings, {(EMBED, "bronze"): 100})
     _, state = decide(inputs, None, 0.0)
     # inf goes away as a bronze candidate only by price: make cpu the cheapest by doubling inf's price
-    pricier = fleet([("cpu", CPU, 0.15, 2), ("gpu", GPU, 1.0, 1), ("inf", INF, 30.0, 1)],
+    pricier = fleet([("cpu", CPU, 0.05, 2), ("gpu", GPU, 1.0, 1), ("inf", INF, 30.0, 1)],
                     [THREE_POOLS.profiles[(EMBED, a)] for a in (CPU, GPU, INF)])
     history = []
     for tick in range(1, 15):

@@ -143,6 +143,7 @@ class Controller:
         self._last_push_unix_s: float | None = None
         self._last_error: str | None = None
         self._draining: set[str] = set()
+        self._resumed: dict[str, Any] | None = None
         self._weights: dict[RouteKey, tuple[tuple[str, int], ...]] = {}
         self._reasons: dict[RouteKey, tuple[tuple[str, str], ...]] = {}
         for pool in self.fleet.pools:
@@ -169,7 +170,12 @@ class Controller:
                 weights={k: dict(v) for k, v in saved.weights.items()},
                 feasible=frozenset((m, t, p) for (m, t), ws in saved.weights.items() for p, w in ws if w > 0),
             )
-            self._publish()
+            snapshot = self._publish()
+            self._resumed = {
+                "persisted_version": saved.snapshot_version,
+                "published_version": snapshot.version if snapshot else None,
+                "routes": len(saved.weights),
+            }
         log.info("resumed from %s: %d routes, snapshot %s", self.state_path, len(saved.weights), saved.snapshot_version)
         return True
 
@@ -363,6 +369,7 @@ class Controller:
                 "last_push_unix_s": self._last_push_unix_s,
                 "ads_streams": self.xds.status(),
                 "last_error": self._last_error,
+                "resumed": self._resumed,
                 "metrics_errors": dict(getattr(self._source, "last_errors", {}) or {}),
             }
 

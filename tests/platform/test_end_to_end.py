@@ -1,0 +1,272 @@
+"""End to end with real Envoy, real Triton pools and the real control server (its own process).
+
+Requests go through Envoy with unchanged tritonclient clients; where they landed is read from
+Envoy's ``x-served-by`` header and counted from Triton's own metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+from fleet.platform import LocalPlatform, PlatformPorts
+from xds_server.bootstrap import write_proxyless_bootstrap
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, artifacts):
+    p = LocalPlatform(workdir=tmp_path_factory.mktemp("platform"), artifacts=artifacts,
+                      ports=PlatformPorts(http=0, grpc=0), interval_s=0.5)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def digits(n: int = 1) -> np.ndarray:
+    data = np.load(ROOT / "build" / "models" / "digits_holdout.npz")
+    return data["x"][:n].astype(np.float32)
+
+
+def rest_body(model: str) -> dict:
+    if model == "digits_classifier":
+        return {"inputs": [{"name": "float_input", "shape": [1, 64], "datatype": "FP32", "data": digits(1)[0].tolist()}]}
+    return {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["route me"]}]}
+
+
+def grpc_infer(client: grpcclient.InferenceServerClient, model: str, tier: str | None):  # type: ignore[no-untyped-def]
+    if model == "digits_classifier":
+        inp = grpcclient.InferInput("float_input", [1, 64], "FP32")
+        inp.set_data_from_numpy(digits(1))
+    else:
+        inp = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[b"route me"]], dtype=object))
+    return client.infer(model, [inp], headers={"x-sla-tier": tier} if tier else {}, client_timeout=30)
+
+
+def triton_success(platform: LocalPlatform) -> Counter:
+    """Successful requests per (pool, public model) from every Triton replica's own metrics."""
+    out: Counter = Counter()
+    for r in platform.supervisor.replicas():
+        text = requests.get(r.metrics_url, timeout=5).text
+        for fam in text_string_to_metric_families(text):
+            if fam.name == "nv_inference_request_success":
+                for s in fam.samples:
+                    if s.labels["model"] in ("text_embedding", "digits_classifier"):
+                        out[(r.pool, s.labels["model"])] += s.value
+    return out
+
+
+def weights(platform: LocalPlatform, model: str, tier: str) -> dict[str, int]:
+    for r in platform.status()["routes"]:
+        if r["model"] == model and r["tier"] == tier:
+            return r["weights"]
+    raise AssertionError(f"no route for {model}/{tier}")
+
+
+@pytest.mark.parametrize("model", ["text_embedding", "digits_classifier"])
+@pytest.mark.parametrize("tier", ["gold", "silver", "bronze"])
+def test_http_requests_land_where_the_weights_say(platform, model, tier):
+    w = weights(platform, model, tier)
+    url = f"http://{platform.describe()['http_endpoint']}/v2/models/{model}/infer"
+    served = Counter()
+    before = triton_success(platform)
+    for _ in range(20):
+        r = requests.post(url, json=rest_body(model), headers={"x-sla-tier": tier}, timeout=30)
+        assert r.status_code == 200, r.text
+        served[r.headers["x-served-by"]] += 1
+        pool = platform.fleet.pool(r.headers["x-served-by"])
+        assert r.headers["x-emulated"] == str(pool.emulated).lower()
+    after = triton_success(platform)
+    counted = {pool: after[(pool, model)] - before[(pool, model)] for pool in w}
+    assert sum(counted.values()) == 20
+    for pool, weight in w.items():
+        if weight == 0:
+            assert served[pool] == 0 and counted[pool] == 0, f"{pool} has weight 0 but served requests"
+        if weight == 100:
+            assert served[pool] == 20 and counted[pool] == 20
+
+
+@pytest.mark.parametrize("tier", ["gold", "bronze", None])
+def test_grpc_clients_are_routed_by_model_without_extra_headers(platform, tier):
+    client = grpcclient.InferenceServerClient(platform.describe()["grpc_endpoint"])
+    before = triton_success(platform)
+    for _ in range(10):
+        assert grpc_infer(client, "digits_classifier", tier).as_numpy("label").shape == (1, 1)
+        assert grpc_infer(client, "text_embedding", tier).as_numpy("EMBEDDING").shape == (1, 384)
+    after = triton_success(platform)
+    effective = tier or platform.fleet.tiers.default_tier
+    for model in ("digits_classifier", "text_embedding"):
+        w = weights(platform, model, effective)
+        landed = {pool: after[(pool, model)] - before[(pool, model)] for pool in w}
+        assert sum(landed.values()) == 10
+        assert all(landed[p] == 0 for p, weight in w.items() if weight == 0), (landed, w)
+
+
+def test_unknown_tier_model_and_malformed_requests_get_clear_errors(platform):
+    d = platform.describe()
+    base = f"http://{d['http_endpoint']}/v2/models"
+    r = requests.post(f"{base}/text_embedding/infer", json=rest_body("text_embedding"), headers={"x-sla-tier": "platinum"}, timeout=10)
+    assert r.status_code == 400 and "x-sla-tier" in r.json()["error"]
+    r = requests.post(f"{base}/resnet50/infer", json=rest_body("text_embedding"), timeout=10)
+    assert r.status_code == 404 and "unknown model" in r.text
+    r = requests.post(f"{base}/digits_classifier/infer", data=b"{not json", timeout=10)
+    assert "failed to parse the request JSON" in r.json()["error"]  # Triton's own answer (it says 500)
+    bad_shape = {"inputs": [{"name": "float_input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+    r = requests.post(f"{base}/digits_classifier/infer", json=bad_shape, timeout=10)
+    assert r.status_code == 400 and "float_input" in r.json()["error"]
+    client = grpcclient.InferenceServerClient(d["grpc_endpoint"])
+    with pytest.raises(InferenceServerException) as err:
+        grpc_infer(client, "digits_classifier", "platinum")
+    assert "INVALID_ARGUMENT" in str(err.value.status()) and "x-sla-tier" in err.value.message()
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("resnet50", [grpcclient.InferInput("x", [1], "FP32")])
+    assert "unknown model" in err.value.message()
+    # and other traffic is unaffected
+    assert grpc_infer(client, "digits_classifier", "gold").as_numpy("label").shape == (1, 1)
+    assert requests.get(f"http://{d['http_endpoint']}/v2/health/ready", timeout=10).status_code == 200
+    assert httpclient.InferenceServerClient(d["http_endpoint"]).get_model_metadata("text_embedding")["name"] == "text_embedding"
+
+
+class Load:
+    """Bounded closed-loop gRPC load through Envoy from a few threads; counts every outcome."""
+
+    def __init__(self, endpoint: str, model: str, tier: str, threads: int = 4, max_s: float = 60.0) -> None:
+        self.endpoint, self.model, self.tier, self.max_s = endpoint, model, tier, max_s
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        client = grpcclient.InferenceServerClient(self.endpoint)
+        deadline = time.monotonic() + self.max_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                grpc_infer(client, self.model, self.tier)
+                with self._lock:
+                    self.ok += 1
+            except InferenceServerException as e:
+                with self._lock:
+                    self.failed.append(str(e))
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+    def wait_for_requests(self, n: int, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        start = self.ok
+        while self.ok < start + n:
+            assert time.monotonic() < deadline, f"load made no progress ({self.ok - start} of {n})"
+            time.sleep(0.05)
+
+
+def serving_pool(platform: LocalPlatform, model: str, tier: str) -> str:
+    w = weights(platform, model, tier)
+    return max(w, key=lambda p: w[p])
+
+
+def test_sigkill_of_a_whole_pool_under_load_fails_no_request(platform):
+    pool = serving_pool(platform, "text_embedding", "silver")
+    with Load(platform.describe()["grpc_endpoint"], "text_embedding", "silver") as load:
+        load.wait_for_requests(20)
+        for proc in platform.supervisor.processes(pool):
+            proc.kill()
+        load.wait_for_requests(100, timeout_s=60)
+        # the supervisor brings the pool back; traffic keeps flowing meanwhile
+        platform.wait_for(lambda: all(p.ready() for p in platform.supervisor.processes(pool)), 90, f"{pool} restarted")
+        load.wait_for_requests(20)
+    assert load.failed == [], f"{len(load.failed)} failed of {load.ok + len(load.failed)}: {load.failed[:3]}"
+    assert load.ok > 140
+
+
+def test_sigkill_of_the_control_server_under_load_fails_no_request_and_resumes_persisted_weights(platform):
+    with Load(platform.describe()["grpc_endpoint"], "digits_classifier", "gold") as load:
+        load.wait_for_requests(20)
+        platform.kill_control_server()
+        persisted = json.loads(Path(platform.state_path).read_text())
+        load.wait_for_requests(50)  # Envoy keeps its last config while the server is away
+        platform.start_control_server()
+        resumed = platform.status()
+        load.wait_for_requests(20)
+    assert load.failed == []
+    assert resumed["resumed"]["published_version"] == persisted["snapshot_version"]
+    assert resumed["resumed"]["routes"] == len(persisted["routes"]) > 0
+    platform.wait_for(platform._envoy_acked, 10, "Envoy reconnected to the restarted server and ACKed")
+
+
+def test_a_queue_on_the_cheap_pool_moves_gold_traffic_off_it_within_2s(platform):
+    cheap = serving_pool(platform, "text_embedding", "gold")
+    replica = platform.supervisor.replicas(cheap)[0]
+    # Build a queue on the cheap pool directly (not through Envoy): many concurrent requests.
+    stop = threading.Event()
+
+    def hammer() -> None:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{replica.grpc_port}")
+        inp = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[b"a long queue builds up on the cheap pool " * 8]], dtype=object))
+        while not stop.is_set():
+            try:
+                client.infer("text_embedding", [inp], client_timeout=30)
+            except InferenceServerException:
+                pass
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(24)]
+    for t in threads:
+        t.start()
+    try:
+        t0 = time.monotonic()
+        platform.wait_for(lambda: weights(platform, "text_embedding", "gold")[cheap] < 100, 10,
+                          f"gold text_embedding weight on {cheap} to drop")
+        moved_after_s = time.monotonic() - t0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    reasons = next(r["reasons"] for r in platform.status()["routes"] if r["model"] == "text_embedding" and r["tier"] == "gold")
+    assert moved_after_s <= 2.0, f"took {moved_after_s:.2f}s; reasons: {reasons}"
+
+
+def test_proxyless_grpc_client_routes_by_the_same_weights(platform, tmp_path):
+    bootstrap = write_proxyless_bootstrap(tmp_path / "xds-bootstrap.json", node_id="proxyless-test",
+                                          xds_port=platform.ports.xds)
+    code = (
+        "import numpy as np, tritonclient.grpc as g\n"
+        "c = g.InferenceServerClient('xds:///digits_classifier')\n"
+        "i = g.InferInput('float_input', [1, 64], 'FP32'); i.set_data_from_numpy(np.zeros((1, 64), np.float32))\n"
+        "print(sum(int(c.infer('digits_classifier', [i]).as_numpy('label').shape == (1, 1)) for _ in range(10)))\n"
+    )
+    before = triton_success(platform)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, GRPC_XDS_BOOTSTRAP=str(bootstrap)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "10"
+    after = triton_success(platform)
+    landed = {p: after[(p, "digits_classifier")] - before[(p, "digits_classifier")] for p in ("cpu", "gpu")}
+    assert sum(landed.values()) == 10

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.runtime import write_runtime
-from fleet.supervisor import FleetSupervisor, ReplicaInfo
+from fleet.supervisor import FleetSupervisor, ReplicaInfo, wait_until
 from fleet.triton_process import PROJECT_ROOT, free_port
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
@@ -180,12 +179,7 @@ class LocalPlatform:
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
     def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        wait_until(predicate, timeout_s, what)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -24,6 +24,16 @@ from router_lib.domain import Fleet, PoolSpec
 log = logging.getLogger(__name__)
 
 
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05) -> None:
+    """Poll ``predicate`` until it is true; TimeoutError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+
+
 @dataclass(frozen=True)
 class ReplicaInfo:
     """What the rest of the platform needs to know about one running replica."""
@@ -201,9 +211,4 @@ class FleetSupervisor:
             return out
 
     def wait_until(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        wait_until(predicate, timeout_s, what)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -34,11 +35,18 @@ def write_results(name: str, results: dict[str, Any], table: list[tuple[str, ...
     results = {
         "benchmark": name,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()} {platform.node()}",
+        "machine": f"{platform.machine()} {platform.node()}, {os.cpu_count()} CPUs",
+        # The machine is shared: a high load average explains outliers; compare like with like.
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         **results,
     }
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [f"# {name} ({results['date_utc']})", "", "| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+    lines = [
+        f"# {name} ({results['date_utc']}, load average {results['load_average_1m_at_end']})",
+        "",
+        "| " + " | ".join(table[0]) + " |",
+        "|" + "---|" * len(table[0]),
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

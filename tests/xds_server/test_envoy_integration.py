@@ -296,6 +296,10 @@ counts = collections.Counter()
 for tier in ["gold"] * 200 + [None] * 20:
     result = client.infer("text_embedding", [data], headers={"x-sla-tier": tier} if tier else None)
     counts[(tier or "default") + ":" + result.get_response().parameters["pool"].string_param] += 1
+try:
+    client.infer("text_embedding", [data], headers={"x-sla-tier": "platinum"})
+except Exception as error:
+    counts["platinum:" + str(error.status())] += 1
 print(json.dumps(counts))
 """
 
@@ -312,3 +316,4 @@ def test_proxyless_grpc_clients_route_by_the_same_weights(plane, tmp_path):
     assert set(gold) == {"gpu", "inferentia"}
     assert abs(gold["gpu"] / 200 - 0.7) < 0.12
     assert {k.split(":")[1] for k in counts if k.startswith("default:")} <= {"cpu", "inferentia"}  # silver
+    assert counts.get("platinum:StatusCode.UNAVAILABLE") == 1  # no route matches; gRPC has no direct responses

@@ -1,0 +1,1 @@
+"""Locust workloads for the local platform (see ``mixed_tiers.py``, the locustfile)."""

@@ -1,0 +1,160 @@
+"""Record one load run against a running ``LocalPlatform`` into a run folder (``run_data``).
+
+Glue at the edge: warm each replica, sample the control server's ``/status`` once a second in
+a thread while locust runs as a subprocess, read Triton's emulation counters before and after,
+then write ``run.json`` and ``plan.json``.  Everything after that is pure (``analysis``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from locustfiles.runner import LocustRun, run_locust
+from locustfiles.schedule import schedule_from_env
+from reporting.cost import plan_for_run
+from reporting.run_data import PLAN, REQUESTS, RUN, STATUS, PoolInfo, RunData, TierInfo, load_run, run_meta, trim_status
+
+log = logging.getLogger(__name__)
+EMULATION_COUNTERS = ("emulation_executions_total", "emulation_profile_ms_total", "emulation_lag_ms_total",
+                      "emulation_lagged_executions_total")
+
+
+def _get(url: str, timeout_s: float = 3.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout_s) as r:  # noqa: S310 - loopback only
+        return r.read()  # type: ignore[no-any-return]
+
+
+def parse_emulation_counters(text: str) -> dict[str, dict[str, float]]:
+    """pool -> counter -> value, summed over models, from one Triton ``/metrics`` text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in EMULATION_COUNTERS:
+                out[s.labels.get("pool", "?")][s.name] += s.value
+    return {p: dict(c) for p, c in out.items()}
+
+
+def emulation_counters(status: dict[str, Any]) -> dict[str, dict[str, float]]:
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for pool in status.get("pools", []):
+        if not pool.get("emulated"):
+            continue
+        for rep in pool.get("replicas", []):
+            try:
+                text = _get(f"http://127.0.0.1:{rep['metrics_port']}/metrics").decode()
+            except OSError as e:
+                log.warning("could not scrape %s replica %s: %s", pool["name"], rep.get("index"), e)
+                continue
+            for p, counters in parse_emulation_counters(text).items():
+                for k, v in counters.items():
+                    totals[p][k] += v
+    return {p: dict(c) for p, c in totals.items()}
+
+
+def warm_up(status: dict[str, Any], requests_per_model: int = 4) -> None:
+    """A few requests of each model straight to each replica (first inferences are slow)."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    from locustfiles.payloads import DIGITS_CLASSIFIER, TEXT_EMBEDDING, digits, sentences
+
+    x, _y = digits()
+    for pool in status.get("pools", []):
+        for rep in pool.get("replicas", []):
+            client = httpclient.InferenceServerClient(f"127.0.0.1:{rep['http_port']}", network_timeout=30)
+            try:
+                for i in range(requests_per_model):
+                    if TEXT_EMBEDDING in pool.get("models", []):
+                        t = httpclient.InferInput("TEXT", [1, 1], "BYTES")
+                        t.set_data_from_numpy(np.array([[sentences()[i].encode()]], dtype=np.object_))
+                        client.infer(TEXT_EMBEDDING, [t])
+                    if DIGITS_CLASSIFIER in pool.get("models", []):
+                        d = httpclient.InferInput("float_input", [1, 64], "FP32")
+                        d.set_data_from_numpy(x[i:i + 1])
+                        client.infer(DIGITS_CLASSIFIER, [d])
+            except Exception as e:  # noqa: BLE001 - warm-up is best effort; the run reports real failures
+                log.warning("warm-up of %s failed: %s", pool["name"], e)
+            finally:
+                client.close()
+
+
+class StatusSampler(threading.Thread):
+    """Appends the trimmed ``/status`` to ``status.jsonl`` every ``interval_s`` until stopped."""
+
+    def __init__(self, admin_url: str, path: Path, interval_s: float = 1.0) -> None:
+        super().__init__(daemon=True, name="status-sampler")
+        self.admin_url, self.path, self.interval_s = admin_url, path, interval_s
+        self.stop_event = threading.Event()
+        self.errors = 0
+
+    def run(self) -> None:
+        with open(self.path, "w") as f:
+            while not self.stop_event.is_set():
+                t = time.time()
+                try:
+                    status = json.loads(_get(f"{self.admin_url}/status"))
+                    f.write(json.dumps(trim_status(status, t), separators=(",", ":")) + "\n")
+                    f.flush()
+                except (OSError, ValueError):
+                    self.errors += 1
+                self.stop_event.wait(max(0.0, self.interval_s - (time.time() - t)))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=10)
+
+
+def pools_and_tiers(fleet: Any) -> tuple[tuple[PoolInfo, ...], tuple[TierInfo, ...]]:
+    pools = tuple(PoolInfo(p.name, p.accelerator.value, p.instance_type, p.price_per_hour_usd, p.replicas, p.emulated)
+                  for p in fleet.pools)
+    tiers = tuple(TierInfo(name, t.p99_ms, t.target_compliance) for name, t in fleet.tiers.tiers.items())
+    return pools, tiers
+
+
+def record_run(platform: Any, out: Path, *, label: str, shape: str, duration_s: float, seed: int = 1,
+               base_users: int = 12, simulate: bool = True, notes: tuple[str, ...] = ()) -> RunData:
+    """Run the mixed-tier locust workload against ``platform`` and record it in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (REQUESTS, STATUS, RUN, PLAN):
+        (out / name).unlink(missing_ok=True)
+    status = platform.status()
+    warm_up(status)
+    before = emulation_counters(status)
+    d = platform.describe()
+    spec = LocustRun(d["http_endpoint"], d["grpc_endpoint"], shape=shape, duration_s=duration_s, seed=seed,
+                     base_users=base_users)
+    sampler = StatusSampler(platform.admin_url, out / STATUS)
+    load_start = os.getloadavg()[0]
+    started = time.time()
+    sampler.start()
+    try:
+        proc = run_locust(spec, out, out / REQUESTS)
+    finally:
+        ended = time.time()
+        sampler.stop()
+    after = emulation_counters(platform.status())
+    if proc.returncode != 0:
+        raise RuntimeError(f"locust exited with {proc.returncode}; see {out / 'locust.log'}")
+    schedule = replace(schedule_from_env(shape), duration_s=duration_s)  # what the locust subprocess ran
+    emulation = {p: {k: round(v - before.get(p, {}).get(k, 0.0), 3) for k, v in c.items()} for p, c in after.items()}
+    pools, tiers = pools_and_tiers(platform.fleet)
+    meta_run = RunData(label=label, shape=shape, started_unix_s=started, ended_unix_s=ended, pools=pools, tiers=tiers,
+                       records=(), samples=(), schedule=tuple(schedule.changes()), emulation=emulation,
+                       load_average=(round(load_start, 2), round(os.getloadavg()[0], 2)), cpu_cores=os.cpu_count() or 0,
+                       notes=notes)
+    (out / RUN).write_text(json.dumps(run_meta(meta_run), indent=1, sort_keys=True) + "\n")
+    run = load_run(out)
+    (out / PLAN).write_text(json.dumps(plan_for_run(run, platform.fleet, simulate_run=simulate), indent=1,
+                                       sort_keys=True, default=str) + "\n")
+    return load_run(out)

@@ -1,0 +1,61 @@
+"""Real request payloads for each sample model: the sentences the embedding reference was built
+from, the digits the classifier was held back on.  Another model gets seeded random data of the
+declared type and shape, and says so in ``describe``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from model_repository.build import load_sentences
+from model_repository.definitions import ModelDefinition, TensorSpec
+
+NUMPY_TYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_INT64": np.int64, "TYPE_INT32": np.int32,
+               "TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8}
+RANDOM_DIM = 16  # a -1 dimension of a model without sample data
+
+
+def _rows(model: ModelDefinition, spec: TensorSpec, artifacts: Path, n: int) -> np.ndarray:
+    if spec.data_type == "TYPE_STRING":
+        sentences = load_sentences()
+        return np.array([[sentences[i % len(sentences)].encode()] for i in range(n)], dtype=object)
+    holdout = artifacts / "digits_holdout.npz"
+    if model.name == "digits_classifier" and holdout.exists():
+        x = np.load(holdout)["x"].astype(np.float32)
+        return x[np.arange(n) % len(x)]
+    dims = tuple(RANDOM_DIM if d == -1 else d for d in spec.dims)
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, *dims)).astype(NUMPY_TYPES[spec.data_type])
+
+
+def describe(model: ModelDefinition) -> str:
+    if any(t.data_type == "TYPE_STRING" for t in model.inputs):
+        return "sentences from tests/data/sentences.txt"
+    if model.name == "digits_classifier":
+        return "held-back digits (digits_holdout.npz)"
+    return "seeded random tensors of the declared shape"
+
+
+def request_sets(model: ModelDefinition, artifacts: Path, batch_size: int, count: int = 16) -> list[list[grpcclient.InferInput]]:
+    """``count`` distinct requests of ``batch_size`` items, rotated through by the load generator."""
+    if not 1 <= batch_size <= model.max_batch_size:
+        raise ValueError(f"batch size {batch_size} outside 1..{model.max_batch_size} for {model.name}")
+    rows = {t.name: _rows(model, t, artifacts, batch_size * count) for t in model.inputs}
+    sets = []
+    for k in range(count):
+        inputs = []
+        for t in model.inputs:
+            data = rows[t.name][k * batch_size:(k + 1) * batch_size]
+            inp = grpcclient.InferInput(t.name, list(data.shape), "BYTES" if t.data_type == "TYPE_STRING"
+                                        else t.data_type.removeprefix("TYPE_"))
+            inp.set_data_from_numpy(data)
+            inputs.append(inp)
+        sets.append(inputs)
+    return sets
+
+
+def output_names(model: ModelDefinition) -> Sequence[str]:
+    return [t.name for t in model.outputs]

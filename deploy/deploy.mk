@@ -22,7 +22,9 @@ $(DEPLOY_STAMP): requirements-deploy.txt constraints-deploy.txt deploy/npm/packa
 
 deploy-tools: $(DEPLOY_STAMP) ## offline deploy checkers in .venv-deploy (checkov, kubernetes-validate, hadolint, terraform, ...)
 
-check-deploy: $(DEPLOY_STAMP) ## all offline deployment checks (k8s, images, terraform, rules, dashboards); runs in .venv, which holds tritonserver and envoy
+# Runs in .venv (it holds tritonserver and envoy, which some checks call); VENV_STAMP is the
+# main Makefile's, empty when this file is used on its own.
+check-deploy: $(DEPLOY_STAMP) $(VENV_STAMP) ## all offline deployment checks (k8s, images, terraform, rules, dashboards, drift)
 	PYTHONPATH=$(CURDIR) $(DEPLOY_MAIN_PY) -m pytest -q tests/deploy
 
 deploy-generate: $(DEPLOY_STAMP) ## regenerate alert rules and dashboards from their sources

@@ -1,24 +1,24 @@
 """Names of Envoy resources, in one place.
 
-``cluster_name`` has the same format as ``router_lib.metrics.cluster_name(model, pool, proto)``
-(``<model>--<pool>--<proto>``), which reads Envoy's per-cluster stats back; it is defined here
-too because xds_server must not depend on the metrics module.  Keep the two identical.
+Model clusters are named by ``router_lib.cluster_names.cluster_name`` (``<model>--<pool>--<proto>
+[--v<version>]``): the same function the metrics adapters invert to read Envoy's per-cluster stats,
+so the two sides cannot drift.
 """
 
 from __future__ import annotations
+
+from router_lib.cluster_names import cluster_name
+
+__all__ = ["cluster_name", "server_cluster_name", "proxyless_route_name"]
 
 HTTP_LISTENER = "http"
 GRPC_LISTENER = "grpc"
 HTTP_ROUTES = "http"
 GRPC_ROUTES = "grpc"
 # Server-level calls (health, server metadata, repository index) carry no model name; they go to
-# this cluster, which holds every pool at one priority each, in fallback order.
+# this cluster, which holds every pool at one priority each, in fallback order.  The leading "_"
+# keeps it out of router_lib's per-model stats (``parse_cluster_name`` skips it).
 SERVER_MODEL = "_server"
-
-
-def cluster_name(model: str, pool: str, proto: str, version: str | None = None) -> str:
-    base = f"{model}--{pool}--{proto}"
-    return base if version is None else f"{base}--v{version}"
 
 
 def server_cluster_name(proto: str) -> str:

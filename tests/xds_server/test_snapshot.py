@@ -259,3 +259,11 @@ def test_the_summary_lists_weights_and_reasons_per_model_and_tier():
     summary = _snapshot(routes=routes).summary()
     assert summary["routes"]["digits_classifier/gold"] == {"weights": {"gpu": 100}, "reasons": {"gpu": "meets 50 ms"}}
     assert summary["pools"]["cpu"]["replicas"] == ["127.0.0.1:9000/9001", "127.0.0.1:9010/9011"]
+
+
+def test_every_model_cluster_name_reads_back_through_router_lib():
+    from router_lib.cluster_names import parse_cluster_name
+
+    for name in _snapshot().resources[protos.CLUSTER]:
+        parsed = parse_cluster_name(name)
+        assert (parsed is None) == name.startswith("_server--"), name

@@ -3,6 +3,8 @@ traffic split per pool over time per tier, and cost.  Each function writes one f
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -55,22 +57,29 @@ def plot_latency(report: Report, path: Path) -> Path:
 
 
 def plot_traffic_split(report: Report, path: Path) -> Path:
+    """One panel per (model, tier): each pool's share of its requests per time bucket."""
     run = report.run
-    tiers = sorted({r.tier for r in run.records}, key=tier_sort_key)
+    routes = sorted({(r.model, r.tier) for r in run.records}, key=lambda k: (k[0], tier_sort_key(k[1])))
     pools = sorted({r.pool for r in run.records})
-    fig, axes = plt.subplots(len(tiers) or 1, 1, figsize=(10, 2.3 * max(1, len(tiers))), sharex=True, squeeze=False)
-    xs = [b.t_s for b in report.buckets]
-    for ax, tier in zip(axes[:, 0], tiers, strict=False):
-        totals = [max(1, sum(b.by_tier_pool.get(tier, {}).values())) for b in report.buckets]
-        stacks = [[100.0 * b.by_tier_pool.get(tier, {}).get(p, 0) / tot for b, tot in zip(report.buckets, totals,
-                                                                                        strict=True)] for p in pools]
-        labels = [(run.pool(p).label if run.pool(p) else (p or "no pool (error)")) for p in pools]  # type: ignore[union-attr]
-        ax.stackplot(xs, stacks, labels=labels, colors=[POOL_COLOURS.get(p, None) for p in pools], step="post")
+    n = max(1, math.ceil(run.duration_s / report.bucket_s))
+    counts = {k: [Counter() for _ in range(n)] for k in routes}  # type: ignore[var-annotated]
+    for r in run.records:
+        i = min(n - 1, max(0, int((r.t_unix_s - run.started_unix_s) // report.bucket_s)))
+        counts[(r.model, r.tier)][i][r.pool] += 1
+    xs = [i * report.bucket_s for i in range(n)]
+    fig, axes = plt.subplots(max(1, len(routes)), 1, figsize=(10, 1.7 * max(1, len(routes)) + 0.8), sharex=True,
+                             squeeze=False)
+    labels = [(run.pool(p).label if run.pool(p) else (p or "no pool (error)")) for p in pools]  # type: ignore[union-attr]
+    for ax, key in zip(axes[:, 0], routes, strict=False):
+        _shade_peaks(ax, report)
+        buckets = counts[key]
+        stacks = [[100.0 * b[p] / max(1, sum(b.values())) for b in buckets] for p in pools]
+        ax.stackplot(xs, stacks, labels=labels, colors=[POOL_COLOURS.get(p, "#999999") for p in pools], step="post")
         ax.set_ylim(0, 100)
-        ax.set_ylabel(f"{tier}: % by pool")
-        ax.legend(loc="upper right", fontsize=7, ncol=len(pools))
-    axes[-1, 0].set_xlabel(f"seconds since start ({report.bucket_s:g}-s buckets)")
-    fig.suptitle(f"Traffic split per pool over time: {run.label}")
+        ax.set_ylabel(f"{key[1]}\n{key[0]}", fontsize=8)
+    axes[0, 0].legend(loc="upper center", bbox_to_anchor=(0.5, 1.45), fontsize=8, ncol=len(pools) + 1)
+    axes[-1, 0].set_xlabel(f"seconds since start ({report.bucket_s:g}-s buckets); % of each route's requests by pool")
+    fig.suptitle(f"Traffic split per pool over time: {run.label}", y=0.995)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

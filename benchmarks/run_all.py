@@ -1,0 +1,82 @@
+"""``make benchmark``: every benchmark of the project, one after another, each in its own process.
+
+Each entry is a module run as ``python -m <module> [args]`` when it exists (areas land at
+different times; a missing one is reported as skipped, never as a failure).  Separate processes
+because benchmarks start Tritons, Envoys and locust, parse their own ``sys.argv``, and must not
+share a process's state (gevent patching above all).  A summary of what ran, how long it took and
+its exit status goes to ``benchmarks/results/run_all.{json,md}``; each benchmark writes its own
+results folder (listed below) with the exact command, versions and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from benchmarks.common import ROOT, write_results
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    module: str
+    args: tuple[str, ...]
+    results: str
+    timeout_s: int
+
+
+BENCHES = (
+    Bench("foundation", "benchmarks.foundation.triton_vs_ort", (), "benchmarks/results/triton_vs_ort.md", 600),
+    Bench("router", "router_lib", ("compare", "--out", "benchmarks/router/results"), "benchmarks/router/results", 900),
+    Bench("xds-convergence", "benchmarks.xds.convergence", (), "benchmarks/xds/results", 600),
+    Bench("xds-grpc-routing-cost", "benchmarks.xds.grpc_model_routing_cost", (), "benchmarks/xds/results", 600),
+    Bench("xds-scale", "benchmarks.xds.scale", (), "benchmarks/xds/results", 600),
+    Bench("platform", "benchmarks.platform.load_bench", (), "benchmarks/results/platform", 1500),
+)
+
+
+def available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHES], help="run only these")
+    ap.add_argument("--skip", nargs="+", default=[], choices=[b.name for b in BENCHES])
+    args = ap.parse_args(argv)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    rows = []
+    for b in BENCHES:
+        if (args.only and b.name not in args.only) or b.name in args.skip:
+            continue
+        if not available(b.module):
+            rows.append({"name": b.name, "module": b.module, "status": "skipped: module not present", "wall_s": 0})
+            print(f"== {b.name}: skipped ({b.module} is not in this checkout)", flush=True)
+            continue
+        cmd = [sys.executable, "-m", b.module, *b.args]
+        print(f"== {b.name}: {' '.join(cmd[1:])}", flush=True)
+        started = time.monotonic()
+        try:
+            rc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=b.timeout_s, check=False).returncode
+            status = "ok" if rc == 0 else f"exit {rc}"
+        except subprocess.TimeoutExpired:
+            status = f"timed out after {b.timeout_s} s"
+        rows.append({"name": b.name, "module": b.module, "args": list(b.args), "status": status,
+                     "wall_s": round(time.monotonic() - started, 1), "results": b.results})
+    md = ["# make benchmark", "", "| benchmark | module | status | wall s | results |", "|---|---|---|---:|---|"]
+    md += [f"| {r['name']} | `{r['module']}` | {r['status']} | {r['wall_s']} | {r.get('results', '-')} |" for r in rows]
+    write_results(ROOT / "benchmarks" / "results", "run_all", {"benchmarks": rows}, "\n".join(md))
+    print("\n".join(md))
+    return 0 if all(r["status"] in ("ok",) or r["status"].startswith("skipped") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Load schedules (pure) and the per-request records file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from locustfiles.records import RecordWriter, RequestRecord, read_records
+from locustfiles.schedule import Schedule
+from locustfiles.settings import require_loopback
+
+
+@pytest.mark.parametrize(("kind", "t", "expected"), [
+    pytest.param("steady", 0.0, 1.0, id="steady-starts-at-base"),
+    pytest.param("steady", 89.9, 1.0, id="steady-stays-at-base"),
+    pytest.param("steady", 90.0, None, id="the-run-ends-at-its-duration"),
+    pytest.param("step", 29.9, 1.0, id="step-base-in-the-first-third"),
+    pytest.param("step", 30.0, 2.0, id="step-doubles-in-the-middle-third"),
+    pytest.param("step", 60.0, 1.0, id="step-back-to-base-in-the-last-third"),
+    pytest.param("burst", 5.0, 1.0, id="no-burst-before-the-first-period"),
+    pytest.param("burst", 21.0, 3.0, id="burst-at-the-start-of-a-period"),
+    pytest.param("burst", 26.0, 1.0, id="burst-lasts-burst-on-s"),
+])
+def test_schedule_multiplier(kind: str, t: float, expected: float | None) -> None:
+    assert Schedule(kind, 90.0).multiplier(t) == expected
+
+
+def test_step_changes_are_listed_once() -> None:
+    assert Schedule("step", 90.0).changes() == [(0.0, 1.0), (30.0, 2.0), (60.0, 1.0)]
+
+
+def test_unknown_shape_is_refused() -> None:
+    with pytest.raises(ValueError, match="LOAD_SHAPE"):
+        Schedule("ramp", 90.0)
+
+
+@pytest.mark.parametrize("host", ["10.0.0.5", "example.com", "0.0.0.0"])
+def test_load_only_targets_loopback(host: str) -> None:
+    with pytest.raises(ValueError, match="127.0.0.1"):
+        require_loopback(host, "the -H host")
+
+
+def test_records_round_trip_and_a_truncated_last_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "requests.jsonl"
+    writer = RecordWriter(path)
+    rec = RequestRecord(1.5, "gold", "text_embedding", "grpc", "inf2", True, 12.25, True, 1, "")
+    writer.write(rec)
+    writer.close()
+    with open(path, "a") as f:
+        f.write('{"t_unix_s": 2.0, "tier": "go')
+    assert read_records(path) == [rec]

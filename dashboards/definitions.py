@@ -72,7 +72,9 @@ COST = Dashboard("inference-cost", "Inference cost per model, tier and pool",
           description="Each pool's $/1k weighted by the share of the tier's traffic routed to it."),
     Panel("Requests served per pool (req/s)",
           (q(f"sum by (pool) (rate(nv_inference_request_success{{{POOL}, {MODEL}}}[{R}]))", "{{pool}}"),),
-          unit="reqps"),
+          unit="reqps",
+          description="Triton counts every model it runs: an ensemble request counts once per step. "
+                      "Pick a top-level model in $model for client requests."),
 ))
 
 LATENCY = Dashboard("inference-latency-sla", "Latency vs SLA per tier",

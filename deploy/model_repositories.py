@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fleet = yaml.safe_load(args.fleet.read_text())
     models = load_models()
-    profiles_dir = args.fleet.parent.parent.parent.parent / "profiles"
+    profiles_dir = REPO / "profiles"
     refused = []
     for pool in fleet["pools"]:
         if args.pools and pool["name"] not in args.pools:

@@ -142,3 +142,19 @@ def test_deploy_models_refuses_pools_whose_accelerator_artifacts_are_missing(tmp
     assert p.returncode == 3
     assert "pool gpu (gpu): missing" in p.stderr and "pool inf2 (inferentia): missing" in p.stderr
     assert p.stdout == ""
+
+
+def test_deploy_models_writes_the_cpu_pools_repository_from_the_built_models(tmp_path: Path) -> None:
+    artifacts = REPO / "build" / "models"
+    if not (artifacts / "text_embedding.onnx").exists():
+        pytest.fail("build/models is not built: `make models` (part of `make setup`)")
+    p = run([REPO / ".venv" / "bin" / "python", "-m", "deploy.model_repositories",
+             "--fleet", REPO / "k8s" / "base" / "control" / "fleet.yaml", "--out", tmp_path / "repos", "--pools", "cpu"])
+    assert p.returncode == 0, p.stderr
+    pool, path = p.stdout.strip().split("\t")
+    repo = Path(path)
+    assert pool == "cpu"
+    configs = {c.parent.name: c.read_text() for c in repo.glob("*/config.pbtxt")}
+    assert {"text_embedding", "text_embedding_onnx", "text_embedding_tokenizer", "digits_classifier"} <= set(configs)
+    assert 'backend: "onnxruntime"' in configs["digits_classifier"]
+    assert (repo / "digits_classifier" / "1" / "model.onnx").exists()

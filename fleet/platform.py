@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet.replica import ReplicaInfo
 from fleet.runtime import write_runtime
-from fleet.supervisor import FleetSupervisor, ReplicaInfo, wait_until
+from fleet.supervisor import FleetSupervisor, wait_until
 from fleet.triton_process import PROJECT_ROOT, free_port
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
@@ -67,7 +68,8 @@ class LocalPlatform:
         self.ports = self.ports.resolve()
         self.runtime_path = self.workdir / "runtime.json"
         self.state_path = self.state_path or self.workdir / "control-state.json"
-        self.supervisor = FleetSupervisor(self.fleet, self.models, self.artifacts, self.workdir)
+        self.supervisor = FleetSupervisor(self.fleet, self.models, self.artifacts, self.workdir,
+                                          source=str(self.fleet_path))
         self.control: subprocess.Popen[bytes] | None = None
         self.envoy: EnvoyProcess | None = None
 

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fleet.supervisor import ReplicaInfo
+from fleet.replica import ReplicaInfo
 
 
 def write_runtime(path: Path, replicas: Mapping[str, Sequence[ReplicaInfo]], extra: Mapping[str, Any] | None = None) -> None:

@@ -13,13 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.replica import ReplicaInfo
 from fleet.triton_process import Ports, TritonProcess, free_port, prepare_backend_dir
 from model_repository.definitions import ModelDefinition
 from model_repository.triton_config import target_for_pool, write_repository
-from router_lib.domain import Fleet, PoolSpec
+from router_lib.config import ConfigError
+from router_lib.domain import Accelerator, Fleet, PoolSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +35,16 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_
     raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-@dataclass(frozen=True)
-class ReplicaInfo:
-    """What the rest of the platform needs to know about one running replica."""
-
-    pool: str
-    index: int
-    accelerator: str
-    emulated: bool
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    pid: int | None
-    alive: bool
-    restarts: int
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-
 ReplicaListener = Callable[[str, list[ReplicaInfo]], None]
+
+
+def check_runnable_here(fleet: Fleet, source: str) -> None:
+    """Only CPU pools can be real on this machine: a real GPU or Inferentia pool is a production
+    fleet (the loader accepts it), and starting it here would present emulation as the real thing."""
+    for i, pool in enumerate(fleet.pools):
+        if not pool.emulated and pool.accelerator is not Accelerator.CPU:
+            raise ConfigError(source, f"pools[{i}].mode", f"a real {pool.accelerator.value} pool cannot run on "
+                              f"this machine (no {pool.accelerator.value} here); use mode: emulated")
 
 
 class FleetSupervisor:
@@ -65,7 +55,9 @@ class FleetSupervisor:
         artifacts: Path,
         workdir: Path,
         poll_interval_s: float = 0.25,
+        source: str = "fleet",
     ) -> None:
+        check_runnable_here(fleet, source)
         self.fleet = fleet
         self.models = models
         self.artifacts = artifacts

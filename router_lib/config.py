@@ -289,9 +289,6 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
         outputs = p.enum("outputs", EmulatedOutputs, [o.value for o in EmulatedOutputs], default=EmulatedOutputs.REAL)
         if mode is PoolMode.REAL and outputs is EmulatedOutputs.SYNTHETIC:
             raise ConfigError(path, f"pools[{i}].outputs", "synthetic outputs are only for emulated pools")
-        if mode is PoolMode.REAL and acc is not Accelerator.CPU:
-            raise ConfigError(path, f"pools[{i}].mode",
-                              f"a real {acc.value} pool cannot run on this machine (no {acc.value} here); use emulated")
         available = tuple(sorted(m for (m, a) in profiles if a is acc))
         if p.has("models"):
             wanted = tuple(str(m) for m in p.list("models"))

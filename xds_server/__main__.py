@@ -31,7 +31,7 @@ def serve(args: argparse.Namespace) -> int:
     fleet = load_fleet(args.fleet, tuple(models))
     composing = {step: name for name, m in models.items() for step in m.composing_models}
     registry = CollectorRegistry()
-    xds = XdsServer(port=args.xds_port, registry=registry)
+    xds = XdsServer(port=args.xds_port, host=args.listen_address, registry=registry)
     port = xds.start()
     settings = DataPlaneSettings(
         http_port=args.http_port,
@@ -51,7 +51,7 @@ def serve(args: argparse.Namespace) -> int:
         registry=registry,
     )
     resumed = controller.resume()
-    admin = AdminServer(controller, port=args.admin_port)
+    admin = AdminServer(controller, port=args.admin_port, host=args.listen_address)
     admin_port = admin.start()
     log.info(
         "xDS on 127.0.0.1:%d, admin on 127.0.0.1:%d, %s",
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--http-port", type=int, default=8000, help="Envoy's KServe v2 HTTP listener")
     s.add_argument("--grpc-port", type=int, default=8001, help="Envoy's KServe v2 gRPC listener")
     s.add_argument("--interval-s", type=float, default=1.0)
+    s.add_argument("--listen-address", default="127.0.0.1",
+                   help="address of the xDS and admin ports (in a pod: 0.0.0.0; mTLS comes from the mesh)")
     s.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from router_lib.metric_names import ENVOY_RQ_TIME_BUCKETS_MS
+
 XDS_CLUSTER = "xds_cluster"
 
 
@@ -26,6 +28,13 @@ def envoy_bootstrap(
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node_id, "cluster": node_cluster},
+        # Every tier's bound must be a bucket edge, or "requests within the bound" cannot be counted
+        # exactly (Envoy's default buckets have no 150 ms edge for silver).
+        "stats_config": {
+            "histogram_bucket_settings": [
+                {"match": {"safe_regex": {"regex": ".*rq_time$"}}, "buckets": list(ENVOY_RQ_TIME_BUCKETS_MS)}
+            ]
+        },
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "dynamic_resources": {
             # Aggregated: one stream carries all four types, so the server alone decides their

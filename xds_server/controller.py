@@ -19,8 +19,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from fleet.replica import ReplicaInfo
 from fleet.runtime import read_runtime
-from fleet.supervisor import ReplicaInfo
 from router_lib.domain import Fleet
 from router_lib.metric_names import CONTROL_PLANE
 from router_lib.metrics import FleetMetrics
@@ -105,6 +105,7 @@ class _Metrics:
         self.healthy = make(Gauge, "router_pool_healthy")
         self.queue = make(Gauge, "router_pool_queue_depth")
         self.p99 = make(Gauge, "router_pool_p99_ms")
+        self.p95 = make(Gauge, "router_pool_p95_ms")
         self.cost = make(Gauge, "router_cost_per_1k_requests_usd")
         self.fleet_cost = make(Gauge, "router_fleet_cost_per_hour_usd")
         self.tick = make(
@@ -285,6 +286,8 @@ class Controller:
                     self._metrics.queue.labels(pool.name, model).set(m.queue_depth)
                     if m.p99_ms is not None:
                         self._metrics.p99.labels(pool.name, model).set(m.p99_ms)
+                    if m.p95_ms is not None:
+                        self._metrics.p95.labels(pool.name, model).set(m.p95_ms)
                 profile = self.fleet.profile(model, pool.accelerator)
                 if profile is None:
                     continue

@@ -85,6 +85,21 @@ def _forward(
     }
 
 
+def tier_virtual_clusters(settings: DataPlaneSettings) -> list[dict[str, Any]]:
+    """One virtual cluster per tier, so Envoy keeps request latency and status stats per tier
+    (``envoy_vhost_vcluster_upstream_rq_*{envoy_virtual_cluster="gold"}``): the SLA burn-rate rules
+    read them.  The default tier's also counts requests that carry no tier header."""
+    out = []
+    for tier in settings.tiers:
+        regex = f"^({re.escape(tier)})?$" if tier == settings.default_tier else f"^{re.escape(tier)}$"
+        out.append({
+            "name": tier,
+            "headers": [{"name": settings.tier_header, "string_match": {"safe_regex": {"regex": regex}},
+                         "treat_missing_header_as_empty": True}],
+        })
+    return out
+
+
 def _invalid_tier_routes(settings: DataPlaneSettings) -> list[dict[str, Any]]:
     header = settings.tier_header
     bad_tier = [
@@ -182,6 +197,7 @@ def route_configuration(
                 "name": f"kserve-{proto}",
                 "domains": ["*"],
                 "routes": entries,
+                "virtual_clusters": tier_virtual_clusters(settings),
                 # The endpoint that served, not just the cluster picked: after a failover to priority 1
                 # this names the fallback pool.  Envoy's own local replies carry none of these.
                 "response_headers_to_add": [

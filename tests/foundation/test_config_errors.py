@@ -40,7 +40,6 @@ FLEET_CASES = [
     ("unknown-accelerator", lambda d: d["pools"][0].update(accelerator="tpu"), "pools[0].accelerator", "one of"),
     ("unpriced-instance", lambda d: d["pools"][2].update(instance_type="inf9.huge"), "pools[2].instance_type", "no price"),
     ("bad-mode", lambda d: d["pools"][0].update(mode="virtual"), "pools[0].mode", "one of"),
-    ("real-gpu", lambda d: d["pools"][1].update(mode="real"), "pools[1].mode", "cannot run on this machine"),
     ("synthetic-real-pool", lambda d: d["pools"][0].update(outputs="synthetic"), "pools[0].outputs", "only for emulated"),
     ("duplicate-name", lambda d: d["pools"][1].update(name="cpu"), "pools[1].name", "duplicate"),
     ("missing-name", lambda d: d["pools"][0].pop("name"), "pools[0].name", "required"),
@@ -138,3 +137,15 @@ def test_profile_naming_an_unknown_model_is_rejected(fleet_dir):
     edit_yaml(fleet_dir / "profiles" / "text_embedding.gpu.yaml", lambda d: d.update(model="bert_large"))
     with pytest.raises(ConfigError, match="profile for unknown model 'bert_large'"):
         load_fleet(fleet_dir / "fleet.yaml", tuple(load_models()))
+
+
+def test_a_real_gpu_pool_loads_but_is_refused_on_this_machine(fleet_dir, tmp_path):
+    """The loader accepts a production fleet with real accelerators; the local supervisor refuses it."""
+    from fleet.supervisor import FleetSupervisor
+
+    edit_yaml(fleet_dir / "fleet.yaml", lambda d: d["pools"][1].update(mode="real"))
+    fleet = load_fleet(fleet_dir / "fleet.yaml")
+    assert not fleet.pool("gpu").emulated
+    with pytest.raises(ConfigError) as err:
+        FleetSupervisor(fleet, load_models(), tmp_path, tmp_path, source=str(fleet_dir / "fleet.yaml"))
+    assert err.value.field == "pools[1].mode" and "cannot run on this machine" in str(err.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -42,7 +43,8 @@ def status_table(status: dict[str, Any]) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    platform = LocalPlatform(fleet_path=args.fleet, ports=PlatformPorts(http=args.http_port, grpc=args.grpc_port))
+    platform = LocalPlatform(fleet_path=args.fleet, ports=PlatformPorts(http=args.http_port, grpc=args.grpc_port),
+                             with_prometheus=shutil.which("prometheus") is not None)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -52,6 +54,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         d = platform.describe()
         print(f"\nKServe v2 HTTP: http://{d['http_endpoint']}   gRPC: {d['grpc_endpoint']}")
         print(f"control server: {d['control_admin']}/status   Envoy admin: {d['envoy_admin']}")
+        if d["prometheus"]:
+            print(f"Prometheus: {d['prometheus']}  (dashboards as PNG: make dashboards-png PROMETHEUS_URL={d['prometheus']})")
         print("send `x-sla-tier: gold|silver|bronze` (default silver)\n")
         print(status_table(platform.status()))
         print("\nserving until Ctrl-C ...", flush=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet.prometheus import PrometheusProcess
 from fleet.replica import ReplicaInfo
 from fleet.runtime import write_runtime
 from fleet.supervisor import FleetSupervisor, wait_until
@@ -61,6 +62,7 @@ class LocalPlatform:
     ports: PlatformPorts = field(default_factory=PlatformPorts)
     interval_s: float = 1.0
     state_path: Path | None = None
+    with_prometheus: bool = False
 
     def __post_init__(self) -> None:
         self.models = load_models()
@@ -72,6 +74,7 @@ class LocalPlatform:
                                           source=str(self.fleet_path))
         self.control: subprocess.Popen[bytes] | None = None
         self.envoy: EnvoyProcess | None = None
+        self.prometheus: PrometheusProcess | None = None
 
     # -- start ------------------------------------------------------------------------------
     def start(self, timeout_s: float = 180.0) -> LocalPlatform:
@@ -86,11 +89,16 @@ class LocalPlatform:
         self.envoy.start()
         self.envoy.wait_ready(timeout_s=60)
         self.wait_for(lambda: bool(self.status().get("routes")) and self._envoy_acked(), 60, "first routes ACKed by Envoy")
+        if self.with_prometheus:
+            self.prometheus = PrometheusProcess(self.workdir / "prometheus", self.ports.admin, self.ports.envoy_admin)
+            self.prometheus.start(self.supervisor.replicas())
         (self.workdir / "platform.json").write_text(json.dumps(self.describe(), indent=1))
         return self
 
     def _on_replicas(self, pool: str, infos: list[ReplicaInfo]) -> None:
         self._write_runtime()
+        if self.prometheus is not None:
+            self.prometheus.write_targets(self.supervisor.replicas())
 
     def _write_runtime(self) -> None:
         replicas: dict[str, list[ReplicaInfo]] = {}
@@ -167,6 +175,8 @@ class LocalPlatform:
         try:
             self.supervisor.stop(drain=self.drain if self.control and self.control.poll() is None else None)
         finally:
+            if self.prometheus is not None:
+                self.prometheus.stop()
             if self.envoy is not None:
                 self.envoy.stop()
             self.stop_control_server()
@@ -192,4 +202,5 @@ class LocalPlatform:
             "xds": f"127.0.0.1:{self.ports.xds}",
             "control_pid": self.control.pid if self.control else None,
             "envoy_pid": self.envoy.pid if self.envoy else None,
+            "prometheus": self.prometheus.url if self.prometheus else None,
         }

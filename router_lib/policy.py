@@ -82,11 +82,11 @@ def _demand(inputs: PolicyInputs, state: PolicyState | None, now_s: float, tiers
     The history kept is a decreasing sequence (a sample followed by a higher one can never be
     the maximum again), so it stays a few entries long.
     """
-    given = inputs.demand_per_s or {}
+    given = inputs.demand_per_s
     observed: dict[str, float] = {}
-    if any((m, t) not in given for m in inputs.fleet.models for t in tiers):
+    if given is None:  # no per-route figures: split each model's observed rate evenly over the tiers
         for (_pool, model), m in inputs.metrics.by_pool_model.items():
-            observed[model] = observed.get(model, 0.0) + m.request_rate_per_s
+            observed[model] = observed.get(model, 0.0) + m.request_rate_per_s / len(tiers)
     history = state.demand_history if state else {}
     oldest = now_s - inputs.settings.demand_window_s
     out: dict[RouteKey, float] = {}
@@ -94,7 +94,7 @@ def _demand(inputs: PolicyInputs, state: PolicyState | None, now_s: float, tiers
     for model in inputs.fleet.models:
         for tier in tiers:
             key = (model, tier)
-            raw = given[key] if key in given else observed.get(model, 0.0) / len(tiers)
+            raw = given.get(key, 0.0) if given is not None else observed.get(model, 0.0)
             samples = [s for s in history.get(key, ()) if s[0] > oldest and s[1] > raw]
             samples.append((now_s, raw))
             kept[key] = tuple(samples)
@@ -119,6 +119,7 @@ class _Tick:
         self.use_observed = s.use_observed_p99
         self.used_u: dict[str, float] = {}
         self.cap_u: dict[str, float] = {}
+        self.strictest_rank: dict[str, int] = {}  # pool -> rank of the strictest tier placed on it
 
 
 def _health(inputs: PolicyInputs, ready: dict[str, int]) -> dict[tuple[str, str], str]:
@@ -178,7 +179,15 @@ def _route(model: str, tier: str, demand: float, table: CapacityTable, tick: _Ti
     remaining = demand
     unhealthy = tick.unhealthy
     used_u, cap_u, ready = tick.used_u, tick.cap_u, tick.ready
-    for e, key in table.cost_order[(model, tier)]:
+    rank = table.tiers_strictest_first.index(tier)
+    strictest = tick.strictest_rank
+    order = table.cost_order[(model, tier)]
+    if rank > 0 and strictest:
+        # Isolation: a looser tier fills pools that carry no stricter traffic first, so its
+        # bursts land where they cannot hurt a stricter tier (cost order within each group).
+        order = tuple([x for x in order if strictest.get(x[0].name, rank) >= rank] +
+                      [x for x in order if strictest.get(x[0].name, rank) < rank])
+    for e, key in order:
         name = e.name
         if remaining <= 0 and not (previous and previous[name]):
             continue  # not needed, and holds no weight that might have to drop at once
@@ -202,9 +211,11 @@ def _route(model: str, tier: str, demand: float, table: CapacityTable, tick: _Ti
         reasons[name] = f"cost ${e.cost_per_million[tier]:.3f}/1M, predicted p99 {predicted:.1f} ms, takes {take:.0f} req/s"
     if not feasible:
         return _fallback(model, demand, table, tick, reasons, excluded)
-    if remaining > 1e-9:  # over every safe capacity: spread the excess by capacity
-        total = sum(ready[e.name] * e.throughput_per_replica for e, _ in feasible)
-        for e, _ in feasible:
+    if remaining > 1e-9:  # over every safe capacity: spread the excess by capacity, sparing
+        # pools that carry a stricter tier when others can take it
+        spill = [(e, u) for e, u in feasible if strictest.get(e.name, rank) >= rank] or feasible
+        total = sum(ready[e.name] * e.throughput_per_replica for e, _ in spill)
+        for e, _ in spill:
             extra = remaining * ready[e.name] * e.throughput_per_replica / total
             takes[e.name] += extra
             reasons[e.name] += f" +{extra:.0f} over safe capacity"
@@ -214,6 +225,8 @@ def _route(model: str, tier: str, demand: float, table: CapacityTable, tick: _Ti
             name = e.name
             used_u[name] = used_u.get(name, 0.0) + take / (ready[name] * e.throughput_per_replica)
             cap_u[name] = min(cap_u.get(name, 1.0), tier_u)
+            if take > _TINY_DEMAND:  # an idle route's placeholder weight is not traffic to protect
+                strictest[name] = min(strictest.get(name, rank), rank)
     return takes, reasons, excluded
 
 

@@ -64,8 +64,8 @@ class PolicyInputs:
 
     ``pool_ready``: ready replicas per pool (a pool absent here: ``metrics.ready_replicas`` if
     known, else its configured replica count).  ``demand_per_s``: measured request rate per
-    (model, tier) (e.g. Envoy per-route stats); a (model, tier) absent from it gets the model's
-    observed total rate split evenly over the tiers.
+    (model, tier) (e.g. Envoy per-route stats; a route absent from it has no demand); None when
+    unknown: each model's observed total rate is then split evenly over the tiers.
     """
 
     fleet: Fleet

@@ -24,6 +24,7 @@ def outcome_dict(o: FleetOutcome) -> dict[str, Any]:
             "pools": {p.name: {"replicas": p.replicas, "instance_type": p.instance_type,
                                "price_per_hour_usd": p.price_per_hour_usd} for p in o.fleet.pools},
             "meets_sla": o.meets_sla,
+            "headroom": o.headroom,
             "requests": o.sim.requests,
             "usd_per_million_requests": _num(o.sim.usd_per_million),
             "tiers": {t: {"requests": s.count, "compliance": _num(s.compliance, 6), "p50_ms": _num(s.p50_ms, 2),

@@ -206,11 +206,12 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
                 pool=pool_names[s.pool], model=models[s.model], queue_depth=float(sum(len(q) for q in s.queues)),
                 request_rate_per_s=s.routed / window if window > 0 else 0.0, p99_ms=p99, window_s=window)
             s.window_lat, s.routed = [], 0
+        demand = {(m, t): 0.0 for m in fleet.models for t in fleet.tiers.tiers}
         if window > 0:
-            demand = {(models[mi], tiers[ki]): float(demand_counts[mi, ki]) / window
-                      for mi in range(len(models)) for ki in range(len(tiers))}
+            demand.update({(models[mi], tiers[ki]): float(demand_counts[mi, ki]) / window
+                           for mi in range(len(models)) for ki in range(len(tiers))})
         else:
-            demand = dict(initial_demand or {})
+            demand.update(initial_demand or {})
         demand_counts[:] = 0
         inputs = PolicyInputs(fleet, FleetMetrics(metrics, now, {}), {p.name: p.replicas for p in fleet.pools},
                               settings.policy, demand)

@@ -137,3 +137,11 @@ def test_weights_settle_under_noisy_metrics() -> None:
     changes = sum(1 for a, b in zip(history[150:], history[151:], strict=False) if a != b)
     assert changes <= 3, f"weights changed {changes} times in 150 ticks"
     assert history[-1]["gpu"] > 0 and history[-1]["inf"] > 0
+
+
+def test_bronze_goes_to_pools_carrying_no_gold_when_it_can() -> None:
+    twins = fleet([("inf-a", INF, 0.75, 1), ("inf-b", INF, 0.75, 1)], [profile(EMBED, INF, {1: 2.0, 16: 12.0})])
+    decision, _ = decide(PolicyInputs(twins, metrics(), {"inf-a": 1, "inf-b": 1}, PolicySettings(),
+                                      {(EMBED, "gold"): 100, (EMBED, "bronze"): 100}), None, 0.0)
+    gold, bronze = decision.weights(EMBED, "gold"), decision.weights(EMBED, "bronze")
+    assert gold == {"inf-a": 100, "inf-b": 0} and bronze == {"inf-a": 0, "inf-b": 100}

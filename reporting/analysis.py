@@ -66,6 +66,7 @@ class Report:
     changes: tuple[WeightChange, ...]
     cost: Mapping[str, Any]
     emulation_lines: tuple[str, ...]
+    health_lines: tuple[str, ...]
     verdict: Verdict
     offered_rps: float
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -156,6 +157,21 @@ def emulation_lines(run: RunData) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def health_lines(run: RunData) -> tuple[str, ...]:
+    """Pools the control plane called unhealthy while the run was sampled (a platform fault the
+    load did not cause, or a pool that really died): the report must say so, since every routing
+    figure of the run depends on it."""
+    samples: Counter[str] = Counter()
+    why: dict[str, str] = {}
+    for s in run.samples:
+        bad = {p: r for reasons in s.reasons.values() for p, r in reasons.items() if r.startswith("unhealthy")}
+        for p, r in bad.items():
+            samples[p] += 1
+            why.setdefault(p, r)
+    return tuple(f"{p}: called unhealthy by the control plane in {n} of {len(run.samples)} samples ({why[p]})"
+                 for p, n in sorted(samples.items()))
+
+
 def verdict(run: RunData, tiers: Sequence[TierSummary], emulation: Sequence[str]) -> Verdict:
     lines = []
     for t in tiers:
@@ -176,6 +192,9 @@ def verdict(run: RunData, tiers: Sequence[TierSummary], emulation: Sequence[str]
         lagging = [line.split(":")[0] for line in emulation if "LAGGED" in line]
         if lagging:
             why.append(f"emulated pools that lagged their profile on this CPU: {', '.join(lagging)}")
+        unhealthy = health_lines(run)
+        if unhealthy:
+            why.append("pools the control plane called unhealthy: " + ", ".join(u.split(":")[0] for u in unhealthy))
         if run.cpu_cores and run.load_average[1] > run.cpu_cores:
             why.append(f"the machine was oversubscribed: load average {run.load_average[0]:.1f} at start, "
                        f"{run.load_average[1]:.1f} at end on {run.cpu_cores} cores (shared with other work)")
@@ -194,4 +213,5 @@ def build_report(run: RunData, bucket_s: float = 5.0) -> Report:
 
     return Report(run=run, tiers=tiers, shares=pool_shares(run), buckets=time_buckets(run, bucket_s),
                   bucket_s=bucket_s, changes=weight_changes(run), cost=cost_section(run), emulation_lines=emu,
+                  health_lines=health_lines(run),
                   verdict=verdict(run, tiers, emu), offered_rps=offered_rps(run))

@@ -164,7 +164,11 @@ def render_markdown(report: Report, plots: dict[str, str] | None = None) -> str:
         out += ["## Simulator prediction for the same arrivals", "",
                 "`router_lib.simulator` replayed this run's arrivals (each item of a batch as one arrival) through "
                 "the same fleet, profiles and policy.", "", *sim, ""]
-    out += ["## Control-plane weight changes", "", *change_lines(report), ""]
+    out += ["## Control-plane weight changes", ""]
+    if report.health_lines:
+        out += ["**Pool health during the run** (routing figures depend on it):", "",
+                *[f"- {line}" for line in report.health_lines], ""]
+    out += [*change_lines(report), ""]
     if run.notes:
         out += ["## Notes", "", *[f"- {n}" for n in run.notes], ""]
     return "\n".join(out)

@@ -103,6 +103,7 @@ def summarise(report: Report) -> dict[str, Any]:
         "label": report.run.label, "duration_s": round(report.run.duration_s, 1), "requests": len(report.run.records),
         "offered_rps": round(report.offered_rps, 2), "tiers": tiers, "slas_met": report.verdict.passed,
         "verdict": list(report.verdict.lines), "emulation": list(report.emulation_lines),
+        "unhealthy_pools": list(report.health_lines),
         "load_average": list(report.run.load_average),
         "share_by_tier_pool": {f"{s.tier}/{s.pool or 'none'}": round(s.share, 4) for s in report.shares},
         "cost": {k: report.cost.get(k) for k in ("provisioned_per_hour_usd", "provisioned_usd_per_million_requests",
@@ -217,6 +218,10 @@ def markdown(runs: dict[str, dict[str, Any]], infeasible: dict[str, str], cost_l
     for n, r in runs.items():
         for e in r["emulation"]:
             lines.append(f"- {n}: {e}")
+    unhealthy = [(n, u) for n, r in runs.items() for u in r["unhealthy_pools"]]
+    if unhealthy:
+        lines += ["", "## Pools the control plane called unhealthy (routing figures of these runs are suspect)", "",
+                  *[f"- {n}: {u}" for n, u in unhealthy]]
     lines += ["", "Per-run reports with plots: `runs/<run>/report.md`.", ""]
     return "\n".join(lines)
 

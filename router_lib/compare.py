@@ -69,6 +69,7 @@ class Comparison:
 
 BEST_EFFORT_P99_LIMIT_MS = 1000.0
 HEADROOMS = (0.8, 0.7, 0.6, 0.5, 0.4)
+NO_HEADROOM = 1.0
 
 
 def meets_targets(result: SimResult, fleet: Fleet, best_effort_p99_limit_ms: float = BEST_EFFORT_P99_LIMIT_MS) -> bool:
@@ -146,7 +147,12 @@ def compare(workload: Workload, base: Fleet, *, settings: SimSettings | None = N
     for label in (HETEROGENEOUS, *(f"{a.value} only" for a in Accelerator)):
         first_plan: Plan | None = None
         attempt: tuple[Plan, Fleet, SimResult, SimSettings] | None = None
-        for headroom in (HEADROOMS if right_sizing else HEADROOMS[:1]):
+        headrooms = HEADROOMS if right_sizing else HEADROOMS[:1]
+        if right_sizing and not _plan(label, peak, base, settings).feasible:
+            # The latency model rules this fleet out; plan it with no headroom at all and let the
+            # simulation say whether it really misses the SLAs.
+            headrooms = (NO_HEADROOM,)
+        for headroom in headrooms:
             tuned = replace(settings, policy=replace(settings.policy, headroom=headroom))
             plan = _plan(label, peak, base, tuned)
             first_plan = first_plan or plan

@@ -14,12 +14,15 @@ Notation (per replica): ``B`` max batch, ``L(b)`` p50 ms of one execution of a b
   as load grows; a CPU (latency about linear in batch size, so ``T`` barely grows) stays near
   batch 1 until close to saturation.  (A first version used ``b = ceil(u * B)``; the simulator
   showed it 5x too pessimistic for CPU profiles, see docs/routing.md.)
-* Predicted p99 ms ``p99(u) = tail * L(b(u)) * (1 + min(1, u / (1 - u)))``: at low load a
-  request rarely waits; from ``u = 1/2`` on it typically waits for the execution in progress (at
-  most one more execution, because batching absorbs the queue into the next batch).  Queues that
+* Predicted p99 ms ``p99(u) = tail * L(b) * (1 + min(1, rho / (1 - rho)))`` with ``b = b(u)`` and
+  ``rho = u * T(B) / T(b)`` the busy fraction of an instance at that batch: when idle a request
+  rarely waits; from ``rho = 1/2`` on it typically waits for the execution in progress (at most
+  one more, because batching absorbs the queue into the next batch).  (Using ``u`` itself here
+  under-predicted a busy single-instance CPU pool, 93% busy at ``u = 0.16``, in simulation.)  Queues that
   already exist add ``backlog_ms = queue_depth / (replicas * X) * 1000`` (time to drain them).
-* Safe utilisation for a tier: the largest ``u <= max_utilisation`` with
-  ``p99(u) <= headroom * bound``; bronze (no bound): ``max_utilisation``.
+* Safe utilisation for a tier: the largest ``u <= max_utilisation`` with the predicted latency at
+  the tier's target compliance quantile (99.9% -> p99.9, tail scaled by :func:`tail_factor`)
+  ``<= headroom * bound``; bronze (no bound): ``max_utilisation``.
   ``safe capacity = safe utilisation * X`` req/s per replica.
 
 The discrete-event simulator (``router_lib.simulator``) does not use these formulas: it runs the
@@ -31,6 +34,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from router_lib.domain import Profile
 
@@ -62,20 +66,36 @@ def operating_batch(profile: Profile, utilisation: float) -> int:
     return operating_batch_from(batch_thresholds(profile), utilisation)
 
 
-def wait_factor(utilisation: float) -> float:
-    """``1 + min(1, u / (1 - u))``: 1 at no load, 2 from u = 1/2; infinite at u >= 1."""
+def wait_factor(busy: float) -> float:
+    """``1 + min(1, rho / (1 - rho))`` of the busy fraction ``rho`` of an instance at its operating
+    batch: 1 when idle, 2 from rho = 1/2 (a request waits for the execution in progress)."""
+    if busy >= 1.0:
+        return 2.0
+    return 1.0 + min(1.0, max(0.0, busy) / (1.0 - busy))
+
+
+_Z99 = NormalDist().inv_cdf(0.99)
+
+
+def tail_factor(profile: Profile, quantile: float = 0.99) -> float:
+    """Execution time at ``quantile`` over the median: ``p99_over_p50 ** (z(q) / z(0.99))``.
+
+    A tier whose target is 99.9% of requests within the bound needs the p99.9, not the p99: for a
+    log-normal execution time (what the simulator draws) the ratio scales with the normal quantile.
+    """
+    q = min(max(quantile, 0.5), 0.99999)
+    return float(profile.p99_over_p50 ** (NormalDist().inv_cdf(q) / _Z99))
+
+
+def predicted_p99_ms(profile: Profile, utilisation: float, backlog_ms: float = 0.0, quantile: float = 0.99) -> float:
+    """Predicted latency in ms at ``quantile`` (default p99) at pool utilisation ``u`` plus an
+    existing backlog (inf at u >= 1)."""
     if utilisation >= 1.0:
         return math.inf
-    return 1.0 + min(1.0, utilisation / (1.0 - utilisation))
-
-
-def predicted_p99_ms(profile: Profile, utilisation: float, backlog_ms: float = 0.0) -> float:
-    """Predicted p99 latency in ms at pool utilisation ``u`` plus an existing backlog."""
-    factor = wait_factor(max(0.0, utilisation))
-    if math.isinf(factor):
-        return math.inf
-    service = profile.latency_ms(operating_batch(profile, utilisation))
-    return profile.p99_over_p50 * service * factor + backlog_ms
+    thresholds = batch_thresholds(profile)
+    b = operating_batch_from(thresholds, utilisation)
+    factor = wait_factor(max(0.0, utilisation) / thresholds[b])
+    return tail_factor(profile, quantile) * profile.latency_ms(b) * factor + backlog_ms
 
 
 def backlog_ms(profile: Profile, queue_depth: float, replicas: int) -> float:
@@ -87,27 +107,32 @@ def backlog_ms(profile: Profile, queue_depth: float, replicas: int) -> float:
     return queue_depth / (replicas * full_batch_throughput_per_s(profile)) * 1000.0
 
 
-def safe_utilisation(profile: Profile, bound_ms: float | None, headroom: float, max_utilisation: float) -> float:
-    """Largest ``u <= max_utilisation`` with ``p99(u) <= headroom * bound_ms`` (0 if none).
+def safe_utilisation(profile: Profile, bound_ms: float | None, headroom: float, max_utilisation: float,
+                     quantile: float = 0.99) -> float:
+    """Largest ``u <= max_utilisation`` whose predicted latency at ``quantile`` (the tier's target
+    compliance) is ``<= headroom * bound_ms`` (0 if none).
 
     Scans the operating batch sizes: while ``b(u) = b`` the service time is fixed, ``L(b)``, so
     the bound gives ``u / (1 - u) <= f`` with ``f = headroom * bound / (tail * L(b)) - 1``, i.e.
-    ``u <= f / (1 + f)`` (any u when ``f >= 1``), intersected with ``(t[b-1], t[b]]``.
+    ``rho <= f / (1 + f)``, i.e. ``u <= t[b] * f / (1 + f)`` (any u when ``f >= 1``), intersected
+    with ``(t[b-1], t[b]]``.
     """
     if bound_ms is None:
         return max_utilisation
     limit = headroom * bound_ms
     thresholds = batch_thresholds(profile)
+    tail = tail_factor(profile, quantile)
     best = 0.0
     for b in range(1, profile.max_batch_size + 1):
         low, high = (thresholds[b - 1] if b > 1 else 0.0), thresholds[b]
         if high <= low and b > 1:
             continue  # this batch size is never the operating one
-        tail_service = profile.p99_over_p50 * profile.latency_ms(b)
+        tail_service = tail * profile.latency_ms(b)
         if tail_service > limit:
             break
         f = limit / tail_service - 1.0
-        u_latency = 1.0 if f >= 1.0 else f / (1.0 + f)
+        # the bound allows a busy fraction rho = u / t[b] up to f / (1 + f) (any when f >= 1)
+        u_latency = high if f >= 1.0 else high * f / (1.0 + f)
         u = min(high, max_utilisation, u_latency)
         if u > low or b == 1:
             best = max(best, u)

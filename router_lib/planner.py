@@ -8,8 +8,9 @@ Solved as a mixed-integer linear program with ``scipy.optimize.milp`` (HiGHS):
   at gold's safe utilisation even for the silver or bronze traffic it also carries.
 * Continuous ``x[m,t,k,g] >= 0`` req/s of (model m, tier t) sent to group (k, g); allowed when
   tier t is no stricter than class g, kind k has a profile for m, and ``S[m,k,g] > 0``, where
-  ``S`` = safe throughput per replica of m on k under g's bound (``router_lib.latency_model``,
-  the same formula the live policy uses, with its ``headroom`` and ``max_utilisation``).
+  ``S`` = safe throughput per replica of m on k under g's bound at g's target-compliance quantile
+  (``router_lib.latency_model``, the same formula the live policy uses, with its ``headroom`` and
+  ``max_utilisation``).
 * Demand: ``sum_{k,g} x[m,t,k,g] = d[m,t]``.
 * Capacity (replica time is shared by the group's models and tiers):
   ``sum_{m,t} x[m,t,k,g] / S[m,k,g] <= n[k,g]``.
@@ -98,6 +99,7 @@ def plan_fleet(demand: Demand, fleet: Fleet, *, allowed_accelerators: Collection
     settings = settings or PolicySettings()
     allowed = tuple(sorted(set(allowed_accelerators), key=lambda a: a.value)) if allowed_accelerators else ()
     bounds = {name: t.p99_ms for name, t in fleet.tiers.tiers.items()}
+    quantiles = {name: t.target_compliance or 0.99 for name, t in fleet.tiers.tiers.items()}
     strict = sorted(bounds, key=lambda t: (bounds[t] is None, bounds[t] or 0.0))
     rank = {t: i for i, t in enumerate(strict)}
     demand = {k: float(v) for k, v in demand.items() if v > 0}
@@ -113,7 +115,7 @@ def plan_fleet(demand: Demand, fleet: Fleet, *, allowed_accelerators: Collection
             if model not in kinds[(acc, itype)] or rank[tier] < rank[g]:
                 continue
             profile = fleet.profiles[(model, acc)]
-            s = safe_utilisation(profile, bounds[g], settings.headroom, settings.max_utilisation)
+            s = safe_utilisation(profile, bounds[g], settings.headroom, settings.max_utilisation, quantiles[g])
             if s > 0:
                 x_vars.append((model, tier, gi, s * full_batch_throughput_per_s(profile)))
     where = f" on {'/'.join(a.value for a in allowed)}" if allowed else ""

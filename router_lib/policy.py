@@ -6,9 +6,10 @@ and each model, three stages run over the pools that serve the model:
 
 1. **Filter** (``_health``, ``_assess``): a pool is *excluded* when it has 0 ready replicas, the
    model is not ready on it, or its error rate exceeds ``max_error_rate`` (weight 0 at once, no
-   smoothing); and, for a tier with a bound, when its predicted p99 exceeds ``headroom x bound``
-   or its measured p99 exceeds the bound (both with hysteresis).  Predicted p99 is
-   ``router_lib.latency_model``'s: ``tail x L(b(u)) x (1 + min(1, u/(1-u))) + backlog`` where ``u``
+   smoothing); and, for a tier with a bound, when its predicted latency exceeds ``headroom x bound``
+   or its measured p99 exceeds the bound (both with hysteresis).  The prediction is
+   ``router_lib.latency_model``'s, at the tier's target-compliance quantile (p99.9 for 99.9%):
+   ``tail_q x L(b(u)) x (1 + min(1, rho/(1-rho))) + backlog`` where ``u``
    is the pool's utilisation already planned this tick (stricter routes, other models) and
    ``backlog = smoothed queue depth / (ready replicas x X)`` is the time to drain the live queue.
 2. **Score**: pools are ordered by cost per request at the tier's safe throughput,
@@ -120,6 +121,13 @@ class _Tick:
         self.used_u: dict[str, float] = {}
         self.cap_u: dict[str, float] = {}
         self.strictest_rank: dict[str, int] = {}  # pool -> rank of the strictest tier placed on it
+        self.rank = 0  # rank of the tier being placed (0 = strictest)
+        self.protected: frozenset[str] = frozenset()  # pools carrying a tier stricter than that
+
+    def start_tier(self, rank: int) -> None:
+        """Pools whose strictest tier is stricter than ``rank`` stay fixed while one tier is placed."""
+        self.rank = rank
+        self.protected = frozenset(n for n, r in self.strictest_rank.items() if r < rank)
 
 
 def _health(inputs: PolicyInputs, ready: dict[str, int]) -> dict[tuple[str, str], str]:
@@ -149,7 +157,7 @@ def _assess(e: ModelOnPool, tier: str, bound: float | None, tick: _Tick, was_fea
     ready = tick.ready[e.name]
     signals = tick.smoothed.get(e.pool_model)
     backlog = signals.queue_depth / (ready * e.throughput_per_replica) * 1000.0 if signals else 0.0
-    predicted = e.predicted_p99_ms(tick.used_u.get(e.name, 0.0), backlog)
+    predicted = e.predicted_p99_ms(tick.used_u.get(e.name, 0.0), backlog, tier)
     if bound is None:
         return predicted, None
     # Hysteresis: a feasible pool keeps its place up to (1 + h) x the threshold, an excluded one
@@ -157,7 +165,7 @@ def _assess(e: ModelOnPool, tier: str, bound: float | None, tick: _Tick, was_fea
     slack = 1.0 if was_feasible is None else (tick.slack_feasible if was_feasible else tick.slack_excluded)
     threshold = tick.headroom * bound * slack
     if predicted > threshold or e.safe_utilisation[tier] <= 0:
-        return predicted, f"predicted p99 {predicted:.1f} ms > {threshold:.1f} ms (bound {bound:g} ms x headroom)"
+        return predicted, f"predicted {predicted:.1f} ms > {threshold:.1f} ms (bound {bound:g} ms x headroom)"
     if tick.use_observed and signals is not None and signals.p99_ms is not None and signals.p99_ms > bound * slack:
         return predicted, f"measured p99 {signals.p99_ms:.1f} ms > bound {bound:g} ms"
     return predicted, None
@@ -179,14 +187,14 @@ def _route(model: str, tier: str, demand: float, table: CapacityTable, tick: _Ti
     remaining = demand
     unhealthy = tick.unhealthy
     used_u, cap_u, ready = tick.used_u, tick.cap_u, tick.ready
-    rank = table.tiers_strictest_first.index(tier)
+    rank = tick.rank
     strictest = tick.strictest_rank
+    protected = tick.protected
     order = table.cost_order[(model, tier)]
-    if rank > 0 and strictest:
+    if protected:
         # Isolation: a looser tier fills pools that carry no stricter traffic first, so its
         # bursts land where they cannot hurt a stricter tier (cost order within each group).
-        order = tuple([x for x in order if strictest.get(x[0].name, rank) >= rank] +
-                      [x for x in order if strictest.get(x[0].name, rank) < rank])
+        order = tuple([x for x in order if x[0].name not in protected] + [x for x in order if x[0].name in protected])
     for e, key in order:
         name = e.name
         if remaining <= 0 and not (previous and previous[name]):
@@ -208,12 +216,12 @@ def _route(model: str, tier: str, demand: float, table: CapacityTable, tick: _Ti
             remaining -= take
         takes[name] = take
         feasible.append((e, tier_u))
-        reasons[name] = f"cost ${e.cost_per_million[tier]:.3f}/1M, predicted p99 {predicted:.1f} ms, takes {take:.0f} req/s"
+        reasons[name] = f"cost ${e.cost_per_million[tier]:.3f}/1M, predicted {predicted:.1f} ms, takes {take:.0f} req/s"
     if not feasible:
         return _fallback(model, demand, table, tick, reasons, excluded)
     if remaining > 1e-9:  # over every safe capacity: spread the excess by capacity, sparing
         # pools that carry a stricter tier when others can take it
-        spill = [(e, u) for e, u in feasible if strictest.get(e.name, rank) >= rank] or feasible
+        spill = [(e, u) for e, u in feasible if e.name not in protected] or feasible
         total = sum(ready[e.name] * e.throughput_per_replica for e, _ in spill)
         for e, _ in spill:
             extra = remaining * ready[e.name] * e.throughput_per_replica / total
@@ -309,7 +317,8 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
     weights_out: dict[RouteKey, dict[str, int]] = {}
     feasible: set[tuple[str, str, str]] = set(was_feasible or ())
     total = settings.total_weight
-    for tier in table.tiers_strictest_first:
+    for rank, tier in enumerate(table.tiers_strictest_first):
+        tick.start_tier(rank)
         for model in fleet.models:
             route = (model, tier)
             names = table.pool_names.get(model, ())

@@ -14,6 +14,7 @@ from router_lib.latency_model import (
     full_batch_throughput_per_s,
     operating_batch_from,
     safe_utilisation,
+    tail_factor,
 )
 from router_lib.policy_types import PolicySettings, PoolWeight
 
@@ -51,19 +52,20 @@ class ModelOnPool:
     latency_by_batch: tuple[float, ...]
     batch_thresholds: tuple[float, ...]
     max_batch: int
-    tail: float
+    tail_by_tier: Mapping[str, float]  # execution-time quantile / median at the tier's target compliance
     throughput_per_replica: float
     safe_utilisation: Mapping[str, float]
     cost_per_million: Mapping[str, float]
     fallback_rank: int
 
-    def predicted_p99_ms(self, utilisation: float, backlog_ms: float) -> float:
-        """Same formula as ``latency_model.predicted_p99_ms``, from the precomputed table."""
+    def predicted_p99_ms(self, utilisation: float, backlog_ms: float, tier: str) -> float:
+        """Same formula as ``latency_model.predicted_p99_ms`` at the tier's compliance quantile."""
         if utilisation >= 1.0:
             return math.inf
         b = operating_batch_from(self.batch_thresholds, utilisation)
-        factor = 1.0 + min(1.0, utilisation / (1.0 - utilisation))
-        return self.tail * self.latency_by_batch[b] * factor + backlog_ms
+        busy = utilisation / self.batch_thresholds[b]
+        factor = 2.0 if busy >= 1.0 else 1.0 + min(1.0, max(0.0, busy) / (1.0 - busy))
+        return self.tail_by_tier[tier] * self.latency_by_batch[b] * factor + backlog_ms
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class CapacityTable:
 
 def build_capacity_table(fleet: Fleet, settings: PolicySettings) -> CapacityTable:
     bounds = {name: tier.p99_ms for name, tier in fleet.tiers.tiers.items()}
+    quantiles = {name: tier.target_compliance or 0.99 for name, tier in fleet.tiers.tiers.items()}
     order = tuple(sorted(bounds, key=lambda t: (bounds[t] is None, bounds[t] or 0.0, t)))
     rank = {acc: i for i, acc in enumerate(fleet.tiers.fallback_order)}
     serving: dict[str, tuple[ModelOnPool, ...]] = {}
@@ -95,14 +98,14 @@ def build_capacity_table(fleet: Fleet, settings: PolicySettings) -> CapacityTabl
             if model not in pool.models or profile is None:
                 continue
             x = full_batch_throughput_per_s(profile)
-            safe = {t: safe_utilisation(profile, b, settings.headroom, settings.max_utilisation)
+            safe = {t: safe_utilisation(profile, b, settings.headroom, settings.max_utilisation, quantiles[t])
                     for t, b in bounds.items()}
             cost = {t: pool.price_per_hour_usd / (3600.0 * u * x) * 1e6 if u > 0 else math.inf
                     for t, u in safe.items()}
             entries.append(ModelOnPool(
                 pool, pool.name, (pool.name, model), (0.0, *(profile.latency_ms(b) for b in range(1, profile.max_batch_size + 1))),
                 batch_thresholds(profile),
-                profile.max_batch_size, profile.p99_over_p50, x, safe, cost,
+                profile.max_batch_size, {t: tail_factor(profile, q) for t, q in quantiles.items()}, x, safe, cost,
                 rank.get(pool.accelerator, len(rank))))
         serving[model] = tuple(entries)
     cost_order = {

@@ -22,7 +22,8 @@ RouteKey = tuple[str, str]  # (model, tier)
 class PolicySettings:
     """Knobs of the policy; every one is explained where it is used (``router_lib.policy``).
 
-    * ``headroom``: a tier is feasible on a pool when predicted p99 <= headroom * bound.
+    * ``headroom``: a tier is feasible on a pool when its predicted latency (at the tier's target
+      compliance quantile) <= headroom * bound.
     * ``max_utilisation``: no pool is planned past this busy fraction, whatever the tier.
     * ``smoothing_tau_s``: time constant of the EWMAs: the queue depth (both ways) and the
       measured p99 (which rises at once and decays by EWMA).

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from router_lib.compare import HETEROGENEOUS, Comparison, FleetOutcome
+from router_lib.domain import Fleet
 
 
 def _num(x: float | None, digits: int = 4) -> float | None:
@@ -47,6 +48,29 @@ def comparison_dict(c: Comparison) -> dict[str, Any]:
         "best_single_accelerator": best.label if best else None,
         "saving_pct": _num(c.saving_pct, 1),
     }
+
+
+def profiles_dict(fleet: Fleet) -> dict[str, Any]:
+    """The profiles a result was computed with: results depend on them, so they travel along."""
+    return {
+        f"{model}/{acc.value}": {
+            "instance_type": p.instance_type, "latency_ms_by_batch": dict(sorted(p.latency_ms_by_batch.items())),
+            "instances_per_replica": p.instances_per_replica, "max_batch_size": p.max_batch_size,
+            "p99_over_p50": p.p99_over_p50, "provenance": p.provenance.kind, "date": p.provenance.date,
+            "machine_or_source": (p.provenance.machine or p.provenance.source)[:160],
+        }
+        for (model, acc), p in sorted(fleet.profiles.items(), key=lambda kv: (kv[0][0], kv[0][1].value))
+    }
+
+
+def profiles_markdown(fleet: Fleet) -> list[str]:
+    lines = ["| profile | provenance | L(1) ms | L(max batch) ms | max batch | instances | p99/p50 |",
+             "|---|---|---|---|---|---|---|"]
+    for name, d in profiles_dict(fleet).items():
+        table = d["latency_ms_by_batch"]
+        lines.append(f"| {name} | {d['provenance']} {d['date']} | {table[min(table)]:g} | {table[max(table)]:g} | "
+                     f"{d['max_batch_size']} | {d['instances_per_replica']} | {d['p99_over_p50']:g} |")
+    return lines
 
 
 def _pct(x: float | None) -> str:

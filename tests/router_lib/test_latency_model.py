@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from router_lib.latency_model import operating_batch, predicted_p99_ms, safe_utilisation
+from router_lib.latency_model import operating_batch, predicted_p99_ms, safe_utilisation, tail_factor
 from router_lib.policy import PolicySettings
 from router_lib.policy_stages import build_capacity_table
 from tests.router_lib.builders import CPU, EMBED, GPU, THREE_POOLS, profile
@@ -51,4 +51,12 @@ def test_the_policys_precomputed_table_predicts_the_same_as_the_formula() -> Non
     for entry in table.serving[EMBED]:
         prof = THREE_POOLS.profiles[(EMBED, entry.pool.accelerator)]
         for u in (0.0, 0.1, 0.33, 0.5, 0.79, 0.95):
-            assert entry.predicted_p99_ms(u, 3.0) == pytest.approx(predicted_p99_ms(prof, u, 3.0))
+            assert entry.predicted_p99_ms(u, 3.0, "gold") == pytest.approx(predicted_p99_ms(prof, u, 3.0))
+
+
+@pytest.mark.parametrize(("ratio", "quantile", "expected"), [
+    (1.0, 0.999, 1.0), (2.0, 0.99, 2.0), (2.0, 0.999, 2.0 ** (3.0902 / 2.3263)), (2.0, 0.5, 1.0),
+], ids=["deterministic", "p99-is-the-profile", "p99.9-log-normal", "median"])
+def test_tail_factor_scales_the_profiles_p99_ratio_to_the_tiers_quantile(ratio: float, quantile: float,
+                                                                       expected: float) -> None:
+    assert tail_factor(profile("m", CPU, {1: 1.0}, tail=ratio), quantile) == pytest.approx(expected, rel=1e-4)

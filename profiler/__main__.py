@@ -107,7 +107,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(plan.settings()), desc=f"profile {name}", unit="setting")
 
         def step(setting: tuple[int, int], bar: tqdm = bar) -> None:
-            bar.set_postfix_str(f"batch {setting[0]} conc {setting[1]}")
+            bar.set_postfix_str(f"done: batch {setting[0]} conc {setting[1]}")
             bar.update(1)
 
         run = profile_model(model, args.artifacts, plan, tiers=tiers, prices=prices, instance_type=args.instance_type,

@@ -2,8 +2,8 @@
 requests over gRPC, warm-up first, client latency percentiles and throughput, and Triton's
 server-side queue vs compute time for the same window.
 
-One client, ``async_infer`` with callbacks, ``concurrency`` requests always in flight (a new one is
-sent as soon as one completes).  Warm-up and measurement are one continuous stream: the window
+One client, ``async_infer`` with callbacks, ``concurrency`` requests always in flight (each
+completion sends the next request from its callback).  Warm-up and measurement are one continuous stream: the window
 starts after ``warmup_s`` without draining, so it measures steady state; a request counts if it
 completes inside the window.  On this 2-core machine the client shares the CPU with Triton: the
 figures are what a co-located client sees (``benchmarks/profiler`` checks them against a plain
@@ -13,6 +13,7 @@ threaded loop).
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -56,72 +57,70 @@ def closed_loop(client: grpcclient.InferenceServerClient, model: str, request_se
                 min_requests: int = 0) -> tuple[list[float], int, float]:
     """-> (latencies in ms of requests completed inside the window, errors inside it, window seconds).
 
+    Each completion callback sends the next request itself (no hand-off to another thread: for
+    sub-millisecond models that hop would make the client, not the server, the bottleneck).
     ``on_window("start")`` / ``on_window("end")`` run at the window's edges (statistics snapshots).
     """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
-    cond = threading.Condition()
-    in_flight = 0
+    lock = threading.Lock()
+    drained = threading.Event()
+    counter = itertools.count()
+    state = {"in_flight": 0, "stopping": False, "errors": 0, "any_ok": False}
     latencies: list[float] = []
-    errors = 0
     window = [float("inf"), float("inf")]  # [start, end] of the measurement window, perf_counter s
-    first_error: list[Exception] = []
+    first_error: list[Any] = []
+
+    def send() -> None:
+        k = next(counter)
+        # tritonclient calls back with keywords (result=, error=).
+        client.async_infer(model, list(request_sets[k % len(request_sets)]),
+                           functools.partial(done, time.perf_counter()), outputs=requested)
 
     def done(sent_at: float, result: Any = None, error: Any = None) -> None:
-        nonlocal in_flight, errors
         now = time.perf_counter()
-        with cond:
-            in_flight -= 1
+        with lock:
             if window[0] <= now <= window[1]:
                 if error is None:
                     latencies.append((now - sent_at) * 1000.0)
                 else:
-                    errors += 1
+                    state["errors"] += 1
             if error is not None and not first_error:
                 first_error.append(error)
-            cond.notify()
+            state["any_ok"] = state["any_ok"] or error is None
+            if state["stopping"]:
+                state["in_flight"] -= 1
+                if state["in_flight"] == 0:
+                    drained.set()
+                return
+        send()
 
-    k = 0
     t0 = time.perf_counter()
-    start, end = t0 + warmup_s, t0 + warmup_s + measure_s
-    started = False
-    with cond:
-        while True:
-            now = time.perf_counter()
-            if not started and now >= start:
-                cond.release()
-                try:
-                    on_window("start")
-                finally:
-                    cond.acquire()
-                window[0], window[1] = time.perf_counter(), time.perf_counter() + 4 * measure_s
-                end = window[0] + measure_s
-                started = True
-            if started and ((now >= end and len(latencies) + errors >= min_requests) or now >= window[1]):
+    with lock:
+        state["in_flight"] = concurrency
+    for _ in range(concurrency):
+        send()
+    time.sleep(max(0.0, t0 + warmup_s - time.perf_counter()))
+    on_window("start")
+    with lock:
+        window[0] = time.perf_counter()
+    # The window stays open past measure_s (up to 4x) until min_requests completed in it.
+    while True:
+        time.sleep(0.01)
+        now = time.perf_counter()
+        with lock:
+            enough = len(latencies) + state["errors"] >= min_requests
+            if (now >= window[0] + measure_s and enough) or now >= window[0] + 4 * measure_s:
                 window[1] = now
+                state["stopping"] = True
                 break
-            while in_flight < concurrency:
-                sent = time.perf_counter()
-                # tritonclient calls back with keywords (result=, error=).
-                client.async_infer(model, list(request_sets[k % len(request_sets)]),
-                                   functools.partial(done, sent), outputs=requested)
-                in_flight += 1
-                k += 1
-            # A completion notifies; the timeout only catches the window's edges.
-            until_edge = (end if started else start) - time.perf_counter()
-            cond.wait(min(0.05, until_edge) if until_edge > 0.001 else 0.05)
-        cond.release()
-        try:
-            on_window("end")
-        finally:
-            cond.acquire()
-        drain_deadline = time.perf_counter() + 120.0
-        while in_flight and time.perf_counter() < drain_deadline:
-            cond.wait(1.0)
-        if in_flight:
-            raise TimeoutError(f"{in_flight} requests to {model!r} still in flight 120 s after the window")
-    if first_error and not latencies:
+    on_window("end")
+    if not drained.wait(120.0):
+        raise TimeoutError(f"requests to {model!r} still in flight 120 s after the window")
+    if first_error and not state["any_ok"]:
         raise RuntimeError(f"every request to {model!r} failed: {first_error[0]}")
-    return latencies, errors, window[1] - window[0]
+    return latencies, int(state["errors"]), window[1] - window[0]
 
 
 def measure_point(client: grpcclient.InferenceServerClient, model: ModelDefinition, artifacts: Path,
@@ -148,9 +147,9 @@ def sweep(url: str, model: ModelDefinition, artifacts: Path, plan: SweepPlan,
     try:
         points = []
         for b, c in plan.settings():
-            progress((b, c))
             points.append(measure_point(client, model, artifacts, b, c, plan.warmup_s, plan.measure_s,
                                         plan.min_requests))
+            progress((b, c))  # after: a progress bar counts finished settings
         return points
     finally:
         client.close()

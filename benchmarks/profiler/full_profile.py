@@ -49,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for name, (instances, plan) in PLANS.items():
         bar = tqdm(total=len(plan.settings()), desc=f"profile {name}", unit="setting")
+
+        def step(setting: tuple[int, int], bar: tqdm = bar) -> None:
+            bar.set_postfix_str(f"done: batch {setting[0]} conc {setting[1]}")
+            bar.update(1)
+
         run = profile_model(models[name], args.artifacts, plan, tiers=tiers, prices=prices, instance_type="c7g.xlarge",
-                            instances=instances, progress=lambda s, bar=bar: (bar.set_postfix_str(f"b{s[0]} c{s[1]}"), bar.update(1)))
+                            instances=instances, progress=step)
         bar.close()
         records.append(run_record(run, models[name]))
         path = args.profiles_dir / f"{name}.cpu.yaml"

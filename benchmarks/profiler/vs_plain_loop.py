@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
+from typing import Any
 
 import tritonclient.grpc as grpcclient
 from tqdm import tqdm
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     # (model, instances, batch, concurrency): the embedding model as the CPU pool serves it, and the
     # classifier, whose sub-millisecond requests stress the client side most.
     settings = [("text_embedding", 2, 1, 4), ("digits_classifier", 1, 1, 4)]
-    results = []
+    results: list[dict[str, Any]] = []
     for name, instances, batch, conc in settings:
         with local_triton(models[name], args.artifacts, instances) as server:
             rows = compare(server.grpc_url, name, args.artifacts, batch, conc, args.rounds, args.seconds)

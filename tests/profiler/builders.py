@@ -48,7 +48,6 @@ def matmul_model(path: Path, rows: int = 64, cols: int = 32, seed: int = 0) -> P
 
 def add_model(path: Path) -> Path:
     """No quantisable node at all."""
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(

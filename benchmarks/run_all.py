@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     md += [f"| {r['name']} | `{r['module']}` | {r['status']} | {r['wall_s']} | {r.get('results', '-')} |" for r in rows]
     write_results(ROOT / "benchmarks" / "results", "run_all", {"benchmarks": rows}, "\n".join(md))
     print("\n".join(md))
-    return 0 if all(r["status"] in ("ok",) or r["status"].startswith("skipped") for r in rows) else 1
+    return 0 if all(str(r["status"]) == "ok" or str(r["status"]).startswith("skipped") for r in rows) else 1
 
 
 if __name__ == "__main__":

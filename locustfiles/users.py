@@ -59,6 +59,14 @@ def _close_records(**_: Any) -> None:
     _writer.close()
 
 
+def _header(resp: Any, name: str) -> str:
+    """One response header as a string ("" when absent; the first when repeated)."""
+    value = resp.get(name)
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    return str(value or "")
+
+
 class InferenceUser(User):
     """One tier x model x protocol.  Subclasses set the class attributes below."""
 
@@ -140,7 +148,7 @@ class HttpInferenceUser(InferenceUser):
 
         url = urlsplit(self.host or "http://127.0.0.1:8000")
         require_loopback(url.hostname or "", "the -H host")
-        self.http = HTTPClient(url.hostname, url.port or 80, concurrency=1, connection_timeout=TIMEOUT_S,
+        self.http = HTTPClient(url.hostname or "127.0.0.1", url.port or 80, concurrency=1, connection_timeout=TIMEOUT_S,
                                network_timeout=TIMEOUT_S)
         self.path = f"/v2/models/{self.model}/infer"
 
@@ -161,14 +169,14 @@ class HttpInferenceUser(InferenceUser):
             resp = self.http.post(self.path, body=body, headers=headers)
             content = resp.read()
             latency_ms = (time.perf_counter() - t0) * 1000.0
-            pool, emulated, size = resp.get("x-served-by") or "", resp.get("x-emulated") == "true", len(content)
+            pool, emulated, size = _header(resp, "x-served-by"), _header(resp, "x-emulated") == "true", len(content)
             if resp.status_code != 200:
                 error = f"HTTP {resp.status_code}: {content[:160].decode(errors='replace')}"
             else:
-                header_length = resp.get("inference-header-content-length")
+                header_length = _header(resp, "inference-header-content-length")
                 result = httpclient.InferenceServerClient.parse_response_body(
                     content, header_length=int(header_length) if header_length else None,
-                    content_encoding=resp.get("content-encoding"))
+                    content_encoding=_header(resp, "content-encoding") or None)
                 error = check_outputs(batch, {o["name"]: result.as_numpy(o["name"])
                                               for o in result.get_response()["outputs"]})
         except Exception as e:  # noqa: BLE001 - any client failure is a failed request, reported as such

@@ -160,11 +160,11 @@ def plot_summary(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     ax = axes[1]
     prov = [runs[n]["cost"]["provisioned_per_hour_usd"] or 0 for n in names]
     routed = [runs[n]["cost"]["routed_usd_per_million_requests"] or 0 for n in names]
-    xs = range(len(names))
+    xs = list(range(len(names)))
     ax.bar([x - 0.2 for x in xs], prov, 0.4, label="provisioned $/h")
     ax2 = ax.twinx()
     ax2.bar([x + 0.2 for x in xs], routed, 0.4, color="#c44e52", label="capacity-priced $/1M req")
-    ax.set_xticks(list(xs), [n.replace(" / ", "\n") for n in names], fontsize=7)
+    ax.set_xticks(xs, [n.replace(" / ", "\n") for n in names], fontsize=7)
     ax.set_ylabel("$ per hour (provisioned)")
     ax2.set_ylabel("$ per 1M requests (capacity-priced)")
     ax.set_title("Cost per run (marker = SLAs met)", fontsize=9)

@@ -58,6 +58,19 @@ def model_capacity_per_s(fleet: Fleet, model: str, max_utilisation: float) -> fl
     return total
 
 
+def calibration_ms(repeat: int = 20) -> float:
+    """Median ms of a fixed pure-Python loop, timed next to the benchmark: on a shared machine,
+    divide a result by this to compare runs (about 2-3 ms on an idle modern core)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        total = 0
+        for i in range(100_000):
+            total += i * i
+        times.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(times), 3)
+
+
 def run_benchmark(models: int = 10, pools: int = 10, ticks: int = 2000, seed: int = 0,
                   load: float = 0.5) -> dict[str, Any]:
     """Time ``decide()``; ``load`` is the fleet's offered load as a fraction of its capacity
@@ -88,6 +101,7 @@ def run_benchmark(models: int = 10, pools: int = 10, ticks: int = 2000, seed: in
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
     cpu.sort()
+    calibration = calibration_ms()
     return {
         "shape": f"{models} models x {len(fleet.tiers.tiers)} tiers x {pools} pools",
         "offered_load": load,
@@ -102,6 +116,9 @@ def run_benchmark(models: int = 10, pools: int = 10, ticks: int = 2000, seed: in
         "cpu_p50_ms": round(cpu[len(cpu) // 2], 3),
         "cpu_p99_ms": round(cpu[int(len(cpu) * 0.99)], 3),
         "target_ms": 1.0,
+        "calibration_loop_ms": calibration,
+        # machine-independent-ish: a decision costs this fraction of the calibration loop
+        "p50_over_calibration": round(times[len(times) // 2] / calibration, 4),
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }

@@ -329,7 +329,7 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
             takes, reasons, excluded = _route(model, tier, max(demand.get(route, 0.0), _TINY_DEMAND), table, tick,
                                               prev, was_feasible, feasible)
             target = _target_weights(names, takes, total)
-            if prev is None or len(prev) != len(names) or any(n not in prev for n in names):
+            if prev is None or prev.keys() != table.pool_name_sets[model]:
                 final = target
             else:
                 final = bounded_step([prev[n] for n in names], target, [n in excluded for n in names], settings)

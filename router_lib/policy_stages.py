@@ -81,6 +81,7 @@ class CapacityTable:
     tier_bound_ms: Mapping[str, float | None]
     tiers_strictest_first: tuple[str, ...]
     pool_names: Mapping[str, tuple[str, ...]]  # model -> names of the pools serving it, fleet order
+    pool_name_sets: Mapping[str, frozenset[str]]  # the same, as sets
     not_needed: Mapping[str, PoolWeight]  # pool -> PoolWeight(pool, 0, NOT_NEEDED), shared
     no_replica: Mapping[str, PoolWeight]  # pool -> PoolWeight(pool, 0, UNHEALTHY_NO_REPLICA), shared
 
@@ -119,6 +120,7 @@ def build_capacity_table(fleet: Fleet, settings: PolicySettings) -> CapacityTabl
 
     names = {model: tuple(e.pool.name for e in entries) for model, entries in serving.items()}
     return CapacityTable(serving, cost_order, fallback, bounds, order, names,
+                         {model: frozenset(n) for model, n in names.items()},
                          {p.name: PoolWeight(p.name, 0, NOT_NEEDED) for p in fleet.pools},
                          {p.name: PoolWeight(p.name, 0, UNHEALTHY_NO_REPLICA) for p in fleet.pools})
 

@@ -131,6 +131,7 @@ def plot_cost_vs_load(path: Path, factors: tuple[float, ...], costs: dict[str, l
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     styles = {HETEROGENEOUS: ("k", "o", 2.5)}
+    colors: dict[str, Any] = {}
     for label, values in costs.items():
         xs = [f for f, v in zip(factors, values, strict=True) if math.isfinite(v)]
         ys = [v for v in values if math.isfinite(v)]
@@ -138,9 +139,11 @@ def plot_cost_vs_load(path: Path, factors: tuple[float, ...], costs: dict[str, l
             ax.plot([], [], label=f"{label} (infeasible)")
             continue
         color, marker, width = styles.get(label, (None, "s", 1.5))
-        ax.plot(xs, ys, marker=marker, linewidth=width, color=color, label=f"{label} (MILP plan)")
+        (line,) = ax.plot(xs, ys, marker=marker, linewidth=width, color=color, label=f"{label} (MILP plan)")
+        colors[label] = line.get_color()
     for label, value in (measured or {}).items():
-        ax.scatter([1.0], [value], marker="*", s=120, zorder=5, label=f"{label}: right-sized in simulation")
+        ax.scatter([1.0], [value], marker="*", s=160, zorder=5, color=colors.get(label), edgecolors="k",
+                   label=f"{label}: right-sized in simulation")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("load (x reference workload)")

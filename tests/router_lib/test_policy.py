@@ -145,3 +145,18 @@ def test_bronze_goes_to_pools_carrying_no_gold_when_it_can() -> None:
                                       {(EMBED, "gold"): 100, (EMBED, "bronze"): 100}), None, 0.0)
     gold, bronze = decision.weights(EMBED, "gold"), decision.weights(EMBED, "bronze")
     assert gold == {"inf-a": 100, "inf-b": 0} and bronze == {"inf-a": 0, "inf-b": 100}
+
+
+def test_without_per_route_demand_the_observed_rate_is_split_over_the_tiers() -> None:
+    observed = metrics({("gpu", EMBED): {"request_rate_per_s": 7500.0}})  # 2500 per tier
+    _, state = decide(PolicyInputs(THREE_POOLS, observed, READY, PolicySettings(), None), None, 0.0)
+    assert state.demand_per_s == {(EMBED, t): pytest.approx(2500.0) for t in ("gold", "silver", "bronze")}
+
+
+def test_demand_falls_only_after_the_stabilisation_window() -> None:
+    settings = PolicySettings(demand_window_s=30.0)
+    state = None
+    for t, rate in ((0, 1000.0), (10, 100.0), (29, 100.0), (31, 100.0)):
+        _, state = decide(PolicyInputs(THREE_POOLS, metrics(), READY, settings, {(EMBED, "gold"): rate}), state, float(t))
+        expected = 1000.0 if t < 30 else 100.0
+        assert state.demand_per_s[(EMBED, "gold")] == expected, t

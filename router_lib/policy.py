@@ -332,7 +332,9 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
             if prev is None or prev.keys() != table.pool_name_sets[model]:
                 final = target
             else:
-                final = bounded_step([prev[n] for n in names], target, [n in excluded for n in names], settings)
+                before = [prev[n] for n in names]
+                final = target if before == target else bounded_step(before, target, [n in excluded for n in names],
+                                                                      settings)
             weights_out[route] = dict(zip(names, final, strict=True))
             routes[route] = _pool_weights(model, names, final, reasons, tick, table)
     decision = RoutingDecision(routes, unroutable, now_s)

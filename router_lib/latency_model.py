@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
 from statistics import NormalDist
 
 from router_lib.domain import Profile
@@ -139,24 +138,3 @@ def safe_utilisation(profile: Profile, bound_ms: float | None, headroom: float, 
         if u < high:
             break
     return best
-
-
-@dataclass(frozen=True)
-class TierCapacity:
-    """Per replica, one model on one accelerator, one tier: what the policy and planner use."""
-
-    safe_utilisation: float
-    full_batch_throughput_per_s: float
-    price_per_hour_usd: float
-
-    @property
-    def safe_throughput_per_s(self) -> float:
-        return self.safe_utilisation * self.full_batch_throughput_per_s
-
-    @property
-    def cost_per_million_usd(self) -> float:
-        """$ per 1M requests when the replica runs at its safe throughput for this tier:
-        ``price_per_hour / (3600 * safe throughput) * 1e6`` (inf when the tier does not fit)."""
-        if self.safe_throughput_per_s <= 0:
-            return math.inf
-        return self.price_per_hour_usd / (3600.0 * self.safe_throughput_per_s) * 1e6

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def run_demo(args: argparse.Namespace) -> int:
     out: Path = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"starting the local platform ({args.fleet}) ...", flush=True)
+    # A fresh work folder: the control server resumes persisted state found there, and state left by
+    # an earlier platform (other replicas, other ports) was seen to keep pools at "0 ready replicas".
+    shutil.rmtree(out / "platform", ignore_errors=True)
     platform = LocalPlatform(fleet_path=args.fleet, workdir=out / "platform",
                              ports=PlatformPorts(http=args.http_port, grpc=args.grpc_port))
     platform.start()

@@ -79,16 +79,17 @@ def plan_for_run(run: RunData, fleet: Any, *, simulate_run: bool = True) -> dict
         "single_accelerator": singles,
     }
     if simulate_run:
+        from reporting.calibrated import simulate_calibrated
+
         out["simulated"] = simulate_recorded_load(run, fleet)
+        out["simulated_calibrated"] = simulate_calibrated(run, fleet)
     return out
 
 
-def simulate_recorded_load(run: RunData, fleet: Any, seed: int = 1) -> dict[str, Any]:
-    """Replay the run's own arrivals (each item of a batch as one arrival) through the simulator
-    with the fleet's pools, profiles and policy: the prediction for exactly the measured load."""
+def recorded_trace(run: RunData) -> Any:
+    """The run's own arrivals as a simulator trace (each item of a batch as one arrival)."""
     import numpy as np
 
-    from router_lib.simulator import SimSettings, simulate
     from router_lib.workload import Trace
 
     models = tuple(sorted({r.model for r in run.records}))
@@ -100,8 +101,16 @@ def simulate_recorded_load(run: RunData, fleet: Any, seed: int = 1) -> dict[str,
             m_idx.append(models.index(r.model))
             t_idx.append(tiers.index(r.tier))
     order = np.argsort(np.array(times), kind="stable")
-    trace = Trace(np.array(times)[order], np.array(m_idx, dtype=np.int32)[order], np.array(t_idx, dtype=np.int32)[order],
-                  models, tiers, max(run.duration_s, 1.0))
+    return Trace(np.array(times)[order], np.array(m_idx, dtype=np.int32)[order], np.array(t_idx, dtype=np.int32)[order],
+                 models, tiers, max(run.duration_s, 1.0))
+
+
+def simulate_recorded_load(run: RunData, fleet: Any, seed: int = 1) -> dict[str, Any]:
+    """Replay the run's arrivals through the simulator with the fleet's pools, profiles and
+    policy: the prediction for exactly the measured load."""
+    from router_lib.simulator import SimSettings, simulate
+
+    trace = recorded_trace(run)
     _peak, mean = demand_items_per_s(run)
     result = simulate(fleet, trace, SimSettings(seed=seed),
                       initial_demand={tuple(k.split("/", 1)): v for k, v in mean.items()})  # type: ignore[misc]

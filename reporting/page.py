@@ -112,20 +112,36 @@ def change_lines(report: Report) -> list[str]:
     return lines
 
 
+def _gap(sim_p99: float | None, measured_p99: float) -> str:
+    if sim_p99 is None or not measured_p99 or math.isnan(measured_p99) or math.isnan(sim_p99):
+        return "-"
+    return f"{100 * (sim_p99 - measured_p99) / measured_p99:+.0f}%"
+
+
 def sim_lines(report: Report) -> list[str]:
+    """Measured p99 per tier beside the profile-based and the calibrated-replay simulations."""
     sim = report.run.plan.get("simulated")
     if not sim:
         return []
-    lines = ["| tier | measured p99 ms | simulated p99 ms | gap | measured within bound | simulated within bound |",
-             "|---|---:|---:|---:|---:|---:|"]
+    cal = report.run.plan.get("simulated_calibrated", {}).get("by_tier", {})
+    lines = ["| tier | measured p99 ms | simulated (profiles + policy) p99 ms | gap | "
+             "simulated (measured service times + recorded weights) p99 ms | gap | measured within bound | "
+             "simulated within bound |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for t in report.tiers:
         s = sim["by_tier"].get(t.tier)
         if s is None:
             continue
-        gap = (s["p99_ms"] - t.p99_ms) / t.p99_ms if t.p99_ms and not math.isnan(t.p99_ms) else math.nan
-        lines.append(f"| {t.tier} | {_ms(t.p99_ms)} | {_ms(s['p99_ms'])} | "
-                     f"{'-' if math.isnan(gap) else f'{100 * gap:+.0f}%'} | {_pct(t.compliance)} | "
-                     f"{_pct(s['compliance'])} |")
+        c = cal.get(t.tier, {})
+        lines.append(f"| {t.tier} | {_ms(t.p99_ms)} | {_ms(s['p99_ms'])} | {_gap(s['p99_ms'], t.p99_ms)} | "
+                     f"{_ms(c['p99_ms']) if c else '-'} | {_gap(c.get('p99_ms'), t.p99_ms)} | "
+                     f"{_pct(t.compliance)} | {_pct(s['compliance'])} |")
+    service = report.run.plan.get("simulated_calibrated", {}).get("service_times", {})
+    if service:
+        lines += ["", "Measured service time per execution (Triton) vs the profile at the same batch size:", ""]
+        for pool, models in sorted(service.items()):
+            for model, v in sorted(models.items()):
+                lines.append(f"- {pool} / {model}: {v['ms_per_execution']:.1f} ms at mean batch {v['mean_batch']:g} "
+                             f"(profile {v['profile_ms_at_batch']:.1f} ms)")
     return lines
 
 
@@ -162,8 +178,10 @@ def render_markdown(report: Report, plots: dict[str, str] | None = None) -> str:
     sim = sim_lines(report)
     if sim:
         out += ["## Simulator prediction for the same arrivals", "",
-                "`router_lib.simulator` replayed this run's arrivals (each item of a batch as one arrival) through "
-                "the same fleet, profiles and policy.", "", *sim, ""]
+                "`router_lib.simulator` replayed this run's arrivals (each item of a batch as one arrival) twice: "
+                "through the same fleet, profiles and policy (what the accelerators would do), and with this "
+                "machine's measured service times and the weights the control plane really published (which "
+                "tests only the simulator's queueing; see `reporting/calibrated.py`).", "", *sim, ""]
     out += ["## Control-plane weight changes", ""]
     if report.health_lines:
         out += ["**Pool health during the run** (routing figures depend on it):", "",

@@ -45,11 +45,29 @@ def parse_emulation_counters(text: str) -> dict[str, dict[str, float]]:
     return {p: dict(c) for p, c in out.items()}
 
 
-def emulation_counters(status: dict[str, Any]) -> dict[str, dict[str, float]]:
-    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for pool in status.get("pools", []):
-        if not pool.get("emulated"):
+TRITON_COUNTERS = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_compute_infer_duration_us",
+                   "nv_inference_queue_duration_us", "nv_inference_request_success")
+
+
+def parse_triton_counters(text: str) -> dict[str, dict[str, float]]:
+    """Triton model name -> counter -> value (summed over versions), from one ``/metrics`` text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for family in text_string_to_metric_families(text):
+        if family.name not in TRITON_COUNTERS:  # the parser names samples of a counter `<family>_total`
             continue
+        for s in family.samples:
+            if s.name in (family.name, family.name + "_total") and "model" in s.labels:
+                out[s.labels["model"]][family.name] += s.value
+    return {m: dict(c) for m, c in out.items()}
+
+
+def scrape_counters(status: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
+    """(emulation counters per pool, Triton counters per pool and Triton model), summed over replicas."""
+    emulation: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    triton: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
+    for pool in status.get("pools", []):
         for rep in pool.get("replicas", []):
             try:
                 text = _get(f"http://127.0.0.1:{rep['metrics_port']}/metrics").decode()
@@ -58,8 +76,17 @@ def emulation_counters(status: dict[str, Any]) -> dict[str, dict[str, float]]:
                 continue
             for p, counters in parse_emulation_counters(text).items():
                 for k, v in counters.items():
-                    totals[p][k] += v
-    return {p: dict(c) for p, c in totals.items()}
+                    emulation[p][k] += v
+            for model, counters in parse_triton_counters(text).items():
+                for k, v in counters.items():
+                    triton[pool["name"]][model][k] += v
+    return ({p: dict(c) for p, c in emulation.items()},
+            {p: {m: dict(c) for m, c in ms.items()} for p, ms in triton.items()})
+
+
+def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    return {k: _delta(v, before.get(k, {})) if isinstance(v, dict) else round(v - before.get(k, 0.0), 3)
+            for k, v in after.items()}
 
 
 def warm_up(status: dict[str, Any], requests_per_model: int = 4) -> None:
@@ -130,7 +157,7 @@ def record_run(platform: Any, out: Path, *, label: str, shape: str, duration_s: 
         (out / name).unlink(missing_ok=True)
     status = platform.status()
     warm_up(status)
-    before = emulation_counters(status)
+    before, triton_before = scrape_counters(status)
     d = platform.describe()
     spec = LocustRun(d["http_endpoint"], d["grpc_endpoint"], shape=shape, duration_s=duration_s, seed=seed,
                      base_users=base_users)
@@ -143,17 +170,18 @@ def record_run(platform: Any, out: Path, *, label: str, shape: str, duration_s: 
     finally:
         ended = time.time()
         sampler.stop()
-    after = emulation_counters(platform.status())
+    after, triton_after = scrape_counters(platform.status())
     if proc.returncode != 0:
         raise RuntimeError(f"locust exited with {proc.returncode}; see {out / 'locust.log'}")
     schedule = replace(schedule_from_env(shape), duration_s=duration_s)  # what the locust subprocess ran
-    emulation = {p: {k: round(v - before.get(p, {}).get(k, 0.0), 3) for k, v in c.items()} for p, c in after.items()}
+    emulation = _delta(after, before)
     pools, tiers = pools_and_tiers(platform.fleet)
     meta_run = RunData(label=label, shape=shape, started_unix_s=started, ended_unix_s=ended, pools=pools, tiers=tiers,
                        records=(), samples=(), schedule=tuple(schedule.changes()), emulation=emulation,
                        load_average=(round(load_start, 2), round(os.getloadavg()[0], 2)), cpu_cores=os.cpu_count() or 0,
                        notes=notes)
-    (out / RUN).write_text(json.dumps(run_meta(meta_run), indent=1, sort_keys=True) + "\n")
+    meta = {**run_meta(meta_run), "triton": _delta(triton_after, triton_before)}
+    (out / RUN).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     run = load_run(out)
     (out / PLAN).write_text(json.dumps(plan_for_run(run, platform.fleet, simulate_run=simulate), indent=1,
                                        sort_keys=True, default=str) + "\n")

@@ -91,6 +91,7 @@ class RunData:
     cpu_cores: int = 0
     plan: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    triton: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)  # pool -> model -> counter delta
 
     @property
     def duration_s(self) -> float:
@@ -137,4 +138,5 @@ def load_run(folder: Path | str) -> RunData:
         emulation=meta.get("emulation", {}), load_average=tuple(meta.get("load_average", (0.0, 0.0))),  # type: ignore[arg-type]
         cpu_cores=int(meta.get("cpu_cores", 0)),
         plan=json.loads(plan_path.read_text()) if plan_path.exists() else {}, notes=tuple(meta.get("notes", ())),
+        triton=meta.get("triton", {}),
     )

@@ -50,3 +50,14 @@ def test_records_round_trip_and_a_truncated_last_line_is_skipped(tmp_path: Path)
     with open(path, "a") as f:
         f.write('{"t_unix_s": 2.0, "tier": "go')
     assert read_records(path) == [rec]
+
+
+def test_triton_counters_are_read_by_family_name() -> None:
+    from reporting.recorder import parse_triton_counters
+
+    text = ('# TYPE nv_inference_count counter\n'
+            'nv_inference_count{model="digits_classifier",version="1"} 12\n'
+            '# TYPE nv_inference_exec_count counter\n'
+            'nv_inference_exec_count{model="digits_classifier",version="1"} 4\n')
+    assert parse_triton_counters(text) == {"digits_classifier": {"nv_inference_count": 12.0,
+                                                                 "nv_inference_exec_count": 4.0}}

@@ -83,6 +83,10 @@ class LocalPlatform:
         self.supervisor.start(timeout_s=timeout_s)
         self._write_runtime()
         self.start_control_server()
+        # Pools this platform just started are not draining, whatever a previous run persisted
+        # (its shutdown drained every pool before stopping it).
+        for pool in self.fleet.pools:
+            http_json(f"{self.admin_url}/undrain?pool={pool.name}", method="POST")
         bootstrap = write_envoy_bootstrap(self.workdir / "envoy-bootstrap.yaml", node_id=ENVOY_NODE_ID,
                                           xds_port=self.ports.xds, admin_port=self.ports.envoy_admin)
         self.envoy = EnvoyProcess(bootstrap, log_path=self.workdir / "logs" / "envoy.log", concurrency=2)

@@ -232,8 +232,9 @@ def test_a_queue_on_the_cheap_pool_moves_gold_traffic_off_it_within_2s(platform)
 
     def hammer() -> None:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{replica.grpc_port}")
-        inp = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
-        inp.set_data_from_numpy(np.array([[b"a long queue builds up on the cheap pool " * 8]], dtype=object))
+        # Full batches: each request fills an instance, so the rest wait in Triton's queue.
+        inp = grpcclient.InferInput("TEXT", [32, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[b"a queue builds up on the cheap pool"]] * 32, dtype=object))
         while not stop.is_set():
             try:
                 client.infer("text_embedding", [inp], client_timeout=30)

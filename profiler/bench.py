@@ -2,10 +2,10 @@
 requests over gRPC, warm-up first, client latency percentiles and throughput, and Triton's
 server-side queue vs compute time for the same window.
 
-One client, ``async_infer`` with callbacks, ``concurrency`` requests always in flight (each
-completion sends the next request from its callback).  Warm-up and measurement are one continuous stream: the window
-starts after ``warmup_s`` without draining, so it measures steady state; a request counts if it
-completes inside the window.  On this 2-core machine the client shares the CPU with Triton: the
+``async_infer`` with callbacks, ``concurrency`` requests always in flight, one gRPC client per
+in-flight slot (each completion sends its slot's next request from its callback).  Warm-up and
+measurement are one continuous stream: the window starts after ``warmup_s`` without draining, so
+it measures steady state; a request counts if it completes inside the window.  On this 2-core machine the client shares the CPU with Triton: the
 figures are what a co-located client sees (``benchmarks/profiler`` checks them against a plain
 threaded loop).
 """
@@ -51,18 +51,22 @@ def stats_snapshot(client: grpcclient.InferenceServerClient, models: Sequence[st
     return out
 
 
-def closed_loop(client: grpcclient.InferenceServerClient, model: str, request_sets: Sequence[Sequence[Any]],
+def closed_loop(clients: Any, model: str, request_sets: Sequence[Sequence[Any]],
                 outputs: Sequence[str], concurrency: int, warmup_s: float, measure_s: float,
                 on_window: Callable[[str], None] = lambda _: None,
                 min_requests: int = 0) -> tuple[list[float], int, float]:
     """-> (latencies in ms of requests completed inside the window, errors inside it, window seconds).
 
-    Each completion callback sends the next request itself (no hand-off to another thread: for
-    sub-millisecond models that hop would make the client, not the server, the bottleneck).
+    ``clients``: one client or a sequence; in-flight slot ``i`` always uses ``clients[i % n]``.  Each
+    completion callback sends that slot's next request itself (no hand-off to another thread), and
+    one client (gRPC channel) per slot spreads the callbacks over the channels' threads as
+    independent clients would: with one shared channel the client, not the server, limited
+    sub-millisecond models here.
     ``on_window("start")`` / ``on_window("end")`` run at the window's edges (statistics snapshots).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    pool = list(clients) if isinstance(clients, (list, tuple)) else [clients]
     requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
     lock = threading.Lock()
     drained = threading.Event()
@@ -72,13 +76,13 @@ def closed_loop(client: grpcclient.InferenceServerClient, model: str, request_se
     window = [float("inf"), float("inf")]  # [start, end] of the measurement window, perf_counter s
     first_error: list[Any] = []
 
-    def send() -> None:
+    def send(slot: int) -> None:
         k = next(counter)
         # tritonclient calls back with keywords (result=, error=).
-        client.async_infer(model, list(request_sets[k % len(request_sets)]),
-                           functools.partial(done, time.perf_counter()), outputs=requested)
+        pool[slot % len(pool)].async_infer(model, list(request_sets[k % len(request_sets)]),
+                                           functools.partial(done, slot, time.perf_counter()), outputs=requested)
 
-    def done(sent_at: float, result: Any = None, error: Any = None) -> None:
+    def done(slot: int, sent_at: float, result: Any = None, error: Any = None) -> None:
         now = time.perf_counter()
         with lock:
             if window[0] <= now <= window[1]:
@@ -94,13 +98,13 @@ def closed_loop(client: grpcclient.InferenceServerClient, model: str, request_se
                 if state["in_flight"] == 0:
                     drained.set()
                 return
-        send()
+        send(slot)
 
     t0 = time.perf_counter()
     with lock:
         state["in_flight"] = concurrency
-    for _ in range(concurrency):
-        send()
+    for slot in range(concurrency):
+        send(slot)
     time.sleep(max(0.0, t0 + warmup_s - time.perf_counter()))
     on_window("start")
     with lock:
@@ -123,36 +127,38 @@ def closed_loop(client: grpcclient.InferenceServerClient, model: str, request_se
     return latencies, int(state["errors"]), window[1] - window[0]
 
 
-def measure_point(client: grpcclient.InferenceServerClient, model: ModelDefinition, artifacts: Path,
+def measure_point(url: str, model: ModelDefinition, artifacts: Path,
                   batch_size: int, concurrency: int, warmup_s: float, measure_s: float,
                   min_requests: int = 0) -> Point:
     """One setting: client percentiles plus Triton's queue/compute deltas for the public model and
-    each composing model, over the same window."""
+    each composing model, over the same window (one gRPC client per in-flight slot, one more for
+    the statistics)."""
     names = [model.name, *model.composing_models]
     snaps: dict[str, dict[str, Mapping[str, Any]]] = {}
+    stats_client = grpcclient.InferenceServerClient(url)
+    load_clients = [grpcclient.InferenceServerClient(url) for _ in range(concurrency)]
 
     def on_window(edge: str) -> None:
-        snaps[edge] = stats_snapshot(client, names)
+        snaps[edge] = stats_snapshot(stats_client, names)
 
-    lat, errors, window_s = closed_loop(client, model.name, request_sets(model, artifacts, batch_size),
-                                        output_names(model), concurrency, warmup_s, measure_s, on_window,
-                                        min_requests)
+    try:
+        lat, errors, window_s = closed_loop(load_clients, model.name, request_sets(model, artifacts, batch_size),
+                                            output_names(model), concurrency, warmup_s, measure_s, on_window,
+                                            min_requests)
+    finally:
+        for c in (stats_client, *load_clients):
+            c.close()
     server = {m: server_times(snaps["start"][m], snaps["end"][m]) for m in names}
     return summarise(batch_size, concurrency, window_s, lat, errors, server)
 
 
 def sweep(url: str, model: ModelDefinition, artifacts: Path, plan: SweepPlan,
           progress: Callable[[tuple[int, int]], None] = lambda _: None) -> list[Point]:
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        points = []
-        for b, c in plan.settings():
-            points.append(measure_point(client, model, artifacts, b, c, plan.warmup_s, plan.measure_s,
-                                        plan.min_requests))
-            progress((b, c))  # after: a progress bar counts finished settings
-        return points
-    finally:
-        client.close()
+    points = []
+    for b, c in plan.settings():
+        points.append(measure_point(url, model, artifacts, b, c, plan.warmup_s, plan.measure_s, plan.min_requests))
+        progress((b, c))  # after: a progress bar counts finished settings
+    return points
 
 
 @dataclass(frozen=True)

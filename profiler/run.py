@@ -144,7 +144,7 @@ def markdown(record: dict[str, Any]) -> str:
         else:
             lines.append(f"| {t['tier']} | {t['p99_bound_ms'] if t['p99_bound_ms'] is not None else 'none'} | {t['batch_size']} "
                          f"| {t['concurrency']} | {t['p99_ms']:.1f} | {t['inferences_per_s']:.1f} "
-                         f"| {t['usd_per_million_inferences']:.3f} |")
+                         f"| {t['usd_per_million_inferences']:.3g} |")
     prof = record["profile"]
     lines += ["", f"Profile: latency_ms_by_batch {prof['latency_ms_by_batch']}, p99_over_p50 {prof['p99_over_p50']}."]
     return "\n".join(lines)

@@ -31,12 +31,12 @@ def compare(url: str, model_name: str, artifacts: Path, batch_size: int, concurr
             seconds: float) -> list[dict[str, float]]:
     model = load_models()[model_name]
     sets = request_sets(model, artifacts, batch_size)
-    client = grpcclient.InferenceServerClient(url)
+    clients = [grpcclient.InferenceServerClient(url) for _ in range(concurrency)]
     rows = []
     try:
         for i in tqdm(range(rounds), desc=f"{model_name} b{batch_size} c{concurrency} (profiler, plain)"):
             def profiler_run() -> tuple[float, int]:
-                lat, errors, window = closed_loop(client, model.name, sets, output_names(model), concurrency, 1.0,
+                lat, errors, window = closed_loop(clients, model.name, sets, output_names(model), concurrency, 1.0,
                                                   seconds)
                 return len(lat) / window, errors
 
@@ -50,14 +50,15 @@ def compare(url: str, model_name: str, artifacts: Path, batch_size: int, concurr
             rows.append({"profiler_requests_per_s": profiler_rps, "plain_loop_requests_per_s": plain_rps,
                          "relative_difference": (profiler_rps - plain_rps) / plain_rps, "profiler_errors": errors})
     finally:
-        client.close()
+        for c in clients:
+            c.close()
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifacts", type=Path, default=ROOT / "build" / "models")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "profiler" / "results")
     args = ap.parse_args(argv)

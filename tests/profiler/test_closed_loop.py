@@ -42,7 +42,7 @@ class FakeClient:
 def test_keeps_exactly_concurrency_in_flight_and_measures_the_service_time() -> None:
     client = FakeClient(0.02)
     edges: list[str] = []
-    lat, errors, window = closed_loop(client, "m", [[]], [], concurrency=3, warmup_s=0.1, measure_s=0.5,  # type: ignore[arg-type]
+    lat, errors, window = closed_loop(client, "m", [[]], [], concurrency=3, warmup_s=0.1, measure_s=0.5,
                                       on_window=edges.append)
     assert edges == ["start", "end"]
     assert client.max_in_flight == 3
@@ -54,24 +54,31 @@ def test_keeps_exactly_concurrency_in_flight_and_measures_the_service_time() -> 
 
 
 def test_window_stays_open_for_min_requests_but_not_forever() -> None:
-    _, _, window = closed_loop(FakeClient(0.05), "m", [[]], [], concurrency=1, warmup_s=0.0, measure_s=0.1,  # type: ignore[arg-type]
+    _, _, window = closed_loop(FakeClient(0.05), "m", [[]], [], concurrency=1, warmup_s=0.0, measure_s=0.1,
                                min_requests=5)
     assert 0.2 < window < 0.45  # needed ~0.25 s for 5 requests; capped at 4 x 0.1 s
-    lat, _, window = closed_loop(FakeClient(0.05), "m", [[]], [], concurrency=1, warmup_s=0.0, measure_s=0.1,  # type: ignore[arg-type]
+    lat, _, window = closed_loop(FakeClient(0.05), "m", [[]], [], concurrency=1, warmup_s=0.0, measure_s=0.1,
                                  min_requests=1000)
     assert window == pytest.approx(0.4, abs=0.05) and len(lat) < 1000
 
 
 def test_errors_inside_the_window_are_counted_not_timed() -> None:
-    lat, errors, _ = closed_loop(FakeClient(0.01, fail_every=4), "m", [[]], [], concurrency=2,  # type: ignore[arg-type]
+    lat, errors, _ = closed_loop(FakeClient(0.01, fail_every=4), "m", [[]], [], concurrency=2,
                                  warmup_s=0.05, measure_s=0.3)
     assert errors > 0 and len(lat) == pytest.approx(3 * errors, rel=0.5)
 
 
 def test_a_server_that_fails_everything_is_an_error_not_a_measurement() -> None:
     with pytest.raises(RuntimeError, match="every request"):
-        closed_loop(FakeClient(0.01, fail_every=1), "m", [[]], [], concurrency=1, warmup_s=0.0, measure_s=0.1)  # type: ignore[arg-type]
+        closed_loop(FakeClient(0.01, fail_every=1), "m", [[]], [], concurrency=1, warmup_s=0.0, measure_s=0.1)
 
 
 def test_sweep_plan_measures_concurrency_one_first() -> None:
     assert SweepPlan((8, 1), (4, 1)).settings() == [(1, 1), (8, 1), (1, 4), (8, 4)]
+
+
+def test_each_in_flight_slot_keeps_its_own_client() -> None:
+    clients = [FakeClient(0.01), FakeClient(0.01)]
+    closed_loop(clients, "m", [[]], [], concurrency=4, warmup_s=0.0, measure_s=0.2)
+    assert [c.max_in_flight for c in clients] == [2, 2]  # slots 0, 2 -> first; 1, 3 -> second
+    assert abs(clients[0].sent - clients[1].sent) <= 0.3 * clients[0].sent

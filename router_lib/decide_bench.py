@@ -107,6 +107,7 @@ def run_benchmark(models: int = 10, pools: int = 10, ticks: int = 2000, seed: in
         "offered_load": load,
         "ticks": ticks,
         "first_decision_ms": round(first_ms, 3),
+        "min_ms": round(times[0], 3),  # the least disturbed tick: closest to an idle core
         "mean_ms": round(statistics.fmean(times), 3),
         "p50_ms": round(times[len(times) // 2], 3),
         "p99_ms": round(times[int(len(times) * 0.99)], 3),

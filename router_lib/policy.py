@@ -114,6 +114,9 @@ class _Tick:
         known = inputs.metrics.ready_replicas
         self.ready = {p.name: inputs.pool_ready.get(p.name, known.get(p.name, p.replicas)) for p in inputs.fleet.pools}
         self.unhealthy = _health(inputs, self.ready)
+        self.unhealthy_by_model: dict[str, dict[str, str]] = {}
+        for (pool, model), why in self.unhealthy.items():
+            self.unhealthy_by_model.setdefault(model, {})[pool] = why
         s = inputs.settings
         self.headroom = s.headroom
         self.slack_feasible, self.slack_excluded = 1.0 + s.hysteresis, 1.0 - s.hysteresis
@@ -274,9 +277,10 @@ def _fallback(model: str, demand: float, table: CapacityTable, tick: _Tick, reas
 
 def _target_weights(names: tuple[str, ...], takes: dict[str, float], total: int) -> list[int]:
     """Integer weights from req/s shares; remainder ties go to the pool taking more."""
-    takers = [n for n in names if takes.get(n, 0.0) > 0]
+    takers = [n for n, v in takes.items() if v > 0]
     if len(takers) == 1:
-        return [total if n == takers[0] else 0 for n in names]
+        only = takers[0]
+        return [total if n == only else 0 for n in names]
     preference = sorted(names, key=lambda n: -takes.get(n, 0.0))
     by_pool = dict(zip(preference, largest_remainder([takes.get(n, 0.0) for n in preference], total), strict=True))
     return [by_pool[n] for n in names]
@@ -284,12 +288,14 @@ def _target_weights(names: tuple[str, ...], takes: dict[str, float], total: int)
 
 def _pool_weights(model: str, names: tuple[str, ...], weights: list[int], reasons: dict[str, str], tick: _Tick,
                   table: CapacityTable) -> tuple[PoolWeight, ...]:
+    """One PoolWeight per pool serving the model; the constant weight-0 cases are shared objects."""
+    unhealthy = tick.unhealthy_by_model.get(model)
     out = []
     for n, w in zip(names, weights, strict=True):
         reason = reasons.get(n)
         if reason is None:
-            if w == 0:  # the common, constant cases are shared objects
-                why = tick.unhealthy.get((n, model))
+            if w == 0:
+                why = unhealthy.get(n) if unhealthy else None
                 out.append(table.not_needed[n] if why is None else
                            table.no_replica[n] if why is UNHEALTHY_NO_REPLICA else PoolWeight(n, 0, why))
                 continue

@@ -62,8 +62,12 @@ class ModelOnPool:
         """Same formula as ``latency_model.predicted_p99_ms`` at the tier's compliance quantile."""
         if utilisation >= 1.0:
             return math.inf
-        b = operating_batch_from(self.batch_thresholds, utilisation)
-        busy = utilisation / self.batch_thresholds[b]
+        thresholds = self.batch_thresholds
+        if utilisation <= thresholds[1]:  # the common case: batch 1 keeps up
+            b = 1
+        else:
+            b = operating_batch_from(thresholds, utilisation)
+        busy = utilisation / thresholds[b]
         factor = 2.0 if busy >= 1.0 else 1.0 + min(1.0, max(0.0, busy) / (1.0 - busy))
         return self.tail_by_tier[tier] * self.latency_by_batch[b] * factor + backlog_ms
 

@@ -77,3 +77,16 @@ def test_profiler_throughput_roughly_agrees_with_a_plain_loop(artifacts: Path) -
             c.close()
     ratio = statistics.median(ours) / statistics.median(plain)
     assert 0.5 < ratio < 2.0, (ours, plain)
+
+
+def test_a_remote_triton_is_profiled_as_it_is_configured(artifacts: Path, tmp_path: Path) -> None:
+    """--url: nothing is started; the instance count and versions come from the server itself."""
+    model = load_models()["digits_classifier"]
+    with local_triton(model, artifacts, instances=2) as server:
+        rc = main(["profile", "--model", "digits_classifier", "--artifacts", str(artifacts), "--url", server.grpc_url,
+                   "--instances", "1", "--batch-sizes", "1", "--concurrency", "1", "--warmup-s", "0.2",
+                   "--measure-s", "0.5", "--min-requests", "0", "--profiles-dir", str(tmp_path)])
+    assert rc == 0
+    p = load_profile(tmp_path / "digits_classifier.cpu.yaml")
+    assert p.instances_per_replica == 2  # the server's config, not --instances (which only starts local ones)
+    assert server.grpc_url in p.provenance.source

@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
 include deploy/deploy.mk
-.PHONY: help setup system-deps models test test-fast lint typecheck demo up status benchmark benchmark-foundation clean
+.PHONY: help setup system-deps models test test-fast lint typecheck demo up status benchmark benchmark-foundation profile profile-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ status: $(VENV_STAMP) ## show pools, replicas, ports, health of a running platfo
 
 benchmark: setup ## the longer benchmarks; results under benchmarks/results
 	$(PY) -m benchmarks.run_all
+
+profile: setup ## profile the CPU pool for every model (writes profiles/*.cpu.yaml) and plot it
+	$(PY) -m benchmarks.profiler.full_profile
+
+profile-check: setup ## profiler throughput vs a plain tritonclient loop at the same concurrency
+	$(PY) -m benchmarks.profiler.vs_plain_loop
 
 benchmark-foundation: setup ## CPU pool: Triton vs raw ONNX Runtime throughput
 	$(PY) -m benchmarks.foundation.triton_vs_ort

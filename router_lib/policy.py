@@ -18,11 +18,13 @@ and each model, three stages run over the pools that serve the model:
 3. **Pick** (``_route``): the cheapest feasible pool takes the demand up to its room (safe
    utilisation of the strictest tier it carries minus its planned utilisation, x ready
    replicas x X); the rest spills in cost order; demand beyond every room is spread over the
-   feasible pools by capacity.  No feasible pool: the tiers' fallback order (GPU -> Inferentia ->
-   CPU) among ready pools, up to ``max_utilisation``.  Bronze (no bound) is the same with
-   ``max_utilisation`` as the room, i.e. the cheapest capacity.  Pools not needed once the demand
-   is placed are not assessed (their weight is 0: "not needed"), which keeps a decision for
-   10 models x 3 tiers x 10 pools well under a millisecond.
+   feasible pools by capacity.  Isolation: a looser tier tries pools that carry no stricter
+   traffic first (and spreads its excess there), so bronze bursts do not land on gold's pools.
+   No feasible pool: the tiers' fallback order (GPU -> Inferentia -> CPU) among healthy pools, up
+   to ``max_utilisation``.  Bronze (no bound) is the same with ``max_utilisation`` as the room,
+   i.e. the cheapest capacity.  Pools not needed once the demand is placed are not assessed
+   (weight 0, "not needed"), which keeps a decision for 10 models x 3 tiers x 10 pools around a
+   millisecond (figures: benchmarks/router/README.md).
 
 Shares become integer weights (largest remainder), then :func:`bounded_step` limits how fast
 they move.  Demand is the highest rate of the last ``demand_window_s``; queue depth and p99 are

@@ -306,12 +306,18 @@ def _pool_weights(model: str, names: tuple[str, ...], weights: list[int], reason
     return tuple(out)
 
 
+def _same(built_for: tuple[object, object], fleet: object, settings: object) -> bool:
+    """Was the capacity table built for this fleet and these settings?  Identity first (free),
+    then value equality (a caller that rebuilds equal objects every tick still reuses the table)."""
+    old_fleet, old_settings = built_for
+    return (old_fleet is fleet or old_fleet == fleet) and (old_settings is settings or old_settings == settings)
+
+
 def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tuple[RoutingDecision, PolicyState]:
     """One routing decision.  See the module docstring for the stages and formulas."""
     settings = inputs.settings
     fleet = inputs.fleet
-    key = (id(fleet), id(settings))
-    table = state.capacity if state is not None and state.capacity_key == key else None
+    table = state.capacity if state is not None and _same(state.capacity_for, fleet, settings) else None
     if not isinstance(table, CapacityTable):
         table = build_capacity_table(fleet, settings)
     alpha = smoothing_alpha(now_s - state.time_s, settings.smoothing_tau_s) if state else 1.0
@@ -346,7 +352,8 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
             weights_out[route] = dict(zip(names, final, strict=True))
             routes[route] = _pool_weights(model, names, final, reasons, tick, table)
     decision = RoutingDecision(routes, unroutable, now_s)
-    new_state = PolicyState(now_s, smoothed, demand, demand_history, weights_out, frozenset(feasible), table, key)
+    new_state = PolicyState(now_s, smoothed, demand, demand_history, weights_out, frozenset(feasible), table,
+                            (fleet, settings))
     return decision, new_state
 
 

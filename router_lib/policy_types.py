@@ -114,8 +114,9 @@ class Smoothed(NamedTuple):
 class PolicyState:
     """What the policy remembers between ticks; returned by ``decide`` and handed back next tick.
 
-    ``capacity_key`` identifies the (fleet, settings) objects the ``capacity`` table was built
-    for; a different fleet or settings object rebuilds it.
+    ``capacity_for`` holds the (fleet, settings) the ``capacity`` table was built for; the table
+    is rebuilt only when the next inputs carry a fleet or settings that differ in value (the same
+    objects are recognised by identity first, so the usual check costs nothing).
     """
 
     time_s: float
@@ -125,4 +126,4 @@ class PolicyState:
     weights: Mapping[RouteKey, Mapping[str, int]]
     feasible: frozenset[tuple[str, str, str]]
     capacity: object = None
-    capacity_key: tuple[int, int] = (0, 0)
+    capacity_for: tuple[object, object] = (None, None)

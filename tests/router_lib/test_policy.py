@@ -160,3 +160,11 @@ def test_demand_falls_only_after_the_stabilisation_window() -> None:
         _, state = decide(PolicyInputs(THREE_POOLS, metrics(), READY, settings, {(EMBED, "gold"): rate}), state, float(t))
         expected = 1000.0 if t < 30 else 100.0
         assert state.demand_per_s[(EMBED, "gold")] == expected, t
+
+
+def test_the_capacity_table_is_reused_for_equal_inputs_and_rebuilt_for_new_ones() -> None:
+    _, state = decide(PolicyInputs(THREE_POOLS, metrics(), READY, PolicySettings()), None, 0.0)
+    _, again = decide(PolicyInputs(THREE_POOLS, metrics(), READY, PolicySettings()), state, 1.0)  # equal settings
+    assert again.capacity is state.capacity
+    _, changed = decide(PolicyInputs(THREE_POOLS, metrics(), READY, PolicySettings(headroom=0.5)), again, 2.0)
+    assert changed.capacity is not state.capacity

@@ -66,12 +66,15 @@ class FleetMetrics(Mapping[tuple[str, str], PoolModelMetrics]):
     """Read-only mapping (pool, model) -> :class:`PoolModelMetrics`, taken at ``timestamp_s``.
 
     ``ready_replicas`` is the number of replicas of each pool that answered (absent pool: unknown,
-    the policy then uses the configured replica count).
+    the policy then uses the configured replica count).  ``tier_rate_per_s``: requests per second
+    per SLA tier over the window, all models together (Envoy's per-tier virtual clusters; empty
+    when unknown): the policy uses its shares to split each model's rate over the tiers.
     """
 
     by_pool_model: Mapping[tuple[str, str], PoolModelMetrics] = field(default_factory=dict)
     timestamp_s: float = 0.0
     ready_replicas: Mapping[str, int] = field(default_factory=dict)
+    tier_rate_per_s: Mapping[str, float] = field(default_factory=dict)
 
     def __getitem__(self, key: tuple[str, str]) -> PoolModelMetrics:
         return self.by_pool_model[key]

@@ -170,6 +170,9 @@ class PrometheusApiSource:
             now_s)
         buckets = self._by_cluster(
             f"sum by (envoy_cluster_name, le) (rate(envoy_cluster_upstream_rq_time_bucket[{w}]))", now_s, by_le=True)
+        tier_rates = {labels["envoy_virtual_cluster"]: value for labels, value in self.query(
+            f"sum by (envoy_virtual_cluster) (rate(envoy_vhost_vcluster_upstream_rq_total[{w}]))", now_s)
+            if labels.get("envoy_virtual_cluster")}
         keys = set(self.expected) | set(pending) | set(ok) | set(total)
         out: dict[tuple[str, str], PoolModelMetrics] = {}
         for pool, model in keys:
@@ -189,4 +192,4 @@ class PrometheusApiSource:
                 emulation_lag_ms=lag.get((pool, model), 0.0) / n_exec if n_exec > 0 else None,
                 window_s=self.window_s,
             )
-        return FleetMetrics(out, now_s, {pool: int(v) for pool, v in up.items()})
+        return FleetMetrics(out, now_s, {pool: int(v) for pool, v in up.items()}, tier_rates)

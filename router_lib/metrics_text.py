@@ -36,6 +36,7 @@ PENDING = "nv_inference_pending_request_count"
 ENVOY_RQ_TOTAL = "envoy_cluster_upstream_rq_total"
 ENVOY_RQ_XX = "envoy_cluster_upstream_rq_xx"
 ENVOY_RQ_TIME_BUCKET = "envoy_cluster_upstream_rq_time_bucket"
+ENVOY_VCLUSTER_RQ_TOTAL = "envoy_vhost_vcluster_upstream_rq_total"
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,12 @@ class EnvoyClusterSample:
 
 @dataclass(frozen=True)
 class EnvoySample:
+    """``clusters``: per (model, pool).  ``tiers``: requests per SLA tier (cumulative), from the
+    per-tier virtual clusters (``metric_names.ENVOY_TIER_VIRTUAL_CLUSTERS``), summed over virtual
+    hosts; empty when Envoy has none."""
+
     clusters: Mapping[tuple[str, str], EnvoyClusterSample] = field(default_factory=dict)
+    tiers: Mapping[str, float] = field(default_factory=dict)
 
 
 def _samples(text: str, source: str, wanted: Iterable[str]) -> Iterable[tuple[str, Sample]]:
@@ -130,7 +136,13 @@ def parse_envoy(text: str, source: str) -> EnvoySample:
     totals: dict[tuple[str, str], float] = {}
     errors: dict[tuple[str, str], float] = {}
     buckets: dict[tuple[str, str], dict[float, float]] = {}
-    for name, s in _samples(text, source, (ENVOY_RQ_TOTAL, ENVOY_RQ_XX, ENVOY_RQ_TIME_BUCKET)):
+    tiers: dict[str, float] = {}
+    for name, s in _samples(text, source, (ENVOY_RQ_TOTAL, ENVOY_RQ_XX, ENVOY_RQ_TIME_BUCKET, ENVOY_VCLUSTER_RQ_TOTAL)):
+        if name == ENVOY_VCLUSTER_RQ_TOTAL:
+            tier = s.labels.get("envoy_virtual_cluster", "")
+            if tier:
+                tiers[tier] = tiers.get(tier, 0.0) + _value(s, source)
+            continue
         parsed = parse_cluster_name(s.labels.get("envoy_cluster_name", ""))
         if parsed is None:
             continue
@@ -156,4 +168,4 @@ def parse_envoy(text: str, source: str) -> EnvoySample:
             buckets=tuple(sorted(buckets.get(k, {}).items())),
         )
         for k in keys
-    })
+    }, tiers)

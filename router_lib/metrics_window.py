@@ -140,4 +140,9 @@ def fleet_metrics(prev: ScrapeSnapshot | None, cur: ScrapeSnapshot,
             error_rate=error_rate, ready=ready, emulation_lag_ms=lag / executions if executions > 0 else None,
             window_s=window,
         )
-    return FleetMetrics(out, cur.timestamp_s, ready_replicas)
+    tier_rates: dict[str, float] = {}
+    if cur.envoy and prev and prev.envoy and window > 0:
+        for tier, count in cur.envoy.tiers.items():
+            if tier in prev.envoy.tiers:
+                tier_rates[tier] = counter_delta(prev.envoy.tiers[tier], count) / window
+    return FleetMetrics(out, cur.timestamp_s, ready_replicas, tier_rates)

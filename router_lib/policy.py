@@ -87,9 +87,15 @@ def _demand(inputs: PolicyInputs, state: PolicyState | None, now_s: float, tiers
     """
     given = inputs.demand_per_s
     observed: dict[str, float] = {}
-    if given is None:  # no per-route figures: split each model's observed rate evenly over the tiers
+    share = {t: 1.0 / len(tiers) for t in tiers}
+    if given is None:
+        # No per-route figures: split each model's observed rate over the tiers by the tiers'
+        # shares of all traffic (Envoy's per-tier virtual clusters), evenly when those are unknown.
         for (_pool, model), m in inputs.metrics.by_pool_model.items():
-            observed[model] = observed.get(model, 0.0) + m.request_rate_per_s / len(tiers)
+            observed[model] = observed.get(model, 0.0) + m.request_rate_per_s
+        by_tier = {t: inputs.metrics.tier_rate_per_s.get(t, 0.0) for t in tiers}
+        if sum(by_tier.values()) > 0:
+            share = {t: r / sum(by_tier.values()) for t, r in by_tier.items()}
     history = state.demand_history if state else {}
     oldest = now_s - inputs.settings.demand_window_s
     out: dict[RouteKey, float] = {}
@@ -97,7 +103,7 @@ def _demand(inputs: PolicyInputs, state: PolicyState | None, now_s: float, tiers
     for model in inputs.fleet.models:
         for tier in tiers:
             key = (model, tier)
-            raw = given.get(key, 0.0) if given is not None else observed.get(model, 0.0)
+            raw = given.get(key, 0.0) if given is not None else observed.get(model, 0.0) * share[tier]
             samples = [s for s in history.get(key, ()) if s[0] > oldest and s[1] > raw]
             samples.append((now_s, raw))
             kept[key] = tuple(samples)

@@ -65,8 +65,9 @@ class PolicyInputs:
 
     ``pool_ready``: ready replicas per pool (a pool absent here: ``metrics.ready_replicas`` if
     known, else its configured replica count).  ``demand_per_s``: measured request rate per
-    (model, tier) (e.g. Envoy per-route stats; a route absent from it has no demand); None when
-    unknown: each model's observed total rate is then split evenly over the tiers.
+    (model, tier) (a route absent from it has no demand); None when unknown: each model's observed
+    rate is then split over the tiers by ``metrics.tier_rate_per_s`` (Envoy's per-tier virtual
+    clusters), or evenly when that is empty.
     """
 
     fleet: Fleet

@@ -180,3 +180,16 @@ def test_a_replica_that_could_not_be_scraped_is_not_ready_and_not_counted() -> N
 def test_first_read_has_no_window_and_zero_rates() -> None:
     m = fleet_metrics(None, snapshot(5.0, {"r1": triton_text(success=10)}, None))[("gpu", "text_embedding")]
     assert (m.window_s, m.request_rate_per_s, m.p99_ms) == (0.0, 0.0, None)
+
+
+def vcluster_text(gold: float, bronze: float) -> str:
+    return ("# TYPE envoy_vhost_vcluster_upstream_rq_total counter\n"
+            f'envoy_vhost_vcluster_upstream_rq_total{{envoy_virtual_host="models",envoy_virtual_cluster="gold"}} {gold}\n'
+            f'envoy_vhost_vcluster_upstream_rq_total{{envoy_virtual_host="models",envoy_virtual_cluster="bronze"}} {bronze}\n'
+            'envoy_vhost_vcluster_upstream_rq_total{envoy_virtual_host="admin",envoy_virtual_cluster="other"} 5\n')
+
+
+def test_per_tier_rates_come_from_envoys_virtual_clusters() -> None:
+    before = ScrapeSnapshot(0.0, {}, parse_envoy(vcluster_text(100, 1000), "envoy"))
+    after = ScrapeSnapshot(10.0, {}, parse_envoy(vcluster_text(300, 1600), "envoy"))
+    assert fleet_metrics(before, after).tier_rate_per_s == {"gold": 20.0, "bronze": 60.0, "other": 0.0}

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import pytest
 
 from router_lib.domain import Fleet
+from router_lib.metrics import FleetMetrics
 from router_lib.policy import PolicyInputs, PolicySettings, PolicyState, decide
 from router_lib.policy_stages import bounded_step, largest_remainder
 from tests.router_lib.builders import CPU, EMBED, GPU, INF, THREE_POOLS, fleet, metrics, profile, tiers
@@ -168,3 +169,11 @@ def test_the_capacity_table_is_reused_for_equal_inputs_and_rebuilt_for_new_ones(
     assert again.capacity is state.capacity
     _, changed = decide(PolicyInputs(THREE_POOLS, metrics(), READY, PolicySettings(headroom=0.5)), again, 2.0)
     assert changed.capacity is not state.capacity
+
+
+def test_without_per_route_demand_envoys_tier_shares_split_the_model_rate() -> None:
+    observed = FleetMetrics(metrics({("gpu", EMBED): {"request_rate_per_s": 1000.0}}).by_pool_model, 0.0, {},
+                            {"gold": 10.0, "silver": 30.0, "bronze": 60.0})
+    _, state = decide(PolicyInputs(THREE_POOLS, observed, READY, PolicySettings(), None), None, 0.0)
+    assert state.demand_per_s == {(EMBED, "gold"): pytest.approx(100.0), (EMBED, "silver"): pytest.approx(300.0),
+                                  (EMBED, "bronze"): pytest.approx(600.0)}

@@ -67,14 +67,20 @@ def _smooth_signals(inputs: PolicyInputs, state: PolicyState | None, alpha: floa
     previous = state.smoothed if state else {}
     for key, m in inputs.metrics.by_pool_model.items():
         before = previous.get(key)
+        lag = m.emulation_lag_ms or 0.0
         if before is None:
-            out[key] = Smoothed(m.queue_depth, m.p99_ms)
+            out[key] = Smoothed(m.queue_depth, m.p99_ms, lag)
             continue
         queue = before.queue_depth + alpha * (m.queue_depth - before.queue_depth)
         p99 = m.p99_ms
         if p99 is not None and before.p99_ms is not None and p99 < before.p99_ms:
             p99 = before.p99_ms + alpha * (p99 - before.p99_ms)
-        out[key] = Smoothed(queue, p99)
+        # Like p99: a slowdown counts at once, a recovery is believed gradually.
+        if m.emulation_lag_ms is None:  # no execution in the window: keep decaying what was seen
+            lag = before.lag_ms * (1.0 - alpha)
+        elif lag < before.lag_ms:
+            lag = before.lag_ms + alpha * (lag - before.lag_ms)
+        out[key] = Smoothed(queue, p99, lag)
     return out
 
 
@@ -169,6 +175,11 @@ def _assess(e: ModelOnPool, tier: str, bound: float | None, tick: _Tick, was_fea
     signals = tick.smoothed.get(e.pool_model)
     backlog = signals.queue_depth / (ready * e.throughput_per_replica) * 1000.0 if signals else 0.0
     predicted = e.predicted_p99_ms(tick.used_u.get(e.name, 0.0), backlog, tier)
+    if signals is not None and signals.lag_ms > 0.0:
+        # An emulated pool whose host cannot keep up with its profile: every execution a request
+        # waits for (its own and the queued ones ahead of it) finishes lag_ms late.
+        queued_executions = signals.queue_depth / (ready * e.instances * e.max_batch)
+        predicted += e.tail_by_tier[tier] * signals.lag_ms * (1.0 + queued_executions)
     if bound is None:
         return predicted, None
     # Hysteresis: a feasible pool keeps its place up to (1 + h) x the threshold, an excluded one

@@ -57,6 +57,7 @@ class ModelOnPool:
     safe_utilisation: Mapping[str, float]
     cost_per_million: Mapping[str, float]
     fallback_rank: int
+    instances: int = 1  # per replica: executions that run at once
 
     def predicted_p99_ms(self, utilisation: float, backlog_ms: float, tier: str) -> float:
         """Same formula as ``latency_model.predicted_p99_ms`` at the tier's compliance quantile."""
@@ -111,7 +112,7 @@ def build_capacity_table(fleet: Fleet, settings: PolicySettings) -> CapacityTabl
                 pool, pool.name, (pool.name, model), (0.0, *(profile.latency_ms(b) for b in range(1, profile.max_batch_size + 1))),
                 batch_thresholds(profile),
                 profile.max_batch_size, {t: tail_factor(profile, q) for t, q in quantiles.items()}, x, safe, cost,
-                rank.get(pool.accelerator, len(rank))))
+                rank.get(pool.accelerator, len(rank)), profile.instances_per_replica))
         serving[model] = tuple(entries)
     cost_order = {
         (model, tier): tuple((e, (model, tier, e.name)) for e in sorted(

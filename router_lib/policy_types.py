@@ -109,6 +109,7 @@ class Smoothed(NamedTuple):
 
     queue_depth: float
     p99_ms: float | None
+    lag_ms: float = 0.0  # emulated pools: mean ms per execution by which this host was slower than the profile
 
 
 @dataclass(frozen=True)

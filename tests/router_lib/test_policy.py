@@ -41,10 +41,15 @@ def weights_for(tier: str, demand: float, *, ready: Mapping[str, int] = READY,
     ("bronze", 100, READY, None, {"inf": 100, "gpu": 0, "cpu": 0}),
     ("bronze", 100, {"cpu": 2, "gpu": 1, "inf": 0}, None, {"inf": 0, "gpu": 0, "cpu": 100}),
     ("bronze", 2200, READY, None, {"inf": 97, "gpu": 0, "cpu": 3}),
+    ("gold", 100, READY, {("inf", EMBED): {"emulation_lag_ms": 60.0}}, {"inf": 0, "gpu": 100, "cpu": 0}),
+    ("gold", 100, READY, {("inf", EMBED): {"emulation_lag_ms": 3.0}}, {"inf": 100, "gpu": 0, "cpu": 0}),
+    ("gold", 100, READY, {("inf", EMBED): {"emulation_lag_ms": 10.0, "queue_depth": 64.0}},
+     {"inf": 0, "gpu": 100, "cpu": 0}),
 ], ids=["cheapest-feasible-takes-all", "spills-in-cost-order", "zero-demand-still-routed",
         "deep-queue-breaks-bound", "measured-p99-breaks-bound", "unhealthy-pool-excluded",
         "model-not-ready", "failing-pool", "bronze-cheapest-capacity", "bronze-next-cheapest",
-        "bronze-spills-to-cpu-before-gpu"])
+        "bronze-spills-to-cpu-before-gpu", "emulation-lag-breaks-bound", "small-lag-tolerated",
+        "lag-times-queued-executions-breaks-bound"])
 def test_weights(tier: str, demand: float, ready: Mapping[str, int],
                  signals: Mapping[tuple[str, str], Mapping[str, object]] | None, expected: dict[str, int]) -> None:
     assert weights_for(tier, demand, ready=ready, signals=signals) == expected

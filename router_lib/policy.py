@@ -60,27 +60,36 @@ NOT_NEEDED = "not needed: cheaper feasible pools cover the demand"
 UNHEALTHY_NO_REPLICA = "unhealthy: 0 ready replicas"
 
 
-def _smooth_signals(inputs: PolicyInputs, state: PolicyState | None, alpha: float) -> dict[tuple[str, str], Smoothed]:
-    """Queue depth: plain EWMA (an instant gauge, the noisiest input).  Measured p99: rises at
-    once (a breach is a fact), falls by EWMA; None (no requests in the window) keeps no value."""
+def _smooth_signals(inputs: PolicyInputs, state: PolicyState | None, alpha: float, now_s: float
+                    ) -> dict[tuple[str, str], Smoothed]:
+    """Queue depth: plain EWMA (an instant gauge, the noisiest input).  Measured p99 and emulation
+    lag: rise at once (a breach is a fact), fall by EWMA; when the window has no measurement (the
+    pool got no traffic) the last one holds for ``measured_hold_s``, then is forgotten."""
     out: dict[tuple[str, str], Smoothed] = {}
     previous = state.smoothed if state else {}
+    hold = inputs.settings.measured_hold_s
     for key, m in inputs.metrics.by_pool_model.items():
         before = previous.get(key)
-        lag = m.emulation_lag_ms or 0.0
+        measured = m.p99_ms is not None or m.emulation_lag_ms is not None
         if before is None:
-            out[key] = Smoothed(m.queue_depth, m.p99_ms, lag)
+            out[key] = Smoothed(m.queue_depth, m.p99_ms, m.emulation_lag_ms or 0.0, now_s if measured else 0.0)
             continue
         queue = before.queue_depth + alpha * (m.queue_depth - before.queue_depth)
+        held = now_s - before.seen_s <= hold
         p99 = m.p99_ms
-        if p99 is not None and before.p99_ms is not None and p99 < before.p99_ms:
+        if p99 is None:
+            p99 = before.p99_ms if held else None
+        elif before.p99_ms is not None and p99 < before.p99_ms:
             p99 = before.p99_ms + alpha * (p99 - before.p99_ms)
-        # Like p99: a slowdown counts at once, a recovery is believed gradually.
-        if m.emulation_lag_ms is None:  # no execution in the window: keep decaying what was seen
-            lag = before.lag_ms * (1.0 - alpha)
+        lag = m.emulation_lag_ms
+        if lag is None:
+            lag = before.lag_ms if held else 0.0
         elif lag < before.lag_ms:
             lag = before.lag_ms + alpha * (lag - before.lag_ms)
-        out[key] = Smoothed(queue, p99, lag)
+        out[key] = Smoothed(queue, p99, lag, now_s if measured else before.seen_s)
+    for key, before in previous.items():  # no sample at all this tick: a measurement still holds
+        if key not in out and now_s - before.seen_s <= hold and (before.p99_ms is not None or before.lag_ms):
+            out[key] = Smoothed(0.0, before.p99_ms, before.lag_ms, before.seen_s)
     return out
 
 
@@ -338,7 +347,7 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
     if not isinstance(table, CapacityTable):
         table = build_capacity_table(fleet, settings)
     alpha = smoothing_alpha(now_s - state.time_s, settings.smoothing_tau_s) if state else 1.0
-    smoothed = _smooth_signals(inputs, state, alpha)
+    smoothed = _smooth_signals(inputs, state, alpha, now_s)
     demand, demand_history = _demand(inputs, state, now_s, table.tiers_strictest_first)
     was_feasible = state.feasible if state else None
     previous_weights = state.weights if state else {}

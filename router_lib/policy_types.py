@@ -30,6 +30,9 @@ class PolicySettings:
     * ``demand_window_s``: demand per (model, tier) is the highest rate seen over this window
       (like Kubernetes' scale-down stabilisation window): a rise is acted on at once, a fall only
       once it has lasted the window, so noise around a level gives one stable estimate.
+    * ``measured_hold_s``: a pool whose measured p99 or lag broke a bound loses its traffic, and
+      with it every new measurement; its last measurement holds this long before it may be tried
+      again (without the hold, a breaching pool was let back and dropped every few seconds).
     * ``hysteresis``: a feasible pool stays feasible up to (1 + h) x the threshold, an excluded
       one comes back only under (1 - h) x the threshold.
     * ``max_step``: most weight points any pool gains or loses in one decision (excluded pools
@@ -45,6 +48,7 @@ class PolicySettings:
     smoothing_tau_s: float = 10.0
     demand_window_s: float = 30.0
     hysteresis: float = 0.1
+    measured_hold_s: float = 20.0
     max_step: int = 25
     deadband: int = 2
     max_error_rate: float = 0.5
@@ -110,6 +114,7 @@ class Smoothed(NamedTuple):
     queue_depth: float
     p99_ms: float | None
     lag_ms: float = 0.0  # emulated pools: mean ms per execution by which this host was slower than the profile
+    seen_s: float = 0.0  # when p99 or lag was last measured (an idle pool keeps them for a hold-down)
 
 
 @dataclass(frozen=True)

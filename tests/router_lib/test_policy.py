@@ -182,3 +182,20 @@ def test_without_per_route_demand_envoys_tier_shares_split_the_model_rate() -> N
     _, state = decide(PolicyInputs(THREE_POOLS, observed, READY, PolicySettings(), None), None, 0.0)
     assert state.demand_per_s == {(EMBED, "gold"): pytest.approx(100.0), (EMBED, "silver"): pytest.approx(300.0),
                                   (EMBED, "bronze"): pytest.approx(600.0)}
+
+
+def test_a_pool_excluded_by_its_measured_p99_is_held_out_while_idle_then_tried_again() -> None:
+    """Excluded, it gets no traffic and so no new measurement: the last one holds for
+    measured_hold_s (no flapping back every tick), then the pool may be tried again."""
+    settings = PolicySettings(measured_hold_s=20.0)
+    demand = {(EMBED, "gold"): 100.0}
+    state = None
+    history = []
+    for t in range(0, 41):
+        signals = {("inf", EMBED): {"p99_ms": 90.0}} if t == 0 else None  # breach once, then idle
+        decision, state = decide(PolicyInputs(THREE_POOLS, metrics(signals, float(t)), dict(READY), settings, demand),
+                                 state, float(t))
+        history.append(decision.weights(EMBED, "gold")["inf"])
+    assert history[0] == 0
+    assert all(w == 0 for w in history[:20]), history
+    assert history[-1] == 100, history

@@ -28,6 +28,7 @@ from fleet.supervisor import FleetSupervisor, wait_until
 from fleet.triton_process import PROJECT_ROOT, free_port
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
+from router_lib.metric_names import envoy_stats_url
 from xds_server.bootstrap import write_envoy_bootstrap
 from xds_server.envoy_process import EnvoyProcess
 
@@ -78,6 +79,14 @@ class LocalPlatform:
 
     # -- start ------------------------------------------------------------------------------
     def start(self, timeout_s: float = 180.0) -> LocalPlatform:
+        """Start everything; if any part fails, stop what did start before raising."""
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> LocalPlatform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.supervisor.add_listener(self._on_replicas)
         self.supervisor.start(timeout_s=timeout_s)
@@ -117,7 +126,7 @@ class LocalPlatform:
             sys.executable, "-m", "xds_server", "serve", f"--fleet={self.fleet_path}",
             f"--runtime={self.runtime_path}", f"--state={self.state_path}",
             f"--xds-port={self.ports.xds}", f"--admin-port={self.ports.admin}",
-            f"--envoy-metrics-url=http://127.0.0.1:{self.ports.envoy_admin}/stats/prometheus",
+            f"--envoy-metrics-url={envoy_stats_url(f'http://127.0.0.1:{self.ports.envoy_admin}')}",
             f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}", f"--interval-s={self.interval_s}",
         ]
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))

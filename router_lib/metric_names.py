@@ -68,3 +68,16 @@ ENVOY_RQ_TIME_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000,
 # x-sla-tier header; the default tier's virtual cluster also matches requests without the header.
 # They appear as the envoy_virtual_cluster label of the envoy_vhost_vcluster_* metrics.
 ENVOY_TIER_VIRTUAL_CLUSTERS = ("gold", "silver", "bronze")
+
+
+# What the control loop asks Envoy's admin for: only the stats it reads (Envoy matches this RE2
+# regex against its own stat names, before the Prometheus renaming).  The full page holds tens of
+# thousands of samples; parsing it every tick cost a fifth of a core here.
+ENVOY_STATS_FILTER = r"(upstream_rq_(time|total|active|[0-9]xx)$)|(\.vcluster\.)"
+
+
+def envoy_stats_url(admin_base_url: str) -> str:
+    """Envoy's /stats/prometheus, limited to used stats the control loop reads."""
+    from urllib.parse import quote
+
+    return f"{admin_base_url.rstrip('/')}/stats/prometheus?usedonly&filter={quote(ENVOY_STATS_FILTER)}"

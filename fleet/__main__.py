@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--grpc-port", type=int, default=8001)
         if name == "demo":
             p.add_argument("--duration-s", type=int, default=90)
+            p.add_argument("--users", type=int, default=6,
+                           help="locust users at base load (12 is about 40 req/s; the step doubles it)")
             p.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "demo")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

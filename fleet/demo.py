@@ -24,6 +24,7 @@ from reporting.analysis import build_report
 from reporting.page import render_markdown
 from reporting.plots import write_plots
 from reporting.recorder import record_run
+from router_lib.domain import EmulatedOutputs
 
 log = logging.getLogger(__name__)
 DEMO_SHAPE = "step"
@@ -57,9 +58,17 @@ def run_demo(args: argparse.Namespace) -> int:
               f"control {d['control_admin']}/status", flush=True)
         print(f"running {args.duration_s} s of mixed-tier load (shape {DEMO_SHAPE}: a 2x load step in the middle "
               "third) ...", flush=True)
+        notes = ["Local platform on one shared machine: the CPU pool is real; GPU and Inferentia pools are "
+                 "emulated (real Triton processes on this CPU, timed to the accelerator's profile)."]
+        synthetic = [p.name for p in platform.fleet.pools if p.outputs is EmulatedOutputs.SYNTHETIC]
+        if synthetic:
+            notes.append(f"SYNTHETIC OUTPUTS from {', '.join(synthetic)} (fleet {args.fleet}): these emulated pools "
+                         "answered with zeros of the right shape instead of running the model, so their timing is "
+                         "the accelerator profile's and not this CPU's. A timing study of the routing, not of the "
+                         "answers; `python -m fleet demo --fleet fleet.yaml` runs every model for real.")
+            print("NOTE: " + notes[-1], flush=True)
         record_run(platform, out / "run", label="demo", shape=DEMO_SHAPE, duration_s=float(args.duration_s),
-                   notes=("Local platform on one shared machine: the CPU pool is real; GPU and Inferentia pools are "
-                          "emulated (real Triton processes on this CPU, timed to the accelerator's profile).",))
+                   base_users=args.users, notes=tuple(notes))
     finally:
         print("draining and stopping the platform ...", flush=True)
         platform.stop()

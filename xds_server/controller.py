@@ -176,6 +176,8 @@ class Controller:
                 "persisted_version": saved.snapshot_version,
                 "published_version": snapshot.version if snapshot else None,
                 "routes": len(saved.weights),
+                # what was republished (differs from the version only if endpoints changed meanwhile)
+                "weights": [{"model": m, "tier": t, "weights": dict(w)} for (m, t), w in sorted(saved.weights.items())],
             }
         log.info("resumed from %s: %d routes, snapshot %s", self.state_path, len(saved.weights), saved.snapshot_version)
         return True

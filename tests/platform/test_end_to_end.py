@@ -110,18 +110,23 @@ def test_http_requests_land_where_the_weights_say(platform, model, tier):
 
 @pytest.mark.parametrize("tier", ["gold", "bronze", None])
 def test_grpc_clients_are_routed_by_model_without_extra_headers(platform, tier):
+    """Weights may move while the requests run (live demand): traffic must land only on pools
+    that had weight before or after."""
     client = grpcclient.InferenceServerClient(platform.describe()["grpc_endpoint"])
+    effective = tier or platform.fleet.tiers.default_tier
+    models = ("digits_classifier", "text_embedding")
+    w_before = {m: weights(platform, m, effective) for m in models}
     before = triton_success(platform)
     for _ in range(10):
         assert grpc_infer(client, "digits_classifier", tier).as_numpy("label").shape == (1, 1)
         assert grpc_infer(client, "text_embedding", tier).as_numpy("EMBEDDING").shape == (1, 384)
     after = triton_success(platform)
-    effective = tier or platform.fleet.tiers.default_tier
-    for model in ("digits_classifier", "text_embedding"):
-        w = weights(platform, model, effective)
-        landed = {pool: after[(pool, model)] - before[(pool, model)] for pool in w}
+    for model in models:
+        w_after = weights(platform, model, effective)
+        landed = {pool: after[(pool, model)] - before[(pool, model)] for pool in w_after}
         assert sum(landed.values()) == 10
-        assert all(landed[p] == 0 for p, weight in w.items() if weight == 0), (landed, w)
+        allowed = {p for p in w_after if w_after[p] > 0 or w_before[model].get(p, 0) > 0}
+        assert {p for p, n in landed.items() if n} <= allowed, (landed, w_before[model], w_after)
 
 
 def test_unknown_tier_model_and_malformed_requests_get_clear_errors(platform):
@@ -219,8 +224,12 @@ def test_sigkill_of_the_control_server_under_load_fails_no_request_and_resumes_p
         resumed = platform.status()
         load.wait_for_requests(20)
     assert load.failed == []
-    assert resumed["resumed"]["published_version"] == persisted["snapshot_version"]
+    # The republished weights are the persisted ones (the snapshot version can differ only if a
+    # replica's endpoints changed while the server was away).
+    assert resumed["resumed"]["persisted_version"] == persisted["snapshot_version"]
     assert resumed["resumed"]["routes"] == len(persisted["routes"]) > 0
+    assert {(r["model"], r["tier"]): r["weights"] for r in resumed["resumed"]["weights"]} == \
+           {(r["model"], r["tier"]): r["weights"] for r in persisted["routes"]}
     platform.wait_for(platform._envoy_acked, 10, "Envoy reconnected to the restarted server and ACKed")
 
 
@@ -310,7 +319,9 @@ def test_prometheus_scrapes_every_part_of_the_platform_with_pool_labels(platform
 
     platform.wait_for(lambda: {r["metric"]["job"] for r in query("up == 1")} >= {"triton", "xds-control", "envoy"},
                       30, "every job up in Prometheus")
-    pools = {r["metric"]["pool"] for r in query("nv_inference_request_success")}
+    # every Triton target carries its pool label (a replica restarted by an earlier test may not
+    # have served a request yet, so its request counters need not exist)
+    pools = {r["metric"]["pool"] for r in query('up{job="triton"} == 1')}
     assert pools == {p.name for p in platform.fleet.pools}
     emulated = {r["metric"]["pool"]: r["metric"]["emulated"] for r in query("router_pool_healthy")}
     assert emulated == {p.name: str(p.emulated).lower() for p in platform.fleet.pools}

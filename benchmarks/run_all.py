@@ -32,11 +32,20 @@ class Bench:
 
 BENCHES = (
     Bench("foundation", "benchmarks.foundation.triton_vs_ort", (), "benchmarks/results/triton_vs_ort.md", 600),
-    Bench("router", "router_lib", ("compare", "--out", "benchmarks/router/results"), "benchmarks/router/results", 900),
+    Bench("router", "router_lib", ("compare", "--sensitivity", "--out", "benchmarks/router/results"),
+          "benchmarks/router/results", 900),
+    Bench("router-decide", "router_lib", ("decide-bench",), "benchmarks/router/results", 300),
     Bench("xds-convergence", "benchmarks.xds.convergence", (), "benchmarks/xds/results", 600),
     Bench("xds-grpc-routing-cost", "benchmarks.xds.grpc_model_routing_cost", (), "benchmarks/xds/results", 600),
     Bench("xds-scale", "benchmarks.xds.scale", (), "benchmarks/xds/results", 600),
-    Bench("platform", "benchmarks.platform.load_bench", (), "benchmarks/results/platform", 1500),
+    Bench("envoy-overhead-digits", "benchmarks.xds.overhead",
+          ("--platform", "--model", "digits_classifier", "--tier", "gold"), "benchmarks/xds/results", 600),
+    Bench("envoy-overhead-embedding", "benchmarks.xds.overhead",
+          ("--platform", "--model", "text_embedding", "--tier", "gold"), "benchmarks/xds/results", 600),
+    # fleet.demo.yaml: the emulated pools keep their accelerator timing (synthetic outputs); with
+    # fleet.yaml they run MiniLM on this 2-core CPU and lag (see README, make demo-real).
+    Bench("platform", "benchmarks.platform.load_bench", ("--fleet", "fleet.demo.yaml", "--base-users", "6"),
+          "benchmarks/results/platform", 1500),
 )
 
 

@@ -116,16 +116,18 @@ def test_emulated_service_time_follows_profile_at_low_load(supervisor, artifacts
     for b in batches:  # warm-up: first executions pay one-off allocation costs
         for _ in range(3):
             send(b)
-    before = compute_totals_by_batch(client, step)
     for b in batches:
-        for _ in range(12):  # sequential requests: low load, one batch per request
+        # Triton's own compute time of each execution, one request at a time (low load): the p50
+        # is what the profile gives; a mean would let one hiccup of this shared machine decide.
+        per_execution_ms = []
+        for _ in range(12):
+            before = compute_totals_by_batch(client, step).get(b, (0, 0))
             send(b)
-    after = compute_totals_by_batch(client, step)
-    for b in batches:
-        count = after[b][0] - before.get(b, (0, 0))[0]
-        assert count == 12, f"expected 12 executions of batch {b}, got {count}"
-        measured = (after[b][1] - before.get(b, (0, 0))[1]) / count / 1e6
-        assert measured == pytest.approx(profile[b], rel=0.20), f"batch {b}: {measured:.2f} ms vs profile {profile[b]} ms"
+            after = compute_totals_by_batch(client, step)[b]
+            assert after[0] - before[0] == 1, f"expected one execution of batch {b}"
+            per_execution_ms.append((after[1] - before[1]) / 1e6)
+        measured = float(np.median(per_execution_ms))
+        assert measured == pytest.approx(profile[b], rel=0.20), f"batch {b}: p50 {measured:.2f} ms vs profile {profile[b]} ms"
     counters = _emulation_counters(supervisor.replicas(pool)[0].metrics_url, model)
     assert counters["emulation_executions_total"] >= 12 * len(batches)
 

@@ -321,7 +321,9 @@ def test_prometheus_scrapes_every_part_of_the_platform_with_pool_labels(platform
                       30, "every job up in Prometheus")
     # every Triton target carries its pool label (a replica restarted by an earlier test may not
     # have served a request yet, so its request counters need not exist)
-    pools = {r["metric"]["pool"] for r in query('up{job="triton"} == 1')}
-    assert pools == {p.name for p in platform.fleet.pools}
+    expected = {p.name for p in platform.fleet.pools}
+    platform.wait_for(lambda: {r["metric"]["pool"] for r in query('up{job="triton"} == 1')} == expected, 30,
+                      f"a Triton target up for every pool {sorted(expected)} (a replica restarted by an earlier "
+                      "test comes back on the next scrapes)")
     emulated = {r["metric"]["pool"]: r["metric"]["emulated"] for r in query("router_pool_healthy")}
     assert emulated == {p.name: str(p.emulated).lower() for p in platform.fleet.pools}

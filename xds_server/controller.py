@@ -27,6 +27,7 @@ from router_lib.metrics import FleetMetrics
 from router_lib.metrics_sources import MetricsSource, ScrapeSource
 from router_lib.policy import decide
 from router_lib.policy_types import PolicyInputs, PolicySettings, PolicyState, RoutingDecision
+from xds_server.clusters import fallback_rank
 from xds_server.inputs import DataPlaneSettings, Endpoint, PoolEndpoints, RouteWeights
 from xds_server.persisted_state import PersistedState, load_state, save_state
 from xds_server.server import XdsServer
@@ -58,7 +59,7 @@ def route_weights(
     weights: Mapping[RouteKey, Sequence[tuple[str, int]]],
     reasons: Mapping[RouteKey, Sequence[tuple[str, str]]],
     pools: Sequence[PoolEndpoints],
-    fallback_order: Sequence[str],
+    settings: DataPlaneSettings,
 ) -> list[RouteWeights]:
     """Weights restricted to pools that have endpoints and serve the model.
 
@@ -74,12 +75,9 @@ def route_weights(
             serving = [p for p in pools if model in p.models]
             if not serving:
                 continue
-            rank = {acc: i for i, acc in enumerate(fallback_order)}
-            best = min(serving, key=lambda p: (rank.get(p.accelerator, len(rank)), p.pool))
-            kept = [(best.pool, 100)]
+            kept = [(min(serving, key=lambda p: fallback_rank(p, settings)).pool, 100)]
         elif sum(w for _, w in kept) == 0:
-            rank = {acc: i for i, acc in enumerate(fallback_order)}
-            first = min(kept, key=lambda pw: (rank.get(by_name[pw[0]].accelerator, len(rank)), pw[0]))[0]
+            first = min((by_name[p] for p, _ in kept), key=lambda p: fallback_rank(p, settings)).pool
             kept = [(p, 100 if p == first else 0) for p, _ in kept]
         why = tuple((p, r) for p, r in reasons.get((model, tier), ()) if p in dict(kept))
         out.append(RouteWeights(model=model, tier=tier, weights=tuple(kept), reasons=why))
@@ -245,7 +243,7 @@ class Controller:
         pools = pool_endpoints(self.fleet, self._replicas)
         if not pools:
             return self._snapshot
-        routes = route_weights(self._weights, self._reasons, pools, self.dataplane.fallback_order)
+        routes = route_weights(self._weights, self._reasons, pools, self.dataplane)
         snapshot = build_snapshot(pools, routes, self.dataplane)
         if self._snapshot is None or snapshot.version != self._snapshot.version:
             problems = snapshot.consistent()

@@ -1,7 +1,8 @@
 """What the control plane knows, as frozen values: the input of ``build_snapshot``.
 
-These are the only types the rest of the platform needs to drive the data plane: the fleet
-supervisor reports ``PoolEndpoints``, the routing policy produces ``RouteWeights``, and
+These are the only types the rest of the platform needs to drive the data plane: replica
+discovery reports ``PoolEndpoints``, the deciders produce ``RouteWeights`` (defined once, in
+``router_lib.routes``, and used as is from the decision to the snapshot and the state file), and
 ``DataPlaneSettings`` holds the few knobs of Envoy's listeners, retries and outlier detection.
 They are validated once, here, when built (``__post_init__``), so the builders can trust them.
 """
@@ -11,6 +12,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+
+from router_lib.routes import RouteWeights
+
+__all__ = ["DataPlaneSettings", "Endpoint", "OutlierSettings", "PoolEndpoints", "RetrySettings", "RouteWeights"]
 
 # Triton model names and pool names become parts of Envoy resource names, header values and
 # regexes; keep them to a safe alphabet so no escaping is ever needed downstream.
@@ -78,36 +83,6 @@ class PoolEndpoints:
 
 
 @dataclass(frozen=True)
-class RouteWeights:
-    """The policy's decision for one (model, tier): integer weights over pools.
-
-    ``weights`` are (pool, weight) pairs, each weight in 0..100; pools with weight 0 get no
-    traffic (they still back the others through EDS priorities).  ``reasons`` is free text per
-    pool, kept for ``/status``; it does not influence the built resources.
-    """
-
-    model: str
-    tier: str
-    weights: tuple[tuple[str, int], ...]
-    reasons: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        _check_name("model", self.model)
-        pools = [pool for pool, _ in self.weights]
-        if len(set(pools)) != len(pools):
-            raise ValueError(f"route {self.model}/{self.tier}: a pool is listed twice: {pools}")
-        for pool, weight in self.weights:
-            if not isinstance(weight, int) or not 0 <= weight <= 100:
-                raise ValueError(
-                    f"route {self.model}/{self.tier}: weight of {pool} is {weight!r}, not an int in 0..100"
-                )
-
-    @property
-    def total(self) -> int:
-        return sum(weight for _, weight in self.weights)
-
-
-@dataclass(frozen=True)
 class RetrySettings:
     """Retries stay inside the weighted cluster Envoy picked; with the fallback pools at priority 1+
     of every cluster, ``previous_priorities`` is what moves a retry to another pool (FINDINGS)."""
@@ -136,6 +111,9 @@ class DataPlaneSettings:
     listen_address: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
+    # Every route's weights sum to this (the routing policy's ``total_weight``; the control
+    # server passes its value, so the two cannot disagree).
+    total_weight: int = 100
     tier_header: str = "x-sla-tier"
     default_tier: str = "silver"
     tiers: tuple[str, ...] = ("gold", "silver", "bronze")
@@ -156,5 +134,7 @@ class DataPlaneSettings:
         for tier in self.tiers:
             if not re.match(r"^[a-z0-9_-]+$", tier):
                 raise ValueError(f"tier {tier!r}: lower-case letters, digits, '_' and '-' only")
+        if self.total_weight < 1:
+            raise ValueError(f"total_weight must be >= 1, got {self.total_weight}")
         if self.http_port == self.grpc_port and self.http_port != 0:
             raise ValueError("http_port and grpc_port must differ")

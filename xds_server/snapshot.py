@@ -98,7 +98,7 @@ class Snapshot:
                 for p in self.pools
             },
             "routes": {
-                f"{r.model}/{r.tier}": {"weights": dict(r.weights), "reasons": dict(r.reasons)} for r in self.routes
+                f"{r.model}/{r.tier}": {"weights": dict(r.weights), "reasons": {p.pool: str(p.reason) for p in r.pools}} for r in self.routes
             },
             "default_tier": self.settings.default_tier,
         }
@@ -174,6 +174,8 @@ def _input_problems(
         if r.model not in served:
             problems.append(f"route {r.model}/{r.tier}: no pool serves {r.model}")
             continue
+        if r.total != settings.total_weight:
+            problems.append(f"route {r.model}/{r.tier}: weights sum to {r.total}, not {settings.total_weight}")
         for pool, weight in r.weights:
             if weight and pool not in served[r.model]:
                 problems.append(f"route {r.model}/{r.tier}: pool {pool} does not serve {r.model}")
@@ -227,7 +229,7 @@ def build_snapshot(
 
 
 def even_routes(pools: Iterable[PoolEndpoints], settings: DataPlaneSettings | None = None) -> list[RouteWeights]:
-    """Equal integer weights (summing to 100) over the pools serving each model, for every tier:
+    """Equal integer weights (summing to ``settings.total_weight``) over the pools serving each model, for every tier:
     a safe start before the policy's first decision, and handy in tests."""
     settings = settings or DataPlaneSettings()
     pools = sorted(pools, key=lambda p: p.pool)
@@ -235,7 +237,7 @@ def even_routes(pools: Iterable[PoolEndpoints], settings: DataPlaneSettings | No
     routes: list[RouteWeights] = []
     for model in models:
         serving = [p.pool for p in pools if model in p.models]
-        share, extra = divmod(100, len(serving))
+        share, extra = divmod(settings.total_weight, len(serving))
         weights = tuple((pool, share + (1 if i < extra else 0)) for i, pool in enumerate(serving))
-        routes.extend(RouteWeights(model=model, tier=tier, weights=weights) for tier in settings.tiers)
+        routes.extend(RouteWeights.of(model, tier, weights) for tier in settings.tiers)
     return routes

@@ -26,7 +26,7 @@ POOLS = {"cpu": ("text_embedding",), "gpu": ("text_embedding",)}
 
 
 def routes_to(pool: str) -> list[RouteWeights]:
-    return [RouteWeights("text_embedding", tier, ((pool, 100),)) for tier in ("gold", "silver", "bronze")]
+    return [RouteWeights.of("text_embedding", tier, ((pool, 100),)) for tier in ("gold", "silver", "bronze")]
 
 
 LOAD_CLIENT = """

@@ -25,7 +25,7 @@ from xds_server.listeners import envoy_listener
 from xds_server.naming import GRPC_ROUTES
 from xds_server.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE, to_message
 
-ROUTES = [RouteWeights("text_embedding", t, (("cpu", 100),)) for t in ("gold", "silver", "bronze")]
+ROUTES = [RouteWeights.of("text_embedding", t, (("cpu", 100),)) for t in ("gold", "silver", "bronze")]
 
 
 def with_header_listener(snapshot: Snapshot, port: int) -> Snapshot:

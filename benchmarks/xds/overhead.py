@@ -88,7 +88,7 @@ def main() -> None:
         from tests.xds_server.harness import DataPlane
         from xds_server import RouteWeights, write_proxyless_bootstrap
 
-        routes = [RouteWeights(args.model, t, (("cpu", 100),)) for t in ("gold", "silver", "bronze")]
+        routes = [RouteWeights.of(args.model, t, (("cpu", 100),)) for t in ("gold", "silver", "bronze")]
         plane = DataPlane.start({"cpu": (args.model,)}, routes)
         args.direct = f"127.0.0.1:{plane.pools['cpu'].endpoint.grpc_port}"
         args.envoy = plane.grpc_url

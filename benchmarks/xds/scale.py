@@ -78,7 +78,7 @@ async def _clients(port: int, streams: int) -> None:
 
 def _routes(gold_gpu: int) -> list[RouteWeights]:
     return [
-        RouteWeights("text_embedding", "gold", (("gpu", gold_gpu), ("inferentia", 100 - gold_gpu)))
+        RouteWeights.of("text_embedding", "gold", (("gpu", gold_gpu), ("inferentia", 100 - gold_gpu)))
         if (r.model, r.tier) == ("text_embedding", "gold")
         else r
         for r in tiered_routes()

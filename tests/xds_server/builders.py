@@ -40,7 +40,7 @@ def routes_for(
 ) -> list[RouteWeights]:
     settings = settings or DataPlaneSettings()
     return [
-        RouteWeights(model=model, tier=tier, weights=tuple(sorted(weights.items())))
+        RouteWeights.of(model, tier, tuple(sorted(weights.items())))
         for model, weights in weights_by_model.items()
         for tier in settings.tiers
     ]
@@ -49,10 +49,10 @@ def routes_for(
 def tiered_routes() -> list[RouteWeights]:
     """gold on the fast pools, silver split, bronze on the cheap pool."""
     return [
-        RouteWeights("text_embedding", "gold", (("gpu", 70), ("inferentia", 30))),
-        RouteWeights("text_embedding", "silver", (("cpu", 50), ("inferentia", 50))),
-        RouteWeights("text_embedding", "bronze", (("cpu", 100), ("gpu", 0))),
-        RouteWeights("digits_classifier", "gold", (("gpu", 100),)),
-        RouteWeights("digits_classifier", "silver", (("cpu", 80), ("gpu", 20))),
-        RouteWeights("digits_classifier", "bronze", (("cpu", 100),)),
+        RouteWeights.of("text_embedding", "gold", (("gpu", 70), ("inferentia", 30))),
+        RouteWeights.of("text_embedding", "silver", (("cpu", 50), ("inferentia", 50))),
+        RouteWeights.of("text_embedding", "bronze", (("cpu", 100), ("gpu", 0))),
+        RouteWeights.of("digits_classifier", "gold", (("gpu", 100),)),
+        RouteWeights.of("digits_classifier", "silver", (("cpu", 80), ("gpu", 20))),
+        RouteWeights.of("digits_classifier", "bronze", (("cpu", 100),)),
     ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -15,7 +13,7 @@ from xds_server.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 def _with_gold(weights):
     return [
-        dataclasses.replace(r, weights=weights) if (r.model, r.tier) == ("text_embedding", "gold") else r
+        RouteWeights.of(r.model, r.tier, weights) if (r.model, r.tier) == ("text_embedding", "gold") else r
         for r in tiered_routes()
     ]
 
@@ -151,7 +149,7 @@ def test_a_reconnecting_client_gets_the_current_snapshot(server, envoy):
 
 def test_an_inconsistent_snapshot_is_refused_and_the_previous_stays(server, envoy):
     _subscribe_like_envoy(envoy, server)
-    routes = [RouteWeights("text_embedding", tier, (("tpu", 100),)) for tier in ("gold", "silver", "bronze")]
+    routes = [RouteWeights.of("text_embedding", tier, (("tpu", 100),)) for tier in ("gold", "silver", "bronze")]
     with pytest.raises(InconsistentSnapshotError, match="tpu"):
         server.set_snapshot(build_snapshot(three_pools(), routes))
     assert envoy.nothing_received()

@@ -8,7 +8,6 @@ failover with zero failed requests, and proxyless gRPC.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import os
 import subprocess
@@ -36,12 +35,12 @@ POOLS = {
     "inferentia": ("text_embedding",),
 }
 ROUTES = [
-    RouteWeights("text_embedding", "gold", (("gpu", 70), ("inferentia", 30))),
-    RouteWeights("text_embedding", "silver", (("cpu", 50), ("inferentia", 50))),
-    RouteWeights("text_embedding", "bronze", (("cpu", 100),)),
-    RouteWeights("digits_classifier", "gold", (("gpu", 100),)),
-    RouteWeights("digits_classifier", "silver", (("cpu", 100),)),
-    RouteWeights("digits_classifier", "bronze", (("cpu", 100),)),
+    RouteWeights.of("text_embedding", "gold", (("gpu", 70), ("inferentia", 30))),
+    RouteWeights.of("text_embedding", "silver", (("cpu", 50), ("inferentia", 50))),
+    RouteWeights.of("text_embedding", "bronze", (("cpu", 100),)),
+    RouteWeights.of("digits_classifier", "gold", (("gpu", 100),)),
+    RouteWeights.of("digits_classifier", "silver", (("cpu", 100),)),
+    RouteWeights.of("digits_classifier", "bronze", (("cpu", 100),)),
 ]
 
 
@@ -177,7 +176,7 @@ def test_an_unknown_model_is_a_clear_404_or_not_found(plane):
 
 def test_a_weight_change_is_acked_and_then_serves_at_the_new_pool(plane, restore):
     routes = [
-        dataclasses.replace(r, weights=(("inferentia", 100),)) if (r.model, r.tier) == ("text_embedding", "gold") else r
+        RouteWeights.of(r.model, r.tier, (("inferentia", 100),)) if (r.model, r.tier) == ("text_embedding", "gold") else r
         for r in ROUTES
     ]
     started = time.perf_counter()
@@ -196,7 +195,7 @@ def test_envoy_rejected_no_update(plane):
 
 def test_a_config_envoy_rejects_is_nacked_and_the_last_good_one_keeps_serving(plane, restore):
     routes = [
-        dataclasses.replace(r, weights=(("gpu", 0), ("inferentia", 0)))
+        RouteWeights.of(r.model, r.tier, (("gpu", 0), ("inferentia", 0)))
         if (r.model, r.tier) == ("text_embedding", "gold")
         else r
         for r in ROUTES
@@ -269,7 +268,7 @@ def test_adding_a_pool_then_killing_it_under_load_fails_no_request(plane, restor
     try:
         assert wait_for(lambda: sum(outcomes.values()) > 20, 5)
         routes = [
-            dataclasses.replace(r, weights=(("spare", 100),)) if r.model == "text_embedding" else r for r in ROUTES
+            RouteWeights.of(r.model, r.tier, (("spare", 100),)) if r.model == "text_embedding" else r for r in ROUTES
         ]
         assert plane.xds.wait_acked(plane.publish(routes), timeout_s=10)
         assert wait_for(lambda: outcomes["grpc OK spare"] > 20 and outcomes["http 200 spare"] > 20, 5)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
+from router_lib.routes import Reason, ReasonKind
 from tests.xds_server.builders import pool, routes_for, three_pools, tiered_routes
 from xds_server import DataPlaneSettings, Endpoint, PoolEndpoints, RouteWeights, build_snapshot, even_routes, protos
 from xds_server.protos import to_dict
@@ -38,7 +37,7 @@ def test_same_inputs_in_any_order_build_the_same_version():
 def test_a_weight_change_changes_the_version_but_only_the_route_resources():
     before = _snapshot()
     routes = [
-        dataclasses.replace(r, weights=(("gpu", 40), ("inferentia", 60)))
+        RouteWeights.of(r.model, r.tier, (("gpu", 40), ("inferentia", 60)))
         if (r.model, r.tier) == ("text_embedding", "gold")
         else r
         for r in tiered_routes()
@@ -148,7 +147,7 @@ def test_a_canary_version_is_a_cluster_of_its_own():
         ),
     ]
     routes = [
-        dataclasses.replace(r, weights=(("gpu", 90), ("gpu-canary", 10)))
+        RouteWeights.of(r.model, r.tier, (("gpu", 90), ("gpu-canary", 10)))
         if (r.model, r.tier) == ("text_embedding", "gold")
         else r
         for r in tiered_routes()
@@ -175,7 +174,7 @@ def test_replica_changes_touch_only_endpoints():
 
 def test_route_to_a_pool_that_does_not_exist_is_inconsistent():
     routes = [
-        dataclasses.replace(r, weights=(("tpu", 100),)) if (r.model, r.tier) == ("digits_classifier", "gold") else r
+        RouteWeights.of(r.model, r.tier, (("tpu", 100),)) if (r.model, r.tier) == ("digits_classifier", "gold") else r
         for r in tiered_routes()
     ]
     problems = _snapshot(routes=routes).consistent()
@@ -185,13 +184,27 @@ def test_route_to_a_pool_that_does_not_exist_is_inconsistent():
 
 def test_all_zero_weights_are_inconsistent():
     routes = [
-        dataclasses.replace(r, weights=(("gpu", 0), ("cpu", 0)))
+        RouteWeights.of(r.model, r.tier, (("gpu", 0), ("cpu", 0)))
         if (r.model, r.tier) == ("digits_classifier", "gold")
         else r
         for r in tiered_routes()
     ]
     problems = _snapshot(routes=routes).consistent()
     assert any("digits_classifier/gold: all weights are zero" in p for p in problems)
+
+
+def test_weights_that_do_not_sum_to_the_total_weight_are_inconsistent():
+    routes = [
+        RouteWeights.of(r.model, r.tier, (("gpu", 101),)) if (r.model, r.tier) == ("digits_classifier", "gold") else r
+        for r in tiered_routes()
+    ]
+    assert "route digits_classifier/gold: weights sum to 101, not 100" in _snapshot(routes=routes).consistent()
+
+
+def test_the_total_weight_comes_from_the_settings():
+    settings = DataPlaneSettings(total_weight=1000)
+    assert {r.total for r in even_routes(three_pools(), settings)} == {1000}
+    assert build_snapshot(three_pools(), even_routes(three_pools(), settings), settings).consistent() == []
 
 
 def test_a_missing_tier_is_inconsistent_rather_than_silently_defaulted():
@@ -227,9 +240,9 @@ def test_even_routes_sum_to_100():
 @pytest.mark.parametrize(
     "make",
     [
-        pytest.param(lambda: RouteWeights("m", "gold", (("cpu", 101),)), id="weight-over-100"),
-        pytest.param(lambda: RouteWeights("m", "gold", (("cpu", 50), ("cpu", 50))), id="pool-twice"),
-        pytest.param(lambda: RouteWeights("m", "gold", (("cpu", 0.5),)), id="weight-not-int"),
+        pytest.param(lambda: RouteWeights.of("m", "gold", (("cpu", -1),)), id="weight-negative"),
+        pytest.param(lambda: RouteWeights.of("m", "gold", (("cpu", 50), ("cpu", 50))), id="pool-twice"),
+        pytest.param(lambda: RouteWeights.of("m", "gold", (("cpu", 0.5),)), id="weight-not-int"),
         pytest.param(lambda: PoolEndpoints("a--b", "cpu", False, ("m",), ()), id="double-dash-in-pool"),
         pytest.param(lambda: PoolEndpoints("cpu", "cpu", False, ("bad model",), ()), id="space-in-model"),
         pytest.param(lambda: Endpoint("127.0.0.1", 0, 1), id="port-zero"),
@@ -251,7 +264,7 @@ def test_routes_for_helper_builds_every_tier():
 
 def test_the_summary_lists_weights_and_reasons_per_model_and_tier():
     routes = [
-        dataclasses.replace(r, reasons=(("gpu", "meets 50 ms"),))
+        RouteWeights.of(r.model, r.tier, r.weights, {"gpu": Reason(ReasonKind.CHEAPEST, "meets 50 ms")})
         if (r.model, r.tier) == ("digits_classifier", "gold")
         else r
         for r in tiered_routes()

@@ -1,13 +1,16 @@
 """The report generator on a recorded run (a real demo run, subsampled): golden Markdown.
 
-``UPDATE_GOLDEN=1 pytest tests/demo/test_report_golden.py`` rewrites the golden file after an
-intended change; review the diff.
+``UPDATE_GOLDEN=1 pytest tests/demo/test_report_golden.py`` writes the golden file (first time, or
+after an intended change); review the diff.  Without that flag a missing golden file fails the test:
+writing it then would compare the output with itself.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import pytest
 
 from reporting.analysis import build_report
 from reporting.page import render_markdown
@@ -19,11 +22,15 @@ PLOTS = {"latency": "latency_per_tier.png", "traffic": "traffic_split.png", "cos
 
 
 def test_report_markdown_matches_golden() -> None:
+    """The Markdown report of the recorded run is byte-for-byte the reviewed golden/report.md."""
     markdown = render_markdown(build_report(load_run(GOLDEN / "run")), PLOTS)
     golden = GOLDEN / "report.md"
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not golden.exists():
+    if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.write_text(markdown)
-    assert markdown == golden.read_text()
+    if not golden.exists():
+        pytest.fail(f"{golden} is missing: create it with "
+                    "`UPDATE_GOLDEN=1 pytest tests/demo/test_report_golden.py`, review it, and commit it")
+    assert markdown == golden.read_text(), "report differs from golden/report.md (UPDATE_GOLDEN=1 rewrites it)"
 
 
 def test_recorded_run_reports_a_failed_tier_with_reasons() -> None:

@@ -43,16 +43,16 @@ typecheck: $(VENV_STAMP) ## mypy on the pure core
 	.venv/bin/mypy router_lib
 
 demo: setup ## set up, start the local platform, run a mixed-tier load and report (fleet.demo.yaml)
-	$(PY) -m fleet demo --fleet fleet.demo.yaml
+	$(PY) -m local_platform demo --fleet fleet.demo.yaml
 
 demo-real: setup ## the demo with every emulated pool running the real model on this CPU (fleet.yaml)
-	$(PY) -m fleet demo --fleet fleet.yaml
+	$(PY) -m local_platform demo --fleet fleet.yaml
 
 up: setup ## start the local platform and serve until Ctrl-C
-	$(PY) -m fleet up
+	$(PY) -m local_platform up
 
 status: $(VENV_STAMP) ## show pools, replicas, ports, health of a running platform
-	$(PY) -m fleet status
+	$(PY) -m local_platform status
 
 benchmark: setup ## the longer benchmarks; results under benchmarks/results
 	$(PY) -m benchmarks.run_all

@@ -85,12 +85,12 @@ def _variant_path(name: str, variant: str, args: argparse.Namespace) -> Path | N
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from benchmarks.common import write_results
     from model_repository.definitions import load_models
     from profiler.bench import SweepPlan
     from profiler.plot import plot_runs
     from profiler.profile_io import write_profile
     from profiler.run import markdown, profile_model, run_record
+    from reporting.results_io import write_results
     from router_lib.config import load_prices, load_profile, load_tiers
 
     models = load_models()

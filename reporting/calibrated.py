@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from reporting.run_data import RunData
+from reporting.run_data import RunData, recorded_trace
 
 
 def measured_service_ms(triton: Mapping[str, Mapping[str, Mapping[str, float]]], pool: str, model: str
@@ -86,7 +86,6 @@ def replay_decide(run: RunData) -> Any:
 
 def simulate_calibrated(run: RunData, fleet: Any, seed: int = 1) -> dict[str, Any]:
     """Replay the run's arrivals with measured service times and recorded weights."""
-    from reporting.cost import recorded_trace
     from router_lib.simulator import SimSettings, simulate
 
     if not run.samples or not run.triton:

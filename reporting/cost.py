@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from reporting.run_data import RunData
+from reporting.run_data import RunData, recorded_trace
 
 DEMAND_WINDOW_S = 5.0
 
@@ -84,25 +84,6 @@ def plan_for_run(run: RunData, fleet: Any, *, simulate_run: bool = True) -> dict
         out["simulated"] = simulate_recorded_load(run, fleet)
         out["simulated_calibrated"] = simulate_calibrated(run, fleet)
     return out
-
-
-def recorded_trace(run: RunData) -> Any:
-    """The run's own arrivals as a simulator trace (each item of a batch as one arrival)."""
-    import numpy as np
-
-    from router_lib.workload import Trace
-
-    models = tuple(sorted({r.model for r in run.records}))
-    tiers = tuple(sorted({r.tier for r in run.records}))
-    times, m_idx, t_idx = [], [], []
-    for r in run.records:
-        for _ in range(max(1, r.batch)):
-            times.append(r.t_unix_s - run.started_unix_s)
-            m_idx.append(models.index(r.model))
-            t_idx.append(tiers.index(r.tier))
-    order = np.argsort(np.array(times), kind="stable")
-    return Trace(np.array(times)[order], np.array(m_idx, dtype=np.int32)[order], np.array(t_idx, dtype=np.int32)[order],
-                 models, tiers, max(run.duration_s, 1.0))
 
 
 def simulate_recorded_load(run: RunData, fleet: Any, seed: int = 1) -> dict[str, Any]:

@@ -15,8 +15,8 @@ CONTROL_PLANE: dict[str, tuple[str, tuple[str, ...], str]] = {
     "router_pool_p99_ms": ("gauge", ("pool", "model"), "p99 latency in ms as Envoy saw it over the window."),
     # Added for autoscaling (k8s KEDA ScaledObjects scale each pool on queue depth and p95).
     "router_pool_p95_ms": ("gauge", ("pool", "model"), "p95 latency in ms as Envoy saw it over the window."),
-    "router_cost_per_1k_requests_usd": ("gauge", ("pool", "model", "tier"), "Estimated $ per 1000 requests."),
-    "router_fleet_cost_per_hour_usd": ("gauge", ("pool", "accelerator", "emulated"), "Configured $/hour of the pool."),
+    "router_cost_per_1k_requests_usd": ("gauge", ("pool", "model", "tier"), "$ per 1000 requests at the tier's safe utilisation (the routing policy's own cost)."),
+    "router_fleet_cost_per_hour_usd": ("gauge", ("pool", "accelerator", "emulated"), "$/hour of the pool's ready replicas (price x ready replicas)."),
     "xds_pushes_total": ("counter", ("type_url",), "Resources pushed to Envoy/gRPC clients."),
     "xds_nacks_total": ("counter", ("type_url",), "NACKs received (Envoy rejected a config)."),
     "xds_push_to_ack_seconds": ("histogram", (), "Time from a push to its ACK."),

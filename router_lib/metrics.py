@@ -17,7 +17,8 @@ The contract other components rely on (units in the names):
 * ``window_s``: length of the window the rates cover (0 on the first read: rates are 0 then).
 
 The text parsers live in :mod:`router_lib.metrics_text`, the window arithmetic in
-:mod:`router_lib.metrics_window`, and the sources (ports) in :mod:`router_lib.metrics_sources`.
+:mod:`router_lib.metrics_window`; the sources that fetch them (adapters of ``control.ports.MetricsSource``)
+live in :mod:`control.metrics_scrape` and :mod:`control.metrics_prometheus`.
 """
 
 from __future__ import annotations

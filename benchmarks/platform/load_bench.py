@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from benchmarks.common import ROOT, write_results
-from fleet.platform import LocalPlatform, PlatformPorts
+from local_platform.platform import LocalPlatform, PlatformPorts
 from reporting.analysis import Report, build_report
 from reporting.page import render_markdown
 from reporting.plots import write_plots

@@ -19,8 +19,8 @@ import threading
 import time
 
 from benchmarks.xds.common import summary_ms, write_results
-from tests.xds_server.harness import ROOT, DataPlane
 from xds_server import RouteWeights, build_snapshot
+from xds_server.testbed import ROOT, DataPlane
 
 POOLS = {"cpu": ("text_embedding",), "gpu": ("text_embedding",)}
 

@@ -85,8 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     plane = None
     if args.demo:
-        from tests.xds_server.harness import DataPlane
         from xds_server import RouteWeights, write_proxyless_bootstrap
+        from xds_server.testbed import DataPlane
 
         routes = [RouteWeights.of(args.model, t, (("cpu", 100),)) for t in ("gold", "silver", "bronze")]
         plane = DataPlane.start({"cpu": (args.model,)}, routes)
@@ -98,7 +98,7 @@ def main() -> None:
         args.name = "overhead_demo_fake_upstream"
     platform = None
     if args.platform:
-        from fleet.platform import LocalPlatform, PlatformPorts
+        from local_platform.platform import LocalPlatform, PlatformPorts
         from xds_server import write_proxyless_bootstrap
 
         platform = LocalPlatform(workdir=Path(tempfile.mkdtemp(prefix="overhead-")), ports=PlatformPorts(http=0, grpc=0))

@@ -23,10 +23,10 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from benchmarks.xds.common import summary_ms, write_results
-from tests.xds_server.builders import three_pools, tiered_routes
-from tests.xds_server.harness import ROOT
 from xds_server import RouteWeights, XdsServer, build_snapshot
+from xds_server.examples import three_pools, tiered_routes
 from xds_server.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.testbed import ROOT
 
 
 async def _one_stream(port: int, index: int) -> None:

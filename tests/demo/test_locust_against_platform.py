@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.platform import LocalPlatform, PlatformPorts
+from local_platform.platform import LocalPlatform, PlatformPorts
 from reporting.analysis import build_report
 from reporting.recorder import record_run
 

@@ -1,5 +1,5 @@
 """One source of truth: the manifests, images and Terraform agree with what the code defines —
-ports (router_lib/ports.py), pools and instance types (fleet.yaml, data/prices.yaml), images
+ports (router_lib/port_numbers.py), pools and instance types (fleet.yaml, data/prices.yaml), images
 (triton_images/), server flags (the real tritonserver's and the control server's), versions."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from deploy.overlay_inputs import IMAGE_DIRS
-from router_lib import ports
+from router_lib import port_numbers as ports
 from router_lib.config import load_fleet
 from tests.deploy.conftest import REPO, find, run
 
@@ -214,9 +214,9 @@ def test_envoy_and_control_images_use_the_codes_pinned_versions() -> None:
 
 
 def _serve_help() -> str:
-    p = run([REPO / ".venv" / "bin" / "python", "-m", "xds_server", "serve", "--help"])
+    p = run([REPO / ".venv" / "bin" / "python", "-m", "control", "serve", "--help"])
     if p.returncode != 0:
-        pytest.fail(f"`python -m xds_server serve --help` failed (main venv, make setup): {p.stderr[-2000:]}")
+        pytest.fail(f"`python -m control serve --help` failed (main venv, make setup): {p.stderr[-2000:]}")
     return p.stdout
 
 
@@ -229,15 +229,15 @@ def test_control_server_flags_exist_in_its_cli(documents: dict[str, list[dict]])
     cmd = re.search(r"^CMD\s+(\[.*\])$", (REPO / "triton_images" / "control" / "Dockerfile").read_text(), flags=re.M)
     assert cmd and yaml.safe_load(cmd.group(1))[0] == "serve"
     used |= set(_flags(yaml.safe_load(cmd.group(1))))
-    assert used <= accepted, f"python -m xds_server serve has no {sorted(used - accepted)}"
+    assert used <= accepted, f"python -m control serve has no {sorted(used - accepted)}"
     required = set(re.findall(r"(?<!\[)--([a-z0-9-]+) [A-Z_]+(?!\])", help_text.split("options:")[0]))
     assert required <= used, f"the manifest misses required flags {sorted(required - used)}"
 
 
 def test_control_server_defaults_are_the_code_ports() -> None:
-    from xds_server.__main__ import main  # noqa: F401  (import fails loudly if the CLI moved)
+    from control.__main__ import main  # noqa: F401  (import fails loudly if the CLI moved)
 
-    text = (REPO / "xds_server" / "__main__.py").read_text()
+    text = (REPO / "control" / "__main__.py").read_text()
     assert f'"--xds-port", type=int, default={ports.CONTROL_ADS_GRPC}' in text
     assert f'"--admin-port", type=int, default={ports.CONTROL_ADMIN_HTTP}' in text
 
@@ -263,7 +263,7 @@ while todo:
     for req in md.requires(name) or []:
         if "extra ==" not in req:
             todo.append(norm(re.split(r"[ ;<>=!~\\[(]", req, maxsplit=1)[0]))
-import xds_server.__main__
+import control.__main__
 dists = md.packages_distributions()
 tops = {m.split(".")[0] for m in list(sys.modules)} - set(sys.stdlib_module_names)
 missing = sorted(t for t in tops if t in dists and not t.startswith("_") and not any(norm(d) in have for d in dists[t]))

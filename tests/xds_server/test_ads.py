@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.xds_server.builders import three_pools, tiered_routes
 from tests.xds_server.fake_envoy import FakeEnvoy
 from xds_server import InconsistentSnapshotError, RouteWeights, XdsServer, build_snapshot
+from xds_server.examples import three_pools, tiered_routes
 from xds_server.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
@@ -174,7 +174,7 @@ def test_streams_are_counted(server, envoy, registry):
 
 
 def test_routes_to_a_new_pool_wait_until_its_clusters_are_acked_and_filled(server, envoy):
-    from tests.xds_server.builders import pool
+    from xds_server.examples import pool
 
     got = _subscribe_like_envoy(envoy, server)
     pools = [*three_pools(), pool("spare", accelerator="gpu", base_port=9400)]

@@ -24,8 +24,8 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.xds_server.harness import ROOT, DataPlane, FakePool
 from xds_server import RouteWeights, XdsServer, build_snapshot, write_proxyless_bootstrap
+from xds_server.testbed import ROOT, DataPlane, FakePool
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.xds_server.builders import three_pools, tiered_routes
 from xds_server import build_snapshot
 from xds_server.bootstrap import envoy_bootstrap, proxyless_bootstrap
+from xds_server.examples import three_pools, tiered_routes
 from xds_server.grpc_model_header import lua_source
 from xds_server.protos import SHORT_NAMES, to_dict
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from router_lib.routes import Reason, ReasonKind
-from tests.xds_server.builders import pool, routes_for, three_pools, tiered_routes
 from xds_server import DataPlaneSettings, Endpoint, PoolEndpoints, RouteWeights, build_snapshot, even_routes, protos
+from xds_server.examples import pool, routes_for, three_pools, tiered_routes
 from xds_server.protos import to_dict
 
 

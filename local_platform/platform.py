@@ -123,7 +123,7 @@ class LocalPlatform:
         log_path = self.workdir / "logs" / "control-server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
-            sys.executable, "-m", "xds_server", "serve", f"--fleet={self.fleet_path}",
+            sys.executable, "-m", "control", "serve", f"--fleet={self.fleet_path}",
             f"--runtime={self.runtime_path}", f"--state={self.state_path}",
             f"--xds-port={self.ports.xds}", f"--admin-port={self.ports.admin}",
             f"--envoy-metrics-url={envoy_stats_url(f'http://127.0.0.1:{self.ports.envoy_admin}')}",

@@ -1,91 +1,22 @@
-"""Metrics sources (ports): where :class:`~router_lib.metrics.FleetMetrics` come from.
+"""Metrics source adapter: read the fleet's metrics from a Prometheus server's HTTP API
+(instant queries with ``rate()``/``increase()`` over ``window_s``; ``control.ports.MetricsSource``).
 
-``MetricsSource`` is the port; two adapters implement it:
-
-* :class:`ScrapeSource` (the default) scrapes each Triton replica's ``/metrics`` and Envoy's
-  ``/stats/prometheus`` over HTTP and keeps the previous scrape to compute windowed rates.
-  A replica that cannot be fetched or parsed counts as not ready; ``read()`` never raises for
-  one bad replica or a bad Envoy (it then falls back to Triton's own counters).
-* :class:`PrometheusApiSource` asks a Prometheus server (``/api/v1/query``) for the same
-  quantities with ``rate()``/``increase()`` over ``window_s``.  It expects each Triton scrape
-  target to carry a ``pool`` label (set it in the scrape config) and Envoy under its usual names.
-
-HTTP goes through a ``Fetch`` callable so tests inject fakes instead of patching the stdlib.
+It expects each Triton scrape target to carry a ``pool`` label (set it in the scrape config) and
+Envoy under its usual names.  Prometheus knows the targets itself, so the replica list passed to
+``read`` is not used.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from control.http_fetch import FETCH_ERRORS, Fetch, http_get_text
+from router_lib.cluster_names import parse_cluster_name
 from router_lib.metrics import FleetMetrics, MetricsParseError, MetricsUnavailableError, PoolModelMetrics
-from router_lib.metrics_text import EnvoySample, TritonSample, parse_envoy, parse_triton
-from router_lib.metrics_window import ScrapeSnapshot, fleet_metrics, histogram_quantile
-
-FETCH_ERRORS = (OSError, urllib.error.URLError, http.client.HTTPException, ValueError)
-
-
-class Fetch(Protocol):
-    def __call__(self, url: str, timeout_s: float) -> str: ...
-
-
-class MetricsSource(Protocol):
-    def read(self, now_s: float) -> FleetMetrics: ...
-
-
-def http_get_text(url: str, timeout_s: float) -> str:
-    """GET ``url`` and return its body as text; raises OSError/HTTPException on failure."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (our own endpoints)
-        body: bytes = response.read()
-    return body.decode("utf-8", errors="replace")
-
-
-class ScrapeSource:
-    """Scrape Triton replicas and Envoy directly.  Keeps only the previous snapshot as state."""
-
-    def __init__(self, triton_urls: Mapping[str, Sequence[str]], envoy_url: str | None = None, *,
-                 composing: Mapping[str, str] | None = None, expected: Sequence[tuple[str, str]] = (),
-                 fetch: Fetch = http_get_text, timeout_s: float = 1.0) -> None:
-        self.triton_urls = {pool: tuple(urls) for pool, urls in triton_urls.items()}
-        self.envoy_url = envoy_url
-        self.composing = dict(composing or {})
-        self.expected = tuple(expected)
-        self.fetch = fetch
-        self.timeout_s = timeout_s
-        self.last_errors: dict[str, str] = {}
-        self._previous: ScrapeSnapshot | None = None
-
-    def _scrape_triton(self, url: str) -> TritonSample | None:
-        try:
-            return parse_triton(self.fetch(url, self.timeout_s), url, self.composing)
-        except (MetricsParseError, *FETCH_ERRORS) as e:
-            self.last_errors[url] = f"{type(e).__name__}: {e}"
-            return None
-
-    def _scrape_envoy(self) -> EnvoySample | None:
-        if not self.envoy_url:
-            return None
-        try:
-            return parse_envoy(self.fetch(self.envoy_url, self.timeout_s), self.envoy_url)
-        except (MetricsParseError, *FETCH_ERRORS) as e:
-            self.last_errors[self.envoy_url] = f"{type(e).__name__}: {e}"
-            return None
-
-    def read(self, now_s: float) -> FleetMetrics:
-        self.last_errors = {}
-        snapshot = ScrapeSnapshot(
-            timestamp_s=now_s,
-            triton={pool: {url: self._scrape_triton(url) for url in urls} for pool, urls in self.triton_urls.items()},
-            envoy=self._scrape_envoy(),
-        )
-        result = fleet_metrics(self._previous, snapshot, self.expected)
-        self._previous = snapshot
-        return result
+from router_lib.metrics_window import histogram_quantile
 
 
 def _vector(answer: Any, query: str) -> list[tuple[dict[str, str], float]]:
@@ -138,8 +69,6 @@ class PrometheusApiSource:
         return out
 
     def _by_cluster(self, promql: str, now_s: float, by_le: bool = False) -> dict[tuple[str, str], Any]:
-        from router_lib.cluster_names import parse_cluster_name
-
         out: dict[tuple[str, str], Any] = {}
         for labels, value in self.query(promql, now_s):
             parsed = parse_cluster_name(labels.get("envoy_cluster_name", ""))
@@ -154,7 +83,8 @@ class PrometheusApiSource:
                 out[key] = out.get(key, 0.0) + value
         return out
 
-    def read(self, now_s: float) -> FleetMetrics:
+    def read(self, now_s: float, targets: Mapping[str, Sequence[str]] | None = None) -> FleetMetrics:
+        """Prometheus knows its targets; ``targets`` is accepted for the port and not used."""
         w = f"{self.window_s:g}s"
         job = f'job="{self.triton_job}"'
         pending = self._by_pool_model(f"sum by (pool, model) (nv_inference_pending_request_count{{{job}}})", now_s)

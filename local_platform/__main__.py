@@ -1,4 +1,4 @@
-"""``python -m fleet up | status | demo``: the local platform for people.
+"""``python -m local_platform up | status | demo``: the local platform for people.
 
 - ``up``: start every pool, the control server and Envoy; print the endpoints and a status table;
   serve until Ctrl-C, then drain and stop everything.
@@ -19,8 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fleet.platform import LocalPlatform, PlatformPorts, http_json
 from fleet.triton_process import PROJECT_ROOT
+from local_platform.platform import LocalPlatform, PlatformPorts, http_json
 
 
 def status_table(status: dict[str, Any]) -> str:
@@ -83,13 +83,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fleet.demo import run_demo
+    from local_platform.demo import run_demo
 
     return run_demo(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fleet", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m local_platform", description=__doc__.splitlines()[0])
     ap.add_argument("--log-level", default="WARNING")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, fn in (("up", cmd_up), ("status", cmd_status), ("demo", cmd_demo)):

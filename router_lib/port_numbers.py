@@ -1,4 +1,5 @@
-"""Every port number the platform listens on, in one place.
+"""Every port number the platform listens on, in one place (a TCP port; the control loop's I/O
+boundaries are called ports too, and live in ``control.ports``).
 
 The local platform (fleet/, xds_server/) uses these as defaults; the Kubernetes manifests, the Envoy
 bootstrap and the Dockerfiles under triton_images/ repeat them because YAML cannot import Python, and

@@ -1,4 +1,4 @@
-"""``python -m xds_server serve``: the control server as its own process.
+"""``python -m control serve``: the control server as its own process.
 
 It reads the fleet config, follows the runtime file the fleet supervisor writes, serves ADS to
 Envoy and proxyless gRPC clients, and runs the control loop every ``--interval-s``.  It can be
@@ -16,14 +16,14 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from control.admin_http import AdminServer
+from control.server import dataplane_settings, wire_local
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
-from xds_server.admin_http import AdminServer
-from xds_server.controller import Controller
-from xds_server.inputs import DataPlaneSettings
+from router_lib.policy_types import PolicySettings
 from xds_server.server import XdsServer
 
-log = logging.getLogger("xds_server")
+log = logging.getLogger("control")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -33,14 +33,9 @@ def serve(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     xds = XdsServer(port=args.xds_port, host=args.listen_address, registry=registry)
     port = xds.start()
-    settings = DataPlaneSettings(
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        default_tier=fleet.tiers.default_tier,
-        tiers=tuple(fleet.tiers.tiers),
-        fallback_order=tuple(a.value for a in fleet.tiers.fallback_order),
-    )
-    controller = Controller(
+    policy = PolicySettings()
+    settings = dataplane_settings(fleet, policy, http_port=args.http_port, grpc_port=args.grpc_port)
+    controller = wire_local(
         fleet=fleet,
         xds=xds,
         runtime_path=args.runtime,
@@ -48,9 +43,10 @@ def serve(args: argparse.Namespace) -> int:
         composing=composing,
         envoy_metrics_url=args.envoy_metrics_url,
         dataplane=settings,
+        policy=policy,
         registry=registry,
     )
-    resumed = controller.resume()
+    resumed = controller.loop.resume()
     admin = AdminServer(controller, port=args.admin_port, host=args.listen_address)
     admin_port = admin.start()
     log.info(
@@ -65,7 +61,7 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(args.interval_s):
         try:
-            controller.tick()
+            controller.loop.tick()
         except Exception:  # one bad tick must not take the control plane down
             log.exception("control loop tick failed")
     admin.stop()
@@ -74,7 +70,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xds_server", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m control", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the control server")
     s.add_argument("--fleet", type=Path, default=Path("fleet.yaml"))

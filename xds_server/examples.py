@@ -1,4 +1,4 @@
-"""Small, readable inputs shared by the xds_server tests."""
+"""Small, readable xDS inputs: three pools and tiered routes (the tests' and benchmarks' examples)."""
 
 from __future__ import annotations
 

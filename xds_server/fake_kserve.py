@@ -1,7 +1,7 @@
 """A tiny KServe v2 upstream (gRPC + HTTP) that says which pool it is, for tests with real Envoy.
 
 Run as a process so a test can SIGKILL a whole "pool":
-    python -m tests.xds_server.fake_kserve --pool cpu --models a,b
+    python -m xds_server.fake_kserve --pool cpu --models a,b
 It prints one JSON line ``{"http_port": .., "grpc_port": ..}`` once both ports listen.
 ModelInfer echoes the model name and puts the pool in the response's ``parameters["pool"]``;
 the HTTP infer answers JSON with the same.  Unknown models get NOT_FOUND / 404 like Triton.

@@ -19,12 +19,12 @@ from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from xds_server.controller import Controller
+from control.server import ControlServer
 
 log = logging.getLogger(__name__)
 
 
-def _handler(controller: Controller) -> type[BaseHTTPRequestHandler]:
+def _handler(controller: ControlServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("admin: " + fmt, *args)
@@ -46,9 +46,7 @@ def _handler(controller: Controller) -> type[BaseHTTPRequestHandler]:
             elif path == "/metrics":
                 self._send(200, generate_latest(controller.registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                self._json(
-                    200, {"ok": True, "snapshot_version": controller.snapshot.version if controller.snapshot else None}
-                )
+                self._json(200, {"ok": True, "snapshot_version": controller.loop.view.snapshot_version})
             else:
                 self._json(404, {"error": f"no such path {path!r}; try /status, /metrics, /healthz"})
 
@@ -77,7 +75,7 @@ def _handler(controller: Controller) -> type[BaseHTTPRequestHandler]:
 
 
 class AdminServer:
-    def __init__(self, controller: Controller, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, controller: ControlServer, port: int = 0, host: str = "127.0.0.1") -> None:
         self.httpd = ThreadingHTTPServer((host, port), _handler(controller))
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])

@@ -1,5 +1,5 @@
 """Start fake KServe pools, the ADS server and a real Envoy on loopback, with ports picked at run
-time; stop everything by PID.  Shared by the integration tests and benchmarks/xds."""
+time; stop everything by PID.  Shared by the integration tests and benchmarks/xds (a test bed, not used at run time)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from xds_server import (
     write_envoy_bootstrap,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -47,7 +47,7 @@ class FakePool:
     def start(cls, name: str, models: tuple[str, ...], accelerator: str | None = None) -> FakePool:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.xds_server.fake_kserve", "--pool", name, "--models", ",".join(models)],
+            [sys.executable, "-m", "xds_server.fake_kserve", "--pool", name, "--models", ",".join(models)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

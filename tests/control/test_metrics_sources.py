@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from control.metrics_prometheus import PrometheusApiSource
+from control.metrics_scrape import ScrapeSource
 from router_lib.metrics import MetricsParseError, MetricsUnavailableError
-from router_lib.metrics_sources import PrometheusApiSource, ScrapeSource
 from tests.router_lib.test_metrics import COMPOSING, envoy_text, triton_text
 
 

@@ -1,0 +1,175 @@
+"""One tick's decisions, composed in a fixed order; pure (no clock, no I/O, no globals).
+
+Order within a tick, each stage reading what the one before decided:
+
+1. **capacity** decides, per pool, how many replicas it should run and whether it is being
+   drained (``decide_capacity``; today it holds the configured count and honours operator
+   drains: the capacity decider of the autoscaling work replaces it behind the same signature);
+2. **routing** (``router_lib.policy.decide``) places each (model, tier)'s demand on the cheapest
+   pools that meet the tier, seeing a draining or not-yet-ready pool as having 0 ready replicas;
+3. **releases** split a route between model versions inside the pools routing chose
+   (``decide_releases``; no release exists yet, so it passes the routes through unchanged);
+4. **resolve** applies the rules that settle conflicts, in this one place (``resolve``):
+
+   * a pool that is draining, or has no ready replica, carries weight 0 on every route, whatever
+     a decider gave it (even when it is the cheapest): reason ``DRAINING`` / ``NOT_READY``;
+   * the weight it loses goes to the route's other weighted, routable pools in proportion;
+   * a route left with no weight goes whole to the first routable pool serving the model in
+     fallback order (``REASSIGNED``); if no pool is routable, to the first pool that still has
+     ready replicas although it drains (a route is never dropped while some replica can serve it);
+   * a model with no ready replica anywhere has no route (``unroutable``).
+
+No stage's output silently overrides another's: each rule that changed a weight says so in the
+pool's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from router_lib.domain import Fleet
+from router_lib.metrics import FleetMetrics
+from router_lib.policy import decide as decide_routing
+from router_lib.policy_stages import largest_remainder
+from router_lib.policy_types import PolicyInputs, PolicySettings, PolicyState
+from router_lib.routes import PoolWeight, Reason, ReasonKind, RouteKey, RouteWeights
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """The capacity decider's word on one pool this tick."""
+
+    pool: str
+    desired_replicas: int
+    ready_replicas: int
+    draining: bool
+    reason: str
+
+    @property
+    def routable(self) -> bool:
+        """May get new requests: has a ready replica and is not being drained."""
+        return self.ready_replicas > 0 and not self.draining
+
+
+@dataclass(frozen=True)
+class CapacityDecision:
+    pools: Mapping[str, PoolPlan]
+
+    def desired(self) -> dict[str, int]:
+        return {name: p.desired_replicas for name, p in self.pools.items()}
+
+    def routable_ready(self) -> dict[str, int]:
+        """Ready replicas as routing must see them: 0 for a pool being drained."""
+        return {name: (p.ready_replicas if p.routable else 0) for name, p in self.pools.items()}
+
+
+@dataclass(frozen=True)
+class TickInputs:
+    """What the loop read this tick.  ``ready``: serving replicas per pool (discovery);
+    ``drains``: pools an operator asked to drain (e.g. before stopping their processes)."""
+
+    fleet: Fleet
+    metrics: FleetMetrics
+    ready: Mapping[str, int]
+    drains: frozenset[str] = frozenset()
+    settings: PolicySettings = field(default_factory=PolicySettings)
+
+
+@dataclass(frozen=True)
+class DeciderStates:
+    """Every decider's state, carried from tick to tick (and persisted as one record)."""
+
+    routing: PolicyState | None = None
+    capacity: Mapping[str, int] = field(default_factory=dict)  # desired replicas per pool
+    releases: Mapping[str, object] = field(default_factory=dict)  # no release decider yet
+
+
+@dataclass(frozen=True)
+class TickDecision:
+    capacity: CapacityDecision
+    routes: Mapping[RouteKey, RouteWeights]  # what the data plane gets, after ``resolve``
+    unroutable: Mapping[RouteKey, str]
+
+
+def decide_capacity(fleet: Fleet, ready: Mapping[str, int], drains: frozenset[str],
+                    previous: Mapping[str, int]) -> tuple[CapacityDecision, dict[str, int]]:
+    """Hold each pool at its configured replica count; an operator's drain empties it of traffic."""
+    pools = {}
+    for pool in fleet.pools:
+        draining = pool.name in drains
+        desired = previous.get(pool.name, pool.replicas)
+        why = "drained by an operator" if draining else f"fixed fleet: {desired} configured replica(s)"
+        pools[pool.name] = PoolPlan(pool.name, desired, ready.get(pool.name, 0), draining, why)
+    capacity = CapacityDecision(pools)
+    return capacity, capacity.desired()
+
+
+def decide_releases(routes: Mapping[RouteKey, RouteWeights], state: Mapping[str, object]
+                    ) -> tuple[Mapping[RouteKey, RouteWeights], Mapping[str, object]]:
+    """No release is in force: every route serves its one version."""
+    return routes, state
+
+
+def _fallback_key(fleet: Fleet, pool_name: str) -> tuple[int, float, str]:
+    pool = fleet.pool(pool_name)
+    order = fleet.tiers.fallback_order
+    rank = order.index(pool.accelerator) if pool.accelerator in order else len(order)
+    return rank, pool.price_per_hour_usd, pool.name
+
+
+def resolve(routes: Mapping[RouteKey, RouteWeights], capacity: CapacityDecision, fleet: Fleet,
+            total_weight: int) -> tuple[dict[RouteKey, RouteWeights], dict[RouteKey, str]]:
+    """Apply the conflict rules of the module docstring.  -> (routes, unroutable)."""
+    out: dict[RouteKey, RouteWeights] = {}
+    unroutable: dict[RouteKey, str] = {}
+    plans = capacity.pools
+    for key, route in routes.items():
+        serving = [p.name for p in fleet.pools if key.model in p.models]
+        blocked = {
+            p.pool: (Reason(ReasonKind.DRAINING, f"draining: {plans[p.pool].reason}") if plans[p.pool].draining
+                     else Reason(ReasonKind.NOT_READY, "not ready: no ready replica"))
+            for p in route.pools if p.pool in plans and not plans[p.pool].routable
+        }
+        if not blocked:
+            out[key] = route
+            continue
+        pools = [PoolWeight(p.pool, 0, blocked[p.pool]) if p.pool in blocked and p.weight else p for p in route.pools]
+        freed = route.total - sum(p.weight for p in pools)
+        keep = [i for i, p in enumerate(pools) if p.weight > 0]
+        if keep and freed > 0:
+            extra = largest_remainder([float(pools[i].weight) for i in keep], freed)
+            for i, add in zip(keep, extra, strict=True):
+                p = pools[i]
+                pools[i] = PoolWeight(p.pool, p.weight + add, p.reason)
+        elif not keep:
+            candidates = sorted((n for n in serving if n in plans and plans[n].routable),
+                                key=lambda n: _fallback_key(fleet, n))
+            why = "takes the route: its pools cannot serve it now (first in fallback order)"
+            if not candidates:
+                candidates = sorted((n for n in serving if n in plans and plans[n].ready_replicas > 0),
+                                    key=lambda n: _fallback_key(fleet, n))
+                why = "takes the route although draining: no other pool has a ready replica"
+            if not candidates:
+                unroutable[key] = f"no ready replica serves {key.model}"
+                continue
+            first = candidates[0]
+            listed = {p.pool for p in pools}
+            pools = [PoolWeight(p.pool, total_weight, Reason(ReasonKind.REASSIGNED, why)) if p.pool == first else p
+                     for p in pools]
+            if first not in listed:
+                pools.append(PoolWeight(first, total_weight, Reason(ReasonKind.REASSIGNED, why)))
+        out[key] = RouteWeights(key, tuple(pools))
+    return out, unroutable
+
+
+def decide_tick(inputs: TickInputs, states: DeciderStates, now_s: float) -> tuple[TickDecision, DeciderStates]:
+    """Capacity, then routing, then releases, then ``resolve``; see the module docstring."""
+    capacity, capacity_state = decide_capacity(inputs.fleet, inputs.ready, inputs.drains, states.capacity)
+    policy_inputs = PolicyInputs(inputs.fleet, inputs.metrics, capacity.routable_ready(), inputs.settings)
+    routing, routing_state = decide_routing(policy_inputs, states.routing, now_s)
+    released, release_state = decide_releases(routing.routes, states.releases)
+    routes, unroutable = resolve(released, capacity, inputs.fleet, inputs.settings.total_weight)
+    unroutable = {**routing.unroutable, **unroutable}
+    decision = TickDecision(capacity, routes, unroutable)
+    return decision, DeciderStates(routing_state, capacity_state, release_state)

@@ -1,0 +1,230 @@
+"""The control loop: per tick read -> decide -> write, as short glue between ports and pure code.
+
+    read    ReplicaDiscovery.read()            replicas per pool (ready, terminating)
+            MetricsSource.read(now, targets)    windowed Triton and Envoy metrics
+    decide  control.decide.decide_tick          capacity -> routing -> releases -> resolve (pure)
+    write   RouteSink.publish                   the xDS snapshot, if consistent and changed
+            StateStore.save                     every decider's state, one versioned record
+            ReplicaActuator.apply               desired replicas per pool
+
+Concurrency, and why: the reads can be slow (one HTTP scrape per replica, timeouts of a second),
+so they run outside every lock; deciding and writing run under ``_tick_lock``, which serialises
+a tick with an operator's drain (a drain re-decides with the last metrics, it does not wait for a
+scrape).  What ``/status`` shows is an immutable ``LoopView`` replaced whole at the end of a
+tick, so reading it never waits for anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from control.decide import DeciderStates, TickDecision, TickInputs, decide_tick
+from control.ports import (
+    ActuationResult,
+    DiscoveryError,
+    MetricsSource,
+    PoolServing,
+    ReplicaActuator,
+    ReplicaDiscovery,
+    ReplicaSet,
+    RouteSink,
+    StateStore,
+)
+from control.record import ControlRecord
+from router_lib.domain import Fleet
+from router_lib.metrics import FleetMetrics
+from router_lib.policy_types import PolicySettings
+from router_lib.routes import RouteKey, RouteWeights
+
+log = logging.getLogger(__name__)
+
+
+class TickObserver:
+    """Hooks for what a tick decided (metrics export); the default does nothing."""
+
+    def observed(self, fleet: Fleet, view: LoopView, states: DeciderStates) -> None:
+        pass
+
+    def route_changed(self, key: RouteKey) -> None:
+        pass
+
+    def tick_seconds(self, seconds: float) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class LoopView:
+    """Everything ``/status`` shows, as of the last tick (immutable; replaced whole)."""
+
+    replicas: ReplicaSet = field(default_factory=ReplicaSet)
+    metrics: FleetMetrics | None = None
+    decision: TickDecision | None = None
+    routes: Mapping[RouteKey, RouteWeights] = field(default_factory=dict)
+    drains: frozenset[str] = frozenset()
+    snapshot_version: str | None = None
+    last_push_unix_s: float | None = None
+    last_error: str | None = None
+    metrics_errors: Mapping[str, str] = field(default_factory=dict)
+    actuation: ActuationResult | None = None
+    resumed: Mapping[str, Any] | None = None
+    record_version: int = 0
+
+
+class ControlLoop:
+    def __init__(self, *, fleet: Fleet, discovery: ReplicaDiscovery, metrics: MetricsSource, sink: RouteSink,
+                 store: StateStore, actuator: ReplicaActuator, settings: PolicySettings | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 observer: TickObserver | None = None) -> None:
+        self.fleet = fleet
+        self.discovery = discovery
+        self.metrics = metrics
+        self.sink = sink
+        self.store = store
+        self.actuator = actuator
+        self.settings = settings or PolicySettings()
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.observer = observer or TickObserver()
+        self._tick_lock = threading.Lock()
+        self._drain_lock = threading.Lock()
+        self._drains: frozenset[str] = frozenset()
+        self._states = DeciderStates()
+        self._record = ControlRecord()
+        self._view = LoopView()
+
+    # -- views (never block) -------------------------------------------------------------------
+    @property
+    def view(self) -> LoopView:
+        return self._view
+
+    def current_weights(self) -> dict[RouteKey, dict[str, int]]:
+        return {k: r.as_dict() for k, r in self._view.routes.items()}
+
+    # -- start-up --------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Republish the persisted record's routes before the first decision.  -> resumed?"""
+        data = self.store.load()
+        if data is None:
+            return False
+        record = ControlRecord.from_json(data, "state store")
+        with self._tick_lock:
+            self._record = record
+            self._drains = record.drains
+            self._states = record.decider_states(self.clock())
+            replicas = self._read_replicas()
+            result = self.sink.publish(self._serving(replicas), list(record.routes.values()))
+            self._view = replace(
+                self._view, replicas=replicas, routes=dict(record.routes), drains=record.drains,
+                snapshot_version=result.version, last_push_unix_s=self.wall_clock() if result.pushed else None,
+                last_error="; ".join(result.problems) or None, record_version=record.version,
+                resumed={
+                    "persisted_version": record.snapshot_version,
+                    "published_version": result.version,
+                    "routes": len(record.routes),
+                    # what was republished (differs from the version only if endpoints changed meanwhile)
+                    "weights": [{"model": k.model, "tier": k.tier, "weights": r.as_dict()}
+                                for k, r in sorted(record.routes.items())],
+                },
+            )
+        log.info("resumed record %d: %d routes, snapshot %s", record.version, len(record.routes),
+                 record.snapshot_version)
+        return True
+
+    # -- the tick --------------------------------------------------------------------------------
+    def tick(self) -> LoopView:
+        """Read, decide, write.  A failing read keeps the routes in force and says why."""
+        started = time.perf_counter()
+        try:
+            replicas = self.discovery.read()
+        except DiscoveryError as e:
+            self._view = replace(self._view, last_error=f"discovery: {e}")
+            return self._view
+        now = self.clock()
+        try:
+            metrics = self.metrics.read(now, replicas.metrics_targets())
+        except Exception as e:  # a whole source down: keep the routes in force, try next tick
+            log.warning("metrics read failed: %s", e)
+            self._view = replace(self._view, replicas=replicas, last_error=f"metrics: {type(e).__name__}: {e}")
+            return self._view
+        errors = dict(getattr(self.metrics, "last_errors", {}) or {})
+        with self._tick_lock:
+            view = self._decide_and_write(replicas, metrics, now, errors)
+        self.observer.tick_seconds(time.perf_counter() - started)
+        return view
+
+    def _read_replicas(self) -> ReplicaSet:
+        try:
+            return self.discovery.read()
+        except DiscoveryError:
+            return self._view.replicas
+
+    def _serving(self, replicas: ReplicaSet) -> list[PoolServing]:
+        return [PoolServing(p.name, p.accelerator.value, p.emulated, p.models, replicas.serving(p.name))
+                for p in self.fleet.pools]
+
+    def _decide_and_write(self, replicas: ReplicaSet, metrics: FleetMetrics, now: float,
+                          metrics_errors: Mapping[str, str]) -> LoopView:
+        drains = self._drains
+        inputs = TickInputs(self.fleet, metrics, replicas.ready_count(), drains, self.settings)
+        decision, states = decide_tick(inputs, self._states, now)
+        previous = self._view.routes
+        for key, route in decision.routes.items():
+            if key not in previous or previous[key].as_dict() != route.as_dict():
+                self.observer.route_changed(key)
+        result = self.sink.publish(self._serving(replicas), list(decision.routes.values()))
+        errors = list(result.problems)
+        in_force = decision.routes
+        if result.problems:  # refused: the routes in force stay what Envoy has
+            log.error("snapshot not published: %s", "; ".join(result.problems))
+            in_force = previous
+        self._states = states
+        record = ControlRecord(self._record.version, dict(in_force), dict(states.capacity),
+                               dict(states.releases), drains, result.version or "")
+        if record != replace(self._record, saved_at_unix_s=0.0):
+            record = replace(record, version=self._record.version + 1, saved_at_unix_s=self.wall_clock())
+            try:
+                self.store.save(record.to_json())
+                self._record = replace(record, saved_at_unix_s=0.0)
+            except OSError as e:  # the routes in force still stand; the next change retries the save
+                errors.append(f"state store: {type(e).__name__}: {e}")
+                log.error("state not saved: %s", e)
+        actuation = self.actuator.apply(decision.capacity.desired())
+        self._view = LoopView(
+            replicas=replicas, metrics=metrics, decision=decision, routes=dict(in_force), drains=drains,
+            snapshot_version=result.version,
+            last_push_unix_s=self.wall_clock() if result.pushed else self._view.last_push_unix_s,
+            last_error="; ".join(errors) or None, metrics_errors=dict(metrics_errors), actuation=actuation,
+            resumed=self._view.resumed, record_version=self._record.version,
+        )
+        self.observer.observed(self.fleet, self._view, states)
+        return self._view
+
+    # -- operator drains -------------------------------------------------------------------------
+    def drain(self, pool: str, timeout_s: float = 5.0) -> str | None:
+        """Weight ``pool`` to 0 everywhere, publish, and wait until every stream ACKed it.
+
+        Re-decides with the last metrics (no scrape), so it answers in milliseconds."""
+        self.fleet.pool(pool)  # KeyError names the known pools
+        version = self._set_drains(self._drains | {pool})
+        if version is None:
+            return None
+        if not self.sink.wait_acked(version, timeout_s):
+            raise TimeoutError(f"snapshot {version} not ACKed by every stream within {timeout_s}s")
+        return version
+
+    def undrain(self, pool: str) -> None:
+        self.fleet.pool(pool)
+        self._set_drains(self._drains - {pool})
+
+    def _set_drains(self, drains: frozenset[str]) -> str | None:
+        with self._tick_lock:
+            self._drains = drains
+            view = self._view
+            if view.metrics is None:  # no tick yet: the first tick will honour the drain
+                return view.snapshot_version
+            return self._decide_and_write(view.replicas, view.metrics, self.clock(), view.metrics_errors).snapshot_version

@@ -1,0 +1,89 @@
+"""The control server's own Prometheus metrics, exported after every tick (a ``TickObserver``).
+
+Names, labels and help come from ``router_lib.metric_names.CONTROL_PLANE`` (one list, read by the
+dashboards, alert rules and autoscaling manifests too).  Cost per request is the routing
+policy's own figure: the price of a replica over what it serves at the tier's safe utilisation
+(``router_lib.latency_model``), computed once since it depends only on prices and profiles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from control.decide import DeciderStates
+from control.loop import LoopView, TickObserver
+from router_lib.domain import Fleet
+from router_lib.latency_model import cost_per_million_usd, full_batch_throughput_per_s, safe_utilisation
+from router_lib.metric_names import CONTROL_PLANE
+from router_lib.policy_types import PolicySettings
+from router_lib.routes import RouteKey
+
+TICK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def cost_per_1k_requests_usd(fleet: Fleet, settings: PolicySettings) -> dict[tuple[str, str, str], float]:
+    """(pool, model, tier) -> $ per 1000 requests at the tier's safe utilisation (inf: never fits)."""
+    out = {}
+    for pool in fleet.pools:
+        for model in pool.models:
+            profile = fleet.profile(model, pool.accelerator)
+            if profile is None:
+                continue
+            x = full_batch_throughput_per_s(profile)
+            for name, tier in fleet.tiers.tiers.items():
+                u = safe_utilisation(profile, tier.p99_ms, settings.headroom, settings.max_utilisation,
+                                     tier.target_compliance or 0.99)
+                out[(pool.name, model, name)] = cost_per_million_usd(pool.price_per_hour_usd, u, x) / 1000.0
+    return out
+
+
+class ControlPlaneMetrics(TickObserver):
+    def __init__(self, registry: CollectorRegistry, fleet: Fleet, settings: PolicySettings) -> None:
+        def make(cls: Any, name: str, **kw: Any) -> Any:
+            _type, labels, help_text = CONTROL_PLANE[name]
+            return cls(name.removesuffix("_total"), help_text, list(labels), registry=registry, **kw)
+
+        self.weight = make(Gauge, "router_route_weight")
+        self.decisions = make(Counter, "router_decisions_total")
+        self.healthy = make(Gauge, "router_pool_healthy")
+        self.queue = make(Gauge, "router_pool_queue_depth")
+        self.p99 = make(Gauge, "router_pool_p99_ms")
+        self.p95 = make(Gauge, "router_pool_p95_ms")
+        self.cost = make(Gauge, "router_cost_per_1k_requests_usd")
+        self.fleet_cost = make(Gauge, "router_fleet_cost_per_hour_usd")
+        self.tick = make(Histogram, "control_loop_tick_seconds", buckets=TICK_BUCKETS_S)
+        for (pool, model, tier), usd in cost_per_1k_requests_usd(fleet, settings).items():
+            self.cost.labels(pool, model, tier).set(usd)
+        for pool in fleet.pools:  # nothing is ready until the first tick says so
+            self.fleet_cost.labels(pool.name, pool.accelerator.value, str(pool.emulated).lower()).set(0.0)
+
+    def route_changed(self, key: RouteKey) -> None:
+        self.decisions.labels(key.model, key.tier).inc()
+
+    def tick_seconds(self, seconds: float) -> None:
+        self.tick.observe(seconds)
+
+    def observed(self, fleet: Fleet, view: LoopView, states: DeciderStates) -> None:
+        for key, route in view.routes.items():
+            for p in route.pools:
+                self.weight.labels(key.model, key.tier, p.pool).set(p.weight)
+        plans = view.decision.capacity.pools if view.decision else {}
+        for pool in fleet.pools:
+            labels = (pool.name, pool.accelerator.value, str(pool.emulated).lower())
+            plan = plans.get(pool.name)
+            ready = plan.ready_replicas if plan else 0
+            self.healthy.labels(*labels).set(1 if plan is not None and plan.routable else 0)
+            self.fleet_cost.labels(*labels).set(pool.price_per_hour_usd * ready)
+            if view.metrics is None:
+                continue
+            for model in pool.models:
+                m = view.metrics.by_pool_model.get((pool.name, model))
+                if m is None:
+                    continue
+                self.queue.labels(pool.name, model).set(m.queue_depth)
+                if m.p99_ms is not None:
+                    self.p99.labels(pool.name, model).set(m.p99_ms)
+                if m.p95_ms is not None:
+                    self.p95.labels(pool.name, model).set(m.p95_ms)

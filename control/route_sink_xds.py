@@ -1,0 +1,56 @@
+"""Route sink over the ADS server (``control.ports.RouteSink``): builds the xDS snapshot from the
+pools and routes, checks it (``Snapshot.consistent``) and hands it to the server, which pushes
+only when the content hash changed.  An inconsistent snapshot is never published; the one in
+force stays, and the problems are returned for ``/status``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from control.ports import PoolServing, PublishResult
+from router_lib.routes import RouteWeights
+from xds_server.inputs import DataPlaneSettings, Endpoint, PoolEndpoints
+from xds_server.server import XdsServer
+from xds_server.snapshot import Snapshot, build_snapshot
+
+
+def pool_endpoints(pool: PoolServing) -> PoolEndpoints:
+    return PoolEndpoints(
+        pool=pool.pool,
+        accelerator=pool.accelerator,
+        emulated=pool.emulated,
+        models=pool.models,
+        replicas=tuple(Endpoint(r.host, r.http_port, r.grpc_port) for r in pool.replicas),
+    )
+
+
+class XdsRouteSink:
+    def __init__(self, xds: XdsServer, settings: DataPlaneSettings) -> None:
+        self.xds = xds
+        self.settings = settings
+        self.snapshot: Snapshot | None = None
+        self.last_push_unix_s: float | None = None
+
+    def publish(self, pools: Sequence[PoolServing], routes: Sequence[RouteWeights]) -> PublishResult:
+        current = self.snapshot.version if self.snapshot else None
+        live = [pool_endpoints(p) for p in pools if p.replicas]
+        if not live:
+            return PublishResult(current, False, ("no pool has a ready replica: nothing to publish",))
+        snapshot = build_snapshot(live, routes, self.settings)
+        if snapshot.version == current:
+            return PublishResult(current, False)
+        problems = snapshot.consistent()
+        if problems:
+            return PublishResult(current, False, tuple(problems))
+        self.xds.set_snapshot(snapshot)
+        self.snapshot = snapshot
+        self.last_push_unix_s = time.time()
+        return PublishResult(snapshot.version, True)
+
+    def wait_acked(self, version: str, timeout_s: float) -> bool:
+        return self.xds.wait_acked(version, timeout_s=timeout_s)
+
+    def status(self) -> Any:
+        return self.xds.status()

@@ -1,0 +1,75 @@
+"""The control server: the loop wired to its adapters, plus what the admin HTTP serves.
+
+This is the one place that chooses implementations for the ports (``wire_local``): replica
+discovery from the local runtime file, metrics scraped from Triton and Envoy, routes published
+through the ADS server, state in a JSON file, and a fixed-fleet actuator.  The cluster wiring
+will choose EndpointSlice discovery and a shared store behind the same ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from control.actuator_fixed import FixedFleetActuator
+from control.discovery_runtime_file import RuntimeFileDiscovery
+from control.loop import ControlLoop
+from control.metrics_export import ControlPlaneMetrics
+from control.metrics_scrape import ScrapeSource
+from control.route_sink_xds import XdsRouteSink
+from control.state_store_file import FileStateStore
+from control.status import render_status
+from router_lib.domain import Fleet
+from router_lib.policy_types import PolicySettings
+from xds_server.inputs import DataPlaneSettings
+from xds_server.server import XdsServer
+
+
+@dataclass
+class ControlServer:
+    fleet: Fleet
+    loop: ControlLoop
+    sink: XdsRouteSink
+    registry: CollectorRegistry
+
+    def status(self) -> dict[str, Any]:
+        return render_status(self.fleet, self.loop.view, self.sink.status())
+
+    def drain(self, pool: str, timeout_s: float = 5.0) -> str | None:
+        return self.loop.drain(pool, timeout_s)
+
+    def undrain(self, pool: str) -> None:
+        self.loop.undrain(pool)
+
+
+def dataplane_settings(fleet: Fleet, policy: PolicySettings, **overrides: Any) -> DataPlaneSettings:
+    """Envoy's settings from the fleet's tier description and the policy's total weight (one
+    source for each, so the data plane and the policy cannot disagree)."""
+    return DataPlaneSettings(
+        default_tier=fleet.tiers.default_tier,
+        tiers=tuple(fleet.tiers.tiers),
+        fallback_order=tuple(a.value for a in fleet.tiers.fallback_order),
+        total_weight=policy.total_weight,
+        **overrides,
+    )
+
+
+def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path, state_path: Path,
+               composing: Mapping[str, str], envoy_metrics_url: str | None, dataplane: DataPlaneSettings,
+               policy: PolicySettings, registry: CollectorRegistry) -> ControlServer:
+    sink = XdsRouteSink(xds, dataplane)
+    loop = ControlLoop(
+        fleet=fleet,
+        discovery=RuntimeFileDiscovery(runtime_path),
+        metrics=ScrapeSource({}, envoy_metrics_url, composing=composing),
+        sink=sink,
+        store=FileStateStore(state_path),
+        actuator=FixedFleetActuator({p.name: p.replicas for p in fleet.pools}),
+        settings=policy,
+        observer=ControlPlaneMetrics(registry, fleet, policy),
+    )
+    return ControlServer(fleet, loop, sink, registry)

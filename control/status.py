@@ -1,0 +1,72 @@
+"""``/status`` as JSON, rendered from the loop's last ``LoopView`` (pure: reading it never waits
+for a scrape or a push)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from control.loop import LoopView
+from router_lib.domain import Fleet
+from router_lib.metrics import FleetMetrics
+
+
+def _metric_view(metrics: FleetMetrics | None, pool: str, model: str) -> dict[str, Any]:
+    m = metrics.by_pool_model.get((pool, model)) if metrics else None
+    if m is None:
+        return {}
+    return {
+        "queue_depth": m.queue_depth,
+        "request_rate_per_s": round(m.request_rate_per_s, 2),
+        "p95_ms": m.p95_ms,
+        "p99_ms": m.p99_ms,
+        "error_rate": m.error_rate,
+        "ready": m.ready,
+        "emulation_lag_ms": m.emulation_lag_ms,
+    }
+
+
+def render_status(fleet: Fleet, view: LoopView, ads_streams: Any) -> dict[str, Any]:
+    plans = view.decision.capacity.pools if view.decision else {}
+    pools = []
+    for p in fleet.pools:
+        plan = plans.get(p.name)
+        ready = len(view.replicas.serving(p.name))
+        pools.append({
+            "name": p.name,
+            "accelerator": p.accelerator.value,
+            "instance_type": p.instance_type,
+            "mode": p.mode.value,
+            "emulated": p.emulated,
+            "price_per_hour_usd": p.price_per_hour_usd,
+            "models": list(p.models),
+            "ready_replicas": 0 if p.name in view.drains else ready,
+            "draining": p.name in view.drains,
+            "desired_replicas": plan.desired_replicas if plan else p.replicas,
+            "capacity_reason": plan.reason if plan else None,
+            "replicas": [dict(r.detail) or {"host": r.host, "http_port": r.http_port, "grpc_port": r.grpc_port,
+                                            "ready": r.ready, "terminating": r.terminating}
+                         for r in view.replicas.by_pool.get(p.name, ())],
+            "metrics": {m: _metric_view(view.metrics, p.name, m) for m in p.models} if view.metrics else {},
+        })
+    routes = [
+        {"model": k.model, "tier": k.tier, "weights": r.as_dict(),
+         "reasons": {pw.pool: str(pw.reason) for pw in r.pools},
+         "reason_kinds": {pw.pool: pw.reason.kind.value for pw in r.pools}}
+        for k, r in sorted(view.routes.items())
+    ]
+    unroutable = view.decision.unroutable if view.decision else {}
+    actuation = view.actuation
+    return {
+        "pools": pools,
+        "routes": routes,
+        "unroutable": {str(k): why for k, why in sorted(unroutable.items())},
+        "snapshot_version": view.snapshot_version,
+        "last_push_unix_s": view.last_push_unix_s,
+        "ads_streams": ads_streams,
+        "last_error": view.last_error,
+        "resumed": dict(view.resumed) if view.resumed is not None else None,
+        "metrics_errors": dict(view.metrics_errors),
+        "state_record_version": view.record_version,
+        "actuation": ({"requested": dict(actuation.requested), "applied": dict(actuation.applied),
+                       "note": actuation.note} if actuation else None),
+    }

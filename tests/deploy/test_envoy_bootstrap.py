@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router_lib import metric_names, ports
+from router_lib import metric_names
+from router_lib import port_numbers as ports
 from tests.deploy.conftest import REPO, run
 
 BOOTSTRAP = REPO / "k8s" / "base" / "envoy" / "bootstrap.yaml"

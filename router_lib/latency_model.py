@@ -24,6 +24,12 @@ Notation (per replica): ``B`` max batch, ``L(b)`` p50 ms of one execution of a b
   the tier's target compliance quantile (99.9% -> p99.9, tail scaled by :func:`tail_factor`)
   ``<= headroom * bound``; bronze (no bound): ``max_utilisation``.
   ``safe capacity = safe utilisation * X`` req/s per replica.
+* Cost per request: ``price_per_hour / (3600 * u * X)`` $ (x 1e6 per million requests): what a
+  request costs when the pool is paid for by the hour and busy ``u`` of its throughput ``X``.
+
+Each formula has one home here.  The policy evaluates the prediction a few hundred times per
+decision, so it comes in two forms: :func:`predicted_latency_ms` over precomputed tables (what the
+policy calls) and :func:`predicted_p99_ms` over a profile (which builds the tables and calls it).
 
 The discrete-event simulator (``router_lib.simulator``) does not use these formulas: it runs the
 queues, which is how the formulas' optimism or pessimism shows up in the benchmark.
@@ -73,7 +79,7 @@ def wait_factor(busy: float) -> float:
     return 1.0 + min(1.0, max(0.0, busy) / (1.0 - busy))
 
 
-_Z99 = NormalDist().inv_cdf(0.99)
+Z99 = NormalDist().inv_cdf(0.99)  # the standard normal's 99th percentile, 2.326...
 
 
 def tail_factor(profile: Profile, quantile: float = 0.99) -> float:
@@ -83,27 +89,68 @@ def tail_factor(profile: Profile, quantile: float = 0.99) -> float:
     log-normal execution time (what the simulator draws) the ratio scales with the normal quantile.
     """
     q = min(max(quantile, 0.5), 0.99999)
-    return float(profile.p99_over_p50 ** (NormalDist().inv_cdf(q) / _Z99))
+    return float(profile.p99_over_p50 ** (NormalDist().inv_cdf(q) / Z99))
+
+
+def tail_latency_by_batch(profile: Profile, quantile: float = 0.99) -> tuple[float, ...]:
+    """``tail_q * L(b)`` for b = 1..B (index 0 unused): the execution time at ``quantile`` per batch
+    size, the table :func:`predicted_latency_ms` reads."""
+    tail = tail_factor(profile, quantile)
+    return (0.0, *(tail * profile.latency_ms(b) for b in range(1, profile.max_batch_size + 1)))
+
+
+def predicted_latency_ms(tail_latency_ms: tuple[float, ...], thresholds: tuple[float, ...], utilisation: float,
+                         backlog_ms: float = 0.0) -> float:
+    """The prediction over precomputed tables: ``tail_latency_ms[b] * wait_factor(rho) + backlog``
+    with ``b = b(u)`` from :func:`batch_thresholds` and ``rho = u / thresholds[b]`` (inf at u >= 1).
+
+    The one implementation of the formula; the wait factor is written out (it is
+    :func:`wait_factor`) because the policy calls this a few hundred times per decision.
+    """
+    if utilisation >= 1.0:
+        return math.inf
+    if utilisation <= thresholds[1]:  # the common case: batch 1 keeps up (no search)
+        b = 1
+    else:
+        b = operating_batch_from(thresholds, utilisation)
+    busy = max(0.0, utilisation) / thresholds[b]
+    factor = 2.0 if busy >= 1.0 else 1.0 + min(1.0, busy / (1.0 - busy))
+    return tail_latency_ms[b] * factor + backlog_ms
 
 
 def predicted_p99_ms(profile: Profile, utilisation: float, backlog_ms: float = 0.0, quantile: float = 0.99) -> float:
     """Predicted latency in ms at ``quantile`` (default p99) at pool utilisation ``u`` plus an
     existing backlog (inf at u >= 1)."""
-    if utilisation >= 1.0:
-        return math.inf
-    thresholds = batch_thresholds(profile)
-    b = operating_batch_from(thresholds, utilisation)
-    factor = wait_factor(max(0.0, utilisation) / thresholds[b])
-    return tail_factor(profile, quantile) * profile.latency_ms(b) * factor + backlog_ms
+    return predicted_latency_ms(tail_latency_by_batch(profile, quantile), batch_thresholds(profile), utilisation,
+                                backlog_ms)
 
 
-def backlog_ms(profile: Profile, queue_depth: float, replicas: int) -> float:
-    """Time in ms for ``replicas`` to drain ``queue_depth`` waiting requests at full throughput."""
+def drain_time_ms(queue_depth: float, replicas: int, throughput_per_replica_per_s: float) -> float:
+    """Time in ms for ``replicas`` to drain ``queue_depth`` waiting requests at full throughput
+    ``X`` each: ``queue_depth / (replicas * X) * 1000`` (0 with no queue, inf with no replica)."""
     if queue_depth <= 0:
         return 0.0
     if replicas <= 0:
         return math.inf
-    return queue_depth / (replicas * full_batch_throughput_per_s(profile)) * 1000.0
+    return queue_depth / (replicas * throughput_per_replica_per_s) * 1000.0
+
+
+def backlog_ms(profile: Profile, queue_depth: float, replicas: int) -> float:
+    """:func:`drain_time_ms` with the profile's full-batch throughput."""
+    return drain_time_ms(queue_depth, replicas, full_batch_throughput_per_s(profile))
+
+
+def cost_per_million_usd(price_per_hour_usd: float, utilisation: float, throughput_per_s: float) -> float:
+    """$ per million requests served by capacity costing ``price_per_hour_usd`` that completes
+    ``throughput_per_s`` req/s at full use and is busy ``utilisation`` of it:
+    ``price / (3600 * u * X) * 1e6``; inf when it serves nothing (``u * X <= 0``).
+
+    The policy prices a tier on a pool at its safe utilisation (``X`` per replica, price per
+    replica); a measured cost is ``utilisation = 1`` with the measured rate as ``throughput_per_s``.
+    """
+    if utilisation <= 0 or throughput_per_s <= 0:
+        return math.inf
+    return price_per_hour_usd / (3600.0 * utilisation * throughput_per_s) * 1e6
 
 
 def safe_utilisation(profile: Profile, bound_ms: float | None, headroom: float, max_utilisation: float,

@@ -27,6 +27,7 @@ from router_lib.domain import (
 )
 from router_lib.metrics import FleetMetrics, PoolModelMetrics
 from router_lib.policy import PolicyInputs, PolicySettings, PolicyState, decide
+from router_lib.routes import RouteKey
 
 ACCS = (Accelerator.CPU, Accelerator.GPU, Accelerator.INFERENTIA)
 
@@ -86,7 +87,7 @@ def run_benchmark(models: int = 10, pools: int = 10, ticks: int = 2000, seed: in
         metrics = {(p.name, m): PoolModelMetrics(p.name, m, queue_depth=rng.uniform(0, 10),
                                                  request_rate_per_s=rng.uniform(0, 200), p99_ms=rng.uniform(2, 45))
                    for p in fleet.pools for m in fleet.models}
-        demand = {(m, tier): per_route[m] * rng.uniform(0.5, 1.5) for m in fleet.models for tier in fleet.tiers.tiers}
+        demand = {RouteKey(m, tier): per_route[m] * rng.uniform(0.5, 1.5) for m in fleet.models for tier in fleet.tiers.tiers}
         inputs_per_tick.append(PolicyInputs(fleet, FleetMetrics(metrics, float(t)), ready, settings, demand))
     state: PolicyState | None = None
     t0 = time.perf_counter()

@@ -1,9 +1,14 @@
 """Values the routing policy reads and writes: settings, inputs, state and the decision.
 
 ``RoutingDecision.routes`` is exactly what the control server turns into Envoy weighted
-clusters: for every (model, tier) a tuple of :class:`PoolWeight`, one per pool that serves the
-model, integer weights >= 0 summing to ``settings.total_weight`` (never all zero: Envoy NACKs
-that).  A (model, tier) no pool serves is left out of ``routes`` and explained in ``unroutable``.
+clusters: for every :class:`RouteKey` ``(model, tier)`` a :class:`RouteWeights` (from
+``router_lib.routes``, the one weights type from the policy to Envoy) holding one
+:class:`PoolWeight` per pool that serves the model, integer weights >= 0 summing to
+``settings.total_weight`` (never all zero: Envoy NACKs that), each with a typed :class:`Reason`.
+A (model, tier) no pool serves is left out of ``routes`` and explained in ``unroutable``.
+
+Keys are named tuples (:class:`RouteKey`, :class:`PoolModel`, :class:`RoutePool`): a reader sees
+which field is which, and they still equal (and hash like) the plain tuples callers pass in.
 """
 
 from __future__ import annotations
@@ -14,8 +19,38 @@ from typing import NamedTuple
 
 from router_lib.domain import Fleet
 from router_lib.metrics import FleetMetrics
+from router_lib.routes import PoolModel, PoolWeight, Reason, ReasonKind, RouteKey, RouteWeights
 
-RouteKey = tuple[str, str]  # (model, tier)
+__all__ = [
+    "NOT_NEEDED",
+    "UNHEALTHY_NO_REPLICA",
+    "PolicyInputs",
+    "PolicySettings",
+    "PolicyState",
+    "PoolModel",
+    "PoolWeight",
+    "Reason",
+    "ReasonKind",
+    "RouteKey",
+    "RoutePool",
+    "RouteWeights",
+    "RoutingDecision",
+    "Smoothed",
+]
+
+
+class RoutePool(NamedTuple):
+    """One pool on one route: the key of the feasibility the hysteresis remembers.
+    ``(model, tier, pool)``."""
+
+    model: str
+    tier: str
+    pool: str
+
+
+# Reasons that never change: built once and shared by every decision (a decision holds ~300).
+NOT_NEEDED = Reason(ReasonKind.NOT_NEEDED, "not needed: cheaper feasible pools cover the demand")
+UNHEALTHY_NO_REPLICA = Reason(ReasonKind.NO_REPLICA, "unhealthy: 0 ready replicas")
 
 
 @dataclass(frozen=True)
@@ -82,34 +117,29 @@ class PolicyInputs:
 
 
 @dataclass(frozen=True)
-class PoolWeight:
-    pool: str
-    weight: int
-    reason: str
-
-
-@dataclass(frozen=True)
 class RoutingDecision:
-    routes: Mapping[RouteKey, tuple[PoolWeight, ...]]
+    """One decision: the weights of every routable route, and why the others have none."""
+
+    routes: Mapping[RouteKey, RouteWeights]
     unroutable: Mapping[RouteKey, str] = field(default_factory=dict)
     time_s: float = 0.0
 
     def weights(self, model: str, tier: str) -> dict[str, int]:
-        return {pw.pool: pw.weight for pw in self.routes[(model, tier)]}
+        return self.routes[RouteKey(model, tier)].as_dict()
 
     def explain(self) -> list[str]:
         """Human-readable lines: one per route, then one per pool with its weight and reason."""
         lines: list[str] = []
-        for (model, tier), pools in sorted(self.routes.items()):
-            lines.append(f"{model} / {tier}: " + ", ".join(f"{p.pool}={p.weight}" for p in pools))
-            lines.extend(f"  {p.pool:<16} {p.weight:>4}  {p.reason}" for p in pools)
+        for (model, tier), route in sorted(self.routes.items()):
+            lines.append(f"{model} / {tier}: " + ", ".join(f"{p.pool}={p.weight}" for p in route.pools))
+            lines.extend(f"  {p.pool:<16} {p.weight:>4}  {p.reason}" for p in route.pools)
         for (model, tier), why in sorted(self.unroutable.items()):
             lines.append(f"{model} / {tier}: UNROUTABLE: {why}")
         return lines
 
 
 class Smoothed(NamedTuple):
-    """Smoothed signals of one (pool, model) (a NamedTuple: built 100 times a tick)."""
+    """Smoothed signals of one :class:`PoolModel` (a NamedTuple: built 100 times a tick)."""
 
     queue_depth: float
     p99_ms: float | None
@@ -127,10 +157,10 @@ class PolicyState:
     """
 
     time_s: float
-    smoothed: Mapping[tuple[str, str], Smoothed]
+    smoothed: Mapping[PoolModel, Smoothed]
     demand_per_s: Mapping[RouteKey, float]
-    demand_history: Mapping[RouteKey, tuple[tuple[float, float], ...]]
-    weights: Mapping[RouteKey, Mapping[str, int]]
-    feasible: frozenset[tuple[str, str, str]]
+    demand_history: Mapping[RouteKey, tuple[tuple[float, float], ...]]  # (time_s, req/s), decreasing
+    weights: Mapping[RouteKey, Mapping[str, int]]  # route -> pool -> weight
+    feasible: frozenset[RoutePool]  # pools that met their route's bound when last assessed
     capacity: object = None
     capacity_for: tuple[object, object] = (None, None)

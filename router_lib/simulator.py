@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from router_lib.domain import Fleet
+from router_lib.latency_model import Z99, cost_per_million_usd
 from router_lib.metrics import FleetMetrics, PoolModelMetrics
 from router_lib.policy import decide
 from router_lib.policy_types import PolicyInputs, PolicySettings, PolicyState, RoutingDecision
+from router_lib.routes import RouteKey
 from router_lib.workload import Trace
 
 DISTRIBUTIONS = ("lognormal", "deterministic", "exponential")
-Z99 = 2.3263478740408408  # standard normal 99th percentile
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,9 @@ class PoolStats:
 @dataclass(frozen=True)
 class SimResult:
     by_tier: Mapping[str, LatencyStats]
-    by_route: Mapping[tuple[str, str], LatencyStats]
+    by_route: Mapping[RouteKey, LatencyStats]
     by_pool: Mapping[str, PoolStats]
-    usd_per_million_by_route: Mapping[tuple[str, str], float]
+    usd_per_million_by_route: Mapping[RouteKey, float]
     cost_per_hour_usd: float
     usd_per_million: float
     requests: int
@@ -180,13 +181,13 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
 
     def apply(decision: RoutingDecision) -> None:
         routes.clear()
-        for (model, tier), weights in decision.routes.items():
+        for (model, tier), route in decision.routes.items():
             if model not in models or tier not in tiers:
                 continue
             mi, ki = models.index(model), tiers.index(tier)
-            total = sum(w.weight for w in weights) or 1
+            total = route.total or 1
             cum, targets, acc = [], [], 0
-            for w in weights:
+            for w in route.pools:
                 if w.weight > 0:
                     acc += w.weight
                     cum.append(acc / total)
@@ -206,12 +207,12 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
                 pool=pool_names[s.pool], model=models[s.model], queue_depth=float(sum(len(q) for q in s.queues)),
                 request_rate_per_s=s.routed / window if window > 0 else 0.0, p99_ms=p99, window_s=window)
             s.window_lat, s.routed = [], 0
-        demand = {(m, t): 0.0 for m in fleet.models for t in fleet.tiers.tiers}
+        demand = {RouteKey(m, t): 0.0 for m in fleet.models for t in fleet.tiers.tiers}
         if window > 0:
-            demand.update({(models[mi], tiers[ki]): float(demand_counts[mi, ki]) / window
+            demand.update({RouteKey(models[mi], tiers[ki]): float(demand_counts[mi, ki]) / window
                            for mi in range(len(models)) for ki in range(len(tiers))})
         else:
-            demand.update(initial_demand or {})
+            demand.update({RouteKey(*k): v for k, v in (initial_demand or {}).items()})
         demand_counts[:] = 0
         inputs = PolicyInputs(fleet, FleetMetrics(metrics, now, {}), {p.name: p.replicas for p in fleet.pools},
                               settings.policy, demand)
@@ -272,45 +273,55 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
     return _summarise(fleet, trace, latency, wait, req_pool, busy_share, unroutable, decide_times)
 
 
+def _usd_per_million(cost_per_hour_usd: float, requests: int, duration_s: float) -> float:
+    """Measured $ per 1M requests: ``cost_per_hour_usd`` paid over ``duration_s`` that served
+    ``requests`` (the latency model's cost formula at the measured rate; inf with no request)."""
+    if requests <= 0 or duration_s <= 0:
+        return math.inf
+    return cost_per_million_usd(cost_per_hour_usd, 1.0, requests / duration_s)
+
+
 def _summarise(fleet: Fleet, trace: Trace, latency: np.ndarray, wait: np.ndarray, req_pool: np.ndarray,
                busy_share: np.ndarray, unroutable: int, decide_times: list[float]) -> SimResult:
     bounds = {name: t.p99_ms for name, t in fleet.tiers.tiers.items()}
-    hours = trace.duration_s / 3600.0
     by_tier = {tier: _stats(latency[trace.tier_index == ki], bounds.get(tier)) for ki, tier in enumerate(trace.tiers)}
-    by_route: dict[tuple[str, str], LatencyStats] = {}
-    usd_route: dict[tuple[str, str], float] = {}
+    by_route: dict[RouteKey, LatencyStats] = {}
+    usd_route: dict[RouteKey, float] = {}
     pool_busy = np.zeros(len(fleet.pools))
     served = req_pool >= 0
     np.add.at(pool_busy, req_pool[served], busy_share[served])
-    pool_cost = np.array([p.replicas * p.price_per_hour_usd * hours for p in fleet.pools])
+    pool_cost_per_hour = np.array([p.replicas * p.price_per_hour_usd for p in fleet.pools])
     # Pools that served nothing are still paid for: their cost is shared by all requests.
-    idle_cost = float(np.sum(pool_cost[pool_busy <= 0]))
+    idle_cost_per_hour = float(np.sum(pool_cost_per_hour[pool_busy <= 0]))
     n_total = max(1, len(trace))
     for mi, model in enumerate(trace.models):
         for ki, tier in enumerate(trace.tiers):
             mask = (trace.model_index == mi) & (trace.tier_index == ki)
             if not mask.any():
                 continue
-            by_route[(model, tier)] = _stats(latency[mask], bounds.get(tier))
+            route = RouteKey(model, tier)
+            by_route[route] = _stats(latency[mask], bounds.get(tier))
             busy = np.zeros(len(fleet.pools))
             sel = mask & served
             np.add.at(busy, req_pool[sel], busy_share[sel])
-            charged = float(np.sum(np.divide(busy, pool_busy, out=np.zeros_like(busy), where=pool_busy > 0) * pool_cost))
-            charged += idle_cost * int(mask.sum()) / n_total
-            usd_route[(model, tier)] = charged / int(mask.sum()) * 1e6
+            # the route's share of each pool's cost, by the execution time its requests used
+            charged_per_hour = float(np.sum(np.divide(busy, pool_busy, out=np.zeros_like(busy), where=pool_busy > 0)
+                                            * pool_cost_per_hour))
+            charged_per_hour += idle_cost_per_hour * int(mask.sum()) / n_total
+            usd_route[route] = _usd_per_million(charged_per_hour, int(mask.sum()), trace.duration_s)
     by_pool = {}
     for pi, p in enumerate(fleet.pools):
         count = int(np.count_nonzero(req_pool == pi))
         by_pool[p.name] = PoolStats(
             p.name, p.accelerator.value, p.replicas, p.replicas * p.price_per_hour_usd, count,
-            pool_cost[pi] / count * 1e6 if count else math.inf,
+            _usd_per_million(p.replicas * p.price_per_hour_usd, count, trace.duration_s),
             float(pool_busy[pi] / 1000.0 / (trace.duration_s * p.replicas)) if trace.duration_s > 0 else 0.0,
         )
     cost_per_hour = float(sum(p.replicas * p.price_per_hour_usd for p in fleet.pools))
     n = len(trace)
     return SimResult(
         by_tier=by_tier, by_route=by_route, by_pool=by_pool, usd_per_million_by_route=usd_route,
-        cost_per_hour_usd=cost_per_hour, usd_per_million=cost_per_hour * hours / n * 1e6 if n else math.inf,
+        cost_per_hour_usd=cost_per_hour, usd_per_million=_usd_per_million(cost_per_hour, n, trace.duration_s),
         requests=n, unroutable_requests=unroutable, decisions=len(decide_times),
         decide_ms_mean=float(np.mean(decide_times)) if decide_times else 0.0,
         decide_ms_max=float(np.max(decide_times)) if decide_times else 0.0,

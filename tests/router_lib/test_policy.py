@@ -84,7 +84,7 @@ def test_explain_gives_every_pool_a_reason() -> None:
                                       demand_per_s={(EMBED, "gold"): 100}), None, 0.0)
     lines = "\n".join(decision.explain())
     assert "predicted " in lines and "> 40.0 ms" in lines
-    assert all(pw.reason for route in decision.routes.values() for pw in route)
+    assert all(str(pw.reason) for route in decision.routes.values() for pw in route.pools)
 
 
 def test_an_unhealthy_pool_drops_to_zero_at_once_despite_the_step_limit() -> None:

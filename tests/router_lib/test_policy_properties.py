@@ -42,10 +42,10 @@ def test_weights_are_non_negative_integers_with_a_fixed_total(scenario: tuple, t
     for tick in range(ticks):  # later ticks exercise smoothing and the bounded step
         d, state = decide(PolicyInputs(f, metrics(signals), ready, PolicySettings(), demand), state, float(tick))
         for route in d.routes.values():
-            weights = [pw.weight for pw in route]
+            weights = [pw.weight for pw in route.pools]
             assert all(isinstance(w, int) and w >= 0 for w in weights)
             assert sum(weights) == 100
-            assert {pw.pool for pw in route} == {p.name for p in f.pools}
+            assert {pw.pool for pw in route.pools} == {p.name for p in f.pools}
 
 
 @settings(max_examples=60, deadline=None)
@@ -64,7 +64,7 @@ def test_a_pool_predicted_to_break_the_bound_gets_no_traffic_while_a_feasible_po
     spec = {p.name: p for p in f.pools}
     feasible = [n for n in spec if ready[n] > 0 and not breaks(n, spec[n].accelerator)]
     if feasible:
-        for pw in d.routes[(EMBED, "gold")]:
+        for pw in d.routes[(EMBED, "gold")].pools:
             if ready[pw.pool] == 0 or breaks(pw.pool, spec[pw.pool].accelerator):
                 assert pw.weight == 0, pw
 

@@ -9,11 +9,12 @@ replica churn needs no new source (and loses no window).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from control.http_fetch import FETCH_ERRORS, Fetch, http_get_text
+from router_lib.metric_names import triton_series_for
 from router_lib.metrics import FleetMetrics, MetricsParseError
-from router_lib.metrics_text import EnvoySample, TritonSample, parse_envoy, parse_triton
+from router_lib.metrics_text import ALL_TRITON_SERIES, EnvoySample, TritonSample, parse_envoy, parse_triton
 from router_lib.metrics_window import ScrapeSnapshot, fleet_metrics
 
 
@@ -22,7 +23,8 @@ class ScrapeSource:
 
     def __init__(self, triton_urls: Mapping[str, Sequence[str]], envoy_url: str | None = None, *,
                  composing: Mapping[str, str] | None = None, expected: Sequence[tuple[str, str]] = (),
-                 fetch: Fetch = http_get_text, timeout_s: float = 1.0) -> None:
+                 fetch: Fetch = http_get_text, timeout_s: float = 1.0,
+                 signals: Iterable[str] | None = None) -> None:
         self.triton_urls = {pool: tuple(urls) for pool, urls in triton_urls.items()}
         self.envoy_url = envoy_url
         self.composing = dict(composing or {})
@@ -30,11 +32,13 @@ class ScrapeSource:
         self.fetch = fetch
         self.timeout_s = timeout_s
         self.last_errors: dict[str, str] = {}
+        # what the deciders consume decides what is parsed (None: every known signal)
+        self.series = ALL_TRITON_SERIES if signals is None else triton_series_for(signals)
         self._previous: ScrapeSnapshot | None = None
 
     def _scrape_triton(self, url: str) -> TritonSample | None:
         try:
-            return parse_triton(self.fetch(url, self.timeout_s), url, self.composing)
+            return parse_triton(self.fetch(url, self.timeout_s), url, self.composing, self.series)
         except (MetricsParseError, *FETCH_ERRORS) as e:
             self.last_errors[url] = f"{type(e).__name__}: {e}"
             return None

@@ -24,9 +24,13 @@ from control.route_sink_xds import XdsRouteSink
 from control.state_store_file import FileStateStore
 from control.status import render_status
 from router_lib.domain import Fleet
+from router_lib.policy import CONSUMED_FLEET_METRICS, CONSUMED_METRICS
 from router_lib.policy_types import PolicySettings
 from xds_server.inputs import DataPlaneSettings
 from xds_server.server import XdsServer
+
+# What the deciders declare they consume: the scraper parses, and asks Envoy for, only this.
+DECIDER_SIGNALS: frozenset[str] = CONSUMED_METRICS | CONSUMED_FLEET_METRICS
 
 
 @dataclass
@@ -65,7 +69,7 @@ def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path, state_path: 
     loop = ControlLoop(
         fleet=fleet,
         discovery=RuntimeFileDiscovery(runtime_path),
-        metrics=ScrapeSource({}, envoy_metrics_url, composing=composing),
+        metrics=ScrapeSource({}, envoy_metrics_url, composing=composing, signals=DECIDER_SIGNALS),
         sink=sink,
         store=FileStateStore(state_path),
         actuator=FixedFleetActuator({p.name: p.replicas for p in fleet.pools}),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from control.server import DECIDER_SIGNALS
 from fleet.prometheus import PrometheusProcess
 from fleet.replica import ReplicaInfo
 from fleet.runtime import write_runtime
@@ -126,7 +127,7 @@ class LocalPlatform:
             sys.executable, "-m", "control", "serve", f"--fleet={self.fleet_path}",
             f"--runtime={self.runtime_path}", f"--state={self.state_path}",
             f"--xds-port={self.ports.xds}", f"--admin-port={self.ports.admin}",
-            f"--envoy-metrics-url={envoy_stats_url(f'http://127.0.0.1:{self.ports.envoy_admin}')}",
+            f"--envoy-metrics-url={envoy_stats_url(f'http://127.0.0.1:{self.ports.envoy_admin}', DECIDER_SIGNALS)}",
             f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}", f"--interval-s={self.interval_s}",
         ]
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))

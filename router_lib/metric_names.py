@@ -6,6 +6,8 @@ that nothing drifts.  Each entry: name -> (type, labels, help).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # Control server (xds_server, admin port /metrics).
 CONTROL_PLANE: dict[str, tuple[str, tuple[str, ...], str]] = {
     "router_route_weight": ("gauge", ("model", "tier", "pool"), "Current routing weight (0-100) per model, tier and pool."),
@@ -53,7 +55,7 @@ ENVOY_READ = (
     "envoy_cluster_upstream_rq_xx",
     "envoy_cluster_upstream_rq_active",
     # Per-tier request stats: Envoy virtual clusters named after the tiers (see
-    # ENVOY_TIER_VIRTUAL_CLUSTERS); the SLA burn-rate alerts and the latency-vs-SLA dashboard read them.
+    # data/tiers.yaml); the SLA burn-rate alerts and the latency-vs-SLA dashboard read them.
     "envoy_vhost_vcluster_upstream_rq_time",
     "envoy_vhost_vcluster_upstream_rq_total",
     "envoy_vhost_vcluster_upstream_rq_xx",
@@ -64,20 +66,65 @@ ENVOY_READ = (
 # cannot be counted exactly; Envoy's default buckets lack 150.
 ENVOY_RQ_TIME_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000, 10000)
 
-# Virtual cluster names on the route configuration's virtual host, one per tier, matched on the
-# x-sla-tier header; the default tier's virtual cluster also matches requests without the header.
-# They appear as the envoy_virtual_cluster label of the envoy_vhost_vcluster_* metrics.
-ENVOY_TIER_VIRTUAL_CLUSTERS = ("gold", "silver", "bronze")
+# Envoy's virtual clusters on the route configuration's virtual host are named after the tiers of
+# data/tiers.yaml (xds_server builds one per tier; the default tier's also matches requests without
+# the header); they appear as the envoy_virtual_cluster label of the envoy_vhost_vcluster_* metrics.
 
 
-# What the control loop asks Envoy's admin for: only the stats it reads (Envoy matches this RE2
-# regex against its own stat names, before the Prometheus renaming).  The full page holds tens of
-# thousands of samples; parsing it every tick cost a fifth of a core here.
-ENVOY_STATS_FILTER = r"(upstream_rq_(time|total|active|[0-9]xx)$)|(\.vcluster\.)"
+# Where each live signal comes from: a ``PoolModelMetrics`` field (router_lib/metrics.py), or
+# ``tier_rate_per_s`` / ``ready_replicas`` of ``FleetMetrics``, -> the Triton series and the Envoy stats it is computed
+# from (Envoy stat names before the Prometheus renaming, as Envoy's admin filter matches them).
+# This is the one list: the deciders declare which fields they consume
+# (``router_lib.policy.CONSUMED_METRICS`` and ``CONSUMED_FLEET_METRICS``), and the scraper parses, and asks Envoy for, only what
+# those fields need (``triton_series_for``, ``envoy_stats_url``).
+SIGNAL_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "queue_depth": (("nv_inference_pending_request_count",), ()),
+    "request_rate_per_s": (("nv_inference_request_success", "nv_inference_request_failure"), ("upstream_rq_total",)),
+    "error_rate": (("nv_inference_request_success", "nv_inference_request_failure"),
+                   ("upstream_rq_total", "upstream_rq_xx")),
+    "p95_ms": ((), ("upstream_rq_time",)),
+    "p99_ms": ((), ("upstream_rq_time",)),
+    "ready": ((), ()),  # a replica that answered its scrape is ready
+    "emulation_lag_ms": (("emulation_executions_total", "emulation_lag_ms_total"), ()),
+    "tier_rate_per_s": ((), ("vcluster.upstream_rq_total",)),
+    "ready_replicas": ((), ()),  # replicas of a pool that answered their scrape
+}
 
 
-def envoy_stats_url(admin_base_url: str) -> str:
-    """Envoy's /stats/prometheus, limited to used stats the control loop reads."""
+def _sources(signals: Iterable[str]) -> tuple[set[str], set[str]]:
+    triton: set[str] = set()
+    envoy: set[str] = set()
+    for signal in signals:
+        if signal not in SIGNAL_SOURCES:
+            raise KeyError(f"no source known for signal {signal!r}; known: {sorted(SIGNAL_SOURCES)}")
+        t, e = SIGNAL_SOURCES[signal]
+        triton.update(t)
+        envoy.update(e)
+    return triton, envoy
+
+
+def triton_series_for(signals: Iterable[str]) -> frozenset[str]:
+    """The Triton series the scraper must parse to compute ``signals``."""
+    return frozenset(_sources(signals)[0])
+
+
+def envoy_stats_filter(signals: Iterable[str]) -> str:
+    """An RE2 regex over Envoy's stat names matching exactly the stats ``signals`` need.  The full
+    stats page holds tens of thousands of samples; parsing it every tick cost a fifth of a core."""
+    stats = sorted(_sources(signals)[1])
+    vcluster = [s.removeprefix("vcluster.") for s in stats if s.startswith("vcluster.")]
+    cluster = [s for s in stats if not s.startswith("vcluster.")]
+    parts = []
+    if cluster:
+        names = "|".join(("[0-9]xx" if s.endswith("_xx") else s.removeprefix("upstream_rq_")) for s in cluster)
+        parts.append(rf"(\.upstream_rq_({names})$)")
+    if vcluster:
+        parts.append(rf"(\.vcluster\..+\.({'|'.join(vcluster)})$)")
+    return "|".join(parts) or "^$"
+
+
+def envoy_stats_url(admin_base_url: str, signals: Iterable[str]) -> str:
+    """Envoy's /stats/prometheus, limited to the used stats that ``signals`` are computed from."""
     from urllib.parse import quote
 
-    return f"{admin_base_url.rstrip('/')}/stats/prometheus?usedonly&filter={quote(ENVOY_STATS_FILTER)}"
+    return f"{admin_base_url.rstrip('/')}/stats/prometheus?usedonly&filter={quote(envoy_stats_filter(signals))}"

@@ -21,17 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from router_lib.cluster_names import parse_cluster_name
+from router_lib.metric_names import SIGNAL_SOURCES, triton_series_for
 from router_lib.metrics import MetricsParseError
 
-# Triton counters kept per model (cumulative).
-TRITON_COUNTERS = (
-    "nv_inference_request_success",
-    "nv_inference_request_failure",
-    "nv_inference_count",
-    "nv_inference_exec_count",
-)
-EMULATION_COUNTERS = ("emulation_executions_total", "emulation_lag_ms_total")
+# The Triton series the signals are computed from (``metric_names.SIGNAL_SOURCES``, the one
+# list); a scraper may ask for fewer (``parse_triton(series=...)``).
+ALL_TRITON_SERIES = triton_series_for(SIGNAL_SOURCES)
 PENDING = "nv_inference_pending_request_count"
+# Request counters of a composing model are skipped: the ensemble counts each request once itself.
+REQUEST_COUNTERS = frozenset({"nv_inference_request_success", "nv_inference_request_failure"})
 
 ENVOY_RQ_TOTAL = "envoy_cluster_upstream_rq_total"
 ENVOY_RQ_XX = "envoy_cluster_upstream_rq_xx"
@@ -69,7 +67,7 @@ class EnvoyClusterSample:
 @dataclass(frozen=True)
 class EnvoySample:
     """``clusters``: per (model, pool).  ``tiers``: requests per SLA tier (cumulative), from the
-    per-tier virtual clusters (``metric_names.ENVOY_TIER_VIRTUAL_CLUSTERS``), summed over virtual
+    per-tier virtual clusters (one per tier of data/tiers.yaml), summed over virtual
     hosts; empty when Envoy has none."""
 
     clusters: Mapping[tuple[str, str], EnvoyClusterSample] = field(default_factory=dict)
@@ -106,12 +104,14 @@ def _value(sample: Sample, source: str) -> float:
     return value
 
 
-def parse_triton(text: str, source: str, composing: Mapping[str, str] | None = None) -> TritonSample:
-    """Pending counts and counters of every model in one replica's ``/metrics`` text."""
+def parse_triton(text: str, source: str, composing: Mapping[str, str] | None = None,
+                 series: frozenset[str] = ALL_TRITON_SERIES) -> TritonSample:
+    """Pending counts and counters (those named in ``series``) of every model in one replica's
+    ``/metrics`` text."""
     composing = composing or {}
     pending: dict[str, float] = {}
     counters: dict[tuple[str, str], float] = {}
-    for name, s in _samples(text, source, (PENDING, *TRITON_COUNTERS, *EMULATION_COUNTERS)):
+    for name, s in _samples(text, source, sorted(series)):
         model = s.labels.get("model")
         if not model:
             raise MetricsParseError(source, f"{name} without a 'model' label")
@@ -119,7 +119,7 @@ def parse_triton(text: str, source: str, composing: Mapping[str, str] | None = N
         public = composing.get(model, model)
         if name == PENDING:
             pending[public] = pending.get(public, 0.0) + value
-        elif name in TRITON_COUNTERS and model in composing:
+        elif name in REQUEST_COUNTERS and model in composing:
             continue  # the ensemble counts the request itself; composing steps would double it
         else:
             key = (public, name)

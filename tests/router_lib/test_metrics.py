@@ -125,7 +125,7 @@ def test_envoy_protocol_clusters_of_one_pool_add_up_and_foreign_clusters_are_ski
     'nv_inference_pending_request_count{model="m" 1\n',
     "nv_inference_count{model=\"m\"} not-a-number\n",
     'nv_inference_pending_request_count{version="1"} 3\n',
-    'nv_inference_count{model="m"} -4\n',
+    'nv_inference_request_success{model="m"} -4\n',
 ], ids=["unclosed-labels", "bad-value", "no-model-label", "negative-counter"])
 def test_malformed_triton_text_raises_a_clear_error_naming_the_source(text: str) -> None:
     with pytest.raises(MetricsParseError, match="http://replica-7:8002/metrics"):

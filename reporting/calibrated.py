@@ -70,14 +70,17 @@ def calibrated_fleet(fleet: Any, run: RunData) -> tuple[Any, dict[str, dict[str,
 
 def replay_decide(run: RunData) -> Any:
     """A ``decide_fn`` for the simulator that returns the weights published at that time."""
-    from router_lib.policy_types import PoolWeight, RoutingDecision
+    from router_lib.policy_types import RoutingDecision
+    from router_lib.routes import Reason, ReasonKind, RouteKey, RouteWeights
+
+    recorded = Reason(ReasonKind.RESUMED, "recorded")
 
     times = [s.t_unix_s - run.started_unix_s for s in run.samples]
 
     def decide(inputs: Any, state: Any, now_s: float) -> tuple[Any, Any]:
         i = max(0, bisect.bisect_right(times, now_s) - 1)
         sample = run.samples[i]
-        routes = {key: tuple(PoolWeight(p, w, "recorded") for p, w in sorted(ws.items()))
+        routes = {RouteKey(*key): RouteWeights.of(key[0], key[1], sorted(ws.items()), dict.fromkeys(ws, recorded))
                   for key, ws in sample.weights.items() if sum(ws.values()) > 0}
         return RoutingDecision(routes, {}, now_s), state
 

@@ -97,10 +97,10 @@ def test_a_slow_scrape_blocks_neither_status_nor_a_drain():
 
 def test_a_drained_pool_gets_weight_0_in_the_same_tick_even_where_it_is_the_cheapest():
     loop, parts = make_loop()
-    bronze = RouteKey(EMBED, "bronze")
-    assert loop.tick().routes[bronze].as_dict()["cpu"] == 100  # the cheapest pool takes bronze
+    silver = RouteKey(EMBED, "silver")
+    assert loop.tick().routes[silver].as_dict()["cpu"] == 100  # the cheapest pool meeting silver takes it
     loop.drain("cpu")
-    route = loop.view.routes[bronze]
+    route = loop.view.routes[silver]
     assert route.as_dict()["cpu"] == 0 and route.total == 100
     assert parts["store"].record["drains"] == ["cpu"]
     loop.undrain("cpu")
@@ -108,7 +108,7 @@ def test_a_drained_pool_gets_weight_0_in_the_same_tick_even_where_it_is_the_chea
     for _ in range(10):  # weights step back at most max_step per tick
         parts["clock"].advance(1)
         loop.tick()
-    assert loop.view.routes[bronze].as_dict()["cpu"] == 100
+    assert loop.view.routes[silver].as_dict()["cpu"] == 100
 
 
 def test_an_unknown_pool_cannot_be_drained():
@@ -165,6 +165,7 @@ def test_status_shows_reasons_by_kind():
     loop, parts = make_loop()
     loop.tick()
     status = render_status(THREE_POOLS, loop.view, parts["sink"].status())
-    bronze = next(r for r in status["routes"] if r["tier"] == "bronze")
-    assert bronze["reason_kinds"]["cpu"] == ReasonKind.CHEAPEST.value
+    silver = next(r for r in status["routes"] if r["tier"] == "silver")
+    assert silver["reason_kinds"] == {"cpu": ReasonKind.CHEAPEST.value, "gpu": ReasonKind.NOT_NEEDED.value,
+                                      "inf": ReasonKind.NOT_NEEDED.value}
     assert status["state_record_version"] == 1

@@ -181,7 +181,7 @@ def load_profile(path: Path | str) -> Profile:
     r = _Reader(path, read_yaml(path))
     r.unknown_keys(
         {"model", "accelerator", "instance_type", "latency_ms_by_batch", "instances_per_replica",
-         "max_batch_size", "provenance", "p99_over_p50"}
+         "max_batch_size", "provenance", "p99_over_p50", "cold_start_s"}
     )
     pr = r.child("provenance")
     kind = pr.str("kind")
@@ -227,6 +227,7 @@ def load_profile(path: Path | str) -> Profile:
         max_batch_size=max_batch,
         provenance=prov,
         p99_over_p50=p99_ratio,
+        cold_start_s=r.float("cold_start_s", minimum=0.0, default=0.0),
     )
 
 
@@ -256,7 +257,7 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
     """
     path = Path(path)
     r = _Reader(path, read_yaml(path))
-    r.unknown_keys({"prices", "tiers", "profiles", "pools"})
+    r.unknown_keys({"prices", "tiers", "profiles", "pools", "max_local_replicas", "budget_per_hour_usd"})
     base = path.parent
     prices = load_prices(base / r.str("prices"))
     tiers = load_tiers(base / r.str("tiers"))
@@ -273,7 +274,8 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
     names: set[str] = set()
     for i in range(len(raw_pools)):
         p = _Reader(path, raw_pools[i], f"pools[{i}]")
-        p.unknown_keys({"name", "accelerator", "instance_type", "replicas", "mode", "outputs", "models"})
+        p.unknown_keys({"name", "accelerator", "instance_type", "replicas", "mode", "outputs", "models",
+                        "min_replicas", "max_replicas"})
         name = p.str("name")
         if not name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(path, f"pools[{i}].name", f"must be letters, digits, '-' or '_', got {name!r}")
@@ -301,9 +303,21 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
             models = available
         if not models:
             raise ConfigError(path, f"pools[{i}]", f"no model has a profile for accelerator {acc.value}")
+        low = p.int("min_replicas", minimum=0) if p.has("min_replicas") else None
+        high = p.int("max_replicas", minimum=1) if p.has("max_replicas") else None
+        replicas = p.int("replicas", minimum=0 if low == 0 else 1)
+        if low is not None and replicas < low:
+            raise ConfigError(path, f"pools[{i}].replicas", f"must be >= min_replicas {low}, got {replicas}")
+        if high is not None and replicas > high:
+            raise ConfigError(path, f"pools[{i}].replicas", f"must be <= max_replicas {high}, got {replicas}")
         pools.append(PoolSpec(
             name=name, accelerator=acc, instance_type=itype, price_per_hour_usd=prices.of(itype),
-            replicas=p.int("replicas", minimum=1), mode=mode, outputs=outputs, models=models,
+            replicas=replicas, mode=mode, outputs=outputs, models=models, min_replicas=low, max_replicas=high,
         ))
     all_models = tuple(sorted({m for pool in pools for m in pool.models}))
-    return Fleet(tuple(pools), profiles, tiers, prices, all_models)
+    local_limit = r.int("max_local_replicas", minimum=1) if r.has("max_local_replicas") else None
+    if local_limit is not None and sum(p.replica_bounds[0] for p in pools) > local_limit:
+        raise ConfigError(path, "max_local_replicas", f"{local_limit} is below the pools' min_replicas together "
+                          f"({sum(p.replica_bounds[0] for p in pools)})")
+    budget = r.float("budget_per_hour_usd", positive=True) if r.has("budget_per_hour_usd") else None
+    return Fleet(tuple(pools), profiles, tiers, prices, all_models, local_limit, budget)

@@ -97,6 +97,10 @@ class Profile:
     max_batch_size: int
     provenance: Provenance
     p99_over_p50: float = 1.2
+    # Seconds from "start a replica" to "ready for traffic" on this accelerator: node, image pull,
+    # model load (0 when unknown).  The capacity decider plans with it; routing counts a replica
+    # only once it is ready.
+    cold_start_s: float = 0.0
 
     def latency_ms(self, batch_size: int) -> float:
         """p50 service time in ms of one execution of ``batch_size`` requests."""
@@ -148,7 +152,11 @@ class Prices:
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """A pool as configured: what it is, what it costs, how many replicas."""
+    """A pool as configured: what it is, what it costs, how many replicas.
+
+    ``replicas`` is the count it starts with; the capacity decider keeps it within
+    ``[min_replicas, max_replicas]`` (both equal to ``replicas`` when the file sets neither: a
+    fixed pool)."""
 
     name: str
     accelerator: Accelerator
@@ -158,6 +166,19 @@ class PoolSpec:
     mode: PoolMode
     outputs: EmulatedOutputs = EmulatedOutputs.REAL
     models: tuple[str, ...] = ()
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+
+    @property
+    def replica_bounds(self) -> tuple[int, int]:
+        low = self.replicas if self.min_replicas is None else self.min_replicas
+        high = self.replicas if self.max_replicas is None else self.max_replicas
+        return low, high
+
+    @property
+    def autoscaled(self) -> bool:
+        low, high = self.replica_bounds
+        return low != high
 
     @property
     def emulated(self) -> bool:
@@ -166,13 +187,19 @@ class PoolSpec:
 
 @dataclass(frozen=True)
 class Fleet:
-    """The whole configured fleet: pools, the profiles of each (model, accelerator), tiers, prices."""
+    """The whole configured fleet: pools, the profiles of each (model, accelerator), tiers, prices.
+
+    ``max_local_replicas``: how many replicas this machine may run at once, all pools together
+    (None: no limit stated).  ``budget_per_hour_usd``: a ceiling on the fleet's $/h the capacity
+    decider keeps to by shedding the loosest tiers first (None: no ceiling)."""
 
     pools: tuple[PoolSpec, ...]
     profiles: Mapping[tuple[str, Accelerator], Profile]
     tiers: TierSet
     prices: Prices
     models: tuple[str, ...] = field(default=())
+    max_local_replicas: int | None = None
+    budget_per_hour_usd: float | None = None
 
     def pool(self, name: str) -> PoolSpec:
         for p in self.pools:

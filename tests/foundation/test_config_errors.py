@@ -47,7 +47,27 @@ FLEET_CASES = [
     ("model-without-profile", lambda d: d["pools"][2].update(models=["digits_classifier"]), "pools[2].models[0]", "no inferentia profile"),
     ("no-pools", lambda d: d.update(pools=[]), "pools", "at least one"),
     ("pools-not-list", lambda d: d.update(pools={"cpu": 1}), "pools", "must be a list"),
+    ("replicas-below-min", lambda d: d["pools"][1].update(replicas=1, min_replicas=2, max_replicas=4),
+     "pools[1].replicas", "must be >= min_replicas 2"),
+    ("replicas-above-max", lambda d: d["pools"][1].update(replicas=3, max_replicas=2), "pools[1].replicas",
+     "must be <= max_replicas 2"),
+    ("min-negative", lambda d: d["pools"][1].update(min_replicas=-1), "pools[1].min_replicas", "integer >= 0"),
+    ("zero-replicas-without-min-zero", lambda d: d["pools"][1].update(replicas=0, max_replicas=3),
+     "pools[1].replicas", "integer >= 1"),
+    ("machine-limit-below-mins", lambda d: d.update(max_local_replicas=2), "max_local_replicas",
+     "below the pools' min_replicas together (3)"),
+    ("budget-not-positive", lambda d: d.update(budget_per_hour_usd=0), "budget_per_hour_usd", "number > 0"),
 ]
+
+
+def test_an_autoscaled_pool_may_start_at_zero_and_says_its_bounds(fleet_dir):
+    edit_yaml(fleet_dir / "fleet.yaml", lambda d: (d["pools"][1].update(replicas=0, min_replicas=0, max_replicas=4),
+                                                   d.update(max_local_replicas=12, budget_per_hour_usd=5.0)))
+    fleet = load_fleet(fleet_dir / "fleet.yaml")
+    gpu = fleet.pools[1]
+    assert (gpu.replicas, gpu.replica_bounds, gpu.autoscaled) == (0, (0, 4), True)
+    assert not fleet.pools[0].autoscaled and fleet.pools[0].replica_bounds == (1, 1)
+    assert (fleet.max_local_replicas, fleet.budget_per_hour_usd) == (12, 5.0)
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [c[1:] for c in FLEET_CASES], ids=[c[0] for c in FLEET_CASES])
@@ -69,6 +89,7 @@ PROFILE_CASES = [
     ("instances-zero", lambda d: d.update(instances_per_replica=0), "instances_per_replica", ">= 1"),
     ("tail-below-one", lambda d: d.update(p99_over_p50=0.5), "p99_over_p50", ">= 1"),
     ("empty-table", lambda d: d.update(latency_ms_by_batch={}), "latency_ms_by_batch", "at least one"),
+    ("cold-start-negative", lambda d: d.update(cold_start_s=-5), "cold_start_s", "number >= 0.0"),
 ]
 
 

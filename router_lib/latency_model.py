@@ -63,20 +63,14 @@ def batch_thresholds(profile: Profile) -> tuple[float, ...]:
 
 def operating_batch_from(thresholds: tuple[float, ...], utilisation: float) -> int:
     """Smallest ``b`` with ``thresholds[b] >= utilisation`` (``B`` at or past saturation)."""
-    return min(len(thresholds) - 1, max(1, bisect.bisect_left(thresholds, utilisation - 1e-12, 1)))
+    b = bisect.bisect_left(thresholds, utilisation - 1e-12, 1)  # >= 1: the search starts at index 1
+    last = len(thresholds) - 1
+    return b if b < last else last
 
 
 def operating_batch(profile: Profile, utilisation: float) -> int:
     """``b(u)``: the smallest batch whose throughput keeps up with utilisation ``u``."""
     return operating_batch_from(batch_thresholds(profile), utilisation)
-
-
-def wait_factor(busy: float) -> float:
-    """``1 + min(1, rho / (1 - rho))`` of the busy fraction ``rho`` of an instance at its operating
-    batch: 1 when idle, 2 from rho = 1/2 (a request waits for the execution in progress)."""
-    if busy >= 1.0:
-        return 2.0
-    return 1.0 + min(1.0, max(0.0, busy) / (1.0 - busy))
 
 
 Z99 = NormalDist().inv_cdf(0.99)  # the standard normal's 99th percentile, 2.326...
@@ -101,11 +95,13 @@ def tail_latency_by_batch(profile: Profile, quantile: float = 0.99) -> tuple[flo
 
 def predicted_latency_ms(tail_latency_ms: tuple[float, ...], thresholds: tuple[float, ...], utilisation: float,
                          backlog_ms: float = 0.0) -> float:
-    """The prediction over precomputed tables: ``tail_latency_ms[b] * wait_factor(rho) + backlog``
-    with ``b = b(u)`` from :func:`batch_thresholds` and ``rho = u / thresholds[b]`` (inf at u >= 1).
+    """The prediction over precomputed tables: ``tail_latency_ms[b] * (1 + min(1, rho / (1 - rho)))
+    + backlog`` with ``b = b(u)`` from :func:`batch_thresholds` and ``rho = u / thresholds[b]`` the
+    busy fraction of an instance at that batch (inf at u >= 1).
 
-    The one implementation of the formula; the wait factor is written out (it is
-    :func:`wait_factor`) because the policy calls this a few hundred times per decision.
+    The wait factor is 1 when idle and 2 from rho = 1/2 on (a request waits for the execution in
+    progress).  This is the one implementation of the formula; it avoids calls (no min, max or
+    helper) because the policy evaluates it a few hundred times per decision.
     """
     if utilisation >= 1.0:
         return math.inf
@@ -113,9 +109,11 @@ def predicted_latency_ms(tail_latency_ms: tuple[float, ...], thresholds: tuple[f
         b = 1
     else:
         b = operating_batch_from(thresholds, utilisation)
-    busy = max(0.0, utilisation) / thresholds[b]
-    factor = 2.0 if busy >= 1.0 else 1.0 + min(1.0, busy / (1.0 - busy))
-    return tail_latency_ms[b] * factor + backlog_ms
+    busy = (utilisation if utilisation > 0.0 else 0.0) / thresholds[b]
+    if busy >= 1.0:
+        return tail_latency_ms[b] * 2.0 + backlog_ms
+    wait = busy / (1.0 - busy)
+    return tail_latency_ms[b] * (1.0 + (wait if wait < 1.0 else 1.0)) + backlog_ms
 
 
 def predicted_p99_ms(profile: Profile, utilisation: float, backlog_ms: float = 0.0, quantile: float = 0.99) -> float:

@@ -73,20 +73,24 @@ STEPPING = Reason(ReasonKind.STEPPING, "stepping: weight moving to the target at
 
 def _pool_weights(route: RouteKey, names: tuple[str, ...], weights: list[int], placed: Placement, tick: Tick,
                   table: CapacityTable) -> RouteWeights:
-    """One PoolWeight per pool serving the model; the constant weight-0 cases are shared objects."""
-    unhealthy = tick.unhealthy_by_model.get(route.model)
+    """One PoolWeight per pool serving the model.  The weight-0 cases that do not change (not
+    needed, no replica) are shared objects: a decision holds ~300 PoolWeights."""
+    out = list(table.idle_rows[route.model])
     reasons = placed.reasons
-    out = []
-    for n, w in zip(names, weights, strict=True):
-        reason = reasons.get(n)
+    for slot, reason in enumerate(reasons):
+        w = weights[slot]
         if reason is None:
             if w == 0:
-                why = unhealthy.get(n) if unhealthy else None
-                out.append(table.not_needed[n] if why is None else
-                           table.no_replica[n] if why.kind is ReasonKind.NO_REPLICA else PoolWeight(n, 0, why))
-                continue
+                continue  # not needed (or unhealthy, below)
             reason = STEPPING
-        out.append(PoolWeight(n, w, reason))
+        out[slot] = PoolWeight(names[slot], w, reason)
+    unhealthy = tick.unhealthy_by_model.get(route.model)
+    if unhealthy:  # unhealthy pools the picker did not reach: their health is their reason
+        slots = table.slots[route.model]
+        for pool, why in unhealthy.items():
+            at = slots.get(pool)
+            if at is not None and reasons[at] is None and weights[at] == 0:
+                out[at] = table.no_replica[pool] if why.kind is ReasonKind.NO_REPLICA else PoolWeight(pool, 0, why)
     return RouteWeights(route, tuple(out))
 
 
@@ -125,14 +129,14 @@ def decide(inputs: PolicyInputs, state: PolicyState | None, now_s: float) -> tup
                 continue
             prev = previous_weights.get(route)
             placed = pick(route, max(demand.get(route, 0.0), TINY_DEMAND), table, tick, prev, was_feasible, feasible)
-            target = target_weights(names, placed.takes, total)
-            if prev is None or prev.keys() != table.pool_name_sets[model]:
-                final = target
-            else:
-                before = [prev[n] for n in names]
-                final = target if before == target else bounded_step(
-                    before, target, [n in placed.excluded for n in names], settings)
-            weights_out[route] = dict(zip(names, final, strict=True))
+            final = target_weights(placed.takes, total)
+            weights = dict(zip(names, final, strict=True))
+            # From the previous weights (same pools), step towards the target; anything else
+            # (first decision, pools added or removed) starts at the target.
+            if prev is not None and prev != weights and prev.keys() == table.pool_name_sets[model]:
+                final = bounded_step([prev[n] for n in names], final, placed.excluded, settings)
+                weights = dict(zip(names, final, strict=True))
+            weights_out[route] = weights
             routes[route] = _pool_weights(route, names, final, placed, tick, table)
     decision = RoutingDecision(routes, unroutable, now_s)
     new_state = PolicyState(now_s, smoothed, demand, demand_history, weights_out, frozenset(feasible), table,

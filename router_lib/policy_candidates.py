@@ -4,6 +4,7 @@ every stage needs (latency tables, safe utilisation and cost per tier), computed
 Static means "depends on the fleet and the settings only": prices, profiles, tiers, headroom.
 Nothing here reads metrics or time, so a :class:`ModelOnPool` is built when the capacity table is
 (``router_lib.policy_stages``) and shared by every decision until the fleet or settings change.
+A :class:`RouteCandidate` is the same candidate seen from one route, its tier's values looked up.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from router_lib.latency_model import (
     tail_factor,
     tail_latency_by_batch,
 )
-from router_lib.policy_types import PolicySettings
-from router_lib.routes import PoolModel
+from router_lib.policy_types import PolicySettings, RoutePool
+from router_lib.routes import PoolModel, RouteKey
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class ModelOnPool:
     cost_per_million: Mapping[str, float]
     fallback_rank: int  # position of the pool's accelerator in the tiers' fallback order
     instances: int = 1  # per replica: executions that run at once
+    # Positions, so that per-decision values live in lists rather than dicts keyed by name:
+    pool_index: int = 0  # of the pool in Fleet.pools
+    slot: int = 0  # of the pool among those serving the model (fleet order): a route's weights' index
 
     def predicted_p99_ms(self, utilisation: float, backlog_ms: float, tier: str) -> float:
         """``latency_model.predicted_latency_ms`` at the tier's compliance quantile."""
@@ -55,7 +59,8 @@ class ModelOnPool:
 
 
 def model_on_pool(pool: PoolSpec, profile: Profile, bounds_ms: Mapping[str, float | None],
-                  quantiles: Mapping[str, float], settings: PolicySettings, fallback_rank: int) -> ModelOnPool:
+                  quantiles: Mapping[str, float], settings: PolicySettings, fallback_rank: int,
+                  pool_index: int = 0, slot: int = 0) -> ModelOnPool:
     """The static facts of ``profile``'s model on ``pool`` for every tier in ``bounds_ms``.
 
     This runs the safe-utilisation scan per tier, the one costly formula, which is why it happens
@@ -77,4 +82,31 @@ def model_on_pool(pool: PoolSpec, profile: Profile, bounds_ms: Mapping[str, floa
         cost_per_million={t: cost_per_million_usd(pool.price_per_hour_usd, u, x) for t, u in safe.items()},
         fallback_rank=fallback_rank,
         instances=profile.instances_per_replica,
+        pool_index=pool_index,
+        slot=slot,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCandidate:
+    """A candidate of one route: :class:`ModelOnPool` with the route's tier's values looked up
+    once per fleet, because the filters and the picker read them a few hundred times a decision.
+    ``cost_text`` is the static start of its reason (``"cost $0.123/1M"``)."""
+
+    on_pool: ModelOnPool
+    key: RoutePool  # the feasibility key the hysteresis remembers
+    name: str  # the pool's
+    pool_index: int  # ModelOnPool.pool_index
+    slot: int  # ModelOnPool.slot
+    pool_model: PoolModel
+    safe_utilisation: float
+    tail_latency_ms: tuple[float, ...]  # ModelOnPool.tail_latency_by_tier[tier]
+    tail: float  # ModelOnPool.tail_by_tier[tier]
+    cost_text: str
+
+    @classmethod
+    def of(cls, e: ModelOnPool, route: RouteKey) -> RouteCandidate:
+        tier = route.tier
+        return cls(e, RoutePool(route.model, tier, e.name), e.name, e.pool_index, e.slot, e.pool_model,
+                   e.safe_utilisation[tier],
+                   e.tail_latency_by_tier[tier], e.tail_by_tier[tier], f"cost ${e.cost_per_million[tier]:.3f}/1M")

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from router_lib.latency_model import drain_time_ms, predicted_latency_ms
 from router_lib.metrics import FleetMetrics
-from router_lib.policy_candidates import ModelOnPool
+from router_lib.policy_candidates import RouteCandidate
 from router_lib.policy_types import UNHEALTHY_NO_REPLICA, PolicySettings, Smoothed
 from router_lib.routes import PoolModel, Reason, ReasonKind
 
@@ -85,33 +85,35 @@ class SlaFilter:
     __slots__ = ("headroom", "slack_feasible", "slack_excluded", "use_measured", "smoothed", "ready")
 
     def __init__(self, settings: PolicySettings, smoothed: Mapping[PoolModel, Smoothed],
-                 ready: Mapping[str, int]) -> None:
+                 ready: Sequence[int]) -> None:
+        """``ready``: ready replicas per pool, indexed like ``Fleet.pools``."""
         self.headroom = settings.headroom
         self.slack_feasible, self.slack_excluded = 1.0 + settings.hysteresis, 1.0 - settings.hysteresis
         self.use_measured = settings.use_observed_p99
         self.smoothed = smoothed
         self.ready = ready
 
-    def check(self, e: ModelOnPool, tier: str, bound_ms: float | None, utilisation: float,
+    def check(self, c: RouteCandidate, bound_ms: float | None, utilisation: float,
               was_feasible: bool | None) -> tuple[float, Reason | None]:
-        """(predicted latency ms, why ``e`` breaks the bound or None).  Bronze (no bound): never."""
-        ready = self.ready[e.name]
-        signals = self.smoothed.get(e.pool_model)
+        """(predicted latency ms, why ``c`` breaks the bound or None).  Bronze (no bound): never."""
+        e = c.on_pool
+        signals = self.smoothed.get(c.pool_model)
         if signals is None:
-            predicted = predicted_latency_ms(e.tail_latency_by_tier[tier], e.batch_thresholds, utilisation, 0.0)
+            predicted = predicted_latency_ms(c.tail_latency_ms, e.batch_thresholds, utilisation, 0.0)
         else:
+            ready = self.ready[c.pool_index]
             backlog = drain_time_ms(signals.queue_depth, ready, e.throughput_per_replica)
-            predicted = predicted_latency_ms(e.tail_latency_by_tier[tier], e.batch_thresholds, utilisation, backlog)
+            predicted = predicted_latency_ms(c.tail_latency_ms, e.batch_thresholds, utilisation, backlog)
             if signals.lag_ms > 0.0:
                 # An emulated pool whose host cannot keep up with its profile: every execution a
                 # request waits for (its own and the queued ones ahead of it) finishes lag_ms late.
                 queued_executions = signals.queue_depth / (ready * e.instances * e.max_batch)
-                predicted += e.tail_by_tier[tier] * signals.lag_ms * (1.0 + queued_executions)
+                predicted += c.tail * signals.lag_ms * (1.0 + queued_executions)
         if bound_ms is None:
             return predicted, None
         slack = 1.0 if was_feasible is None else (self.slack_feasible if was_feasible else self.slack_excluded)
         threshold = self.headroom * bound_ms * slack
-        if predicted > threshold or e.safe_utilisation[tier] <= 0:
+        if predicted > threshold or c.safe_utilisation <= 0:
             return predicted, Reason(ReasonKind.PREDICTED_OVER_BOUND,
                                      f"predicted {predicted:.1f} ms > {threshold:.1f} ms (bound {bound_ms:g} ms x headroom)")
         if self.use_measured and signals is not None and signals.p99_ms is not None and signals.p99_ms > bound_ms * slack:
@@ -133,10 +135,13 @@ class TierIsolation:
     consumes: ClassVar[frozenset[str]] = frozenset()
 
     @staticmethod
-    def order(candidates: tuple[ModelOnPool, ...], protected: frozenset[str]) -> tuple[ModelOnPool, ...]:
+    def order(candidates: tuple[RouteCandidate, ...], protected: frozenset[str]) -> tuple[RouteCandidate, ...]:
         if not protected:
             return candidates
-        return (*(e for e in candidates if e.name not in protected), *(e for e in candidates if e.name in protected))
+        first = [c for c in candidates if c.name not in protected]
+        if not first or len(first) == len(candidates):
+            return candidates
+        return (*first, *(c for c in candidates if c.name in protected))
 
 
 FILTERS = (HealthFilter, SlaFilter, TierIsolation)

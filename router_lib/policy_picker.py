@@ -22,10 +22,11 @@ that meets the bounds (the same placement the planner's program would choose for
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from router_lib.policy_filters import HealthFilter, SlaFilter
-from router_lib.policy_stages import CapacityTable, largest_remainder
+from router_lib.policy_candidates import RouteCandidate
+from router_lib.policy_filters import HealthFilter, SlaFilter, TierIsolation
+from router_lib.policy_stages import CapacityTable, apportion
 from router_lib.policy_types import PolicyInputs, RoutePool, Smoothed
 from router_lib.routes import PoolModel, Reason, ReasonKind, RouteKey
 
@@ -33,39 +34,44 @@ TINY_DEMAND = 1e-6  # zero demand still needs a route: the first pool in order t
 
 
 class Tick:
-    """Per-decision working values shared by the routes of one tick (not part of the state):
-    the filters for this tick and the utilisation planned on each pool so far."""
+    """Per-decision working values shared by the routes of one tick (not part of the state): the
+    filters for this tick and what is planned on each pool so far.  Per-pool values are lists
+    indexed like ``Fleet.pools`` (``ModelOnPool.pool_index``): the picker reads them a few hundred
+    times a decision."""
 
     def __init__(self, inputs: PolicyInputs, table: CapacityTable, smoothed: Mapping[PoolModel, Smoothed]) -> None:
         self.settings = inputs.settings
         known = inputs.metrics.ready_replicas
-        self.ready = {p.name: inputs.pool_ready.get(p.name, known.get(p.name, p.replicas)) for p in inputs.fleet.pools}
+        pools = inputs.fleet.pools
+        self.pool_names = tuple(p.name for p in pools)
+        self.ready = {p.name: inputs.pool_ready.get(p.name, known.get(p.name, p.replicas)) for p in pools}
         self.unhealthy = HealthFilter(self.settings.max_error_rate).unhealthy(table.pool_models, inputs.metrics,
                                                                                self.ready)
         self.unhealthy_by_model: dict[str, dict[str, Reason]] = {}
         for key, why in self.unhealthy.items():
             self.unhealthy_by_model.setdefault(key.model, {})[key.pool] = why
-        self.sla = SlaFilter(self.settings, smoothed, self.ready)
-        self.used_u: dict[str, float] = {}  # pool -> utilisation planned this tick
-        self.cap_u: dict[str, float] = {}  # pool -> safe utilisation of the strictest tier placed on it
-        self.strictest_rank: dict[str, int] = {}  # pool -> rank of the strictest tier placed on it
+        ready = [self.ready[name] for name in self.pool_names]
+        self.sla = SlaFilter(self.settings, smoothed, ready)
+        self.ready_by_index = ready
+        self.used_u = [0.0] * len(pools)  # utilisation planned this tick
+        self.cap_u = [1.0] * len(pools)  # safe utilisation of the strictest tier placed on the pool
+        self.strictest_rank = [len(table.tiers_strictest_first)] * len(pools)  # of the tiers placed on it
         self.rank = 0  # rank of the tier being placed (0 = strictest)
         self.protected: frozenset[str] = frozenset()  # pools carrying a tier stricter than that
 
     def start_tier(self, rank: int) -> None:
         """Pools whose strictest tier is stricter than ``rank`` stay protected while one tier is placed."""
         self.rank = rank
-        self.protected = frozenset(n for n, r in self.strictest_rank.items() if r < rank)
+        self.protected = frozenset(n for n, r in zip(self.pool_names, self.strictest_rank, strict=True) if r < rank)
 
 
-@dataclass(frozen=True)
-class Placement:
-    """One route's outcome: req/s per pool, the reason per pool, the pools the filters excluded.
-    Pools absent from ``takes``/``reasons`` were not needed (0 req/s)."""
+class Placement(NamedTuple):
+    """One route's outcome, as lists aligned with the pools serving the model (fleet order):
+    req/s per pool, the reason per pool (None: not needed, 0 req/s), excluded by a filter."""
 
-    takes: dict[str, float]
-    reasons: dict[str, Reason]
-    excluded: set[str]
+    takes: list[float]
+    reasons: list[Reason | None]
+    excluded: list[bool]
 
 
 def pick(route: RouteKey, demand: float, table: CapacityTable, tick: Tick, previous: Mapping[str, int] | None,
@@ -74,65 +80,68 @@ def pick(route: RouteKey, demand: float, table: CapacityTable, tick: Tick, previ
 
     ``feasible_now`` is updated with the feasibility of every candidate assessed.
     """
-    tier = route.tier
-    bound = table.tier_bound_ms[tier]
-    takes: dict[str, float] = {}
-    reasons: dict[str, Reason] = {}
-    excluded: set[str] = set()
-    feasible = []  # (candidate, predicted ms, req/s within its room), in the order they were placed
+    bound = table.tier_bound_ms[route.tier]
+    n = len(table.pool_names[route.model])
+    takes = [0.0] * n
+    reasons: list[Reason | None] = [None] * n
+    excluded = [False] * n
+    # per feasible pool, in placement order: (candidate, predicted ms, req/s within its room,
+    # its utilisation and utilisation cap planned before this route, ready replicas x X)
+    feasible: list[tuple[RouteCandidate, float, float, float, float, float]] = []
     remaining = demand
-    unhealthy, sla = tick.unhealthy, tick.sla
-    used_u, cap_u, ready = tick.used_u, tick.cap_u, tick.ready
+    unhealthy, check = tick.unhealthy, tick.sla.check
+    used_u, cap_u, ready = tick.used_u, tick.cap_u, tick.ready_by_index
     protected = tick.protected
-    ranked = table.ranked[route]
-    if protected:  # the isolation rule (policy_filters.TierIsolation), on (candidate, key) pairs
-        ranked = (*(x for x in ranked if x[0].name not in protected), *(x for x in ranked if x[0].name in protected))
-    for e, key in ranked:
-        name = e.name
-        if remaining <= 0 and not (previous and previous.get(name)):
+    for c in TierIsolation.order(table.ranked[route], protected):
+        if remaining <= 0 and not (previous and previous.get(c.name)):
             continue  # not needed, and holds no weight that might have to drop at once
-        why = unhealthy.get(e.pool_model)
+        i = c.pool_index
+        why = unhealthy.get(c.pool_model) if unhealthy else None  # usually empty: skip the hashing
+        used = used_u[i]
         if why is None:
-            predicted, why = sla.check(e, tier, bound, used_u.get(name, 0.0),
-                                       None if was_feasible is None else key in was_feasible)
+            predicted, why = check(c, bound, used, None if was_feasible is None else c.key in was_feasible)
         if why is not None:
-            reasons[name], takes[name] = why, 0.0
-            excluded.add(name)
-            feasible_now.discard(key)
+            reasons[c.slot], excluded[c.slot] = why, True
+            feasible_now.discard(c.key)
             continue
-        feasible_now.add(key)
+        feasible_now.add(c.key)
         take = 0.0
+        cap = cap_u[i]
         if remaining > 0:
-            room = (min(cap_u.get(name, 1.0), e.safe_utilisation[tier]) - used_u.get(name, 0.0)) \
-                * ready[name] * e.throughput_per_replica
-            take = min(remaining, room) if room > 0 else 0.0
-            remaining -= take
-        takes[name] = take
-        feasible.append((e, predicted, take))
+            room = ((cap if cap < c.safe_utilisation else c.safe_utilisation) - used) \
+                * ready[i] * c.on_pool.throughput_per_replica
+            if room > 0:
+                take = remaining if remaining < room else room
+                remaining -= take
+        takes[c.slot] = take
+        feasible.append((c, predicted, take, used, cap, ready[i] * c.on_pool.throughput_per_replica))
     if not feasible:
         return fallback(route.model, demand, table, tick, Placement(takes, reasons, excluded))
-    over: dict[str, float] = {}
+    over: dict[int, float] = {}  # slot -> req/s beyond the pool's room
     if remaining > 1e-9:  # over every safe capacity: spread the excess by capacity, sparing
         # pools that carry a stricter tier when others can take it
-        spill = [e for e, _, _ in feasible if e.name not in protected] or [e for e, _, _ in feasible]
-        total = sum(ready[e.name] * e.throughput_per_replica for e in spill)
-        for e in spill:
-            over[e.name] = extra = remaining * ready[e.name] * e.throughput_per_replica / total
-            takes[e.name] += extra
+        spill = [f for f in feasible if f[0].name not in protected] or feasible
+        total = 0.0
+        for f in spill:
+            total += f[5]
+        for f in spill:
+            c = f[0]
+            over[c.slot] = extra = remaining * ready[c.pool_index] * c.on_pool.throughput_per_replica / total
+            takes[c.slot] += extra
     rank = tick.rank
     strictest = tick.strictest_rank
-    for e, predicted, within in feasible:
-        name = e.name
-        take = takes[name]
-        text = f"cost ${e.cost_per_million[tier]:.3f}/1M, predicted {predicted:.1f} ms, takes {within:.0f} req/s"
-        if name in over:
-            text += f" +{over[name]:.0f} over safe capacity"
-        reasons[name] = Reason(ReasonKind.CHEAPEST, text)
+    for c, predicted, within, used, cap, capacity in feasible:
+        take = takes[c.slot]
+        text = f"{c.cost_text}, predicted {predicted:.1f} ms, takes {within:.0f} req/s"
+        if over and c.slot in over:
+            text += f" +{over[c.slot]:.0f} over safe capacity"
+        reasons[c.slot] = Reason(ReasonKind.CHEAPEST, text)
         if take > 0:
-            used_u[name] = used_u.get(name, 0.0) + take / (ready[name] * e.throughput_per_replica)
-            cap_u[name] = min(cap_u.get(name, 1.0), e.safe_utilisation[tier])
-            if take > TINY_DEMAND:  # an idle route's placeholder weight is not traffic to protect
-                strictest[name] = min(strictest.get(name, rank), rank)
+            i = c.pool_index
+            used_u[i] = used + take / capacity
+            cap_u[i] = cap if cap < c.safe_utilisation else c.safe_utilisation
+            if take > TINY_DEMAND and strictest[i] > rank:  # an idle route's placeholder weight
+                strictest[i] = rank  # is not traffic to protect
     return Placement(takes, reasons, excluded)
 
 
@@ -142,44 +151,45 @@ def fallback(model: str, demand: float, table: CapacityTable, tick: Tick, placed
     order = table.fallback_order[model]
     reasons, excluded = placed.reasons, placed.excluded
     healthy = [e for e in order if e.pool_model not in tick.unhealthy]
-    takes = {e.name: 0.0 for e in order}
+    takes = [0.0] * len(placed.takes)
     if not healthy:
-        first = order[0].name
+        first = order[0].slot
         takes[first] = demand
         reasons[first] = Reason(ReasonKind.NO_HEALTHY_POOL,
                                 "no healthy pool: first in fallback order (Envoy priorities back it)")
-        excluded.discard(first)
+        excluded[first] = False
         return Placement(takes, reasons, excluded)
     u_max = tick.settings.max_utilisation
-    used_u, cap_u, ready = tick.used_u, tick.cap_u, tick.ready
+    used_u, cap_u, ready = tick.used_u, tick.cap_u, tick.ready_by_index
     remaining = demand
     for e in healthy:
-        name = e.name
-        room = (min(cap_u.get(name, 1.0), u_max) - used_u.get(name, 0.0)) * ready[name] * e.throughput_per_replica
+        i = e.pool_index
+        room = (min(cap_u[i], u_max) - used_u[i]) * ready[i] * e.throughput_per_replica
         take = min(remaining, room) if room > 0 else 0.0
-        takes[name], remaining = take, remaining - take
+        takes[e.slot], remaining = take, remaining - take
     if remaining > 1e-9:
-        takes[healthy[0].name] += remaining
+        takes[healthy[0].slot] += remaining
     for e in healthy:
-        name = e.name
-        if takes[name] > 0:
-            used_u[name] = used_u.get(name, 0.0) + takes[name] / (ready[name] * e.throughput_per_replica)
-            cap_u[name] = min(cap_u.get(name, 1.0), u_max)
-        was = reasons.get(name)
-        reasons[name] = Reason(ReasonKind.FALLBACK, f"fallback (no pool meets the bound; {was or 'not assessed'}): "
-                                                    f"takes {takes[name]:.0f} req/s")
-        excluded.discard(name)
+        i, take = e.pool_index, takes[e.slot]
+        if take > 0:
+            used_u[i] = used_u[i] + take / (ready[i] * e.throughput_per_replica)
+            cap_u[i] = min(cap_u[i], u_max)
+        was = reasons[e.slot]
+        reasons[e.slot] = Reason(ReasonKind.FALLBACK, f"fallback (no pool meets the bound; {was or 'not assessed'}): "
+                                                      f"takes {take:.0f} req/s")
+        excluded[e.slot] = False
     return Placement(takes, reasons, excluded)
 
 
-def target_weights(names: tuple[str, ...], takes: Mapping[str, float], total: int) -> list[int]:
-    """Integer weights (one per name) from req/s shares; remainder ties go to the pool taking more."""
-    takers = [n for n in names if takes.get(n, 0.0) > 0]
-    if len(takers) == 1:
-        only = takers[0]
-        return [total if n == only else 0 for n in names]
-    if not takers:
-        return largest_remainder([0.0] * len(names), total)
-    takers.sort(key=lambda n: -takes[n])
-    by_pool = dict(zip(takers, largest_remainder([takes[n] for n in takers], total), strict=True))
-    return [by_pool.get(n, 0) for n in names]
+def target_weights(takes: list[float], total: int) -> list[int]:
+    """Integer weights from req/s shares (same order); remainder ties go to the pool taking more,
+    then to the earlier one."""
+    takers = [i for i, v in enumerate(takes) if v > 0]
+    out = [0] * len(takes)
+    if len(takers) <= 1:
+        out[takers[0] if takers else 0] = total
+        return out
+    takers.sort(key=takes.__getitem__, reverse=True)  # stable: ties keep the earlier pool first
+    for i, weight in zip(takers, apportion([takes[i] for i in takers], total), strict=True):
+        out[i] = weight
+    return out

@@ -27,30 +27,39 @@ def smooth_signals(inputs: PolicyInputs, state: PolicyState | None, alpha: float
     out: dict[PoolModel, Smoothed] = {}
     previous = state.smoothed if state else {}
     hold = inputs.settings.measured_hold_s
+    smoothed = _new_smoothed
     for raw_key, m in inputs.metrics.by_pool_model.items():
         key = keys.get(raw_key) or PoolModel(*raw_key)
         before = previous.get(key)
         measured = m.p99_ms is not None or m.emulation_lag_ms is not None
         if before is None:
-            out[key] = Smoothed(m.queue_depth, m.p99_ms, m.emulation_lag_ms or 0.0, now_s if measured else 0.0)
+            out[key] = smoothed((m.queue_depth, m.p99_ms, m.emulation_lag_ms or 0.0, now_s if measured else 0.0))
             continue
-        queue = before.queue_depth + alpha * (m.queue_depth - before.queue_depth)
-        held = now_s - before.seen_s <= hold
+        queue_before, p99_before, lag_before, seen_before = before
+        queue = queue_before + alpha * (m.queue_depth - queue_before)
+        held = now_s - seen_before <= hold
         p99 = m.p99_ms
         if p99 is None:
-            p99 = before.p99_ms if held else None
-        elif before.p99_ms is not None and p99 < before.p99_ms:
-            p99 = before.p99_ms + alpha * (p99 - before.p99_ms)
+            p99 = p99_before if held else None
+        elif p99_before is not None and p99 < p99_before:
+            p99 = p99_before + alpha * (p99 - p99_before)
         lag = m.emulation_lag_ms
         if lag is None:
-            lag = before.lag_ms if held else 0.0
-        elif lag < before.lag_ms:
-            lag = before.lag_ms + alpha * (lag - before.lag_ms)
-        out[key] = Smoothed(queue, p99, lag, now_s if measured else before.seen_s)
-    for key, before in previous.items():  # no sample at all this tick: a measurement still holds
-        if key not in out and now_s - before.seen_s <= hold and (before.p99_ms is not None or before.lag_ms):
-            out[key] = Smoothed(0.0, before.p99_ms, before.lag_ms, before.seen_s)
+            lag = lag_before if held else 0.0
+        elif lag < lag_before:
+            lag = lag_before + alpha * (lag - lag_before)
+        out[key] = smoothed((queue, p99, lag, now_s if measured else seen_before))
+    if previous.keys() - out.keys():  # no sample at all this tick: a measurement still holds
+        for key, before in previous.items():
+            if key not in out and now_s - before.seen_s <= hold and (before.p99_ms is not None or before.lag_ms):
+                out[key] = Smoothed(0.0, before.p99_ms, before.lag_ms, before.seen_s)
     return out
+
+
+def _new_smoothed(values: tuple[float, float | None, float, float]) -> Smoothed:
+    """``Smoothed(*values)`` without the named tuple's Python-level ``__new__``, which was half the
+    cost of smoothing 100 signals a tick."""
+    return tuple.__new__(Smoothed, values)
 
 
 class DemandEstimate:

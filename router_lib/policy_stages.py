@@ -10,12 +10,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from router_lib.domain import Fleet
-from router_lib.policy_candidates import ModelOnPool, model_on_pool
+from router_lib.policy_candidates import ModelOnPool, RouteCandidate, model_on_pool
 from router_lib.policy_scorers import DEFAULT_SCORERS, WeightedScorer, rank
-from router_lib.policy_types import NOT_NEEDED, UNHEALTHY_NO_REPLICA, PolicySettings, RoutePool
+from router_lib.policy_types import NOT_NEEDED, UNHEALTHY_NO_REPLICA, PolicySettings
 from router_lib.routes import PoolModel, PoolWeight, RouteKey
 
-__all__ = ["CapacityTable", "ModelOnPool", "bounded_step", "build_capacity_table", "largest_remainder",
+__all__ = ["CapacityTable", "ModelOnPool", "RouteCandidate", "apportion", "bounded_step", "build_capacity_table", "largest_remainder",
            "smoothing_alpha"]
 
 
@@ -33,8 +33,7 @@ class CapacityTable:
     costly formula, and the scorers' ranking of pools per route is static (prices and profiles)."""
 
     serving: Mapping[str, tuple[ModelOnPool, ...]]  # model -> its candidates, fleet order
-    # route -> (candidate, its feasibility key), best score first (the scorers' ranking)
-    ranked: Mapping[RouteKey, tuple[tuple[ModelOnPool, RoutePool], ...]]
+    ranked: Mapping[RouteKey, tuple[RouteCandidate, ...]]  # route -> its candidates, best score first
     fallback_order: Mapping[str, tuple[ModelOnPool, ...]]  # model -> GPU, Inferentia, CPU, then price
     tier_bound_ms: Mapping[str, float | None]
     tiers_strictest_first: tuple[str, ...]
@@ -43,7 +42,10 @@ class CapacityTable:
     pool_name_sets: Mapping[str, frozenset[str]]  # the same, as sets
     pool_models: Mapping[str, tuple[PoolModel, ...]]  # pool -> a key per model configured on it
     keys: Mapping[tuple[str, str], PoolModel]  # (pool, model) -> the shared PoolModel key
-    not_needed: Mapping[str, PoolWeight]  # pool -> PoolWeight(pool, 0, NOT_NEEDED), shared
+    slots: Mapping[str, Mapping[str, int]]  # model -> pool name -> its index in pool_names[model]
+    # model -> PoolWeight(pool, 0, NOT_NEEDED) per pool serving it, fleet order: a route's weights
+    # start from this row (shared objects) and replace only what the decision says otherwise
+    idle_rows: Mapping[str, tuple[PoolWeight, ...]]
     no_replica: Mapping[str, PoolWeight]  # pool -> PoolWeight(pool, 0, UNHEALTHY_NO_REPLICA), shared
 
 
@@ -55,17 +57,16 @@ def build_capacity_table(fleet: Fleet, settings: PolicySettings,
     rank_of = {acc: i for i, acc in enumerate(fleet.tiers.fallback_order)}
     serving: dict[str, tuple[ModelOnPool, ...]] = {}
     for model in fleet.models:
-        entries = []
-        for pool in fleet.pools:
+        entries: list[ModelOnPool] = []
+        for index, pool in enumerate(fleet.pools):
             profile = fleet.profiles.get((model, pool.accelerator))
             if model not in pool.models or profile is None:
                 continue
             entries.append(model_on_pool(pool, profile, bounds, quantiles, settings,
-                                         rank_of.get(pool.accelerator, len(rank_of))))
+                                         rank_of.get(pool.accelerator, len(rank_of)), index, len(entries)))
         serving[model] = tuple(entries)
     routes_by_tier = {tier: tuple(RouteKey(model, tier) for model in fleet.models) for tier in order}
-    ranked = {route: tuple((e, RoutePool(route.model, route.tier, e.name))
-                           for e in rank(serving[route.model], route.tier, scorers))
+    ranked = {route: tuple(RouteCandidate.of(e, route) for e in rank(serving[route.model], route.tier, scorers))
               for routes in routes_by_tier.values() for route in routes}
     fallback = {model: tuple(sorted(entries, key=lambda e: (e.fallback_rank, e.pool.price_per_hour_usd, e.pool.name)))
                 for model, entries in serving.items()}
@@ -76,9 +77,11 @@ def build_capacity_table(fleet: Fleet, settings: PolicySettings,
         for m in p.models:
             keys.setdefault((p.name, m), PoolModel(p.name, m))
     pool_models = {p.name: tuple(keys[(p.name, m)] for m in p.models) for p in fleet.pools}
+    not_needed = {p.name: PoolWeight(p.name, 0, NOT_NEEDED) for p in fleet.pools}
     return CapacityTable(serving, ranked, fallback, bounds, order, routes_by_tier, names,
                          {model: frozenset(n) for model, n in names.items()}, pool_models, keys,
-                         {p.name: PoolWeight(p.name, 0, NOT_NEEDED) for p in fleet.pools},
+                         {model: {name: slot for slot, name in enumerate(n)} for model, n in names.items()},
+                         {model: tuple(not_needed[name] for name in n) for model, n in names.items()},
                          {p.name: PoolWeight(p.name, 0, UNHEALTHY_NO_REPLICA) for p in fleet.pools})
 
 
@@ -96,20 +99,21 @@ def largest_remainder(shares: Sequence[float], total: int) -> list[int]:
         if out:
             out[positive[0] if positive else 0] = total
         return out
-    s = sum(shares[i] for i in positive)
-    missing = total
-    remainders = []
-    for i in positive:
-        exact = shares[i] * total / s
-        floor = int(math.floor(exact + 1e-9))
-        out[i] = floor
-        missing -= floor
-        remainders.append((floor - exact, i))
-    if missing > 0:
-        remainders.sort()  # largest remainder first, then the earlier index
-        for _, i in remainders[:missing]:
-            out[i] += 1
+    for i, units in zip(positive, apportion([shares[i] for i in positive], total), strict=True):
+        out[i] = units
     return out
+
+
+def apportion(shares: Sequence[float], total: int) -> list[int]:
+    """:func:`largest_remainder` of shares that are all > 0."""
+    s = sum(shares)
+    exact = [x * total / s for x in shares]
+    units = [math.floor(e + 1e-9) for e in exact]
+    missing = total - sum(units)
+    if missing > 0:  # largest remainder first, then the earlier index (a stable sort)
+        for i in sorted(range(len(exact)), key=lambda i: units[i] - exact[i])[:missing]:
+            units[i] += 1
+    return units
 
 
 def bounded_step(previous: Sequence[int], target: Sequence[int], excluded: Sequence[bool],

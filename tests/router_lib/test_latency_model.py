@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from router_lib.latency_model import operating_batch, predicted_p99_ms, safe_utilisation, tail_factor
+from router_lib.latency_model import (
+    Z99,
+    cost_per_million_usd,
+    drain_time_ms,
+    operating_batch,
+    predicted_p99_ms,
+    safe_utilisation,
+    tail_factor,
+)
 from router_lib.policy import PolicySettings
 from router_lib.policy_stages import build_capacity_table
 from tests.router_lib.builders import CPU, EMBED, GPU, THREE_POOLS, profile
@@ -60,3 +68,34 @@ def test_the_policys_precomputed_table_predicts_the_same_as_the_formula() -> Non
 def test_tail_factor_scales_the_profiles_p99_ratio_to_the_tiers_quantile(ratio: float, quantile: float,
                                                                        expected: float) -> None:
     assert tail_factor(profile("m", CPU, {1: 1.0}, tail=ratio), quantile) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(("price", "utilisation", "throughput", "expected"), [
+    (3.6, 1.0, 1.0, 1000.0),
+    (3.6, 0.5, 1.0, 2000.0),
+    (0.75, 0.8, 2666.6666666666665, 0.09765625),
+    (1.0, 0.0, 100.0, math.inf),
+    (1.0, 0.5, 0.0, math.inf),
+], ids=["one-request-a-second-at-1-dollar-per-1000-s", "half-busy-costs-twice", "inf-pool-gold-capacity",
+        "no-safe-utilisation", "no-throughput"])
+def test_cost_per_million_usd(price: float, utilisation: float, throughput: float, expected: float) -> None:
+    assert cost_per_million_usd(price, utilisation, throughput) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("queue", "replicas", "expected"), [
+    (0.0, 2, 0.0), (100.0, 2, 500.0), (100.0, 0, math.inf),
+], ids=["no-queue", "two-replicas-at-100-per-s", "no-replica"])
+def test_drain_time_ms(queue: float, replicas: int, expected: float) -> None:
+    assert drain_time_ms(queue, replicas, 100.0) == expected
+
+
+def test_the_policys_capacity_table_prices_with_cost_per_million_usd() -> None:
+    table = build_capacity_table(THREE_POOLS, PolicySettings())
+    for entry in table.serving[EMBED]:
+        for tier, u in entry.safe_utilisation.items():
+            assert entry.cost_per_million[tier] == cost_per_million_usd(entry.pool.price_per_hour_usd, u,
+                                                                        entry.throughput_per_replica)
+
+
+def test_z99_is_the_standard_normal_99th_percentile() -> None:
+    assert Z99 == pytest.approx(2.3263478740408408)

@@ -1,7 +1,7 @@
 """Routing policy as tables: filtering, cost order, spill-over, fallback, health, stability.
 
 The fleet (tests/router_lib/builders.py THREE_POOLS) has, for gold (p99 <= 50 ms, headroom 0.8):
-inf 2133 req/s safe at $0.10/1M, gpu 640 req/s at $0.43/1M, cpu 2 x 8 req/s at $1.74/1M; for
+inf 2133 req/s safe at $0.10/1M, gpu 640 req/s at $0.43/1M, cpu 2 x 6.7 req/s at $2.08/1M; for
 bronze: inf 2133 at $0.10/1M, cpu 2 x 64 at $0.22/1M, gpu 640 at $0.43/1M.
 """
 

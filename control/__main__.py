@@ -45,6 +45,7 @@ def serve(args: argparse.Namespace) -> int:
         dataplane=settings,
         policy=policy,
         registry=registry,
+        desired_path=args.desired,
     )
     resumed = controller.loop.resume()
     admin = AdminServer(controller, port=args.admin_port, host=args.listen_address)
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--fleet", type=Path, default=Path("fleet.yaml"))
     s.add_argument("--runtime", type=Path, required=True, help="runtime file written by the fleet supervisor")
     s.add_argument("--state", type=Path, required=True, help="persisted state (weights, health, last snapshot)")
+    s.add_argument("--desired", type=Path, default=None,
+                   help="write desired replicas per pool here for the local supervisor (default: fixed fleet)")
     s.add_argument("--xds-port", type=int, default=18000)
     s.add_argument("--admin-port", type=int, default=18001)
     s.add_argument("--envoy-metrics-url", default=None, help="Envoy admin /stats/prometheus URL")

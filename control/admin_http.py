@@ -6,6 +6,8 @@ GET  /metrics           Prometheus text (weights, decisions, push/ACK latency, N
 GET  /healthz           200 once the server runs
 POST /drain?pool=NAME   weight the pool to 0, publish, wait for ACKs (called before its Tritons stop)
 POST /undrain?pool=NAME
+POST /drain-replica?pool=NAME&http_port=N[&host=IP]
+                        take one replica out of Envoy's endpoints, wait for ACKs (before scale-in)
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ def _handler(controller: ControlServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             url = urlparse(self.path)
-            pool = parse_qs(url.query).get("pool", [""])[0]
-            if url.path not in ("/drain", "/undrain"):
-                self._json(404, {"error": f"no such path {url.path!r}; try /drain or /undrain"})
+            query = parse_qs(url.query)
+            pool = query.get("pool", [""])[0]
+            if url.path not in ("/drain", "/undrain", "/drain-replica"):
+                self._json(404, {"error": f"no such path {url.path!r}; try /drain, /undrain or /drain-replica"})
                 return
             if not pool:
                 self._json(400, {"error": "missing query parameter 'pool'"})
@@ -63,6 +66,14 @@ def _handler(controller: ControlServer) -> type[BaseHTTPRequestHandler]:
                 if url.path == "/drain":
                     version = controller.drain(pool)
                     self._json(200, {"drained": pool, "snapshot_version": version})
+                elif url.path == "/drain-replica":
+                    port_text = query.get("http_port", [""])[0]
+                    if not port_text.isdigit():
+                        self._json(400, {"error": f"query parameter 'http_port' must be a port number, got {port_text!r}"})
+                        return
+                    host = query.get("host", ["127.0.0.1"])[0]
+                    version = controller.loop.drain_replica(pool, host, int(port_text))
+                    self._json(200, {"drained_replica": f"{pool}/{host}:{port_text}", "snapshot_version": version})
                 else:
                     controller.undrain(pool)
                     self._json(200, {"undrained": pool})

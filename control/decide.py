@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from router_lib.cost_ledger import LedgerState, accrue, route_rates_by_pool
 from router_lib.domain import Fleet
 from router_lib.metrics import FleetMetrics
 from router_lib.policy import decide as decide_routing
@@ -74,6 +75,9 @@ class TickInputs:
     ready: Mapping[str, int]
     drains: frozenset[str] = frozenset()
     settings: PolicySettings = field(default_factory=PolicySettings)
+    starting: Mapping[str, int] = field(default_factory=dict)  # started, not ready yet
+    billed: Mapping[str, int] = field(default_factory=dict)  # every replica that exists (paid for)
+    wall_s: float = 0.0  # Unix time: the cost ledger's clock (it must survive restarts)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class DeciderStates:
     routing: PolicyState | None = None
     capacity: Mapping[str, int] = field(default_factory=dict)  # desired replicas per pool
     releases: Mapping[str, object] = field(default_factory=dict)  # no release decider yet
+    ledger: LedgerState | None = None  # what the fleet has cost so far (not a decider: an account)
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class TickDecision:
     capacity: CapacityDecision
     routes: Mapping[RouteKey, RouteWeights]  # what the data plane gets, after ``resolve``
     unroutable: Mapping[RouteKey, str]
+    demand_per_s: Mapping[RouteKey, float] = field(default_factory=dict)  # routing's estimate
 
 
 def decide_capacity(fleet: Fleet, ready: Mapping[str, int], drains: frozenset[str],
@@ -171,5 +177,8 @@ def decide_tick(inputs: TickInputs, states: DeciderStates, now_s: float) -> tupl
     released, release_state = decide_releases(routing.routes, states.releases)
     routes, unroutable = resolve(released, capacity, inputs.fleet, inputs.settings.total_weight)
     unroutable = {**routing.unroutable, **unroutable}
-    decision = TickDecision(capacity, routes, unroutable)
-    return decision, DeciderStates(routing_state, capacity_state, release_state)
+    demand = dict(routing_state.demand_per_s)
+    ledger = accrue(states.ledger, inputs.wall_s, inputs.billed,
+                    {p.name: p.price_per_hour_usd for p in inputs.fleet.pools}, route_rates_by_pool(routes, demand))
+    decision = TickDecision(capacity, routes, unroutable, demand)
+    return decision, DeciderStates(routing_state, capacity_state, release_state, ledger)

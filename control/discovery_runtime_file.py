@@ -24,9 +24,11 @@ def replica_from_info(info: ReplicaInfo) -> Replica:
         http_port=info.http_port,
         grpc_port=info.grpc_port,
         metrics_url=info.metrics_url,
-        ready=info.alive,
+        ready=info.alive and info.ready,
+        terminating=info.terminating,
         detail={"index": info.index, "http_port": info.http_port, "grpc_port": info.grpc_port,
-                "metrics_port": info.metrics_port, "alive": info.alive, "restarts": info.restarts},
+                "metrics_port": info.metrics_port, "alive": info.alive, "ready": info.ready,
+                "terminating": info.terminating, "restarts": info.restarts},
     )
 
 

@@ -36,6 +36,7 @@ from control.ports import (
     StateStore,
 )
 from control.record import ControlRecord
+from router_lib.cost_ledger import LedgerState
 from router_lib.domain import Fleet
 from router_lib.metrics import FleetMetrics
 from router_lib.policy_types import PolicySettings
@@ -73,6 +74,7 @@ class LoopView:
     actuation: ActuationResult | None = None
     resumed: Mapping[str, Any] | None = None
     record_version: int = 0
+    ledger: LedgerState | None = None
 
 
 class ControlLoop:
@@ -93,8 +95,11 @@ class ControlLoop:
         self._tick_lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._drains: frozenset[str] = frozenset()
+        self._replica_drains: frozenset[tuple[str, str, int]] = frozenset()  # (pool, host, http_port)
         self._states = DeciderStates()
         self._record = ControlRecord()
+        self._saved_at = 0.0
+        self.ledger_save_interval_s = 10.0  # the ledger alone changes every tick: save it this often
         self._view = LoopView()
 
     # -- views (never block) -------------------------------------------------------------------
@@ -140,7 +145,7 @@ class ControlLoop:
         """Read, decide, write.  A failing read keeps the routes in force and says why."""
         started = time.perf_counter()
         try:
-            replicas = self.discovery.read()
+            replicas = self._forget_gone_drains(self.discovery.read())
         except DiscoveryError as e:
             self._view = replace(self._view, last_error=f"discovery: {e}")
             return self._view
@@ -159,9 +164,17 @@ class ControlLoop:
 
     def _read_replicas(self) -> ReplicaSet:
         try:
-            return self.discovery.read()
+            return self._forget_gone_drains(self.discovery.read())
         except DiscoveryError:
             return self._view.replicas
+
+    def _forget_gone_drains(self, replicas: ReplicaSet) -> ReplicaSet:
+        """Replica drains apply until the replica is gone from discovery; then they are forgotten
+        (a new replica may reuse the port)."""
+        present = {(pool, r.host, r.http_port) for pool, rs in replicas.by_pool.items() for r in rs}
+        with self._drain_lock:
+            self._replica_drains = self._replica_drains & present
+            return replicas.without(self._replica_drains)
 
     def _serving(self, replicas: ReplicaSet) -> list[PoolServing]:
         return [PoolServing(p.name, p.accelerator.value, p.emulated, p.models, replicas.serving(p.name))
@@ -170,7 +183,9 @@ class ControlLoop:
     def _decide_and_write(self, replicas: ReplicaSet, metrics: FleetMetrics, now: float,
                           metrics_errors: Mapping[str, str]) -> LoopView:
         drains = self._drains
-        inputs = TickInputs(self.fleet, metrics, replicas.ready_count(), drains, self.settings)
+        billed = {pool: len(rs) for pool, rs in replicas.by_pool.items()}
+        inputs = TickInputs(self.fleet, metrics, replicas.ready_count(), drains, self.settings,
+                            replicas.starting_count(), billed, self.wall_clock())
         decision, states = decide_tick(inputs, self._states, now)
         previous = self._view.routes
         for key, route in decision.routes.items():
@@ -184,12 +199,16 @@ class ControlLoop:
             in_force = previous
         self._states = states
         record = ControlRecord(self._record.version, dict(in_force), dict(states.capacity),
-                               dict(states.releases), drains, result.version or "")
-        if record != replace(self._record, saved_at_unix_s=0.0):
+                               dict(states.releases), drains, result.version or "",
+                               ledger=states.ledger.to_json() if states.ledger else None)
+        changed = replace(record, ledger=None) != replace(self._record, saved_at_unix_s=0.0, ledger=None)
+        ledger_due = record.ledger is not None and self.wall_clock() - self._saved_at >= self.ledger_save_interval_s
+        if changed or ledger_due:
             record = replace(record, version=self._record.version + 1, saved_at_unix_s=self.wall_clock())
             try:
                 self.store.save(record.to_json())
                 self._record = replace(record, saved_at_unix_s=0.0)
+                self._saved_at = record.saved_at_unix_s
             except OSError as e:  # the routes in force still stand; the next change retries the save
                 errors.append(f"state store: {type(e).__name__}: {e}")
                 log.error("state not saved: %s", e)
@@ -199,7 +218,7 @@ class ControlLoop:
             snapshot_version=result.version,
             last_push_unix_s=self.wall_clock() if result.pushed else self._view.last_push_unix_s,
             last_error="; ".join(errors) or None, metrics_errors=dict(metrics_errors), actuation=actuation,
-            resumed=self._view.resumed, record_version=self._record.version,
+            resumed=self._view.resumed, record_version=self._record.version, ledger=states.ledger,
         )
         self.observer.observed(self.fleet, self._view, states)
         return self._view
@@ -214,6 +233,23 @@ class ControlLoop:
         if version is None:
             return None
         if not self.sink.wait_acked(version, timeout_s):
+            raise TimeoutError(f"snapshot {version} not ACKed by every stream within {timeout_s}s")
+        return version
+
+    def drain_replica(self, pool: str, host: str, http_port: int, timeout_s: float = 5.0) -> str | None:
+        """Take one replica out of Envoy's endpoints now (before it is stopped), publish, and wait
+        until every stream ACKed it; re-reads discovery and decides with the last metrics."""
+        self.fleet.pool(pool)
+        with self._drain_lock:
+            self._replica_drains = self._replica_drains | {(pool, host, http_port)}
+        with self._tick_lock:
+            view = self._view
+            replicas = self._read_replicas()
+            if view.metrics is None:
+                version = self.sink.publish(self._serving(replicas), list(view.routes.values())).version
+            else:
+                version = self._decide_and_write(replicas, view.metrics, self.clock(), view.metrics_errors).snapshot_version
+        if version is not None and not self.sink.wait_acked(version, timeout_s):
             raise TimeoutError(f"snapshot {version} not ACKed by every stream within {timeout_s}s")
         return version
 

@@ -54,6 +54,10 @@ class ControlPlaneMetrics(TickObserver):
         self.cost = make(Gauge, "router_cost_per_1k_requests_usd")
         self.fleet_cost = make(Gauge, "router_fleet_cost_per_hour_usd")
         self.tick = make(Histogram, "control_loop_tick_seconds", buckets=TICK_BUCKETS_S)
+        self.spent = make(Gauge, "router_fleet_spent_usd")
+        self.route_spent = make(Gauge, "router_route_spent_usd")
+        self.desired = make(Gauge, "router_pool_desired_replicas")
+        self.ready = make(Gauge, "router_pool_ready_replicas")
         for (pool, model, tier), usd in cost_per_1k_requests_usd(fleet, settings).items():
             self.cost.labels(pool, model, tier).set(usd)
         for pool in fleet.pools:  # nothing is ready until the first tick says so
@@ -70,12 +74,23 @@ class ControlPlaneMetrics(TickObserver):
             for p in route.pools:
                 self.weight.labels(key.model, key.tier, p.pool).set(p.weight)
         plans = view.decision.capacity.pools if view.decision else {}
+        ledger = view.ledger
+        if ledger is not None:
+            for name, usd in ledger.usd_by_pool.items():
+                self.spent.labels(name).set(usd)
+            for route, usd in ledger.attributed_usd().items():
+                if "/" in route:
+                    self.route_spent.labels(*route.split("/", 1)).set(usd)
         for pool in fleet.pools:
             labels = (pool.name, pool.accelerator.value, str(pool.emulated).lower())
             plan = plans.get(pool.name)
             ready = plan.ready_replicas if plan else 0
             self.healthy.labels(*labels).set(1 if plan is not None and plan.routable else 0)
-            self.fleet_cost.labels(*labels).set(pool.price_per_hour_usd * ready)
+            self.ready.labels(*labels).set(ready)
+            if plan is not None:
+                self.desired.labels(*labels).set(plan.desired_replicas)
+            per_hour = ledger.per_hour_usd.get(pool.name) if ledger is not None else None
+            self.fleet_cost.labels(*labels).set(pool.price_per_hour_usd * ready if per_hour is None else per_hour)
             if view.metrics is None:
                 continue
             for model in pool.models:

@@ -24,7 +24,7 @@ Contracts:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from router_lib.metrics import FleetMetrics
@@ -69,6 +69,17 @@ class ReplicaSet:
 
     def ready_count(self) -> dict[str, int]:
         return {pool: len(self.serving(pool)) for pool in self.by_pool}
+
+    def starting_count(self) -> dict[str, int]:
+        """Replicas started but not ready yet (they count toward capacity, not toward routing)."""
+        return {pool: sum(1 for r in rs if not r.ready and not r.terminating) for pool, rs in self.by_pool.items()}
+
+    def without(self, drained: frozenset[tuple[str, str, int]]) -> ReplicaSet:
+        """The same set with the replicas named ``(pool, host, http_port)`` marked terminating."""
+        if not drained:
+            return self
+        return ReplicaSet({pool: tuple(replace(r, terminating=True) if (pool, r.host, r.http_port) in drained else r
+                                       for r in rs) for pool, rs in self.by_pool.items()})
 
     def metrics_targets(self) -> dict[str, tuple[str, ...]]:
         return {pool: tuple(r.metrics_url for r in self.serving(pool)) for pool in self.by_pool}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.decide import DeciderStates
+from router_lib.cost_ledger import LedgerState
 from router_lib.policy_types import PolicyState
 from router_lib.routes import RouteKey, RouteWeights
 
@@ -35,6 +36,7 @@ class ControlRecord:
     drains: frozenset[str] = frozenset()
     snapshot_version: str = ""
     saved_at_unix_s: float = 0.0
+    ledger: Mapping[str, Any] | None = None  # the cost ledger (router_lib.cost_ledger), as JSON
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class ControlRecord:
             "version": self.version,
             "routes": [r.to_json() for _, r in sorted(self.routes.items())],
             "deciders": {"capacity": dict(sorted(self.capacity.items())), "releases": dict(self.releases)},
+            "ledger": dict(self.ledger) if self.ledger is not None else None,
             "drains": sorted(self.drains),
             "snapshot_version": self.snapshot_version,
             "saved_at_unix_s": self.saved_at_unix_s,
@@ -72,6 +75,7 @@ class ControlRecord:
                 drains=drains,
                 snapshot_version=str(data.get("snapshot_version", "")),
                 saved_at_unix_s=float(data.get("saved_at_unix_s", 0.0)),
+                ledger=dict(data["ledger"]) if data.get("ledger") else None,
             )
         except (TypeError, ValueError) as e:
             raise ValueError(f"{source}: {type(e).__name__}: {e}") from None
@@ -80,7 +84,11 @@ class ControlRecord:
         """Deciders' states to resume from: routing starts from the weights in force (no
         smoothed signals or demand history survive a restart: they are re-measured within a
         window), capacity from the desired counts, releases as they were."""
-        return DeciderStates(routing_state_from_routes(self.routes, now_s), dict(self.capacity), dict(self.releases))
+        # The ledger runs on wall-clock time: the time the server was away is billed at the rate
+        # last seen (the replicas kept running), on its first tick back.
+        ledger = LedgerState.from_json(self.ledger) if self.ledger is not None else None
+        return DeciderStates(routing_state_from_routes(self.routes, now_s), dict(self.capacity), dict(self.releases),
+                             ledger)
 
 
 def routing_state_from_routes(routes: Mapping[RouteKey, RouteWeights], now_s: float) -> PolicyState | None:

@@ -2,7 +2,8 @@
 
 This is the one place that chooses implementations for the ports (``wire_local``): replica
 discovery from the local runtime file, metrics scraped from Triton and Envoy, routes published
-through the ADS server, state in a JSON file, and a fixed-fleet actuator.  The cluster wiring
+through the ADS server, state in a JSON file, and the desired-replicas file the local supervisor
+follows (or a fixed fleet).  The cluster wiring
 will choose EndpointSlice discovery and a shared store behind the same ports.
 """
 
@@ -15,11 +16,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from control.actuator_desired_file import DesiredFileActuator
 from control.actuator_fixed import FixedFleetActuator
 from control.discovery_runtime_file import RuntimeFileDiscovery
 from control.loop import ControlLoop
 from control.metrics_export import ControlPlaneMetrics
 from control.metrics_scrape import ScrapeSource
+from control.ports import ReplicaActuator
 from control.route_sink_xds import XdsRouteSink
 from control.state_store_file import FileStateStore
 from control.status import render_status
@@ -64,7 +67,11 @@ def dataplane_settings(fleet: Fleet, policy: PolicySettings, **overrides: Any) -
 
 def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path, state_path: Path,
                composing: Mapping[str, str], envoy_metrics_url: str | None, dataplane: DataPlaneSettings,
-               policy: PolicySettings, registry: CollectorRegistry) -> ControlServer:
+               policy: PolicySettings, registry: CollectorRegistry, desired_path: Path | None = None) -> ControlServer:
+    """The local wiring.  With ``desired_path`` the capacity decider's counts are written there for
+    the local supervisor to follow; without it the fleet is fixed (and says so)."""
+    actuator: ReplicaActuator = (DesiredFileActuator(desired_path) if desired_path is not None
+                                 else FixedFleetActuator({p.name: p.replicas for p in fleet.pools}))
     sink = XdsRouteSink(xds, dataplane)
     loop = ControlLoop(
         fleet=fleet,
@@ -72,7 +79,7 @@ def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path, state_path: 
         metrics=ScrapeSource({}, envoy_metrics_url, composing=composing, signals=DECIDER_SIGNALS),
         sink=sink,
         store=FileStateStore(state_path),
-        actuator=FixedFleetActuator({p.name: p.replicas for p in fleet.pools}),
+        actuator=actuator,
         settings=policy,
         observer=ControlPlaneMetrics(registry, fleet, policy),
     )

@@ -56,7 +56,19 @@ def render_status(fleet: Fleet, view: LoopView, ads_streams: Any) -> dict[str, A
     ]
     unroutable = view.decision.unroutable if view.decision else {}
     actuation = view.actuation
+    ledger = view.ledger
+    cost = None
+    if ledger is not None:
+        cost = {
+            "fleet_per_hour_usd": round(ledger.fleet_per_hour_usd, 6),
+            "spent_usd": round(ledger.total_usd, 6),
+            "ledger_seconds": round(ledger.last_s - ledger.started_s, 3),
+            "by_pool": {p: {"per_hour_usd": round(ledger.per_hour_usd.get(p, 0.0), 6), "spent_usd": round(usd, 6)}
+                        for p, usd in sorted(ledger.usd_by_pool.items())},
+            "attributed_usd": {r: round(usd, 6) for r, usd in sorted(ledger.attributed_usd().items())},
+        }
     return {
+        "cost": cost,
         "pools": pools,
         "routes": routes,
         "unroutable": {str(k): why for k, why in sorted(unroutable.items())},

@@ -23,6 +23,14 @@ class ReplicaInfo:
     pid: int | None
     alive: bool
     restarts: int
+    # ``ready``: passed Triton's readiness check (a replica still starting is alive, not ready).
+    # ``terminating``: being scaled in: drained, then stopped (it must get no new requests).
+    ready: bool = True
+    terminating: bool = False
+
+    @property
+    def serving(self) -> bool:
+        return self.alive and self.ready and not self.terminating
 
     @property
     def metrics_url(self) -> str:

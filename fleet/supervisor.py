@@ -5,6 +5,12 @@ free ports, waits for readiness, restarts a replica that dies (on the same ports
 the data plane's endpoints stay valid) and cleans up its orphaned stubs and shared memory, and on
 shutdown lets the control plane drain each pool (weight 0) before stopping it.  Listeners hear of
 every change to a pool's replica set.
+
+Scaling (``scale``): new replicas are reported as starting (alive, not ready) and become ready
+when Triton says so; a replica scaled in is reported as terminating, the control plane takes it
+out of Envoy's endpoints (``drain_replica``, which returns once Envoy ACKed), its in-flight
+requests finish (its Triton queue is empty and its request counters stop moving), and only then
+is it stopped: no request is sent to a replica that is going away.
 """
 
 from __future__ import annotations
@@ -36,6 +42,38 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_
 
 
 ReplicaListener = Callable[[str, list[ReplicaInfo]], None]
+
+
+def _requests_seen(process: TritonProcess) -> tuple[float, float] | None:
+    """(pending requests, requests answered) summed over the replica's models; None if unreadable."""
+    try:
+        text = process.metrics_text()
+    except Exception:
+        return None
+    pending = answered = 0.0
+    for line in text.splitlines():
+        if line.startswith("nv_inference_pending_request_count{"):
+            pending += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(("nv_inference_request_success{", "nv_inference_request_failure{")):
+            answered += float(line.rsplit(" ", 1)[1])
+    return pending, answered
+
+
+def wait_quiesced(process: TritonProcess, timeout_s: float, settle_s: float = 0.3) -> bool:
+    """Wait until a drained replica has nothing in flight: its queue is empty and its answered
+    count did not move for ``settle_s`` (Envoy sends it nothing new once it left the endpoints).
+    -> True when quiet, False at the timeout (the caller stops it anyway and says so)."""
+    deadline = time.monotonic() + timeout_s
+    before = _requests_seen(process)
+    while time.monotonic() < deadline:
+        time.sleep(settle_s)
+        now = _requests_seen(process)
+        if now is None or before is None:
+            return now is None and not process.alive()
+        if now[0] == 0 and now[1] == before[1]:
+            return True
+        before = now
+    return False
 
 
 def check_runnable_here(fleet: Fleet, source: str) -> None:
@@ -71,6 +109,9 @@ class FleetSupervisor:
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._stopping: set[str] = set()
+        self._starting: set[str] = set()  # process names started by scale(), not yet ready
+        self._terminating: set[str] = set()  # process names being scaled in
+        self._scale_lock = threading.Lock()  # one scale operation at a time
 
     # -- lifecycle ---------------------------------------------------------------------------
     def repository_for(self, pool: PoolSpec) -> Path:
@@ -140,9 +181,82 @@ class FleetSupervisor:
         while not self._stop.wait(self.poll_interval_s):
             with self._lock:
                 dead = [(pool, i, p) for pool, procs in self._replicas.items() if pool not in self._stopping
-                        for i, p in enumerate(procs) if not p.alive()]
+                        for i, p in enumerate(procs) if not p.alive() and p.name not in self._terminating]
+                starting = [(pool, p) for pool, procs in self._replicas.items() for p in procs
+                            if p.name in self._starting and p.alive()]
             for pool, i, p in dead:
+                with self._lock:
+                    self._starting.discard(p.name)
                 self._restart(pool, i, p)
+            for pool, p in starting:
+                if p.ready(timeout_s=0.2):
+                    with self._lock:
+                        self._starting.discard(p.name)
+                    log.info("replica %s is ready", p.name)
+                    self._notify(pool)
+
+    # -- scaling -----------------------------------------------------------------------------
+    def replica_count(self, pool: str) -> int:
+        """Replicas of ``pool`` that are running or starting (not those being scaled in)."""
+        with self._lock:
+            return sum(1 for p in self._replicas.get(pool, []) if p.name not in self._terminating)
+
+    def scale(self, pool_name: str, replicas: int, drain_replica: Callable[[ReplicaInfo], None] | None = None,
+              quiesce_timeout_s: float = 30.0) -> None:
+        """Run ``replicas`` replicas of the pool: start new ones (reported as starting until ready)
+        or drain and stop the newest ones.  Returns once started or stopped (not once ready)."""
+        pool = self.fleet.pool(pool_name)
+        if replicas < 0:
+            raise ValueError(f"pool {pool_name}: replicas must be >= 0, got {replicas}")
+        with self._scale_lock:
+            current = self.replica_count(pool_name)
+            if replicas > current:
+                self._scale_up(pool, replicas - current)
+            elif replicas < current:
+                self._scale_down(pool, current - replicas, drain_replica, quiesce_timeout_s)
+
+    def _scale_up(self, pool: PoolSpec, count: int) -> None:
+        repo = self.workdir / "repos" / pool.name
+        if not repo.exists():
+            repo = self.repository_for(pool)
+        new = []
+        with self._lock:
+            procs = self._replicas.setdefault(pool.name, [])
+            for _ in range(count):
+                p = self._new_process(pool, len(procs), repo)
+                procs.append(p)
+                self._starting.add(p.name)
+                new.append(p)
+        for p in new:
+            log.info("scaling %s up: starting %s", pool.name, p.name)
+            p.start()
+        self._notify(pool.name)
+
+    def _scale_down(self, pool: PoolSpec, count: int, drain_replica: Callable[[ReplicaInfo], None] | None,
+                    quiesce_timeout_s: float) -> None:
+        with self._lock:
+            procs = [p for p in self._replicas.get(pool.name, []) if p.name not in self._terminating]
+            leaving = procs[-count:]
+            self._terminating.update(p.name for p in leaving)
+        self._notify(pool.name)  # reported as terminating: discovery takes them out of rotation
+        for p in reversed(leaving):
+            info = next(i for i in self.replicas(pool.name) if i.http_port == p.ports.http)
+            if drain_replica is not None:
+                try:
+                    drain_replica(info)
+                except Exception:  # a failed drain still stops the replica: retries cover it
+                    log.exception("drain of %s failed; stopping it after its queue empties", p.name)
+            quiesced = wait_quiesced(p, quiesce_timeout_s)
+            log.info("scaling %s down: stopping %s (%s)", pool.name, p.name,
+                     "idle" if quiesced else f"still busy after {quiesce_timeout_s}s")
+            p.stop()
+            with self._lock:
+                current = self._replicas.get(pool.name, [])
+                if p in current:
+                    current.remove(p)
+                self._terminating.discard(p.name)
+                self._starting.discard(p.name)
+            self._notify(pool.name)
 
     def _restart(self, pool_name: str, index: int, old: TritonProcess) -> None:
         code = old.proc.returncode if old.proc else None
@@ -199,6 +313,7 @@ class FleetSupervisor:
                         pool=name, index=i, accelerator=spec.accelerator.value, emulated=spec.emulated,
                         http_port=p.ports.http, grpc_port=p.ports.grpc, metrics_port=p.ports.metrics,
                         pid=p.pid, alive=p.alive(), restarts=self._restarts.get(p.name, 0),
+                        ready=p.name not in self._starting, terminating=p.name in self._terminating,
                     ))
             return out
 

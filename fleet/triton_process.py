@@ -110,6 +110,12 @@ class TritonProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def metrics_text(self, timeout_s: float = 1.0) -> str:
+        """Triton's Prometheus text; raises requests.RequestException when unreachable."""
+        response = requests.get(self.metrics_url, timeout=timeout_s)
+        response.raise_for_status()
+        return response.text
+
     def command(self) -> list[str]:
         return [
             str(TRITON_BIN),

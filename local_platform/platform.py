@@ -15,12 +15,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from control.actuator_desired_file import read_desired
 from control.server import DECIDER_SIGNALS
 from fleet.prometheus import PrometheusProcess
 from fleet.replica import ReplicaInfo
@@ -77,6 +79,12 @@ class LocalPlatform:
         self.control: subprocess.Popen[bytes] | None = None
         self.envoy: EnvoyProcess | None = None
         self.prometheus: PrometheusProcess | None = None
+        # Autoscaled pools: the control server writes desired replicas here, this process follows.
+        self.autoscaled = any(p.autoscaled for p in self.fleet.pools)
+        self.desired_path = self.workdir / "desired.json"
+        self._follow_stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        self.scale_errors: list[str] = []
 
     # -- start ------------------------------------------------------------------------------
     def start(self, timeout_s: float = 180.0) -> LocalPlatform:
@@ -89,6 +97,7 @@ class LocalPlatform:
 
     def _start(self, timeout_s: float) -> LocalPlatform:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.desired_path.unlink(missing_ok=True)  # a previous run's request is not this one's
         self.supervisor.add_listener(self._on_replicas)
         self.supervisor.start(timeout_s=timeout_s)
         self._write_runtime()
@@ -106,8 +115,57 @@ class LocalPlatform:
         if self.with_prometheus:
             self.prometheus = PrometheusProcess(self.workdir / "prometheus", self.ports.admin, self.ports.envoy_admin)
             self.prometheus.start(self.supervisor.replicas())
+        if self.autoscaled:
+            self._follower = threading.Thread(target=self._follow_desired, name="scale-follower", daemon=True)
+            self._follower.start()
         (self.workdir / "platform.json").write_text(json.dumps(self.describe(), indent=1))
         return self
+
+    # -- scaling: follow the control server's desired replicas ------------------------------
+    def _follow_desired(self, poll_s: float = 0.25) -> None:
+        while not self._follow_stop.wait(poll_s):
+            try:
+                desired = read_desired(self.desired_path)
+            except ValueError as e:
+                self._scale_error(str(e))
+                continue
+            if desired:
+                self.apply_desired(desired)
+
+    def _scale_error(self, message: str) -> None:
+        log.error("%s", message)
+        self.scale_errors = [*self.scale_errors[-19:], message]
+
+    def apply_desired(self, desired: dict[str, int]) -> None:
+        """Scale each autoscaled pool to its desired count, within its bounds and the machine's
+        replica limit (scale-ins first, so their room is free for the scale-outs)."""
+        counts = {p.name: self.supervisor.replica_count(p.name) for p in self.fleet.pools}
+        targets = {}
+        for pool in self.fleet.pools:
+            if not pool.autoscaled or pool.name not in desired:
+                continue
+            low, high = pool.replica_bounds
+            targets[pool.name] = min(max(desired[pool.name], low), high)
+        limit = self.fleet.max_local_replicas
+        for name, target in sorted(targets.items(), key=lambda kv: kv[1] - counts[kv[0]]):
+            if self._follow_stop.is_set():
+                return
+            if target > counts[name] and limit is not None:
+                room = limit - sum(counts.values())
+                if room < target - counts[name]:
+                    self._scale_error(f"pool {name}: {target} replicas wanted, the machine limit of {limit} "
+                                      f"allows {counts[name] + max(room, 0)}")
+                    target = counts[name] + max(room, 0)
+            if target != counts[name]:
+                try:
+                    self.supervisor.scale(name, target, drain_replica=self._drain_replica)
+                except Exception as e:  # keep following: the next poll retries
+                    self._scale_error(f"scaling {name} to {target} failed: {type(e).__name__}: {e}")
+                counts[name] = self.supervisor.replica_count(name)
+
+    def _drain_replica(self, info: ReplicaInfo) -> None:
+        http_json(f"{self.admin_url}/drain-replica?pool={info.pool}&http_port={info.http_port}", method="POST",
+                  timeout_s=15)
 
     def _on_replicas(self, pool: str, infos: list[ReplicaInfo]) -> None:
         self._write_runtime()
@@ -130,6 +188,8 @@ class LocalPlatform:
             f"--envoy-metrics-url={envoy_stats_url(f'http://127.0.0.1:{self.ports.envoy_admin}', DECIDER_SIGNALS)}",
             f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}", f"--interval-s={self.interval_s}",
         ]
+        if self.autoscaled:
+            cmd.append(f"--desired={self.desired_path}")
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
         with open(log_path, "ab") as logf:
             self.control = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
@@ -186,6 +246,9 @@ class LocalPlatform:
     # -- stop -------------------------------------------------------------------------------
     def stop(self) -> None:
         """Drain each pool through the control plane, stop its Tritons, then Envoy and the server."""
+        self._follow_stop.set()
+        if self._follower is not None:
+            self._follower.join(timeout=60)
         try:
             self.supervisor.stop(drain=self.drain if self.control and self.control.poll() is None else None)
         finally:

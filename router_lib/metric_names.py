@@ -18,7 +18,12 @@ CONTROL_PLANE: dict[str, tuple[str, tuple[str, ...], str]] = {
     # Added for autoscaling (k8s KEDA ScaledObjects scale each pool on queue depth and p95).
     "router_pool_p95_ms": ("gauge", ("pool", "model"), "p95 latency in ms as Envoy saw it over the window."),
     "router_cost_per_1k_requests_usd": ("gauge", ("pool", "model", "tier"), "$ per 1000 requests at the tier's safe utilisation (the routing policy's own cost)."),
-    "router_fleet_cost_per_hour_usd": ("gauge", ("pool", "accelerator", "emulated"), "$/hour of the pool's ready replicas (price x ready replicas)."),
+    "router_fleet_cost_per_hour_usd": ("gauge", ("pool", "accelerator", "emulated"), "$/hour of the pool's replicas (price x every replica that exists: ready, starting or draining)."),
+    "router_fleet_spent_usd": ("gauge", ("pool",), "Integrated $ the pool has cost since the ledger started (replicas x price x time)."),
+    "router_route_spent_usd": ("gauge", ("model", "tier"), "Integrated $ attributed to a route by its share of each pool's requests."),
+    # The capacity decider's word per pool: what the cluster's scalers (KEDA) act on.
+    "router_pool_desired_replicas": ("gauge", ("pool", "accelerator", "emulated"), "Replicas the capacity decider wants the pool to run."),
+    "router_pool_ready_replicas": ("gauge", ("pool", "accelerator", "emulated"), "Replicas of the pool ready for traffic."),
     "xds_pushes_total": ("counter", ("type_url",), "Resources pushed to Envoy/gRPC clients."),
     "xds_nacks_total": ("counter", ("type_url",), "NACKs received (Envoy rejected a config)."),
     "xds_push_to_ack_seconds": ("histogram", (), "Time from a push to its ACK."),

@@ -169,3 +169,20 @@ def test_status_shows_reasons_by_kind():
     assert silver["reason_kinds"] == {"cpu": ReasonKind.CHEAPEST.value, "gpu": ReasonKind.NOT_NEEDED.value,
                                       "inf": ReasonKind.NOT_NEEDED.value}
     assert status["state_record_version"] == 1
+
+
+def test_the_ledger_bills_every_replica_and_is_shown_and_persisted():
+    loop, parts = make_loop()
+    wall = Clock(1.7e9)
+    loop.wall_clock = wall
+    loop.tick()
+    wall.advance(3600.0)
+    parts["clock"].advance(3600.0)
+    loop.tick()
+    status = render_status(THREE_POOLS, loop.view, parts["sink"].status())
+    prices = {p.name: p.price_per_hour_usd for p in THREE_POOLS.pools}
+    expected = 2 * prices["cpu"] + prices["gpu"] + prices["inf"]  # replicas(cpu=2, gpu=1, inf=1) for an hour
+    assert status["cost"]["spent_usd"] == pytest.approx(expected)
+    assert status["cost"]["fleet_per_hour_usd"] == pytest.approx(expected)
+    assert sum(status["cost"]["attributed_usd"].values()) == pytest.approx(expected, rel=1e-4)
+    assert parts["store"].record["ledger"]["usd_by_pool"]["cpu"] == pytest.approx(2 * prices["cpu"])

@@ -135,13 +135,13 @@ class TierIsolation:
     consumes: ClassVar[frozenset[str]] = frozenset()
 
     @staticmethod
-    def order(candidates: tuple[RouteCandidate, ...], protected: frozenset[str]) -> tuple[RouteCandidate, ...]:
+    def order(candidates: Sequence[RouteCandidate], protected: frozenset[str]) -> Sequence[RouteCandidate]:
         if not protected:
             return candidates
         first = [c for c in candidates if c.name not in protected]
         if not first or len(first) == len(candidates):
             return candidates
-        return (*first, *(c for c in candidates if c.name in protected))
+        return first + [c for c in candidates if c.name in protected]
 
 
 FILTERS = (HealthFilter, SlaFilter, TierIsolation)

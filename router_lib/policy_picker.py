@@ -92,9 +92,16 @@ def pick(route: RouteKey, demand: float, table: CapacityTable, tick: Tick, previ
     unhealthy, check = tick.unhealthy, tick.sla.check
     used_u, cap_u, ready = tick.used_u, tick.cap_u, tick.ready_by_index
     protected = tick.protected
+    # pools that held weight last tick: assessed even when not needed (an excluded one must drop
+    # at once); once the demand is placed and none is left to visit, the rest need no look
+    held = len(previous) - list(previous.values()).count(0) if previous else 0
     for c in TierIsolation.order(table.ranked[route], protected):
-        if remaining <= 0 and not (previous and previous.get(c.name)):
-            continue  # not needed, and holds no weight that might have to drop at once
+        if previous and previous.get(c.name):
+            held -= 1
+        elif remaining <= 0:
+            if held <= 0:
+                break
+            continue  # not needed
         i = c.pool_index
         why = unhealthy.get(c.pool_model) if unhealthy else None  # usually empty: skip the hashing
         used = used_u[i]

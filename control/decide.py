@@ -178,7 +178,8 @@ def decide_tick(inputs: TickInputs, states: DeciderStates, now_s: float) -> tupl
     routes, unroutable = resolve(released, capacity, inputs.fleet, inputs.settings.total_weight)
     unroutable = {**routing.unroutable, **unroutable}
     demand = dict(routing_state.demand_per_s)
-    ledger = accrue(states.ledger, inputs.wall_s, inputs.billed,
+    # platform time: in a dilated fleet a wall second is 1/k of a platform second
+    ledger = accrue(states.ledger, inputs.wall_s / inputs.fleet.time_dilation, inputs.billed,
                     {p.name: p.price_per_hour_usd for p in inputs.fleet.pools}, route_rates_by_pool(routes, demand))
     decision = TickDecision(capacity, routes, unroutable, demand)
     return decision, DeciderStates(routing_state, capacity_state, release_state, ledger)

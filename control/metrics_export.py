@@ -35,7 +35,8 @@ def cost_per_1k_requests_usd(fleet: Fleet, settings: PolicySettings) -> dict[tup
             for name, tier in fleet.tiers.tiers.items():
                 u = safe_utilisation(profile, tier.p99_ms, settings.headroom, settings.max_utilisation,
                                      tier.target_compliance or 0.99)
-                out[(pool.name, model, name)] = cost_per_million_usd(pool.price_per_hour_usd, u, x) / 1000.0
+                # x is per wall second; in a fleet dilated k times a platform second is k wall seconds
+                out[(pool.name, model, name)] = cost_per_million_usd(pool.price_per_hour_usd, u, x * fleet.time_dilation) / 1000.0
     return out
 
 

@@ -25,6 +25,7 @@ from router_lib.domain import (
     Provenance,
     Tier,
     TierSet,
+    dilate,
 )
 
 T = TypeVar("T")
@@ -257,7 +258,8 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
     """
     path = Path(path)
     r = _Reader(path, read_yaml(path))
-    r.unknown_keys({"prices", "tiers", "profiles", "pools", "max_local_replicas", "budget_per_hour_usd"})
+    r.unknown_keys({"prices", "tiers", "profiles", "pools", "max_local_replicas", "budget_per_hour_usd",
+                    "time_dilation"})
     base = path.parent
     prices = load_prices(base / r.str("prices"))
     tiers = load_tiers(base / r.str("tiers"))
@@ -320,4 +322,11 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
         raise ConfigError(path, "max_local_replicas", f"{local_limit} is below the pools' min_replicas together "
                           f"({sum(p.replica_bounds[0] for p in pools)})")
     budget = r.float("budget_per_hour_usd", positive=True) if r.has("budget_per_hour_usd") else None
-    return Fleet(tuple(pools), profiles, tiers, prices, all_models, local_limit, budget)
+    fleet = Fleet(tuple(pools), profiles, tiers, prices, all_models, local_limit, budget)
+    if r.has("time_dilation"):
+        k = r.float("time_dilation", minimum=1.0)
+        if any(not p.emulated for p in pools) and k != 1.0:
+            raise ConfigError(path, "time_dilation", "only a fleet of emulated pools can run in dilated time "
+                              "(a real pool's service time cannot be slowed down)")
+        fleet = dilate(fleet, k)
+    return fleet

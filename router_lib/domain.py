@@ -200,6 +200,9 @@ class Fleet:
     models: tuple[str, ...] = field(default=())
     max_local_replicas: int | None = None
     budget_per_hour_usd: float | None = None
+    # Emulated time: every service time, cold start and tier bound here is the real one x this
+    # factor (arrival rates must be divided by it).  1 = real time.  See ``dilate``.
+    time_dilation: float = 1.0
 
     def pool(self, name: str) -> PoolSpec:
         for p in self.pools:
@@ -209,3 +212,25 @@ class Fleet:
 
     def profile(self, model: str, accelerator: Accelerator) -> Profile | None:
         return self.profiles.get((model, accelerator))
+
+
+def dilate(fleet: Fleet, k: float) -> Fleet:
+    """The same fleet in time slowed down ``k`` times: profile latencies, cold starts and tier
+    bounds x k (throughputs / k, utilisations and costs per request unchanged in platform time).
+
+    Why: on one small machine, emulated accelerator replicas that sleep for their service time
+    cost almost no CPU, so with service times x k the same machine can carry a fleet k times
+    larger in platform terms (tens of replicas) at arrival rates / k.  What it does not show:
+    overheads that do not scale (Envoy, the client, the network) shrink k times in platform terms.
+    """
+    if k == 1.0:
+        return fleet
+    if k <= 0:
+        raise ValueError(f"time dilation must be > 0, got {k}")
+    from dataclasses import replace
+
+    profiles = {key: replace(p, latency_ms_by_batch={b: v * k for b, v in p.latency_ms_by_batch.items()},
+                             cold_start_s=p.cold_start_s * k) for key, p in fleet.profiles.items()}
+    tiers = replace(fleet.tiers, tiers={n: replace(t, p99_ms=None if t.p99_ms is None else t.p99_ms * k)
+                                        for n, t in fleet.tiers.tiers.items()})
+    return replace(fleet, profiles=profiles, tiers=tiers, time_dilation=fleet.time_dilation * k)

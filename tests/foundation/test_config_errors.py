@@ -57,7 +57,23 @@ FLEET_CASES = [
     ("machine-limit-below-mins", lambda d: d.update(max_local_replicas=2), "max_local_replicas",
      "below the pools' min_replicas together (3)"),
     ("budget-not-positive", lambda d: d.update(budget_per_hour_usd=0), "budget_per_hour_usd", "number > 0"),
+    ("dilation-with-a-real-pool", lambda d: d.update(time_dilation=10), "time_dilation", "only a fleet of emulated"),
+    ("dilation-below-one", lambda d: d.update(time_dilation=0.5), "time_dilation", "number >= 1.0"),
 ]
+
+
+def test_a_dilated_fleet_slows_service_times_cold_starts_and_bounds_alike(fleet_dir):
+    def all_emulated(d):  # type: ignore[no-untyped-def]
+        d["pools"][0].update(mode="emulated")
+        d.update(time_dilation=10)
+
+    plain = load_fleet(fleet_dir / "fleet.yaml")
+    edit_yaml(fleet_dir / "fleet.yaml", all_emulated)
+    slow = load_fleet(fleet_dir / "fleet.yaml")
+    key = next(iter(plain.profiles))
+    assert slow.profiles[key].latency_ms(1) == pytest.approx(10 * plain.profiles[key].latency_ms(1))
+    assert slow.tiers.get("gold").p99_ms == 10 * plain.tiers.get("gold").p99_ms
+    assert slow.tiers.get("bronze").p99_ms is None and slow.time_dilation == 10
 
 
 def test_an_autoscaled_pool_may_start_at_zero_and_says_its_bounds(fleet_dir):

@@ -249,6 +249,29 @@ def load_profiles(directory: Path | str) -> dict[tuple[str, Accelerator], Profil
     return out
 
 
+def _autoscaling(path: Path, raw: dict[str, Any]) -> dict[str, float]:
+    """The ``autoscaling:`` block: numbers only, each a field of ``CapacitySettings``, checked by
+    building the settings (their own validation names the field)."""
+    from dataclasses import fields
+
+    from router_lib.capacity_types import CapacitySettings
+
+    known = {f.name for f in fields(CapacitySettings)} - {"policy"}
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(path, f"autoscaling.{key}", f"unknown field; known: {sorted(known)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"autoscaling.{key}", f"must be a number, got {value!r}")
+        out[str(key)] = value
+    try:
+        CapacitySettings(**out)  # type: ignore[arg-type]
+    except ValueError as e:
+        field_name = str(e).split(" ", 1)[0].removeprefix("CapacitySettings.")
+        raise ConfigError(path, f"autoscaling.{field_name}", str(e)) from None
+    return out
+
+
 def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> Fleet:
     """Load ``fleet.yaml`` and the prices, tiers and profiles it points at (paths relative to it).
 
@@ -259,7 +282,7 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
     path = Path(path)
     r = _Reader(path, read_yaml(path))
     r.unknown_keys({"prices", "tiers", "profiles", "pools", "max_local_replicas", "budget_per_hour_usd",
-                    "time_dilation"})
+                    "time_dilation", "autoscaling"})
     base = path.parent
     prices = load_prices(base / r.str("prices"))
     tiers = load_tiers(base / r.str("tiers"))
@@ -322,7 +345,8 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
         raise ConfigError(path, "max_local_replicas", f"{local_limit} is below the pools' min_replicas together "
                           f"({sum(p.replica_bounds[0] for p in pools)})")
     budget = r.float("budget_per_hour_usd", positive=True) if r.has("budget_per_hour_usd") else None
-    fleet = Fleet(tuple(pools), profiles, tiers, prices, all_models, local_limit, budget)
+    autoscaling = _autoscaling(path, r.mapping("autoscaling") if r.has("autoscaling") else {})
+    fleet = Fleet(tuple(pools), profiles, tiers, prices, all_models, local_limit, budget, autoscaling=autoscaling)
     if r.has("time_dilation"):
         k = r.float("time_dilation", minimum=1.0)
         if any(not p.emulated for p in pools) and k != 1.0:

@@ -203,6 +203,9 @@ class Fleet:
     # Emulated time: every service time, cold start and tier bound here is the real one x this
     # factor (arrival rates must be divided by it).  1 = real time.  See ``dilate``.
     time_dilation: float = 1.0
+    # The capacity decider's settings as written in the fleet file (``autoscaling:``), validated
+    # at load by building ``router_lib.capacity_types.CapacitySettings`` from them.
+    autoscaling: Mapping[str, float] = field(default_factory=dict)
 
     def pool(self, name: str) -> PoolSpec:
         for p in self.pools:

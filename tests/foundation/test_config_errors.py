@@ -59,6 +59,12 @@ FLEET_CASES = [
     ("budget-not-positive", lambda d: d.update(budget_per_hour_usd=0), "budget_per_hour_usd", "number > 0"),
     ("dilation-with-a-real-pool", lambda d: d.update(time_dilation=10), "time_dilation", "only a fleet of emulated"),
     ("dilation-below-one", lambda d: d.update(time_dilation=0.5), "time_dilation", "number >= 1.0"),
+    ("autoscaling-unknown-knob", lambda d: d.update(autoscaling={"cooldown": 5}), "autoscaling.cooldown",
+     "unknown field"),
+    ("autoscaling-not-a-number", lambda d: d.update(autoscaling={"headroom": "lots"}), "autoscaling.headroom",
+     "must be a number"),
+    ("autoscaling-headroom-below-one", lambda d: d.update(autoscaling={"headroom": 0.5}), "autoscaling.headroom",
+     "must be >= 1"),
 ]
 
 

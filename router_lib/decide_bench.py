@@ -8,6 +8,7 @@ waiting for a core, the CPU time is what ``decide()`` itself costs.
 
 from __future__ import annotations
 
+import os
 import platform
 import random
 import statistics
@@ -90,6 +91,7 @@ def run_benchmark(models: int = 10, pools: int = 10, ticks: int = 2000, seed: in
         demand = {RouteKey(m, tier): per_route[m] * rng.uniform(0.5, 1.5) for m in fleet.models for tier in fleet.tiers.tiers}
         inputs_per_tick.append(PolicyInputs(fleet, FleetMetrics(metrics, float(t)), ready, settings, demand))
     state: PolicyState | None = None
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     _, state = decide(inputs_per_tick[0], state, 0.0)
     first_ms = (time.perf_counter() - t0) * 1000
@@ -119,6 +121,8 @@ def run_benchmark(models: int = 10, pools: int = 10, ticks: int = 2000, seed: in
         "cpu_p99_ms": round(cpu[int(len(cpu) * 0.99)], 3),
         "target_ms": 1.0,
         "calibration_loop_ms": calibration,
+        # other work on the machine while it ran (1-minute load average at its start and end)
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         # machine-independent-ish: a decision costs this fraction of the calibration loop
         "p50_over_calibration": round(times[len(times) // 2] / calibration, 4),
         "python": platform.python_version(),

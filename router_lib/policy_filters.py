@@ -100,15 +100,17 @@ class SlaFilter:
         signals = self.smoothed.get(c.pool_model)
         if signals is None:
             predicted = predicted_latency_ms(c.tail_latency_ms, e.batch_thresholds, utilisation, 0.0)
+            measured_p99 = None
         else:
+            queue, measured_p99, lag, _ = signals
             ready = self.ready[c.pool_index]
-            backlog = drain_time_ms(signals.queue_depth, ready, e.throughput_per_replica)
+            backlog = drain_time_ms(queue, ready, e.throughput_per_replica)
             predicted = predicted_latency_ms(c.tail_latency_ms, e.batch_thresholds, utilisation, backlog)
-            if signals.lag_ms > 0.0:
+            if lag > 0.0:
                 # An emulated pool whose host cannot keep up with its profile: every execution a
                 # request waits for (its own and the queued ones ahead of it) finishes lag_ms late.
-                queued_executions = signals.queue_depth / (ready * e.instances * e.max_batch)
-                predicted += c.tail * signals.lag_ms * (1.0 + queued_executions)
+                queued_executions = queue / (ready * e.instances * e.max_batch)
+                predicted += c.tail * lag * (1.0 + queued_executions)
         if bound_ms is None:
             return predicted, None
         slack = 1.0 if was_feasible is None else (self.slack_feasible if was_feasible else self.slack_excluded)
@@ -116,9 +118,9 @@ class SlaFilter:
         if predicted > threshold or c.safe_utilisation <= 0:
             return predicted, Reason(ReasonKind.PREDICTED_OVER_BOUND,
                                      f"predicted {predicted:.1f} ms > {threshold:.1f} ms (bound {bound_ms:g} ms x headroom)")
-        if self.use_measured and signals is not None and signals.p99_ms is not None and signals.p99_ms > bound_ms * slack:
+        if measured_p99 is not None and self.use_measured and measured_p99 > bound_ms * slack:
             return predicted, Reason(ReasonKind.MEASURED_OVER_BOUND,
-                                     f"measured p99 {signals.p99_ms:.1f} ms > bound {bound_ms:g} ms")
+                                     f"measured p99 {measured_p99:.1f} ms > bound {bound_ms:g} ms")
         return predicted, None
 
 

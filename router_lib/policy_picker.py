@@ -137,12 +137,15 @@ def pick(route: RouteKey, demand: float, table: CapacityTable, tick: Tick, previ
             takes[c.slot] += extra
     rank = tick.rank
     strictest = tick.strictest_rank
+    cheapest = ReasonKind.CHEAPEST
     for c, predicted, within, used, cap, capacity in feasible:
         take = takes[c.slot]
-        text = f"{c.cost_text}, predicted {predicted:.1f} ms, takes {within:.0f} req/s"
         if over and c.slot in over:
-            text += f" +{over[c.slot]:.0f} over safe capacity"
-        reasons[c.slot] = Reason(ReasonKind.CHEAPEST, text)
+            text = (f"{c.cost_text}, predicted {predicted:.1f} ms, takes {within:.0f} req/s "
+                    f"+{over[c.slot]:.0f} over safe capacity")
+        else:
+            text = f"{c.cost_text}, predicted {predicted:.1f} ms, takes {within:.0f} req/s"
+        reasons[c.slot] = Reason(cheapest, text)
         if take > 0:
             i = c.pool_index
             used_u[i] = used + take / capacity

@@ -107,11 +107,18 @@ def largest_remainder(shares: Sequence[float], total: int) -> list[int]:
 def apportion(shares: Sequence[float], total: int) -> list[int]:
     """:func:`largest_remainder` of shares that are all > 0."""
     s = sum(shares)
-    exact = [x * total / s for x in shares]
-    units = [math.floor(e + 1e-9) for e in exact]
+    floor = math.floor
+    units = []
+    remainders = []  # (-remainder, index): sorted, the largest remainder first, then the earlier index
+    for i, x in enumerate(shares):
+        exact = x * total / s
+        unit = floor(exact + 1e-9)
+        units.append(unit)
+        remainders.append((unit - exact, i))
     missing = total - sum(units)
-    if missing > 0:  # largest remainder first, then the earlier index (a stable sort)
-        for i in sorted(range(len(exact)), key=lambda i: units[i] - exact[i])[:missing]:
+    if missing > 0:
+        remainders.sort()
+        for _, i in remainders[:missing]:
             units[i] += 1
     return units
 

@@ -1,0 +1,156 @@
+"""The planner's target per pool: ``plan_fleet(demand x headroom)`` mapped onto the fleet's pools,
+cached while demand stays put, and re-planned without the loosest tiers when over budget.
+
+Mapping: the planner gives replicas per group (accelerator kind x tier class).  A pool runs
+every tier class of its kind (routing keeps the classes apart by weight, not by pool), so a
+pool's target is the sum of its accelerator's groups.  When several usable pools share an
+accelerator, the kind's replicas are split evenly between them, the remainder going first to
+the pools running more replicas now (fewer starts), and whatever a pool's max cannot hold moving
+to the others (what none can hold stays on the first, where the bounds then say MAX).
+
+Budget: the plan's cost is its targets within each pool's bounds at the pools' prices, plus what
+drained pools keep running.  Over the budget, the plan is made again without the loosest tier's
+demand, then without the next, never without the strictest tier; if that alone is over, it is
+kept and the plan says the budget is exceeded.  Nothing is shed silently: the shed routes go back
+in the decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from router_lib.capacity_state import CachedPlan
+from router_lib.capacity_types import CapacityInputs
+from router_lib.domain import Accelerator, Fleet, PoolSpec
+from router_lib.planner import Plan, plan_fleet
+from router_lib.routes import RouteKey
+
+
+def known_demand(inputs: CapacityInputs) -> tuple[dict[RouteKey, float], tuple[str, ...]]:
+    """Demand with a positive rate on a known tier, and a note for each route left out."""
+    tiers = inputs.fleet.tiers.tiers
+    demand = {RouteKey(*k): float(v) for k, v in inputs.demand_per_s.items() if v > 0 and k[1] in tiers}
+    unknown = sorted(RouteKey(*k) for k in inputs.demand_per_s if k[1] not in tiers)
+    notes = tuple(f"demand for {k} ignored: unknown tier {k.tier!r}" for k in unknown)
+    return demand, notes
+
+
+def demand_moved(demand: Mapping[RouteKey, float], planned: Mapping[RouteKey, float], tolerance: float) -> bool:
+    """Some route's demand differs from the planned one by more than ``tolerance`` of it (a route
+    new to the plan always counts as moved)."""
+    for key in demand.keys() | planned.keys():
+        now, then = demand.get(key, 0.0), planned.get(key, 0.0)
+        if abs(now - then) > tolerance * then or (then == 0.0 and now > 0.0):
+            return True
+    return False
+
+
+def tiers_loosest_first(fleet: Fleet) -> list[str]:
+    """Tier names, loosest bound first (best effort before any bound)."""
+    tiers = fleet.tiers.tiers.values()
+    return [t.name for t in sorted(tiers, key=lambda t: (t.p99_ms is not None, -(t.p99_ms or 0.0), t.name))]
+
+
+def split_kind(total: int, pools: Sequence[PoolSpec], current: Mapping[str, int]) -> dict[str, int]:
+    """Spread ``total`` replicas of one accelerator over its usable pools (module docstring)."""
+    order = sorted(pools, key=lambda p: (-current.get(p.name, 0), p.name))
+    base, extra = divmod(total, len(order))
+    out = {p.name: base + (1 if i < extra else 0) for i, p in enumerate(order)}
+    spill = 0
+    for p in order:
+        high = p.replica_bounds[1]
+        spill += max(0, out[p.name] - high)
+        out[p.name] = min(out[p.name], high)
+    for p in order:
+        room = p.replica_bounds[1] - out[p.name]
+        moved = min(room, spill)
+        out[p.name] += moved
+        spill -= moved
+    out[order[0].name] += spill
+    return out
+
+
+def map_plan(plan: Plan, usable: Sequence[PoolSpec], current: Mapping[str, int]) -> dict[str, int]:
+    """Replicas per usable pool from the plan's groups (module docstring)."""
+    by_kind: dict[Accelerator, int] = {}
+    for group in plan.pools:
+        by_kind[group.accelerator] = by_kind.get(group.accelerator, 0) + group.replicas
+    out = {p.name: 0 for p in usable}
+    for accelerator, total in by_kind.items():
+        pools = [p for p in usable if p.accelerator is accelerator]
+        if pools:
+            out.update(split_kind(total, pools, current))
+    return out
+
+
+def within_budget(cost_usd: float, budget_usd: float | None) -> bool:
+    """``cost <= budget`` up to float rounding (3 x $0.20 is 0.6000000000000001)."""
+    return budget_usd is None or cost_usd <= budget_usd + 1e-9
+
+
+def bounded_cost_usd(targets: Mapping[str, int], fleet: Fleet, fixed_cost_usd: float) -> float:
+    """$/h of ``targets`` held within each pool's bounds, plus what drained pools keep running."""
+    total = fixed_cost_usd
+    for name, n in targets.items():
+        pool = fleet.pool(name)
+        low, high = pool.replica_bounds
+        total += min(max(n, low), high) * pool.price_per_hour_usd
+    return total
+
+
+def _plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable: Sequence[PoolSpec],
+          current: Mapping[str, int]) -> tuple[Plan, dict[str, int]]:
+    settings = inputs.settings
+    padded = {(k.model, k.tier): v * settings.headroom for k, v in demand.items()}
+    allowed = sorted({p.accelerator for p in usable}, key=lambda a: a.value)
+    if not allowed:
+        return Plan(False, "no pool may run replicas (all drained or max 0)"), {}
+    plan = plan_fleet(padded, inputs.fleet, allowed_accelerators=allowed, settings=settings.policy)
+    return plan, (map_plan(plan, usable, current) if plan.feasible else {})
+
+
+def fresh_plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable: Sequence[PoolSpec],
+               current: Mapping[str, int], fixed_cost_usd: float) -> CachedPlan:
+    """Plan ``demand``; over the budget, shed the loosest tiers one by one (module docstring)."""
+    names = tuple(p.name for p in usable)
+    plan, targets = _plan(demand, inputs, usable, current)
+    if not plan.feasible:
+        return CachedPlan(dict(demand), names, False, plan.reason)
+    budget = inputs.fleet.budget_per_hour_usd
+    cost = bounded_cost_usd(targets, inputs.fleet, fixed_cost_usd)
+    if budget is None or within_budget(cost, budget):
+        return CachedPlan(dict(demand), names, True, f"{plan.reason}, ${cost:.2f}/h", targets, targets)
+    sheddable = tiers_loosest_first(inputs.fleet)[:-1]  # the strictest tier is never shed
+    dropped: list[str] = []
+    kept_plan, kept_targets, kept_cost = plan, targets, cost
+    for tier in sheddable:
+        dropped.append(tier)
+        rest = {k: v for k, v in demand.items() if k.tier not in dropped}
+        trial, trial_targets = _plan(rest, inputs, usable, current)
+        if not trial.feasible:  # not expected (less demand than a feasible plan): keep the last one
+            dropped.pop()
+            break
+        kept_plan, kept_targets = trial, trial_targets
+        kept_cost = bounded_cost_usd(trial_targets, inputs.fleet, fixed_cost_usd)
+        if within_budget(kept_cost, budget):
+            break
+    shed = tuple(sorted((k for k in demand if k.tier in dropped),
+                        key=lambda k: (dropped.index(k.tier), k.model)))
+    over = not within_budget(kept_cost, budget)
+    why = (f"{kept_plan.reason}, ${kept_cost:.2f}/h after shedding {', '.join(dropped) or 'nothing'} "
+           f"(all demand: ${cost:.2f}/h > budget ${budget:.2f}/h)")
+    if over:
+        why += f"; budget exceeded: the strictest tier alone needs ${kept_cost:.2f}/h"
+    return CachedPlan(dict(demand), names, True, why, kept_targets, targets, shed, over)
+
+
+def plan_targets(inputs: CapacityInputs, demand: Mapping[RouteKey, float], usable: Sequence[PoolSpec],
+                 cached: CachedPlan | None, current: Mapping[str, int],
+                 fixed_cost_usd: float) -> tuple[CachedPlan, bool]:
+    """-> (plan, reused).  The cached plan is reused while it was made over the same usable pools
+    and no route's demand moved by more than ``replan_tolerance``."""
+    names = tuple(p.name for p in usable)
+    if (cached is not None and cached.pools == names
+            and not demand_moved(demand, cached.demand_per_s, inputs.settings.replan_tolerance)):
+        return cached, True
+    return fresh_plan(demand, inputs, usable, current, fixed_cost_usd), False

@@ -214,66 +214,92 @@ def _trim_fleet(traces: dict[str, _Trace], fixed: Mapping[str, int], floors: Map
     return out
 
 
+def _pool_traces(inputs: CapacityInputs, plan: CachedPlan, previous: Mapping[str, int],
+                 memory: Mapping[str, PoolMemory], now_s: float
+                 ) -> tuple[dict[str, _Trace], dict[str, PoolMemory], dict[str, str]]:
+    """Steps 1-4 of the module docstring for every pool not drained.
+    -> (traces, each pool's window targets in its memory, the tier floor's keepers)."""
+    fleet, settings = inputs.fleet, inputs.settings
+    active = [p for p in fleet.pools if p.name not in inputs.drains]
+    usable = [p for p in active if p.replica_bounds[1] > 0]
+    traces = {p.name: _with_bounds(_with_live(_from_plan(p, previous[p.name], inputs.ready.get(p.name, 0),
+                                                         inputs.starting.get(p.name, 0), plan), inputs))
+              for p in active}
+    keepers = tier_floor(fleet, usable, {n: t.value for n, t in traces.items()}, previous, settings.policy)
+    remembered: dict[str, PoolMemory] = {}
+    for name, t in traces.items():
+        t = _with_tier_floor(t, keepers.get(name))
+        before = memory.get(name) or PoolMemory(t.previous, ((now_s, t.previous),))  # a restart never drops at once
+        targets = remember_target(before.targets, t.raw, now_s, settings.scale_down_window_s)
+        t = _with_window(t, targets, settings.scale_down_window_s)
+        traces[name] = _with_flap_guard(_with_step_cap(t, settings), memory.get(name), now_s, settings.flap_guard_s)
+        remembered[name] = replace(before, targets=targets)
+    return traces, remembered, keepers
+
+
+def _with_fleet_limits(inputs: CapacityInputs, traces: dict[str, _Trace], drained: Mapping[str, int],
+                       keepers: Mapping[str, str]) -> tuple[dict[str, _Trace], tuple[str, ...]]:
+    """Step 5: the machine limit, then the budget.  -> (traces, notes on limits that floors break)."""
+    fleet = inputs.fleet
+    limit, budget = fleet.max_local_replicas, fleet.budget_per_hour_usd
+    if limit is None and budget is None:
+        return traces, ()
+    notes: tuple[str, ...] = ()
+    price = {p.name: p.price_per_hour_usd for p in fleet.pools}
+    unit = {n: unit_cost_usd(fleet, t.pool, inputs.carried_tiers.get(n, ()), inputs.settings.policy)
+            for n, t in traces.items()}
+    # Trims never empty a pool the plan or the tier floor keeps: only the plan takes a pool to 0.
+    floor = {n: max(t.pool.replica_bounds[0], 1 if n in keepers or t.plan_target > 0 else 0)
+             for n, t in traces.items()}
+    if limit is not None:
+        traces = _trim_fleet(traces, drained, floor, unit, lambda d: sum(d.values()) > limit,
+                             R.MACHINE_LIMIT, f"machine limit {limit}")
+        total = sum(drained.values()) + sum(t.value for t in traces.values())
+        if total > limit:
+            notes += (f"machine limit {limit} exceeded: the floors (min replicas, planned pools, tier floor, "
+                      f"drained pools) need {total}",)
+    if budget is not None:
+        plan_floor = {n: max(floor[n], clamp_to_bounds(t.plan_target, t.pool)) for n, t in traces.items()}
+        traces = _trim_fleet(traces, drained, plan_floor, unit,
+                             lambda d: not within_budget(sum(n * price[p] for p, n in d.items()), budget),
+                             R.BUDGET, f"budget ${budget:.2f}/h")
+        cost = sum(n * price[p] for p, n in drained.items()) + sum(t.value * price[n] for n, t in traces.items())
+        if not within_budget(cost, budget):
+            notes += (f"budget exceeded: desired ${cost:.2f}/h > ${budget:.2f}/h (the plan for the strictest "
+                      "tier, min replicas and the tier floor are never trimmed)",)
+    return traces, notes
+
+
+def _remember(before: PoolMemory, t: _Trace, now_s: float) -> PoolMemory:
+    """The pool's memory after this tick: its desired count, and when and which way it last changed."""
+    if t.value == t.previous:
+        return replace(before, desired=t.value)
+    return replace(before, desired=t.value, changed_s=now_s, direction=1 if t.value > t.previous else -1)
+
+
 def decide_capacity(inputs: CapacityInputs, state: CapacityState | None,
                     now_s: float) -> tuple[CapacityDecision, CapacityState]:
     """Desired replicas per pool for this tick, and the state for the next (module docstring)."""
     fleet, settings = inputs.fleet, inputs.settings
     memory = dict(state.pools) if state else {}
     previous = {p.name: memory[p.name].desired if p.name in memory else p.replicas for p in fleet.pools}
-    active = [p for p in fleet.pools if p.name not in inputs.drains]
-    usable = tuple(p for p in active if p.replica_bounds[1] > 0)
     drained = {p.name: previous[p.name] for p in fleet.pools if p.name in inputs.drains}
-    price = {p.name: p.price_per_hour_usd for p in fleet.pools}
-    fixed_cost = sum(n * price[name] for name, n in drained.items())
+    usable = tuple(p for p in fleet.pools if p.name not in drained and p.replica_bounds[1] > 0)
+    fixed_cost = sum(n * fleet.pool(name).price_per_hour_usd for name, n in drained.items())
     current = {p.name: inputs.ready.get(p.name, 0) + inputs.starting.get(p.name, 0) for p in fleet.pools}
-    demand, notes = known_demand(inputs)
+    demand, demand_notes = known_demand(inputs)
     plan, reused = plan_targets(inputs, demand, usable, state.plan if state else None, current, fixed_cost)
 
-    traces = {p.name: _with_bounds(_with_live(_from_plan(p, previous[p.name], inputs.ready.get(p.name, 0),
-                                                         inputs.starting.get(p.name, 0), plan), inputs))
-              for p in active}
-    keepers = tier_floor(fleet, usable, {n: t.value for n, t in traces.items()}, previous, settings.policy)
-    new_memory: dict[str, PoolMemory] = {}
-    for name, t in traces.items():
-        t = _with_tier_floor(t, keepers.get(name))
-        before = memory.get(name) or PoolMemory(t.previous, ((now_s, t.previous),))  # a restart never drops at once
-        targets = remember_target(before.targets, t.raw, now_s, settings.scale_down_window_s)
-        t = _with_window(t, targets, settings.scale_down_window_s)
-        t = _with_flap_guard(_with_step_cap(t, settings), memory.get(name), now_s, settings.flap_guard_s)
-        traces[name] = t
-        new_memory[name] = PoolMemory(t.value, targets, before.changed_s, before.direction)
+    traces, remembered, keepers = _pool_traces(inputs, plan, previous, memory, now_s)
+    traces, limit_notes = _with_fleet_limits(inputs, traces, drained, keepers)
 
-    unit = {p.name: unit_cost_usd(fleet, p, inputs.carried_tiers.get(p.name, ()), settings.policy) for p in active}
-    # Trims never empty a pool the plan or the tier floor keeps: only the plan takes a pool to 0.
-    floor = {n: max(t.pool.replica_bounds[0], 1 if n in keepers or t.plan_target > 0 else 0)
-             for n, t in traces.items()}
-    limit = fleet.max_local_replicas
-    if limit is not None:
-        traces = _trim_fleet(traces, drained, floor, unit, lambda d: sum(d.values()) > limit,
-                             R.MACHINE_LIMIT, f"machine limit {limit}")
-        total = sum(drained.values()) + sum(t.value for t in traces.values())
-        if total > limit:
-            notes += (f"machine limit {limit} exceeded: {total} replicas are floors (min, tier floor, drains)",)
-
-    budget = fleet.budget_per_hour_usd
-    planned_cost = bounded_cost_usd({n: t.plan_target for n, t in traces.items()}, fleet, fixed_cost)
-    if budget is not None:
-        plan_floor = {n: max(floor[n], clamp_to_bounds(t.plan_target, t.pool)) for n, t in traces.items()}
-        traces = _trim_fleet(traces, drained, plan_floor, unit,
-                             lambda d: not within_budget(sum(n * price[p] for p, n in d.items()), budget),
-                             R.BUDGET, f"budget ${budget:.2f}/h")
-    desired_cost = fixed_cost + sum(t.value * price[n] for n, t in traces.items())
-    if not within_budget(desired_cost, budget):
-        notes += (f"budget exceeded: desired ${desired_cost:.2f}/h > ${budget:.2f}/h "
-                  "(the strictest tier's plan, min replicas and the tier floor are never trimmed)",)
-
-    total_demand = sum(demand.values())
     cached = f" (cached: demand within {settings.replan_tolerance:.0%} of the plan's)" if reused else ""
-    notes = (f"plan for {total_demand:.1f} req/s x {settings.headroom:g} headroom: {plan.reason}{cached}", *notes)
+    notes = (f"plan for {sum(demand.values()):.1f} req/s x {settings.headroom:g} headroom: {plan.reason}{cached}",
+             *demand_notes, *limit_notes)
     if plan.shed:
         notes += (f"shed for the budget (loosest tier first): {', '.join(map(str, plan.shed))}",)
-
     pools: dict[str, PoolCapacity] = {}
+    new_memory: dict[str, PoolMemory] = {}
     for p in fleet.pools:
         if p.name in drained:
             n = drained[p.name]
@@ -281,12 +307,10 @@ def decide_capacity(inputs: CapacityInputs, state: CapacityState | None,
                                          f"drained by an operator: desired stays {n}, no traffic",
                                          inputs.starting.get(p.name, 0))
             new_memory[p.name] = memory.get(p.name) or PoolMemory(n)
-            continue
-        t = traces[p.name]
-        pools[p.name] = _finish(t)
-        kept = new_memory[p.name]
-        if t.value != t.previous:
-            kept = replace(kept, desired=t.value, changed_s=now_s, direction=1 if t.value > t.previous else -1)
-        new_memory[p.name] = replace(kept, desired=t.value)
+        else:
+            pools[p.name] = _finish(traces[p.name])
+            new_memory[p.name] = _remember(remembered[p.name], traces[p.name], now_s)
+    planned_cost = bounded_cost_usd({n: t.plan_target for n, t in traces.items()}, fleet, fixed_cost)
+    desired_cost = sum(c.desired_replicas * fleet.pool(n).price_per_hour_usd for n, c in pools.items())
     decision = CapacityDecision(pools, plan.shed, planned_cost, desired_cost, notes)
     return decision, CapacityState(new_memory, plan, now_s)

@@ -109,21 +109,30 @@ def _plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable: Sequ
     return plan, (map_plan(plan, usable, current) if plan.feasible else {})
 
 
+def made_for(inputs: CapacityInputs, usable: Sequence[PoolSpec], fixed_cost_usd: float) -> str:
+    """What a plan depends on besides demand, as text a cached plan is compared by."""
+    pools = [(p.name, p.accelerator.value, p.replica_bounds, p.price_per_hour_usd) for p in usable]
+    return repr((pools, inputs.fleet.budget_per_hour_usd, round(fixed_cost_usd, 9), inputs.settings.headroom,
+                 inputs.settings.policy))
+
+
 def fresh_plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable: Sequence[PoolSpec],
                current: Mapping[str, int], fixed_cost_usd: float) -> CachedPlan:
     """Plan ``demand``; over the budget, shed the loosest tiers one by one (module docstring)."""
-    names = tuple(p.name for p in usable)
+    key = made_for(inputs, usable, fixed_cost_usd)
     plan, targets = _plan(demand, inputs, usable, current)
     if not plan.feasible:
-        return CachedPlan(dict(demand), names, False, plan.reason)
+        return CachedPlan(dict(demand), key, False, plan.reason)
     budget = inputs.fleet.budget_per_hour_usd
     cost = bounded_cost_usd(targets, inputs.fleet, fixed_cost_usd)
     if budget is None or within_budget(cost, budget):
-        return CachedPlan(dict(demand), names, True, f"{plan.reason}, ${cost:.2f}/h", targets, targets)
+        return CachedPlan(dict(demand), key, True, f"{plan.reason}, ${cost:.2f}/h", targets, targets)
     sheddable = tiers_loosest_first(inputs.fleet)[:-1]  # the strictest tier is never shed
     dropped: list[str] = []
     kept_plan, kept_targets, kept_cost = plan, targets, cost
     for tier in sheddable:
+        if not any(k.tier == tier for k in demand):
+            continue  # nothing to shed: no re-plan
         dropped.append(tier)
         rest = {k: v for k, v in demand.items() if k.tier not in dropped}
         trial, trial_targets = _plan(rest, inputs, usable, current)
@@ -140,17 +149,17 @@ def fresh_plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable:
     why = (f"{kept_plan.reason}, ${kept_cost:.2f}/h after shedding {', '.join(dropped) or 'nothing'} "
            f"(all demand: ${cost:.2f}/h > budget ${budget:.2f}/h)")
     if over:
-        why += f"; budget exceeded: the strictest tier alone needs ${kept_cost:.2f}/h"
-    return CachedPlan(dict(demand), names, True, why, kept_targets, targets, shed, over)
+        why += (f"; budget exceeded: the strictest tier alone (with min replicas and drained pools) "
+                f"needs ${kept_cost:.2f}/h")
+    return CachedPlan(dict(demand), key, True, why, kept_targets, targets, shed, over)
 
 
 def plan_targets(inputs: CapacityInputs, demand: Mapping[RouteKey, float], usable: Sequence[PoolSpec],
                  cached: CachedPlan | None, current: Mapping[str, int],
                  fixed_cost_usd: float) -> tuple[CachedPlan, bool]:
-    """-> (plan, reused).  The cached plan is reused while it was made over the same usable pools
-    and no route's demand moved by more than ``replan_tolerance``."""
-    names = tuple(p.name for p in usable)
-    if (cached is not None and cached.pools == names
+    """-> (plan, reused).  The cached plan is reused while it was made for the same pools, budget
+    and settings (:func:`made_for`) and no route's demand moved by more than ``replan_tolerance``."""
+    if (cached is not None and cached.made_for == made_for(inputs, usable, fixed_cost_usd)
             and not demand_moved(demand, cached.demand_per_s, inputs.settings.replan_tolerance)):
         return cached, True
     return fresh_plan(demand, inputs, usable, current, fixed_cost_usd), False

@@ -46,8 +46,9 @@ class PoolMemory:
 class CachedPlan:
     """The last plan, kept while demand stays within ``replan_tolerance`` of what it was made for.
 
-    ``demand_per_s``: the demand (before headroom) it was made for.  ``pools``: the pools it could
-    use (not drained, max > 0).  ``targets``: replicas per pool after any shedding; ``unshed``:
+    ``demand_per_s``: the demand (before headroom) it was made for.  ``made_for``: everything else
+    it depends on, as text (the usable pools with their bounds and prices, the budget and what drained
+    pools cost, the headroom and the policy's settings): any change there re-plans.  ``targets``: replicas per pool after any shedding; ``unshed``:
     before it (equal when nothing was shed).  ``shed``: routes left out for the budget, loosest
     tier first.  ``feasible`` False: no plan meets the demand (``reason`` says why; the decider
     keeps current counts).  ``over_budget``: even the strictest tier alone costs more than the
@@ -55,7 +56,7 @@ class CachedPlan:
     """
 
     demand_per_s: Mapping[RouteKey, float]
-    pools: tuple[str, ...]
+    made_for: str
     feasible: bool
     reason: str
     targets: Mapping[str, int] = field(default_factory=dict)
@@ -65,7 +66,7 @@ class CachedPlan:
 
     def to_json(self) -> dict[str, Any]:
         return {"demand_per_s": [[k.model, k.tier, v] for k, v in sorted(self.demand_per_s.items())],
-                "pools": list(self.pools), "feasible": self.feasible, "reason": self.reason,
+                "made_for": self.made_for, "feasible": self.feasible, "reason": self.reason,
                 "targets": dict(self.targets), "unshed": dict(self.unshed),
                 "shed": [[k.model, k.tier] for k in self.shed], "over_budget": self.over_budget}
 
@@ -73,7 +74,7 @@ class CachedPlan:
     def from_json(cls, data: Mapping[str, Any]) -> CachedPlan:
         return cls(
             demand_per_s={RouteKey(str(m), str(t)): float(v) for m, t, v in data["demand_per_s"]},
-            pools=tuple(str(p) for p in data["pools"]), feasible=bool(data["feasible"]),
+            made_for=str(data["made_for"]), feasible=bool(data["feasible"]),
             reason=str(data["reason"]), targets={str(p): int(n) for p, n in dict(data["targets"]).items()},
             unshed={str(p): int(n) for p, n in dict(data["unshed"]).items()},
             shed=tuple(RouteKey(str(m), str(t)) for m, t in data["shed"]),

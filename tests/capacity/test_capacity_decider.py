@@ -313,6 +313,20 @@ def test_the_plan_is_reused_while_demand_stays_within_tolerance() -> None:
     assert state_far.plan.demand_per_s == {RouteKey(M, "gold"): 111.0}
 
 
+def test_a_new_budget_replans_at_the_same_demand() -> None:
+    _, state = decide_capacity(inputs(make_fleet(), {"gold": 100}, {}), None, 0.0)
+    tighter = make_fleet(budget=0.1)
+    decision, _ = decide_capacity(inputs(tighter, {"gold": 100}, {}), state, 1.0)
+    assert "cached" not in decision.notes[0] and "budget exceeded" in decision.notes[0]
+
+
+def test_pools_of_one_kind_share_its_replicas_evenly_the_busier_first() -> None:
+    f = fleet([("cpu-a", CPU, 0.20, 1), ("cpu-b", CPU, 0.20, 2)], [profile(M, CPU, {1: 10.0}, tail=1.0)])
+    f = replace(f, pools=tuple(replace(p, min_replicas=0, max_replicas=10) for p in f.pools))
+    decision, _ = decide_capacity(inputs(f, {"bronze": 300}, {"cpu-a": 1, "cpu-b": 2}), None, 0.0)
+    assert decision.desired() == {"cpu-a": 2, "cpu-b": 3}  # 360 req/s planned: 5 cpus
+
+
 def test_demand_on_an_unknown_tier_is_ignored_and_said() -> None:
     f = make_fleet()
     decision, _ = decide_capacity(

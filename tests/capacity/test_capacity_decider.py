@@ -249,10 +249,19 @@ def test_the_machine_limit_trims_the_dearest_capacity_first() -> None:
 
 # -- no flapping --------------------------------------------------------------------------------
 
-def test_demand_alternating_every_tick_changes_capacity_once() -> None:
+@pytest.mark.parametrize("noisy", ["demand", "queue"])
+def test_a_signal_alternating_every_tick_changes_capacity_once(noisy: str) -> None:
     f = make_fleet((("cpu", 1, 0, 10),))
-    decisions = run(f, [{"gold": 300 if t % 2 else 50} for t in range(60)], CapacitySettings())
-    desired = [d.pools["cpu"].desired_replicas for d in decisions]
+    state: CapacityState | None = None
+    ready, desired = {"cpu": 1}, []
+    for now in range(60):
+        high = now % 2 == 1
+        demand = {"gold": 300 if high and noisy == "demand" else 50}
+        queue = 40.0 if high and noisy == "queue" else 0.0
+        decision, state = decide_capacity(inputs(f, demand, ready, signals={"cpu": {"queue_depth": queue}},
+                                                 settings=CapacitySettings()), state, float(now))
+        ready = decision.desired()
+        desired.append(ready["cpu"])
     changes = sum(a != b for a, b in zip([1, *desired], desired, strict=False))
     assert changes == 1 and desired[-1] == 5
 

@@ -2,9 +2,9 @@
 
 Order within a tick, each stage reading what the one before decided:
 
-1. **capacity** decides, per pool, how many replicas it should run and whether it is being
-   drained (``decide_capacity``; today it holds the configured count and honours operator
-   drains: the capacity decider of the autoscaling work replaces it behind the same signature);
+1. **capacity** (``router_lib.capacity.decide_capacity``) decides, per pool, how many replicas it
+   should run and whether it is being emptied or drained, from the planner's target for the
+   demand routing estimated on the previous tick and the live queue, latency and utilisation;
 2. **routing** (``router_lib.policy.decide``) places each (model, tier)'s demand on the cheapest
    pools that meet the tier, seeing a draining or not-yet-ready pool as having 0 ready replicas;
 3. **releases** split a route between model versions inside the pools routing chose
@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from router_lib.capacity import CapacityDecision, CapacityInputs, CapacitySettings, CapacityState, decide_capacity
 from router_lib.cost_ledger import LedgerState, accrue, route_rates_by_pool
 from router_lib.domain import Fleet
 from router_lib.metrics import FleetMetrics
@@ -35,34 +36,6 @@ from router_lib.policy import decide as decide_routing
 from router_lib.policy_stages import largest_remainder
 from router_lib.policy_types import PolicyInputs, PolicySettings, PolicyState
 from router_lib.routes import PoolWeight, Reason, ReasonKind, RouteKey, RouteWeights
-
-
-@dataclass(frozen=True)
-class PoolPlan:
-    """The capacity decider's word on one pool this tick."""
-
-    pool: str
-    desired_replicas: int
-    ready_replicas: int
-    draining: bool
-    reason: str
-
-    @property
-    def routable(self) -> bool:
-        """May get new requests: has a ready replica and is not being drained."""
-        return self.ready_replicas > 0 and not self.draining
-
-
-@dataclass(frozen=True)
-class CapacityDecision:
-    pools: Mapping[str, PoolPlan]
-
-    def desired(self) -> dict[str, int]:
-        return {name: p.desired_replicas for name, p in self.pools.items()}
-
-    def routable_ready(self) -> dict[str, int]:
-        """Ready replicas as routing must see them: 0 for a pool being drained."""
-        return {name: (p.ready_replicas if p.routable else 0) for name, p in self.pools.items()}
 
 
 @dataclass(frozen=True)
@@ -77,7 +50,10 @@ class TickInputs:
     settings: PolicySettings = field(default_factory=PolicySettings)
     starting: Mapping[str, int] = field(default_factory=dict)  # started, not ready yet
     billed: Mapping[str, int] = field(default_factory=dict)  # every replica that exists (paid for)
-    wall_s: float = 0.0  # Unix time: the cost ledger's clock (it must survive restarts)
+    # Unix time: the clock of the capacity decider's windows and of the cost ledger, which must
+    # survive a restart of the control server (the monotonic clock does not).
+    wall_s: float = 0.0
+    capacity: CapacitySettings | None = None  # None: the defaults, with ``settings`` as the policy's
 
 
 @dataclass(frozen=True)
@@ -85,7 +61,7 @@ class DeciderStates:
     """Every decider's state, carried from tick to tick (and persisted as one record)."""
 
     routing: PolicyState | None = None
-    capacity: Mapping[str, int] = field(default_factory=dict)  # desired replicas per pool
+    capacity: CapacityState | None = None
     releases: Mapping[str, object] = field(default_factory=dict)  # no release decider yet
     ledger: LedgerState | None = None  # what the fleet has cost so far (not a decider: an account)
 
@@ -98,17 +74,14 @@ class TickDecision:
     demand_per_s: Mapping[RouteKey, float] = field(default_factory=dict)  # routing's estimate
 
 
-def decide_capacity(fleet: Fleet, ready: Mapping[str, int], drains: frozenset[str],
-                    previous: Mapping[str, int]) -> tuple[CapacityDecision, dict[str, int]]:
-    """Hold each pool at its configured replica count; an operator's drain empties it of traffic."""
-    pools = {}
-    for pool in fleet.pools:
-        draining = pool.name in drains
-        desired = previous.get(pool.name, pool.replicas)
-        why = "drained by an operator" if draining else f"fixed fleet: {desired} configured replica(s)"
-        pools[pool.name] = PoolPlan(pool.name, desired, ready.get(pool.name, 0), draining, why)
-    capacity = CapacityDecision(pools)
-    return capacity, capacity.desired()
+def carried_tiers(weights: Mapping[RouteKey, Mapping[str, int]]) -> dict[str, tuple[str, ...]]:
+    """The tiers each pool holds weight for (the routes in force): what its latency is judged by."""
+    out: dict[str, set[str]] = {}
+    for key, by_pool in weights.items():
+        for pool, weight in by_pool.items():
+            if weight > 0:
+                out.setdefault(pool, set()).add(key.tier if isinstance(key, RouteKey) else key[1])
+    return {pool: tuple(sorted(tiers)) for pool, tiers in out.items()}
 
 
 def decide_releases(routes: Mapping[RouteKey, RouteWeights], state: Mapping[str, object]
@@ -171,7 +144,13 @@ def resolve(routes: Mapping[RouteKey, RouteWeights], capacity: CapacityDecision,
 
 def decide_tick(inputs: TickInputs, states: DeciderStates, now_s: float) -> tuple[TickDecision, DeciderStates]:
     """Capacity, then routing, then releases, then ``resolve``; see the module docstring."""
-    capacity, capacity_state = decide_capacity(inputs.fleet, inputs.ready, inputs.drains, states.capacity)
+    previous = states.routing
+    settings = inputs.capacity or CapacitySettings(policy=inputs.settings)
+    capacity, capacity_state = decide_capacity(CapacityInputs(
+        fleet=inputs.fleet, metrics=inputs.metrics, ready=inputs.ready, starting=inputs.starting,
+        demand_per_s=previous.demand_per_s if previous else {},
+        carried_tiers=carried_tiers(previous.weights) if previous else {},
+        drains=inputs.drains, settings=settings), states.capacity, inputs.wall_s)
     policy_inputs = PolicyInputs(inputs.fleet, inputs.metrics, capacity.routable_ready(), inputs.settings)
     routing, routing_state = decide_routing(policy_inputs, states.routing, now_s)
     released, release_state = decide_releases(routing.routes, states.releases)

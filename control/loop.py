@@ -36,6 +36,7 @@ from control.ports import (
     StateStore,
 )
 from control.record import ControlRecord
+from router_lib.capacity import CapacitySettings
 from router_lib.cost_ledger import LedgerState
 from router_lib.domain import Fleet
 from router_lib.metrics import FleetMetrics
@@ -81,7 +82,7 @@ class ControlLoop:
     def __init__(self, *, fleet: Fleet, discovery: ReplicaDiscovery, metrics: MetricsSource, sink: RouteSink,
                  store: StateStore, actuator: ReplicaActuator, settings: PolicySettings | None = None,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 observer: TickObserver | None = None) -> None:
+                 observer: TickObserver | None = None, capacity: CapacitySettings | None = None) -> None:
         self.fleet = fleet
         self.discovery = discovery
         self.metrics = metrics
@@ -92,6 +93,7 @@ class ControlLoop:
         self.clock = clock
         self.wall_clock = wall_clock
         self.observer = observer or TickObserver()
+        self.capacity = capacity
         self._tick_lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._drains: frozenset[str] = frozenset()
@@ -99,7 +101,7 @@ class ControlLoop:
         self._states = DeciderStates()
         self._record = ControlRecord()
         self._saved_at = 0.0
-        self.ledger_save_interval_s = 10.0  # the ledger alone changes every tick: save it this often
+        self.ledger_save_interval_s = 10.0  # ledger and capacity windows change every tick: saved this often
         self._view = LoopView()
 
     # -- views (never block) -------------------------------------------------------------------
@@ -185,7 +187,7 @@ class ControlLoop:
         drains = self._drains
         billed = {pool: len(rs) for pool, rs in replicas.by_pool.items()}
         inputs = TickInputs(self.fleet, metrics, replicas.ready_count(), drains, self.settings,
-                            replicas.starting_count(), billed, self.wall_clock())
+                            replicas.starting_count(), billed, self.wall_clock(), self.capacity)
         decision, states = decide_tick(inputs, self._states, now)
         previous = self._view.routes
         for key, route in decision.routes.items():
@@ -198,12 +200,14 @@ class ControlLoop:
             log.error("snapshot not published: %s", "; ".join(result.problems))
             in_force = previous
         self._states = states
-        record = ControlRecord(self._record.version, dict(in_force), dict(states.capacity),
+        record = ControlRecord(self._record.version, dict(in_force), decision.capacity.desired(),
+                               states.capacity.to_json() if states.capacity else None,
                                dict(states.releases), drains, result.version or "",
                                ledger=states.ledger.to_json() if states.ledger else None)
-        changed = replace(record, ledger=None) != replace(self._record, saved_at_unix_s=0.0, ledger=None)
-        ledger_due = record.ledger is not None and self.wall_clock() - self._saved_at >= self.ledger_save_interval_s
-        if changed or ledger_due:
+        moving = {"ledger": None, "capacity": None}  # they change every tick: saved periodically
+        changed = replace(record, **moving) != replace(self._record, saved_at_unix_s=0.0, **moving)
+        due = self.wall_clock() - self._saved_at >= self.ledger_save_interval_s
+        if changed or due:
             record = replace(record, version=self._record.version + 1, saved_at_unix_s=self.wall_clock())
             try:
                 self.store.save(record.to_json())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.decide import DeciderStates
+from router_lib.capacity import CapacityState
 from router_lib.cost_ledger import LedgerState
 from router_lib.policy_types import PolicyState
 from router_lib.routes import RouteKey, RouteWeights
@@ -26,12 +27,16 @@ FORMAT = 2
 
 @dataclass(frozen=True)
 class ControlRecord:
-    """What is persisted.  ``routes``: the weights in force (published); ``capacity``: desired
-    replicas per pool; ``releases``: the release decider's state; ``drains``: operator drains."""
+    """What is persisted.  ``routes``: the weights in force (published); ``desired``: replicas per
+    pool the capacity decider asked for; ``capacity``: its state (windows, cached plan) as JSON;
+    ``releases``: the release decider's state; ``drains``: operator drains; ``ledger``: the cost
+    ledger as JSON.  ``capacity`` and ``ledger`` move every tick: the loop saves them periodically,
+    the rest whenever it changes."""
 
     version: int = 0
     routes: Mapping[RouteKey, RouteWeights] = field(default_factory=dict)
-    capacity: Mapping[str, int] = field(default_factory=dict)
+    desired: Mapping[str, int] = field(default_factory=dict)
+    capacity: Mapping[str, Any] | None = None
     releases: Mapping[str, Any] = field(default_factory=dict)
     drains: frozenset[str] = frozenset()
     snapshot_version: str = ""
@@ -43,7 +48,9 @@ class ControlRecord:
             "format": FORMAT,
             "version": self.version,
             "routes": [r.to_json() for _, r in sorted(self.routes.items())],
-            "deciders": {"capacity": dict(sorted(self.capacity.items())), "releases": dict(self.releases)},
+            "desired": dict(sorted(self.desired.items())),
+            "deciders": {"capacity": dict(self.capacity) if self.capacity is not None else None,
+                         "releases": dict(self.releases)},
             "ledger": dict(self.ledger) if self.ledger is not None else None,
             "drains": sorted(self.drains),
             "snapshot_version": self.snapshot_version,
@@ -64,12 +71,14 @@ class ControlRecord:
             routes[route.key] = route
         deciders = data.get("deciders", {}) if fmt == FORMAT else {}
         try:
-            capacity = {str(p): int(n) for p, n in dict(deciders.get("capacity", {})).items()}
+            desired = {str(p): int(n) for p, n in dict(data.get("desired", {})).items()}
+            capacity = dict(deciders["capacity"]) if deciders.get("capacity") else None
             releases = dict(deciders.get("releases", {}))
             drains = frozenset(str(p) for p in data.get("drains", data.get("draining", [])))
             return cls(
                 version=int(data.get("version", 0)),
                 routes=routes,
+                desired=desired,
                 capacity=capacity,
                 releases=releases,
                 drains=drains,
@@ -83,12 +92,12 @@ class ControlRecord:
     def decider_states(self, now_s: float) -> DeciderStates:
         """Deciders' states to resume from: routing starts from the weights in force (no
         smoothed signals or demand history survive a restart: they are re-measured within a
-        window), capacity from the desired counts, releases as they were."""
+        window), capacity from its saved windows and plan, releases as they were."""
         # The ledger runs on wall-clock time: the time the server was away is billed at the rate
         # last seen (the replicas kept running), on its first tick back.
         ledger = LedgerState.from_json(self.ledger) if self.ledger is not None else None
-        return DeciderStates(routing_state_from_routes(self.routes, now_s), dict(self.capacity), dict(self.releases),
-                             ledger)
+        capacity = CapacityState.from_json(self.capacity) if self.capacity is not None else None
+        return DeciderStates(routing_state_from_routes(self.routes, now_s), capacity, dict(self.releases), ledger)
 
 
 def routing_state_from_routes(routes: Mapping[RouteKey, RouteWeights], now_s: float) -> PolicyState | None:

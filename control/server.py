@@ -26,6 +26,7 @@ from control.ports import ReplicaActuator
 from control.route_sink_xds import XdsRouteSink
 from control.state_store_file import FileStateStore
 from control.status import render_status
+from router_lib.capacity import CapacitySettings
 from router_lib.domain import Fleet
 from router_lib.policy import CONSUMED_FLEET_METRICS, CONSUMED_METRICS
 from router_lib.policy_types import PolicySettings
@@ -82,5 +83,6 @@ def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path, state_path: 
         actuator=actuator,
         settings=policy,
         observer=ControlPlaneMetrics(registry, fleet, policy),
+        capacity=CapacitySettings(**fleet.autoscaling, policy=policy),  # type: ignore[arg-type]
     )
     return ControlServer(fleet, loop, sink, registry)

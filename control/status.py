@@ -42,7 +42,9 @@ def render_status(fleet: Fleet, view: LoopView, ads_streams: Any) -> dict[str, A
             "ready_replicas": 0 if p.name in view.drains else ready,
             "draining": p.name in view.drains,
             "desired_replicas": plan.desired_replicas if plan else p.replicas,
+            "capacity_kind": plan.kind.value if plan else None,
             "capacity_reason": plan.reason if plan else None,
+            "starting_replicas": plan.starting_replicas if plan else 0,
             "replicas": [dict(r.detail) or {"host": r.host, "http_port": r.http_port, "grpc_port": r.grpc_port,
                                             "ready": r.ready, "terminating": r.terminating}
                          for r in view.replicas.by_pool.get(p.name, ())],
@@ -67,7 +69,12 @@ def render_status(fleet: Fleet, view: LoopView, ads_streams: Any) -> dict[str, A
                         for p, usd in sorted(ledger.usd_by_pool.items())},
             "attributed_usd": {r: round(usd, 6) for r, usd in sorted(ledger.attributed_usd().items())},
         }
+    capacity = view.decision.capacity if view.decision else None
     return {
+        "capacity": ({"shed": [str(k) for k in capacity.shed], "notes": list(capacity.notes),
+                      "planned_cost_per_hour_usd": round(capacity.planned_cost_per_hour_usd, 6),
+                      "desired_cost_per_hour_usd": round(capacity.desired_cost_per_hour_usd, 6)}
+                     if capacity else None),
         "cost": cost,
         "pools": pools,
         "routes": routes,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from control.decide import CapacityDecision, PoolPlan, resolve
+from control.decide import resolve
+from router_lib.capacity import CapacityDecision, CapacityReason, PoolCapacity
 from router_lib.routes import Reason, ReasonKind, RouteKey, RouteWeights
 from tests.router_lib.builders import EMBED, THREE_POOLS
 
@@ -16,7 +17,7 @@ def plans(**state: str) -> CapacityDecision:
     out = {}
     for pool in ("cpu", "gpu", "inf"):
         s = state.get(pool, "ready")
-        out[pool] = PoolPlan(pool, 1, 0 if s == "empty" else 1, s == "draining", s)
+        out[pool] = PoolCapacity(pool, 1, 0 if s == "empty" else 1, s == "draining", CapacityReason.HOLD, s)
     return CapacityDecision(out)
 
 

@@ -186,3 +186,51 @@ def test_the_ledger_bills_every_replica_and_is_shown_and_persisted():
     assert status["cost"]["fleet_per_hour_usd"] == pytest.approx(expected)
     assert sum(status["cost"]["attributed_usd"].values()) == pytest.approx(expected, rel=1e-4)
     assert parts["store"].record["ledger"]["usd_by_pool"]["cpu"] == pytest.approx(2 * prices["cpu"])
+
+
+def autoscaled_loop(**bounds: tuple[int, int]):
+    import dataclasses
+
+    from control.ports import ActuationResult
+
+    fleet = dataclasses.replace(THREE_POOLS, pools=tuple(
+        dataclasses.replace(p, min_replicas=bounds[p.name][0], max_replicas=bounds[p.name][1]) if p.name in bounds else p
+        for p in THREE_POOLS.pools))
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.requests: list[dict[str, int]] = []
+
+        def apply(self, desired):
+            self.requests.append(dict(desired))
+            return ActuationResult(dict(desired), dict.fromkeys(desired, True))
+
+    parts = {"discovery": FakeDiscovery(replicas(cpu=2, gpu=1, inf=1)),
+             "metrics": FakeMetrics(metrics({("cpu", EMBED): {"request_rate_per_s": 5.0}})),
+             "sink": FakeSink(), "store": MemoryStore(), "clock": Clock()}
+    actuator = Recorder()
+    loop = ControlLoop(fleet=fleet, actuator=actuator, wall_clock=parts["clock"], **parts)
+    return loop, parts, actuator
+
+
+def test_a_queue_on_an_autoscaled_pool_asks_for_replicas_in_the_same_tick():
+    loop, parts, actuator = autoscaled_loop(cpu=(1, 8))
+    loop.tick()
+    assert actuator.requests[-1]["cpu"] == 2  # nothing asks for a change
+    parts["clock"].advance(1.0)
+    parts["metrics"].current = metrics({("cpu", EMBED): {"request_rate_per_s": 5.0, "queue_depth": 40.0}})
+    view = loop.tick()
+    assert actuator.requests[-1]["cpu"] > 2
+    assert view.decision.capacity.pools["cpu"].kind.value == "queue_up"
+
+
+def test_a_pool_the_plan_empties_loses_its_weight_in_the_same_tick():
+    loop, parts, actuator = autoscaled_loop(gpu=(0, 2))
+    for _ in range(3):  # the first ticks never scale down at once (a fresh decider holds what runs)
+        loop.tick()
+        parts["clock"].advance(400.0)  # past the default 300 s scale-down window
+    view = loop.tick()
+    gpu = view.decision.capacity.pools["gpu"]
+    assert (gpu.desired_replicas, gpu.draining) == (0, True), gpu.reason
+    assert actuator.requests[-1]["gpu"] == 0
+    assert all(r.as_dict().get("gpu", 0) == 0 for r in view.routes.values())

@@ -48,10 +48,10 @@ class ModelOnPool:
     safe_utilisation: Mapping[str, float]
     cost_per_million: Mapping[str, float]
     fallback_rank: int  # position of the pool's accelerator in the tiers' fallback order
-    instances: int = 1  # per replica: executions that run at once
     # Positions, so that per-decision values live in lists rather than dicts keyed by name:
-    pool_index: int = 0  # of the pool in Fleet.pools
-    slot: int = 0  # of the pool among those serving the model (fleet order): a route's weights' index
+    pool_index: int  # of the pool in Fleet.pools
+    slot: int  # of the pool among those serving the model (fleet order): a route's weights' index
+    instances: int = 1  # per replica: executions that run at once
 
     def predicted_p99_ms(self, utilisation: float, backlog_ms: float, tier: str) -> float:
         """``latency_model.predicted_latency_ms`` at the tier's compliance quantile."""
@@ -59,8 +59,8 @@ class ModelOnPool:
 
 
 def model_on_pool(pool: PoolSpec, profile: Profile, bounds_ms: Mapping[str, float | None],
-                  quantiles: Mapping[str, float], settings: PolicySettings, fallback_rank: int,
-                  pool_index: int = 0, slot: int = 0) -> ModelOnPool:
+                  quantiles: Mapping[str, float], settings: PolicySettings, *, fallback_rank: int,
+                  pool_index: int, slot: int) -> ModelOnPool:
     """The static facts of ``profile``'s model on ``pool`` for every tier in ``bounds_ms``.
 
     This runs the safe-utilisation scan per tier, the one costly formula, which is why it happens

@@ -63,7 +63,8 @@ def build_capacity_table(fleet: Fleet, settings: PolicySettings,
             if model not in pool.models or profile is None:
                 continue
             entries.append(model_on_pool(pool, profile, bounds, quantiles, settings,
-                                         rank_of.get(pool.accelerator, len(rank_of)), index, len(entries)))
+                                         fallback_rank=rank_of.get(pool.accelerator, len(rank_of)),
+                                         pool_index=index, slot=len(entries)))
         serving[model] = tuple(entries)
     routes_by_tier = {tier: tuple(RouteKey(model, tier) for model in fleet.models) for tier in order}
     ranked = {route: tuple(RouteCandidate.of(e, route) for e in rank(serving[route.model], route.tier, scorers))

@@ -15,7 +15,7 @@ CONTROL_PLANE: dict[str, tuple[str, tuple[str, ...], str]] = {
     "router_pool_healthy": ("gauge", ("pool", "accelerator", "emulated"), "1 when the pool has a ready replica."),
     "router_pool_queue_depth": ("gauge", ("pool", "model"), "Pending requests in Triton, summed over replicas."),
     "router_pool_p99_ms": ("gauge", ("pool", "model"), "p99 latency in ms as Envoy saw it over the window."),
-    # Added for autoscaling (k8s KEDA ScaledObjects scale each pool on queue depth and p95).
+    # For dashboards and the capacity decider's latency signal (KEDA follows the decider's desired count).
     "router_pool_p95_ms": ("gauge", ("pool", "model"), "p95 latency in ms as Envoy saw it over the window."),
     "router_cost_per_1k_requests_usd": ("gauge", ("pool", "model", "tier"), "$ per 1000 requests at the tier's safe utilisation (the routing policy's own cost)."),
     "router_fleet_cost_per_hour_usd": ("gauge", ("pool", "accelerator", "emulated"), "$/hour of the pool's replicas (price x every replica that exists: ready, starting or draining)."),

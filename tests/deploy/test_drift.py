@@ -153,14 +153,6 @@ def test_instance_types_are_priced_and_bought(documents: dict[str, list[dict]]) 
         assert sorted(re.findall(r'"([^"]+)"', tf_types.group(1))) == sorted(reqs["node.kubernetes.io/instance-type"])
 
 
-def test_autoscaling_latency_target_sits_below_the_tightest_tier(documents: dict[str, list[dict]]) -> None:
-    tiers = yaml.safe_load((REPO / "data" / "tiers.yaml").read_text())["tiers"]
-    tightest = min(t["p99_ms"] for t in tiers.values() if t["p99_ms"] is not None)
-    for so in find(documents["prod"], "ScaledObject"):
-        p95 = [t for t in so["spec"]["triggers"] if t["name"] == "p95_latency"][0]
-        assert float(p95["metadata"]["threshold"]) < tightest
-
-
 def _tritonserver() -> tuple[str, dict[str, str]] | None:
     try:
         import pytriton

@@ -256,12 +256,7 @@ def bound_mismatches(docs: list[dict]) -> list[str]:
     return out
 
 
-OVERLAY_BOUNDS = pytest.mark.xfail(strict=True, reason=(
-    "the overlay patches ScaledObject min/max but mounts the base fleet.yaml: the decider plans within bounds "
-    "the cluster does not keep; the overlay must patch the fleet's min_replicas/max_replicas the same way"))
-
-
-@pytest.mark.parametrize("env", [pytest.param(e, marks=OVERLAY_BOUNDS) if e != "base" else e for e in ENVS])
+@pytest.mark.parametrize("env", ENVS)
 def test_keda_bounds_are_the_deciders_bounds(env: str, rendered_docs: dict[str, list[dict]]) -> None:
     docs = rendered_docs[env]
     assert find(docs, "ScaledObject")

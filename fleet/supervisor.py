@@ -180,8 +180,10 @@ class FleetSupervisor:
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_interval_s):
             with self._lock:
+                # a replica scale() has listed but not started yet has no process: it is not dead
                 dead = [(pool, i, p) for pool, procs in self._replicas.items() if pool not in self._stopping
-                        for i, p in enumerate(procs) if not p.alive() and p.name not in self._terminating]
+                        for i, p in enumerate(procs)
+                        if p.proc is not None and not p.alive() and p.name not in self._terminating]
                 starting = [(pool, p) for pool, procs in self._replicas.items() for p in procs
                             if p.name in self._starting and p.alive()]
             for pool, i, p in dead:

@@ -103,11 +103,13 @@ class RouteWeights:
     pools: tuple[PoolWeight, ...]
 
     def __post_init__(self) -> None:
-        names = [p.pool for p in self.pools]
-        if len(set(names)) != len(names):
-            raise ValueError(f"route {self.key}: a pool is listed twice: {names}")
-        for p in self.pools:
-            if isinstance(p.weight, bool) or not isinstance(p.weight, int) or p.weight < 0:
+        # Built ~30 times per decision: one set and one type check per pool (``type(w) is int``
+        # also refuses bools, which are ints to ``isinstance``).
+        pools = self.pools
+        if len({p.pool for p in pools}) != len(pools):
+            raise ValueError(f"route {self.key}: a pool is listed twice: {[p.pool for p in pools]}")
+        for p in pools:
+            if type(p.weight) is not int or p.weight < 0:
                 raise ValueError(f"route {self.key}: weight of {p.pool} is {p.weight!r}, not an int >= 0")
 
     @classmethod

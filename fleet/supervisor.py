@@ -170,6 +170,8 @@ class FleetSupervisor:
                 log.exception("draining pool %s failed; stopping it anyway", name)
         with self._lock:
             procs = self._replicas.pop(name, [])
+        for p in procs:  # all at once: each may take seconds to exit
+            p.terminate()
         for p in procs:
             p.stop()
         with self._lock:

@@ -127,6 +127,12 @@ class TritonProcess:
             "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=false",
             "--metrics-interval-ms=1000",
             "--strict-readiness=true", "--exit-on-error=true",
+            # On SIGTERM Triton waits for in-flight inferences AND open client connections, up to
+            # this timeout (default 30 s). Envoy keeps idle keep-alive connections to every replica
+            # it used, so a drained replica sat out the whole default. Replicas are drained (weight
+            # 0, ACKed) and, on scale-in, left to empty their queue before they are stopped: 5 s is
+            # for stragglers.
+            "--exit-timeout-secs=5",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--log-verbose=0",
         ]
@@ -165,6 +171,11 @@ class TritonProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting (``stop`` waits): lets a whole pool exit in parallel."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM, wait, SIGKILL if needed; then remove this replica's stubs and shm regions."""

@@ -22,9 +22,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from scipy.stats import binom
 from tritonclient.utils import InferenceServerException
 
-from fleet.platform import LocalPlatform, PlatformPorts
+from local_platform.platform import LocalPlatform, PlatformPorts
 from xds_server.bootstrap import write_proxyless_bootstrap
 
 pytestmark = pytest.mark.integration
@@ -266,23 +267,80 @@ def test_a_queue_on_the_cheap_pool_moves_gold_traffic_off_it_within_2s(platform)
     assert moved_after_s <= 2.0, f"took {moved_after_s:.2f}s; reasons: {reasons}"
 
 
-def test_proxyless_grpc_client_routes_by_the_same_weights(platform, tmp_path):
+# A proxyless client in its own process: GRPC_XDS_BOOTSTRAP is read once per process.
+PROXYLESS_CLIENT = """
+import sys, numpy as np, tritonclient.grpc as g
+n, tier = int(sys.argv[1]), sys.argv[2]
+c = g.InferenceServerClient('xds:///digits_classifier')
+i = g.InferInput('float_input', [1, 64], 'FP32'); i.set_data_from_numpy(np.zeros((1, 64), np.float32))
+h = {'x-sla-tier': tier} if tier else {}
+print(sum(int(c.infer('digits_classifier', [i], headers=h).as_numpy('label').shape == (1, 1)) for _ in range(n)))
+"""
+PROXYLESS_REQUESTS = 100
+# Chance that one pool's count falls outside its binomial range although the client follows the
+# weights: with 100 requests, a 50/50 split accepts 26..74 per pool, 100/0 accepts exactly 100/0.
+SPLIT_FALSE_FAILURE = 1e-6
+
+
+def route_decisions(platform: LocalPlatform, model: str, tier: str) -> float:
+    """router_decisions_total of one route (control server /metrics): it counts the decisions that
+    changed the route's weights, so an unchanged count brackets a span in which they held still."""
+    text = requests.get(f"{platform.describe()['control_admin']}/metrics", timeout=5).text
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "router_decisions_total" and s.labels.get("model") == model and s.labels.get("tier") == tier:
+                return s.value
+    return 0.0
+
+
+def weighted_count_range(requests_sent: int, weight: int, total_weight: int) -> tuple[int, int]:
+    """Counts a pool may get when each request picks a pool at random by weight (gRPC's weighted
+    clusters do, per RPC): the binomial range outside which a count has SPLIT_FALSE_FAILURE chance."""
+    low, high = binom.interval(1 - SPLIT_FALSE_FAILURE, requests_sent, weight / total_weight)
+    return int(low), int(high)
+
+
+@pytest.mark.parametrize("tier", ["gold", "bronze", None])
+def test_proxyless_grpc_client_routes_by_the_same_weights(platform, tmp_path, tier):
+    """A client dialling ``xds:///digits_classifier`` (no Envoy) splits its requests by the weights
+    the control server publishes for its tier (no header: the default tier): each pool's share,
+    counted from Triton's own metrics, lies in the binomial range of its weight, so a pool at 0 gets
+    none and a pool at 100 gets all.
+
+    The policy may move weights while the requests run (live demand).  A run is judged only if its
+    route held still: the same weights before and after and no route decision in between
+    (router_decisions_total unchanged).  A run whose route moved must still have served every
+    request; it is repeated, up to three runs in all."""
+    model, effective = "digits_classifier", tier or platform.fleet.tiers.default_tier
     bootstrap = write_proxyless_bootstrap(tmp_path / "xds-bootstrap.json", node_id="proxyless-test",
                                           xds_port=platform.ports.xds)
-    code = (
-        "import numpy as np, tritonclient.grpc as g\n"
-        "c = g.InferenceServerClient('xds:///digits_classifier')\n"
-        "i = g.InferInput('float_input', [1, 64], 'FP32'); i.set_data_from_numpy(np.zeros((1, 64), np.float32))\n"
-        "print(sum(int(c.infer('digits_classifier', [i]).as_numpy('label').shape == (1, 1)) for _ in range(10)))\n"
-    )
-    before = triton_success(platform)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, GRPC_XDS_BOOTSTRAP=str(bootstrap)))
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "10"
-    after = triton_success(platform)
-    landed = {p: after[(p, "digits_classifier")] - before[(p, "digits_classifier")] for p in ("cpu", "gpu")}
-    assert sum(landed.values()) == 10
+    moved = []
+    for _ in range(3):
+        decided_before = route_decisions(platform, model, effective)
+        w_before = weights(platform, model, effective)
+        before = triton_success(platform)
+        out = subprocess.run([sys.executable, "-c", PROXYLESS_CLIENT, str(PROXYLESS_REQUESTS), tier or ""],
+                             capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, GRPC_XDS_BOOTSTRAP=str(bootstrap)))
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip() == str(PROXYLESS_REQUESTS)
+        after = triton_success(platform)
+        w_after = weights(platform, model, effective)
+        landed = {pool: after[(pool, m)] - before[(pool, m)] for pool, m in after if m == model}
+        assert sum(landed.values()) == PROXYLESS_REQUESTS, landed
+        if w_before == w_after and route_decisions(platform, model, effective) == decided_before:
+            break
+        moved.append((w_before, w_after))
+    else:
+        pytest.fail(f"{model}/{effective} weights moved during each of 3 runs, the split was never judged: {moved}")
+    total = sum(w_before.values())
+    assert total > 0, f"{model}/{effective} has no weight on any pool: {w_before}"
+    ranges = {pool: weighted_count_range(PROXYLESS_REQUESTS, w_before.get(pool, 0), total)
+              for pool in set(w_before) | set(landed)}
+    outside = {pool: (landed.get(pool, 0), ranges[pool]) for pool in ranges
+               if not ranges[pool][0] <= landed.get(pool, 0) <= ranges[pool][1]}
+    assert not outside, (f"{model}/{effective}: weights {w_before}, requests per pool {landed}; "
+                         f"outside their range (count, range): {outside}")
 
 
 def _metrics_pages(platform: LocalPlatform) -> list[str]:

@@ -1,7 +1,9 @@
 """A fake platform /metrics page: every name of router_lib/metric_names.py with made-up values.
 
-Only for testing the PNG renderer and the metric-name check before the real local platform runs:
-the values are synthetic (steady rates, an exponential latency distribution), never measurements.
+Only for testing the PNG renderer without starting the platform: the values are synthetic (steady
+rates, an exponential latency distribution), never measurements.  Being written from the same list
+as the dashboards, it cannot show a dashboard name wrong; tests/platform/test_end_to_end.py checks
+that every name it serves is also served by the running platform.
 Served with the label sets the real exporters use (Triton's model/version plus the `pool` label
 the scrape adds, Envoy's envoy_cluster_name / envoy_virtual_cluster).
 """

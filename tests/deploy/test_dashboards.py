@@ -1,10 +1,15 @@
-"""Dashboards: generated JSON up to date, queries read only exported metrics, and the PNG renderer
-draws every panel from a real Prometheus (scraping a fake exporter: synthetic values)."""
+"""Dashboards, offline: generated JSON up to date, queries read only names of the metric contract
+(router_lib/metric_names.py), and the PNG renderer draws every panel from a real Prometheus scraping
+a fake exporter (synthetic values).
+
+Whether the running platform really serves those names is checked against the real processes in
+tests/platform/test_end_to_end.py (dashboards and alerts; the contract and the fake exporter),
+which `make test` runs; no check here needs a platform.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -14,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from dashboards.definitions import DASHBOARDS
-from dashboards.promql_names import contract_names, metric_names_in, names_on_metrics_page, recording_rule_names
+from dashboards.promql_names import contract_names, metric_names_in, recording_rule_names
 from tests.deploy.conftest import REPO, deploy_tool, run, system_tool
-from tests.deploy.fake_exporter import FakeExporter, exposition
+from tests.deploy.fake_exporter import FakeExporter
 
 GENERATED = REPO / "dashboards" / "generated"
 
@@ -26,11 +31,13 @@ def all_queries() -> list[tuple[str, str]]:
 
 
 def test_generated_json_is_up_to_date() -> None:
+    """dashboards/generated/*.json is what `python -m dashboards.build` makes from the definitions."""
     p = run([deploy_tool("python"), "-m", "dashboards.build", "--check"])
     assert p.returncode == 0, p.stderr
 
 
 def test_generated_json_holds_the_defined_queries() -> None:
+    """The generated JSON holds exactly the PromQL of dashboards/definitions.py, no more, no less."""
     in_json = {t["expr"] for f in GENERATED.glob("*.json") for p in json.loads(f.read_text())["panels"]
                for t in p["targets"]}
     assert in_json == {expr for _, expr in all_queries()}
@@ -44,10 +51,12 @@ def test_generated_json_holds_the_defined_queries() -> None:
     ("tier:sla_latency_slow:ratio_rate1h / 0.01", {"tier:sla_latency_slow:ratio_rate1h"}),
 ], ids=["rate-division", "histogram", "vector-matching", "function-only", "recording-rule"])
 def test_metric_names_are_read_from_promql(expr: str, names: set[str]) -> None:
+    """The PromQL scan finds the metric names and nothing else (functions, keywords, labels, numbers)."""
     assert metric_names_in(expr) == names
 
 
 def test_dashboards_read_only_metrics_the_platform_exports() -> None:
+    """Every panel queries only names of the contract or recording rules of alerts/rules.yaml."""
     known = contract_names() | recording_rule_names()
     for where, expr in all_queries():
         unknown = metric_names_in(expr) - known
@@ -55,29 +64,12 @@ def test_dashboards_read_only_metrics_the_platform_exports() -> None:
 
 
 def test_autoscaling_reads_only_metrics_the_platform_exports(documents: dict[str, list[dict]]) -> None:
+    """Every KEDA ScaledObject trigger of the prod overlay queries only names of the contract."""
     known = contract_names()
     for so in [d for d in documents["prod"] if d["kind"] == "ScaledObject"]:
         for trigger in so["spec"]["triggers"]:
             unknown = metric_names_in(trigger["metadata"]["query"]) - known
             assert not unknown, f"ScaledObject {so['metadata']['name']}: {sorted(unknown)}"
-
-
-def test_the_exposition_parser_reads_every_contract_name() -> None:
-    page_names = names_on_metrics_page(exposition(10.0))
-    for where, expr in all_queries():
-        names = metric_names_in(expr) - recording_rule_names()
-        assert names <= page_names, f"{where}: {sorted(names - page_names)}"
-
-
-@pytest.mark.skipif(not os.environ.get("PLATFORM_METRICS_URLS"),
-                    reason="no running platform: set PLATFORM_METRICS_URLS to its /metrics pages (space-separated)")
-def test_dashboards_read_only_metrics_a_running_platform_serves() -> None:
-    served: set[str] = set()
-    for url in os.environ["PLATFORM_METRICS_URLS"].split():
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            served |= names_on_metrics_page(resp.read().decode())
-    missing = {n for _, expr in all_queries() for n in metric_names_in(expr)} - served - recording_rule_names()
-    assert not missing, f"queried but not served by the running platform: {sorted(missing)}"
 
 
 def _free_port() -> int:
@@ -88,6 +80,8 @@ def _free_port() -> int:
 
 @pytest.mark.integration
 def test_png_renderer_draws_every_panel_from_prometheus(tmp_path: Path) -> None:
+    """Against a real Prometheus scraping the fake exporter, the renderer writes one non-trivial PNG
+    per dashboard and no panel comes out empty ("no data")."""
     prometheus = system_tool("prometheus", "install Debian's prometheus (--no-install-recommends)")
     python = deploy_tool("python")
     port = _free_port()

@@ -349,17 +349,29 @@ def _metrics_pages(platform: LocalPlatform) -> list[str]:
             + [f"{d['control_admin']}/metrics", f"{d['envoy_admin']}/stats/prometheus"])
 
 
-def test_dashboards_and_alerts_read_only_metrics_the_running_platform_serves(platform):
-    from dashboards.definitions import DASHBOARDS
-    from dashboards.promql_names import metric_names_in, names_on_metrics_page, recording_rule_names
+def served_metric_names(platform: LocalPlatform) -> set[str]:
+    """Every series name on the running platform's /metrics pages (Triton replicas, control server,
+    Envoy), after a request on every tier: Envoy creates per-tier virtual-cluster series on first use."""
+    from dashboards.promql_names import names_on_metrics_page
 
-    # traffic on every tier first, so per-tier virtual-cluster series exist
     url = f"http://{platform.describe()['http_endpoint']}/v2/models/digits_classifier/infer"
     for tier in ("gold", "silver", "bronze"):
         assert requests.post(url, json=rest_body("digits_classifier"), headers={"x-sla-tier": tier}, timeout=30).ok
     served: set[str] = set()
     for page in _metrics_pages(platform):
         served |= names_on_metrics_page(requests.get(page, timeout=10).text)
+    return served
+
+
+def test_dashboards_and_alerts_read_only_metrics_the_running_platform_serves(platform):
+    """Every metric a dashboard panel or an alert rule queries is served by the running platform or
+    is a recording rule of alerts/rules.yaml (or Prometheus' own ``up``).  This is the live check
+    the offline tests/deploy/test_dashboards.py relies on: there the names are only checked against
+    the list in router_lib/metric_names.py."""
+    from dashboards.definitions import DASHBOARDS
+    from dashboards.promql_names import metric_names_in, recording_rule_names
+
+    served = served_metric_names(platform)
     queried = {n for d in DASHBOARDS.values() for p in d.panels for q in p.queries for n in metric_names_in(q.expr)}
     rules = yaml.safe_load((ROOT / "alerts" / "rules.yaml").read_text())
     for group in rules["groups"]:
@@ -367,6 +379,22 @@ def test_dashboards_and_alerts_read_only_metrics_the_running_platform_serves(pla
             queried |= metric_names_in(rule["expr"])
     missing = queried - served - recording_rule_names() - {"up"}
     assert not missing, f"queried but not served by the running platform: {sorted(missing)}"
+
+
+def test_the_metric_contract_and_the_fake_exporter_name_only_metrics_the_running_platform_serves(platform):
+    """Every name in router_lib/metric_names.py, and every name tests/deploy/fake_exporter.py serves
+    (it stands in for the platform when the dashboard PNG renderer is tested), is served by the
+    running platform.  Both are written from that list, so only the real platform can show them wrong."""
+    from dashboards.promql_names import names_on_metrics_page
+    from router_lib import metric_names
+    from tests.deploy.fake_exporter import exposition
+
+    served = served_metric_names(platform)
+    contract = {*metric_names.CONTROL_PLANE, *metric_names.EMULATION, *metric_names.TRITON_READ,
+                *metric_names.ENVOY_READ}
+    assert not contract - served, f"in router_lib/metric_names.py, not served: {sorted(contract - served)}"
+    faked = names_on_metrics_page(exposition(10.0))
+    assert not faked - served, f"served by the fake exporter, not by the platform: {sorted(faked - served)}"
 
 
 def test_prometheus_scrapes_every_part_of_the_platform_with_pool_labels(platform):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fleet.replica import ReplicaInfo
-from fleet.triton_process import Ports, TritonProcess, free_port, prepare_backend_dir
+from fleet.triton_process import Ports, TritonProcess, prepare_backend_dir
 from model_repository.definitions import ModelDefinition
 from model_repository.triton_config import target_for_pool, write_repository
 from router_lib.config import ConfigError
@@ -278,7 +278,7 @@ class FleetSupervisor:
             except (RuntimeError, TimeoutError):
                 log.warning("restart of %s on %s failed (attempt %d); new ports", old.name, ports, attempt + 1)
                 new.stop()
-                ports = Ports(free_port(), free_port(), free_port())
+                ports = Ports.pick()
         else:
             log.error("giving up restarting %s", old.name)
             return

@@ -35,6 +35,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free right now: all bound at once, so no two picks return the same
+    port (three separate ``free_port`` calls once gave Triton one port for HTTP and metrics)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def prepare_backend_dir(dest: Path) -> Path:
     """``<dest>/python`` (Triton's Python backend + this Python's stub) and one folder per
     Python-based backend of this project (``onnxruntime``, ``emulated``), linked to the sources."""
@@ -77,7 +92,7 @@ class Ports:
 
     @classmethod
     def pick(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port())
+        return cls(*free_ports(3))
 
 
 @dataclass

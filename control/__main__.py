@@ -33,7 +33,7 @@ def serve(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     xds = XdsServer(port=args.xds_port, host=args.listen_address, registry=registry)
     port = xds.start()
-    policy = PolicySettings()
+    policy = PolicySettings(**fleet.routing)  # type: ignore[arg-type]
     settings = dataplane_settings(fleet, policy, http_port=args.http_port, grpc_port=args.grpc_port)
     controller = wire_local(
         fleet=fleet,

@@ -83,35 +83,61 @@ def _send(conn: http.client.HTTPConnection, body: bytes, json_size: int, model: 
     return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
 
 
-def run_open_loop(endpoint: str, phases: Sequence[Phase], mix: Sequence[RouteMix], *, seed: int = 1,
-                  workers: int = 32, on_record: Callable[[RequestRecord], None] | None = None) -> OpenLoopResult:
-    """Send the schedule to ``endpoint`` (``127.0.0.1:port``, Envoy's HTTP listener); return every record."""
-    host, port = endpoint.rsplit(":", 1)
-    require_loopback(host, "the endpoint")
+@dataclass(frozen=True)
+class Arrival:
+    """One request of a schedule: ``offset_s`` after the start, to ``model`` at ``tier``."""
+
+    offset_s: float
+    model: str
+    tier: str
+
+
+def mixed_arrivals(phases: Sequence[Phase], mix: Sequence[RouteMix], seed: int = 1) -> list[Arrival]:
+    """Poisson arrivals over ``phases``, each assigned a route of ``mix`` by its share."""
     if not mix or sum(m.share for m in mix) <= 0:
         raise ValueError("the route mix must have a positive share")
+    rng = random.Random(seed + 1)
+    weights = [m.share for m in mix]
+    return [Arrival(t, route.model, route.tier)
+            for t, route in ((t, rng.choices(mix, weights)[0]) for t in arrival_times(phases, seed))]
+
+
+def run_open_loop(endpoint: str, phases: Sequence[Phase], mix: Sequence[RouteMix], *, seed: int = 1,
+                  workers: int = 32, on_record: Callable[[RequestRecord], None] | None = None) -> OpenLoopResult:
+    """Send Poisson arrivals over ``phases`` with the route ``mix`` to ``endpoint``."""
+    return run_arrivals(endpoint, mixed_arrivals(phases, mix, seed), seed=seed, workers=workers, on_record=on_record)
+
+
+def run_arrivals(endpoint: str, schedule: Sequence[Arrival], *, seed: int = 1, workers: int = 32,
+                 on_record: Callable[[RequestRecord], None] | None = None,
+                 start_at_unix_s: float | None = None) -> OpenLoopResult:
+    """Send every arrival of ``schedule`` at its time to ``endpoint`` (``127.0.0.1:port``, Envoy's
+    HTTP listener); return every record.  ``start_at_unix_s``: when offset 0 is (several runs
+    started at the same instant see the same arrivals at the same times)."""
+    host, port = endpoint.rsplit(":", 1)
+    require_loopback(host, "the endpoint")
     import tritonclient.http as httpclient
 
     rng = random.Random(seed)
-    times = arrival_times(phases, seed)
-    weights = [m.share for m in mix]
     # A few payloads per model, built once: the server's work, not the client's, is measured.
-    bodies = {m.model: [(b, http_body(b)) for b in (make_batch(m.model, 1, rng) for _ in range(8))] for m in mix}
-    todo: queue.Queue[tuple[float, RouteMix, int] | None] = queue.Queue()
-    for t in times:
-        todo.put((t, rng.choices(mix, weights)[0], rng.randrange(8)))
+    bodies = {model: [(b, http_body(b)) for b in (make_batch(model, 1, rng) for _ in range(8))]
+              for model in sorted({a.model for a in schedule})}
+    todo: queue.Queue[tuple[Arrival, int] | None] = queue.Queue()
+    for arrival in sorted(schedule, key=lambda a: a.offset_s):
+        todo.put((arrival, rng.randrange(8)))
     for _ in range(workers):
         todo.put(None)
     records: list[RequestRecord] = []
     lock = threading.Lock()
     late = [0.0]
-    started = time.time() + 0.2
-    origin = time.monotonic() + 0.2
+    started = start_at_unix_s if start_at_unix_s is not None else time.time() + 0.2
+    origin = time.monotonic() + (started - time.time())
 
     def work() -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
         while (item := todo.get()) is not None:
-            offset, route, i = item
+            route, i = item
+            offset = route.offset_s
             wait = origin + offset - time.monotonic()
             if wait > 0:
                 time.sleep(wait)

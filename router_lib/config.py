@@ -272,6 +272,29 @@ def _autoscaling(path: Path, raw: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _routing(path: Path, raw: dict[str, Any]) -> dict[str, float | bool]:
+    """The ``routing:`` block: each a field of ``PolicySettings``, checked by building them."""
+    from dataclasses import fields
+
+    from router_lib.policy_types import PolicySettings
+
+    kinds = {f.name: f.type for f in fields(PolicySettings)}
+    out: dict[str, float | bool] = {}
+    for key, value in raw.items():
+        if key not in kinds:
+            raise ConfigError(path, f"routing.{key}", f"unknown field; known: {sorted(kinds)}")
+        want_bool = kinds[key] in ("bool", bool)
+        if want_bool != isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"routing.{key}", f"must be {'true or false' if want_bool else 'a number'}, "
+                              f"got {value!r}")
+        out[str(key)] = value
+    try:
+        PolicySettings(**out)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise ConfigError(path, "routing", str(e)) from None
+    return out
+
+
 def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> Fleet:
     """Load ``fleet.yaml`` and the prices, tiers and profiles it points at (paths relative to it).
 
@@ -282,7 +305,7 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
     path = Path(path)
     r = _Reader(path, read_yaml(path))
     r.unknown_keys({"prices", "tiers", "profiles", "pools", "max_local_replicas", "budget_per_hour_usd",
-                    "time_dilation", "autoscaling"})
+                    "time_dilation", "autoscaling", "routing"})
     base = path.parent
     prices = load_prices(base / r.str("prices"))
     tiers = load_tiers(base / r.str("tiers"))
@@ -346,7 +369,9 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
                           f"({sum(p.replica_bounds[0] for p in pools)})")
     budget = r.float("budget_per_hour_usd", positive=True) if r.has("budget_per_hour_usd") else None
     autoscaling = _autoscaling(path, r.mapping("autoscaling") if r.has("autoscaling") else {})
-    fleet = Fleet(tuple(pools), profiles, tiers, prices, all_models, local_limit, budget, autoscaling=autoscaling)
+    routing = _routing(path, r.mapping("routing") if r.has("routing") else {})
+    fleet = Fleet(tuple(pools), profiles, tiers, prices, all_models, local_limit, budget, autoscaling=autoscaling,
+                  routing=routing)
     if r.has("time_dilation"):
         k = r.float("time_dilation", minimum=1.0)
         if any(not p.emulated for p in pools) and k != 1.0:

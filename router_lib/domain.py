@@ -206,6 +206,9 @@ class Fleet:
     # The capacity decider's settings as written in the fleet file (``autoscaling:``), validated
     # at load by building ``router_lib.capacity_types.CapacitySettings`` from them.
     autoscaling: Mapping[str, float] = field(default_factory=dict)
+    # The routing policy's settings as written in the fleet file (``routing:``), validated at
+    # load by building ``router_lib.policy_types.PolicySettings`` from them.
+    routing: Mapping[str, float | bool] = field(default_factory=dict)
 
     def pool(self, name: str) -> PoolSpec:
         for p in self.pools:

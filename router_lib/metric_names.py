@@ -69,8 +69,10 @@ ENVOY_READ = (
 # Buckets (ms) of Envoy's upstream_rq_time histograms (bootstrap stats_config.histogram_bucket_settings).
 # Every tier's p99 bound (data/tiers.yaml) must be a bucket edge, or "requests within the bound"
 # cannot be counted exactly; Envoy's default buckets lack 150.
-# 500 and 1500 are the gold and silver bounds in time dilated x10 (fleet ``time_dilation``).
-ENVOY_RQ_TIME_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000, 1500, 2500, 5000, 10000)
+# Gold and silver bounds in time dilated x10 (500, 1500), x20 (1000, 3000) and x40 (2000, 6000)
+# are edges too (fleet ``time_dilation``; capacity experiments run at x40).
+ENVOY_RQ_TIME_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000, 1500, 2000, 2500, 3000, 5000,
+                            6000, 10000)
 
 # Envoy's virtual clusters on the route configuration's virtual host are named after the tiers of
 # data/tiers.yaml (xds_server builds one per tier; the default tier's also matches requests without

@@ -62,7 +62,8 @@ class Tick:
     def start_tier(self, rank: int) -> None:
         """Pools whose strictest tier is stricter than ``rank`` stay protected while one tier is placed."""
         self.rank = rank
-        self.protected = frozenset(n for n, r in zip(self.pool_names, self.strictest_rank, strict=True) if r < rank)
+        if self.settings.tier_isolation:
+            self.protected = frozenset(n for n, r in zip(self.pool_names, self.strictest_rank, strict=True) if r < rank)
 
 
 class Placement(NamedTuple):

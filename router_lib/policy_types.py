@@ -73,6 +73,11 @@ class PolicySettings:
     * ``max_step``: most weight points any pool gains or loses in one decision (excluded pools
       drop to 0 at once regardless).  ``deadband``: moves smaller than this are not made.
     * ``max_error_rate``: a pool failing more than this fraction of a model's requests is unhealthy.
+    * ``tier_isolation``: a looser tier tries pools that carry no stricter tier first (and spills
+      its excess there).  Off, every tier takes the cheapest feasible pools, sharing them with
+      stricter tiers; the strictest tier's safe utilisation still caps a shared pool, which is what
+      the planner assumes (its tier-class groups carry looser tiers), so capacity and routing then
+      agree on where looser tiers go.
     * ``use_observed_p99``: exclude a pool whose measured p99 (Envoy) is over the tier bound even if
       the prediction says it fits (the profile may be wrong; measurement wins).
     """
@@ -88,6 +93,7 @@ class PolicySettings:
     deadband: int = 2
     max_error_rate: float = 0.5
     use_observed_p99: bool = True
+    tier_isolation: bool = True
 
     def __post_init__(self) -> None:
         if self.total_weight < 1:

@@ -63,6 +63,10 @@ FLEET_CASES = [
      "unknown field"),
     ("autoscaling-not-a-number", lambda d: d.update(autoscaling={"headroom": "lots"}), "autoscaling.headroom",
      "must be a number"),
+    ("routing-unknown-knob", lambda d: d.update(routing={"isolation": False}), "routing.isolation", "unknown field"),
+    ("routing-flag-not-bool", lambda d: d.update(routing={"tier_isolation": "no"}), "routing.tier_isolation",
+     "must be true or false"),
+    ("routing-headroom-out-of-range", lambda d: d.update(routing={"headroom": 2}), "routing", "headroom must be"),
     ("autoscaling-headroom-below-one", lambda d: d.update(autoscaling={"headroom": 0.5}), "autoscaling.headroom",
      "must be >= 1"),
 ]

@@ -26,9 +26,9 @@ NAMES = TABLE.pool_names[EMBED]  # cpu, gpu, inf: the order of a placement's lis
 
 
 def place(demands: Mapping[str, float], *, ready: Mapping[str, int] = READY, f: Fleet = THREE_POOLS,
-          table: CapacityTable = TABLE) -> dict[str, Placement]:
+          table: CapacityTable = TABLE, settings: PolicySettings | None = None) -> dict[str, Placement]:
     """Pick every tier of ``embed`` in one tick, strictest first; -> tier -> placement."""
-    tick = Tick(PolicyInputs(f, metrics(), dict(ready)), table, {})
+    tick = Tick(PolicyInputs(f, metrics(), dict(ready), settings or PolicySettings()), table, {})
     feasible: set[RoutePool] = set()
     out = {}
     for rank, tier in enumerate(table.tiers_strictest_first):
@@ -118,3 +118,13 @@ def test_target_weights_are_integers_summing_to_the_total(shares: list[float], e
 
 def test_a_remainder_tie_goes_to_the_pool_taking_more() -> None:
     assert target_weights([1.0, 3.0], 2) == [0, 2]  # exact 0.5 and 1.5: both remainders 0.5
+
+
+def test_without_tier_isolation_a_looser_tier_shares_the_cheapest_pool_up_to_the_stricter_tiers_cap() -> None:
+    isolated = place({"gold": 100.0, "bronze": 50.0})
+    settings = PolicySettings(tier_isolation=False)
+    shared = place({"gold": 100.0, "bronze": 50.0}, table=build_capacity_table(THREE_POOLS, settings),
+                   f=THREE_POOLS, settings=settings)
+    assert takes(isolated["gold"]) == takes(shared["gold"]) == {"cpu": 0.0, "gpu": 0.0, "inf": 100.0}
+    assert takes(isolated["bronze"])["inf"] == 0.0  # kept off the pool that carries gold
+    assert takes(shared["bronze"]) == {"cpu": 0.0, "gpu": 0.0, "inf": 50.0}  # the cheapest per request

@@ -25,7 +25,7 @@ pool going to 0 is draining in the same tick, so routing moves its traffic befor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from router_lib.capacity_limits import (
@@ -101,10 +101,16 @@ def _from_plan(pool: PoolSpec, previous: int, ready: int, starting: int, plan: C
     return _Trace(pool, previous, ready, starting, target, target, unshed, shed_cut=unshed > target, notes=(note,))
 
 
-def _with_live(t: _Trace, inputs: CapacityInputs) -> _Trace:
+def _with_live(t: _Trace, inputs: CapacityInputs, arriving: Sequence[str] = ()) -> _Trace:
     """Live signals raise the target; while replicas start, no further for the same need.  A pool
     being emptied (desired 0 last tick) is not raised by what its last replicas still report: its
-    traffic is moving elsewhere, and it comes back only when the plan gives it replicas."""
+    traffic is moving elsewhere, and it comes back only when the plan gives it replicas.
+
+    ``arriving``: other pools the plan is bringing up (their plan target is above their ready
+    replicas and they have replicas starting, or are asked for them now).  This pool's overload is
+    then traffic the plan moves there once they are ready; raising this pool for it buys replicas
+    that the window then holds idle (measured: a CPU pool went 1 -> 16 while one Inferentia
+    replica started), so it waits for them instead, like for its own starting replicas."""
     if t.previous == 0:
         return t
     entries = [m for (pool, _model), m in inputs.metrics.by_pool_model.items() if pool == t.pool.name]
@@ -113,6 +119,10 @@ def _with_live(t: _Trace, inputs: CapacityInputs) -> _Trace:
     if not needs or needs[0].replicas <= t.value:
         return t
     need = needs[0]
+    if arriving:  # keep what it has (no fall either: it carries the load until they are ready)
+        value = max(t.value, min(need.replicas, max(t.previous, t.ready + t.starting)))
+        return t.noted(f"{need.why}, but the plan brings up {', '.join(arriving)} for this demand: waits for it",
+                       value=value, cold_wait=need.replicas > value)
     if t.starting <= 0:
         return t.noted(need.why, value=need.replicas, driver=need.kind)
     have = max(t.previous, t.ready + t.starting)
@@ -222,9 +232,11 @@ def _pool_traces(inputs: CapacityInputs, plan: CachedPlan, previous: Mapping[str
     fleet, settings = inputs.fleet, inputs.settings
     active = [p for p in fleet.pools if p.name not in inputs.drains]
     usable = [p for p in active if p.replica_bounds[1] > 0]
-    traces = {p.name: _with_bounds(_with_live(_from_plan(p, previous[p.name], inputs.ready.get(p.name, 0),
-                                                         inputs.starting.get(p.name, 0), plan), inputs))
-              for p in active}
+    planned = {p.name: _from_plan(p, previous[p.name], inputs.ready.get(p.name, 0), inputs.starting.get(p.name, 0),
+                                  plan) for p in active}
+    arriving = [n for n, t in planned.items()
+                if t.plan_target > t.ready and (t.starting > 0 or t.previous < t.plan_target)]
+    traces = {n: _with_bounds(_with_live(t, inputs, [a for a in arriving if a != n])) for n, t in planned.items()}
     keepers = tier_floor(fleet, usable, {n: t.value for n, t in traces.items()}, previous, settings.policy)
     remembered: dict[str, PoolMemory] = {}
     for name, t in traces.items():

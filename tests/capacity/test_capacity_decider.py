@@ -157,6 +157,24 @@ def test_a_pool_goes_to_zero_draining_and_comes_back_from_zero() -> None:
     assert low_again.pools["cpu"].kind is R.FROM_ZERO
 
 
+def test_an_overloaded_pool_waits_for_the_pool_the_plan_brings_up_instead_of_growing() -> None:
+    # 720 req/s: the plan moves the load to one gpu (from zero); meanwhile the cpu, which still
+    # carries it, queues.  Adding cpus for traffic that moves away is what the window would then
+    # hold idle: the cpu waits while the gpu starts, and is raised only if the gpu never comes.
+    f = make_fleet((("cpu", 1, 1, 10), ("gpu", 0, 0, 10)))
+    queue = {"cpu": {"queue_depth": 80.0}}
+    asked, state = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 1, "gpu": 0}, signals=queue), None, 0.0)
+    assert (asked.pools["gpu"].desired_replicas, asked.pools["gpu"].kind) == (1, R.FROM_ZERO)
+    assert (asked.pools["cpu"].desired_replicas, asked.pools["cpu"].kind) == (1, R.COLD_START_WAIT)
+    assert "the plan brings up gpu" in asked.pools["cpu"].reason
+    starting, state = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 1, "gpu": 0}, signals=queue,
+                                             starting={"gpu": 1}), state, 1.0)
+    assert starting.pools["cpu"].desired_replicas == 1
+    # the gpu is ready and takes its share: a queue on the cpu now is the cpu's own shortfall
+    ready, _ = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 1, "gpu": 1}, signals=queue), state, 2.0)
+    assert ready.pools["cpu"].kind is R.QUEUE_UP and ready.pools["cpu"].desired_replicas > 1
+
+
 def test_a_pool_being_emptied_is_not_brought_back_by_its_leftover_queue() -> None:
     f = make_fleet()
     low, state = decide_capacity(inputs(f, {"gold": 50}, {"cpu": 1, "gpu": 1}), None, 0.0)

@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
 include deploy/deploy.mk
-.PHONY: help setup system-deps models test test-fast lint typecheck demo demo-real up status benchmark benchmark-foundation profile profile-check clean
+.PHONY: help setup system-deps models test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -42,11 +42,14 @@ lint: $(VENV_STAMP) ## ruff
 typecheck: $(VENV_STAMP) ## mypy on the pure core
 	.venv/bin/mypy router_lib
 
-demo: setup ## set up, start the local platform, run a mixed-tier load and report (fleet.demo.yaml)
-	$(PY) -m local_platform demo --fleet fleet.demo.yaml
+demo: setup ## capacity follows demand: heterogeneous vs single-accelerator fleets on the same arrivals, cost and SLAs
+	$(PY) -m local_platform demo
 
-demo-real: setup ## the demo with every emulated pool running the real model on this CPU (fleet.yaml)
-	$(PY) -m local_platform demo --fleet fleet.yaml
+demo-routing: setup ## the routing demo: real CPU pool + emulated pools (synthetic outputs), mixed-tier load (fleet.demo.yaml)
+	$(PY) -m local_platform demo-routing --fleet fleet.demo.yaml
+
+demo-real: setup ## the routing demo with every emulated pool running the real model on this CPU (fleet.yaml)
+	$(PY) -m local_platform demo-routing --fleet fleet.yaml
 
 up: setup ## start the local platform and serve until Ctrl-C
 	$(PY) -m local_platform up

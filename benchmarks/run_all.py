@@ -46,6 +46,8 @@ BENCHES = (
     # fleet.yaml they run MiniLM on this 2-core CPU and lag (see README, make demo-real).
     Bench("platform", "benchmarks.platform.load_bench", ("--fleet", "fleet.demo.yaml", "--base-users", "6"),
           "benchmarks/results/platform", 1500),
+    # Autoscaled heterogeneous vs single-accelerator vs static fleets, side by side (emulated, x40).
+    Bench("capacity", "benchmarks.capacity.run", ("--repeats", "3"), "benchmarks/results/capacity", 1800),
 )
 
 

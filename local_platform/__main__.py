@@ -82,8 +82,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo_routing(args: argparse.Namespace) -> int:
     from local_platform.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from local_platform.capacity_demo import run_demo
 
     return run_demo(args)
 
@@ -92,14 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m local_platform", description=__doc__.splitlines()[0])
     ap.add_argument("--log-level", default="WARNING")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, fn in (("up", cmd_up), ("status", cmd_status), ("demo", cmd_demo)):
+    demo = sub.add_parser("demo", help="capacity follows demand: fleets side by side, what each cost")
+    demo.set_defaults(fn=cmd_demo)
+    from local_platform.capacity_demo import add_arguments
+
+    add_arguments(demo)
+    for name, fn in (("up", cmd_up), ("status", cmd_status), ("demo-routing", cmd_demo_routing)):
         p = sub.add_parser(name)
         p.set_defaults(fn=fn)
         if name != "status":
             p.add_argument("--fleet", type=Path, default=PROJECT_ROOT / "fleet.yaml")
             p.add_argument("--http-port", type=int, default=8000)
             p.add_argument("--grpc-port", type=int, default=8001)
-        if name == "demo":
+        if name == "demo-routing":
             p.add_argument("--duration-s", type=int, default=90)
             p.add_argument("--users", type=int, default=6,
                            help="locust users at base load (12 is about 40 req/s; the step doubles it)")

@@ -119,6 +119,21 @@ def trace_arrivals(workload: Workload, dilation: float, seed: int | None = None)
             for t, m, k in zip(trace.times_s, trace.model_index, trace.tier_index, strict=True)]
 
 
+def _start(fleet_path: Path, workdir: Path, interval_s: float, attempts: int = 3) -> LocalPlatform:
+    """Start one platform on ports picked now; another platform starting replicas at the same
+    time can take a picked port before it is bound, so a failed start is retried on new ports."""
+    for attempt in range(1, attempts + 1):
+        platform = LocalPlatform(fleet_path=fleet_path, workdir=workdir, ports=PlatformPorts(http=0, grpc=0),
+                                 interval_s=interval_s)
+        try:
+            return platform.start()
+        except (RuntimeError, TimeoutError) as e:  # start() stopped what it started
+            if attempt == attempts:
+                raise
+            log.warning("starting %s failed (%s); retrying on new ports", fleet_path.parent.name, e)
+    raise AssertionError("unreachable")
+
+
 def _sample(platform: LocalPlatform, path: Path, stop: threading.Event, interval_s: float) -> None:
     with path.open("w") as f:
         while not stop.wait(interval_s):
@@ -134,10 +149,15 @@ def _sample(platform: LocalPlatform, path: Path, stop: threading.Event, interval
 
 def run_experiment(variants: Sequence[FleetVariant], workload: Workload, out: Path, *, dilation: float,
                    autoscaling: Mapping[str, float], routing: Mapping[str, float | bool] | None = None,
-                   machine_limit: int = 24, seed: int | None = None,
+                   machine_limit: int = 24, seed: int | None = None, warmup_s: float = 20.0,
                    interval_s: float = 1.0, workers: int = 48, notes: Sequence[str] = ()) -> list[Path]:
-    """Run ``workload`` through every variant at once; return the run folders."""
+    """Run ``workload`` through every variant at once; return the run folders.
+
+    ``warmup_s`` (wall): before the measured run, each fleet gets the trace's first ``warmup_s``
+    seconds of arrivals, unrecorded, so that every fleet starts the run settled at the trace's
+    starting demand rather than at its configured replica counts."""
     arrivals = trace_arrivals(workload, dilation, seed)
+    warmup = [Arrival(a.offset_s, a.model, a.tier) for a in arrivals if a.offset_s < warmup_s]
     platforms: list[tuple[FleetVariant, LocalPlatform, Path]] = []
     try:
         for variant in variants:
@@ -146,11 +166,18 @@ def run_experiment(variants: Sequence[FleetVariant], workload: Workload, out: Pa
             fleet_path = folder / "fleet.yaml"
             fleet_path.write_text(variant.fleet_yaml(dilation, autoscaling, machine_limit, routing))
             print(f"  starting {variant.name} ({', '.join(variant.pools)}) ...", flush=True)
-            platform = LocalPlatform(fleet_path=fleet_path, workdir=folder / "platform",
-                                     ports=PlatformPorts(http=0, grpc=0), interval_s=interval_s)
-            platforms.append((variant, platform, folder))
-            platform.start()
-        start_at = time.time() + 3.0
+            platforms.append((variant, _start(fleet_path, folder / "platform", interval_s), folder))
+        if warmup:
+            print(f"  warm-up: {warmup_s:g} wall s at the trace's starting demand (not recorded) ...", flush=True)
+            warm_at = time.time() + 1.0
+            warmers = [threading.Thread(target=run_arrivals, args=(f"127.0.0.1:{p.ports.http}", warmup),
+                                        kwargs={"workers": workers, "start_at_unix_s": warm_at}, daemon=True)
+                       for _, p, _ in platforms]
+            for t in warmers:
+                t.start()
+            for t in warmers:
+                t.join()
+        start_at = time.time() + 1.0
         stop = threading.Event()
         samplers = [threading.Thread(target=_sample, args=(p, folder / "timeline.jsonl", stop, 1.0), daemon=True)
                     for _, p, folder in platforms]
@@ -182,7 +209,7 @@ def run_experiment(variants: Sequence[FleetVariant], workload: Workload, out: Pa
                 "name": variant.name, "autoscaled": variant.autoscaled, "dilation": dilation,
                 "started_unix_s": result.started_unix_s, "duration_s": workload.duration_s,
                 "workload": workload.name, "seed": workload.seed if seed is None else seed,
-                "arrivals": len(arrivals), "max_late_ms": result.max_late_ms,
+                "arrivals": len(arrivals), "max_late_ms": result.max_late_ms, "warmup_wall_s": warmup_s,
                 "pools": {p.name: {"accelerator": p.accelerator.value, "instance_type": p.instance_type,
                                    "price_per_hour_usd": p.price_per_hour_usd, "bounds": list(p.replica_bounds),
                                    "outputs": "synthetic" if p.outputs is EmulatedOutputs.SYNTHETIC else "real"}

@@ -1,4 +1,4 @@
-"""``python -m local_platform demo``: the platform under a short mixed-tier load, and what it shows.
+"""``python -m local_platform demo-routing``: the platform under a short mixed-tier load, and what it shows.
 
 Starts the local platform (Triton pools, control server, Envoy on 8000/8001 by default), runs
 the mixed-tier locust workload with a load step (``locustfiles/``), samples the control plane
@@ -65,7 +65,7 @@ def run_demo(args: argparse.Namespace) -> int:
             notes.append(f"SYNTHETIC OUTPUTS from {', '.join(synthetic)} (fleet {args.fleet}): these emulated pools "
                          "answered with zeros of the right shape instead of running the model, so their timing is "
                          "the accelerator profile's and not this CPU's. A timing study of the routing, not of the "
-                         "answers; `python -m local_platform demo --fleet fleet.yaml` runs every model for real.")
+                         "answers; `python -m local_platform demo-routing --fleet fleet.yaml` runs every model for real.")
             print("NOTE: " + notes[-1], flush=True)
         record_run(platform, out / "run", label="demo", shape=DEMO_SHAPE, duration_s=float(args.duration_s),
                    base_users=args.users, notes=tuple(notes))

@@ -28,7 +28,7 @@ from fleet.prometheus import PrometheusProcess
 from fleet.replica import ReplicaInfo
 from fleet.runtime import write_runtime
 from fleet.supervisor import FleetSupervisor, wait_until
-from fleet.triton_process import PROJECT_ROOT, free_port
+from fleet.triton_process import PROJECT_ROOT, free_ports
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
 from router_lib.metric_names import envoy_stats_url
@@ -48,8 +48,9 @@ class PlatformPorts:
     envoy_admin: int = 0
 
     def resolve(self) -> PlatformPorts:
-        return PlatformPorts(self.http or free_port(), self.grpc or free_port(), self.xds or free_port(),
-                             self.admin or free_port(), self.envoy_admin or free_port())
+        picked = iter(free_ports(5))  # distinct: picked together
+        return PlatformPorts(*(port or next(picked) for port in (self.http, self.grpc, self.xds, self.admin,
+                                                                 self.envoy_admin)))
 
 
 def http_json(url: str, method: str = "GET", timeout_s: float = 10.0) -> Any:

@@ -25,7 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "reporting": {"router_lib", "locustfiles"},
     "control": {"router_lib", "xds_server", "fleet", "model_repository"},  # the loop and its adapters
     "profiler": {"router_lib", "model_repository", "fleet", "reporting"},
-    "local_platform": {"router_lib", "model_repository", "xds_server", "fleet", "reporting", "control"},
+    "local_platform": {"router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "reporting",
+                       "control"},
     "dashboards": {"router_lib"},
     "alerts": {"router_lib"},
     "deploy": {"router_lib", "model_repository"},

@@ -1,0 +1,172 @@
+"""Capacity benchmark: the same traces through (a) the autoscaled heterogeneous fleet, (b) every
+autoscaled single-accelerator fleet that can serve them, (c) the heterogeneous fleet fixed at the
+planner's fleet for the peak; side by side, repeated; results in ``benchmarks/results/capacity``.
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.capacity.run [--repeats 3] [--workloads ...]
+
+Each repeat runs every fleet at once on the same arrivals (``local_platform.capacity_experiment``:
+every pool emulated, synthetic outputs, time dilated x40; what that does and does not show is in
+the results).  ``summary.json`` holds every run (``runs``) and, per workload and fleet, the median
+and range over the repeats (``aggregate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ROOT, environment
+from local_platform.capacity_demo import DILATION, HEADROOM, _wall_units, run_capacity
+from local_platform.capacity_experiment import (
+    heterogeneous_variant,
+    load_base_fleet,
+    single_kind_variants,
+    static_peak_variant,
+)
+from router_lib.workload import load_workload
+
+WORKLOADS = ("capacity_rise_fall", "capacity_step")
+OUT = ROOT / "benchmarks" / "results" / "capacity"
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (workload, fleet): median and range of cost, ratio to the heterogeneous autoscaled run of
+    the same repeat, and the worst SLA compliance over the repeats."""
+    out = []
+    keys = sorted({(r["workload"], r["fleet"]) for r in runs})
+    for workload, fleet in keys:
+        mine = [r for r in runs if (r["workload"], r["fleet"]) == (workload, fleet)]
+        ratios = []
+        for r in mine:
+            het = [h for h in runs if h["workload"] == workload and h["repeat"] == r["repeat"]
+                   and h["fleet"] == "heterogeneous"]
+            if het and het[0]["integrated_cost_usd"]:
+                ratios.append(r["integrated_cost_usd"] / het[0]["integrated_cost_usd"])
+        tiers = sorted({t for r in mine for t in r["within_bound"]})
+        out.append({
+            "workload": workload, "fleet": fleet, "autoscaled": mine[0]["autoscaled"],
+            "integrated_cost_usd": _spread([r["integrated_cost_usd"] for r in mine]),
+            "cost_over_heterogeneous": _spread(ratios) if ratios else None,
+            "worst_within_bound": {t: min(r["within_bound"][t] for r in mine if t in r["within_bound"]) for t in tiers},
+            "failed_requests": sum(r["failed_requests"] for r in mine),
+            "replica_changes": _spread([float(r["replica_changes"]) for r in mine]),
+        })
+    return out
+
+
+def markdown(agg: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    lines = ["# Capacity benchmark: autoscaled heterogeneous vs single-accelerator vs static fleets", "",
+             f"Command: `PYTHONPATH=. .venv/bin/python -m benchmarks.capacity.run --repeats {summary['repeats']}`  ",
+             f"Machine: {summary['environment']['machine']['cpu']}, {summary['environment']['machine']['cores']} "
+             "cores, shared.  ",
+             f"Emulation: every pool emulated (synthetic outputs: zeros of the right shape), time dilated "
+             f"x{summary['dilation']:g}: service times, cold starts and tier bounds x{summary['dilation']:g}, arrival "
+             "rates / the same; costs in platform time.  Fleets of one workload ran at the same time on the same "
+             "arrivals; medians and ranges over the repeats.", "",
+             "What this shows: which fleet each decider builds for the same demand, what it costs integrated "
+             "over the run, and whether the tiers kept their bounds; all fleets use the same capacity decider, "
+             "windows and bounds. What it does not show: real accelerators, real cold starts (this machine's "
+             "Triton start x40), or real-world durations: a run is a few platform seconds (the demand curve, the "
+             "windows and the cold starts are compressed alike); overheads that do not scale (Envoy, the client) "
+             "shrink 40 times in platform terms.", ""]
+    for workload in sorted({a["workload"] for a in agg}):
+        lines += [f"## {workload}", "",
+                  "| fleet | autoscaled | integrated $ (median, range) | x heterogeneous (median, range) | worst gold / silver within bound | failed | replica changes (median) |",
+                  "|---|---|---|---|---|---|---|"]
+        for a in [a for a in agg if a["workload"] == workload]:
+            c, r = a["integrated_cost_usd"], a["cost_over_heterogeneous"]
+            wb = a["worst_within_bound"]
+            lines.append(
+                f"| {a['fleet']} | {'yes' if a['autoscaled'] else 'no'} | {c['median']:.6f} ({c['min']:.6f}-{c['max']:.6f}) | "
+                + (f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})" if r else "-")
+                + f" | {100 * wb.get('gold', 0):.2f}% / {100 * wb.get('silver', 0):.2f}% | {a['failed_requests']} | "
+                f"{a['replica_changes']['median']:.0f} |")
+        lines.append("")
+    lines += ["## Targets (issue #11)", ""]
+    for t in summary["targets"]:
+        lines.append(f"- {t['name']}: {t['value']} (target {t['target']}): **{'met' if t['met'] else 'MISSED'}**")
+    return "\n".join(lines) + "\n"
+
+
+def targets(agg: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for workload in sorted({a["workload"] for a in agg}):
+        rows = {a["fleet"]: a for a in agg if a["workload"] == workload}
+        het = rows.get("heterogeneous")
+        if het is None:
+            continue
+        singles = [a for f, a in rows.items() if a["autoscaled"] and f != "heterogeneous"
+                   and a["worst_within_bound"].get("gold", 0) >= 0.999 and a["worst_within_bound"].get("silver", 0) >= 0.999
+                   and a["failed_requests"] == 0]
+        if singles:
+            best = min(singles, key=lambda a: a["integrated_cost_usd"]["median"])
+            ratio = het["integrated_cost_usd"]["median"] / best["integrated_cost_usd"]["median"]
+            out.append({"name": f"{workload}: heterogeneous / cheapest single-accelerator fleet meeting the SLAs "
+                        f"({best['fleet']})", "value": round(ratio, 3), "target": "<= 0.75", "met": ratio <= 0.75})
+        else:
+            out.append({"name": f"{workload}: a single-accelerator fleet meeting the SLAs to compare with",
+                        "value": "none met them", "target": "one", "met": False})
+        for tier in ("gold", "silver"):
+            v = het["worst_within_bound"].get(tier, 0.0)
+            out.append({"name": f"{workload}: heterogeneous {tier} within bound (worst repeat)",
+                        "value": round(v, 5), "target": ">= 0.999", "met": v >= 0.999})
+        static = next((a for f, a in rows.items() if not a["autoscaled"]), None)
+        if static is not None and static["cost_over_heterogeneous"]:
+            v = static["cost_over_heterogeneous"]["median"]
+            out.append({"name": f"{workload}: static peak fleet / autoscaled heterogeneous", "value": round(v, 3),
+                        "target": ">= 1.3", "met": v >= 1.3})
+        failed = sum(a["failed_requests"] for a in rows.values())
+        out.append({"name": f"{workload}: failed requests, every fleet and repeat", "value": failed, "target": 0,
+                    "met": failed == 0})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
+    ap.add_argument("--work", type=Path, default=ROOT / "build" / "benchmarks" / "capacity")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    started = time.monotonic()
+    runs: list[dict[str, Any]] = []
+    base = load_base_fleet(DILATION)
+    for name in args.workloads:
+        workload = load_workload(ROOT / "data" / "workloads" / f"{name}.yaml")
+        variants = [heterogeneous_variant(16), *single_kind_variants(16),
+                    static_peak_variant(base, _wall_units(workload), HEADROOM)]
+        for repeat in range(args.repeats):
+            print(f"== {name}, repeat {repeat + 1}/{args.repeats}: {len(variants)} fleets "
+                  f"({time.monotonic() - started:.0f} s so far)", flush=True)
+            summary = run_capacity(args.work / name / f"r{repeat}", workload, variants)
+            for r in summary["runs"]:
+                runs.append({**r, "workload": name, "repeat": repeat})
+            if repeat == 0:  # one repeat's report and plots are kept with the results
+                dest = args.out / name
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.mkdir(parents=True)
+                for f in (args.work / name / "r0").iterdir():
+                    if f.is_file() and f.suffix in (".md", ".png", ".json"):
+                        shutil.copy(f, dest / f.name)
+    agg = aggregate(runs)
+    summary = {"environment": environment(), "dilation": DILATION, "repeats": args.repeats,
+               "workloads": args.workloads, "runs": runs, "aggregate": agg, "targets": targets(agg),
+               "wall_s": round(time.monotonic() - started, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    (args.out / "README.md").write_text(markdown(agg, summary))
+    print((args.out / "README.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -249,49 +249,27 @@ def load_profiles(directory: Path | str) -> dict[tuple[str, Accelerator], Profil
     return out
 
 
-def _autoscaling(path: Path, raw: dict[str, Any]) -> dict[str, float]:
-    """The ``autoscaling:`` block: numbers only, each a field of ``CapacitySettings``, checked by
-    building the settings (their own validation names the field)."""
+def _settings_block(path: Path, block: str, raw: dict[str, Any], settings_type: type) -> dict[str, Any]:
+    """A fleet-file block of settings (``autoscaling:``, ``routing:``): each key a field of
+    ``settings_type`` (a frozen dataclass), booleans for its bool fields and numbers for the rest,
+    checked by building the settings (their own validation names the field)."""
     from dataclasses import fields
 
-    from router_lib.capacity_types import CapacitySettings
-
-    known = {f.name for f in fields(CapacitySettings)} - {"policy"}
-    out: dict[str, float] = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(path, f"autoscaling.{key}", f"unknown field; known: {sorted(known)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"autoscaling.{key}", f"must be a number, got {value!r}")
-        out[str(key)] = value
-    try:
-        CapacitySettings(**out)  # type: ignore[arg-type]
-    except ValueError as e:
-        field_name = str(e).split(" ", 1)[0].removeprefix("CapacitySettings.")
-        raise ConfigError(path, f"autoscaling.{field_name}", str(e)) from None
-    return out
-
-
-def _routing(path: Path, raw: dict[str, Any]) -> dict[str, float | bool]:
-    """The ``routing:`` block: each a field of ``PolicySettings``, checked by building them."""
-    from dataclasses import fields
-
-    from router_lib.policy_types import PolicySettings
-
-    kinds = {f.name: f.type for f in fields(PolicySettings)}
-    out: dict[str, float | bool] = {}
+    kinds = {f.name: f.type for f in fields(settings_type) if f.name != "policy"}
+    out: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in kinds:
-            raise ConfigError(path, f"routing.{key}", f"unknown field; known: {sorted(kinds)}")
+            raise ConfigError(path, f"{block}.{key}", f"unknown field; known: {sorted(kinds)}")
         want_bool = kinds[key] in ("bool", bool)
         if want_bool != isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"routing.{key}", f"must be {'true or false' if want_bool else 'a number'}, "
+            raise ConfigError(path, f"{block}.{key}", f"must be {'true or false' if want_bool else 'a number'}, "
                               f"got {value!r}")
         out[str(key)] = value
     try:
-        PolicySettings(**out)  # type: ignore[arg-type]
+        settings_type(**out)
     except ValueError as e:
-        raise ConfigError(path, "routing", str(e)) from None
+        name = str(e).split(" ", 1)[0].removeprefix(f"{settings_type.__name__}.")
+        raise ConfigError(path, f"{block}.{name}" if name in kinds else block, str(e)) from None
     return out
 
 
@@ -368,8 +346,12 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
         raise ConfigError(path, "max_local_replicas", f"{local_limit} is below the pools' min_replicas together "
                           f"({sum(p.replica_bounds[0] for p in pools)})")
     budget = r.float("budget_per_hour_usd", positive=True) if r.has("budget_per_hour_usd") else None
-    autoscaling = _autoscaling(path, r.mapping("autoscaling") if r.has("autoscaling") else {})
-    routing = _routing(path, r.mapping("routing") if r.has("routing") else {})
+    from router_lib.capacity_types import CapacitySettings
+    from router_lib.policy_types import PolicySettings
+
+    autoscaling = _settings_block(path, "autoscaling", r.mapping("autoscaling") if r.has("autoscaling") else {},
+                                  CapacitySettings)
+    routing = _settings_block(path, "routing", r.mapping("routing") if r.has("routing") else {}, PolicySettings)
     fleet = Fleet(tuple(pools), profiles, tiers, prices, all_models, local_limit, budget, autoscaling=autoscaling,
                   routing=routing)
     if r.has("time_dilation"):

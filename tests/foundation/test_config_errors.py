@@ -66,7 +66,8 @@ FLEET_CASES = [
     ("routing-unknown-knob", lambda d: d.update(routing={"isolation": False}), "routing.isolation", "unknown field"),
     ("routing-flag-not-bool", lambda d: d.update(routing={"tier_isolation": "no"}), "routing.tier_isolation",
      "must be true or false"),
-    ("routing-headroom-out-of-range", lambda d: d.update(routing={"headroom": 2}), "routing", "headroom must be"),
+    ("routing-headroom-out-of-range", lambda d: d.update(routing={"headroom": 2}), "routing.headroom",
+     "headroom must be"),
     ("autoscaling-headroom-below-one", lambda d: d.update(autoscaling={"headroom": 0.5}), "autoscaling.headroom",
      "must be >= 1"),
 ]

@@ -119,6 +119,19 @@ def trace_arrivals(workload: Workload, dilation: float, seed: int | None = None)
             for t, m, k in zip(trace.times_s, trace.model_index, trace.tier_index, strict=True)]
 
 
+def warmup_arrivals(arrivals: Sequence[Arrival], warmup_s: float, sample_s: float = 2.0) -> list[Arrival]:
+    """``warmup_s`` seconds of the trace's starting demand: its first ``sample_s`` seconds of
+    arrivals, repeated.  (Replaying the trace's first ``warmup_s`` seconds instead left the fleets
+    sized for wherever the trace had got to by then, not for where the run starts.)"""
+    head = [a for a in arrivals if a.offset_s < sample_s]
+    out: list[Arrival] = []
+    start = 0.0
+    while head and start < warmup_s:
+        out.extend(Arrival(start + a.offset_s, a.model, a.tier) for a in head if start + a.offset_s < warmup_s)
+        start += sample_s
+    return out
+
+
 def _start(fleet_path: Path, workdir: Path, interval_s: float, attempts: int = 3) -> LocalPlatform:
     """Start one platform on ports picked now; another platform starting replicas at the same
     time can take a picked port before it is bound, so a failed start is retried on new ports."""
@@ -153,11 +166,11 @@ def run_experiment(variants: Sequence[FleetVariant], workload: Workload, out: Pa
                    interval_s: float = 1.0, workers: int = 48, notes: Sequence[str] = ()) -> list[Path]:
     """Run ``workload`` through every variant at once; return the run folders.
 
-    ``warmup_s`` (wall): before the measured run, each fleet gets the trace's first ``warmup_s``
-    seconds of arrivals, unrecorded, so that every fleet starts the run settled at the trace's
-    starting demand rather than at its configured replica counts."""
+    ``warmup_s`` (wall): before the measured run, each fleet gets ``warmup_s`` seconds of the
+    trace's starting demand, unrecorded, so that every fleet starts the run settled there rather
+    than at its configured replica counts."""
     arrivals = trace_arrivals(workload, dilation, seed)
-    warmup = [Arrival(a.offset_s, a.model, a.tier) for a in arrivals if a.offset_s < warmup_s]
+    warmup = warmup_arrivals(arrivals, warmup_s)
     platforms: list[tuple[FleetVariant, LocalPlatform, Path]] = []
     try:
         for variant in variants:

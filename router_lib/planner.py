@@ -16,14 +16,22 @@ Solved as a mixed-integer linear program with ``scipy.optimize.milp`` (HiGHS):
   ``sum_{m,t} x[m,t,k,g] / S[m,k,g] <= n[k,g]``.
 * Objective: ``min sum price_k * n[k,g]`` ($/hour).
 
-``plan_single_accelerator`` solves the same problem with one accelerator kind allowed; it is
-infeasible (with the reason) when that kind has no profile for a demanded model.
+Kinds are explicit values (:class:`InstanceKind`): ``plan_fleet`` takes one per (accelerator,
+instance type) with a profile; ``plan_kinds`` takes any list.  ``plan_single_accelerator`` solves the
+same problem with one accelerator kind allowed; alone it is infeasible (with the reason) when that
+kind has no profile for a demanded model.  With ``host_cpu=True`` (a fair single-kind baseline) the
+accelerator's instances also serve, on their host vCPUs, the models the accelerator cannot run: a
+``<accelerator>-host`` kind at the accelerator instance's price that runs those models' CPU
+profiles.  That the host vCPUs are as fast as the profiled CPU is an assumption (both are a few
+x86/Arm cores running ONNX Runtime); it is conservative on price, since a separate host-CPU replica
+is charged a whole accelerator instance although the same instance also runs the accelerator's
+replica.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +42,27 @@ from router_lib.latency_model import full_batch_throughput_per_s, safe_utilisati
 from router_lib.policy_types import PolicySettings
 
 Demand = Mapping[tuple[str, str], float]  # (model, tier) -> req/s
+
+
+@dataclass(frozen=True)
+class InstanceKind:
+    """One kind of replica the planner may buy.
+
+    ``accelerator``: whose profiles its replicas run (``fleet.profiles[(model, accelerator)]``);
+    ``instance_type`` and ``price_per_hour_usd``: what one replica costs; ``models``: what it serves;
+    ``name``: the prefix of its pools' names (``<name>-<tier class>``).  A host-CPU kind has
+    accelerator CPU and an accelerator instance's type and price (module docstring)."""
+
+    name: str
+    accelerator: Accelerator
+    instance_type: str
+    price_per_hour_usd: float
+    models: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[Accelerator, str]:
+        """What a pool of this kind is recognised by: (accelerator, instance type)."""
+        return self.accelerator, self.instance_type
 
 
 @dataclass(frozen=True)
@@ -71,7 +100,7 @@ class Plan:
         """A :class:`Fleet` with the planned pools (for the simulator or a deployment).
 
         Non-CPU pools are emulated on this machine; ``emulated=False`` keeps them ``real`` (for a
-        description of production).  Each pool serves every model its kind has a profile for.
+        description of production).  Each pool serves the models of its kind.
         """
         pools = tuple(
             PoolSpec(name=p.name, accelerator=p.accelerator, instance_type=p.instance_type,
@@ -84,20 +113,60 @@ class Plan:
         return Fleet(pools, base.profiles, base.tiers, base.prices, models)
 
 
-def _kinds(fleet: Fleet, allowed: Collection[Accelerator] | None) -> dict[tuple[Accelerator, str], list[str]]:
-    """(accelerator, instance type) -> models with a profile on it."""
-    kinds: dict[tuple[Accelerator, str], list[str]] = {}
+def instance_kinds(fleet: Fleet, allowed: Collection[Accelerator] | None = None) -> tuple[InstanceKind, ...]:
+    """One kind per (accelerator, instance type) with a profile, serving the models profiled on it
+    (named after the accelerator; ``<accelerator>-<instance type>`` when it has several types)."""
+    by_key: dict[tuple[Accelerator, str], list[str]] = {}
     for (model, acc), profile in sorted(fleet.profiles.items(), key=lambda kv: (kv[0][1].value, kv[0][0])):
         if allowed is None or acc in allowed:
-            kinds.setdefault((acc, profile.instance_type), []).append(model)
-    return kinds
+            by_key.setdefault((acc, profile.instance_type), []).append(model)
+    types_per_acc: dict[Accelerator, int] = {}
+    for acc, _itype in by_key:
+        types_per_acc[acc] = types_per_acc.get(acc, 0) + 1
+    return tuple(
+        InstanceKind(acc.value if types_per_acc[acc] == 1 else f"{acc.value}-{itype}", acc, itype,
+                     fleet.prices.of(itype), tuple(models))
+        for (acc, itype), models in by_key.items())
+
+
+def host_cpu_kinds(fleet: Fleet, accelerator: Accelerator) -> tuple[InstanceKind, ...]:
+    """The ``accelerator``'s instances serving on their host vCPUs the models it has no profile
+    for but CPU has: accelerator CPU (those models' CPU profiles), the accelerator instance's type
+    and price (module docstring: the speed of the host vCPUs is an assumption)."""
+    if accelerator is Accelerator.CPU:
+        return ()
+    own = {m for (m, a) in fleet.profiles if a is accelerator}
+    host_models = tuple(sorted({m for (m, a) in fleet.profiles if a is Accelerator.CPU} - own))
+    itypes = sorted({p.instance_type for (_m, a), p in fleet.profiles.items() if a is accelerator})
+    if not host_models:
+        return ()
+    return tuple(
+        InstanceKind(f"{accelerator.value}-host" if len(itypes) == 1 else f"{accelerator.value}-host-{itype}",
+                     Accelerator.CPU, itype, fleet.prices.of(itype), host_models)
+        for itype in itypes)
+
+
+def single_kind_kinds(fleet: Fleet, accelerator: Accelerator, *, host_cpu: bool = True) -> tuple[InstanceKind, ...]:
+    """What a fleet of ``accelerator`` instances only may buy: its kinds and, with ``host_cpu``,
+    their host-CPU kinds."""
+    return instance_kinds(fleet, (accelerator,)) + (host_cpu_kinds(fleet, accelerator) if host_cpu else ())
 
 
 def plan_fleet(demand: Demand, fleet: Fleet, *, allowed_accelerators: Collection[Accelerator] | None = None,
                settings: PolicySettings | None = None, time_limit_s: float = 20.0) -> Plan:
-    """Cheapest fleet for ``demand`` (see the module docstring for the program)."""
-    settings = settings or PolicySettings()
+    """Cheapest fleet for ``demand`` over the fleet's profiled kinds (module docstring)."""
     allowed = tuple(sorted(set(allowed_accelerators), key=lambda a: a.value)) if allowed_accelerators else ()
+    where = f" on {'/'.join(a.value for a in allowed)}" if allowed else ""
+    return plan_kinds(demand, fleet, instance_kinds(fleet, allowed_accelerators), settings=settings,
+                      time_limit_s=time_limit_s, where=where, allowed_accelerators=allowed)
+
+
+def plan_kinds(demand: Demand, fleet: Fleet, kinds: Sequence[InstanceKind], *, settings: PolicySettings | None = None,
+               time_limit_s: float = 20.0, where: str = "", allowed_accelerators: tuple[Accelerator, ...] = ()) -> Plan:
+    """Cheapest fleet for ``demand`` built from ``kinds`` (the program of the module docstring);
+    ``where`` ends the reason of an infeasible plan (" on inferentia")."""
+    settings = settings or PolicySettings()
+    allowed = allowed_accelerators  # recorded on the plan
     bounds = {name: t.p99_ms for name, t in fleet.tiers.tiers.items()}
     quantiles = {name: t.target_compliance or 0.99 for name, t in fleet.tiers.tiers.items()}
     strict = sorted(bounds, key=lambda t: (bounds[t] is None, bounds[t] or 0.0))
@@ -106,29 +175,26 @@ def plan_fleet(demand: Demand, fleet: Fleet, *, allowed_accelerators: Collection
     for (_model, tier) in demand:
         if tier not in bounds:
             raise ValueError(f"demand names unknown tier {tier!r}; tiers: {sorted(bounds)}")
-    kinds = _kinds(fleet, allowed_accelerators)
-    prices = fleet.prices.price_per_hour_usd
     groups = [(kind, g) for kind in kinds for g in strict]
     x_vars: list[tuple[str, str, int, float]] = []  # (model, tier, group index, safe throughput)
-    for gi, ((acc, itype), g) in enumerate(groups):
+    for gi, (kind, g) in enumerate(groups):
         for (model, tier) in sorted(demand):
-            if model not in kinds[(acc, itype)] or rank[tier] < rank[g]:
+            if model not in kind.models or rank[tier] < rank[g]:
                 continue
-            profile = fleet.profiles[(model, acc)]
+            profile = fleet.profiles[(model, kind.accelerator)]
             s = safe_utilisation(profile, bounds[g], settings.headroom, settings.max_utilisation, quantiles[g])
             if s > 0:
                 x_vars.append((model, tier, gi, s * full_batch_throughput_per_s(profile)))
-    where = f" on {'/'.join(a.value for a in allowed)}" if allowed else ""
     for (model, tier) in sorted(demand):
         if not any(v[0] == model and v[1] == tier for v in x_vars):
-            has_profile = any(model in ms for ms in kinds.values())
+            has_profile = any(model in kind.models for kind in kinds)
             why = (f"no profile for {model}{where}" if not has_profile else
                    f"no pool{where} can serve {model} within the {tier} bound ({bounds[tier]} ms)")
             return Plan(False, why, allowed_accelerators=allowed)
     if not demand:
         return Plan(True, "no demand", (), 0.0, allowed)
     n_groups, n_x = len(groups), len(x_vars)
-    cost = np.concatenate([[prices[itype] for (acc, itype), _g in groups], np.zeros(n_x)])
+    cost = np.concatenate([[kind.price_per_hour_usd for kind, _g in groups], np.zeros(n_x)])
     cost[n_groups:] = 1e-9  # tie-break: among equal-cost plans, prefer less traffic-weighted capacity use
     demand_keys = sorted(demand)
     a_demand = np.zeros((len(demand_keys), n_groups + n_x))
@@ -148,7 +214,7 @@ def plan_fleet(demand: Demand, fleet: Fleet, *, allowed_accelerators: Collection
         return Plan(False, f"solver: {res.message}", allowed_accelerators=allowed)
     replicas = [int(round(v)) for v in res.x[:n_groups]]
     pools: list[PlannedPool] = []
-    for gi, ((acc, itype), g) in enumerate(groups):
+    for gi, (kind, g) in enumerate(groups):
         if replicas[gi] == 0:
             continue
         traffic: dict[tuple[str, str], float] = {}
@@ -158,8 +224,8 @@ def plan_fleet(demand: Demand, fleet: Fleet, *, allowed_accelerators: Collection
                 traffic[(model, tier)] = float(res.x[n_groups + j])
                 busy += res.x[n_groups + j] / s
         pools.append(PlannedPool(
-            name=f"{acc.value}-{g}", accelerator=acc, instance_type=itype, tier_class=g, replicas=replicas[gi],
-            price_per_hour_usd=prices[itype], models=tuple(kinds[(acc, itype)]), traffic=traffic,
+            name=f"{kind.name}-{g}", accelerator=kind.accelerator, instance_type=kind.instance_type, tier_class=g,
+            replicas=replicas[gi], price_per_hour_usd=kind.price_per_hour_usd, models=kind.models, traffic=traffic,
             utilisation=busy / replicas[gi],
         ))
     total = sum(p.cost_per_hour_usd for p in pools)
@@ -167,6 +233,11 @@ def plan_fleet(demand: Demand, fleet: Fleet, *, allowed_accelerators: Collection
 
 
 def plan_single_accelerator(demand: Demand, fleet: Fleet, accelerator: Accelerator, *,
-                            settings: PolicySettings | None = None) -> Plan:
-    """Cheapest fleet using only ``accelerator``; infeasible when it cannot serve some demand."""
-    return plan_fleet(demand, fleet, allowed_accelerators=(accelerator,), settings=settings)
+                            settings: PolicySettings | None = None, host_cpu: bool = False) -> Plan:
+    """Cheapest fleet of ``accelerator`` instances only.  Without ``host_cpu``, infeasible when the
+    accelerator cannot serve some demanded model; with it, its instances' host vCPUs serve those
+    models (:func:`host_cpu_kinds`), as a real single-kind fleet would."""
+    kinds = single_kind_kinds(fleet, accelerator, host_cpu=host_cpu)
+    host = any(k.accelerator is not accelerator for k in kinds)
+    where = f" on {accelerator.value}" + (" (+ its host CPU)" if host else "")
+    return plan_kinds(demand, fleet, kinds, settings=settings, where=where, allowed_accelerators=(accelerator,))

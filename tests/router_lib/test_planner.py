@@ -7,7 +7,7 @@ import math
 import pytest
 
 from router_lib.domain import Accelerator
-from router_lib.planner import plan_fleet, plan_single_accelerator
+from router_lib.planner import host_cpu_kinds, plan_fleet, plan_single_accelerator, single_kind_kinds
 from tests.router_lib.builders import CPU, GPU, INF, fleet, profile, tiers
 
 # Kind "big" (GPU): 1 ms per request -> X = 1000 req/s, safe for bronze (max utilisation 0.8) 800 req/s, $1.00/h.
@@ -72,3 +72,34 @@ def test_plan_to_fleet_keeps_replicas_prices_and_models() -> None:
     f = plan.to_fleet(TWO_KINDS)
     assert {(p.name, p.replicas, p.price_per_hour_usd, p.models) for p in f.pools} == {
         ("gpu-bronze", 1, 1.0, ("m",)), ("cpu-bronze", 1, 0.2, ("m",))}
+
+
+# digits has no Inferentia profile; the GPU runs both models.
+NO_NEURON_DIGITS = fleet(
+    [("cpu", CPU, 0.1, 1), ("gpu", GPU, 1.0, 1), ("inf", INF, 0.7, 1)],
+    [profile("digits", CPU, {1: 1.0}), profile("digits", GPU, {1: 1.0}), profile("embed", CPU, {1: 5.0}),
+     profile("embed", GPU, {1: 2.0}), profile("embed", INF, {1: 1.0})])
+
+
+def test_an_inferentia_only_fleet_serves_what_neuron_cannot_run_on_its_host_cpu_at_its_price() -> None:
+    demand = {("digits", "gold"): 10, ("embed", "gold"): 10}
+    plan = plan_single_accelerator(demand, NO_NEURON_DIGITS, Accelerator.INFERENTIA, host_cpu=True)
+    assert plan.feasible
+    host = next(p for p in plan.pools if "digits" in p.models)
+    # the model's CPU profile (accelerator CPU) on an Inferentia instance, at that instance's price
+    assert (host.name, host.accelerator, host.instance_type, host.price_per_hour_usd, host.models) == (
+        "inferentia-host-gold", CPU, "i-small", 0.7, ("digits",))
+    assert plan.cost_per_hour_usd == pytest.approx(1.4)  # one inf2 for embed, one for digits on its host
+    assert {p.accelerator for p in plan.to_fleet(NO_NEURON_DIGITS).pools} == {INF, CPU}
+
+
+def test_a_gpu_only_fleet_needs_no_host_cpu_because_the_gpu_runs_every_model() -> None:
+    assert host_cpu_kinds(NO_NEURON_DIGITS, Accelerator.GPU) == ()
+    assert [k.name for k in single_kind_kinds(NO_NEURON_DIGITS, Accelerator.GPU)] == ["gpu"]
+    assert host_cpu_kinds(NO_NEURON_DIGITS, Accelerator.CPU) == ()
+
+
+def test_a_model_no_cpu_can_run_either_stays_infeasible_on_the_host() -> None:
+    f = fleet([("inf", INF, 0.7, 1)], [profile("embed", INF, {1: 1.0}), profile("other", GPU, {1: 1.0})])
+    plan = plan_single_accelerator({("other", "gold"): 1}, f, Accelerator.INFERENTIA, host_cpu=True)
+    assert not plan.feasible and "no profile for other on inferentia" in plan.reason

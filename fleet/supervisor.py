@@ -282,6 +282,34 @@ class FleetSupervisor:
                 self._starting.discard(p.name)
         self._notify(pool.name)
 
+    def _restart(self, pool_name: str, index: int, old: TritonProcess) -> None:
+        code = old.proc.returncode if old.proc else None
+        log.warning("replica %s exited (code %s); cleaning up and restarting", old.name, code)
+        old.cleanup()
+        self._notify(pool_name)  # the dead replica is reported as not alive at once
+        pool = self.fleet.pool(pool_name)
+        ports = old.ports
+        for attempt in range(3):
+            new = self._new_process(pool, index, old.repository, ports)
+            new.start()
+            try:
+                new.wait_ready(120.0)
+                break
+            except (RuntimeError, TimeoutError):
+                log.warning("restart of %s on %s failed (attempt %d); new ports", old.name, ports, attempt + 1)
+                new.stop()
+                ports = Ports.pick()
+        else:
+            log.error("giving up restarting %s", old.name)
+            return
+        with self._lock:
+            if pool_name not in self._replicas or self._stop.is_set():
+                new.stop()
+                return
+            self._replicas[pool_name][index] = new
+            self._restarts[new.name] = self._restarts.get(new.name, 0) + 1
+        self._notify(pool_name)
+
     # -- queries -----------------------------------------------------------------------------
     def add_listener(self, listener: ReplicaListener) -> None:
         self._listeners.append(listener)

@@ -25,8 +25,8 @@ def test_compare_writes_json_markdown_and_plot(tmp_path: Path, capsys: pytest.Ca
     result = json.loads((tmp_path / "out" / "compare.json").read_text())
     fleets = {f["fleet"]: f for f in result["reference"]["fleets"]}
     assert set(fleets) == {"heterogeneous", "cpu only", "gpu only", "inferentia only"}
-    assert not fleets["inferentia only"]["feasible"]
-    assert "no profile for digits_classifier on inferentia" in fleets["inferentia only"]["plan_reason"]
+    assert fleets["inferentia only"]["feasible"]  # digits_classifier on the inf2 instances' host CPUs
+    assert fleets["inferentia only"]["planned_pools"] == {"inferentia-gold": 1, "inferentia-host-gold": 1}
     assert fleets["heterogeneous"]["tiers"]["gold"]["compliance"] is not None
     assert (tmp_path / "out" / "cost_vs_load.png").stat().st_size > 1000
     assert "| heterogeneous |" in (tmp_path / "out" / "compare.md").read_text()

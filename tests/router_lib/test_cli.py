@@ -30,7 +30,7 @@ def test_compare_writes_json_markdown_and_plot(tmp_path: Path, capsys: pytest.Ca
     assert fleets["heterogeneous"]["tiers"]["gold"]["compliance"] is not None
     assert (tmp_path / "out" / "cost_vs_load.png").stat().st_size > 1000
     assert "| heterogeneous |" in (tmp_path / "out" / "compare.md").read_text()
-    assert "[1/3]" in out.err  # progress goes to stderr
+    assert "[1/4]" in out.err  # progress goes to stderr
 
 
 def test_decide_bench_prints_timings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

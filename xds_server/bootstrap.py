@@ -42,7 +42,10 @@ def envoy_bootstrap(
             "ads_config": {
                 "api_type": "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                # Reconnect fast when the control server comes back: Envoy's default backoff grew past
+                # 15 s while the server was away for a few busy seconds (a flaky resync test).
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": {
+                    "retry_back_off": {"base_interval": "0.25s", "max_interval": "2s"}}}}],
                 "set_node_on_first_message_only": True,
             },
             "lds_config": ads,

@@ -80,7 +80,7 @@ def carried_tiers(weights: Mapping[RouteKey, Mapping[str, int]]) -> dict[str, tu
     for key, by_pool in weights.items():
         for pool, weight in by_pool.items():
             if weight > 0:
-                out.setdefault(pool, set()).add(key.tier if isinstance(key, RouteKey) else key[1])
+                out.setdefault(pool, set()).add(key[1])  # (model, tier): a RouteKey or a plain tuple
     return {pool: tuple(sorted(tiers)) for pool, tiers in out.items()}
 
 
@@ -88,13 +88,6 @@ def decide_releases(routes: Mapping[RouteKey, RouteWeights], state: Mapping[str,
                     ) -> tuple[Mapping[RouteKey, RouteWeights], Mapping[str, object]]:
     """No release is in force: every route serves its one version."""
     return routes, state
-
-
-def _fallback_key(fleet: Fleet, pool_name: str) -> tuple[int, float, str]:
-    pool = fleet.pool(pool_name)
-    order = fleet.tiers.fallback_order
-    rank = order.index(pool.accelerator) if pool.accelerator in order else len(order)
-    return rank, pool.price_per_hour_usd, pool.name
 
 
 def resolve(routes: Mapping[RouteKey, RouteWeights], capacity: CapacityDecision, fleet: Fleet,
@@ -123,11 +116,11 @@ def resolve(routes: Mapping[RouteKey, RouteWeights], capacity: CapacityDecision,
                 pools[i] = PoolWeight(p.pool, p.weight + add, p.reason)
         elif not keep:
             candidates = sorted((n for n in serving if n in plans and plans[n].routable),
-                                key=lambda n: _fallback_key(fleet, n))
+                                key=lambda n: fleet.fallback_key(fleet.pool(n)))
             why = "takes the route: its pools cannot serve it now (first in fallback order)"
             if not candidates:
                 candidates = sorted((n for n in serving if n in plans and plans[n].ready_replicas > 0),
-                                    key=lambda n: _fallback_key(fleet, n))
+                                    key=lambda n: fleet.fallback_key(fleet.pool(n)))
                 why = "takes the route although draining: no other pool has a ready replica"
             if not candidates:
                 unroutable[key] = f"no ready replica serves {key.model}"

@@ -219,6 +219,16 @@ class Fleet:
     def profile(self, model: str, accelerator: Accelerator) -> Profile | None:
         return self.profiles.get((model, accelerator))
 
+    def fallback_rank(self, accelerator: Accelerator) -> int:
+        """Position of ``accelerator`` in the tiers' fallback order (unlisted kinds last)."""
+        order = self.tiers.fallback_order
+        return order.index(accelerator) if accelerator in order else len(order)
+
+    def fallback_key(self, pool: PoolSpec) -> tuple[int, float, str]:
+        """The one order in which pools take traffic no pool can meet: fallback order of the
+        accelerator (GPU -> Inferentia -> CPU), then the cheaper, then by name."""
+        return self.fallback_rank(pool.accelerator), pool.price_per_hour_usd, pool.name
+
 
 def dilate(fleet: Fleet, k: float) -> Fleet:
     """The same fleet in time slowed down ``k`` times: profile latencies, cold starts and tier

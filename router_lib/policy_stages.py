@@ -54,7 +54,6 @@ def build_capacity_table(fleet: Fleet, settings: PolicySettings,
     bounds = {name: tier.p99_ms for name, tier in fleet.tiers.tiers.items()}
     quantiles = {name: tier.target_compliance or 0.99 for name, tier in fleet.tiers.tiers.items()}
     order = tuple(sorted(bounds, key=lambda t: (bounds[t] is None, bounds[t] or 0.0, t)))
-    rank_of = {acc: i for i, acc in enumerate(fleet.tiers.fallback_order)}
     serving: dict[str, tuple[ModelOnPool, ...]] = {}
     for model in fleet.models:
         entries: list[ModelOnPool] = []
@@ -63,13 +62,13 @@ def build_capacity_table(fleet: Fleet, settings: PolicySettings,
             if model not in pool.models or profile is None:
                 continue
             entries.append(model_on_pool(pool, profile, bounds, quantiles, settings,
-                                         fallback_rank=rank_of.get(pool.accelerator, len(rank_of)),
+                                         fallback_rank=fleet.fallback_rank(pool.accelerator),
                                          pool_index=index, slot=len(entries)))
         serving[model] = tuple(entries)
     routes_by_tier = {tier: tuple(RouteKey(model, tier) for model in fleet.models) for tier in order}
     ranked = {route: tuple(RouteCandidate.of(e, route) for e in rank(serving[route.model], route.tier, scorers))
               for routes in routes_by_tier.values() for route in routes}
-    fallback = {model: tuple(sorted(entries, key=lambda e: (e.fallback_rank, e.pool.price_per_hour_usd, e.pool.name)))
+    fallback = {model: tuple(sorted(entries, key=lambda e: fleet.fallback_key(e.pool)))
                 for model, entries in serving.items()}
     names = {model: tuple(e.pool.name for e in entries) for model, entries in serving.items()}
     # One PoolModel object per (pool, model), shared: dict lookups then succeed on identity.

@@ -76,7 +76,9 @@ def markdown(agg: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = ["# Capacity benchmark: autoscaled heterogeneous vs single-accelerator vs static fleets", "",
              f"Command: `PYTHONPATH=. .venv/bin/python -m benchmarks.capacity.run --repeats {summary['repeats']}`  ",
              f"Machine: {summary['environment']['machine']['cpu']}, {summary['environment']['machine']['cores']} "
-             "cores, shared.  ",
+             "cores, shared; load: "
+             + str(summary.get("load_note") or summary["environment"]["machine"].get("load_average_1m", "not recorded"))
+             + ".  ",
              f"Emulation: every pool emulated (synthetic outputs: zeros of the right shape), time dilated "
              f"x{summary['dilation']:g}: service times, cold starts and tier bounds x{summary['dilation']:g}, arrival "
              "rates / the same; costs in platform time.  Fleets of one workload ran at the same time on the same "
@@ -86,7 +88,11 @@ def markdown(agg: list[dict[str, Any]], summary: dict[str, Any]) -> str:
              "windows and bounds. What it does not show: real accelerators, real cold starts (this machine's "
              "Triton start x40), or real-world durations: a run is a few platform seconds (the demand curve, the "
              "windows and the cold starts are compressed alike); overheads that do not scale (Envoy, the client) "
-             "shrink 40 times in platform terms.", ""]
+             "shrink 40 times in platform terms.", "",
+             "Baselines: every single-accelerator fleet is autoscaled by the same decider with the same bounds (1-16 "
+             "replicas per pool); an Inferentia fleet serves the tree model on its instances' host CPUs (the model's "
+             "CPU profile at the inf2.xlarge price); the static fleet is the planner's fleet for the workload's peak "
+             "demand x 1.2 (the decider's headroom), fixed. Every fleet's outputs were synthetic.", ""]
     for workload in sorted({a["workload"] for a in agg}):
         lines += [f"## {workload}", "",
                   "| fleet | autoscaled | integrated $ (median, range) | x heterogeneous (median, range) | gold / silver within bound: median (worst) | failed | replica changes (median) |",
@@ -151,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--from-summary", action="store_true",
                     help="recompute aggregate, targets and README.md from the runs in --out/summary.json")
+    ap.add_argument("--load-note", default="", help="with --from-summary: what else ran on the machine meanwhile")
     args = ap.parse_args(argv)
     if args.from_summary:
         summary = json.loads((args.out / "summary.json").read_text())
         summary["aggregate"] = aggregate(summary["runs"])
         summary["targets"] = targets(summary["aggregate"])
+        if args.load_note:
+            summary["load_note"] = args.load_note
         (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
         (args.out / "README.md").write_text(markdown(summary["aggregate"], summary))
         print((args.out / "README.md").read_text())

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from control.decide import DeciderStates
 from control.loop import LoopView, TickObserver
 from router_lib.domain import Fleet
-from router_lib.latency_model import cost_per_million_usd, full_batch_throughput_per_s, safe_utilisation
 from router_lib.metric_names import CONTROL_PLANE
+from router_lib.policy_stages import build_capacity_table
 from router_lib.policy_types import PolicySettings
 from router_lib.routes import RouteKey
 
@@ -24,20 +24,13 @@ TICK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 def cost_per_1k_requests_usd(fleet: Fleet, settings: PolicySettings) -> dict[tuple[str, str, str], float]:
-    """(pool, model, tier) -> $ per 1000 requests at the tier's safe utilisation (inf: never fits)."""
-    out = {}
-    for pool in fleet.pools:
-        for model in pool.models:
-            profile = fleet.profile(model, pool.accelerator)
-            if profile is None:
-                continue
-            x = full_batch_throughput_per_s(profile)
-            for name, tier in fleet.tiers.tiers.items():
-                u = safe_utilisation(profile, tier.p99_ms, settings.headroom, settings.max_utilisation,
-                                     tier.target_compliance or 0.99)
-                # x is per wall second; in a fleet dilated k times a platform second is k wall seconds
-                out[(pool.name, model, name)] = cost_per_million_usd(pool.price_per_hour_usd, u, x * fleet.time_dilation) / 1000.0
-    return out
+    """(pool, model, tier) -> $ per 1000 requests at the tier's safe utilisation (inf: never fits):
+    the policy's own figure, read from the table it ranks pools by."""
+    table = build_capacity_table(fleet, settings)
+    # the table's throughputs are per wall second; in a fleet dilated k times a platform second
+    # is k wall seconds, so a request costs k times less than the table says
+    return {(e.name, model, tier): usd / 1000.0 / fleet.time_dilation
+            for model, entries in table.serving.items() for e in entries for tier, usd in e.cost_per_million.items()}
 
 
 class ControlPlaneMetrics(TickObserver):

@@ -30,8 +30,11 @@ ALLOWED: dict[str, set[str]] = {
     "dashboards": {"router_lib"},
     "alerts": {"router_lib"},
     "deploy": {"router_lib", "model_repository"},
+    "releases": {"router_lib", "model_repository", "xds_server", "fleet", "control", "profiler", "reporting",
+                 "locustfiles"},  # canary/shadow releases (issue 14): spec, CLI, comparator, demo
+    "batch": {"router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "control", "reporting"},
     "benchmarks": {"router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "reporting", "control",
-                   "profiler", "local_platform"},
+                   "profiler", "local_platform", "releases", "batch"},
 }
 # Modules of ``control`` that must stay pure (decisions and the persisted record): router_lib only.
 PURE_CONTROL_MODULES = {"control.decide", "control.record"}

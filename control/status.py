@@ -50,8 +50,10 @@ def render_status(fleet: Fleet, view: LoopView, ads_streams: Any) -> dict[str, A
                          for r in view.replicas.by_pool.get(p.name, ())],
             "metrics": {m: _metric_view(view.metrics, p.name, m) for m in p.models} if view.metrics else {},
         })
+    demand = view.decision.demand_per_s if view.decision else {}
     routes = [
         {"model": k.model, "tier": k.tier, "weights": r.as_dict(),
+         "demand_per_s": round(demand[k], 3) if k in demand else None,  # the policy's estimate (batch/ reads it)
          "reasons": {pw.pool: str(pw.reason) for pw in r.pools},
          "reason_kinds": {pw.pool: pw.reason.kind.value for pw in r.pools}}
         for k, r in sorted(view.routes.items())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xds_server.inputs import DataPlaneSettings, PoolEndpoints
+from xds_server.inputs import CandidatePool, DataPlaneSettings, PoolEndpoints
 from xds_server.naming import cluster_name, server_cluster_name
 from xds_server.protos import HTTP_PROTOCOL_OPTIONS_TYPE
 
@@ -89,9 +89,11 @@ def load_assignment(*, name: str, proto: str, by_priority: list[PoolEndpoints]) 
 
 
 def model_clusters(
-    *, pools: tuple[PoolEndpoints, ...], settings: DataPlaneSettings
+    *, pools: tuple[PoolEndpoints, ...], settings: DataPlaneSettings, candidates: tuple[CandidatePool, ...] = ()
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(clusters, load assignments) for every (model, pool, proto) plus the server-level clusters."""
+    """(clusters, load assignments) for every (model, pool, proto) plus the server-level clusters,
+    and one per candidate version (``CandidatePool``): its replicas first, then the model's stable
+    pools in fallback order (a stable cluster never falls back to a candidate)."""
     ordered = sorted(pools, key=lambda p: fallback_rank(p, settings))
     clusters: list[dict[str, Any]] = []
     assignments: list[dict[str, Any]] = []
@@ -102,6 +104,14 @@ def model_clusters(
                 name = cluster_name(model, pool.pool, proto, pool.version_of(model))
                 clusters.append(cluster(name=name, proto=proto, settings=settings))
                 assignments.append(load_assignment(name=name, proto=proto, by_priority=[pool, *fallbacks]))
+    for c in sorted(candidates, key=lambda c: (c.model, c.pool, c.version)):
+        own = PoolEndpoints(pool=c.pool, accelerator=c.accelerator, emulated=c.emulated, models=(c.model,),
+                            replicas=c.replicas)
+        stable = [p for p in ordered if c.model in p.models]
+        for proto in ("grpc", "http"):
+            name = cluster_name(c.model, c.pool, proto, c.version)
+            clusters.append(cluster(name=name, proto=proto, settings=settings))
+            assignments.append(load_assignment(name=name, proto=proto, by_priority=[own, *stable]))
     if ordered:
         for proto in ("grpc", "http"):
             name = server_cluster_name(proto)

@@ -13,9 +13,11 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from router_lib.release_split import VersionSplit
 from router_lib.routes import RouteWeights
 
-__all__ = ["DataPlaneSettings", "Endpoint", "OutlierSettings", "PoolEndpoints", "RetrySettings", "RouteWeights"]
+__all__ = ["CandidatePool", "DataPlaneSettings", "Endpoint", "OutlierSettings", "PoolEndpoints", "RetrySettings",
+           "RouteWeights", "VersionSplit"]
 
 # Triton model names and pool names become parts of Envoy resource names, header values and
 # regexes; keep them to a safe alphabet so no escaping is ever needed downstream.
@@ -80,6 +82,28 @@ class PoolEndpoints:
 
     def version_of(self, model: str) -> str | None:
         return dict(self.model_versions).get(model)
+
+
+@dataclass(frozen=True)
+class CandidatePool:
+    """Replicas serving a release's candidate version of one model in one pool (separate replicas
+    per version: see docs/releases.md).  They get their own cluster,
+    ``<model>--<pool>--<proto>--v<version>``, which a route weights beside the stable one
+    (``VersionSplit``); its load assignment holds the candidate replicas at priority 0 and the
+    stable pools serving the model behind them, so a failing candidate replica is retried on stable."""
+
+    model: str
+    pool: str
+    version: str
+    accelerator: str
+    emulated: bool
+    replicas: tuple[Endpoint, ...]
+
+    def __post_init__(self) -> None:
+        _check_name("model", self.model)
+        _check_name("pool", self.pool)
+        if not self.version.isdigit():
+            raise ValueError(f"candidate {self.model}/{self.pool}: version {self.version!r} is not a number")
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
+from router_lib.release_split import VersionSplit, compose
+from router_lib.routes import RouteKey
 from xds_server.grpc_model_header import MODEL_HEADER
 from xds_server.inputs import DataPlaneSettings, PoolEndpoints, RouteWeights
 from xds_server.naming import cluster_name, server_cluster_name
@@ -35,16 +38,20 @@ def _tier_regex(settings: DataPlaneSettings) -> str:
     return "^(" + "|".join(re.escape(t) for t in settings.tiers) + ")$"
 
 
-def weighted_clusters(*, route: RouteWeights, proto: str, pools_by_name: dict[str, PoolEndpoints]) -> dict[str, Any]:
+def weighted_clusters(*, route: RouteWeights, proto: str, pools_by_name: dict[str, PoolEndpoints],
+                      split: VersionSplit | None = None) -> dict[str, Any]:
     """Zero weights are left out (the pool still backs the others through EDS priorities).
-    A pool unknown to the snapshot still yields a cluster name: ``Snapshot.consistent`` reports it."""
+    A pool unknown to the snapshot still yields a cluster name: ``Snapshot.consistent`` reports it.
+    With a release's ``split``, each pool's weight is shared between its stable cluster and the
+    candidate's (``router_lib.release_split.compose``: the candidate's share is exact)."""
     entries = []
-    for pool, weight in sorted(route.weights):
-        if weight == 0:
-            continue
-        known = pools_by_name.get(pool)
-        version = known.version_of(route.model) if known else None
-        entries.append({"name": cluster_name(route.model, pool, proto, version), "weight": weight})
+    for w in sorted(compose(route, split), key=lambda w: (w.pool, w.version or "")):
+        if w.version is not None:
+            name = cluster_name(route.model, w.pool, proto, w.version)
+        else:
+            known = pools_by_name.get(w.pool)
+            name = cluster_name(route.model, w.pool, proto, known.version_of(route.model) if known else None)
+        entries.append({"name": name, "weight": w.weight})
     return {"clusters": entries}
 
 
@@ -152,8 +159,11 @@ def route_configuration(
     routes: tuple[RouteWeights, ...],
     pools: tuple[PoolEndpoints, ...],
     settings: DataPlaneSettings,
+    splits: Mapping[RouteKey, VersionSplit] | None = None,
 ) -> dict[str, Any]:
-    """The RouteConfiguration of the Envoy listener serving ``proto`` (``http`` or ``grpc``)."""
+    """The RouteConfiguration of the Envoy listener serving ``proto`` (``http`` or ``grpc``);
+    ``splits``: releases in force, by route."""
+    splits = splits or {}
     pools_by_name = {p.pool: p for p in pools}
     by_key = {(r.model, r.tier): r for r in routes}
     models = sorted({r.model for r in routes})
@@ -169,13 +179,15 @@ def route_configuration(
                 *match.get("headers", []),
                 {"name": settings.tier_header, "string_match": {"exact": tier}},
             ]
-            clusters = weighted_clusters(route=route, proto=proto, pools_by_name=pools_by_name)
+            clusters = weighted_clusters(route=route, proto=proto, pools_by_name=pools_by_name,
+                                         split=splits.get(RouteKey(model, tier)))
             entries.append(
                 _forward(name=f"{model}/{tier}", match=tier_match, clusters=clusters, proto=proto, settings=settings)
             )
         default = by_key.get((model, settings.default_tier))
         if default is not None:
-            clusters = weighted_clusters(route=default, proto=proto, pools_by_name=pools_by_name)
+            clusters = weighted_clusters(route=default, proto=proto, pools_by_name=pools_by_name,
+                                         split=splits.get(RouteKey(model, settings.default_tier)))
             entries.append(
                 _forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto, settings=settings)
             )
@@ -217,12 +229,14 @@ def proxyless_route_configuration(
     routes: tuple[RouteWeights, ...],
     pools: tuple[PoolEndpoints, ...],
     settings: DataPlaneSettings,
+    splits: Mapping[RouteKey, VersionSplit] | None = None,
 ) -> dict[str, Any]:
     """Routes for gRPC clients that dial ``xds:///<model>`` directly (no Envoy, no Lua).
 
     gRPC supports header matches and weighted clusters but not direct responses, so an unknown tier
     matches no route and the client gets UNAVAILABLE "no matching route" instead of a 400.
     """
+    splits = splits or {}
     pools_by_name = {p.pool: p for p in pools}
     by_key = {(r.model, r.tier): r for r in routes}
     entries = []
@@ -237,7 +251,8 @@ def proxyless_route_configuration(
                         "headers": [{"name": settings.tier_header, "string_match": {"exact": tier}}],
                     },
                     "route": {
-                        "weighted_clusters": weighted_clusters(route=route, proto="grpc", pools_by_name=pools_by_name)
+                        "weighted_clusters": weighted_clusters(route=route, proto="grpc", pools_by_name=pools_by_name,
+                                                               split=splits.get(RouteKey(model, tier)))
                     },
                 }
             )
@@ -248,7 +263,8 @@ def proxyless_route_configuration(
                 "name": f"{model}/default",
                 "match": {"prefix": "", "headers": [{"name": settings.tier_header, "present_match": False}]},
                 "route": {
-                    "weighted_clusters": weighted_clusters(route=default, proto="grpc", pools_by_name=pools_by_name)
+                    "weighted_clusters": weighted_clusters(route=default, proto="grpc", pools_by_name=pools_by_name,
+                                                           split=splits.get(RouteKey(model, settings.default_tier)))
                 },
             }
         )

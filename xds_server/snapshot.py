@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 
 from xds_server import protos
 from xds_server.clusters import model_clusters
-from xds_server.inputs import DataPlaneSettings, PoolEndpoints, RouteWeights
+from xds_server.inputs import CandidatePool, DataPlaneSettings, PoolEndpoints, RouteWeights, VersionSplit
 from xds_server.listeners import api_listener, envoy_listeners
 from xds_server.naming import GRPC_ROUTES, HTTP_ROUTES, proxyless_route_name
 from xds_server.routes import proxyless_route_configuration, route_configuration
@@ -57,6 +57,8 @@ class Snapshot:
     pools: tuple[PoolEndpoints, ...] = ()
     routes: tuple[RouteWeights, ...] = ()
     settings: DataPlaneSettings = field(default_factory=DataPlaneSettings)
+    splits: tuple[VersionSplit, ...] = ()
+    candidates: tuple[CandidatePool, ...] = ()
 
     @classmethod
     def from_resources(
@@ -140,6 +142,7 @@ class Snapshot:
                         if cluster_name not in clusters:
                             problems.append(f"{where}: cluster {cluster_name} does not exist")
         problems.extend(_input_problems(self.pools, self.routes, self.settings))
+        problems.extend(_release_problems(self.routes, self.splits, self.candidates))
         return problems
 
 
@@ -187,8 +190,24 @@ def _input_problems(
     return problems
 
 
+def _release_problems(routes: tuple[RouteWeights, ...], splits: tuple[VersionSplit, ...],
+                      candidates: tuple[CandidatePool, ...]) -> list[str]:
+    """A release split that would send traffic nowhere, or to replicas that do not exist."""
+    problems = []
+    have = {r.key for r in routes}
+    running = {(c.model, c.pool, c.version) for c in candidates if c.replicas}
+    for s in splits:
+        if s.key not in have:
+            problems.append(f"release split {s.key}: no such route")
+        for pool in s.candidate_pools if s.candidate_bp else ():
+            if (s.key.model, pool, s.candidate_version) not in running:
+                problems.append(f"release split {s.key}: no candidate replica of version {s.candidate_version} on {pool}")
+    return problems
+
+
 def build_snapshot(
-    pools: Iterable[PoolEndpoints], routes: Iterable[RouteWeights], settings: DataPlaneSettings | None = None
+    pools: Iterable[PoolEndpoints], routes: Iterable[RouteWeights], settings: DataPlaneSettings | None = None,
+    *, splits: Iterable[VersionSplit] = (), candidates: Iterable[CandidatePool] = (),
 ) -> Snapshot:
     """Build every resource for Envoy and for proxyless clients.  Pure: same inputs, same version.
 
@@ -198,11 +217,15 @@ def build_snapshot(
     settings = settings or DataPlaneSettings()
     pools = tuple(sorted(pools, key=lambda p: p.pool))
     routes = tuple(sorted(routes, key=lambda r: (r.model, r.tier)))
-    clusters, assignments = model_clusters(pools=pools, settings=settings)
+    # A release: candidate clusters beside the stable ones, and each route's share (docs/releases.md).
+    split_list = tuple(sorted(splits, key=lambda s: s.key))
+    by_key = {s.key: s for s in split_list}
+    candidate_pools = tuple(sorted(candidates, key=lambda c: (c.model, c.pool, c.version)))
+    clusters, assignments = model_clusters(pools=pools, settings=settings, candidates=candidate_pools)
     listeners = envoy_listeners(settings)
     route_configs = [
-        route_configuration(name=HTTP_ROUTES, proto="http", routes=routes, pools=pools, settings=settings),
-        route_configuration(name=GRPC_ROUTES, proto="grpc", routes=routes, pools=pools, settings=settings),
+        route_configuration(name=HTTP_ROUTES, proto="http", routes=routes, pools=pools, settings=settings, splits=by_key),
+        route_configuration(name=GRPC_ROUTES, proto="grpc", routes=routes, pools=pools, settings=settings, splits=by_key),
     ]
     api_listener_names = []
     if settings.proxyless_listener_prefix is not None:
@@ -212,7 +235,7 @@ def build_snapshot(
             listeners.append(api_listener(name=listener_name, route_name=route_name))
             route_configs.append(
                 proxyless_route_configuration(
-                    name=route_name, model=model, routes=routes, pools=pools, settings=settings
+                    name=route_name, model=model, routes=routes, pools=pools, settings=settings, splits=by_key
                 )
             )
             api_listener_names.append(listener_name)
@@ -224,7 +247,8 @@ def build_snapshot(
     }
     resources = {t: [protos.to_message(t, d) for d in ds] for t, ds in as_dicts.items()}
     return Snapshot.from_resources(
-        resources, api_listeners=api_listener_names, pools=pools, routes=routes, settings=settings
+        resources, api_listeners=api_listener_names, pools=pools, routes=routes, settings=settings,
+        splits=split_list, candidates=candidate_pools,
     )
 
 

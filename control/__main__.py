@@ -1,6 +1,7 @@
 """``python -m control serve``: the control server as its own process.
 
-It reads the fleet config, follows the runtime file the fleet supervisor writes, serves ADS to
+It reads the fleet config, follows the runtime file the fleet supervisor writes (or, in a cluster,
+the Triton Services' EndpointSlices: ``--discovery=kubernetes``), serves ADS to
 Envoy and proxyless gRPC clients, and runs the control loop every ``--interval-s``.  It can be
 killed and restarted at any time: Envoy keeps its last config meanwhile, and the restarted server
 republishes the persisted weights before deciding anything new.
@@ -9,6 +10,7 @@ republishes the persisted weights before deciding anything new.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import threading
@@ -34,10 +36,22 @@ def serve(args: argparse.Namespace) -> int:
     xds = XdsServer(port=args.xds_port, host=args.listen_address, registry=registry)
     port = xds.start()
     policy = PolicySettings(**fleet.routing)  # type: ignore[arg-type]
-    settings = dataplane_settings(fleet, policy, http_port=args.http_port, grpc_port=args.grpc_port)
+    settings = dataplane_settings(fleet, policy, http_port=args.http_port, grpc_port=args.grpc_port,
+                                  listen_address=args.envoy_listen_address)
+    discovery = None
+    if args.discovery == "kubernetes":
+        from control.discovery_k8s import EndpointSliceDiscovery, SliceSelection, discovery_api
+
+        selection = SliceSelection(namespace=args.k8s_namespace, label_selector=args.k8s_label_selector,
+                                   pool_label=args.k8s_pool_label)
+        discovery = EndpointSliceDiscovery(discovery_api(kubeconfig=args.kubeconfig), selection).start()
+        if not discovery.wait_synced(args.k8s_sync_timeout_s):
+            log.warning("EndpointSlices not listed within %.0fs; serving listeners only until they are",
+                        args.k8s_sync_timeout_s)
     controller = wire_local(
         fleet=fleet,
         xds=xds,
+        discovery=discovery,
         runtime_path=args.runtime,
         state_path=args.state,
         composing=composing,
@@ -51,9 +65,13 @@ def serve(args: argparse.Namespace) -> int:
     admin = AdminServer(controller, port=args.admin_port, host=args.listen_address)
     admin_port = admin.start()
     log.info(
-        "xDS on 127.0.0.1:%d, admin on 127.0.0.1:%d, %s",
+        "xDS on %s:%d, admin on %s:%d, Envoy listeners on %s, discovery %s, %s",
+        args.listen_address,
         port,
+        args.listen_address,
         admin_port,
+        args.envoy_listen_address,
+        args.discovery,
         "resumed persisted weights" if resumed else "no persisted state",
     )
     print(f"READY xds_port={port} admin_port={admin_port} resumed={resumed}", flush=True)
@@ -67,7 +85,16 @@ def serve(args: argparse.Namespace) -> int:
             log.exception("control loop tick failed")
     admin.stop()
     xds.stop()
+    if discovery is not None:
+        discovery.stop()
     return 0
+
+
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address (Envoy binds addresses, not names)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the control server")
     s.add_argument("--fleet", type=Path, default=Path("fleet.yaml"))
-    s.add_argument("--runtime", type=Path, required=True, help="runtime file written by the fleet supervisor")
+    s.add_argument("--discovery", choices=("runtime-file", "kubernetes"), default="runtime-file",
+                   help="where replicas come from: the local supervisor's --runtime file, or the Triton "
+                        "Services' EndpointSlices (list + watch; in a pod through its service account)")
+    s.add_argument("--runtime", type=Path, default=None,
+                   help="runtime file written by the fleet supervisor (--discovery=runtime-file)")
+    s.add_argument("--k8s-namespace", default="inference", help="namespace of the Triton Services")
+    s.add_argument("--k8s-label-selector", default="app.kubernetes.io/name=triton",
+                   help="label selector of the Triton pools' EndpointSlices (they carry their Service's labels)")
+    s.add_argument("--k8s-pool-label", default="inference.platform/pool", help="label naming a slice's pool")
+    s.add_argument("--k8s-sync-timeout-s", type=float, default=10.0,
+                   help="wait this long for the first EndpointSlice list before serving")
+    s.add_argument("--kubeconfig", default=None, help="outside a pod: kubeconfig to use (default: in-cluster)")
     s.add_argument("--state", type=Path, required=True, help="persisted state (weights, health, last snapshot)")
     s.add_argument("--desired", type=Path, default=None,
                    help="write desired replicas per pool here for the local supervisor (default: fixed fleet)")
@@ -87,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--interval-s", type=float, default=1.0)
     s.add_argument("--listen-address", default="127.0.0.1",
                    help="address of the xDS and admin ports (in a pod: 0.0.0.0; mTLS comes from the mesh)")
+    s.add_argument("--envoy-listen-address", type=_ip_address, default="127.0.0.1",
+                   help="address Envoy's KServe listeners bind (LDS): 127.0.0.1 locally, 0.0.0.0 in a pod")
     s.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
+    if args.discovery == "runtime-file" and args.runtime is None:
+        ap.error("--runtime is required with --discovery=runtime-file")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(args)
 

@@ -3,7 +3,10 @@
 GET  /status            JSON: pools, health, weights per model and tier with the policy's reasons,
                         last push, ADS stream ACK state
 GET  /metrics           Prometheus text (weights, decisions, push/ACK latency, NACKs, cost)
-GET  /healthz           200 once the server runs
+GET  /healthz           200 when a snapshot is published, discovery answers and some pool has a
+                        serving replica; else 503 naming what is missing
+GET  /readyz            200 once a snapshot is published (the pod may take ADS streams)
+GET  /livez             200 while the process runs
 POST /drain?pool=NAME   weight the pool to 0, publish, wait for ACKs (called before its Tritons stop)
 POST /undrain?pool=NAME
 POST /drain-replica?pool=NAME&http_port=N[&host=IP]
@@ -48,9 +51,15 @@ def _handler(controller: ControlServer) -> type[BaseHTTPRequestHandler]:
             elif path == "/metrics":
                 self._send(200, generate_latest(controller.registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                self._json(200, {"ok": True, "snapshot_version": controller.loop.view.snapshot_version})
+                health = controller.health()
+                self._json(200 if health["ok"] else 503, health)
+            elif path == "/readyz":  # ADS has a snapshot to serve (even one with no replicas yet)
+                version = controller.loop.view.snapshot_version
+                self._json(200 if version else 503, {"ready": bool(version), "snapshot_version": version})
+            elif path == "/livez":
+                self._json(200, {"alive": True})
             else:
-                self._json(404, {"error": f"no such path {path!r}; try /status, /metrics, /healthz"})
+                self._json(404, {"error": f"no such path {path!r}; try /status, /metrics, /healthz, /readyz, /livez"})
 
         def do_POST(self) -> None:  # noqa: N802
             url = urlparse(self.path)

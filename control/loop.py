@@ -149,6 +149,7 @@ class ControlLoop:
         try:
             replicas = self._forget_gone_drains(self.discovery.read())
         except DiscoveryError as e:
+            self._publish_floor(self._view.replicas)
             self._view = replace(self._view, last_error=f"discovery: {e}")
             return self._view
         now = self.clock()
@@ -156,6 +157,7 @@ class ControlLoop:
             metrics = self.metrics.read(now, replicas.metrics_targets())
         except Exception as e:  # a whole source down: keep the routes in force, try next tick
             log.warning("metrics read failed: %s", e)
+            self._publish_floor(replicas)
             self._view = replace(self._view, replicas=replicas, last_error=f"metrics: {type(e).__name__}: {e}")
             return self._view
         errors = dict(getattr(self.metrics, "last_errors", {}) or {})
@@ -163,6 +165,18 @@ class ControlLoop:
             view = self._decide_and_write(replicas, metrics, now, errors)
         self.observer.tick_seconds(time.perf_counter() - started)
         return view
+
+    def _publish_floor(self, replicas: ReplicaSet) -> None:
+        """Before anything was ever published, a tick that cannot decide still publishes what it
+        knows (the routes in force, the replicas it has; at least Envoy's listeners), so the data
+        plane answers instead of refusing connections while the inputs are missing."""
+        if self._view.snapshot_version is not None:
+            return
+        with self._tick_lock:
+            result = self.sink.publish(self._serving(replicas), list(self._view.routes.values()))
+            if result.version is not None:
+                self._view = replace(self._view, snapshot_version=result.version,
+                                     last_push_unix_s=self.wall_clock() if result.pushed else None)
 
     def _read_replicas(self) -> ReplicaSet:
         try:

@@ -36,8 +36,17 @@ class XdsRouteSink:
     def publish(self, pools: Sequence[PoolServing], routes: Sequence[RouteWeights]) -> PublishResult:
         current = self.snapshot.version if self.snapshot else None
         live = [pool_endpoints(p) for p in pools if p.replicas]
+        served = {model for p in live for model in p.models}
+        # A pool that lost its last replica keeps its clusters while other pools serve all its
+        # models: they fall through to those pools (EDS priorities).  Envoy applies CDS before the
+        # RDS that stops naming the pool, so removing its clusters would 503 requests in between.
+        live += [pool_endpoints(p) for p in pools if not p.replicas and p.models and set(p.models) <= served]
         if not live:
-            return PublishResult(current, False, ("no pool has a ready replica: nothing to publish",))
+            if self.snapshot is not None:  # the endpoints in force may still serve: keep them
+                return PublishResult(current, False, ("no pool has a ready replica: the snapshot in force stays",))
+            # Nothing published yet: Envoy gets its listeners (every request a clear 404 naming
+            # the models served: none) rather than a refused connection behind a healthy NLB.
+            routes = ()
         snapshot = build_snapshot(live, routes, self.settings)
         if snapshot.version == current:
             return PublishResult(current, False)

@@ -3,8 +3,8 @@
 This is the one place that chooses implementations for the ports (``wire_local``): replica
 discovery from the local runtime file, metrics scraped from Triton and Envoy, routes published
 through the ADS server, state in a JSON file, and the desired-replicas file the local supervisor
-follows (or a fixed fleet).  The cluster wiring
-will choose EndpointSlice discovery and a shared store behind the same ports.
+follows (or a fixed fleet).  In a cluster ``python -m control serve --discovery=kubernetes`` hands
+it EndpointSlice discovery (``control.discovery_k8s``) behind the same port.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from control.discovery_runtime_file import RuntimeFileDiscovery
 from control.loop import ControlLoop
 from control.metrics_export import ControlPlaneMetrics
 from control.metrics_scrape import ScrapeSource
-from control.ports import ReplicaActuator
+from control.ports import ReplicaActuator, ReplicaDiscovery
 from control.route_sink_xds import XdsRouteSink
 from control.state_store_file import FileStateStore
 from control.status import render_status
@@ -47,6 +47,22 @@ class ControlServer:
     def status(self) -> dict[str, Any]:
         return render_status(self.fleet, self.loop.view, self.sink.status())
 
+    def health(self) -> dict[str, Any]:
+        """``/healthz``: ok only when the data plane can serve: a snapshot published, discovery
+        answering, and at least one pool with a serving replica.  A server that runs but routes
+        nowhere says so (503) instead of looking healthy behind a load balancer."""
+        view = self.loop.view
+        serving = {pool: n for pool, n in sorted(view.replicas.ready_count().items()) if n}
+        problems = []
+        if view.snapshot_version is None:
+            problems.append("nothing published to Envoy yet")
+        if view.last_error and view.last_error.startswith("discovery:"):
+            problems.append(view.last_error)
+        if not serving:
+            problems.append("no pool has a serving replica")
+        return {"ok": not problems, "snapshot_version": view.snapshot_version, "serving_replicas": serving,
+                "problems": problems}
+
     def drain(self, pool: str, timeout_s: float = 5.0) -> str | None:
         return self.loop.drain(pool, timeout_s)
 
@@ -66,17 +82,23 @@ def dataplane_settings(fleet: Fleet, policy: PolicySettings, **overrides: Any) -
     )
 
 
-def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path, state_path: Path,
+def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state_path: Path,
                composing: Mapping[str, str], envoy_metrics_url: str | None, dataplane: DataPlaneSettings,
-               policy: PolicySettings, registry: CollectorRegistry, desired_path: Path | None = None) -> ControlServer:
+               policy: PolicySettings, registry: CollectorRegistry, desired_path: Path | None = None,
+               discovery: ReplicaDiscovery | None = None) -> ControlServer:
     """The local wiring.  With ``desired_path`` the capacity decider's counts are written there for
-    the local supervisor to follow; without it the fleet is fixed (and says so)."""
+    the local supervisor to follow; without it the fleet is fixed (and says so).  ``discovery``
+    replaces the runtime file (in a cluster: ``control.discovery_k8s.EndpointSliceDiscovery``)."""
+    if discovery is None:
+        if runtime_path is None:
+            raise ValueError("replica discovery: give a runtime file or another ReplicaDiscovery")
+        discovery = RuntimeFileDiscovery(runtime_path)
     actuator: ReplicaActuator = (DesiredFileActuator(desired_path) if desired_path is not None
                                  else FixedFleetActuator({p.name: p.replicas for p in fleet.pools}))
     sink = XdsRouteSink(xds, dataplane)
     loop = ControlLoop(
         fleet=fleet,
-        discovery=RuntimeFileDiscovery(runtime_path),
+        discovery=discovery,
         metrics=ScrapeSource({}, envoy_metrics_url, composing=composing, signals=DECIDER_SIGNALS),
         sink=sink,
         store=FileStateStore(state_path),

@@ -180,6 +180,15 @@ class SqliteJobStore:
                 return Claim(job_id, token, model, tier, tuple(rows), expires)
         return None
 
+    def next_work(self, models: Sequence[str]) -> tuple[str, str] | None:
+        """(model, tier) of the job the next claim would serve, if it has rows to send."""
+        marks = ",".join("?" * len(models))
+        row = self._conn().execute(
+            f"SELECT j.model, j.tier FROM jobs j WHERE j.state IN ('queued','running') AND j.model IN ({marks})"
+            " AND EXISTS (SELECT 1 FROM rows r WHERE r.job_id=j.job_id AND r.state IN ('pending','sent'))"
+            " ORDER BY j.priority DESC, j.created_s, j.job_id LIMIT 1", tuple(models)).fetchone()
+        return (row[0], row[1]) if row else None
+
     def _read_inputs(self, job_id: str, picked: Sequence[tuple[int, int, int]]) -> list[tuple[int, Row]]:
         out = []
         with open(self.job_dir(job_id) / "input.jsonl", "rb") as f:
@@ -263,7 +272,7 @@ class SqliteJobStore:
                 return 0
             ready = db.execute("SELECT row, state, answer_ref, error, input_offset, input_len FROM rows"
                                " WHERE job_id=? AND row>=? ORDER BY row LIMIT ?", (job_id, next_row, max_rows)).fetchall()
-            run = []
+            run: list[tuple[Any, ...]] = []
             for r in ready:
                 if r[1] != RowState.ANSWERED or r[0] != next_row + len(run):
                     break

@@ -1,0 +1,5 @@
+"""``python -m batch --help``."""
+
+from batch.cli import main
+
+raise SystemExit(main())

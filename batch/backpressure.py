@@ -1,0 +1,176 @@
+"""How fast a worker may send: spare capacity from the control plane, and AIMD on what it sees.
+
+Two signals, because neither is enough alone:
+
+1. **Spare capacity** (the control plane's view, ``spare_capacity``).  For each pool that carries
+   the batch tier's weight for the job's model, the routing policy's capacity table gives what a
+   replica sustains (``throughput_per_replica``, full batches) and the busiest it may be planned
+   (``max_utilisation``).  Gold and silver demand placed on the pool by the routes in force (each
+   route's demand x the pool's share of its weight, over every model the pool serves) uses part of
+   it; the rest is spare, in rows/s of the job's model.  When gold and silver need it all, the
+   worker pauses.  The batch tier's own demand is not subtracted: it is what the spare is for.
+2. **What the requests say** (``Throttle``): rejections (429/503/RESOURCE_EXHAUSTED) and timeouts
+   halve the number of requests in flight and back off (exponential, jittered); successes add one
+   back per round.  A batch whose latency passes half the per-try timeout shrinks the batch size,
+   so batches stay inside the timeout; fast ones let it grow back to the model's maximum.
+
+The throttle's in-flight limit is also capped by the spare capacity: at ``latency`` seconds per
+request of ``batch`` rows, ``ceil(spare x latency / batch)`` requests in flight use the spare.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """``spare_rows_per_s``: None when unknown (no control plane answer): the throttle alone decides."""
+
+    spare_rows_per_s: float | None
+    pause: bool = False
+    reason: str = ""
+    by_pool: Mapping[str, float] | None = None
+
+
+UNKNOWN = Headroom(None, False, "control plane status unknown: AIMD on the requests' outcomes only")
+
+
+def spare_capacity(status: Mapping[str, Any], *, model: str, tier: str,
+                   throughput_per_replica: Mapping[tuple[str, str], float], max_utilisation: float,
+                   total_weight: int = 100) -> Headroom:
+    """Spare capacity for ``model`` at ``tier`` from the control server's ``/status`` (module docstring).
+
+    ``throughput_per_replica[(pool, model)]``: req/s one replica sustains (the routing policy's
+    capacity table).  A route's demand is read from its ``demand_per_s`` (the policy's estimate);
+    a status without it counts the pool's measured request rate of that model as interactive
+    (conservative: it includes the batch's own requests)."""
+    pools = {p["name"]: p for p in status.get("pools", [])}
+    routes = status.get("routes", [])
+    mine = next((r for r in routes if r["model"] == model and r["tier"] == tier), None)
+    if mine is None:
+        return Headroom(0.0, True, f"no route for {model}/{tier}: nothing can serve the job now")
+    used: dict[str, float] = {}  # pool -> utilisation by the other tiers
+    measured_fallback: set[tuple[str, str]] = set()
+    for r in routes:
+        if r["tier"] == tier:
+            continue
+        for pool, weight in r["weights"].items():
+            p = pools.get(pool)
+            x = throughput_per_replica.get((pool, r["model"]))
+            if not weight or p is None or not x or not p.get("ready_replicas"):
+                continue
+            demand = r.get("demand_per_s")
+            if demand is None:
+                rate = p.get("metrics", {}).get(r["model"], {}).get("request_rate_per_s", 0.0) or 0.0
+                if (pool, r["model"]) in measured_fallback:
+                    continue  # the pool's measured rate covers every tier at once
+                measured_fallback.add((pool, r["model"]))
+                demand_on_pool = rate
+            else:
+                demand_on_pool = demand * weight / total_weight
+            used[pool] = used.get(pool, 0.0) + demand_on_pool / (p["ready_replicas"] * x)
+    by_pool: dict[str, float] = {}
+    for pool, weight in mine["weights"].items():
+        p = pools.get(pool)
+        x = throughput_per_replica.get((pool, model))
+        if not weight or p is None or not x or p.get("draining"):
+            continue
+        ready = p.get("ready_replicas", 0)
+        by_pool[pool] = max(0.0, max_utilisation - used.get(pool, 0.0)) * ready * x
+    spare = sum(by_pool.values())
+    if spare <= 0:
+        busy = ", ".join(f"{p} {used.get(p, 0.0):.0%}" for p in mine["weights"] if mine["weights"][p])
+        return Headroom(0.0, True, f"gold/silver need the pools ({busy or 'no ready pool'})", by_pool)
+    return Headroom(spare, False, f"spare {spare:.1f} rows/s on {', '.join(sorted(by_pool))}", by_pool)
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    max_in_flight: int = 8
+    max_batch: int = 32
+    min_batch: int = 1
+    per_try_timeout_s: float = 10.0
+    backoff_min_s: float = 0.25
+    backoff_max_s: float = 10.0
+
+
+class Throttle:
+    """Requests in flight and batch size for one worker process (thread-safe; injected clock)."""
+
+    def __init__(self, settings: ThrottleSettings, clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.s = settings
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.limit = float(max(1, settings.max_in_flight // 2))
+        self.batch = settings.max_batch
+        self.in_flight = 0
+        self.backoff_s = 0.0
+        self.resume_at = 0.0
+        self.headroom = UNKNOWN
+        self.latency_s = 0.0  # EWMA of successful request latency
+        self.pressure_events = 0
+        self._cond = threading.Condition()
+
+    # -- the cap ------------------------------------------------------------------------------
+    def allowed(self) -> int:
+        """Requests allowed in flight now: the AIMD limit, capped by spare capacity; 0 when paused."""
+        h = self.headroom
+        if h.pause:
+            return 0
+        limit = max(1, int(self.limit))
+        if h.spare_rows_per_s is not None and self.latency_s > 0:
+            limit = min(limit, max(1, math.ceil(h.spare_rows_per_s * self.latency_s / max(1, self.batch))))
+        return min(limit, self.s.max_in_flight)
+
+    def set_headroom(self, headroom: Headroom) -> None:
+        with self._cond:
+            self.headroom = headroom
+            self._cond.notify_all()
+
+    # -- permits ------------------------------------------------------------------------------
+    def acquire(self, stop: threading.Event, poll_s: float = 0.2) -> bool:
+        """Wait for a permit; False if ``stop`` was set first."""
+        with self._cond:
+            while not stop.is_set():
+                if self.in_flight < self.allowed() and self.clock() >= self.resume_at:
+                    self.in_flight += 1
+                    return True
+                self._cond.wait(poll_s)
+            return False
+
+    def release(self) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
+
+    # -- what the requests said -----------------------------------------------------------------
+    def succeeded(self, latency_s: float, rows: int) -> None:
+        with self._cond:
+            self.latency_s = latency_s if self.latency_s == 0 else 0.8 * self.latency_s + 0.2 * latency_s
+            self.backoff_s = 0.0
+            if latency_s > 0.5 * self.s.per_try_timeout_s:  # too close to the timeout: smaller batches
+                self.batch = max(self.s.min_batch, self.batch // 2)
+            elif latency_s < 0.2 * self.s.per_try_timeout_s and rows >= self.batch:
+                self.batch = min(self.s.max_batch, self.batch * 2)
+            self.limit = min(float(self.s.max_in_flight), self.limit + 1.0 / max(1.0, self.limit))
+            self._cond.notify_all()
+
+    def pressured(self, timed_out: bool = False) -> float:
+        """Halve the in-flight limit, back off (and halve the batch on a timeout).  -> back-off s."""
+        with self._cond:
+            self.pressure_events += 1
+            self.limit = max(1.0, self.limit / 2)
+            if timed_out:
+                self.batch = max(self.s.min_batch, self.batch // 2)
+            self.backoff_s = min(self.s.backoff_max_s, max(self.s.backoff_min_s, self.backoff_s * 2))
+            delay = self.backoff_s * (0.5 + self.rng.random() / 2)
+            self.resume_at = max(self.resume_at, self.clock() + delay)
+            return delay

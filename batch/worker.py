@@ -1,0 +1,248 @@
+"""A batch worker: claims rows, sends them through Envoy as bronze requests, stores the answers,
+appends the result file; any number of them run against one store.
+
+One process runs ``senders`` threads sharing one ``Throttle`` (requests in flight, batch size) and
+one thread that reads the control plane's headroom every ``poll_s``.  Each sender does, per claim:
+
+    permit = throttle.acquire()          paused or backing off: wait here, holding no rows
+    claim  = store.claim(batch size)      rows -> sent (leased)
+    outcome = client.infer(rows)          one KServe v2 request through Envoy, x-sla-tier: bronze
+      ok            -> store.answer        rows -> answered (durable), then store.write_ready
+      pressure      -> store.release       rows -> pending (the attempt does not count); slow down
+      client_error  -> split the batch; a single row fails for good with the platform's message
+      server_error  -> store.release(counted); the row gives up after the store's max attempts
+
+Nothing a worker holds is needed by anyone else after it dies: its leases expire and the next
+claim recovers the rows (``batch.store_sqlite``).  The control server may die too: Envoy keeps
+routing with the last weights, and the worker goes on with the requests' own signals (the last
+headroom it read holds for ``stale_s``, then AIMD alone).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import requests
+
+from batch.backpressure import UNKNOWN, Headroom, Throttle, ThrottleSettings, spare_capacity
+from batch.inputs import Row
+from batch.jobs import PoolUsage
+from batch.kserve import KServeClient, Outcome, OutcomeKind
+from batch.metrics import WorkerMetrics
+from batch.store import Claim, JobStore, RowAnswer
+from model_repository.definitions import ModelDefinition
+from router_lib.domain import EmulatedOutputs, Fleet
+from router_lib.policy_stages import build_capacity_table
+from router_lib.policy_types import PolicySettings
+
+log = logging.getLogger(__name__)
+
+
+def pool_usage(fleet: Fleet, pool: str | None, model: str, rows: int, measured_s: float) -> dict[str, PoolUsage]:
+    """Pool time and cost of one answered request of ``rows`` rows.
+
+    Pool time is the pool's profiled service time of a batch of that size (what the request
+    occupied one model instance for; in platform time, so a dilated fleet is not overcharged),
+    falling back to the measured latency where the pool has no profile.  Cost = pool time x the
+    pool's price per second."""
+    if pool is None:
+        return {}
+    try:
+        spec = fleet.pool(pool)
+    except KeyError:
+        return {pool: PoolUsage(rows, measured_s, 0.0, False)}
+    profile = fleet.profiles.get((model, spec.accelerator))
+    seconds = profile.latency_ms(rows) / 1000.0 / max(1, profile.instances_per_replica) if profile else measured_s
+    synthetic = spec.emulated and spec.outputs is EmulatedOutputs.SYNTHETIC
+    return {pool: PoolUsage(rows, seconds, seconds * spec.price_per_hour_usd / 3600.0, synthetic)}
+
+
+class ControlStatusHeadroom:
+    """Reads the control server's ``/status`` and turns it into a ``Headroom`` for one (model, tier)."""
+
+    def __init__(self, admin_url: str, fleet: Fleet, *, timeout_s: float = 2.0, stale_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = admin_url.rstrip("/") + "/status"
+        self.fleet = fleet
+        settings = PolicySettings(**fleet.routing)  # type: ignore[arg-type]
+        table = build_capacity_table(fleet, settings)
+        self.throughput = {(e.name, model): e.throughput_per_replica for model, es in table.serving.items() for e in es}
+        self.max_utilisation = settings.max_utilisation
+        self.total_weight = settings.total_weight
+        self.timeout_s = timeout_s
+        self.stale_s = stale_s
+        self.clock = clock
+        self._last: dict[tuple[str, str], tuple[float, Headroom]] = {}
+        self.errors = 0
+
+    def read(self, model: str, tier: str) -> Headroom:
+        try:
+            status = requests.get(self.url, timeout=self.timeout_s).json()
+        except (requests.RequestException, ValueError) as e:
+            self.errors += 1
+            seen = self._last.get((model, tier))
+            if seen and self.clock() - seen[0] <= self.stale_s:
+                return seen[1]
+            return Headroom(None, False, f"control plane unreachable ({type(e).__name__}): AIMD only")
+        h = spare_capacity(status, model=model, tier=tier, throughput_per_replica=self.throughput,
+                           max_utilisation=self.max_utilisation, total_weight=self.total_weight)
+        self._last[(model, tier)] = (self.clock(), h)
+        return h
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    senders: int = 4
+    lease_s: float = 60.0
+    poll_s: float = 1.0
+    idle_poll_s: float = 0.5
+    throttle: ThrottleSettings = ThrottleSettings()
+
+
+class Worker:
+    def __init__(self, *, store: JobStore, endpoint: str, fleet: Fleet, models: Mapping[str, ModelDefinition],
+                 headroom: ControlStatusHeadroom | None, settings: WorkerSettings = WorkerSettings(),
+                 metrics: WorkerMetrics | None = None, worker_id: str | None = None,
+                 only_models: Sequence[str] | None = None) -> None:
+        self.store = store
+        self.endpoint = endpoint
+        self.fleet = fleet
+        self.models = models
+        self.headroom = headroom
+        self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.only_models = tuple(only_models) if only_models else None
+        self.stop_event = threading.Event()
+        self.throttles: dict[str, Throttle] = {}  # per model: batch sizes differ per model
+        self._lock = threading.Lock()
+        self._tier_by_model: dict[str, str] = {}
+        self._idle = threading.Event()
+
+    def throttle(self, model: str) -> Throttle:
+        with self._lock:
+            if model not in self.throttles:
+                t = self.settings.throttle
+                max_batch = min(t.max_batch, self.models[model].max_batch_size)
+                self.throttles[model] = Throttle(ThrottleSettings(t.max_in_flight, max_batch, t.min_batch,
+                                                                  t.per_try_timeout_s, t.backoff_min_s, t.backoff_max_s))
+            return self.throttles[model]
+
+    # -- run --------------------------------------------------------------------------------
+    def run(self, *, exit_when_idle: bool = False) -> None:
+        threads = [threading.Thread(target=self._sender, args=(exit_when_idle,), name=f"sender-{i}", daemon=True)
+                   for i in range(self.settings.senders)]
+        poller = threading.Thread(target=self._poll_headroom, name="headroom", daemon=True)
+        poller.start()
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.5)
+        finally:
+            self.stop_event.set()
+            poller.join(timeout=5)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _poll_headroom(self) -> None:
+        while not self.stop_event.is_set():
+            for model, tier in list(self._tier_by_model.items()):
+                h = self.headroom.read(model, tier) if self.headroom is not None else UNKNOWN
+                throttle = self.throttle(model)
+                throttle.set_headroom(h)
+                self.metrics.headroom(model, h, throttle)
+            self.stop_event.wait(self.settings.poll_s)
+
+    def _sender(self, exit_when_idle: bool) -> None:
+        client = KServeClient(self.endpoint)
+        idle_since: float | None = None
+        while not self.stop_event.is_set():
+            claim = self._next_claim()
+            if claim is None:
+                idle_since = idle_since or time.monotonic()
+                if exit_when_idle and time.monotonic() - idle_since > 2 * self.settings.idle_poll_s \
+                        and not any(self.store.queue_depth().values()):
+                    return
+                self.stop_event.wait(self.settings.idle_poll_s)
+                continue
+            idle_since = None
+            self._serve_claim(client, claim)
+
+    def _next_claim(self) -> Claim | None:
+        """A permit first (so a paused worker holds no rows), then a claim sized to the batch."""
+        work = self.store.next_work(self.only_models or tuple(self.models))
+        if work is None:
+            return None
+        model, tier = work
+        throttle = self.throttle(model)
+        if model not in self._tier_by_model:  # first sight: read its headroom before sending
+            self._tier_by_model[model] = tier
+            if self.headroom is not None:
+                throttle.set_headroom(self.headroom.read(model, tier))
+        if not throttle.acquire(self.stop_event):
+            return None
+        claim = self.store.claim(worker=self.worker_id, max_rows=throttle.batch, lease_s=self.settings.lease_s,
+                                 models=(model,))
+        if claim is None:
+            throttle.release()
+        return claim
+
+    def _serve_claim(self, client: KServeClient, claim: Claim) -> None:
+        throttle = self.throttle(claim.model)
+        model = self.models[claim.model]
+        try:
+            answers, usage = self._answer_rows(client, model, claim, list(claim.rows), throttle)
+            if answers is None:
+                self.store.release(claim, back_pressure=usage is None)
+                return
+            accepted = self.store.answer(claim, answers, usage or {})
+            self.metrics.answered(claim, answers, accepted)
+            self.store.write_ready(claim.job_id)
+        finally:
+            throttle.release()
+
+    def _answer_rows(self, client: KServeClient, model: ModelDefinition, claim: Claim,
+                     rows: list[tuple[int, Row]], throttle: Throttle
+                     ) -> tuple[list[RowAnswer] | None, dict[str, PoolUsage] | None]:
+        """-> (answers, usage); (None, None) on back-pressure, (None, {}) on a server error."""
+        timeout = throttle.s.per_try_timeout_s
+        outcome: Outcome = client.infer(model, claim.tier, [r for _, r in rows], timeout)
+        self.metrics.request(claim.model, outcome)
+        if outcome.kind is OutcomeKind.OK:
+            throttle.succeeded(outcome.latency_s, len(rows))
+            return ([RowAnswer(i, out, pool=outcome.pool) for (i, _), out in zip(rows, outcome.outputs, strict=True)],
+                    pool_usage(self.fleet, outcome.pool, claim.model, len(rows), outcome.latency_s))
+        if outcome.kind is OutcomeKind.PRESSURE:
+            delay = throttle.pressured(timed_out="timed out" in outcome.message)
+            log.info("back-pressure (%s): backing off %.2fs, %d in flight allowed, batch %d", outcome.message[:80],
+                     delay, throttle.allowed(), throttle.batch)
+            return None, None
+        if outcome.kind is OutcomeKind.SERVER_ERROR:
+            log.warning("server error for %d rows of %s: %s", len(rows), claim.job_id, outcome.message[:200])
+            throttle.pressured()
+            return None, {}
+        # A client error: find the row(s) at fault by halves; the others are answered normally.
+        if len(rows) == 1:
+            return [RowAnswer(rows[0][0], error=outcome.message, pool=outcome.pool)], {}
+        half = len(rows) // 2
+        answers: list[RowAnswer] = []
+        usage: dict[str, PoolUsage] = {}
+        for part in (rows[:half], rows[half:]):
+            got, used = self._answer_rows(client, model, claim, part, throttle)
+            if got is None:
+                return None, used
+            answers.extend(got)
+            for pool, u in (used or {}).items():
+                prev = usage.get(pool, PoolUsage(synthetic=u.synthetic))
+                usage[pool] = PoolUsage(prev.rows + u.rows, prev.pool_seconds + u.pool_seconds,
+                                        prev.cost_usd + u.cost_usd, u.synthetic)
+        return answers, usage

@@ -1,4 +1,10 @@
-"""Model descriptions (``model_repository/models.yaml``): one per model, every target derived from it.
+"""Model descriptions: one per model, every target derived from it.
+
+Built-in models are described in ``model_repository/models.yaml``; models onboarded with
+``python -m model_repository add`` each in their own file in the user-model store
+(``model_repository.user_models``).  ``load_models()`` returns both, so everything that serves,
+routes or profiles models (the fleet, the control server, the profiler) sees onboarded models
+without knowing where they came from.
 
 A model is either ``single`` (one accelerated step) or an ``ensemble`` of a host-side tokenizer
 step and an accelerated step.  Only the accelerated step differs between targets (ONNX Runtime,
@@ -7,56 +13,23 @@ TensorRT, Neuron); that is the one piece an emulated pool times against its prof
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
+from model_repository.model_types import (  # noqa: F401 - re-exported: the types' historical home
+    DATA_TYPES,
+    AcceleratedStep,
+    ModelDefinition,
+    TensorSpec,
+    TokenizerStep,
+)
 from router_lib.config import ConfigError, _Reader, read_yaml
 
 MODELS_FILE = Path(__file__).with_name("models.yaml")
-DATA_TYPES = ["TYPE_STRING", "TYPE_FP32", "TYPE_FP16", "TYPE_INT64", "TYPE_INT32", "TYPE_BOOL", "TYPE_UINT8"]
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    data_type: str
-    dims: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class TokenizerStep:
-    name: str
-    max_seq_length: int
-    pad_buckets: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class AcceleratedStep:
-    name: str
-    artifact: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    torchscript_artifact: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelDefinition:
-    name: str
-    description: str
-    kind: str  # "single" | "ensemble"
-    max_batch_size: int
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    accelerated: AcceleratedStep
-    tokenizer: TokenizerStep | None = None
-
-    @property
-    def composing_models(self) -> tuple[str, ...]:
-        """Names of the Triton models behind the public one (excluding itself)."""
-        if self.kind == "single":
-            return ()
-        assert self.tokenizer is not None
-        return (self.tokenizer.name, self.accelerated.name)
+# Where onboarded models' descriptions live; TMAS_USER_MODELS_DIR moves it (tests, other checkouts:
+# the control server is a child process and inherits it).
+USER_MODELS_DIR = Path(__file__).with_name("user_models")
+USER_MODELS_ENV = "TMAS_USER_MODELS_DIR"
 
 
 def _tensors(r: _Reader, key: str) -> tuple[TensorSpec, ...]:
@@ -75,7 +48,26 @@ def _tensors(r: _Reader, key: str) -> tuple[TensorSpec, ...]:
     return tuple(out)
 
 
-def load_models(path: Path | str = MODELS_FILE) -> dict[str, ModelDefinition]:
+def user_models_dir() -> Path:
+    return Path(os.environ.get(USER_MODELS_ENV) or USER_MODELS_DIR)
+
+
+def load_models(path: Path | str = MODELS_FILE, user_dir: Path | str | None = None) -> dict[str, ModelDefinition]:
+    """Built-in models from ``path`` and onboarded ones from ``user_dir`` (default: ``user_models_dir()``;
+    only when ``path`` is the built-in file).  A name in both is an error naming both files."""
+    models = load_builtin_models(path)
+    if user_dir is None and Path(path) != MODELS_FILE:
+        return models
+    from model_repository.user_models import load_user_models
+
+    for name, model in load_user_models(Path(user_dir) if user_dir is not None else user_models_dir()).items():
+        if name in models or any(name in m.composing_models for m in models.values()):
+            raise ConfigError(model.origin, "name", f"{name!r} is already a built-in model ({path})")
+        models[name] = model
+    return models
+
+
+def load_builtin_models(path: Path | str = MODELS_FILE) -> dict[str, ModelDefinition]:
     path = Path(path)
     root = _Reader(path, read_yaml(path))
     table = root.mapping("models")

@@ -43,10 +43,15 @@ def _shape(s: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in s)
 
 
-def trtexec_command(trtexec: str, onnx_path: Path, engine_path: Path, fp16: bool = True) -> list[str]:
-    """The trtexec command line that builds one engine (optimisation profile from PROFILES)."""
+ShapeProfile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+def trtexec_command(trtexec: str, onnx_path: Path, engine_path: Path, fp16: bool = True,
+                    shapes: ShapeProfile | None = None) -> list[str]:
+    """The trtexec command line that builds one engine (optimisation profile ``shapes``, by default
+    PROFILES' entry for the file: an onboarded model brings its own)."""
     cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--skipInference"]
-    prof = PROFILES.get(onnx_path.name)
+    prof = shapes if shapes is not None else PROFILES.get(onnx_path.name)
     if prof:
         cmd.append("--minShapes=" + ",".join(f"{n}:{_shape(s[0])}" for n, s in prof.items()))
         cmd.append("--optShapes=" + ",".join(f"{n}:{_shape(s[1])}" for n, s in prof.items()))
@@ -56,7 +61,8 @@ def trtexec_command(trtexec: str, onnx_path: Path, engine_path: Path, fp16: bool
     return cmd
 
 
-def build_with_python_api(onnx_path: Path, engine_path: Path, fp16: bool = True) -> None:  # pragma: no cover - needs a GPU
+def build_with_python_api(onnx_path: Path, engine_path: Path, fp16: bool = True,
+                          shapes: ShapeProfile | None = None) -> None:  # pragma: no cover - needs a GPU
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -69,7 +75,7 @@ def build_with_python_api(onnx_path: Path, engine_path: Path, fp16: bool = True)
     config = builder.create_builder_config()
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    prof = PROFILES.get(onnx_path.name)
+    prof = shapes if shapes is not None else PROFILES.get(onnx_path.name)
     if prof:
         p = builder.create_optimization_profile()
         for name, (lo, opt, hi) in prof.items():

@@ -53,6 +53,12 @@ def _params(cfg: mc.ModelConfig, **values: str) -> None:
         cfg.parameters[k].string_value = v
 
 
+def runtime_kind(model: ModelDefinition, target: Target) -> str:
+    """The target whose config serves ``model`` on ``target``: an accelerator whose compiler cannot
+    run the model (``model.host_cpu_on``) serves it on the instance's host CPU, as the CPU pool does."""
+    return "cpu" if target.kind in ("gpu", "inferentia") and target.kind in model.host_cpu_on else target.kind
+
+
 def accelerated_config(model: ModelDefinition, target: Target) -> mc.ModelConfig:
     step = model.accelerated
     cfg = mc.ModelConfig(name=step.name, max_batch_size=model.max_batch_size)
@@ -61,22 +67,23 @@ def accelerated_config(model: ModelDefinition, target: Target) -> mc.ModelConfig
     cfg.dynamic_batching.max_queue_delay_microseconds = 0
     group = cfg.instance_group.add()
     group.count = target.instances
-    if target.kind == "cpu":
+    kind = runtime_kind(model, target)
+    if kind == "cpu":
         cfg.backend = "onnxruntime"
         cfg.default_model_filename = "model.onnx"
         group.kind = mc.ModelInstanceGroup.KIND_CPU
         _params(cfg, intra_op_thread_count="1")
-    elif target.kind == "gpu":
+    elif kind == "gpu":
         cfg.platform = "tensorrt_plan"
         cfg.default_model_filename = "model.plan"
         group.kind = mc.ModelInstanceGroup.KIND_GPU
-    elif target.kind == "inferentia":
+    elif kind == "inferentia":
         if not step.torchscript_artifact:
             raise ValueError(f"model {model.name!r} has no TorchScript artifact: no Inferentia variant")
         cfg.backend = "python"
         group.kind = mc.ModelInstanceGroup.KIND_MODEL  # one instance per NeuronCore
         _params(cfg, artifact="model.pt", torch_threads="1")
-    elif target.kind == "emulated":
+    elif kind == "emulated":
         if target.pool is None or target.profile is None:
             raise ValueError("an emulated target needs its pool and profile")
         cfg.backend = "emulated"
@@ -148,9 +155,9 @@ def write_model(repo: Path, model: ModelDefinition, target: Target, artifacts: P
     """Write ``model`` (and its composing models) for ``target`` into repository ``repo``."""
     step = model.accelerated
     acc_cfg = accelerated_config(model, target)
-    if target.kind in ("cpu", "emulated"):
+    if runtime_kind(model, target) in ("cpu", "emulated"):
         files = {"model.onnx": artifacts / step.artifact}
-    elif target.kind == "gpu":
+    elif runtime_kind(model, target) == "gpu":
         files = {}
         engine = (artifacts / step.artifact).with_suffix(".plan")
         if engine.exists():

@@ -38,7 +38,10 @@ def _check_for(model_name: str, artifacts: Path, args: argparse.Namespace):  # t
         return accuracy.text_embedding_check(artifacts, args.min_cosine)
     if model_name == "digits_classifier":
         return accuracy.classifier_check(artifacts, artifacts / model.accelerated.artifact, args.max_accuracy_drop)
-    raise SystemExit(f"no accuracy reference for model {model_name!r}: add one to profiler.accuracy")
+    # Any other model (an onboarded one): its outputs against ONNX Runtime fp32 on its sample inputs.
+    from profiler.accuracy_generic import check_for_model
+
+    return check_for_model(model, artifacts)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

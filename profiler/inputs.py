@@ -53,6 +53,10 @@ def _rows(model: ModelDefinition, spec: TensorSpec, artifacts: Path, n: int, bat
     if model.name == "digits_classifier" and holdout.exists():
         x = np.load(holdout)["x"].astype(np.float32)
         return x[np.arange(n) % len(x)]
+    samples = artifacts / f"{model.name}.samples.npz"  # an onboarded model's sample inputs
+    if samples.exists():
+        x = np.load(samples)[spec.name].astype(NUMPY_TYPES[spec.data_type])
+        return x[np.arange(n) % len(x)]
     dims = tuple(RANDOM_DIM if d == -1 else d for d in spec.dims)
     rng = np.random.default_rng(0)
     return rng.standard_normal((n, *dims)).astype(NUMPY_TYPES[spec.data_type])
@@ -63,6 +67,8 @@ def describe(model: ModelDefinition) -> str:
         return "sentences from tests/data/sentences.txt (a multi-sentence request: one length bucket)"
     if model.name == "digits_classifier":
         return "held-back digits (digits_holdout.npz)"
+    if model.origin != "built-in":
+        return f"the onboarded sample inputs ({model.name}.samples.npz)"
     return "seeded random tensors of the declared shape"
 
 

@@ -11,6 +11,8 @@ POST /drain?pool=NAME   weight the pool to 0, publish, wait for ACKs (called bef
 POST /undrain?pool=NAME
 POST /drain-replica?pool=NAME&http_port=N[&host=IP]
                         take one replica out of Envoy's endpoints, wait for ACKs (before scale-in)
+GET  /releases, POST /releases/start, POST /releases/NAME/pause|resume|promote|abort
+                        canary releases (``control.release_admin``)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from control import release_admin
 from control.server import ControlServer
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,10 @@ def _handler(controller: ControlServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802
             path = urlparse(self.path).path
-            if path == "/status":
+            answer = release_admin.handle_get(controller.loop, path)
+            if answer is not None:
+                self._json(*answer)
+            elif path == "/status":
                 self._json(200, controller.status())
             elif path == "/metrics":
                 self._send(200, generate_latest(controller.registry), CONTENT_TYPE_LATEST)
@@ -64,6 +70,12 @@ def _handler(controller: ControlServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802
             url = urlparse(self.path)
             query = parse_qs(url.query)
+            if url.path.startswith("/releases/"):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = release_admin.handle_post(controller.loop, url.path, query, body)
+                if answer is not None:
+                    self._json(*answer)
+                    return
             pool = query.get("pool", [""])[0]
             if url.path not in ("/drain", "/undrain", "/drain-replica"):
                 self._json(404, {"error": f"no such path {url.path!r}; try /drain, /undrain or /drain-replica"})

@@ -8,7 +8,9 @@ Order within a tick, each stage reading what the one before decided:
 2. **routing** (``router_lib.policy.decide``) places each (model, tier)'s demand on the cheapest
    pools that meet the tier, seeing a draining or not-yet-ready pool as having 0 ready replicas;
 3. **releases** split a route between model versions inside the pools routing chose
-   (``decide_releases``; no release exists yet, so it passes the routes through unchanged);
+   (``decide_releases``: ``router_lib.release.step_release`` for every release observed this
+   tick, then each release's candidate share per tier as a ``VersionSplit``; the routes
+   themselves pass through unchanged, the split composes with them in the snapshot);
 4. **resolve** applies the rules that settle conflicts, in this one place (``resolve``):
 
    * a pool that is draining, or has no ready replica, carries weight 0 on every route, whatever
@@ -35,6 +37,8 @@ from router_lib.metrics import FleetMetrics
 from router_lib.policy import decide as decide_routing
 from router_lib.policy_stages import largest_remainder
 from router_lib.policy_types import PolicyInputs, PolicySettings, PolicyState
+from router_lib.release import ReleaseAction, ReleaseBook, ReleaseObservation, step_book
+from router_lib.release_split import VersionSplit, release_splits
 from router_lib.routes import PoolWeight, Reason, ReasonKind, RouteKey, RouteWeights
 
 
@@ -54,6 +58,8 @@ class TickInputs:
     # survive a restart of the control server (the monotonic clock does not).
     wall_s: float = 0.0
     capacity: CapacitySettings | None = None  # None: the defaults, with ``settings`` as the policy's
+    # by release name; a release without one this tick is not stepped (it keeps its state)
+    release_observations: Mapping[str, ReleaseObservation] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ class DeciderStates:
 
     routing: PolicyState | None = None
     capacity: CapacityState | None = None
-    releases: Mapping[str, object] = field(default_factory=dict)  # no release decider yet
+    releases: ReleaseBook = field(default_factory=ReleaseBook)
     ledger: LedgerState | None = None  # what the fleet has cost so far (not a decider: an account)
 
 
@@ -72,6 +78,8 @@ class TickDecision:
     routes: Mapping[RouteKey, RouteWeights]  # what the data plane gets, after ``resolve``
     unroutable: Mapping[RouteKey, str]
     demand_per_s: Mapping[RouteKey, float] = field(default_factory=dict)  # routing's estimate
+    splits: tuple[VersionSplit, ...] = ()  # releases in force: candidate share per route
+    release_actions: tuple[ReleaseAction, ...] = ()
 
 
 def carried_tiers(weights: Mapping[RouteKey, Mapping[str, int]]) -> dict[str, tuple[str, ...]]:
@@ -84,10 +92,14 @@ def carried_tiers(weights: Mapping[RouteKey, Mapping[str, int]]) -> dict[str, tu
     return {pool: tuple(sorted(tiers)) for pool, tiers in out.items()}
 
 
-def decide_releases(routes: Mapping[RouteKey, RouteWeights], state: Mapping[str, object]
-                    ) -> tuple[Mapping[RouteKey, RouteWeights], Mapping[str, object]]:
-    """No release is in force: every route serves its one version."""
-    return routes, state
+def decide_releases(routes: Mapping[RouteKey, RouteWeights], book: ReleaseBook,
+                    observations: Mapping[str, ReleaseObservation], wall_s: float
+                    ) -> tuple[tuple[VersionSplit, ...], ReleaseBook, list[ReleaseAction]]:
+    """Step every observed release, then say each one's candidate share of each of its routes.
+    The routes are not changed here: a split composes with them in the snapshot, so whatever
+    ``resolve`` does to a pool holds for both versions."""
+    book, actions = step_book(book, observations, wall_s)
+    return release_splits(book, routes), book, actions
 
 
 def resolve(routes: Mapping[RouteKey, RouteWeights], capacity: CapacityDecision, fleet: Fleet,
@@ -146,12 +158,13 @@ def decide_tick(inputs: TickInputs, states: DeciderStates, now_s: float) -> tupl
         drains=inputs.drains, settings=settings), states.capacity, inputs.wall_s)
     policy_inputs = PolicyInputs(inputs.fleet, inputs.metrics, capacity.routable_ready(), inputs.settings)
     routing, routing_state = decide_routing(policy_inputs, states.routing, now_s)
-    released, release_state = decide_releases(routing.routes, states.releases)
-    routes, unroutable = resolve(released, capacity, inputs.fleet, inputs.settings.total_weight)
+    splits, release_book, release_actions = decide_releases(routing.routes, states.releases,
+                                                           inputs.release_observations, inputs.wall_s)
+    routes, unroutable = resolve(routing.routes, capacity, inputs.fleet, inputs.settings.total_weight)
     unroutable = {**routing.unroutable, **unroutable}
     demand = dict(routing_state.demand_per_s)
     # platform time: in a dilated fleet a wall second is 1/k of a platform second
     ledger = accrue(states.ledger, inputs.wall_s / inputs.fleet.time_dilation, inputs.billed,
                     {p.name: p.price_per_hour_usd for p in inputs.fleet.pools}, route_rates_by_pool(routes, demand))
-    decision = TickDecision(capacity, routes, unroutable, demand)
-    return decision, DeciderStates(routing_state, capacity_state, release_state, ledger)
+    decision = TickDecision(capacity, routes, unroutable, demand, splits, tuple(release_actions))
+    return decision, DeciderStates(routing_state, capacity_state, release_book, ledger)

@@ -29,6 +29,7 @@ from control.ports import (
     DiscoveryError,
     MetricsSource,
     PoolServing,
+    PublishResult,
     ReplicaActuator,
     ReplicaDiscovery,
     ReplicaSet,
@@ -36,11 +37,25 @@ from control.ports import (
     StateStore,
 )
 from control.record import ControlRecord
+from control.releases import candidate_pools
 from router_lib.capacity import CapacitySettings
 from router_lib.cost_ledger import LedgerState
 from router_lib.domain import Fleet
 from router_lib.metrics import FleetMetrics
 from router_lib.policy_types import PolicySettings
+from router_lib.release import (
+    CandidateEndpoint,
+    Command,
+    ReleaseAction,
+    ReleaseBook,
+    ReleaseCommandError,
+    ReleaseObservation,
+    apply_command,
+    start_release,
+    step_book,
+)
+from router_lib.release_spec import ReleaseSpec
+from router_lib.release_split import release_splits
 from router_lib.routes import RouteKey, RouteWeights
 
 log = logging.getLogger(__name__)
@@ -76,6 +91,7 @@ class LoopView:
     resumed: Mapping[str, Any] | None = None
     record_version: int = 0
     ledger: LedgerState | None = None
+    releases: ReleaseBook = field(default_factory=ReleaseBook)
 
 
 class ControlLoop:
@@ -103,6 +119,9 @@ class ControlLoop:
         self._saved_at = 0.0
         self.ledger_save_interval_s = 10.0  # ledger and capacity windows change every tick: saved this often
         self._view = LoopView()
+        # Called with every release action (start, advance, rollback, ...), under the tick lock:
+        # keep them fast (metrics, a log line).
+        self.release_listeners: list[Callable[[ReleaseAction], None]] = []
 
     # -- views (never block) -------------------------------------------------------------------
     @property
@@ -124,9 +143,10 @@ class ControlLoop:
             self._drains = record.drains
             self._states = record.decider_states(self.clock())
             replicas = self._read_replicas()
-            result = self.sink.publish(self._serving(replicas), list(record.routes.values()))
+            result = self._publish(replicas, record.routes, self._states.releases)
             self._view = replace(
                 self._view, replicas=replicas, routes=dict(record.routes), drains=record.drains,
+                releases=self._states.releases,
                 snapshot_version=result.version, last_push_unix_s=self.wall_clock() if result.pushed else None,
                 last_error="; ".join(result.problems) or None, record_version=record.version,
                 resumed={
@@ -207,7 +227,7 @@ class ControlLoop:
         for key, route in decision.routes.items():
             if key not in previous or previous[key].as_dict() != route.as_dict():
                 self.observer.route_changed(key)
-        result = self.sink.publish(self._serving(replicas), list(decision.routes.values()))
+        result = self._publish(replicas, decision.routes, states.releases)
         errors = list(result.problems)
         in_force = decision.routes
         if result.problems:  # refused: the routes in force stay what Envoy has
@@ -216,7 +236,7 @@ class ControlLoop:
         self._states = states
         record = ControlRecord(self._record.version, dict(in_force), decision.capacity.desired(),
                                states.capacity.to_json() if states.capacity else None,
-                               dict(states.releases), drains, result.version or "",
+                               states.releases.to_json(), drains, result.version or "",
                                ledger=states.ledger.to_json() if states.ledger else None)
         moving = {"ledger": None, "capacity": None}  # they change every tick: saved periodically
         changed = replace(record, **moving) != replace(self._record, saved_at_unix_s=0.0, **moving)
@@ -237,7 +257,10 @@ class ControlLoop:
             last_push_unix_s=self.wall_clock() if result.pushed else self._view.last_push_unix_s,
             last_error="; ".join(errors) or None, metrics_errors=dict(metrics_errors), actuation=actuation,
             resumed=self._view.resumed, record_version=self._record.version, ledger=states.ledger,
+            releases=states.releases,
         )
+        for action in decision.release_actions:
+            self._release_action(action)
         self.observer.observed(self.fleet, self._view, states)
         return self._view
 
@@ -264,7 +287,7 @@ class ControlLoop:
             view = self._view
             replicas = self._read_replicas()
             if view.metrics is None:
-                version = self.sink.publish(self._serving(replicas), list(view.routes.values())).version
+                version = self._publish(replicas, view.routes, self._states.releases).version
             else:
                 version = self._decide_and_write(replicas, view.metrics, self.clock(), view.metrics_errors).snapshot_version
         if version is not None and not self.sink.wait_acked(version, timeout_s):
@@ -282,3 +305,102 @@ class ControlLoop:
             if view.metrics is None:  # no tick yet: the first tick will honour the drain
                 return view.snapshot_version
             return self._decide_and_write(view.replicas, view.metrics, self.clock(), view.metrics_errors).snapshot_version
+
+    # -- releases (router_lib.release; docs/releases.md) ------------------------------------------
+    def _publish(self, replicas: ReplicaSet, routes: Mapping[RouteKey, RouteWeights], book: ReleaseBook
+                 ) -> PublishResult:
+        """Publish routes, with the releases' candidate clusters and shares when there are any
+        (sinks that know no releases are called exactly as before)."""
+        if not book.releases:
+            return self.sink.publish(self._serving(replicas), list(routes.values()))
+        return self.sink.publish(self._serving(replicas), list(routes.values()),  # type: ignore[call-arg]
+                                 splits=release_splits(book, routes), candidates=candidate_pools(book, self.fleet))
+
+    def _release_action(self, action: ReleaseAction) -> None:
+        log.info("release %s: %s", action.release, action.text)
+        for listener in self.release_listeners:
+            try:
+                listener(action)
+            except Exception:  # a listener (metrics) must not stop a rollback
+                log.exception("release listener failed")
+
+    def _apply_releases(self, book: ReleaseBook, actions: list[ReleaseAction]) -> PublishResult:
+        """Publish ``book`` on the routes in force (routing is not re-run: a release changes only
+        the version split) and persist it.  Caller holds ``_tick_lock``."""
+        view = self._view
+        result = self._publish(view.replicas, view.routes, book)
+        if result.problems:
+            return result
+        self._states = replace(self._states, releases=book)
+        record = replace(self._record, releases=book.to_json(), version=self._record.version + 1,
+                         snapshot_version=result.version or self._record.snapshot_version,
+                         saved_at_unix_s=self.wall_clock())
+        try:
+            self.store.save(record.to_json())
+            self._record = replace(record, saved_at_unix_s=0.0)
+        except OSError as e:
+            log.error("release state not saved: %s", e)
+        self._view = replace(view, releases=book, snapshot_version=result.version,
+                             last_push_unix_s=self.wall_clock() if result.pushed else view.last_push_unix_s,
+                             record_version=self._record.version)
+        for action in actions:
+            self._release_action(action)
+        return result
+
+    def releases_observed(self, observations: Mapping[str, ReleaseObservation]) -> list[ReleaseAction]:
+        """The fast path: step the observed releases now (not at the next tick) and, when one
+        acts (a rollback above all), publish at once.  -> the actions taken."""
+        with self._tick_lock:
+            book, actions = step_book(self._states.releases, observations, self.wall_clock())
+            if not actions:  # only the holding note changed: the next tick persists it
+                self._states = replace(self._states, releases=book)
+                self._view = replace(self._view, releases=book)
+                return []
+            result = self._apply_releases(book, actions)
+        if result.problems:
+            log.error("release actions not published: %s", "; ".join(result.problems))
+        return actions
+
+    def start_release(self, spec: ReleaseSpec, endpoints: list[CandidateEndpoint], timeout_s: float = 5.0
+                      ) -> tuple[list[ReleaseAction], str | None]:
+        """Start ``spec`` with its candidate replicas; publish, and wait until every stream ACKed.
+        ``ReleaseCommandError`` if the model has a release running or the snapshot is refused."""
+        with self._tick_lock:
+            book = self._states.releases
+            running = book.active_for(spec.model)
+            if running is not None:
+                raise ReleaseCommandError(f"model {spec.model} already has release {running.spec.name} "
+                                          f"({running.phase.value}): abort or finish it first")
+            known = {p.name for p in self.fleet.pools if spec.model in p.models}
+            if spec.model not in {m for p in self.fleet.pools for m in p.models}:
+                raise ReleaseCommandError(f"no pool serves model {spec.model!r}")
+            for e in endpoints:
+                if e.pool not in known:
+                    raise ReleaseCommandError(f"candidate endpoint {e.host}:{e.http_port}: pool {e.pool!r} "
+                                              f"does not serve {spec.model} (pools: {sorted(known)})")
+            if not endpoints:
+                raise ReleaseCommandError("a release needs at least one candidate replica (endpoints)")
+            state, actions = start_release(spec, self.wall_clock(), endpoints)
+            result = self._apply_releases(book.with_release(state), actions)
+        if result.problems:
+            raise ReleaseCommandError("snapshot refused: " + "; ".join(result.problems))
+        return actions, self._wait(result.version, timeout_s)
+
+    def release_command(self, name: str, command: Command, note: str = "", timeout_s: float = 5.0
+                        ) -> tuple[list[ReleaseAction], str | None]:
+        """pause / resume / promote / abort ``name``; publish and wait for ACKs.  ``KeyError``
+        for an unknown release, ``ReleaseCommandError`` when the command does not apply."""
+        with self._tick_lock:
+            book = self._states.releases
+            if name not in book.releases:
+                raise KeyError(f"no release named {name!r}; releases: {sorted(book.releases)}")
+            state, actions = apply_command(book.releases[name], command, self.wall_clock(), note)
+            result = self._apply_releases(ReleaseBook({**book.releases, name: state}), actions)
+        if result.problems:
+            raise ReleaseCommandError("snapshot refused: " + "; ".join(result.problems))
+        return actions, self._wait(result.version, timeout_s)
+
+    def _wait(self, version: str | None, timeout_s: float) -> str | None:
+        if version is not None and timeout_s > 0 and not self.sink.wait_acked(version, timeout_s):
+            raise TimeoutError(f"snapshot {version} not ACKed by every stream within {timeout_s}s")
+        return version

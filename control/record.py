@@ -20,6 +20,7 @@ from control.decide import DeciderStates
 from router_lib.capacity import CapacityState
 from router_lib.cost_ledger import LedgerState
 from router_lib.policy_types import PolicyState
+from router_lib.release import ReleaseBook
 from router_lib.routes import RouteKey, RouteWeights
 
 FORMAT = 2
@@ -97,7 +98,8 @@ class ControlRecord:
         # last seen (the replicas kept running), on its first tick back.
         ledger = LedgerState.from_json(self.ledger) if self.ledger is not None else None
         capacity = CapacityState.from_json(self.capacity) if self.capacity is not None else None
-        return DeciderStates(routing_state_from_routes(self.routes, now_s), capacity, dict(self.releases), ledger)
+        releases = ReleaseBook.from_json(self.releases, "state record: releases")
+        return DeciderStates(routing_state_from_routes(self.routes, now_s), capacity, releases, ledger)
 
 
 def routing_state_from_routes(routes: Mapping[RouteKey, RouteWeights], now_s: float) -> PolicyState | None:

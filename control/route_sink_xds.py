@@ -11,7 +11,7 @@ from typing import Any
 
 from control.ports import PoolServing, PublishResult
 from router_lib.routes import RouteWeights
-from xds_server.inputs import DataPlaneSettings, Endpoint, PoolEndpoints
+from xds_server.inputs import CandidatePool, DataPlaneSettings, Endpoint, PoolEndpoints, VersionSplit
 from xds_server.server import XdsServer
 from xds_server.snapshot import Snapshot, build_snapshot
 
@@ -33,7 +33,9 @@ class XdsRouteSink:
         self.snapshot: Snapshot | None = None
         self.last_push_unix_s: float | None = None
 
-    def publish(self, pools: Sequence[PoolServing], routes: Sequence[RouteWeights]) -> PublishResult:
+    def publish(self, pools: Sequence[PoolServing], routes: Sequence[RouteWeights], *,
+                splits: Sequence[VersionSplit] = (), candidates: Sequence[CandidatePool] = ()) -> PublishResult:
+        """``splits`` / ``candidates``: releases in force (candidate share per route, candidate replicas)."""
         current = self.snapshot.version if self.snapshot else None
         live = [pool_endpoints(p) for p in pools if p.replicas]
         served = {model for p in live for model in p.models}
@@ -47,7 +49,7 @@ class XdsRouteSink:
             # Nothing published yet: Envoy gets its listeners (every request a clear 404 naming
             # the models served: none) rather than a refused connection behind a healthy NLB.
             routes = ()
-        snapshot = build_snapshot(live, routes, self.settings)
+        snapshot = build_snapshot(live, routes, self.settings, splits=splits, candidates=candidates)
         if snapshot.version == current:
             return PublishResult(current, False)
         problems = snapshot.consistent()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from control.loop import LoopView
+from control.release_admin import releases_view
 from router_lib.domain import Fleet
 from router_lib.metrics import FleetMetrics
 
@@ -88,6 +89,7 @@ def render_status(fleet: Fleet, view: LoopView, ads_streams: Any) -> dict[str, A
         "resumed": dict(view.resumed) if view.resumed is not None else None,
         "metrics_errors": dict(view.metrics_errors),
         "state_record_version": view.record_version,
+        "releases": releases_view(view.releases),
         "actuation": ({"requested": dict(actuation.requested), "applied": dict(actuation.applied),
                        "note": actuation.note} if actuation else None),
     }

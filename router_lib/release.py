@@ -64,9 +64,10 @@ class ReleaseAction:
     text: str
     weights_bp: Mapping[str, int]
     at_s: float
+    model: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "release": self.release, "text": self.text,
+        return {"kind": self.kind.value, "release": self.release, "model": self.model, "text": self.text,
                 "weights_pct": {t: bp / 100 for t, bp in self.weights_bp.items()}, "at_unix_s": self.at_s}
 
 
@@ -172,7 +173,8 @@ class ReleaseState:
             endpoints=tuple(CandidateEndpoint.from_json(e) for e in data.get("endpoints", [])),
             events=tuple(ReleaseAction(ActionKind(e["kind"]), str(e["release"]), str(e["text"]),
                                        {t: round(float(p) * 100) for t, p in dict(e["weights_pct"]).items()},
-                                       float(e["at_unix_s"])) for e in data.get("events", [])),
+                                       float(e["at_unix_s"]), str(e.get("model", "")))
+                        for e in data.get("events", [])),
         )
 
 
@@ -196,7 +198,7 @@ def _pct(bp: Mapping[str, int]) -> str:
 
 
 def _event(state: ReleaseState, kind: ActionKind, text: str, now_s: float) -> tuple[ReleaseState, ReleaseAction]:
-    action = ReleaseAction(kind, state.spec.name, text, state.weights_bp(), now_s)
+    action = ReleaseAction(kind, state.spec.name, text, state.weights_bp(), now_s, state.spec.model)
     return replace(state, events=(*state.events, action)[-MAX_EVENTS:]), action
 
 
@@ -344,11 +346,12 @@ class ReleaseBook:
 
 def step_book(book: ReleaseBook, observations: Mapping[str, ReleaseObservation], now_s: float
               ) -> tuple[ReleaseBook, list[ReleaseAction]]:
-    """``step_release`` for every unfinished release with its observation (by release name)."""
+    """``step_release`` for every unfinished release with an observation (by release name); a
+    release without one keeps its state."""
     actions: list[ReleaseAction] = []
     out = dict(book.releases)
     for name, state in book.releases.items():
-        if state.phase.finished:
+        if state.phase.finished or name not in observations:
             continue
         new, acted = step_release(state, observations.get(name), now_s)
         out[name] = new

@@ -13,9 +13,11 @@ ratio (weighted clusters without ``total_weight`` sum themselves).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from math import gcd
 
+from router_lib.release import ReleaseBook
 from router_lib.release_spec import BASIS_POINTS
 from router_lib.routes import RouteKey, RouteWeights
 
@@ -81,3 +83,22 @@ def candidate_share(composed: list[VersionedWeight]) -> float:
     """Fraction of the route's requests that go to a candidate cluster (for checks and tests)."""
     total = sum(w.weight for w in composed)
     return sum(w.weight for w in composed if w.version is not None) / total if total else 0.0
+
+
+def release_splits(book: ReleaseBook, routes: Mapping[RouteKey, RouteWeights]) -> tuple[VersionSplit, ...]:
+    """Each release's candidate share of each of its model's routes (by tier), over the pools
+    that have candidate replicas (``spec.candidate_pools`` when given).  A rolled-back or aborted
+    release keeps a 0 split: its candidate clusters stay defined (make before break: a route is
+    never left naming a cluster that is being removed)."""
+    out = []
+    for state in book.releases.values():
+        spec = state.spec
+        pools = sorted({e.pool for e in state.endpoints
+                        if not spec.candidate_pools or e.pool in spec.candidate_pools})
+        running = not state.phase.finished
+        mirror = round(spec.mirror_percent * BASIS_POINTS / 100) if running else 0
+        for tier, bp in state.weights_bp().items():
+            key = RouteKey(spec.model, tier)
+            if key in routes:
+                out.append(VersionSplit(key, spec.candidate_version, bp if pools else 0, tuple(pools), mirror))
+    return tuple(sorted(out, key=lambda s: s.key))

@@ -1,0 +1,110 @@
+"""Spare capacity from the control plane's status, and the AIMD throttle (pure, injected clock)."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from batch.backpressure import Headroom, Throttle, ThrottleSettings, spare_capacity
+
+X = {("cpu", "text_embedding"): 100.0, ("inf2", "text_embedding"): 1000.0, ("cpu", "digits_classifier"): 2000.0}
+
+
+def status(*, gold_demand: float = 0.0, gold_weights=None, bronze_weights=None, ready=None, draining=(),  # type: ignore[no-untyped-def]
+           demand_known: bool = True) -> dict:
+    ready = ready or {"cpu": 1, "inf2": 1}
+    pools = [{"name": n, "ready_replicas": r, "draining": n in draining,
+              "metrics": {"text_embedding": {"request_rate_per_s": 40.0}}} for n, r in ready.items()]
+    return {"pools": pools, "routes": [
+        {"model": "text_embedding", "tier": "gold", "weights": gold_weights or {"inf2": 100, "cpu": 0},
+         "demand_per_s": gold_demand if demand_known else None},
+        {"model": "text_embedding", "tier": "bronze", "weights": bronze_weights or {"inf2": 0, "cpu": 100},
+         "demand_per_s": 5.0 if demand_known else None},
+    ]}
+
+
+def spare(s: dict) -> Headroom:
+    return spare_capacity(s, model="text_embedding", tier="bronze", throughput_per_replica=X, max_utilisation=0.8)
+
+
+@pytest.mark.parametrize(("case", "kwargs", "expected", "paused"), [
+    ("idle-pool-is-all-spare", {}, 80.0, False),
+    ("gold-on-another-pool-takes-nothing", {"gold_demand": 500.0}, 80.0, False),
+    ("gold-on-the-same-pool-takes-its-share", {"gold_demand": 30.0, "gold_weights": {"cpu": 100}}, 50.0, False),
+    ("gold-needing-it-all-pauses", {"gold_demand": 90.0, "gold_weights": {"cpu": 100}}, 0.0, True),
+    ("two-replicas-double-it", {"ready": {"cpu": 2, "inf2": 1}}, 160.0, False),
+    ("a-draining-pool-offers-nothing", {"draining": ("cpu",)}, 0.0, True),
+    ("split-bronze-adds-both-pools", {"bronze_weights": {"cpu": 50, "inf2": 50}}, 880.0, False),
+    ("unknown-demand-counts-the-measured-rate", {"demand_known": False, "gold_weights": {"cpu": 100}}, 40.0, False),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_spare_capacity(case, kwargs, expected, paused):
+    h = spare(status(**kwargs))
+    assert h.spare_rows_per_s == pytest.approx(expected) and h.pause is paused, h
+
+
+def test_no_route_for_the_tier_pauses_and_says_why():
+    s = status()
+    s["routes"] = s["routes"][:1]
+    h = spare(s)
+    assert h.pause and "no route for text_embedding/bronze" in h.reason
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def throttle(**kw) -> tuple[Throttle, Clock]:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    return Throttle(ThrottleSettings(**{"max_in_flight": 8, "max_batch": 32, "per_try_timeout_s": 10.0, **kw}),
+                    clock=clock, rng=random.Random(1)), clock
+
+
+def test_pressure_halves_the_limit_and_backs_off_exponentially():
+    t, clock = throttle()
+    t.limit = 8
+    delays = [t.pressured() for _ in range(4)]
+    assert t.limit == 1 and t.allowed() == 1
+    assert all(b > a for a, b in zip(delays, delays[1:], strict=False)), delays
+    stop = threading.Event()
+    stop.set()
+    assert not t.acquire(stop), "a stopped worker gets no permit"
+    assert t.resume_at > clock.t
+    clock.t = t.resume_at
+    assert t.acquire(threading.Event())
+
+
+def test_successes_add_back_one_per_round_up_to_the_maximum():
+    t, _ = throttle()
+    t.limit = 1
+    for _ in range(200):
+        t.succeeded(0.5, 32)
+    assert t.allowed() == 8
+
+
+def test_batches_shrink_near_the_per_try_timeout_and_grow_back_when_fast():
+    t, _ = throttle()
+    t.succeeded(6.0, 32)  # > half the 10 s timeout
+    assert t.batch == 16
+    t.pressured(timed_out=True)
+    assert t.batch == 8
+    for _ in range(3):
+        t.succeeded(0.5, t.batch)
+    assert t.batch == 32
+
+
+def test_pause_allows_nothing_and_spare_capacity_caps_the_limit():
+    t, _ = throttle()
+    t.limit = 8
+    t.succeeded(0.32, 32)  # 100 rows/s per request in flight
+    t.set_headroom(Headroom(0.0, True, "gold needs it"))
+    assert t.allowed() == 0
+    t.set_headroom(Headroom(250.0, False))
+    assert t.allowed() == 3  # ceil(250 rows/s x 0.32 s / 32 rows)
+    t.set_headroom(Headroom(None, False))
+    assert t.allowed() == 8

@@ -8,7 +8,8 @@ Two signals, because neither is enough alone:
    (``max_utilisation``).  Gold and silver demand placed on the pool by the routes in force (each
    route's demand x the pool's share of its weight, over every model the pool serves) uses part of
    it; the rest is spare, in rows/s of the job's model.  When gold and silver need it all, the
-   worker pauses.  The batch tier's own demand is not subtracted: it is what the spare is for.
+   worker pauses.  Measurement wins over the model: a pool carrying gold or silver whose measured
+   p99 is over the tier's bound pauses the batch, and near it (0.8x) halves what is in flight.  The batch tier's own demand is not subtracted: it is what the spare is for.
 2. **What the requests say** (``Throttle``): rejections (429/503/RESOURCE_EXHAUSTED) and timeouts
    halve the number of requests in flight and back off (exponential, jittered); successes add one
    back per round.  A batch whose latency passes half the per-try timeout shrinks the batch size,
@@ -37,6 +38,7 @@ class Headroom:
     pause: bool = False
     reason: str = ""
     by_pool: Mapping[str, float] | None = None
+    slow: bool = False  # a stricter tier's measured p99 nears its bound: halve what is in flight
 
 
 UNKNOWN = Headroom(None, False, "control plane status unknown: AIMD on the requests' outcomes only")
@@ -44,7 +46,8 @@ UNKNOWN = Headroom(None, False, "control plane status unknown: AIMD on the reque
 
 def spare_capacity(status: Mapping[str, Any], *, model: str, tier: str,
                    throughput_per_replica: Mapping[tuple[str, str], float], max_utilisation: float,
-                   total_weight: int = 100) -> Headroom:
+                   total_weight: int = 100, tier_bounds_ms: Mapping[str, float | None] | None = None,
+                   slow_at: float = 0.8) -> Headroom:
     """Spare capacity for ``model`` at ``tier`` from the control server's ``/status`` (module docstring).
 
     ``throughput_per_replica[(pool, model)]``: req/s one replica sustains (the routing policy's
@@ -85,10 +88,35 @@ def spare_capacity(status: Mapping[str, Any], *, model: str, tier: str,
         ready = p.get("ready_replicas", 0)
         by_pool[pool] = max(0.0, max_utilisation - used.get(pool, 0.0)) * ready * x
     spare = sum(by_pool.values())
+    guard = _stricter_tiers_p99(status, pools, routes, tier, tier_bounds_ms or {}, slow_at)
+    if guard is not None and guard[0]:
+        return Headroom(0.0, True, guard[1], by_pool)
     if spare <= 0:
         busy = ", ".join(f"{p} {used.get(p, 0.0):.0%}" for p in mine["weights"] if mine["weights"][p])
         return Headroom(0.0, True, f"gold/silver need the pools ({busy or 'no ready pool'})", by_pool)
+    if guard is not None:
+        return Headroom(spare, False, guard[1], by_pool, slow=True)
     return Headroom(spare, False, f"spare {spare:.1f} rows/s on {', '.join(sorted(by_pool))}", by_pool)
+
+
+def _stricter_tiers_p99(status: Mapping[str, Any], pools: Mapping[str, Any], routes: list[Any], tier: str,
+                        bounds: Mapping[str, float | None], slow_at: float) -> tuple[bool, str] | None:
+    """Measurement wins over the model: a pool carrying a bounded tier whose measured p99 (Envoy)
+    is over the bound pauses the batch (True), near it (``slow_at`` x bound) slows it (False)."""
+    worst: tuple[float, str] | None = None
+    for r in routes:
+        bound = bounds.get(r["tier"])
+        if r["tier"] == tier or not bound:
+            continue
+        for pool, weight in r["weights"].items():
+            p99 = (pools.get(pool, {}).get("metrics", {}).get(r["model"], {}) or {}).get("p99_ms")
+            if weight and p99 is not None and p99 > slow_at * bound:
+                ratio = p99 / bound
+                if worst is None or ratio > worst[0]:
+                    worst = (ratio, f"{r['tier']} p99 {p99:.0f} ms on {pool} ({ratio:.0%} of its {bound:g} ms bound)")
+    if worst is None:
+        return None
+    return worst[0] > 1.0, worst[1]
 
 
 @dataclass(frozen=True)
@@ -133,6 +161,8 @@ class Throttle:
     def set_headroom(self, headroom: Headroom) -> None:
         with self._cond:
             self.headroom = headroom
+            if headroom.slow:  # once per reading of the control plane, while it lasts
+                self.limit = max(1.0, self.limit / 2)
             self._cond.notify_all()
 
     # -- permits ------------------------------------------------------------------------------

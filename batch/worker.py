@@ -74,6 +74,7 @@ class ControlStatusHeadroom:
         table = build_capacity_table(fleet, settings)
         self.throughput = {(e.name, model): e.throughput_per_replica for model, es in table.serving.items() for e in es}
         self.max_utilisation = settings.max_utilisation
+        self.tier_bounds_ms = {name: t.p99_ms for name, t in fleet.tiers.tiers.items()}
         self.total_weight = settings.total_weight
         self.timeout_s = timeout_s
         self.stale_s = stale_s
@@ -91,7 +92,8 @@ class ControlStatusHeadroom:
                 return seen[1]
             return Headroom(None, False, f"control plane unreachable ({type(e).__name__}): AIMD only")
         h = spare_capacity(status, model=model, tier=tier, throughput_per_replica=self.throughput,
-                           max_utilisation=self.max_utilisation, total_weight=self.total_weight)
+                           max_utilisation=self.max_utilisation, total_weight=self.total_weight,
+                           tier_bounds_ms=self.tier_bounds_ms)
         self._last[(model, tier)] = (self.clock(), h)
         return h
 

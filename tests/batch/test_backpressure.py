@@ -108,3 +108,24 @@ def test_pause_allows_nothing_and_spare_capacity_caps_the_limit():
     assert t.allowed() == 3  # ceil(250 rows/s x 0.32 s / 32 rows)
     t.set_headroom(Headroom(None, False))
     assert t.allowed() == 8
+
+
+@pytest.mark.parametrize(("gold_p99_ms", "paused", "slow"), [(20.0, False, False), (45.0, False, True),
+                                                              (60.0, True, False)],
+                         ids=["well-inside", "near-the-bound", "over-the-bound"])
+def test_measured_gold_p99_slows_then_pauses_the_batch(gold_p99_ms, paused, slow):
+    s = status(gold_demand=10.0)
+    s["pools"][1]["metrics"]["text_embedding"]["p99_ms"] = gold_p99_ms  # inf2 carries gold
+    h = spare_capacity(s, model="text_embedding", tier="bronze", throughput_per_replica=X, max_utilisation=0.8,
+                       tier_bounds_ms={"gold": 50.0, "silver": 150.0, "bronze": None})
+    assert (h.pause, h.slow) == (paused, slow), h
+    if paused or slow:
+        assert "gold p99" in h.reason and "inf2" in h.reason
+
+
+def test_slow_halves_the_in_flight_limit_on_each_reading():
+    t, _ = throttle()
+    t.limit = 8
+    t.set_headroom(Headroom(100.0, False, "gold near", slow=True))
+    t.set_headroom(Headroom(100.0, False, "gold near", slow=True))
+    assert t.limit == 2

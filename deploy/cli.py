@@ -35,13 +35,31 @@ class StepFailed(RuntimeError):
         self.code = code
 
 
-def run(argv: Sequence[str], *, capture: bool = False, stdin: str | None = None, cwd: Path = REPO) -> str:
+def run_step(argv: Sequence[str], *, capture: bool = False, stdin: str | None = None, cwd: Path = REPO,
+             also_ok: tuple[int, ...] = ()) -> tuple[int, str]:
+    """Run one step, printed first; a failure stops the command.  ``also_ok``: exit codes that mean
+    "partly done, the output is still valid" -> (exit code, stdout)."""
     print("+", " ".join(argv), flush=True)
     p = subprocess.run(list(argv), cwd=cwd, text=True, input=stdin, check=False,
                        stdout=subprocess.PIPE if capture else None)
-    if p.returncode != 0:
+    if p.returncode != 0 and p.returncode not in also_ok:
         raise StepFailed(argv, p.returncode)
-    return p.stdout or ""
+    return p.returncode, p.stdout or ""
+
+
+def run(argv: Sequence[str], *, capture: bool = False, stdin: str | None = None, cwd: Path = REPO) -> str:
+    return run_step(argv, capture=capture, stdin=stdin, cwd=cwd)[1]
+
+
+def written_repositories(listing: str) -> list[tuple[str, str]]:
+    """``pool<TAB>directory`` lines of deploy.model_repositories -> [(pool, directory)]."""
+    out = []
+    for line in listing.splitlines():
+        pool, sep, path = line.partition("\t")
+        if not sep or not pool or not path:
+            raise ValueError(f"deploy.model_repositories printed {line!r}, not 'pool<TAB>directory'")
+        out.append((pool, path))
+    return out
 
 
 def terraform(*args: str, capture: bool = False) -> str:
@@ -111,13 +129,23 @@ def deploy_models(state_bucket: str, pools: list[str] | None) -> int:
     outputs = {k: v["value"] for k, v in terraform_outputs().items()}  # type: ignore[index]
     bucket = outputs["model_bucket_name"]
     # Builds each pool's Triton repository with the model_repository package (main venv).
-    repos = run([str(REPO / ".venv" / "bin" / "python"), "-m", "deploy.model_repositories",
-                 "--fleet", str(K8S_FLEET), "--out", str(BUILD_DIR / "model_repositories"),
-                 *(["--pools", *pools] if pools else [])], capture=True)
-    for line in repos.splitlines():
-        pool, path = line.split("\t")
-        run(["aws", "s3", "sync", "--delete", "--only-show-errors", path, f"s3://{bucket}/{pool}/"])
-    print("models uploaded; restart the pools to load them: kubectl -n inference rollout restart deploy -l app.kubernetes.io/name=triton")
+    # Exit 3: some pools refused (their hardware-made artifacts are missing); the others were
+    # written and are uploaded all the same, then the command fails naming the refused ones.
+    code, repos = run_step([str(REPO / ".venv" / "bin" / "python"), "-m", "deploy.model_repositories",
+                            "--fleet", str(K8S_FLEET), "--out", str(BUILD_DIR / "model_repositories"),
+                            *(["--pools", *pools] if pools else [])], capture=True, also_ok=(3,))
+    partial = code == 3
+    uploaded = []
+    for pool, path in written_repositories(repos):
+        # --follow-symlinks is the default; said anyway: the repository must hold files, not links.
+        run(["aws", "s3", "sync", "--delete", "--follow-symlinks", "--only-show-errors", path, f"s3://{bucket}/{pool}/"])
+        uploaded.append(pool)
+    print(f"models uploaded for {', '.join(uploaded) or 'no pool'}; Triton polls nothing: restart the pools to "
+          "load them: kubectl -n inference rollout restart deploy -l app.kubernetes.io/name=triton")
+    if partial:
+        print("some pools were refused (listed above); build their artifacts and rerun make deploy-models",
+              file=sys.stderr)
+        return 3
     return 0
 
 

@@ -45,6 +45,8 @@ class Target:
 
 
 def _tensor(cls: type, t: TensorSpec):  # type: ignore[no-untyped-def]
+    if not t.dims:  # a [batch] tensor (e.g. skl2onnx's labels): Triton wants dims, so [1] reshaped to []
+        return cls(name=t.name, data_type=mc.DataType.Value(t.data_type), dims=[1], reshape=mc.ModelTensorReshape(shape=[]))
     return cls(name=t.name, data_type=mc.DataType.Value(t.data_type), dims=list(t.dims))
 
 

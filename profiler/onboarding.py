@@ -121,7 +121,7 @@ def check_request(req: OnboardRequest) -> Checked:
     problem = check_name(req.name) or _taken(req.name, req.store, req.replace)
     if problem:
         raise OnboardingError(problem)
-    max_batch = req.max_batch_size or DEFAULT_MAX_BATCH
+    max_batch = DEFAULT_MAX_BATCH if req.max_batch_size is None else req.max_batch_size
     if not 1 <= max_batch <= MAX_BATCH_LIMIT:
         raise OnboardingError(f"--max-batch-size must be in 1..{MAX_BATCH_LIMIT}, got {max_batch}")
     if req.torchscript is not None and not req.torchscript.is_file():

@@ -67,6 +67,9 @@ def placement_on_gpu(model: ModelDefinition, artifacts: Path) -> str:
 
 def missing_artifacts(accelerator: str, models: list[ModelDefinition], artifacts: Path) -> list[str]:
     if accelerator == "gpu":
+        onnx = [artifacts / m.accelerated.artifact for m in models]
+        if not all(p.exists() for p in onnx):  # placement reads the graph: build it first
+            return [f"{p} (make models)" for p in onnx if not p.exists()]
         plans = [artifacts / Path(m.accelerated.artifact).with_suffix(".plan") for m in models
                  if placement_on_gpu(m, artifacts) == "gpu"]
         return [str(p) for p in plans if not p.exists()]

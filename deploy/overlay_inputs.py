@@ -94,7 +94,8 @@ def account_layer(outputs: Mapping[str, Any], image_digests: Mapping[str, str], 
             {"op": "replace", "path": "/metadata/annotations/eks.amazonaws.com~1role-arn",
              "value": values["triton_role_arn"]}]),
         _json_patch("ConfigMap", "platform-deploy", [
-            {"op": "replace", "path": "/data/model_repository_s3", "value": f"s3://{values['model_bucket_name']}"}]),
+            {"op": "replace", "path": "/data/model_repository_s3", "value": f"s3://{values['model_bucket_name']}"},
+            {"op": "replace", "path": "/data/aws_region", "value": str(values["region"])}]),
         _json_patch("StorageClass", "gp3-encrypted", [
             {"op": "replace", "path": "/parameters/kmsKeyId", "value": kms}]),
     ]

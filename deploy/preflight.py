@@ -107,6 +107,10 @@ def problems(command: str, probe: Probe) -> list[Problem]:
         if not probe.env("TF_STATE_BUCKET"):
             found.append(Problem("TF_STATE_BUCKET is not set (the S3 bucket holding Terraform's state)",
                                  "create a versioned, encrypted bucket once and export TF_STATE_BUCKET=<name>"))
+        if not probe.env("TF_VAR_api_public_access_cidrs"):
+            found.append(Problem("TF_VAR_api_public_access_cidrs is not set (who may reach the cluster's API: "
+                                 "terraform's Helm releases and kubectl run from here, outside the VPC)",
+                                 "export TF_VAR_api_public_access_cidrs='[\"<this machine's public IP>/32\"]'"))
         found += _aws_credentials(probe)
     elif command == "deploy-models":
         if terraform_command(probe) is None:

@@ -104,6 +104,10 @@ resource "helm_release" "nvidia_device_plugin" {
   repository       = "https://nvidia.github.io/k8s-device-plugin"
   chart            = "nvidia-device-plugin"
   version          = "0.16.2"
+  # The chart's default node affinity needs nvidia.com/gpu.present=true (or NFD/GFD labels); the
+  # GPU NodePool sets that label on its nodes (k8s/base/karpenter/nodepools.yaml), and this
+  # nodeSelector keeps the plugin off every other node. Checked offline against the chart's
+  # documented defaults in tests/deploy/test_eks_blockers.py.
   values = [yamlencode({
     tolerations  = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
     nodeSelector = { "inference.platform/pool" = "gpu" }

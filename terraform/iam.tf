@@ -1,7 +1,7 @@
 # Least-privilege roles per component, each trusted only by its own ServiceAccount (IRSA).
 # The control server and Envoy need no AWS API and get no role.
 
-# Triton's init container reads its pool's prefix of the model bucket, nothing else.
+# Triton reads the model bucket itself (--model-repository=s3://...), nothing else.
 data "aws_iam_policy_document" "triton_models" {
   statement {
     sid       = "ListTheModelRepository"
@@ -27,7 +27,7 @@ data "aws_iam_policy_document" "triton_models" {
 
 resource "aws_iam_policy" "triton_models" {
   name_prefix = "${var.name}-triton-models-"
-  description = "Read the model repository bucket (Triton pods' init container)"
+  description = "Read the model repository bucket (Triton pods, IRSA)"
   policy      = data.aws_iam_policy_document.triton_models.json
 }
 

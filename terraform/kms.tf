@@ -76,7 +76,10 @@ data "aws_iam_policy_document" "ebs_key" {
       identifiers = [
         module.karpenter.iam_role_arn,
         module.karpenter.node_iam_role_arn,
-        "arn:${local.partition}:iam::${local.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+        # The managed node group's Auto Scaling group launches encrypted root volumes with this key.
+        # A key policy naming a principal that does not exist is rejected, and a fresh account has
+        # no Auto Scaling service-linked role until one is used: the local makes the key wait for it.
+        local.autoscaling_service_role_arn,
       ]
     }
     condition {
@@ -85,4 +88,22 @@ data "aws_iam_policy_document" "ebs_key" {
       values   = ["ec2.${var.region}.amazonaws.com"]
     }
   }
+}
+
+# Service-linked roles a fresh account lacks: Auto Scaling's (named in the EBS key policy above)
+# and, in dev where the CPU pool may run on Spot, EC2 Spot's (Karpenter's CreateFleet needs it).
+resource "aws_iam_service_linked_role" "autoscaling" {
+  count            = var.create_service_linked_roles ? 1 : 0
+  aws_service_name = "autoscaling.amazonaws.com"
+}
+
+resource "aws_iam_service_linked_role" "spot" {
+  count            = var.create_service_linked_roles && var.environment == "dev" ? 1 : 0
+  aws_service_name = "spot.amazonaws.com"
+}
+
+locals {
+  # Through the resource when it is created here, so the key policy is written after it exists.
+  autoscaling_service_role_arn = (var.create_service_linked_roles ? aws_iam_service_linked_role.autoscaling[0].arn :
+  "arn:${local.partition}:iam::${local.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling")
 }

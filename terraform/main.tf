@@ -66,9 +66,12 @@ module "eks" {
   subnet_ids               = module.vpc.private_subnets
   control_plane_subnet_ids = module.vpc.intra_subnets
 
-  # The API is reachable only from inside the VPC; deploys run from CI runners or a bastion there.
-  cluster_endpoint_public_access  = false
-  cluster_endpoint_private_access = true
+  # The same `terraform apply` installs Helm releases (addons.tf) and deploy/cli.py then runs
+  # kubectl, both from the operator's machine or CI, outside the VPC: the public endpoint is on,
+  # limited to the CIDRs given; nodes and pods reach the API through the private endpoint.
+  cluster_endpoint_public_access       = true
+  cluster_endpoint_public_access_cidrs = var.api_public_access_cidrs
+  cluster_endpoint_private_access      = true
 
   # Secrets envelope-encrypted with our own rotating key (kms.tf), not the module's.
   create_kms_key = false
@@ -93,9 +96,14 @@ module "eks" {
   }
 
   cluster_addons = {
-    coredns                = {}
-    kube-proxy             = {}
-    vpc-cni                = { before_compute = true }
+    coredns    = {}
+    kube-proxy = {}
+    # enableNetworkPolicy: the VPC CNI's network policy agent enforces k8s/base/security's
+    # NetworkPolicies (without it they are accepted and ignored).
+    vpc-cni = {
+      before_compute       = true
+      configuration_values = jsonencode({ enableNetworkPolicy = "true" })
+    }
     eks-pod-identity-agent = {}
     aws-ebs-csi-driver     = { service_account_role_arn = module.ebs_csi_irsa.iam_role_arn }
   }
@@ -130,6 +138,27 @@ module "eks" {
   }
 
   node_security_group_tags = { "karpenter.sh/discovery" = var.name }
+  # The control plane calls istiod's sidecar-injection webhook (15017; failurePolicy Fail, so
+  # without this rule no pod in the injected namespace is ever created) and reaches its xDS/CA
+  # port (15012). Karpenter's nodes carry this security group too (selected by the tag above).
+  node_security_group_additional_rules = {
+    istio_webhook_from_control_plane = {
+      description                   = "Istio sidecar injection webhook (istiod) from the EKS control plane"
+      protocol                      = "tcp"
+      from_port                     = 15017
+      to_port                       = 15017
+      type                          = "ingress"
+      source_cluster_security_group = true
+    }
+    istio_xds_from_control_plane = {
+      description                   = "istiod xDS and CA (15012) from the EKS control plane"
+      protocol                      = "tcp"
+      from_port                     = 15012
+      to_port                       = 15012
+      type                          = "ingress"
+      source_cluster_security_group = true
+    }
+  }
 }
 
 # Karpenter's controller role (EKS Pod Identity), node role, and the interruption queue that

@@ -90,3 +90,18 @@ variable "admin_role_arns" {
     error_message = "admin_role_arns must be IAM role ARNs."
   }
 }
+
+variable "api_public_access_cidrs" {
+  description = "CIDRs that may reach the EKS API's public endpoint: where terraform (Helm releases) and deploy/cli.py (kubectl) run, e.g. [\"203.0.113.7/32\"]. No default: an open API is a decision to write down."
+  type        = list(string)
+  validation {
+    condition     = length(var.api_public_access_cidrs) > 0 && alltrue([for c in var.api_public_access_cidrs : can(cidrnetmask(c))])
+    error_message = "api_public_access_cidrs: one or more IPv4 CIDRs (export TF_VAR_api_public_access_cidrs='[\"<your IP>/32\"]')."
+  }
+}
+
+variable "create_service_linked_roles" {
+  description = "Create the Auto Scaling (and, in dev, EC2 Spot) service-linked roles the KMS key policy names. True for a fresh account; false where the account already has them (creating one twice fails)."
+  type        = bool
+  default     = true
+}

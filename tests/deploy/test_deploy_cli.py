@@ -56,7 +56,8 @@ def test_lists_every_missing_piece_at_once() -> None:
     found = preflight.problems("deploy-all", FakeProbe(set()))
     text = "\n".join(str(p) for p in found)
     for expected in ("`aws` is not installed", "`kubectl` is not installed", "`docker` is not installed",
-                     "TF_STATE_BUCKET is not set", "AWS credentials cannot be checked"):
+                     "TF_STATE_BUCKET is not set", "AWS credentials cannot be checked",
+                     "TF_VAR_api_public_access_cidrs is not set"):
         assert expected in text
 
 
@@ -72,7 +73,8 @@ def test_open_grafana_needs_a_reachable_cluster() -> None:
 
 
 def test_everything_configured_means_no_problem() -> None:
-    probe = FakeProbe(ALL_TOOLS, {"TF_STATE_BUCKET": "s"}, {("kubectl", "version"): (0, '{"serverVersion": {}}')})
+    env = {"TF_STATE_BUCKET": "s", "TF_VAR_api_public_access_cidrs": '["203.0.113.7/32"]'}
+    probe = FakeProbe(ALL_TOOLS, env, {("kubectl", "version"): (0, '{"serverVersion": {}}')})
     for command in ("deploy-all", "deploy-models", "open-grafana"):
         assert preflight.problems(command, probe) == []
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from control.admin_http import AdminServer
+from control.release_watch import ReleaseWatch, envoy_admin_base
+from control.releases import ReleaseMetrics
 from control.server import dataplane_settings, wire_local
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
@@ -62,6 +64,12 @@ def serve(args: argparse.Namespace) -> int:
         desired_path=args.desired,
     )
     resumed = controller.loop.resume()
+    # Releases (docs/releases.md): actions exported as metrics; the watcher is the fast path.
+    controller.loop.release_listeners.append(ReleaseMetrics(registry, controller.loop.view.releases))
+    watch = None
+    if args.release_poll_s > 0:
+        watch = ReleaseWatch(controller.loop, envoy_admin_base(args.envoy_metrics_url),
+                             interval_s=args.release_poll_s).start()
     admin = AdminServer(controller, port=args.admin_port, host=args.listen_address)
     admin_port = admin.start()
     log.info(
@@ -83,6 +91,8 @@ def serve(args: argparse.Namespace) -> int:
             controller.loop.tick()
         except Exception:  # one bad tick must not take the control plane down
             log.exception("control loop tick failed")
+    if watch is not None:
+        watch.stop()
     admin.stop()
     xds.stop()
     if discovery is not None:
@@ -123,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--http-port", type=int, default=8000, help="Envoy's KServe v2 HTTP listener")
     s.add_argument("--grpc-port", type=int, default=8001, help="Envoy's KServe v2 gRPC listener")
     s.add_argument("--interval-s", type=float, default=1.0)
+    s.add_argument("--release-poll-s", type=float, default=0.05,
+                   help="how often running releases are observed (the fast rollback path; 0: off)")
     s.add_argument("--listen-address", default="127.0.0.1",
                    help="address of the xDS and admin ports (in a pod: 0.0.0.0; mTLS comes from the mesh)")
     s.add_argument("--envoy-listen-address", type=_ip_address, default="127.0.0.1",

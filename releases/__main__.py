@@ -1,0 +1,122 @@
+"""``python -m releases``: start and steer canary releases through the control server's admin API.
+
+    python -m releases start release.yaml --endpoint cpu=127.0.0.1:9100:9101:9102 [--admin URL]
+    python -m releases status [NAME] [--json]
+    python -m releases pause|resume|promote|abort NAME [--note TEXT]
+
+``--endpoint POOL=HOST:HTTP_PORT:GRPC_PORT[:METRICS_PORT]`` names a candidate replica (repeat it per
+replica).  The spec is checked here first (errors name the file and the field), then by the server
+against the fleet's tiers and pools.  Exit status: 0 done, 1 refused by the server, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from router_lib.release import CandidateEndpoint
+from router_lib.release_spec import ReleaseSpecError, load_release_spec
+
+DEFAULT_ADMIN = os.environ.get("TMAS_CONTROL_ADMIN", "http://127.0.0.1:18001")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_endpoint(text: str) -> CandidateEndpoint:
+    pool, sep, rest = text.partition("=")
+    parts = rest.split(":")
+    if not sep or not pool or len(parts) not in (3, 4) or not all(p.isdigit() for p in parts[1:]):
+        raise CliError(f"--endpoint {text!r}: expected POOL=HOST:HTTP_PORT:GRPC_PORT[:METRICS_PORT]")
+    host, http_port, grpc_port = parts[0], int(parts[1]), int(parts[2])
+    metrics = f"http://{host}:{parts[3]}/metrics" if len(parts) == 4 else ""
+    return CandidateEndpoint(pool, host, http_port, grpc_port, metrics)
+
+
+def call(admin: str, method: str, path: str, body: Any = None, timeout_s: float = 30.0) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{admin.rstrip('/')}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (the operator's server)
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("error", str(e))
+        except ValueError:
+            message = str(e)
+        raise CliError(f"control server refused ({e.code}): {message}", 1) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise CliError(f"cannot reach the control server at {admin}: {e}", 1) from None
+
+
+def describe(release: dict[str, Any]) -> str:
+    weights = ", ".join(f"{t} {p:g}%" for t, p in release["candidate_weight_pct"].items())
+    lines = [f"{release['name']}: {release['model']} v{release['stable_version']} -> v{release['candidate_version']}"
+             f"  {release['phase']}  stage {release['stage']}/{release['last_stage']}  candidate: {weights}"]
+    if release.get("reason"):
+        lines.append(f"  reason: {release['reason']}")
+    if release.get("holding"):
+        lines.append(f"  {release['holding']}")
+    for e in release.get("events", [])[-5:]:
+        lines.append(f"  event {e['kind']}: {e['text']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--admin", default=DEFAULT_ADMIN, help=f"control server admin URL (default {DEFAULT_ADMIN})")
+    ap = argparse.ArgumentParser(prog="python -m releases", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("start", parents=[common], help="validate a release spec and start it")
+    s.add_argument("spec")
+    s.add_argument("--endpoint", action="append", default=[], help="POOL=HOST:HTTP:GRPC[:METRICS] of a candidate replica")
+    st = sub.add_parser("status", parents=[common], help="releases, their phase, weights and last events")
+    st.add_argument("name", nargs="?")
+    st.add_argument("--json", action="store_true")
+    for cmd in ("pause", "resume", "promote", "abort"):
+        c = sub.add_parser(cmd, parents=[common], help=f"{cmd} a release")
+        c.add_argument("name")
+        c.add_argument("--note", default="")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "start":
+            spec = load_release_spec(args.spec)
+            endpoints = [parse_endpoint(e) for e in args.endpoint]
+            if not endpoints:
+                raise CliError("start needs at least one --endpoint (a candidate replica)")
+            answer = call(args.admin, "POST", "/releases/start",
+                          {"spec": spec.to_json(), "endpoints": [e.to_json() for e in endpoints]})
+            print(f"started {spec.name}: " + "; ".join(a["text"] for a in answer["actions"]))
+        elif args.cmd == "status":
+            releases = call(args.admin, "GET", "/releases")["releases"]
+            if args.name:
+                releases = [r for r in releases if r["name"] == args.name]
+                if not releases:
+                    raise CliError(f"no release named {args.name!r}", 1)
+            print(json.dumps(releases, indent=1) if args.json else
+                  ("\n".join(describe(r) for r in releases) or "no releases"))
+        else:
+            from urllib.parse import quote
+
+            answer = call(args.admin, "POST", f"/releases/{quote(args.name)}/{args.cmd}?note={quote(args.note)}")
+            print("; ".join(a["text"] for a in answer["actions"]))
+    except ReleaseSpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

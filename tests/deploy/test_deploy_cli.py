@@ -123,7 +123,9 @@ def test_account_layer_renders_with_every_placeholder_filled(tmp_path: Path) -> 
     nodeclass = find(docs, "EC2NodeClass", "triton-gpu")[0]["spec"]
     assert nodeclass["role"] == "KarpenterNode-inference-platform"
     assert nodeclass["subnetSelectorTerms"][0]["tags"]["karpenter.sh/discovery"] == "inference-platform"
-    assert find(docs, "ConfigMap", "platform-deploy")[0]["data"]["model_repository_s3"] == "s3://inference-platform-models-abc"
+    deploy_settings = find(docs, "ConfigMap", "platform-deploy")[0]["data"]
+    assert deploy_settings["model_repository_s3"] == "s3://inference-platform-models-abc"
+    assert deploy_settings["aws_region"] == "us-east-1"  # Triton's S3 client reads AWS_DEFAULT_REGION from it
 
 
 def test_account_layer_refuses_missing_outputs_and_unpushed_images() -> None:

@@ -1,0 +1,334 @@
+"""Offline checks for the blockers that kept a first `make deploy-all` from serving (issue 13).
+
+Each check is a pure function of what the repository says: the Terraform root module parsed from
+its HCL (``load_terraform``; the AWS provider cannot be fetched here, so neither ``terraform
+validate`` nor ``plan`` can run on it), the rendered kustomize overlays, and the documented
+defaults of the pinned add-on charts (``deploy/chart_defaults.yaml``).  Each returns the problems
+it finds, worded for the person who has to fix them; ``[]`` means none.
+tests/deploy/test_eks_blockers.py runs every check on the repository and on a copy with the
+blocker put back, so a check that cannot fail would show.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY_PYTHON = REPO / ".venv-deploy" / "bin" / "python"
+CHART_DEFAULTS = Path(__file__).with_name("chart_defaults.yaml")
+# The first amazon-eks-ami release with AL2023 NVIDIA and Neuron variants (FINDINGS: EKS review).
+FIRST_AL2023_ACCELERATED_RELEASE = "v20240924"
+ISTIO_CONTROL_PLANE_PORTS = {15017: "sidecar-injection webhook", 15012: "xDS and CA"}
+
+_HCL_TO_JSON = "import hcl2, json, sys; print(json.dumps({f: hcl2.load(open(f)) for f in sys.argv[1:]}))"
+
+Doc = Mapping[str, Any]
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+def load_terraform(directory: Path, python: Path = DEPLOY_PYTHON) -> dict[str, list[Any]]:
+    """Every top-level block of the ``*.tf`` files in ``directory``, merged by kind (``module``,
+    ``resource``, ``data``, ``locals``, ``variable``), parsed by python-hcl2 (checkov's parser)."""
+    files = sorted(str(p) for p in directory.glob("*.tf"))
+    p = subprocess.run([str(python), "-c", _HCL_TO_JSON, *files], capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        raise ValueError(f"cannot parse the HCL in {directory}: {p.stderr[-2000:]}")
+    merged: dict[str, list[Any]] = {}
+    for parsed in json.loads(p.stdout).values():
+        for kind, blocks in parsed.items():
+            merged.setdefault(kind, []).extend(blocks)
+    return merged
+
+
+def _one(value: Any) -> Any:
+    while isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _named(tf: Mapping[str, list[Any]], kind: str, type_: str | None = None) -> dict[str, Any]:
+    """``module``/``variable`` blocks by name, or ``resource``/``data`` blocks of ``type_`` by name."""
+    out: dict[str, Any] = {}
+    for block in tf.get(kind, []):
+        if type_ is None:
+            out.update(block)
+        else:
+            out.update(block.get(type_, {}))
+    return out
+
+
+def _locals(tf: Mapping[str, list[Any]]) -> dict[str, str]:
+    return {k: str(_one(v)) for block in tf.get("locals", []) for k, v in block.items() if not k.startswith("__")}
+
+
+def _expanded(text: str, local_values: Mapping[str, str], depth: int = 0) -> str:
+    """``${local.x}`` replaced by the local's own expression (so a check sees what it refers to)."""
+    if depth > 5:
+        return text
+    return re.sub(r"local\.([A-Za-z0-9_]+)",
+                  lambda m: _expanded(local_values.get(m.group(1), m.group(0)), local_values, depth + 1), text)
+
+
+def _helm_values(release: Mapping[str, Any]) -> dict[str, Any]:
+    """A helm_release's ``values = [yamlencode({...})]`` as data (literals only, which ours are)."""
+    text = _one(release.get("values"))
+    if not text:
+        return {}
+    m = re.fullmatch(r"\$\{yamlencode\((.*)\)\}", str(text), flags=re.S)
+    if not m:
+        raise ValueError(f"helm values are not a literal yamlencode(...): {text[:120]}")
+    return dict(ast.literal_eval(m.group(1)))
+
+
+def find(docs: Sequence[Doc], kind: str, name: str | None = None) -> list[Doc]:
+    return [d for d in docs if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+# -- blocker 3: the API endpoint ------------------------------------------------------------------
+
+def endpoint_access_problems(tf: Mapping[str, list[Any]]) -> list[str]:
+    eks = _named(tf, "module").get("eks", {})
+    problems = []
+    if _one(eks.get("cluster_endpoint_public_access")) is not True:
+        problems.append("EKS API endpoint is private-only, but terraform's Helm releases and deploy/cli.py's "
+                        "kubectl run from outside the VPC: set cluster_endpoint_public_access = true")
+    cidrs = list(_strings(eks.get("cluster_endpoint_public_access_cidrs")))
+    if not cidrs:
+        problems.append("cluster_endpoint_public_access_cidrs is not set: the public endpoint would be open to 0.0.0.0/0")
+    elif "0.0.0.0/0" in cidrs:
+        problems.append("cluster_endpoint_public_access_cidrs contains 0.0.0.0/0")
+    if _one(eks.get("cluster_endpoint_private_access")) is not True:
+        problems.append("cluster_endpoint_private_access must stay true (nodes reach the API inside the VPC)")
+    return problems
+
+
+# -- blocker 4: service-linked roles named in key policies ------------------------------------------
+
+def service_linked_role_problems(tf: Mapping[str, list[Any]], *, dev_uses_spot: bool) -> list[str]:
+    slrs = {str(_one(body.get("aws_service_name"))): name
+            for name, body in _named(tf, "resource", "aws_iam_service_linked_role").items()}
+    local_values = _locals(tf)
+    problems = []
+    for doc_name, doc in _named(tf, "data", "aws_iam_policy_document").items():
+        for text in _strings(doc.get("statement")):
+            expanded = _expanded(text, local_values)
+            for service in re.findall(r"aws-service-role/([a-z0-9.-]+)/", expanded):
+                name = slrs.get(service)
+                if name is None:
+                    problems.append(f"policy {doc_name} names the {service} service-linked role, which a fresh "
+                                    f"account does not have: create aws_iam_service_linked_role for {service}")
+                elif f"aws_iam_service_linked_role.{name}" not in expanded:
+                    problems.append(f"policy {doc_name} names the {service} service-linked role without referring "
+                                    f"to aws_iam_service_linked_role.{name}: the key may be written before it exists")
+    if dev_uses_spot and "spot.amazonaws.com" not in slrs:
+        problems.append("dev runs Spot capacity but nothing creates the EC2 Spot service-linked role (spot.amazonaws.com)")
+    return problems
+
+
+# -- blocker 5: Istio's control-plane ports, and network policy enforcement ----------------------
+
+def istio_port_problems(tf: Mapping[str, list[Any]]) -> list[str]:
+    rules = _one(_named(tf, "module").get("eks", {}).get("node_security_group_additional_rules")) or {}
+    open_from_control_plane = set()
+    for rule in rules.values():
+        if rule.get("type") == "ingress" and rule.get("protocol") in ("tcp", "-1") \
+                and rule.get("source_cluster_security_group") is True:
+            open_from_control_plane |= set(range(int(rule["from_port"]), int(rule["to_port"]) + 1))
+    return [f"node security group: no ingress from the cluster security group on {port} (istiod {what}); "
+            "sidecar injection fails closed and no pod in the namespace is created"
+            for port, what in sorted(ISTIO_CONTROL_PLANE_PORTS.items()) if port not in open_from_control_plane]
+
+
+def network_policy_problems(tf: Mapping[str, list[Any]], docs: Sequence[Doc]) -> list[str]:
+    if not find(docs, "NetworkPolicy"):
+        return []
+    addons = _one(_named(tf, "module").get("eks", {}).get("cluster_addons")) or {}
+    config = str(_one((addons.get("vpc-cni") or {}).get("configuration_values")) or "")
+    if not re.search(r"['\"]enableNetworkPolicy['\"]\s*[:=]\s*['\"]true['\"]", config):
+        return ["the manifests carry NetworkPolicies but the VPC CNI does not enforce them: "
+                "set vpc-cni configuration_values enableNetworkPolicy = \"true\""]
+    return []
+
+
+# -- blocker 6: the AMI pin ------------------------------------------------------------------------
+
+def ami_pin_problems(docs: Sequence[Doc], first_release: str = FIRST_AL2023_ACCELERATED_RELEASE) -> list[str]:
+    problems = []
+    for nodeclass in find(docs, "EC2NodeClass"):
+        name = nodeclass["metadata"]["name"]
+        for term in nodeclass["spec"].get("amiSelectorTerms", []):
+            alias = term.get("alias")
+            if alias is None:
+                continue
+            family, _, version = alias.partition("@")
+            if family == "al2023" and version != "latest" and version < first_release:
+                problems.append(f"EC2NodeClass {name}: {alias} predates {first_release}, the first AL2023 release "
+                                "with NVIDIA and Neuron variants: Karpenter finds no AMI for g5/inf2")
+    return problems
+
+
+# -- blocker 7: model delivery -------------------------------------------------------------------
+
+def model_delivery_problems(docs: Sequence[Doc]) -> list[str]:
+    problems = []
+    irsa = {sa["metadata"]["name"] for sa in find(docs, "ServiceAccount")
+            if "eks.amazonaws.com/role-arn" in (sa["metadata"].get("annotations") or {})}
+    for deployment in find(docs, "Deployment"):
+        pod = deployment["spec"]["template"]
+        if pod["metadata"].get("labels", {}).get("app.kubernetes.io/name") != "triton":
+            continue
+        name = deployment["metadata"]["name"]
+        spec = pod["spec"]
+        if spec.get("initContainers"):
+            problems.append(f"{name}: init containers run before the Istio sidecar and have no network under "
+                            "istio-cni; Triton reads its S3 repository itself")
+        (triton,) = [c for c in spec["containers"] if c["name"] == "tritonserver"]
+        repo = [a.split("=", 1)[1] for a in triton.get("args", []) if a.startswith("--model-repository=")]
+        if not repo or not (repo[0].startswith("s3://") or repo[0].startswith("$(MODEL_REPOSITORY_S3)")):
+            problems.append(f"{name}: --model-repository {repo} is not the S3 repository")
+        env = {e["name"] for e in triton.get("env", [])}
+        if not {"AWS_DEFAULT_REGION", "AWS_REGION"} & env:
+            problems.append(f"{name}: no AWS_DEFAULT_REGION for Triton's S3 client")
+        if spec.get("serviceAccountName") not in irsa:
+            problems.append(f"{name}: service account {spec.get('serviceAccountName')} has no IRSA role to read S3")
+        proxy = json.loads((pod["metadata"].get("annotations") or {}).get("proxy.istio.io/config", "{}"))
+        if proxy.get("holdApplicationUntilProxyStarts") is not True:
+            problems.append(f"{name}: Triton may start fetching its models before the sidecar is up "
+                            "(proxy.istio.io/config holdApplicationUntilProxyStarts)")
+    return problems
+
+
+# -- blocker 9: device plugins schedule on the accelerator nodes -----------------------------------
+
+def _matches_expression(labels: Mapping[str, str], expression: Mapping[str, Any]) -> bool:
+    value, op = labels.get(expression["key"]), expression["operator"]
+    if op == "In":
+        return value in expression["values"]
+    if op == "NotIn":
+        return value not in expression["values"]
+    if op == "Exists":
+        return value is not None
+    if op == "DoesNotExist":
+        return value is None
+    raise ValueError(f"operator {op} not simulated")
+
+
+def _tolerates(tolerations: Sequence[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
+    for t in tolerations:
+        if t.get("effect") not in (None, "", taint["effect"]):
+            continue
+        if t.get("operator", "Equal") == "Exists" and t.get("key") in (None, taint["key"]):
+            return True
+        if t.get("key") == taint["key"] and str(t.get("value")) == str(taint.get("value")):
+            return True
+    return False
+
+
+def daemonset_schedules(values: Mapping[str, Any], defaults: Mapping[str, Any], node_labels: Mapping[str, str],
+                        node_taints: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why a chart's DaemonSet with ``values`` over its ``defaults`` would not run on the node; [] = it does."""
+    why = []
+    node_selector = values.get("nodeSelector", defaults.get("nodeSelector") or {})
+    for key, value in node_selector.items():
+        if node_labels.get(key) != value:
+            why.append(f"nodeSelector {key}={value}")
+    affinity = values.get("affinity", defaults.get("affinity")) or {}
+    terms = (affinity.get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", {})
+             .get("nodeSelectorTerms", []))
+    if terms and not any(all(_matches_expression(node_labels, e) for e in term.get("matchExpressions", []))
+                         for term in terms):
+        why.append("required node affinity: " + " OR ".join(
+            " AND ".join(f"{e['key']} {e['operator']} {e.get('values', '')}" for e in t["matchExpressions"])
+            for t in terms))
+    tolerations = values.get("tolerations", defaults.get("tolerations") or [])
+    why += [f"untolerated taint {t['key']}={t.get('value')}:{t['effect']}" for t in node_taints
+            if not _tolerates(tolerations, t)]
+    return why
+
+
+def nodepool_nodes(docs: Sequence[Doc]) -> dict[str, tuple[dict[str, str], list[dict[str, Any]]]]:
+    """Each NodePool's node as the scheduler sees it: its template labels, the labels Karpenter
+    adds (nodepool, each allowed instance type in turn -> the first), and its taints."""
+    nodes = {}
+    for pool in find(docs, "NodePool"):
+        template = pool["spec"]["template"]
+        labels = {**(template.get("metadata", {}).get("labels") or {}),
+                  "karpenter.sh/nodepool": pool["metadata"]["name"]}
+        for requirement in template["spec"].get("requirements", []):
+            if requirement["operator"] == "In":
+                labels[requirement["key"]] = requirement["values"][0]
+        nodes[pool["metadata"]["name"]] = (labels, list(template["spec"].get("taints", [])))
+    return nodes
+
+
+DEVICE_PLUGINS = {"nvidia_device_plugin": ("nvidia-device-plugin", "triton-gpu", []),
+                  "neuron_device_plugin": ("neuron-helm-chart", "triton-inferentia", ["devicePlugin"])}
+
+
+def device_plugin_problems(tf: Mapping[str, list[Any]], docs: Sequence[Doc],
+                           chart_defaults: Mapping[str, Any] | None = None) -> list[str]:
+    chart_defaults = chart_defaults or yaml.safe_load(CHART_DEFAULTS.read_text())
+    releases = _named(tf, "resource", "helm_release")
+    nodes = nodepool_nodes(docs)
+    problems = []
+    for release, (chart, nodepool, path) in DEVICE_PLUGINS.items():
+        body = releases.get(release)
+        if body is None:
+            problems.append(f"helm_release {release} is missing: {nodepool} nodes would offer no accelerator")
+            continue
+        pinned, documented = str(_one(body.get("version"))), chart_defaults[chart]
+        if pinned != str(documented["version"]):
+            problems.append(f"helm_release {release} pins {chart} {pinned}, but deploy/chart_defaults.yaml "
+                            f"documents {documented['version']}: re-read the chart's defaults")
+        values: Any = _helm_values(body)
+        for key in path:
+            values = values.get(key, {})
+        labels, taints = nodes[nodepool]
+        for why in daemonset_schedules(values, documented, labels, taints):
+            problems.append(f"{chart} never schedules on {nodepool} nodes: {why}")
+    return problems
+
+
+# -- blockers 1-2: the control server as the cluster runs it ---------------------------------------
+
+def control_server_problems(docs: Sequence[Doc]) -> list[str]:
+    (statefulset,) = find(docs, "StatefulSet", "xds-control")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if a.startswith("--") and "=" in a)
+    problems = []
+    if flags.get("discovery") != "kubernetes":
+        problems.append("control server: replicas must come from EndpointSlices (--discovery=kubernetes); "
+                        "nothing writes a runtime file in the cluster")
+    if flags.get("listen-address") != "0.0.0.0":
+        problems.append("control server: --listen-address must be 0.0.0.0 (Envoy dials the pod IP for ADS)")
+    if flags.get("envoy-listen-address") != "0.0.0.0":
+        problems.append("control server: --envoy-listen-address must be 0.0.0.0 (the NLB reaches Envoy's pod IP "
+                        "on 8000/8001; loopback listeners refuse it while the health check passes)")
+    probes = {k: container.get(k, {}).get("httpGet", {}).get("path") for k in ("readinessProbe", "livenessProbe")}
+    if "/healthz" in probes.values():
+        problems.append("control server: /healthz is 503 while no pool serves; as a probe it removes the only ADS "
+                        "server exactly then (use /readyz and /livez)")
+    rules = [r for role in find(docs, "Role", "xds-control") for r in role["rules"]]
+    if not any("endpointslices" in r["resources"] and {"list", "watch"} <= set(r["verbs"]) for r in rules):
+        problems.append("control server: its Role cannot list and watch endpointslices")
+    return problems

@@ -138,7 +138,8 @@ def to_pbtxt(cfg: mc.ModelConfig) -> str:
 
 def _link(src: Path, dst: Path) -> None:
     if not src.exists():
-        raise FileNotFoundError(f"missing artifact {src}: run `make models` first")
+        raise FileNotFoundError(f"missing artifact {src}: run `make models` first (for an onboarded model, "
+                                "`python -m model_repository add --replace` with its ONNX again)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.is_symlink() or dst.exists():
         dst.unlink()

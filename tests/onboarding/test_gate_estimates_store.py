@@ -210,3 +210,22 @@ def test_remove_deletes_the_description_artifacts_and_profiles_and_refuses_built
     with pytest.raises(ValueError, match="no onboarded model 'ghost'"):
         remove("ghost", store, art, prof)
     assert "no onboarded models" in listing(store, art, prof)
+
+
+def test_the_profiler_gates_an_onboarded_model_with_the_generic_check(tmp_path, monkeypatch):
+    """`python -m profiler compile --model <onboarded>` used to stop at "no accuracy reference"."""
+    import argparse
+
+    from profiler.__main__ import _check_for
+
+    store = _store_with(tmp_path, name="lin")
+    (store / "lin.yaml").write_text((store / "lin.yaml").read_text().replace("dims: []}", "dims: [1]}"))
+    art = tmp_path / "art"
+    art.mkdir()
+    b.save(b.linear(), art / "lin.onnx")
+    monkeypatch.setenv(USER_MODELS_ENV, str(store))
+    check = _check_for("lin", art, argparse.Namespace(min_cosine=0.98, max_accuracy_drop=0.005))
+    assert check(art / "lin.onnx").passed
+    other = b.linear()
+    other.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((4, 3), np.float32), "W"))
+    assert not check(b.save(other, tmp_path / "other.onnx")).passed

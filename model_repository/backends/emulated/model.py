@@ -24,7 +24,8 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 from model_repository.emulation import ServiceTime, time_batch  # noqa: E402
 from model_repository.ort_runner import make_session, run_batched, synthetic_outputs  # noqa: E402
 
-_NP_TYPES = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_FP16": np.float16}
+_NP_TYPES = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64, "TYPE_INT32": np.int32, "TYPE_FP16": np.float16,
+             "TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8}
 
 
 class TritonPythonModel:
@@ -36,7 +37,10 @@ class TritonPythonModel:
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         self.output_shapes = {
-            o["name"]: (tuple(int(d) for d in o["dims"]), _NP_TYPES[o["data_type"]]) for o in config["output"]
+            # A reshaped output (an onboarded model's [batch] label) leaves the model in its reshape shape.
+            o["name"]: (tuple(int(d) for d in (o["reshape"].get("shape", []) if "reshape" in o else o["dims"])),
+                        _NP_TYPES[o["data_type"]])
+            for o in config["output"]
         }
         if not self.synthetic:
             version_dir = os.path.join(args["model_repository"], args["model_version"])

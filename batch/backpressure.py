@@ -8,8 +8,9 @@ Two signals, because neither is enough alone:
    (``max_utilisation``).  Gold and silver demand placed on the pool by the routes in force (each
    route's demand x the pool's share of its weight, over every model the pool serves) uses part of
    it; the rest is spare, in rows/s of the job's model.  When gold and silver need it all, the
-   worker pauses.  Measurement wins over the model: a pool carrying gold or silver whose measured
-   p99 is over the tier's bound pauses the batch, and near it (0.8x) halves what is in flight.  The batch tier's own demand is not subtracted: it is what the spare is for.
+   worker pauses.  Measurement wins over the model: a pool carrying gold or silver (and not the
+   batch itself) whose measured p99 nears the tier's bound (0.8x) halves what is in flight at
+   every reading while it lasts.  The batch tier's own demand is not subtracted: it is what the spare is for.
 2. **What the requests say** (``Throttle``): rejections (429/503/RESOURCE_EXHAUSTED) and timeouts
    halve the number of requests in flight and back off (exponential, jittered); successes add one
    back per round.  A batch whose latency passes half the per-try timeout shrinks the batch size,
@@ -88,35 +89,39 @@ def spare_capacity(status: Mapping[str, Any], *, model: str, tier: str,
         ready = p.get("ready_replicas", 0)
         by_pool[pool] = max(0.0, max_utilisation - used.get(pool, 0.0)) * ready * x
     spare = sum(by_pool.values())
-    guard = _stricter_tiers_p99(status, pools, routes, tier, tier_bounds_ms or {}, slow_at)
-    if guard is not None and guard[0]:
-        return Headroom(0.0, True, guard[1], by_pool)
+    guard = _stricter_tiers_p99(pools, routes, tier, mine["weights"] if model == mine["model"] else {},
+                                tier_bounds_ms or {}, slow_at)
     if spare <= 0:
         busy = ", ".join(f"{p} {used.get(p, 0.0):.0%}" for p in mine["weights"] if mine["weights"][p])
         return Headroom(0.0, True, f"gold/silver need the pools ({busy or 'no ready pool'})", by_pool)
     if guard is not None:
-        return Headroom(spare, False, guard[1], by_pool, slow=True)
+        return Headroom(spare, False, guard, by_pool, slow=True)
     return Headroom(spare, False, f"spare {spare:.1f} rows/s on {', '.join(sorted(by_pool))}", by_pool)
 
 
-def _stricter_tiers_p99(status: Mapping[str, Any], pools: Mapping[str, Any], routes: list[Any], tier: str,
-                        bounds: Mapping[str, float | None], slow_at: float) -> tuple[bool, str] | None:
+def _stricter_tiers_p99(pools: Mapping[str, Any], routes: list[Any], tier: str, mine: Mapping[str, int],
+                        bounds: Mapping[str, float | None], slow_at: float) -> str | None:
     """Measurement wins over the model: a pool carrying a bounded tier whose measured p99 (Envoy)
-    is over the bound pauses the batch (True), near it (``slow_at`` x bound) slows it (False)."""
+    is over ``slow_at`` x the bound slows the batch; -> why, or None.
+
+    Pools that carry the batch tier's own weight are left out: their measured p99 mixes in the
+    batch's own large requests (Envoy measures per pool, not per tier), and the batch would be
+    slowing down for itself.  It only ever slows (down to one request in flight), never pauses:
+    on a machine where gold already misses without any batch, a pause would never end."""
     worst: tuple[float, str] | None = None
     for r in routes:
         bound = bounds.get(r["tier"])
         if r["tier"] == tier or not bound:
             continue
         for pool, weight in r["weights"].items():
+            if not weight or mine.get(pool):
+                continue
             p99 = (pools.get(pool, {}).get("metrics", {}).get(r["model"], {}) or {}).get("p99_ms")
-            if weight and p99 is not None and p99 > slow_at * bound:
+            if p99 is not None and p99 > slow_at * bound:
                 ratio = p99 / bound
                 if worst is None or ratio > worst[0]:
                     worst = (ratio, f"{r['tier']} p99 {p99:.0f} ms on {pool} ({ratio:.0%} of its {bound:g} ms bound)")
-    if worst is None:
-        return None
-    return worst[0] > 1.0, worst[1]
+    return None if worst is None else worst[1]
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ class Throttle:
         self.headroom = UNKNOWN
         self.latency_s = 0.0  # EWMA of successful request latency
         self.pressure_events = 0
+        self.last_decrease_at = float("-inf")
         self._cond = threading.Condition()
 
     # -- the cap ------------------------------------------------------------------------------
@@ -193,10 +199,17 @@ class Throttle:
             self.limit = min(float(self.s.max_in_flight), self.limit + 1.0 / max(1.0, self.limit))
             self._cond.notify_all()
 
-    def pressured(self, timed_out: bool = False) -> float:
-        """Halve the in-flight limit, back off (and halve the batch on a timeout).  -> back-off s."""
+    def pressured(self, timed_out: bool = False, sent_at: float | None = None) -> float:
+        """Halve the in-flight limit, back off (and halve the batch on a timeout).  -> back-off s.
+
+        Once per round trip: a request sent before the last decrease says nothing new (the
+        requests in flight when the platform pushed back all fail together; halving once per
+        failure would collapse the limit and the batch to 1 for one event)."""
         with self._cond:
             self.pressure_events += 1
+            if sent_at is not None and sent_at < self.last_decrease_at:
+                return max(0.0, self.resume_at - self.clock())
+            self.last_decrease_at = self.clock()
             self.limit = max(1.0, self.limit / 2)
             if timed_out:
                 self.batch = max(self.s.min_batch, self.batch // 2)

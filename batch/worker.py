@@ -160,6 +160,9 @@ class Worker:
             for model, tier in list(self._tier_by_model.items()):
                 h = self.headroom.read(model, tier) if self.headroom is not None else UNKNOWN
                 throttle = self.throttle(model)
+                if (h.pause, h.slow, h.spare_rows_per_s is None) != (throttle.headroom.pause, throttle.headroom.slow,
+                                                                       throttle.headroom.spare_rows_per_s is None):
+                    log.info("%s/%s: %s%s", model, tier, "PAUSED: " if h.pause else "slow: " if h.slow else "", h.reason)
                 throttle.set_headroom(h)
                 self.metrics.headroom(model, h, throttle)
             self.stop_event.wait(self.settings.poll_s)
@@ -189,7 +192,9 @@ class Worker:
         if model not in self._tier_by_model:  # first sight: read its headroom before sending
             self._tier_by_model[model] = tier
             if self.headroom is not None:
-                throttle.set_headroom(self.headroom.read(model, tier))
+                h = self.headroom.read(model, tier)
+                log.info("%s/%s: %s%s", model, tier, "PAUSED: " if h.pause else "slow: " if h.slow else "", h.reason)
+                throttle.set_headroom(h)
         if not throttle.acquire(self.stop_event):
             return None
         claim = self.store.claim(worker=self.worker_id, max_rows=throttle.batch, lease_s=self.settings.lease_s,
@@ -224,13 +229,14 @@ class Worker:
             return ([RowAnswer(i, out, pool=outcome.pool) for (i, _), out in zip(rows, outcome.outputs, strict=True)],
                     pool_usage(self.fleet, outcome.pool, claim.model, len(rows), outcome.latency_s))
         if outcome.kind is OutcomeKind.PRESSURE:
-            delay = throttle.pressured(timed_out="timed out" in outcome.message)
+            delay = throttle.pressured(timed_out="timed out" in outcome.message,
+                                       sent_at=throttle.clock() - outcome.latency_s)
             log.info("back-pressure (%s): backing off %.2fs, %d in flight allowed, batch %d", outcome.message[:80],
                      delay, throttle.allowed(), throttle.batch)
             return None, None
         if outcome.kind is OutcomeKind.SERVER_ERROR:
             log.warning("server error for %d rows of %s: %s", len(rows), claim.job_id, outcome.message[:200])
-            throttle.pressured()
+            throttle.pressured(sent_at=throttle.clock() - outcome.latency_s)
             return None, {}
         # A client error: find the row(s) at fault by halves; the others are answered normally.
         if len(rows) == 1:

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         # A process boundary, not an import: profiler is a layer above this package.
         os.execv(sys.executable, [sys.executable, "-m", "profiler.onboarding", *argv])
-    ap = argparse.ArgumentParser(prog="python -m model_repository", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m model_repository",
+                                 description="Bring your own ONNX model: add, remove, list (docs/onboarding.md)")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("add", help="onboard an ONNX model onto every pool (python -m model_repository add --help)")
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -63,6 +65,10 @@ def serve(args: argparse.Namespace) -> int:
         registry=registry,
         desired_path=args.desired,
     )
+    if args.lease_file is not None:
+        from control.leadership import ElectedLoop, FileLease
+
+        controller.elected = ElectedLoop(controller.loop, FileLease(args.lease_file, args.identity))
     resumed = controller.loop.resume()
     # Releases (docs/releases.md): actions exported as metrics; the watcher is the fast path.
     controller.loop.release_listeners.append(ReleaseMetrics(registry, controller.loop.view.releases))
@@ -88,7 +94,7 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(args.interval_s):
         try:
-            controller.loop.tick()
+            controller.tick()
         except Exception:  # one bad tick must not take the control plane down
             log.exception("control loop tick failed")
     if watch is not None:
@@ -137,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="how often running releases are observed (the fast rollback path; 0: off)")
     s.add_argument("--listen-address", default="127.0.0.1",
                    help="address of the xDS and admin ports (in a pod: 0.0.0.0; mTLS comes from the mesh)")
+    s.add_argument("--lease-file", type=Path, default=None,
+                   help="run as one of several control servers sharing --state: the holder of this file's "
+                        "lock decides, the others serve the shared record (control/leadership.py)")
+    s.add_argument("--identity", default=f"{socket.gethostname()}-{os.getpid()}",
+                   help="this server's name in the lease (default: host-pid)")
     s.add_argument("--envoy-listen-address", type=_ip_address, default="127.0.0.1",
                    help="address Envoy's KServe listeners bind (LDS): 127.0.0.1 locally, 0.0.0.0 in a pod")
     s.add_argument("--log-level", default="INFO")

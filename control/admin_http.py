@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from control import release_admin
+from control.leadership import NotLeaderError
 from control.server import ControlServer
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,11 @@ def _handler(controller: ControlServer) -> type[BaseHTTPRequestHandler]:
                 return
             if not pool:
                 self._json(400, {"error": "missing query parameter 'pool'"})
+                return
+            try:
+                controller.require_leader()
+            except NotLeaderError as e:  # a follower's decision would be overwritten by the leader's
+                self._json(409, {"error": str(e)})
                 return
             try:
                 if url.path == "/drain":

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from control.actuator_desired_file import DesiredFileActuator
 from control.actuator_fixed import FixedFleetActuator
 from control.discovery_runtime_file import RuntimeFileDiscovery
+from control.leadership import ElectedLoop
 from control.loop import ControlLoop
 from control.metrics_export import ControlPlaneMetrics
 from control.metrics_scrape import ScrapeSource
@@ -43,9 +44,22 @@ class ControlServer:
     loop: ControlLoop
     sink: XdsRouteSink
     registry: CollectorRegistry
+    # With several control servers: the lease in front of the loop (control.leadership).
+    elected: ElectedLoop | None = None
 
     def status(self) -> dict[str, Any]:
-        return render_status(self.fleet, self.loop.view, self.sink.status())
+        status = render_status(self.fleet, self.loop.view, self.sink.status())
+        if self.elected is not None:
+            status["leadership"] = self.elected.status()
+        return status
+
+    def tick(self) -> None:
+        (self.elected or self.loop).tick()
+
+    def require_leader(self) -> None:
+        """Operator actions write decisions: only the leader takes them (``NotLeaderError``)."""
+        if self.elected is not None:
+            self.elected.require_leader()
 
     def health(self) -> dict[str, Any]:
         """``/healthz``: ok only when the data plane can serve: a snapshot published, discovery
@@ -64,9 +78,11 @@ class ControlServer:
                 "problems": problems}
 
     def drain(self, pool: str, timeout_s: float = 5.0) -> str | None:
+        self.require_leader()
         return self.loop.drain(pool, timeout_s)
 
     def undrain(self, pool: str) -> None:
+        self.require_leader()
         self.loop.undrain(pool)
 
 

@@ -92,12 +92,37 @@ def build_engines(models_dir: Path, toolchain: Toolchain | None = None) -> str:
     if tc.kind == "none":
         return f"skipped: {tc.reason}"
     built = []
+    onboarded, not_for_gpu = onboarded_shapes()
     for onnx_path in sorted(models_dir.glob("*.onnx")):
+        if onnx_path.name in not_for_gpu:
+            continue
         engine = onnx_path.with_suffix(".plan")
+        shapes = onboarded.get(onnx_path.name)
         if tc.kind == "python":
-            build_with_python_api(onnx_path, engine)
+            build_with_python_api(onnx_path, engine, shapes=shapes)
         else:
             assert tc.trtexec
-            subprocess.run(trtexec_command(tc.trtexec, onnx_path, engine), check=True)
+            subprocess.run(trtexec_command(tc.trtexec, onnx_path, engine, shapes=shapes), check=True)
         built.append(engine.name)
     return "built " + ", ".join(built)
+
+
+def onboarded_shapes() -> tuple[dict[str, ShapeProfile], set[str]]:
+    """For models onboarded with ``python -m model_repository add``: the engine shapes of each
+    artifact (batch 1, min(8, max), max; fixed dimensions after the batch axis), and the artifacts
+    that get no engine (placed on the host CPU of GPU instances, or with a dynamic non-batch
+    dimension whose range only the model's owner knows)."""
+    from model_repository.definitions import load_models
+
+    shapes: dict[str, ShapeProfile] = {}
+    skip: set[str] = set()
+    for m in load_models().values():
+        if m.origin == "built-in":
+            continue
+        step = m.accelerated
+        if "gpu" in m.host_cpu_on or any(-1 in t.dims for t in step.inputs):
+            skip.add(step.artifact)
+            continue
+        b = m.max_batch_size
+        shapes[step.artifact] = {t.name: ((1, *t.dims), (min(8, b), *t.dims), (b, *t.dims)) for t in step.inputs}
+    return shapes, skip

@@ -229,3 +229,22 @@ def test_the_profiler_gates_an_onboarded_model_with_the_generic_check(tmp_path, 
     other = b.linear()
     other.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((4, 3), np.float32), "W"))
     assert not check(b.save(other, tmp_path / "other.onnx")).passed
+
+
+def test_the_gpu_image_build_gives_onboarded_models_their_engine_shapes(tmp_path, monkeypatch):
+    """``model_repository.tensorrt.build_engines`` (the GPU image's build stage) builds an onboarded
+    model's engine with its own optimisation profile and skips one placed on the host CPU."""
+    from model_repository.tensorrt import Toolchain, build_engines, onboarded_shapes, trtexec_command
+
+    store = _store_with(tmp_path, name="lin", host_cpu_on="inferentia")
+    _store_with(tmp_path, name="forest", host_cpu_on="gpu")
+    monkeypatch.setenv(USER_MODELS_ENV, str(store))
+    shapes, skip = onboarded_shapes()
+    assert shapes == {"lin.onnx": {"x": ((1, 4), (8, 4), (8, 4))}} and skip == {"forest.onnx"}
+    cmd = trtexec_command("trtexec", tmp_path / "lin.onnx", tmp_path / "lin.plan", shapes=shapes["lin.onnx"])
+    assert "--minShapes=x:1x4" in cmd and "--maxShapes=x:8x4" in cmd
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in ("lin.onnx", "forest.onnx"):
+        (models / f).write_bytes(b"")
+    assert build_engines(models, Toolchain("trtexec", trtexec="/bin/true")) == "built lin.plan"

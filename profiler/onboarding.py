@@ -270,12 +270,24 @@ ESTIMATE_HEADER = ("# ESTIMATE written by `python -m model_repository add`, not 
 
 
 def _write_estimate(path: Path, doc: dict[str, Any]) -> None:
+    """Atomically, after the router's own loader accepted it (as ``profile_io.write_profile``)."""
+    import os
+    import tempfile
+
     import yaml
 
-    from profiler.profile_io import write_profile
+    from router_lib.config import load_profile
 
-    write_profile(path, doc)  # validates with the router's loader
-    path.write_text(ESTIMATE_HEADER + yaml.safe_dump(doc, sort_keys=False, width=100))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(ESTIMATE_HEADER + yaml.safe_dump(doc, sort_keys=False, width=100))
+        load_profile(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def register(req: OnboardRequest, checked: Checked, staging: Path, profiles: dict[str, dict[str, Any]],

@@ -129,3 +129,37 @@ def test_the_command_line_reports_the_error_and_exits_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "error: --onnx" in proc.stderr and "fixed first dimension 1" in proc.stderr
     assert not (tmp_path / "store").exists() and not (tmp_path / "art").exists()
+
+
+def test_registration_that_fails_removes_everything_it_wrote(tmp_path, dirs):
+    """Step 6 puts files in place, then proves the fleet serves the model; a fleet whose pools all
+    list their models (none this one) fails that proof, and the step takes back what it wrote."""
+    import shutil
+
+    import yaml
+
+    from profiler.onboarding import check_request, estimates, register
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump({
+        "prices": str(ROOT / "data" / "prices.yaml"), "tiers": str(ROOT / "data" / "tiers.yaml"),
+        "profiles": str(dirs["profiles"]),
+        "pools": [{"name": "cpu", "accelerator": "cpu", "instance_type": "c7g.xlarge", "replicas": 1, "mode": "real",
+                   "models": ["already_here"]}]}))
+    (dirs["profiles"] / "already_here.cpu.yaml").write_text(yaml.safe_dump({
+        "model": "already_here", "accelerator": "cpu", "instance_type": "c7g.xlarge", "instances_per_replica": 1,
+        "max_batch_size": 8, "latency_ms_by_batch": {1: 1.0}, "provenance": {"kind": "measured", "date": "2026-11-29",
+                                                                              "machine": "test"}}))
+    good = b.save(b.linear(), dirs["inputs"] / "good.onnx")
+    req = OnboardRequest("new_model", good, dirs["store"], dirs["artifacts"], dirs["profiles"], fleet=fleet)
+    checked = check_request(req)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    shutil.copy(good, staging / "new_model.onnx")
+    cpu = {"model": "new_model", "accelerator": "cpu", "instance_type": "c7g.xlarge", "instances_per_replica": 1,
+           "max_batch_size": 64, "latency_ms_by_batch": {1: 0.5, 64: 0.9}, "p99_over_p50": 2.0,
+           "provenance": {"kind": "measured", "date": "2026-11-29", "machine": "test"}}
+    before = {k: _tree(v) for k, v in dirs.items()}
+    with pytest.raises(OnboardingError, match="no pool serves new_model: every pool lists its models"):
+        register(req, checked, staging, {"cpu": cpu, **estimates(checked, cpu)}, {})
+    assert {k: _tree(v) for k, v in dirs.items()} == before

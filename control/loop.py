@@ -37,7 +37,7 @@ from control.ports import (
     StateStore,
 )
 from control.record import ControlRecord
-from control.releases import candidate_pools
+from control.releases import candidate_pools, mirror_targets
 from router_lib.capacity import CapacitySettings
 from router_lib.cost_ledger import LedgerState
 from router_lib.domain import Fleet
@@ -314,7 +314,8 @@ class ControlLoop:
         if not book.releases:
             return self.sink.publish(self._serving(replicas), list(routes.values()))
         return self.sink.publish(self._serving(replicas), list(routes.values()),  # type: ignore[call-arg]
-                                 splits=release_splits(book, routes), candidates=candidate_pools(book, self.fleet))
+                                 splits=release_splits(book, routes), candidates=candidate_pools(book, self.fleet),
+                                 mirrors=mirror_targets(book))
 
     def _release_action(self, action: ReleaseAction) -> None:
         log.info("release %s: %s", action.release, action.text)
@@ -361,8 +362,8 @@ class ControlLoop:
             log.error("release actions not published: %s", "; ".join(result.problems))
         return actions
 
-    def start_release(self, spec: ReleaseSpec, endpoints: list[CandidateEndpoint], timeout_s: float = 5.0
-                      ) -> tuple[list[ReleaseAction], str | None]:
+    def start_release(self, spec: ReleaseSpec, endpoints: list[CandidateEndpoint], timeout_s: float = 5.0,
+                      comparator: str = "") -> tuple[list[ReleaseAction], str | None]:
         """Start ``spec`` with its candidate replicas; publish, and wait until every stream ACKed.
         ``ReleaseCommandError`` if the model has a release running or the snapshot is refused."""
         with self._tick_lock:
@@ -380,7 +381,10 @@ class ControlLoop:
                                               f"does not serve {spec.model} (pools: {sorted(known)})")
             if not endpoints:
                 raise ReleaseCommandError("a release needs at least one candidate replica (endpoints)")
-            state, actions = start_release(spec, self.wall_clock(), endpoints)
+            if spec.mirror_percent > 0 and not comparator:
+                raise ReleaseCommandError(f"shadow.mirror_percent is {spec.mirror_percent:g} but no comparator "
+                                          "was given (host:port of `python -m releases comparator`)")
+            state, actions = start_release(spec, self.wall_clock(), endpoints, comparator)
             result = self._apply_releases(book.with_release(state), actions)
         if result.problems:
             raise ReleaseCommandError("snapshot refused: " + "; ".join(result.problems))

@@ -2,7 +2,8 @@
 
 GET  /releases                       every release: phase, stage, weights per tier, why, events
 POST /releases/start                 body JSON ``{"spec": {...}, "endpoints": [{pool, host, http_port,
-                                     grpc_port, metrics_url}, ...]}``: validate, start, publish, wait
+                                     grpc_port, metrics_url}, ...], "comparator": "HOST:PORT"}``
+                                     (comparator: shadow mode only): validate, start, publish, wait
                                      for Envoy's ACK
 POST /releases/NAME/pause|resume|promote|abort[?note=TEXT]
 
@@ -33,6 +34,7 @@ def releases_view(book: ReleaseBook) -> list[dict[str, Any]]:
             "reason": state.reason, "holding": state.holding,
             "rolled_back": bool(rollbacks), "rollback_reason": rollbacks[-1].text if rollbacks else None,
             "candidate_replicas": [f"{e.pool}/{e.host}:{e.http_port}" for e in state.endpoints],
+            "comparator": state.comparator or None,
             "events": [e.to_json() for e in state.events],
             "spec": state.spec.to_json(),
         })
@@ -49,6 +51,11 @@ def _endpoints(raw: Any) -> list[CandidateEndpoint]:
         except (KeyError, TypeError, ValueError) as err:
             raise ReleaseCommandError(f"endpoints[{i}]: {type(err).__name__}: {err}") from None
     return out
+
+
+def _host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 def handle_get(loop: ControlLoop, path: str) -> tuple[int, Any] | None:
@@ -70,7 +77,10 @@ def handle_post(loop: ControlLoop, path: str, query: dict[str, list[str]], body:
             if not isinstance(data, dict) or "spec" not in data:
                 return 400, {"error": "body must be {\"spec\": {...}, \"endpoints\": [...]}"}
             spec = parse_release_spec(data["spec"], "spec", known_tiers=tuple(loop.fleet.tiers.tiers))
-            actions, version = loop.start_release(spec, _endpoints(data.get("endpoints", [])))
+            comparator = str(data.get("comparator") or "")
+            if comparator and not _host_port(comparator):
+                return 400, {"error": f"'comparator' must be HOST:PORT, got {comparator!r}"}
+            actions, version = loop.start_release(spec, _endpoints(data.get("endpoints", [])), comparator=comparator)
         elif len(parts) == 3 and parts[0] == "releases":
             try:
                 command = Command(parts[2])

@@ -103,7 +103,8 @@ class ReleaseWatch:
                 if text is not None:
                     triton.append((e.pool, CANDIDATE, parse_triton_model(text, spec.model, spec.candidate_version)))
         agreement_sum = agreement_count = 0.0
-        comparator = self.comparator_urls.get(spec.name)
+        comparator = self.comparator_urls.get(spec.name) or (
+            f"http://{state.comparator}/metrics" if state.comparator else None)
         if comparator:
             text = self._get(comparator)
             if text is not None:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from router_lib.domain import Fleet
 from router_lib.release import ActionKind, ReleaseAction, ReleaseBook
-from xds_server.inputs import CandidatePool, Endpoint
+from xds_server.inputs import CandidatePool, Endpoint, MirrorTarget
 
 
 def candidate_pools(book: ReleaseBook, fleet: Fleet) -> list[CandidatePool]:
@@ -30,6 +30,16 @@ def candidate_pools(book: ReleaseBook, fleet: Fleet) -> list[CandidatePool]:
             pool = fleet.pool(pool_name)
             out.append(CandidatePool(state.spec.model, pool_name, state.spec.candidate_version,
                                      pool.accelerator.value, pool.emulated, tuple(endpoints)))
+    return out
+
+
+def mirror_targets(book: ReleaseBook) -> list[MirrorTarget]:
+    """The shadow comparator of each release that has one (while the release is in the book)."""
+    out = []
+    for state in book.releases.values():
+        if state.comparator:
+            host, _, port = state.comparator.rpartition(":")
+            out.append(MirrorTarget(state.spec.model, host, int(port)))
     return out
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from control.ports import PoolServing, PublishResult
 from router_lib.routes import RouteWeights
-from xds_server.inputs import CandidatePool, DataPlaneSettings, Endpoint, PoolEndpoints, VersionSplit
+from xds_server.inputs import CandidatePool, DataPlaneSettings, Endpoint, MirrorTarget, PoolEndpoints, VersionSplit
 from xds_server.server import XdsServer
 from xds_server.snapshot import Snapshot, build_snapshot
 
@@ -34,8 +34,10 @@ class XdsRouteSink:
         self.last_push_unix_s: float | None = None
 
     def publish(self, pools: Sequence[PoolServing], routes: Sequence[RouteWeights], *,
-                splits: Sequence[VersionSplit] = (), candidates: Sequence[CandidatePool] = ()) -> PublishResult:
-        """``splits`` / ``candidates``: releases in force (candidate share per route, candidate replicas)."""
+                splits: Sequence[VersionSplit] = (), candidates: Sequence[CandidatePool] = (),
+                mirrors: Sequence[MirrorTarget] = ()) -> PublishResult:
+        """``splits`` / ``candidates`` / ``mirrors``: releases in force (candidate share per route,
+        candidate replicas, shadow comparators)."""
         current = self.snapshot.version if self.snapshot else None
         live = [pool_endpoints(p) for p in pools if p.replicas]
         served = {model for p in live for model in p.models}
@@ -49,7 +51,7 @@ class XdsRouteSink:
             # Nothing published yet: Envoy gets its listeners (every request a clear 404 naming
             # the models served: none) rather than a refused connection behind a healthy NLB.
             routes = ()
-        snapshot = build_snapshot(live, routes, self.settings, splits=splits, candidates=candidates)
+        snapshot = build_snapshot(live, routes, self.settings, splits=splits, candidates=candidates, mirrors=mirrors)
         if snapshot.version == current:
             return PublishResult(current, False)
         problems = snapshot.consistent()

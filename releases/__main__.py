@@ -3,6 +3,7 @@
     python -m releases start release.yaml --endpoint cpu=127.0.0.1:9100:9101:9102 [--admin URL]
     python -m releases status [NAME] [--json]
     python -m releases pause|resume|promote|abort NAME [--note TEXT]
+    python -m releases comparator --stable HOST:PORT --candidate HOST:PORT [--port N]   (shadow mode)
 
 ``--endpoint POOL=HOST:HTTP_PORT:GRPC_PORT[:METRICS_PORT]`` names a candidate replica (repeat it per
 replica).  The spec is checked here first (errors name the file and the field), then by the server
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("start", parents=[common], help="validate a release spec and start it")
     s.add_argument("spec")
     s.add_argument("--endpoint", action="append", default=[], help="POOL=HOST:HTTP:GRPC[:METRICS] of a candidate replica")
+    s.add_argument("--comparator", default="", help="HOST:PORT of the shadow comparator (spec with shadow.mirror_percent)")
+    cmp = sub.add_parser("comparator", help="run the shadow comparator (the target of Envoy's mirroring)")
+    cmp.add_argument("--stable", action="append", required=True, help="HOST:HTTP_PORT of a stable replica")
+    cmp.add_argument("--candidate", action="append", required=True, help="HOST:HTTP_PORT of a candidate replica")
+    cmp.add_argument("--port", type=int, default=0)
     st = sub.add_parser("status", parents=[common], help="releases, their phase, weights and last events")
     st.add_argument("name", nargs="?")
     st.add_argument("--json", action="store_true")
@@ -94,8 +100,22 @@ def main(argv: list[str] | None = None) -> int:
             if not endpoints:
                 raise CliError("start needs at least one --endpoint (a candidate replica)")
             answer = call(args.admin, "POST", "/releases/start",
-                          {"spec": spec.to_json(), "endpoints": [e.to_json() for e in endpoints]})
+                          {"spec": spec.to_json(), "endpoints": [e.to_json() for e in endpoints],
+                           "comparator": args.comparator})
             print(f"started {spec.name}: " + "; ".join(a["text"] for a in answer["actions"]))
+        elif args.cmd == "comparator":
+            import signal
+            import threading
+
+            from releases.comparator import Comparator
+
+            comparator = Comparator(args.stable, args.candidate, port=args.port).start()
+            print(f"READY comparator={comparator.address}", flush=True)
+            done = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: done.set())
+            signal.signal(signal.SIGINT, lambda *_: done.set())
+            done.wait()
+            comparator.stop()
         elif args.cmd == "status":
             releases = call(args.admin, "GET", "/releases")["releases"]
             if args.name:

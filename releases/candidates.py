@@ -19,6 +19,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from fleet.triton_process import TritonProcess, prepare_backend_dir
 from model_repository.definitions import ModelDefinition
 from model_repository.triton_config import Target, accelerated_config, to_pbtxt, write_model
@@ -48,6 +50,26 @@ def write_candidate_repository(repo: Path, model: ModelDefinition, version: str,
     top = repo / model.name
     (top / "1").rename(top / version)
     return repo
+
+
+_JSON_TYPES = {"TYPE_FP32": ("FP32", 0.0), "TYPE_FP16": ("FP16", 0.0), "TYPE_INT64": ("INT64", 0),
+               "TYPE_INT32": ("INT32", 0), "TYPE_STRING": ("BYTES", "warm up")}
+
+
+def warm_up(http_url: str, model: ModelDefinition, requests_n: int = 20) -> None:
+    """Send a few requests of the right shape before the candidate takes traffic: a cold replica's
+    first answers (session start, first allocations) are slower, and would read as a regression."""
+    inputs = []
+    for t in model.inputs:
+        datatype, value = _JSON_TYPES.get(t.data_type, ("FP32", 0.0))
+        shape = [1, *(d if d > 0 else 8 for d in t.dims)]
+        count = 1
+        for d in shape:
+            count *= d
+        inputs.append({"name": t.name, "shape": shape, "datatype": datatype, "data": [value] * count})
+    session = requests.Session()
+    for _ in range(requests_n):
+        session.post(f"http://{http_url}/v2/models/{model.name}/infer", json={"inputs": inputs}, timeout=30)
 
 
 @dataclass
@@ -80,6 +102,7 @@ class CandidateReplicas:
                 p.start()
             for p in self.processes:
                 p.wait_ready(timeout_s)
+                warm_up(p.http_url, self.model)
         except BaseException:
             self.stop()
             raise

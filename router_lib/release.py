@@ -139,6 +139,7 @@ class ReleaseState:
     holding: str = ""  # why the stage has not advanced yet
     endpoints: tuple[CandidateEndpoint, ...] = ()
     events: tuple[ReleaseAction, ...] = ()
+    comparator: str = ""  # shadow mode: "host:port" of the comparator that mirrored requests go to
 
     @property
     def last_stage(self) -> int:
@@ -159,6 +160,7 @@ class ReleaseState:
             "stage_requests_base": self.stage_requests_base, "reason": self.reason, "holding": self.holding,
             "endpoints": [e.to_json() for e in self.endpoints],
             "events": [e.to_json() for e in self.events],
+            "comparator": self.comparator,
         }
 
     @classmethod
@@ -175,6 +177,7 @@ class ReleaseState:
                                        {t: round(float(p) * 100) for t, p in dict(e["weights_pct"]).items()},
                                        float(e["at_unix_s"]), str(e.get("model", "")))
                         for e in data.get("events", [])),
+            comparator=str(data.get("comparator", "")),
         )
 
 
@@ -202,9 +205,9 @@ def _event(state: ReleaseState, kind: ActionKind, text: str, now_s: float) -> tu
     return replace(state, events=(*state.events, action)[-MAX_EVENTS:]), action
 
 
-def start_release(spec: ReleaseSpec, now_s: float, endpoints: Sequence[CandidateEndpoint] = ()
-                  ) -> tuple[ReleaseState, list[ReleaseAction]]:
-    state = ReleaseState(spec, Phase.RUNNING, 0, now_s, now_s, endpoints=tuple(endpoints))
+def start_release(spec: ReleaseSpec, now_s: float, endpoints: Sequence[CandidateEndpoint] = (),
+                  comparator: str = "") -> tuple[ReleaseState, list[ReleaseAction]]:
+    state = ReleaseState(spec, Phase.RUNNING, 0, now_s, now_s, endpoints=tuple(endpoints), comparator=comparator)
     state, action = _event(state, ActionKind.START, f"started: {_pct(state.weights_bp())}", now_s)
     return state, [action]
 

@@ -182,7 +182,9 @@ def observe(samples: Sequence[ReleaseSample], pools: Sequence[str], *, fast_wind
         windows = {role: _window(fast.counters.get((pool, role)), new.counters.get((pool, role)),
                                  slow.counters.get((pool, role))) for role in (STABLE, CANDIDATE)}
         comparisons.append(PoolComparison(pool, windows[STABLE], windows[CANDIDATE]))
-    total = sum(c.rq_total for (_, role), c in new.counters.items() if role == CANDIDATE)
+    # Envoy's count, or the candidate's own when more (a shadow step: only the comparator asks it)
+    total = max(sum(c.rq_total for (_, role), c in new.counters.items() if role == CANDIDATE),
+                sum(c.triton_requests for (_, role), c in new.counters.items() if role == CANDIDATE))
     agreement, count = None, 0
     for base in (fast, slow):
         n = counter_delta(base.agreement_count, new.agreement_count)

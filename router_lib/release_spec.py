@@ -13,7 +13,7 @@ Example::
     candidate:
       version: "2"
       pools: [cpu]                  # where candidate replicas run (default: every pool)
-    steps: [1, 5, 25, 50, 100]      # candidate share of each tier, percent
+    steps: [1, 5, 25, 50, 100]      # candidate share of each tier, percent (a first 0: shadow only)
     tiers: [bronze, silver, gold]   # order in which tiers join; each lags the one before by a step
     step: {min_time_s: 30, min_requests: 200}
     thresholds:
@@ -182,12 +182,19 @@ class _Fields:
         return tuple(out)
 
 
-def _steps(f: _Fields) -> tuple[float, ...]:
+def _steps(f: _Fields, shadow: bool) -> tuple[float, ...]:
+    """Increasing percentages ending at 100; a first step of 0 is a shadow step (the candidate
+    answers only mirrored requests), allowed when shadow mode is on."""
     raw = f.data.get("steps", list(DEFAULT_STEPS))
     if not isinstance(raw, list) or not raw:
         raise f.fail("steps", f"must be a non-empty list of percentages, got {raw!r}")
     out: list[float] = []
     for i, value in enumerate(raw):
+        if i == 0 and value == 0 and not isinstance(value, bool):
+            if not shadow:
+                raise f.fail("steps[0]", "0 (a shadow step) needs shadow.mirror_percent > 0")
+            out.append(0.0)
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
             raise f.fail(f"steps[{i}]", f"must be a percentage in (0, 100], got {value!r}")
         if out and value <= out[-1]:
@@ -237,18 +244,19 @@ def parse_release_spec(data: Any, source: str = "release spec", *,
         min_judge_requests=th.integer("min_judge_requests", d.min_judge_requests, low=1),
     )
     min_time = rule.number("min_time_s", StepRule().min_time_s, low=0)
+    mirror = shadow.number("mirror_percent", 0.0, low=0, high=100) or 0.0
     return ReleaseSpec(
         name=top.name("name"),
         model=top.name("model"),
         stable_version=stable_version,
         candidate_version=candidate_version,
-        steps=_steps(top),
+        steps=_steps(top, mirror > 0),
         tiers=tiers,
         step=StepRule(min_time_s=min_time if min_time is not None else 0.0,
                       min_requests=rule.integer("min_requests", StepRule().min_requests, low=0)),
         thresholds=thresholds,
         candidate_pools=candidate.names("pools", ()),
-        mirror_percent=shadow.number("mirror_percent", 0.0, low=0, high=100) or 0.0,
+        mirror_percent=mirror,
     )
 
 

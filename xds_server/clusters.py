@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from xds_server.inputs import CandidatePool, DataPlaneSettings, PoolEndpoints
-from xds_server.naming import cluster_name, server_cluster_name
+from xds_server.inputs import CandidatePool, DataPlaneSettings, MirrorTarget, PoolEndpoints
+from xds_server.naming import cluster_name, mirror_cluster_name, server_cluster_name
 from xds_server.protos import HTTP_PROTOCOL_OPTIONS_TYPE
 
 METADATA_NAMESPACE = "inference"
@@ -118,3 +118,16 @@ def model_clusters(
             clusters.append(cluster(name=name, proto=proto, settings=settings))
             assignments.append(load_assignment(name=name, proto=proto, by_priority=ordered))
     return clusters, assignments
+
+
+def mirror_clusters(mirrors: tuple[MirrorTarget, ...], settings: DataPlaneSettings) -> list[dict[str, Any]]:
+    """One STATIC HTTP/1.1 cluster per shadow comparator (its address is fixed for the release)."""
+    out = []
+    for m in mirrors:
+        name = mirror_cluster_name(m.model)
+        out.append({
+            "name": name, "type": "STATIC", "connect_timeout": f"{settings.connect_timeout_ms / 1000:.3f}s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": m.host, "port_value": m.port}}}}]}]},
+        })
+    return out

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from router_lib.release_split import VersionSplit
 from router_lib.routes import RouteWeights
 
-__all__ = ["CandidatePool", "DataPlaneSettings", "Endpoint", "OutlierSettings", "PoolEndpoints", "RetrySettings",
-           "RouteWeights", "VersionSplit"]
+__all__ = ["CandidatePool", "DataPlaneSettings", "Endpoint", "MirrorTarget", "OutlierSettings", "PoolEndpoints",
+           "RetrySettings", "RouteWeights", "VersionSplit"]
 
 # Triton model names and pool names become parts of Envoy resource names, header values and
 # regexes; keep them to a safe alphabet so no escaping is ever needed downstream.
@@ -104,6 +104,21 @@ class CandidatePool:
         _check_name("pool", self.pool)
         if not self.version.isdigit():
             raise ValueError(f"candidate {self.model}/{self.pool}: version {self.version!r} is not a number")
+
+
+@dataclass(frozen=True)
+class MirrorTarget:
+    """Shadow mode: where mirrored requests of ``model`` go (a comparator that asks both versions
+    and compares their answers; Envoy discards the mirror's response and never waits for it).
+    HTTP only: the comparator speaks KServe v2 REST."""
+
+    model: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        _check_name("model", self.model)
+        Endpoint(self.host, self.port, self.port)  # the same address checks
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from router_lib.cluster_names import cluster_name
 
-__all__ = ["cluster_name", "server_cluster_name", "proxyless_route_name"]
+__all__ = ["cluster_name", "mirror_cluster_name", "server_cluster_name", "proxyless_route_name"]
 
 HTTP_LISTENER = "http"
 GRPC_LISTENER = "grpc"
@@ -27,3 +27,9 @@ def server_cluster_name(proto: str) -> str:
 
 def proxyless_route_name(listener: str) -> str:
     return f"proxyless--{listener}"
+
+
+def mirror_cluster_name(model: str) -> str:
+    """The shadow comparator of ``model``'s release (HTTP).  The leading "_" keeps it out of the
+    per-model stats, like the server cluster."""
+    return f"_mirror--{model}--http"

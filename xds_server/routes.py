@@ -23,7 +23,7 @@ from router_lib.release_split import VersionSplit, compose
 from router_lib.routes import RouteKey
 from xds_server.grpc_model_header import MODEL_HEADER
 from xds_server.inputs import DataPlaneSettings, PoolEndpoints, RouteWeights
-from xds_server.naming import cluster_name, server_cluster_name
+from xds_server.naming import cluster_name, mirror_cluster_name, server_cluster_name
 from xds_server.protos import PREVIOUS_HOSTS_TYPE, PREVIOUS_PRIORITIES_TYPE
 
 GRPC_STATUS_INVALID_ARGUMENT = "3"
@@ -90,6 +90,17 @@ def _forward(
             "retry_policy": retry_policy(proto=proto, settings=settings),
         },
     }
+
+
+def _mirror(route: dict[str, Any], split: VersionSplit | None) -> dict[str, Any]:
+    """Shadow mode: mirror ``split.mirror_bp`` of the route's requests to the model's comparator.
+    Envoy sends the copy without waiting for it and drops its answer: the live path is unchanged."""
+    if split is not None and split.mirror_bp > 0:
+        route["route"]["request_mirror_policies"] = [{
+            "cluster": mirror_cluster_name(split.key.model),
+            "runtime_fraction": {"default_value": {"numerator": split.mirror_bp, "denominator": "TEN_THOUSAND"}},
+        }]
+    return route
 
 
 def tier_virtual_clusters(settings: DataPlaneSettings) -> list[dict[str, Any]]:
@@ -160,9 +171,10 @@ def route_configuration(
     pools: tuple[PoolEndpoints, ...],
     settings: DataPlaneSettings,
     splits: Mapping[RouteKey, VersionSplit] | None = None,
+    mirrored: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The RouteConfiguration of the Envoy listener serving ``proto`` (``http`` or ``grpc``);
-    ``splits``: releases in force, by route."""
+    ``splits``: releases in force, by route; ``mirrored``: models with a shadow comparator (HTTP)."""
     splits = splits or {}
     pools_by_name = {p.pool: p for p in pools}
     by_key = {(r.model, r.tier): r for r in routes}
@@ -179,18 +191,18 @@ def route_configuration(
                 *match.get("headers", []),
                 {"name": settings.tier_header, "string_match": {"exact": tier}},
             ]
-            clusters = weighted_clusters(route=route, proto=proto, pools_by_name=pools_by_name,
-                                         split=splits.get(RouteKey(model, tier)))
-            entries.append(
-                _forward(name=f"{model}/{tier}", match=tier_match, clusters=clusters, proto=proto, settings=settings)
-            )
+            split = splits.get(RouteKey(model, tier))
+            clusters = weighted_clusters(route=route, proto=proto, pools_by_name=pools_by_name, split=split)
+            entries.append(_mirror(
+                _forward(name=f"{model}/{tier}", match=tier_match, clusters=clusters, proto=proto, settings=settings),
+                split if proto == "http" and model in mirrored else None))
         default = by_key.get((model, settings.default_tier))
         if default is not None:
-            clusters = weighted_clusters(route=default, proto=proto, pools_by_name=pools_by_name,
-                                         split=splits.get(RouteKey(model, settings.default_tier)))
-            entries.append(
-                _forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto, settings=settings)
-            )
+            split = splits.get(RouteKey(model, settings.default_tier))
+            clusters = weighted_clusters(route=default, proto=proto, pools_by_name=pools_by_name, split=split)
+            entries.append(_mirror(
+                _forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto, settings=settings),
+                split if proto == "http" and model in mirrored else None))
     entries.extend(_unknown_model_routes(proto, models))
     if pools:
         entries.append(

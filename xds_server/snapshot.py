@@ -19,8 +19,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf.message import Message
 
 from xds_server import protos
-from xds_server.clusters import model_clusters
-from xds_server.inputs import CandidatePool, DataPlaneSettings, PoolEndpoints, RouteWeights, VersionSplit
+from xds_server.clusters import mirror_clusters, model_clusters
+from xds_server.inputs import CandidatePool, DataPlaneSettings, MirrorTarget, PoolEndpoints, RouteWeights, VersionSplit
 from xds_server.listeners import api_listener, envoy_listeners
 from xds_server.naming import GRPC_ROUTES, HTTP_ROUTES, proxyless_route_name
 from xds_server.routes import proxyless_route_configuration, route_configuration
@@ -59,6 +59,7 @@ class Snapshot:
     settings: DataPlaneSettings = field(default_factory=DataPlaneSettings)
     splits: tuple[VersionSplit, ...] = ()
     candidates: tuple[CandidatePool, ...] = ()
+    mirrors: tuple[MirrorTarget, ...] = ()
 
     @classmethod
     def from_resources(
@@ -208,6 +209,7 @@ def _release_problems(routes: tuple[RouteWeights, ...], splits: tuple[VersionSpl
 def build_snapshot(
     pools: Iterable[PoolEndpoints], routes: Iterable[RouteWeights], settings: DataPlaneSettings | None = None,
     *, splits: Iterable[VersionSplit] = (), candidates: Iterable[CandidatePool] = (),
+    mirrors: Iterable[MirrorTarget] = (),
 ) -> Snapshot:
     """Build every resource for Envoy and for proxyless clients.  Pure: same inputs, same version.
 
@@ -222,9 +224,13 @@ def build_snapshot(
     by_key = {s.key: s for s in split_list}
     candidate_pools = tuple(sorted(candidates, key=lambda c: (c.model, c.pool, c.version)))
     clusters, assignments = model_clusters(pools=pools, settings=settings, candidates=candidate_pools)
+    mirror_list = tuple(sorted(mirrors, key=lambda m: m.model))
+    clusters.extend(mirror_clusters(mirror_list, settings))
+    mirrored = frozenset(m.model for m in mirror_list)
     listeners = envoy_listeners(settings)
     route_configs = [
-        route_configuration(name=HTTP_ROUTES, proto="http", routes=routes, pools=pools, settings=settings, splits=by_key),
+        route_configuration(name=HTTP_ROUTES, proto="http", routes=routes, pools=pools, settings=settings, splits=by_key,
+                            mirrored=mirrored),
         route_configuration(name=GRPC_ROUTES, proto="grpc", routes=routes, pools=pools, settings=settings, splits=by_key),
     ]
     api_listener_names = []
@@ -248,7 +254,7 @@ def build_snapshot(
     resources = {t: [protos.to_message(t, d) for d in ds] for t, ds in as_dicts.items()}
     return Snapshot.from_resources(
         resources, api_listeners=api_listener_names, pools=pools, routes=routes, settings=settings,
-        splits=split_list, candidates=candidate_pools,
+        splits=split_list, candidates=candidate_pools, mirrors=mirror_list,
     )
 
 

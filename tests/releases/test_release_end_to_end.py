@@ -22,6 +22,7 @@ from fleet.supervisor import wait_until
 from local_platform.platform import LocalPlatform, PlatformPorts, http_json
 from model_repository.definitions import load_models
 from releases.candidates import CandidateReplicas
+from releases.comparator import Comparator
 from releases.load import TierLoad
 
 pytestmark = pytest.mark.integration
@@ -74,16 +75,17 @@ def release_cli(platform: LocalPlatform, *args: str) -> subprocess.CompletedProc
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
-def start(platform: LocalPlatform, tmp_path: Path, name: str, cand: CandidateReplicas, **spec: object) -> None:
+def start(platform: LocalPlatform, tmp_path: Path, name: str, cand: CandidateReplicas, *comparator: str,
+          **spec: object) -> None:
+    thresholds = {"mean_regression_pct": 100, "latency_slack_ms": 25, "p95_regression_pct": None,
+                  "p99_regression_pct": None, "min_judge_requests": 5, **dict(spec.pop("thresholds", {}))}  # type: ignore[call-overload]
     doc = {"name": name, "model": MODEL, "stable": {"version": 1}, "candidate": {"version": int(cand.version)},
-           "steps": [20, 50, 100], "step": {"min_time_s": 2, "min_requests": 15},
-           "thresholds": {"mean_regression_pct": 100, "latency_slack_ms": 25, "p95_regression_pct": None,
-                          "p99_regression_pct": None, "min_judge_requests": 5}, **spec}
+           "steps": [20, 50, 100], "step": {"min_time_s": 2, "min_requests": 15}, "thresholds": thresholds, **spec}
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(doc))
     e = cand.endpoints()[0]
     metrics_port = e.metrics_url.split(":")[-1].split("/")[0]
     done = release_cli(platform, "start", str(tmp_path / f"{name}.yaml"),
-                       "--endpoint", f"cpu=127.0.0.1:{e.http_port}:{e.grpc_port}:{metrics_port}")
+                       "--endpoint", f"cpu=127.0.0.1:{e.http_port}:{e.grpc_port}:{metrics_port}", *comparator)
     assert done.returncode == 0, done.stderr
 
 
@@ -114,6 +116,34 @@ def test_a_slow_candidate_is_rolled_back_within_a_second_with_no_failed_request(
         assert release_cli(platform, "status", "slow").stdout.count("rolled_back") == 1
     finally:
         load.stop()
+        cand.stop()
+    assert load.failures() == []
+
+
+def test_a_wrong_candidate_in_shadow_mode_is_rolled_back_and_clients_only_ever_see_stable(
+        platform, artifacts, digits, tmp_path):
+    cand = candidate(platform, artifacts, "4")
+    stable = [f"127.0.0.1:{r.http_port}" for r in platform.supervisor.replicas()]
+    comparator = Comparator(stable, [f"127.0.0.1:{e.http_port}" for e in cand.endpoints()]).start()
+    load = load_for(platform, digits, bronze=30, silver=10, gold=10)
+    try:
+        start(platform, tmp_path, "wrong", cand, "--comparator", comparator.address,
+              steps=[0, 50, 100], shadow={"mirror_percent": 100},
+              step={"min_time_s": 60, "min_requests": 10},
+              thresholds={"min_agreement": 0.95, "min_judge_requests": 5})
+        wait_until(lambda: comparator.score_count >= 20, 20, "mirrored requests compared")
+        assert comparator.score_sum / comparator.score_count > 0.99  # the same export: it agrees
+        injected = time.time()
+        cand.inject(perturb=1.0)
+        wait_until(lambda: release(platform, "wrong")["phase"] == "rolled_back", 10, "the rollback")
+        r = release(platform, "wrong")
+        assert "output agreement" in r["rollback_reason"], r["rollback_reason"]
+        rollback = next(e for e in r["events"] if e["kind"] == "rollback")
+        assert rollback["at_unix_s"] - injected < 1.0, rollback
+        assert {v for c in load.versions().values() for v in c} == {"1"}  # shadow: clients never saw v4
+    finally:
+        load.stop()
+        comparator.stop()
         cand.stop()
     assert load.failures() == []
 

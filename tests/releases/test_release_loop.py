@@ -29,8 +29,8 @@ from router_lib.routes import RouteWeights
 from tests.control.fakes import Clock, FakeDiscovery, FakeMetrics, MemoryStore, replicas
 from tests.router_lib.builders import EMBED, THREE_POOLS, metrics
 from xds_server import build_snapshot
-from xds_server.inputs import CandidatePool, DataPlaneSettings, VersionSplit
-from xds_server.protos import ROUTE, to_dict
+from xds_server.inputs import CandidatePool, DataPlaneSettings, MirrorTarget, VersionSplit
+from xds_server.protos import CLUSTER, ROUTE, to_dict
 
 SPEC = {"name": "emb-v2", "model": EMBED, "stable": {"version": 1}, "candidate": {"version": 2},
         "steps": [10, 50, 100], "step": {"min_time_s": 5, "min_requests": 10}}
@@ -44,9 +44,10 @@ class SnapshotSink:
         self.snapshots: list = []
 
     def publish(self, pools: Sequence[PoolServing], routes: Sequence[RouteWeights], *,
-                splits: Sequence[VersionSplit] = (), candidates: Sequence[CandidatePool] = ()) -> PublishResult:
+                splits: Sequence[VersionSplit] = (), candidates: Sequence[CandidatePool] = (),
+                mirrors: Sequence[MirrorTarget] = ()) -> PublishResult:
         snap = build_snapshot([pool_endpoints(p) for p in pools if p.replicas], routes, DataPlaneSettings(),
-                              splits=splits, candidates=candidates)
+                              splits=splits, candidates=candidates, mirrors=mirrors)
         if snap.consistent():
             return PublishResult(self.version, False, tuple(snap.consistent()))
         if snap.version == self.version:
@@ -171,3 +172,19 @@ def test_the_admin_api_names_what_is_wrong() -> None:
     assert handle_post(loop, "/releases/emb-v2/abort", {"note": ["bad idea"]}, b"")[0] == 200
     code, body = handle_get(loop, "/releases")
     assert body["releases"][0]["phase"] == "aborted" and "bad idea" in body["releases"][0]["reason"]
+
+
+def test_shadow_mode_mirrors_the_http_routes_to_the_comparator_and_needs_one() -> None:
+    loop, sink, _, _ = make_loop()
+    loop.tick()
+    spec = parse_release_spec({**SPEC, "shadow": {"mirror_percent": 25}})
+    with pytest.raises(ReleaseCommandError, match="no comparator was given"):
+        loop.start_release(spec, ENDPOINTS)
+    loop.start_release(spec, ENDPOINTS, comparator="127.0.0.1:9600")
+    snap = sink.snapshots[-1]
+    assert "_mirror--" + EMBED + "--http" in snap.resources[CLUSTER] and snap.consistent() == []
+    routes = {r["name"]: r for r in to_dict(snap.resources[ROUTE]["http"])["virtual_hosts"][0]["routes"]}
+    policy = routes[f"{EMBED}/gold"]["route"]["request_mirror_policies"][0]
+    assert policy["runtime_fraction"]["default_value"] == {"numerator": 2500, "denominator": "TEN_THOUSAND"}
+    grpc = to_dict(snap.resources[ROUTE]["grpc"])["virtual_hosts"][0]["routes"]
+    assert not any("request_mirror_policies" in r.get("route", {}) for r in grpc)  # the comparator speaks HTTP

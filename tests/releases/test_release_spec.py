@@ -83,3 +83,10 @@ def test_a_file_that_is_not_yaml_says_so(tmp_path: Path) -> None:
         load_release_spec(bad)
     with pytest.raises(ReleaseSpecError, match="cannot read"):
         load_release_spec(tmp_path / "missing.yaml")
+
+
+def test_a_first_step_of_zero_is_a_shadow_step_and_needs_mirroring() -> None:
+    with pytest.raises(ReleaseSpecError, match=r"steps\[0\]: 0 \(a shadow step\) needs shadow.mirror_percent > 0"):
+        parse_release_spec(with_(steps=[0, 50, 100]))
+    spec = parse_release_spec(with_(steps=[0, 50, 100], shadow={"mirror_percent": 100}))
+    assert spec.steps_bp == (0, 5000, 10000)

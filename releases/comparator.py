@@ -1,0 +1,181 @@
+"""The shadow comparator: the target of Envoy's request mirroring during a release.
+
+Envoy mirrors a share of a model's live HTTP requests here and discards whatever it answers, so a
+comparison cannot ride on the mirrored response: the comparator itself sends each mirrored
+request to a stable replica and to a candidate replica (directly, not through Envoy, so the
+routing metrics stay clean) and compares the two answers:
+
+* a classifier (an integer output, e.g. ``label``): the share of equal labels;
+* an embedding model (float outputs only): the cosine similarity of the first output, per row.
+
+It exports ``release_agreement_score_sum`` / ``_count`` (scores clamped to [0, 1], so the sum is a
+counter), ``release_comparator_errors_total`` and ``release_comparator_dropped_total`` at
+``/metrics``; the release watcher reads them like any other counter.  The live path never waits
+for it: Envoy does not wait for a mirror, and this server answers at once and compares on a
+bounded worker queue (full queue: the request is dropped and counted, never queued forever).
+
+    python -m releases comparator --stable 127.0.0.1:8000 --candidate 127.0.0.1:9100 [--port 0]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import requests
+
+log = logging.getLogger(__name__)
+
+
+def agreement(stable: dict[str, Any], candidate: dict[str, Any]) -> float:
+    """Agreement in [0, 1] of two KServe v2 JSON answers (see the module docstring)."""
+    outs_a = {o["name"]: o for o in stable.get("outputs", [])}
+    outs_b = {o["name"]: o for o in candidate.get("outputs", [])}
+    if not outs_a or set(outs_a) != set(outs_b):
+        return 0.0
+    names = sorted(outs_a)
+    labels = [n for n in names if outs_a[n]["datatype"].startswith(("INT", "UINT", "BOOL"))]
+    if labels:
+        a, b = np.asarray(outs_a[labels[0]]["data"]), np.asarray(outs_b[labels[0]]["data"])
+        return float(np.mean(a == b)) if a.shape == b.shape and a.size else 0.0
+    first = next((n for n in names if outs_a[n]["datatype"].startswith("FP")), None)
+    if first is None:
+        return 1.0 if outs_a == outs_b else 0.0
+    shape = outs_a[first].get("shape") or [-1]
+    a = np.asarray(outs_a[first]["data"], dtype=np.float64).reshape(-1, shape[-1] if len(shape) > 1 else len(outs_a[first]["data"]))
+    b = np.asarray(outs_b[first]["data"], dtype=np.float64)
+    if b.size != a.size:
+        return 0.0
+    b = b.reshape(a.shape)
+    cos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return float(np.clip(np.mean(cos), 0.0, 1.0))
+
+
+@dataclass
+class Comparator:
+    """``stable`` / ``candidate``: ``host:port`` of the HTTP KServe endpoints to ask (round robin)."""
+
+    stable: Sequence[str]
+    candidate: Sequence[str]
+    port: int = 0
+    host: str = "127.0.0.1"
+    workers: int = 2
+    queue_size: int = 64
+    timeout_s: float = 5.0
+    score_sum: float = 0.0
+    score_count: int = 0
+    errors: int = 0
+    dropped: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _queue: queue.Queue[tuple[str, bytes] | None] = field(default_factory=queue.Queue)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _turn: int = 0
+
+    def start(self) -> Comparator:
+        self._queue = queue.Queue(maxsize=self.queue_size)
+        self._server = ThreadingHTTPServer((self.host, self.port), _handler(self))
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"comparator-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._server.serve_forever, name="comparator-http", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def submit(self, path: str, body: bytes) -> None:
+        try:
+            self._queue.put_nowait((path, body))
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+
+    def _work(self) -> None:
+        session = requests.Session()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            path, body = item
+            with self._lock:
+                self._turn += 1
+                turn = self._turn
+            try:
+                answers = []
+                for targets in (self.stable, self.candidate):
+                    r = session.post(f"http://{targets[turn % len(targets)]}{path}", data=body, timeout=self.timeout_s,
+                                     headers={"Content-Type": "application/json"})
+                    r.raise_for_status()
+                    answers.append(r.json())
+                score = agreement(answers[0], answers[1])
+                with self._lock:
+                    self.score_sum += score
+                    self.score_count += 1
+            except (requests.RequestException, ValueError, KeyError) as e:
+                log.debug("comparison failed: %s", e)
+                with self._lock:
+                    self.errors += 1
+
+    def metrics_text(self) -> str:
+        with self._lock:
+            return ("# TYPE release_agreement_score summary\n"
+                    f"release_agreement_score_sum {self.score_sum}\n"
+                    f"release_agreement_score_count {self.score_count}\n"
+                    "# TYPE release_comparator_errors counter\n"
+                    f"release_comparator_errors_total {self.errors}\n"
+                    "# TYPE release_comparator_dropped counter\n"
+                    f"release_comparator_dropped_total {self.dropped}\n")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for _ in range(self.workers):
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                pass
+
+
+def _handler(comparator: Comparator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.startswith("/metrics"):
+                self._send(200, comparator.metrics_text().encode(), "text/plain; version=0.0.4")
+            else:
+                self._send(200, b'{"comparator": true}')
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path.startswith("/v2/models/") and self.path.endswith("/infer"):
+                comparator.submit(self.path, body)
+            self._send(200, json.dumps({"mirrored": True}).encode())
+
+    return Handler

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUPPORTED_OPSETS: Mapping[str, tuple[int, int]] = {"": (9, 21), "ai.onnx": (9, 21), "ai.onnx.ml": (1, 5)}
+# ONNX Runtime 1.19 (Triton 24.10) reads models up to IR version 10 (ONNX 1.16); onnx.helper.make_model
+# writes the newest IR its own version knows unless told otherwise.
+MAX_IR_VERSION = 10
 
 # ONNX element type name -> Triton data type.  Only types every pool's runtime accepts at the model
 # boundary; the rest get a precise refusal (``UNSUPPORTED_TYPE_HINTS``).
@@ -196,6 +199,10 @@ def signature_problems(sig: GraphSignature) -> list[str]:
             problems.append(f"opset {version} of {label} is outside what the pools can run ({lo}..{hi}: "
                             "Triton 24.10's ONNX Runtime 1.19 and TensorRT's parser); convert it with "
                             f"onnx.version_converter.convert_version(model, {min(max(version, lo), hi)})")
+    if sig.ir_version > MAX_IR_VERSION:
+        problems.append(f"IR version {sig.ir_version} is newer than Triton 24.10's ONNX Runtime 1.19 reads "
+                        f"(<= {MAX_IR_VERSION}); set model.ir_version = {MAX_IR_VERSION} before saving (or export with "
+                        "an older onnx package)")
     if "" not in sig.opsets and "ai.onnx" not in sig.opsets:
         problems.append("the model imports no default-domain opset (opset_import has no ai.onnx entry)")
     if not sig.inputs:
@@ -212,12 +219,27 @@ def signature_problems(sig: GraphSignature) -> list[str]:
     return problems
 
 
+def _with_inferred_output_shapes(model):  # type: ignore[no-untyped-def]
+    """Some exporters leave graph outputs without a shape; ONNX shape inference usually recovers it
+    (the batch axis included).  A graph inference cannot handle is returned as it was."""
+    from onnx import shape_inference
+
+    if all(o.type.WhichOneof("value") != "tensor_type" or o.type.tensor_type.HasField("shape")
+           for o in model.graph.output):
+        return model
+    try:
+        return shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - the checks below report what is still missing
+        return model
+
+
 def check_onnx(path: Path) -> tuple[GraphSignature, object]:
     """Load, run ``onnx.checker`` and the pool checks; -> (signature, model) or ``OnboardingError``
     listing every problem found (not just the first: a user fixes them in one export)."""
     import onnx
 
     model = load_onnx(path)
+    model = _with_inferred_output_shapes(model)
     sig = signature_of(model)
     problems = signature_problems(sig)
     if not any(p.startswith("opset") for p in problems):  # the checker itself rejects unknown opsets

@@ -63,6 +63,8 @@ CASES: list[Case] = [
      "opset 23 of ai.onnx (default domain) is outside what the pools can run (9..21"),
     ("opset-too-old", lambda t, d: {"onnx": b.save(b.linear(opset=7), t / "m.onnx")},
      "opset 7 of ai.onnx (default domain) is outside what the pools can run (9..21"),
+    ("ir-version-too-new", lambda t, d: {"onnx": b.save(_ir(b.linear(), 11), t / "m.onnx")},
+     "IR version 11 is newer than Triton 24.10's ONNX Runtime 1.19 reads (<= 10)"),
     ("custom-domain", lambda t, d: {"onnx": b.save(b.custom_domain(), t / "m.onnx")},
      "operator domain 'com.example' (ops ['MagicOp']) is a custom domain no pool can run"),
     ("sequence-output", lambda t, d: {"onnx": b.save(b.sequence_output(), t / "m.onnx")},
@@ -90,6 +92,11 @@ CASES: list[Case] = [
         "model_repository.user_models", fromlist=["OutputTolerance"]).OutputTolerance()}},
      "--tolerance nope: the model has no output 'nope'; outputs: ['y', 'label']"),
 ]
+
+
+def _ir(model, version: int):  # type: ignore[no-untyped-def]
+    model.ir_version = version
+    return model
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -163,3 +170,12 @@ def test_registration_that_fails_removes_everything_it_wrote(tmp_path, dirs):
     with pytest.raises(OnboardingError, match="no pool serves new_model: every pool lists its models"):
         register(req, checked, staging, {"cpu": cpu, **estimates(checked, cpu)}, {})
     assert {k: _tree(v) for k, v in dirs.items()} == before
+
+
+def test_an_output_without_a_declared_shape_gets_it_from_shape_inference(tmp_path):
+    from model_repository.onnx_inspect import check_onnx
+
+    model = b.linear()
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    sig, _ = check_onnx(b.save(model, tmp_path / "m.onnx"))
+    assert sig.outputs[0].shape == ("batch", 3)

@@ -480,9 +480,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model_repository", description=__doc__.splitlines()[0])
     add_parser(ap.add_subparsers(dest="command", required=True))
     args = ap.parse_args(argv)
+    from router_lib.config import ConfigError
+
     try:
         onboard(request_from(args))
-    except OnboardingError as e:
+    except (OnboardingError, ConfigError) as e:  # ConfigError: a broken fleet or description file, named
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

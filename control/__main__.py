@@ -21,6 +21,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from control.admin_http import AdminServer
+from control.leadership import ElectedLoop, FileLease, LeaderLease
+from control.lease_k8s import KubernetesLease
 from control.release_watch import ReleaseWatch, envoy_admin_base
 from control.releases import ReleaseMetrics
 from control.server import dataplane_settings, wire_local
@@ -52,8 +54,16 @@ def serve(args: argparse.Namespace) -> int:
         if not discovery.wait_synced(args.k8s_sync_timeout_s):
             log.warning("EndpointSlices not listed within %.0fs; serving listeners only until they are",
                         args.k8s_sync_timeout_s)
+    store = coordination_api = None
+    if args.state_configmap is not None or args.k8s_lease is not None:
+        from control.lease_k8s import ConfigMapStateStore, cluster_apis
+
+        coordination_api, core_api = cluster_apis(kubeconfig=args.kubeconfig)
+        if args.state_configmap is not None:
+            store = ConfigMapStateStore(core_api, namespace=args.k8s_namespace, name=args.state_configmap)
     controller = wire_local(
         fleet=fleet,
+        store=store,
         xds=xds,
         discovery=discovery,
         runtime_path=args.runtime,
@@ -65,10 +75,14 @@ def serve(args: argparse.Namespace) -> int:
         registry=registry,
         desired_path=args.desired,
     )
+    lease: LeaderLease | None = None
     if args.lease_file is not None:
-        from control.leadership import ElectedLoop, FileLease
-
-        controller.elected = ElectedLoop(controller.loop, FileLease(args.lease_file, args.identity))
+        lease = FileLease(args.lease_file, args.identity)
+    elif args.k8s_lease is not None:
+        lease = KubernetesLease(coordination_api, namespace=args.k8s_namespace, name=args.k8s_lease,
+                                identity=args.identity, duration_s=args.k8s_lease_duration_s)
+    if lease is not None:
+        controller.elected = ElectedLoop(controller.loop, lease)
     resumed = controller.loop.resume()
     # Releases (docs/releases.md): actions exported as metrics; the watcher is the fast path.
     controller.loop.release_listeners.append(ReleaseMetrics(registry, controller.loop.view.releases))
@@ -99,6 +113,8 @@ def serve(args: argparse.Namespace) -> int:
             log.exception("control loop tick failed")
     if watch is not None:
         watch.stop()
+    if lease is not None:
+        lease.release()  # a follower takes over at once instead of waiting the lease out
     admin.stop()
     xds.stop()
     if discovery is not None:
@@ -130,7 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--k8s-sync-timeout-s", type=float, default=10.0,
                    help="wait this long for the first EndpointSlice list before serving")
     s.add_argument("--kubeconfig", default=None, help="outside a pod: kubeconfig to use (default: in-cluster)")
-    s.add_argument("--state", type=Path, required=True, help="persisted state (weights, health, last snapshot)")
+    s.add_argument("--state", type=Path, default=None,
+                   help="persisted state (weights, health, last snapshot): a JSON file (or --state-configmap)")
+    s.add_argument("--state-configmap", default=None,
+                   help="in a cluster: keep the state record in this ConfigMap of --k8s-namespace (shared by replicas)")
+    s.add_argument("--k8s-lease", default=None,
+                   help="in a cluster: the coordination.k8s.io Lease (in --k8s-namespace) whose holder decides")
+    s.add_argument("--k8s-lease-duration-s", type=int, default=10, help="how long a silent leader keeps the lease")
     s.add_argument("--desired", type=Path, default=None,
                    help="write desired replicas per pool here for the local supervisor (default: fixed fleet)")
     s.add_argument("--xds-port", type=int, default=18000)
@@ -154,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.discovery == "runtime-file" and args.runtime is None:
         ap.error("--runtime is required with --discovery=runtime-file")
+    if (args.state is None) == (args.state_configmap is None):
+        ap.error("give exactly one of --state (a file) and --state-configmap")
+    if args.lease_file is not None and args.k8s_lease is not None:
+        ap.error("give at most one of --lease-file and --k8s-lease")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(args)
 

@@ -105,9 +105,11 @@ class ElectedLoop:
     def tick(self) -> None:
         if self.lease.hold():
             if not self.leader:
+                # The old leader's last record, before deciding anything; if it cannot be read this
+                # raises and the server stays a follower until it can.
+                resumed = self.loop.resume()
                 self.leader, self.leader_since_unix_s = True, self.clock()
                 self.changes += 1
-                resumed = self.loop.resume()  # the old leader's last record, before deciding anything
                 log.info("%s leads now (%s)", self.lease.identity,
                          "resumed the shared record" if resumed else "no shared record yet")
             self.loop.tick()

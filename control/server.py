@@ -23,7 +23,7 @@ from control.leadership import ElectedLoop
 from control.loop import ControlLoop
 from control.metrics_export import ControlPlaneMetrics
 from control.metrics_scrape import ScrapeSource
-from control.ports import ReplicaActuator, ReplicaDiscovery
+from control.ports import ReplicaActuator, ReplicaDiscovery, StateStore
 from control.route_sink_xds import XdsRouteSink
 from control.state_store_file import FileStateStore
 from control.status import render_status
@@ -98,17 +98,22 @@ def dataplane_settings(fleet: Fleet, policy: PolicySettings, **overrides: Any) -
     )
 
 
-def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state_path: Path,
+def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state_path: Path | None,
                composing: Mapping[str, str], envoy_metrics_url: str | None, dataplane: DataPlaneSettings,
                policy: PolicySettings, registry: CollectorRegistry, desired_path: Path | None = None,
-               discovery: ReplicaDiscovery | None = None) -> ControlServer:
+               discovery: ReplicaDiscovery | None = None, store: StateStore | None = None) -> ControlServer:
     """The local wiring.  With ``desired_path`` the capacity decider's counts are written there for
     the local supervisor to follow; without it the fleet is fixed (and says so).  ``discovery``
-    replaces the runtime file (in a cluster: ``control.discovery_k8s.EndpointSliceDiscovery``)."""
+    replaces the runtime file (in a cluster: ``control.discovery_k8s.EndpointSliceDiscovery``), ``store``
+    the state file (in a cluster: ``control.lease_k8s.ConfigMapStateStore``)."""
     if discovery is None:
         if runtime_path is None:
             raise ValueError("replica discovery: give a runtime file or another ReplicaDiscovery")
         discovery = RuntimeFileDiscovery(runtime_path)
+    if store is None:
+        if state_path is None:
+            raise ValueError("state: give a state file or another StateStore")
+        store = FileStateStore(state_path)
     actuator: ReplicaActuator = (DesiredFileActuator(desired_path) if desired_path is not None
                                  else FixedFleetActuator({p.name: p.replicas for p in fleet.pools}))
     sink = XdsRouteSink(xds, dataplane)
@@ -117,7 +122,7 @@ def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state
         discovery=discovery,
         metrics=ScrapeSource({}, envoy_metrics_url, composing=composing, signals=DECIDER_SIGNALS),
         sink=sink,
-        store=FileStateStore(state_path),
+        store=store,
         actuator=actuator,
         settings=policy,
         observer=ControlPlaneMetrics(registry, fleet, policy),

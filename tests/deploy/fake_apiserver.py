@@ -12,15 +12,20 @@ describe it, so the real ``kubernetes`` client can be tested against something o
   ("too old resource version"), as the real server sends it inside a 200 watch response.
 * Every change bumps one global resourceVersion, which is written into the object's metadata.
 
+Leases (coordination.k8s.io/v1) and ConfigMaps (v1) are plain objects: GET by name, POST
+(409 AlreadyExists), PUT (409 Conflict unless ``metadata.resourceVersion`` is the stored one).
+
 Knobs for tests: ``compact()`` (forget history: the next watch from an old version gets 410),
 ``break_watches()`` (close every open stream: a lost connection), ``hold_events`` (open streams
-deliver nothing: changes pile up unseen), ``fail_next_list`` (a 500).
+deliver nothing: changes pile up unseen), ``fail_next_list`` (a 500), ``unavailable`` (every
+request a 503).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -80,6 +85,10 @@ class FakeApiServer:
         self._objects: dict[tuple[str, str], dict[str, Any]] = {}
         self._log: list[tuple[int, str, dict[str, Any]]] = []  # (version, type, object)
         self._epoch = 0  # bumped by break_watches
+        # Plain objects with get/create/replace (Leases, ConfigMaps), optimistic concurrency on
+        # metadata.resourceVersion as the API server enforces it: a stale replace is 409 Conflict.
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (resource, namespace, name)
+        self.unavailable = False  # every request answers 503 (an API server away)
         self.fail_next_list = False
         self.hold_events = False  # open watches deliver nothing while set (a partitioned watch)
         self.requests: list[str] = []
@@ -168,9 +177,71 @@ class FakeApiServer:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
+            def _status(self, code: int, reason: str, message: str) -> None:
+                self._json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                  "reason": reason, "message": message, "code": code})
+
+            def _object_route(self) -> tuple[str, str, str | None] | None:
+                m = re.fullmatch(r"/(?:api/v1|apis/coordination\.k8s\.io/v1)/namespaces/([^/]+)/(leases|configmaps)(?:/([^/]+))?",
+                                 urlparse(self.path).path)
+                return (m.group(2), m.group(1), m.group(3)) if m else None
+
+            def _body(self) -> dict[str, Any]:
+                return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+
+            def do_POST(self) -> None:  # noqa: N802
+                server.requests.append(f"POST {self.path}")
+                route, body = self._object_route(), self._body()
+                if server.unavailable or route is None:
+                    self._status(503 if server.unavailable else 404, "ServiceUnavailable", "no")
+                    return
+                resource, namespace, _ = route
+                name = body["metadata"]["name"]
+                with server._cond:
+                    if (resource, namespace, name) in server.objects:
+                        self._status(409, "AlreadyExists", f"{resource} {name!r} already exists")
+                        return
+                    server._version += 1
+                    body["metadata"].update(namespace=namespace, resourceVersion=str(server._version))
+                    server.objects[(resource, namespace, name)] = body
+                self._json(201, body)
+
+            def do_PUT(self) -> None:  # noqa: N802
+                server.requests.append(f"PUT {self.path}")
+                route, body = self._object_route(), self._body()
+                if server.unavailable or route is None or route[2] is None:
+                    self._status(503 if server.unavailable else 404, "ServiceUnavailable", "no")
+                    return
+                resource, namespace, name = route
+                with server._cond:
+                    current = server.objects.get((resource, namespace, name))
+                    if current is None:
+                        self._status(404, "NotFound", f"{resource} {name!r} not found")
+                        return
+                    if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                        self._status(409, "Conflict", "the object has been modified; please apply your changes "
+                                                      "to the latest version and try again")
+                        return
+                    server._version += 1
+                    body["metadata"].update(namespace=namespace, resourceVersion=str(server._version))
+                    server.objects[(resource, namespace, name)] = body
+                self._json(200, body)
+
             def do_GET(self) -> None:  # noqa: N802
                 url = urlparse(self.path)
                 server.requests.append(self.path)
+                if server.unavailable:
+                    self._status(503, "ServiceUnavailable", "the API server is away")
+                    return
+                route = self._object_route()
+                if route is not None and route[2] is not None:
+                    with server._cond:
+                        found = copy.deepcopy(server.objects.get(route))  # type: ignore[arg-type]
+                    if found is None:
+                        self._status(404, "NotFound", f"{route[0]} {route[2]!r} not found")
+                    else:
+                        self._json(200, found)
+                    return
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 parts = url.path[len(PREFIX):].split("/") if url.path.startswith(PREFIX) else []
                 if len(parts) != 2 or parts[1] != "endpointslices":

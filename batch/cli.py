@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -28,13 +29,15 @@ from batch.store import NotReady, UnknownJob
 from batch.store_sqlite import SqliteJobStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STORE = Path(os.environ.get("BATCH_STORE", PROJECT_ROOT / "build" / "batch"))
+DEFAULT_STORE = os.environ.get("BATCH_STORE", str(PROJECT_ROOT / "build" / "batch"))
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m batch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", type=Path, default=DEFAULT_STORE, help="store folder (default: %(default)s)")
+    p.add_argument("--store", default=DEFAULT_STORE,
+                   help="a folder (SQLite + files; default: %(default)s) or s3://BUCKET[/PREFIX]?queue=QUEUE_PREFIX"
+                        "[&endpoint=URL] (SQS + S3; AWS credentials from the usual chain)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("submit", help="submit a JSONL file; prints the job id")
@@ -87,6 +90,21 @@ def _models():  # type: ignore[no-untyped-def]
     return load_models()
 
 
+def open_store(spec: str):  # type: ignore[no-untyped-def]
+    """A folder -> the SQLite store; ``s3://bucket/prefix?queue=name[&endpoint=url]`` -> the AWS store."""
+    if not spec.startswith("s3://"):
+        return SqliteJobStore(spec)
+    from urllib.parse import parse_qs, urlparse
+
+    from batch.store_aws import AwsJobStore, AwsNames
+    url = urlparse(spec)
+    query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    if not url.netloc or "queue" not in query:
+        raise ValueError(f"--store {spec!r}: expected s3://BUCKET[/PREFIX]?queue=QUEUE_PREFIX[&endpoint=URL]")
+    return AwsJobStore(AwsNames(url.netloc, query["queue"], url.path.strip("/")), endpoint_url=query.get("endpoint"),
+                       region=query.get("region"))
+
+
 def _bar(fraction: float, width: int = 30) -> str:
     filled = int(round(fraction * width))
     return "[" + "#" * filled + "." * (width - filled) + "]"
@@ -95,7 +113,11 @@ def _bar(fraction: float, width: int = 30) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = SqliteJobStore(args.store)
+    try:
+        store = open_store(args.store)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         return _run(args, store)
     except UnknownJob as e:
@@ -106,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, store: SqliteJobStore) -> int:
+def _run(args: argparse.Namespace, store: Any) -> int:
     if args.command == "submit":
         if not args.input.is_file():
             raise ValueError(f"--input {args.input}: no such file")
@@ -151,7 +173,7 @@ def _run(args: argparse.Namespace, store: SqliteJobStore) -> int:
     raise AssertionError(args.command)
 
 
-def _wait(store: SqliteJobStore, job: str, timeout_s: float | None) -> int:
+def _wait(store: Any, job: str, timeout_s: float | None) -> int:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     tty = sys.stderr.isatty()
     last_line = ""
@@ -177,7 +199,7 @@ def _wait(store: SqliteJobStore, job: str, timeout_s: float | None) -> int:
         time.sleep(1.0)
 
 
-def _serve(store: SqliteJobStore, args: argparse.Namespace) -> int:
+def _serve(store: Any, args: argparse.Namespace) -> int:
     from batch.http_api import JobsApi
     registry = CollectorRegistry()
     registry.register(StoreCollector(store))
@@ -202,7 +224,7 @@ def _stop_on_signals():  # type: ignore[no-untyped-def]
     return lambda: flag["stop"]
 
 
-def _worker(store: SqliteJobStore, args: argparse.Namespace) -> int:
+def _worker(store: Any, args: argparse.Namespace) -> int:
     from batch.worker import ControlStatusHeadroom, Worker, WorkerSettings
     from router_lib.config import load_fleet
 

@@ -63,6 +63,15 @@ def pool_usage(fleet: Fleet, pool: str | None, model: str, rows: int, measured_s
     return {pool: PoolUsage(rows, seconds, seconds * spec.price_per_hour_usd / 3600.0, synthetic)}
 
 
+def merge_usage(a: Mapping[str, PoolUsage], b: Mapping[str, PoolUsage]) -> dict[str, PoolUsage]:
+    out = dict(a)
+    for pool, u in b.items():
+        prev = out.get(pool, PoolUsage(synthetic=u.synthetic))
+        out[pool] = PoolUsage(prev.rows + u.rows, prev.pool_seconds + u.pool_seconds, prev.cost_usd + u.cost_usd,
+                              u.synthetic)
+    return out
+
+
 class ControlStatusHeadroom:
     """Reads the control server's ``/status`` and turns it into a ``Headroom`` for one (model, tier)."""
 
@@ -207,11 +216,17 @@ class Worker:
         throttle = self.throttle(claim.model)
         model = self.models[claim.model]
         try:
-            answers, usage = self._answer_rows(client, model, claim, list(claim.rows), throttle)
-            if answers is None:
-                self.store.release(claim, back_pressure=usage is None)
-                return
-            accepted = self.store.answer(claim, answers, usage or {})
+            answers: list[RowAnswer] = []
+            usage: dict[str, PoolUsage] = {}
+            rows = list(claim.rows)
+            for start in range(0, len(rows), max(1, throttle.batch)):  # a store's work item may exceed the batch
+                got, used = self._answer_rows(client, model, claim, rows[start:start + max(1, throttle.batch)], throttle)
+                if got is None:
+                    self.store.release(claim, back_pressure=used is None)
+                    return
+                answers.extend(got)
+                usage = merge_usage(usage, used or {})
+            accepted = self.store.answer(claim, answers, usage)
             self.metrics.answered(claim, answers, accepted)
             self.store.write_ready(claim.job_id)
         finally:
@@ -249,8 +264,5 @@ class Worker:
             if got is None:
                 return None, used
             answers.extend(got)
-            for pool, u in (used or {}).items():
-                prev = usage.get(pool, PoolUsage(synthetic=u.synthetic))
-                usage[pool] = PoolUsage(prev.rows + u.rows, prev.pool_seconds + u.pool_seconds,
-                                        prev.cost_usd + u.cost_usd, u.synthetic)
+            usage = merge_usage(usage, used or {})
         return answers, usage

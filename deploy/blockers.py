@@ -331,4 +331,26 @@ def control_server_problems(docs: Sequence[Doc]) -> list[str]:
     rules = [r for role in find(docs, "Role", "xds-control") for r in role["rules"]]
     if not any("endpointslices" in r["resources"] and {"list", "watch"} <= set(r["verbs"]) for r in rules):
         problems.append("control server: its Role cannot list and watch endpointslices")
+    return problems + control_plane_ha_problems(statefulset, flags, rules)
+
+
+def control_plane_ha_problems(statefulset: Doc, flags: Mapping[str, str], rules: Sequence[Doc]) -> list[str]:
+    """Two or more control servers, one Lease, one shared record the Role lets them write."""
+    problems = []
+    if int(statefulset["spec"].get("replicas", 1)) < 2:
+        problems.append("control plane: one replica; losing its node or zone stops every decision until it is back")
+    if "k8s-lease" not in flags:
+        problems.append("control plane: no --k8s-lease: several replicas would all decide")
+    if "state-configmap" not in flags or "state" in flags:
+        problems.append("control plane: the record must be shared (--state-configmap), not a per-pod file")
+    if statefulset["spec"].get("volumeClaimTemplates"):
+        problems.append("control plane: a per-pod volume for state is a record nobody else reads")
+
+    def may(resource: str, verb: str, name: str | None) -> bool:
+        return any(resource in r["resources"] and verb in r["verbs"]
+                   and (not r.get("resourceNames") or name in r["resourceNames"]) for r in rules)
+    for resource, name in (("leases", flags.get("k8s-lease")), ("configmaps", flags.get("state-configmap"))):
+        missing = [v for v in ("get", "create", "update") if not may(resource, v, name)]
+        if missing:
+            problems.append(f"control plane: its Role cannot {'/'.join(missing)} {resource} {name}")
     return problems

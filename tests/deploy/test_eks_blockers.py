@@ -63,6 +63,23 @@ def test_a_control_server_without_its_cluster_flags_is_refused(flag: str, expect
     assert any(expected in p for p in problems), problems
 
 
+@pytest.mark.parametrize("change,expected", [
+    (lambda s: s["spec"].update(replicas=1), "one replica"),
+    (lambda s: s["spec"]["template"]["spec"]["containers"][0]["args"].remove("--k8s-lease=xds-control"),
+     "no --k8s-lease"),
+], ids=["single-replica", "no-lease"])
+def test_a_control_plane_that_is_not_highly_available_is_refused(change, expected: str, documents) -> None:
+    problems = blockers.control_server_problems(edited(documents["prod"], "StatefulSet", "xds-control", change))
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_role_that_cannot_write_the_shared_record_is_refused(documents) -> None:
+    def read_only(role: dict) -> None:
+        role["rules"] = [r for r in role["rules"] if "configmaps" not in r["resources"]]
+    problems = blockers.control_server_problems(edited(documents["prod"], "Role", "xds-control", read_only))
+    assert problems == ["control plane: its Role cannot get/create/update configmaps xds-control-state"]
+
+
 def test_healthz_as_a_probe_is_refused(documents) -> None:
     def probe_healthz(statefulset: dict) -> None:
         statefulset["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"] = "/healthz"

@@ -114,10 +114,10 @@ def test_each_pool_lands_only_on_its_accelerator(documents: dict[str, list[dict]
             assert limits[device] == "1"
 
 
-def test_every_workload_has_a_disruption_budget_except_the_single_control_server(documents: dict[str, list[dict]]) -> None:
+def test_every_workload_has_a_disruption_budget(documents: dict[str, list[dict]]) -> None:
     docs = documents["prod"]
     budgets = [p["spec"]["selector"]["matchLabels"] for p in find(docs, "PodDisruptionBudget")]
-    for w in find(docs, "Deployment"):
+    for w in find(docs, "Deployment") + find(docs, "StatefulSet"):
         labels = w["spec"]["selector"]["matchLabels"]
         assert any(b.items() <= labels.items() for b in budgets), w["metadata"]["name"]
 

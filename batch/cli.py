@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--lease-s", type=float, default=60.0, help="a dead worker's rows are resent after this")
     s.add_argument("--exit-when-idle", action="store_true", help="exit once no job has rows left")
     s.add_argument("--api-port", type=int, help="also serve the jobs HTTP API and /metrics on this port")
+    s.add_argument("--api-host", default="127.0.0.1", help="address of the API (0.0.0.0 in a pod)")
     s.add_argument("--model", action="append", dest="models", help="serve only this model's jobs (repeatable)")
 
     s = sub.add_parser("serve", help="the jobs HTTP API and /metrics, without sending anything")
@@ -249,8 +250,8 @@ def _worker(store: Any, args: argparse.Namespace) -> int:
     api = None
     if args.api_port is not None:
         from batch.http_api import JobsApi
-        api = JobsApi(store, models, registry, port=args.api_port)
-        print(f"jobs API on http://127.0.0.1:{api.start()}", flush=True)
+        api = JobsApi(store, models, registry, port=args.api_port, host=args.api_host)
+        print(f"jobs API on http://{args.api_host}:{api.start()}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     print(f"worker {worker.worker_id}: Envoy {endpoint}, control {control or '(none: AIMD only)'}", flush=True)
     try:

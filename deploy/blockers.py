@@ -218,6 +218,31 @@ def model_delivery_problems(docs: Sequence[Doc]) -> list[str]:
     return problems
 
 
+# -- high items: the autoscaler owns replicas; the NLB waits for new Envoys ---------------------------
+
+def autoscaler_conflict_problems(docs: Sequence[Doc]) -> list[str]:
+    scaled = {so["spec"]["scaleTargetRef"]["name"] for so in find(docs, "ScaledObject")}
+    return [f"Deployment {d['metadata']['name']} sets spec.replicas while KEDA's HPA scales it: every "
+            "`make deploy-all` (server-side apply) would reset it and conflict with the autoscaler"
+            for d in find(docs, "Deployment") if d["metadata"]["name"] in scaled and "replicas" in d["spec"]]
+
+
+def nlb_readiness_gate_problems(docs: Sequence[Doc]) -> list[str]:
+    namespaces = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in find(docs, "Namespace")}
+    problems = []
+    for service in find(docs, "Service"):
+        annotations = service["metadata"].get("annotations") or {}
+        # IP targets: the NLB sends to pod IPs, which is where readiness gates matter.
+        if service["spec"].get("type") != "LoadBalancer" or \
+                annotations.get("service.beta.kubernetes.io/aws-load-balancer-nlb-target-type") != "ip":
+            continue
+        namespace = service["metadata"].get("namespace", "")
+        if namespaces.get(namespace, {}).get("elbv2.k8s.aws/pod-readiness-gate-inject") != "enabled":
+            problems.append(f"Service {service['metadata']['name']} is behind an NLB but namespace {namespace} has no "
+                            "pod readiness gate: a rollout can remove old Envoys before the NLB sends to new ones")
+    return problems
+
+
 # -- blocker 9: device plugins schedule on the accelerator nodes -----------------------------------
 
 def _matches_expression(labels: Mapping[str, str], expression: Mapping[str, Any]) -> bool:

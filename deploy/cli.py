@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,12 +81,18 @@ def git_revision() -> str:
     return run(["git", "rev-parse", "--short=12", "HEAD"], capture=True).strip()
 
 
+def image_tag(revision: str, now_s: float) -> str:
+    """ECR tags are immutable (terraform/ecr.tf): a re-run of the same commit must not reuse a tag
+    (the push would fail). The manifests pin the digest anyway; the tag says what was built, when."""
+    return f"{revision}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now_s))}"
+
+
 def build_and_push_images(repos: dict[str, str], region: str) -> dict[str, str]:
     """Builds every image in triton_images/ for its platform, pushes it, returns name -> digest."""
     registry = next(iter(repos.values())).split("/", 1)[0]
     password = run(["aws", "ecr", "get-login-password", "--region", region], capture=True)
     run(["docker", "login", "--username", "AWS", "--password-stdin", registry], stdin=password)
-    tag = git_revision()
+    tag = image_tag(git_revision(), time.time())
     digests = {}
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     for name, directory in IMAGE_DIRS.items():

@@ -247,3 +247,31 @@ def test_an_untolerated_taint_is_reported(tf, documents) -> None:
                                                        "effect": "NoSchedule"}]
     problems = blockers.device_plugin_problems(tf, edited(documents["prod"], "NodePool", "triton-inferentia", retaint))
     assert any("neuron-helm-chart never schedules" in p and "untolerated taint" in p for p in problems)
+
+
+# -- high items ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_the_autoscaler_alone_owns_the_pools_replicas(env: str, documents) -> None:
+    assert blockers.autoscaler_conflict_problems(documents[env]) == []
+
+
+def test_a_replica_count_on_an_autoscaled_deployment_is_refused(documents) -> None:
+    docs = edited(documents["prod"], "Deployment", "triton-gpu", lambda d: d["spec"].update(replicas=1))
+    assert [p.split(" sets")[0] for p in blockers.autoscaler_conflict_problems(docs)] == ["Deployment triton-gpu"]
+
+
+def test_rollouts_wait_for_the_nlb(documents) -> None:
+    assert blockers.nlb_readiness_gate_problems(documents["prod"]) == []
+    docs = edited(documents["prod"], "Namespace", "inference",
+                  lambda n: n["metadata"]["labels"].pop("elbv2.k8s.aws/pod-readiness-gate-inject"))
+    assert any("readiness gate" in p for p in blockers.nlb_readiness_gate_problems(docs))
+
+
+def test_every_deploy_pushes_a_new_tag_to_the_immutable_repositories(tf) -> None:
+    from deploy.cli import image_tag
+
+    repositories = [body for block in tf["resource"] for body in block.get("aws_ecr_repository", {}).values()]
+    assert repositories and all(blockers._one(r["image_tag_mutability"]) == "IMMUTABLE" for r in repositories)
+    assert image_tag("abc123", 1_800_000_000) != image_tag("abc123", 1_800_000_060)
+    assert image_tag("abc123", 1_800_000_000).startswith("abc123-")

@@ -13,7 +13,8 @@ Per pool, in order (each step says what it did in the pool's ``reason``):
 1. target from the plan (``capacity_plan``): cached while demand stays within tolerance; over
    the budget, re-planned without the loosest tiers; infeasible: the current count is kept;
 2. live signals (``capacity_signals``) may raise it; while replicas are starting they are not
-   asked for again for the same need (``COLD_START_WAIT``);
+   asked for again for the same need (``COLD_START_WAIT``); traffic a pool carries beyond its
+   plan, of a model the plan places elsewhere too, counts there, not here (``_spill``);
 3. the pool's bounds, then the tier floor: a pool goes to 0 only when the plan gives it 0 and
    every (model, tier) keeps a pool that meets it;
 4. the scale-down window, the step cap on a rise, the flap guard (``capacity_limits``);
@@ -39,7 +40,7 @@ from router_lib.capacity_limits import (
 )
 from router_lib.capacity_plan import bounded_cost_usd, known_demand, plan_targets, within_budget
 from router_lib.capacity_signals import live_needs, unit_cost_usd
-from router_lib.capacity_state import CachedPlan, CapacityState, PoolMemory
+from router_lib.capacity_state import CachedPlan, CapacityState, Placement, PoolMemory
 from router_lib.capacity_types import (
     CapacityDecision,
     CapacityInputs,
@@ -101,7 +102,37 @@ def _from_plan(pool: PoolSpec, previous: int, ready: int, starting: int, plan: C
     return _Trace(pool, previous, ready, starting, target, target, unshed, shed_cut=unshed > target, notes=(note,))
 
 
-def _with_live(t: _Trace, inputs: CapacityInputs, arriving: Sequence[str] = ()) -> _Trace:
+def _spill(inputs: CapacityInputs, plan: CachedPlan
+           ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Traffic beyond what the plan places on a pool, where the plan places the model elsewhere
+    too: -> (per pool, model -> the req/s it is judged on: the planned rate, 0 for a model the plan
+    does not place there; per home pool, model -> req/s of it that other pools carry beyond their
+    plan).  Homes are the other pools the plan places the model on, with a ready replica (``arriving``
+    covers pools still starting) and below their max; with none, the excess is nobody's spill."""
+    if not plan.feasible or not plan.placed:
+        return {}, {}
+    capped: dict[str, dict[str, float]] = {}
+    owed: dict[str, dict[str, float]] = {}
+    for (pool, model), m in sorted(inputs.metrics.by_pool_model.items()):
+        here = plan.placed.get(pool, {}).get(model)
+        planned = here.rate_per_s if here else 0.0
+        if m.request_rate_per_s <= planned:
+            continue
+        homes = [h for h, models in sorted(plan.placed.items())
+                 if h != pool and model in models and models[model].rate_per_s > 0
+                 and inputs.ready.get(h, 0) > 0 and plan.targets.get(h, 0) < inputs.fleet.pool(h).replica_bounds[1]]
+        if not homes:
+            continue
+        capped.setdefault(pool, {})[model] = planned
+        excess = m.request_rate_per_s - planned
+        for h in homes:
+            owed.setdefault(h, {})[model] = owed.get(h, {}).get(model, 0.0) + excess / len(homes)
+    return capped, owed
+
+
+def _with_live(t: _Trace, inputs: CapacityInputs, arriving: Sequence[str] = (),
+               capped: Mapping[str, float] | None = None, owed: Mapping[str, float] | None = None,
+               placed: Mapping[str, Placement] | None = None) -> _Trace:
     """Live signals raise the target; while replicas start, no further for the same need.  A pool
     being emptied (desired 0 last tick) is not raised by what its last replicas still report: its
     traffic is moving elsewhere, and it comes back only when the plan gives it replicas.
@@ -110,12 +141,28 @@ def _with_live(t: _Trace, inputs: CapacityInputs, arriving: Sequence[str] = ()) 
     replicas and they have replicas starting, or are asked for them now).  This pool's overload is
     then traffic the plan moves there once they are ready; raising this pool for it buys replicas
     that the window then holds idle (measured: a CPU pool went 1 -> 16 while one Inferentia
-    replica started), so it waits for them instead, like for its own starting replicas."""
+    replica started), so it waits for them instead, like for its own starting replicas.
+
+    ``capped``: model -> the req/s this pool is judged on when it carries more of the model than
+    the plan places here and the plan places the model elsewhere too (0: a model the plan does
+    not send here is left out of every signal); ``owed``: req/s per model of this pool's planned
+    traffic that others carry.  Spill is judged where the plan puts it: a CPU pool that carries an
+    Inferentia model's excess would otherwise be sized for it at the CPU's (poor) capacity for that
+    model (measured: CPU 1 -> 11 while the Inferentia pool, the plan's place for it, sat at its
+    safe utilisation), while the pool the plan chose needs a fraction of a replica more.
+    ``placed``: model -> what the plan sends here; its tiers are what the signals judge it by."""
     if t.previous == 0:
         return t
-    entries = [m for (pool, _model), m in inputs.metrics.by_pool_model.items() if pool == t.pool.name]
+    capped = capped or {}
+    entries = [replace(m, request_rate_per_s=capped[model]) if model in capped else m
+               for (pool, model), m in inputs.metrics.by_pool_model.items()
+               if pool == t.pool.name and capped.get(model, 1.0) > 0]
+    tiers = {m: pl.tiers for m, pl in (placed or {}).items()}
     needs = live_needs(inputs.fleet, t.pool, entries, t.ready, inputs.carried_tiers.get(t.pool.name, ()),
-                       inputs.settings)
+                       inputs.settings, owed, tiers)
+    if owed and needs and any(v > 0 for v in owed.values()):
+        spilled = ", ".join(f"{m} {v:.1f} req/s" for m, v in sorted(owed.items()) if v > 0)
+        needs[0] = replace(needs[0], why=f"{needs[0].why} (counting {spilled} carried elsewhere)")
     if not needs or needs[0].replicas <= t.value:
         return t
     need = needs[0]
@@ -236,7 +283,11 @@ def _pool_traces(inputs: CapacityInputs, plan: CachedPlan, previous: Mapping[str
                                   plan) for p in active}
     arriving = [n for n, t in planned.items()
                 if t.plan_target > t.ready and (t.starting > 0 or t.previous < t.plan_target)]
-    traces = {n: _with_bounds(_with_live(t, inputs, [a for a in arriving if a != n])) for n, t in planned.items()}
+    capped, owed = _spill(inputs, plan)
+    placed = plan.placed if plan.feasible else {}
+    traces = {n: _with_bounds(_with_live(t, inputs, [a for a in arriving if a != n], capped.get(n),
+                                         owed.get(n), placed.get(n)))
+              for n, t in planned.items()}
     keepers = tier_floor(fleet, usable, {n: t.value for n, t in traces.items()}, previous, settings.policy)
     remembered: dict[str, PoolMemory] = {}
     for name, t in traces.items():

@@ -8,6 +8,9 @@ accelerator, the kind's replicas are split evenly between them, the remainder go
 the pools running more replicas now (fewer starts), and whatever a pool's max cannot hold moving
 to the others (what none can hold stays on the first, where the bounds then say MAX).
 
+Re-planning a running fleet charges each replica to start ``start_penalty`` of its price (the
+planner's re-planning term; ``CapacitySettings``), so near-equal mixes do not swap back and forth.
+
 Budget: the plan's cost is its targets within each pool's bounds at the pools' prices, plus what
 drained pools keep running.  Over the budget, the plan is made again without the loosest tier's
 demand, then without the next, never without the strictest tier; if that alone is over, it is
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from router_lib.capacity_state import CachedPlan
+from router_lib.capacity_state import CachedPlan, Placement
 from router_lib.capacity_types import CapacityInputs
 from router_lib.domain import Accelerator, Fleet, PoolSpec
 from router_lib.planner import Plan, plan_fleet
@@ -83,6 +86,31 @@ def map_plan(plan: Plan, usable: Sequence[PoolSpec], current: Mapping[str, int])
     return out
 
 
+def placed_models(plan: Plan, usable: Sequence[PoolSpec], targets: Mapping[str, int]
+                  ) -> dict[str, dict[str, Placement]]:
+    """Per usable pool with a target: model -> the tiers and req/s (with the headroom) the plan
+    sends its kind, the req/s shared among the kind's pools in proportion to their targets."""
+    out: dict[str, dict[str, Placement]] = {}
+    kind_total: dict[tuple[Accelerator, str], int] = {}
+    for p in usable:
+        key = (p.accelerator, p.instance_type)
+        kind_total[key] = kind_total.get(key, 0) + targets.get(p.name, 0)
+    for p in usable:
+        key = (p.accelerator, p.instance_type)
+        if targets.get(p.name, 0) <= 0:
+            continue
+        share = targets[p.name] / kind_total[key]
+        tiers: dict[str, set[str]] = {}
+        rates: dict[str, float] = {}
+        for g in plan.pools:
+            if (g.accelerator, g.instance_type) == key:
+                for (m, t), rate in g.traffic.items():
+                    tiers.setdefault(m, set()).add(t)
+                    rates[m] = rates.get(m, 0.0) + rate * share
+        out[p.name] = {m: Placement(tuple(sorted(ts)), rates[m]) for m, ts in sorted(tiers.items())}
+    return out
+
+
 def within_budget(cost_usd: float, budget_usd: float | None) -> bool:
     """``cost <= budget`` up to float rounding (3 x $0.20 is 0.6000000000000001)."""
     return budget_usd is None or cost_usd <= budget_usd + 1e-9
@@ -105,7 +133,12 @@ def _plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable: Sequ
     allowed = sorted({p.accelerator for p in usable}, key=lambda a: a.value)
     if not allowed:
         return Plan(False, "no pool may run replicas (all drained or max 0)"), {}
-    plan = plan_fleet(padded, inputs.fleet, allowed_accelerators=allowed, settings=settings.policy)
+    running: dict[tuple[Accelerator, str], int] = {}
+    for p in usable:
+        key = (p.accelerator, p.instance_type)
+        running[key] = running.get(key, 0) + current.get(p.name, 0)
+    plan = plan_fleet(padded, inputs.fleet, allowed_accelerators=allowed, settings=settings.policy,
+                      running=running, start_penalty=settings.start_penalty)
     return plan, (map_plan(plan, usable, current) if plan.feasible else {})
 
 
@@ -126,7 +159,8 @@ def fresh_plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable:
     budget = inputs.fleet.budget_per_hour_usd
     cost = bounded_cost_usd(targets, inputs.fleet, fixed_cost_usd)
     if budget is None or within_budget(cost, budget):
-        return CachedPlan(dict(demand), key, True, f"{plan.reason}, ${cost:.2f}/h", targets, targets)
+        return CachedPlan(dict(demand), key, True, f"{plan.reason}, ${cost:.2f}/h", targets, targets,
+                          placed=placed_models(plan, usable, targets))
     sheddable = tiers_loosest_first(inputs.fleet)[:-1]  # the strictest tier is never shed
     dropped: list[str] = []
     kept_plan, kept_targets, kept_cost = plan, targets, cost
@@ -151,7 +185,8 @@ def fresh_plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable:
     if over:
         why += (f"; budget exceeded: the strictest tier alone (with min replicas and drained pools) "
                 f"needs ${kept_cost:.2f}/h")
-    return CachedPlan(dict(demand), key, True, why, kept_targets, targets, shed, over)
+    return CachedPlan(dict(demand), key, True, why, kept_targets, targets, shed, over,
+                      placed_models(kept_plan, usable, kept_targets))
 
 
 def plan_targets(inputs: CapacityInputs, demand: Mapping[RouteKey, float], usable: Sequence[PoolSpec],

@@ -5,16 +5,22 @@ the decider takes the highest (signals only ever raise the target: a fall goes t
 planner, behind the scale-down window).  The three signals, each with its formula:
 
 * queue: Triton's pending requests summed over the pool's models, ``q`` per ready replica; past
-  ``queue_per_replica_up`` it asks for ``ceil(queue / queue_per_replica_up)`` replicas, the count
-  at which the same queue would sit at the threshold (the HPA's proportional rule).
-* latency: the worst measured p95/p99 over the pool's models against ``latency_up_fraction`` x
-  the strictest carried tier's bound; past it, ``ceil(ready * measured / limit)`` replicas (at
+  the threshold (``queue_per_replica_up``, or one forming batch per instance of a batching
+  replica when that is more) it asks for ``ceil(queue / threshold)`` replicas, the count at which
+  the same queue would sit at the threshold (the HPA's proportional rule).
+* latency: the worst measured p95/p99 over the pool's models, each against
+  ``latency_up_fraction`` x the bound of the tier it is judged by (below); past it, ``ceil(ready * measured / limit)`` replicas (at
   least one more, at most twice as many: latency grows faster than linearly near saturation, so
   the ratio overshoots rather than falls short, and the step cap and the window bound the cost).
 * utilisation: ``u = sum_m rate_m / (ready * X_m)`` with ``X`` the full-batch throughput per
   replica (``router_lib.latency_model``); it asks for ``ceil(sum_m rate_m / S_m)`` replicas with
-  ``S_m`` the safe throughput per replica under the strictest carried tier, the planner's own
+  ``S_m`` the safe throughput per replica under the tier ``m`` is judged by, the planner's own
   capacity constraint, so it fires exactly when the pool is past the planner's safe utilisation.
+
+A model is judged by the strictest tier the plan sends it to this pool at (the planner sizes each
+tier class apart: a CPU pool carrying gold for one model and bronze for another is not sized for
+the second at gold's utilisation); a model the plan gives no tiers here, by the strictest tier the
+pool carries.
 
 A pool with no ready replica has no signal of its own: its demand is the planner's to place.
 """
@@ -77,8 +83,19 @@ def unit_cost_usd(fleet: Fleet, pool: PoolSpec, carried: Iterable[str], policy: 
     return pool.price_per_hour_usd / useful if useful > 0 else math.inf
 
 
-def queue_need(queue_depth: float, ready: int, settings: CapacitySettings) -> LiveNeed | None:
-    threshold = settings.queue_per_replica_up
+def forming_batches(fleet: Fleet, pool: PoolSpec, models: Iterable[str]) -> int:
+    """Requests a batching replica of ``pool`` normally holds in its queue: one forming batch
+    per instance (``instances_per_replica x max_batch_size``), the largest over ``models``."""
+    sizes = [p.instances_per_replica * p.max_batch_size
+             for p in (fleet.profile(m, pool.accelerator) for m in models) if p is not None]
+    return max(sizes, default=0)
+
+
+def queue_need(queue_depth: float, ready: int, settings: CapacitySettings, batches: int = 0) -> LiveNeed | None:
+    """``batches``: :func:`forming_batches`; the threshold per replica is the larger of it and
+    ``queue_per_replica_up`` (an Inferentia replica with 2 cores x batch 16 holds up to 32 while
+    it keeps up: 8 would call that a shortfall)."""
+    threshold = max(settings.queue_per_replica_up, float(batches))
     per_replica = queue_depth / ready
     if per_replica <= threshold:
         return None
@@ -87,29 +104,36 @@ def queue_need(queue_depth: float, ready: int, settings: CapacitySettings) -> Li
                     f"queue {per_replica:.1f}/replica > {threshold:g}: wants {wanted}")
 
 
-def latency_need(worst: tuple[str, float] | None, tier: Tier | None, ready: int,
+def latency_need(entries: Iterable[PoolModelMetrics], tiers: Mapping[str, Tier | None], ready: int,
                  settings: CapacitySettings) -> LiveNeed | None:
-    """``worst``: (quantile name, ms), the highest measured p95/p99 on the pool."""
-    if worst is None or tier is None or tier.p99_ms is None:
+    """The model furthest past ``latency_up_fraction`` of its tier's bound (``tiers``: model ->
+    the tier it is judged by; absent or None: not judged) sets the ask."""
+    worst: tuple[float, str, float, Tier] | None = None  # (measured / limit, quantile name, ms, tier)
+    for m in entries:
+        tier = tiers.get(m.model)
+        if tier is None or tier.p99_ms is None:
+            continue
+        limit = settings.latency_up_fraction * tier.p99_ms
+        for name, ms in (("p99", m.p99_ms), ("p95", m.p95_ms)):
+            if ms is not None and (worst is None or ms / limit > worst[0]):
+                worst = (ms / limit, name, ms, tier)
+    if worst is None or worst[0] <= 1.0:
         return None
-    limit = settings.latency_up_fraction * tier.p99_ms
-    name, measured = worst
-    if measured <= limit:
-        return None
-    ratio = min(measured / limit, LATENCY_RATIO_CAP)
-    wanted = max(ready + 1, math.ceil(ready * ratio))
+    ratio, name, measured, tier = worst
+    wanted = max(ready + 1, math.ceil(ready * min(ratio, LATENCY_RATIO_CAP)))
     return LiveNeed(wanted, CapacityReason.LATENCY_UP,
                     f"{name} {measured:.0f} ms > {settings.latency_up_fraction:g} x {tier.name} "
                     f"{tier.p99_ms:g} ms: wants {wanted}")
 
 
-def utilisation_need(fleet: Fleet, pool: PoolSpec, rates: Mapping[str, float], tier: Tier | None, ready: int,
-                     policy: PolicySettings) -> LiveNeed | None:
-    """``rates``: req/s per model measured on the pool."""
+def utilisation_need(fleet: Fleet, pool: PoolSpec, rates: Mapping[str, float], tiers: Mapping[str, Tier | None],
+                     ready: int, policy: PolicySettings) -> LiveNeed | None:
+    """``rates``: req/s per model measured on the pool; ``tiers``: model -> the tier its safe
+    throughput is judged at (absent or None: best effort)."""
     busy = safe_replicas = 0.0
     for model, rate in rates.items():
         profile = fleet.profile(model, pool.accelerator)
-        safe = safe_throughput_per_replica(fleet, pool, model, tier, policy)
+        safe = safe_throughput_per_replica(fleet, pool, model, tiers.get(model), policy)
         if profile is None or safe <= 0 or rate <= 0:
             continue  # no profile, or the tier is out of reach: the latency signal speaks for it
         busy += rate / full_batch_throughput_per_s(profile)
@@ -118,33 +142,34 @@ def utilisation_need(fleet: Fleet, pool: PoolSpec, rates: Mapping[str, float], t
     if wanted <= ready:
         return None
     u, u_safe = busy / ready, busy / safe_replicas
-    tier_name = tier.name if tier else "best effort"
+    judged = sorted({t.name for m, t in tiers.items() if t is not None and rates.get(m, 0) > 0})
     return LiveNeed(wanted, CapacityReason.UTILISATION_UP,
-                    f"utilisation {u:.2f} > safe {u_safe:.2f} ({tier_name}): wants {wanted}")
-
-
-def _worst_latency(entries: Iterable[PoolModelMetrics]) -> tuple[str, float] | None:
-    measured = [(m.p99_ms, "p99") for m in entries if m.p99_ms is not None]
-    measured += [(m.p95_ms, "p95") for m in entries if m.p95_ms is not None]
-    if not measured:
-        return None
-    ms, name = max(measured)
-    return name, ms
+                    f"utilisation {u:.2f} > safe {u_safe:.2f} ({'/'.join(judged) or 'best effort'}): wants {wanted}")
 
 
 def live_needs(fleet: Fleet, pool: PoolSpec, entries: Iterable[PoolModelMetrics], ready: int,
-               carried: Iterable[str], settings: CapacitySettings) -> list[LiveNeed]:
-    """The signals that fire on ``pool`` (``entries``: its metrics, one per model), highest ask first."""
+               carried: Iterable[str], settings: CapacitySettings,
+               spill_per_s: Mapping[str, float] | None = None,
+               model_tiers: Mapping[str, Iterable[str]] | None = None) -> list[LiveNeed]:
+    """The signals that fire on ``pool`` (``entries``: its metrics, one per model), highest ask first.
+
+    Each model is judged by the strictest of its ``model_tiers`` (the tiers the plan sends it here),
+    or, for a model without them, by the strictest tier the pool carries (``carried``).
+    ``spill_per_s``: req/s per model that other pools carry for this one (the plan places the model
+    here, routing sent the excess there): the utilisation signal counts it as this pool's load."""
     if ready <= 0:
         return []
     entries = list(entries)
-    tier = strictest_tier(fleet, carried)
-    rates: dict[str, float] = {}
+    pool_tier = strictest_tier(fleet, carried)
+    per_model = {m: strictest_tier(fleet, ts) for m, ts in (model_tiers or {}).items()}
+    rates: dict[str, float] = dict(spill_per_s or {})
     for m in entries:
         rates[m.model] = rates.get(m.model, 0.0) + m.request_rate_per_s
+    tiers = {m: per_model[m] if m in per_model else pool_tier for m in rates}
     needs = [
-        queue_need(sum(m.queue_depth for m in entries), ready, settings),
-        latency_need(_worst_latency(entries), tier, ready, settings),
-        utilisation_need(fleet, pool, rates, tier, ready, settings.policy),
+        queue_need(sum(m.queue_depth for m in entries), ready, settings,
+                   forming_batches(fleet, pool, [m.model for m in entries])),
+        latency_need(entries, tiers, ready, settings),
+        utilisation_need(fleet, pool, rates, tiers, ready, settings.policy),
     ]
     return sorted((n for n in needs if n is not None), key=lambda n: -n.replicas)

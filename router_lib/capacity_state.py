@@ -43,6 +43,21 @@ class PoolMemory:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """What the plan sends one pool of one model: the tiers, and the req/s (with the headroom)."""
+
+    tiers: tuple[str, ...]
+    rate_per_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tiers": list(self.tiers), "rate_per_s": self.rate_per_s}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Placement:
+        return cls(tuple(str(t) for t in data["tiers"]), float(data["rate_per_s"]))
+
+
+@dataclass(frozen=True)
 class CachedPlan:
     """The last plan, kept while demand stays within ``replan_tolerance`` of what it was made for.
 
@@ -52,7 +67,8 @@ class CachedPlan:
     before it (equal when nothing was shed).  ``shed``: routes left out for the budget, loosest
     tier first.  ``feasible`` False: no plan meets the demand (``reason`` says why; the decider
     keeps current counts).  ``over_budget``: even the strictest tier alone costs more than the
-    budget (it is kept anyway).
+    budget (it is kept anyway).  ``placed``: per pool with a target, model -> what the plan sends it
+    (tiers and req/s; the live signals judge a pool on these: see ``router_lib.capacity``).
     """
 
     demand_per_s: Mapping[RouteKey, float]
@@ -63,12 +79,14 @@ class CachedPlan:
     unshed: Mapping[str, int] = field(default_factory=dict)
     shed: tuple[RouteKey, ...] = ()
     over_budget: bool = False
+    placed: Mapping[str, Mapping[str, Placement]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"demand_per_s": [[k.model, k.tier, v] for k, v in sorted(self.demand_per_s.items())],
                 "made_for": self.made_for, "feasible": self.feasible, "reason": self.reason,
                 "targets": dict(self.targets), "unshed": dict(self.unshed),
-                "shed": [[k.model, k.tier] for k in self.shed], "over_budget": self.over_budget}
+                "shed": [[k.model, k.tier] for k in self.shed], "over_budget": self.over_budget,
+                "placed": {p: {m: pl.to_json() for m, pl in sorted(ms.items())} for p, ms in sorted(self.placed.items())}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CachedPlan:
@@ -79,6 +97,8 @@ class CachedPlan:
             unshed={str(p): int(n) for p, n in dict(data["unshed"]).items()},
             shed=tuple(RouteKey(str(m), str(t)) for m, t in data["shed"]),
             over_budget=bool(data.get("over_budget", False)),
+            placed={str(p): {str(m): Placement.from_json(pl) for m, pl in dict(ms).items()}
+                    for p, ms in dict(data.get("placed", {})).items()},
         )
 
 

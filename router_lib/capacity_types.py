@@ -70,6 +70,15 @@ class CapacitySettings:
     * ``replan_tolerance`` (0.1): re-run the MILP planner only when some route's demand moved by
       more than this fraction of what the cached plan was made for (or the usable pools changed);
       the planner costs milliseconds to tens of ms, the decider runs every tick.
+    * ``start_penalty`` (0.5): a re-plan charges each replica it would start beyond those running
+      this fraction of the replica's hourly price (``router_lib.planner``'s re-planning term).
+      Mixes within a few percent of each other are common (measured: 3 Inferentia + 1 CPU at
+      $2.42/h against 2 + 5 at $2.24/h); a started replica is billed for its cold start and then
+      held by the scale-down window, so a swap pays only if its saving lasts.  0.5 prices a start
+      at half a replica-hour, the cost of a swap that lasts twice (cold start + window) when those
+      are 7 minutes (2 min cold start, 5 min window): a swap that starts 4 CPUs to drop one
+      Inferentia for $0.18/h is refused, one that starts 3 CPUs for $0.32/h goes ahead.  The
+      penalty only ranks mixes: a rise that needs new replicas still gets them.
     * ``policy``: the routing policy's settings.  The planner and the utilisation signal use its
       ``headroom`` on tier bounds and ``max_utilisation``, so capacity and routing agree on what
       "fits" (pass the loop's own ``PolicySettings``).
@@ -83,6 +92,7 @@ class CapacitySettings:
     max_step_up_fraction: float = 1.0
     flap_guard_s: float = 60.0
     replan_tolerance: float = 0.1
+    start_penalty: float = 0.5
     policy: PolicySettings = field(default_factory=PolicySettings)
 
     def __post_init__(self) -> None:
@@ -100,6 +110,7 @@ class CapacitySettings:
             ("max_step_up_fraction", self.max_step_up_fraction >= 0, ">= 0"),
             ("flap_guard_s", self.flap_guard_s >= 0, ">= 0"),
             ("replan_tolerance", 0 <= self.replan_tolerance < 1, "in [0, 1)"),
+            ("start_penalty", self.start_penalty >= 0, ">= 0"),
         )
         for name, ok, rule in rules:
             if not ok:

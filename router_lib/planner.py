@@ -15,6 +15,13 @@ Solved as a mixed-integer linear program with ``scipy.optimize.milp`` (HiGHS):
 * Capacity (replica time is shared by the group's models and tiers):
   ``sum_{m,t} x[m,t,k,g] / S[m,k,g] <= n[k,g]``.
 * Objective: ``min sum price_k * n[k,g]`` ($/hour).
+* Optional, for a fleet that already runs (the capacity decider re-planning): ``running``
+  replicas per kind (``InstanceKind.key``) and a ``start_penalty`` fraction.  Integer
+  ``a[k] >= sum_g n[k,g] - running_k`` (replicas to start) cost ``start_penalty * price_k`` each
+  on top: between two plans within that margin of each other the one that starts fewer replicas
+  wins, so a re-plan does not swap kinds for a saving smaller than what the swap costs (cold
+  starts, and the scale-down window holding the replicas being replaced).  The plan's reported
+  cost is its replicas' price only.
 
 Kinds are explicit values (:class:`InstanceKind`): ``plan_fleet`` takes one per (accelerator,
 instance type) with a profile; ``plan_kinds`` takes any list.  ``plan_single_accelerator`` solves the
@@ -153,18 +160,24 @@ def single_kind_kinds(fleet: Fleet, accelerator: Accelerator, *, host_cpu: bool 
 
 
 def plan_fleet(demand: Demand, fleet: Fleet, *, allowed_accelerators: Collection[Accelerator] | None = None,
-               settings: PolicySettings | None = None, time_limit_s: float = 20.0) -> Plan:
+               settings: PolicySettings | None = None, time_limit_s: float = 20.0,
+               running: Mapping[tuple[Accelerator, str], int] | None = None, start_penalty: float = 0.0) -> Plan:
     """Cheapest fleet for ``demand`` over the fleet's profiled kinds (module docstring)."""
     allowed = tuple(sorted(set(allowed_accelerators), key=lambda a: a.value)) if allowed_accelerators else ()
     where = f" on {'/'.join(a.value for a in allowed)}" if allowed else ""
     return plan_kinds(demand, fleet, instance_kinds(fleet, allowed_accelerators), settings=settings,
-                      time_limit_s=time_limit_s, where=where, allowed_accelerators=allowed)
+                      time_limit_s=time_limit_s, where=where, allowed_accelerators=allowed, running=running,
+                      start_penalty=start_penalty)
 
 
 def plan_kinds(demand: Demand, fleet: Fleet, kinds: Sequence[InstanceKind], *, settings: PolicySettings | None = None,
-               time_limit_s: float = 20.0, where: str = "", allowed_accelerators: tuple[Accelerator, ...] = ()) -> Plan:
+               time_limit_s: float = 20.0, where: str = "", allowed_accelerators: tuple[Accelerator, ...] = (),
+               running: Mapping[tuple[Accelerator, str], int] | None = None, start_penalty: float = 0.0) -> Plan:
     """Cheapest fleet for ``demand`` built from ``kinds`` (the program of the module docstring);
-    ``where`` ends the reason of an infeasible plan (" on inferentia")."""
+    ``where`` ends the reason of an infeasible plan (" on inferentia"); ``running`` and
+    ``start_penalty``: the re-planning term of the module docstring (off by default)."""
+    if start_penalty < 0:
+        raise ValueError(f"start_penalty must be >= 0, got {start_penalty!r}")
     settings = settings or PolicySettings()
     allowed = allowed_accelerators  # recorded on the plan
     bounds = {name: t.p99_ms for name, t in fleet.tiers.tiers.items()}
@@ -194,11 +207,15 @@ def plan_kinds(demand: Demand, fleet: Fleet, kinds: Sequence[InstanceKind], *, s
     if not demand:
         return Plan(True, "no demand", (), 0.0, allowed)
     n_groups, n_x = len(groups), len(x_vars)
-    cost = np.concatenate([[kind.price_per_hour_usd for kind, _g in groups], np.zeros(n_x)])
-    cost[n_groups:] = 1e-9  # tie-break: among equal-cost plans, prefer less traffic-weighted capacity use
+    # Start variables (one per kind) only when re-planning a running fleet with a penalty.
+    starts = list(kinds) if running is not None and start_penalty > 0 else []
+    n_vars = n_groups + n_x + len(starts)
+    cost = np.concatenate([[kind.price_per_hour_usd for kind, _g in groups], np.zeros(n_x),
+                           [start_penalty * kind.price_per_hour_usd for kind in starts]])
+    cost[n_groups:n_groups + n_x] = 1e-9  # tie-break: among equal-cost plans, prefer less traffic-weighted capacity use
     demand_keys = sorted(demand)
-    a_demand = np.zeros((len(demand_keys), n_groups + n_x))
-    a_cap = np.zeros((n_groups, n_groups + n_x))
+    a_demand = np.zeros((len(demand_keys), n_vars))
+    a_cap = np.zeros((n_groups, n_vars))
     for j, (model, tier, gi, s) in enumerate(x_vars):
         a_demand[demand_keys.index((model, tier)), n_groups + j] = 1.0
         a_cap[gi, n_groups + j] = 1.0 / s
@@ -206,8 +223,18 @@ def plan_kinds(demand: Demand, fleet: Fleet, kinds: Sequence[InstanceKind], *, s
         a_cap[gi, gi] = -1.0
     d = np.array([demand[k] for k in demand_keys])
     constraints = [LinearConstraint(a_demand, d, d), LinearConstraint(a_cap, -np.inf, 0.0)]
-    integrality = np.concatenate([np.ones(n_groups), np.zeros(n_x)])
-    upper = np.full(n_groups + n_x, np.inf)
+    if starts:  # sum_g n[k,g] - a[k] <= running_k
+        a_start = np.zeros((len(starts), n_vars))
+        have = np.zeros(len(starts))
+        for si, kind in enumerate(starts):
+            for gi, (k, _g) in enumerate(groups):
+                if k == kind:
+                    a_start[si, gi] = 1.0
+            a_start[si, n_groups + n_x + si] = -1.0
+            have[si] = float(running.get(kind.key, 0)) if running is not None else 0.0
+        constraints.append(LinearConstraint(a_start, -np.inf, have))
+    integrality = np.concatenate([np.ones(n_groups), np.zeros(n_x), np.ones(len(starts))])
+    upper = np.full(n_vars, np.inf)
     res = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(0, upper),
                options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6})
     if res.x is None:

@@ -77,8 +77,9 @@ def run(f: Fleet, demands: Sequence[Mapping[str, float]], settings: CapacitySett
                  id="p95-near-the-gold-bound"),
     pytest.param({"p99_ms": 120.0}, ("gold",), 4, R.LATENCY_UP, "p99 120 ms > 0.9 x gold 50 ms: wants 4",
                  id="p99-far-over-doubles-at-most"),
+    # judged at the tier the plan sends the model here at (gold demand), not the carried bronze
     pytest.param({"request_rate_per_s": 180.0}, ("bronze",), 3, R.UTILISATION_UP,
-                 "utilisation 0.90 > safe 0.80 (best effort): wants 3", id="utilisation-past-safe"),
+                 "utilisation 0.90 > safe 0.80 (gold): wants 3", id="utilisation-past-safe"),
 ])
 def test_a_live_signal_scales_up_within_one_tick(signals: dict[str, object], carried: tuple[str, ...],
                                                  desired: int, kind: CapacityReason, says: str) -> None:
@@ -170,9 +171,37 @@ def test_an_overloaded_pool_waits_for_the_pool_the_plan_brings_up_instead_of_gro
     starting, state = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 1, "gpu": 0}, signals=queue,
                                              starting={"gpu": 1}), state, 1.0)
     assert starting.pools["cpu"].desired_replicas == 1
-    # the gpu is ready and takes its share: a queue on the cpu now is the cpu's own shortfall
-    ready, _ = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 1, "gpu": 1}, signals=queue), state, 2.0)
-    assert ready.pools["cpu"].kind is R.QUEUE_UP and ready.pools["cpu"].desired_replicas > 1
+    # the gpu is ready: what the cpu still carries of m is spill from the gpu, where the plan puts
+    # m.  It raises the gpu (600 own + 300 spilled req/s > 800 safe per gpu), not the cpu.
+    spill = {"cpu": {"queue_depth": 80.0, "request_rate_per_s": 300.0}, "gpu": {"request_rate_per_s": 600.0}}
+    ready, _ = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 1, "gpu": 1}, signals=spill), state, 2.0)
+    assert ready.pools["cpu"].desired_replicas == 1
+    assert (ready.pools["gpu"].desired_replicas, ready.pools["gpu"].kind) == (2, R.UTILISATION_UP)
+    assert "counting m 300.0 req/s carried elsewhere" in ready.pools["gpu"].reason
+
+
+def test_a_pool_the_plan_places_a_model_on_is_judged_on_it_even_beside_spill() -> None:
+    # The plan puts m on the cpu (60 req/s x 1.2: one cpu); its queue is its own shortfall.
+    f = make_fleet((("cpu", 1, 1, 10), ("gpu", 0, 0, 10)))
+    own = {"cpu": {"queue_depth": 80.0, "request_rate_per_s": 60.0}}
+    d, _ = decide_capacity(inputs(f, {"gold": 60}, {"cpu": 1, "gpu": 0}, signals=own), None, 0.0)
+    assert (d.pools["cpu"].kind, d.pools["cpu"].desired_replicas) == (R.QUEUE_UP, 5)  # 10, step cap +4
+
+
+def test_a_re_plan_keeps_the_running_mix_unless_the_other_saves_more_than_the_start_penalty() -> None:
+    # 700 req/s x 1.2 = 840: one gpu + one cpu ($1.20) or two gpus ($2.00) or 11 cpus ($2.20).
+    # With 11 cpus running, starting one gpu costs 0.5 x $1.00 on top ($1.70): still cheaper.
+    f = make_fleet((("cpu", 11, 0, 20), ("gpu", 0, 0, 10)))
+    d, _ = decide_capacity(inputs(f, {"gold": 700}, {"cpu": 11, "gpu": 0}), None, 0.0)
+    assert d.desired() == {"cpu": 1, "gpu": 1}
+    # Near-equal mixes: cpu $0.20 x 5 = $1.00 against one gpu $1.00 for 384 req/s (320 x 1.2):
+    # the running kind wins both ways.
+    cpus = make_fleet((("cpu", 5, 0, 20), ("gpu", 0, 0, 10)))
+    d, _ = decide_capacity(inputs(cpus, {"gold": 320}, {"cpu": 5, "gpu": 0}), None, 0.0)
+    assert d.desired() == {"cpu": 5, "gpu": 0}
+    gpus = make_fleet((("cpu", 0, 0, 20), ("gpu", 1, 0, 10)))
+    d, _ = decide_capacity(inputs(gpus, {"gold": 320}, {"cpu": 0, "gpu": 1}), None, 0.0)
+    assert d.desired() == {"cpu": 0, "gpu": 1}
 
 
 def test_a_pool_being_emptied_is_not_brought_back_by_its_leftover_queue() -> None:
@@ -255,8 +284,9 @@ def test_the_budget_trims_a_live_raise_down_to_the_plan() -> None:
 
 def test_the_machine_limit_trims_the_dearest_capacity_first() -> None:
     # Both pools queue and ask for 5; 7 fit.  A cpu costs $0.0025/h per safe req/s, a gpu $0.00125.
+    # No demand estimate yet (a restarted server): the signals alone, each pool's its own.
     f = make_fleet((("cpu", 2, 0, 10), ("gpu", 2, 0, 10)), machine=7)
-    decision, _ = decide_capacity(inputs(f, {"gold": 50}, {"cpu": 2, "gpu": 2},
+    decision, _ = decide_capacity(inputs(f, {}, {"cpu": 2, "gpu": 2},
                                          signals={"cpu": {"queue_depth": 40.0}, "gpu": {"queue_depth": 40.0}}),
                                   None, 0.0)
     assert decision.desired() == {"cpu": 2, "gpu": 5}
@@ -386,6 +416,7 @@ def test_a_state_round_tripped_through_json_gives_identical_decisions() -> None:
     ("headroom", 0.9), ("scale_down_window_s", -1.0), ("queue_per_replica_up", 0.0),
     ("latency_up_fraction", 1.5), ("max_step_up", 0), ("max_step_up", 2.5), ("max_step_up_fraction", -0.1),
     ("flap_guard_s", -5.0), ("replan_tolerance", 1.0), ("headroom", float("nan")), ("flap_guard_s", True),
+    ("start_penalty", -0.1),
 ])
 def test_invalid_settings_are_refused_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"CapacitySettings\.{field} must be"):

@@ -11,7 +11,9 @@ refused, never filled with a stand-in:
   domain other than the default (`ai.onnx.ml` tree ensembles: the digits classifier) runs on the
   g5 with the ONNX Runtime backend on its host CPU, as on the CPU pool (`placement_on_gpu`).
 - inferentia: the TorchScript in build/models is a CPU trace; a Neuron one comes from
-  `torch_neuronx.trace` on an inf2 with the Inferentia image, put at build/models/neuron/.
+  `torch_neuronx.trace` on an inf2 with the Inferentia image, put at build/models/neuron/ under the
+  same name. A CPU trace there is refused (`is_neuron_trace`), and the deployed model.py fails to
+  load without torch_neuronx instead of falling back to the CPU.
 
 What is uploaded must load in the image with nothing else beside it: the local repositories link
 into this source tree and their Python models import project modules through a bootstrap that
@@ -26,6 +28,7 @@ import argparse
 import ast
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -74,9 +77,37 @@ def missing_artifacts(accelerator: str, models: list[ModelDefinition], artifacts
                  if placement_on_gpu(m, artifacts) == "gpu"]
         return [str(p) for p in plans if not p.exists()]
     if accelerator == "inferentia":
-        neuron = artifacts / "neuron"
-        return [] if neuron.is_dir() and any(neuron.glob("*.pt")) else [f"{neuron}/*.pt (torch_neuronx traces)"]
+        missing = []
+        for m in models:
+            if not m.accelerated.torchscript_artifact:
+                continue  # no Inferentia variant (profiles list none for it)
+            trace = artifacts / "neuron" / m.accelerated.torchscript_artifact
+            if not trace.exists():
+                missing.append(f"{trace} (torch_neuronx trace)")
+            elif not is_neuron_trace(trace):
+                missing.append(f"{trace} (a CPU torch.jit trace: Neuron needs torch_neuronx.trace on an inf2)")
+        return missing
     return []
+
+
+def is_neuron_trace(path: Path) -> bool:
+    """A TorchScript archive made by ``torch_neuronx.trace``: its code calls the Neuron runtime
+    (``torch.ops.neuron`` / ``torch.classes.neuron``); a CPU ``torch.jit.trace`` has no such call."""
+    with zipfile.ZipFile(path) as archive:
+        return any(b"neuron" in archive.read(name) for name in archive.namelist()
+                   if "/code/" in name and name.endswith(".py"))
+
+
+def neuron_artifacts(artifacts: Path, work: Path) -> Path:
+    """``artifacts`` with each TorchScript replaced by its Neuron trace (``artifacts/neuron/``)."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for path in artifacts.iterdir():
+        if path.is_file():
+            neuron = artifacts / "neuron" / path.name
+            (work / path.name).symlink_to((neuron if neuron.exists() else path).resolve())
+    return work
 
 
 def _project_imports(source: str) -> set[str]:
@@ -110,6 +141,14 @@ def _vendor(module: str, into: Path, done: set[str]) -> None:
         _vendor(dependency, into, done)
 
 
+# In the Inferentia image torch_neuronx must load: without it the traced graph cannot run, and a
+# silent fallback would serve nothing (or the CPU, priced as inf2). The deployed model.py says so.
+NEURON_FALLBACK = "except ImportError:\n    NEURON = False\n"
+NEURON_REQUIRED = ("except ImportError as e:  # deployed (deploy/model_repositories.py): Neuron or nothing\n"
+                   "    raise ImportError(\"torch_neuronx is missing: this model runs only in the Inferentia image \"\n"
+                   "                      \"(triton_images/inferentia)\") from e\n")
+
+
 def make_self_contained(repo: Path) -> list[str]:
     """Replace links by copies and vendor each Python model's project imports; returns what was vendored."""
     for path in sorted(repo.rglob("*")):
@@ -120,6 +159,12 @@ def make_self_contained(repo: Path) -> list[str]:
     vendored: list[str] = []
     for model_py in sorted(repo.rglob("model.py")):
         source = model_py.read_text()
+        if "import torch_neuronx" in source:
+            if NEURON_FALLBACK not in source:
+                raise ValueError(f"{model_py}: cannot find its torch_neuronx fallback to make it an error; "
+                                 "update NEURON_FALLBACK in deploy/model_repositories.py")
+            model_py.write_text(source.replace(NEURON_FALLBACK, NEURON_REQUIRED))
+            continue
         if BOOTSTRAP_MARKER not in source:
             continue
         lines = [line for line in source.splitlines(keepends=True)
@@ -137,11 +182,13 @@ def write_pool_repository(out: Path, accelerator: str, models: list[ModelDefinit
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    source = neuron_artifacts(artifacts, out.parent / f".{out.name}-artifacts") if accelerator == "inferentia" \
+        else artifacts
     for model in models:
         kind = TARGET_BY_ACCELERATOR[accelerator]
         if accelerator == "gpu":
             kind = placement_on_gpu(model, artifacts)
-        write_model(out, model, Target(kind), artifacts)
+        write_model(out, model, Target(kind), source)
     make_self_contained(out)
     return out
 

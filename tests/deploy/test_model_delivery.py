@@ -137,3 +137,43 @@ def test_the_listing_of_written_repositories_is_parsed_strictly() -> None:
     assert cli.written_repositories("cpu\t/x/cpu\ngpu\t/x/gpu\n") == [("cpu", "/x/cpu"), ("gpu", "/x/gpu")]
     with pytest.raises(ValueError, match="pool<TAB>directory"):
         cli.written_repositories("cpu /x/cpu")
+
+
+def test_inferentia_gets_neuron_traces_and_a_cpu_trace_is_refused(tmp_path: Path, artifacts: Path) -> None:
+    """High item: Inferentia was handed build/models' CPU TorchScript. Now only a torch_neuronx
+    trace under build/models/neuron/ qualifies, recognised by its calls into the Neuron runtime."""
+    from deploy.model_repositories import is_neuron_trace, missing_artifacts
+
+    model = MODELS["text_embedding"]
+    name = model.accelerated.torchscript_artifact
+    assert not is_neuron_trace(artifacts / name)
+    staged = tmp_path / "artifacts"
+    (staged / "neuron").mkdir(parents=True)
+    assert missing_artifacts("inferentia", [model], staged) == [f"{staged}/neuron/{name} (torch_neuronx trace)"]
+    (staged / "neuron" / name).symlink_to(artifacts / name)
+    assert "a CPU torch.jit trace" in missing_artifacts("inferentia", [model], staged)[0]
+    import zipfile
+
+    with zipfile.ZipFile(staged / "neuron" / "traced.pt", "w") as archive:  # the shape of a Neuron trace's code
+        archive.writestr("traced/code/__torch__.py",
+                         "def forward(self, x):\n  return torch.ops.neuron.forward_v2([x], self.model)\n")
+    assert is_neuron_trace(staged / "neuron" / "traced.pt")
+
+
+@pytest.mark.integration
+def test_the_deployed_inferentia_model_refuses_to_run_without_torch_neuronx(tmp_path: Path, artifacts: Path) -> None:
+    """High item: the Neuron model used to fall back to the CPU silently when torch_neuronx was
+    missing; the deployed one fails to load, naming it (this machine has no torch_neuronx)."""
+    repo = tmp_path / "inf2"
+    write_model(repo, MODELS["text_embedding"], Target("inferentia"), artifacts)
+    make_self_contained(repo)
+    onnx_dir = repo / "text_embedding_onnx"
+    assert "NEURON = False" not in (onnx_dir / "1" / "model.py").read_text()
+    triton = _triton(tmp_path, _copy_out(repo, tmp_path), "inf2-without-neuron")
+    try:
+        triton.start()
+        with pytest.raises(RuntimeError, match="exited"):
+            triton.wait_ready(timeout_s=120)
+        assert "torch_neuronx is missing" in triton.log_path.read_text(errors="replace")
+    finally:
+        triton.stop()

@@ -99,7 +99,7 @@ def _sla_targets(het: Row) -> list[dict[str, Any]]:
     return out
 
 
-def _timing_targets(het: Row, tick_s: float) -> list[dict[str, Any]]:
+def timing_targets(het: Row, tick_s: float) -> list[dict[str, Any]]:
     k = het["dilation"]
     resolution = het["timeline_interval_wall_s"] or 1.0
     limit_wall = tick_s + resolution
@@ -139,7 +139,7 @@ def issue_targets(rows: Sequence[Row], comparison: Mapping[str, Any], *, tick_s:
     if het is None:
         return [_target("issue #11 targets", None, "count", "a heterogeneous autoscaled run", None,
                         "no heterogeneous autoscaled run among the runs: no target can be judged")]
-    return [*_cost_targets(rows, comparison, het), *_sla_targets(het), *_timing_targets(het, tick_s)]
+    return [*_cost_targets(rows, comparison, het), *_sla_targets(het), *timing_targets(het, tick_s)]
 
 
 def summary_notes(rows: Sequence[Row], *, machine: str | None, noise_sigmas: float) -> list[str]:

@@ -85,7 +85,9 @@ def serve(args: argparse.Namespace) -> int:
         controller.elected = ElectedLoop(controller.loop, lease)
     resumed = controller.loop.resume()
     # Releases (docs/releases.md): actions exported as metrics; the watcher is the fast path.
-    controller.loop.release_listeners.append(ReleaseMetrics(registry, controller.loop.view.releases))
+    release_metrics = ReleaseMetrics(registry, controller.loop.view.releases)
+    controller.loop.release_listeners.append(release_metrics)
+    controller.loop.release_push_observers.append(release_metrics.push_observed)
     watch = None
     if args.release_poll_s > 0:
         watch = ReleaseWatch(controller.loop, envoy_admin_base(args.envoy_metrics_url),

@@ -122,6 +122,8 @@ class ControlLoop:
         # Called with every release action (start, advance, rollback, ...), under the tick lock:
         # keep them fast (metrics, a log line).
         self.release_listeners: list[Callable[[ReleaseAction], None]] = []
+        # Called with seconds from a fast-path release decision to every stream's ACK of it.
+        self.release_push_observers: list[Callable[[float], None]] = []
 
     # -- views (never block) -------------------------------------------------------------------
     @property
@@ -333,6 +335,9 @@ class ControlLoop:
         if result.problems:
             return result
         self._states = replace(self._states, releases=book)
+        # the view first: what /status shows is what Envoy was just given, before the disk write
+        self._view = replace(view, releases=book, snapshot_version=result.version,
+                             last_push_unix_s=self.wall_clock() if result.pushed else view.last_push_unix_s)
         record = replace(self._record, releases=book.to_json(), version=self._record.version + 1,
                          snapshot_version=result.version or self._record.snapshot_version,
                          saved_at_unix_s=self.wall_clock())
@@ -341,17 +346,17 @@ class ControlLoop:
             self._record = replace(record, saved_at_unix_s=0.0)
         except OSError as e:
             log.error("release state not saved: %s", e)
-        self._view = replace(view, releases=book, snapshot_version=result.version,
-                             last_push_unix_s=self.wall_clock() if result.pushed else view.last_push_unix_s,
-                             record_version=self._record.version)
+        self._view = replace(self._view, record_version=self._record.version)
         for action in actions:
             self._release_action(action)
         return result
 
     def releases_observed(self, observations: Mapping[str, ReleaseObservation]) -> list[ReleaseAction]:
         """The fast path: step the observed releases now (not at the next tick) and, when one
-        acts (a rollback above all), publish at once.  -> the actions taken."""
+        acts (a rollback above all), publish at once, then wait for the data plane's ACK and report
+        decision -> ACK to ``release_push_observers``.  -> the actions taken."""
         with self._tick_lock:
+            decided = time.perf_counter()
             book, actions = step_book(self._states.releases, observations, self.wall_clock())
             if not actions:  # only the holding note changed: the next tick persists it
                 self._states = replace(self._states, releases=book)
@@ -360,6 +365,10 @@ class ControlLoop:
             result = self._apply_releases(book, actions)
         if result.problems:
             log.error("release actions not published: %s", "; ".join(result.problems))
+        elif result.pushed and result.version is not None and self.release_push_observers:
+            if self.sink.wait_acked(result.version, 2.0):
+                for observe in self.release_push_observers:
+                    observe(time.perf_counter() - decided)
         return actions
 
     def start_release(self, spec: ReleaseSpec, endpoints: list[CandidateEndpoint], timeout_s: float = 5.0,

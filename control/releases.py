@@ -6,12 +6,13 @@ Metrics (on the control server's registry, served at ``/metrics``):
 * ``release_candidate_weight_pct{release, model, tier}``: the candidate's share of each tier now;
 * ``release_actions_total{release, model, kind}``: start, advance, promote, rollback, pause, ...;
 * ``release_rollbacks_total{release, model}``: automatic rollbacks (an alert can fire on its rate);
-* ``release_last_rollback_unix_s{release, model}``.
+* ``release_last_rollback_unix_s{release, model}``;
+* ``release_push_to_ack_seconds``: a fast-path decision (a rollback) to every ADS stream's ACK.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from router_lib.domain import Fleet
 from router_lib.release import ActionKind, ReleaseAction, ReleaseBook
@@ -55,6 +56,10 @@ class ReleaseMetrics:
                                  ["release", "model"], registry=registry)
         self.last_rollback = Gauge("release_last_rollback_unix_s", "When the release was last rolled back",
                                    ["release", "model"], registry=registry)
+        self.push_to_ack = Histogram("release_push_to_ack_seconds",
+                                     "Fast-path release decision (a rollback) to every ADS stream's ACK",
+                                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
+                                     registry=registry)
         for state in (book or ReleaseBook()).releases.values():
             for tier, bp in state.weights_bp().items():
                 self.weight.labels(state.spec.name, state.spec.model, tier).set(bp / 100)
@@ -67,3 +72,6 @@ class ReleaseMetrics:
         if action.kind == ActionKind.ROLLBACK:
             self.rollbacks.labels(action.release, model).inc()
             self.last_rollback.labels(action.release, model).set(action.at_s)
+
+    def push_observed(self, seconds: float) -> None:
+        self.push_to_ack.observe(seconds)

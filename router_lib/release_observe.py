@@ -148,8 +148,8 @@ def _base(samples: Sequence[ReleaseSample], now_s: float, window_s: float) -> Re
     return base
 
 
-def _window(old: VersionCounters | None, new: VersionCounters | None, slow_old: VersionCounters | None
-            ) -> VersionWindow:
+def _window(old: VersionCounters | None, new: VersionCounters | None, slow_old: VersionCounters | None,
+            quantiles: bool = True) -> VersionWindow:
     if new is None:
         return VersionWindow()
     old = old or VersionCounters()
@@ -158,7 +158,7 @@ def _window(old: VersionCounters | None, new: VersionCounters | None, slow_old: 
     failures = counter_delta(old.triton_failures, new.triton_failures)
     errors = max(counter_delta(old.rq_5xx, new.rq_5xx), failures)
     duration = counter_delta(old.triton_duration_us, new.triton_duration_us)
-    hist = bucket_delta(slow_old.buckets if slow_old else (), new.buckets)
+    hist = bucket_delta(slow_old.buckets if slow_old else (), new.buckets) if quantiles else ()
     return VersionWindow(
         requests=max(requests, answered),
         errors=errors,
@@ -171,16 +171,19 @@ def _window(old: VersionCounters | None, new: VersionCounters | None, slow_old: 
 def observe(samples: Sequence[ReleaseSample], pools: Sequence[str], *, fast_window_s: float,
             slow_window_s: float, source: str = "watch") -> ReleaseObservation | None:
     """The observation of the newest sample: requests, errors and mean latency over the last
-    ``fast_window_s``, p95/p99 over ``slow_window_s``, agreement over the fast window (the slow
+    ``fast_window_s``, p95/p99 over ``slow_window_s`` (None until the samples span it), agreement over the fast window (the slow
     one when the fast one has none).  None with fewer than two samples."""
     if len(samples) < 2:
         return None
     new = samples[-1]
     fast, slow = _base(samples, new.at_s, fast_window_s), _base(samples, new.at_s, slow_window_s)
+    # Envoy's histograms move only at its stats flush: a window shorter than the slow one could
+    # hold requests finished before the release's first sample (a previous release's, say).
+    spans = samples[0].at_s <= new.at_s - slow_window_s
     comparisons = []
     for pool in pools:
         windows = {role: _window(fast.counters.get((pool, role)), new.counters.get((pool, role)),
-                                 slow.counters.get((pool, role))) for role in (STABLE, CANDIDATE)}
+                                 slow.counters.get((pool, role)), spans) for role in (STABLE, CANDIDATE)}
         comparisons.append(PoolComparison(pool, windows[STABLE], windows[CANDIDATE]))
     # Envoy's count, or the candidate's own when more (a shadow step: only the comparator asks it)
     total = max(sum(c.rq_total for (_, role), c in new.counters.items() if role == CANDIDATE),

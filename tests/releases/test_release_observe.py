@@ -89,3 +89,9 @@ def test_one_sample_is_no_observation_and_a_reset_counter_is_not_negative() -> N
     assert observe([sample(0.0, 10, 10, 2.0)], ["cpu"], fast_window_s=0.5, slow_window_s=10) is None
     obs = observe([sample(0.0, 100, 100, 2.0), sample(1.0, 5, 5, 2.0)], ["cpu"], fast_window_s=0.5, slow_window_s=10)
     assert obs is not None and obs.pools[0].candidate.requests == 5
+
+
+def test_no_quantiles_until_the_samples_span_the_slow_window() -> None:
+    samples = [sample(0.0, 0, 0, 2.0), sample(5.0, 100, 100, 2.0, slow_bucket=10)]
+    obs = observe(samples, ["cpu"], fast_window_s=0.5, slow_window_s=10)
+    assert obs is not None and obs.pools[0].candidate.p99_ms is None and obs.pools[0].candidate.mean_ms == 2.0

@@ -4,7 +4,7 @@ EndpointSlices, the real ``python -m control serve`` watches them, a real Envoy 
 over ADS and routes to small real KServe upstreams.  Under steady load the slices churn the way a
 rollout and a scale-in make them churn (a pod terminating while its preStop keeps it serving, a new
 pod starting then ready, a pool emptied while the watch missed it and its resourceVersion
-expired), and not one request fails.  Before any replica exists, Envoy already listens and
+expired) while a drain pushes new weights, and not one request fails.  Before any replica exists, Envoy already listens and
 ``/healthz`` says 503, naming why."""
 
 from __future__ import annotations
@@ -145,10 +145,17 @@ def test_a_control_server_on_kubernetes_discovery_serves_through_churn_with_no_f
             cpu_c = FakePool.start("cpu", MODELS)
             started.append(cpu_c)
             api.apply(slice_of(cpu_c, "c", ready=False))
-            time.sleep(1.0)  # four ticks: a not-ready pod must stay out of EDS all along
+            # a weight push in the middle of the churn: the gpu pool drained (weight 0, ACKed), back
+            drained = requests.post(f"{admin}/drain?pool=gpu", timeout=10)
+            assert drained.status_code == 200, drained.text
+            assert not [r for r in get(f"{admin}/status")[1]["routes"] if r["weights"].get("gpu")]
+            time.sleep(0.5)  # two more ticks: a not-ready pod must stay out of EDS all along
             assert not in_envoy(cpu_c)
             api.apply(slice_of(cpu_c, "c"))
+            assert requests.post(f"{admin}/undrain?pool=gpu", timeout=10).status_code == 200
             wait_for(lambda: in_envoy(cpu_c), 20, "the new ready replica in EDS")
+            wait_for(lambda: any(r["weights"].get("gpu") for r in get(f"{admin}/status")[1]["routes"]), 20,
+                     "the gpu pool's weight back after the undrain")
             # 3. the watch misses a pool's removal and its resourceVersion expires: 410, relist
             before = load.outcomes["ok"]
             api.hold_events = True

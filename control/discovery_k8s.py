@@ -281,7 +281,8 @@ class EndpointSliceDiscovery:
 
     def _relist(self) -> None:
         response = self.api.list_namespaced_endpoint_slice(
-            self.selection.namespace, label_selector=self.selection.label_selector, _preload_content=False)
+            self.selection.namespace, label_selector=self.selection.label_selector, _preload_content=False,
+            _request_timeout=(10, 30))
         body = json.loads(response.data)
         items = body.get("items") or []
         resource_version = str((body.get("metadata") or {}).get("resourceVersion") or "")
@@ -303,7 +304,10 @@ class EndpointSliceDiscovery:
                     self.api.list_namespaced_endpoint_slice, self.selection.namespace,
                     label_selector=self.selection.label_selector,
                     resource_version=self._cache.resource_version, allow_watch_bookmarks=True,
-                    timeout_seconds=self.watch_timeout_s):
+                    timeout_seconds=self.watch_timeout_s,
+                    # A connection that dies silently would leave the watch waiting forever on a
+                    # stale set: give up reading a little after the server's own timeout.
+                    _request_timeout=(10, self.watch_timeout_s + 30)):
                 with self._lock:
                     self._cache.apply(event["type"], event["raw_object"])
                     self.events += 1

@@ -8,9 +8,12 @@ Two signals, because neither is enough alone:
    (``max_utilisation``).  Gold and silver demand placed on the pool by the routes in force (each
    route's demand x the pool's share of its weight, over every model the pool serves) uses part of
    it; the rest is spare, in rows/s of the job's model.  When gold and silver need it all, the
-   worker pauses.  Measurement wins over the model: a pool carrying gold or silver (and not the
-   batch itself) whose measured p99 nears the tier's bound (0.8x) halves what is in flight at
-   every reading while it lasts.  The batch tier's own demand is not subtracted: it is what the spare is for.
+   worker pauses.  An emulated pool's throughput is derated by its measured lag (a host slower
+   than the profile cannot deliver the profile's rate).  Measurement wins over the model: a pool
+   carrying gold or silver (and not the batch itself) whose measured p99 passes the tier's bound
+   pauses the batch, near it (0.8x) halves what is in flight at every reading; a pause that has
+   not brought the p99 back within ``guard_max_pause_s`` was not the batch's doing, and the
+   batch goes on at one request in flight.  The batch tier's own demand is not subtracted: it is what the spare is for.
 2. **What the requests say** (``Throttle``): rejections (429/503/RESOURCE_EXHAUSTED) and timeouts
    halve the number of requests in flight and back off (exponential, jittered); successes add one
    back per round.  A batch whose latency passes half the per-try timeout shrinks the batch size,
@@ -33,33 +36,52 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Headroom:
-    """``spare_rows_per_s``: None when unknown (no control plane answer): the throttle alone decides."""
+    """``spare_rows_per_s``: None when unknown (no control plane answer): the throttle alone decides.
+    ``guard``: the pause (or slow-down) comes from a stricter tier's measured p99, not the model."""
 
     spare_rows_per_s: float | None
     pause: bool = False
     reason: str = ""
     by_pool: Mapping[str, float] | None = None
     slow: bool = False  # a stricter tier's measured p99 nears its bound: halve what is in flight
+    guard: bool = False
 
 
 UNKNOWN = Headroom(None, False, "control plane status unknown: AIMD on the requests' outcomes only")
 
 
+def effective_throughput(x: float, full_batch_ms: float | None, lag_ms: float | None) -> float:
+    """A replica's throughput derated by its measured emulation lag: an emulated pool on a host
+    slower than its profile executes a full batch in ``full_batch_ms + lag_ms``, not
+    ``full_batch_ms`` (the lag is the mean over the batches it actually ran: an approximation)."""
+    if not full_batch_ms or not lag_ms or lag_ms <= 0:
+        return x
+    return x * full_batch_ms / (full_batch_ms + lag_ms)
+
+
 def spare_capacity(status: Mapping[str, Any], *, model: str, tier: str,
                    throughput_per_replica: Mapping[tuple[str, str], float], max_utilisation: float,
                    total_weight: int = 100, tier_bounds_ms: Mapping[str, float | None] | None = None,
-                   slow_at: float = 0.8) -> Headroom:
+                   slow_at: float = 0.8, full_batch_ms: Mapping[tuple[str, str], float] | None = None) -> Headroom:
     """Spare capacity for ``model`` at ``tier`` from the control server's ``/status`` (module docstring).
 
     ``throughput_per_replica[(pool, model)]``: req/s one replica sustains (the routing policy's
-    capacity table).  A route's demand is read from its ``demand_per_s`` (the policy's estimate);
-    a status without it counts the pool's measured request rate of that model as interactive
-    (conservative: it includes the batch's own requests)."""
+    capacity table), derated by the pool's measured emulation lag when ``full_batch_ms`` (the
+    profile's time for that full batch) is given.  A route's demand is read from its
+    ``demand_per_s`` (the policy's estimate); a status without it counts the pool's measured
+    request rate of that model as interactive (conservative: it includes the batch's own requests)."""
     pools = {p["name"]: p for p in status.get("pools", [])}
     routes = status.get("routes", [])
     mine = next((r for r in routes if r["model"] == model and r["tier"] == tier), None)
     if mine is None:
         return Headroom(0.0, True, f"no route for {model}/{tier}: nothing can serve the job now")
+    batch_ms = full_batch_ms or {}
+
+    def x_eff(pool: str, m: str) -> float:
+        x = throughput_per_replica.get((pool, m)) or 0.0
+        lag = ((pools.get(pool) or {}).get("metrics", {}).get(m) or {}).get("emulation_lag_ms")
+        return effective_throughput(x, batch_ms.get((pool, m)), lag)
+
     used: dict[str, float] = {}  # pool -> utilisation by the other tiers
     measured_fallback: set[tuple[str, str]] = set()
     for r in routes:
@@ -67,7 +89,7 @@ def spare_capacity(status: Mapping[str, Any], *, model: str, tier: str,
             continue
         for pool, weight in r["weights"].items():
             p = pools.get(pool)
-            x = throughput_per_replica.get((pool, r["model"]))
+            x = x_eff(pool, r["model"])
             if not weight or p is None or not x or not p.get("ready_replicas"):
                 continue
             demand = r.get("demand_per_s")
@@ -83,31 +105,32 @@ def spare_capacity(status: Mapping[str, Any], *, model: str, tier: str,
     by_pool: dict[str, float] = {}
     for pool, weight in mine["weights"].items():
         p = pools.get(pool)
-        x = throughput_per_replica.get((pool, model))
+        x = x_eff(pool, model)
         if not weight or p is None or not x or p.get("draining"):
             continue
         ready = p.get("ready_replicas", 0)
         by_pool[pool] = max(0.0, max_utilisation - used.get(pool, 0.0)) * ready * x
     spare = sum(by_pool.values())
-    guard = _stricter_tiers_p99(pools, routes, tier, mine["weights"] if model == mine["model"] else {},
-                                tier_bounds_ms or {}, slow_at)
     if spare <= 0:
         busy = ", ".join(f"{p} {used.get(p, 0.0):.0%}" for p in mine["weights"] if mine["weights"][p])
         return Headroom(0.0, True, f"gold/silver need the pools ({busy or 'no ready pool'})", by_pool)
+    guard = _stricter_tiers_p99(pools, routes, tier, mine["weights"], tier_bounds_ms or {}, slow_at)
     if guard is not None:
-        return Headroom(spare, False, guard, by_pool, slow=True)
+        over, why = guard
+        return Headroom(spare, over, why, by_pool, slow=not over, guard=True)
     return Headroom(spare, False, f"spare {spare:.1f} rows/s on {', '.join(sorted(by_pool))}", by_pool)
 
 
 def _stricter_tiers_p99(pools: Mapping[str, Any], routes: list[Any], tier: str, mine: Mapping[str, int],
-                        bounds: Mapping[str, float | None], slow_at: float) -> str | None:
+                        bounds: Mapping[str, float | None], slow_at: float) -> tuple[bool, str] | None:
     """Measurement wins over the model: a pool carrying a bounded tier whose measured p99 (Envoy)
-    is over ``slow_at`` x the bound slows the batch; -> why, or None.
+    is over its bound pauses the batch (True), over ``slow_at`` x the bound slows it (False);
+    -> (over, why), or None.
 
     Pools that carry the batch tier's own weight are left out: their measured p99 mixes in the
     batch's own large requests (Envoy measures per pool, not per tier), and the batch would be
-    slowing down for itself.  It only ever slows (down to one request in flight), never pauses:
-    on a machine where gold already misses without any batch, a pause would never end."""
+    pausing for itself.  A guard pause that does not bring the p99 back is not the batch's doing;
+    ``Throttle`` then lets the batch go on at its minimum (``guard_max_pause_s``)."""
     worst: tuple[float, str] | None = None
     for r in routes:
         bound = bounds.get(r["tier"])
@@ -121,7 +144,7 @@ def _stricter_tiers_p99(pools: Mapping[str, Any], routes: list[Any], tier: str, 
                 ratio = p99 / bound
                 if worst is None or ratio > worst[0]:
                     worst = (ratio, f"{r['tier']} p99 {p99:.0f} ms on {pool} ({ratio:.0%} of its {bound:g} ms bound)")
-    return None if worst is None else worst[1]
+    return None if worst is None else (worst[0] > 1.0, worst[1])
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,9 @@ class ThrottleSettings:
     per_try_timeout_s: float = 10.0
     backoff_min_s: float = 0.25
     backoff_max_s: float = 10.0
+    # A pause for a stricter tier's measured p99 that has not brought it back within this long
+    # is not the batch's doing (the tier misses without it): go on at one request in flight.
+    guard_max_pause_s: float = 45.0
 
 
 class Throttle:
@@ -151,6 +177,7 @@ class Throttle:
         self.latency_s = 0.0  # EWMA of successful request latency
         self.pressure_events = 0
         self.last_decrease_at = float("-inf")
+        self.guard_paused_since: float | None = None
         self._cond = threading.Condition()
 
     # -- the cap ------------------------------------------------------------------------------
@@ -158,6 +185,9 @@ class Throttle:
         """Requests allowed in flight now: the AIMD limit, capped by spare capacity; 0 when paused."""
         h = self.headroom
         if h.pause:
+            since = self.guard_paused_since
+            if h.guard and since is not None and self.clock() - since > self.s.guard_max_pause_s:
+                return 1  # pausing did not bring the tier back: not ours; the minimum goes on
             return 0
         limit = max(1, int(self.limit))
         if h.spare_rows_per_s is not None and self.latency_s > 0:
@@ -167,6 +197,10 @@ class Throttle:
     def set_headroom(self, headroom: Headroom) -> None:
         with self._cond:
             self.headroom = headroom
+            if headroom.pause and headroom.guard:
+                self.guard_paused_since = self.guard_paused_since if self.guard_paused_since is not None else self.clock()
+            else:
+                self.guard_paused_since = None
             if headroom.slow:  # once per reading of the control plane, while it lasts
                 self.limit = max(1.0, self.limit / 2)
             self._cond.notify_all()

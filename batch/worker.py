@@ -82,6 +82,9 @@ class ControlStatusHeadroom:
         settings = PolicySettings(**fleet.routing)  # type: ignore[arg-type]
         table = build_capacity_table(fleet, settings)
         self.throughput = {(e.name, model): e.throughput_per_replica for model, es in table.serving.items() for e in es}
+        # the profile's time for the full batch that throughput assumes: X = instances x B x 1000 / L(B)
+        self.full_batch_ms = {(e.name, model): e.instances * e.max_batch * 1000.0 / e.throughput_per_replica
+                              for model, es in table.serving.items() for e in es if e.throughput_per_replica > 0}
         self.max_utilisation = settings.max_utilisation
         self.tier_bounds_ms = {name: t.p99_ms for name, t in fleet.tiers.tiers.items()}
         self.total_weight = settings.total_weight
@@ -102,7 +105,7 @@ class ControlStatusHeadroom:
             return Headroom(None, False, f"control plane unreachable ({type(e).__name__}): AIMD only")
         h = spare_capacity(status, model=model, tier=tier, throughput_per_replica=self.throughput,
                            max_utilisation=self.max_utilisation, total_weight=self.total_weight,
-                           tier_bounds_ms=self.tier_bounds_ms)
+                           tier_bounds_ms=self.tier_bounds_ms, full_batch_ms=self.full_batch_ms)
         self._last[(model, tier)] = (self.clock(), h)
         return h
 

@@ -148,7 +148,7 @@ def side_by_side(platform: LocalPlatform, store_dir: Path, args: argparse.Namesp
     return repeats
 
 
-def big_job(platform: LocalPlatform, store_dir: Path, rows: int, artifacts: Path) -> dict[str, Any]:
+def big_job(platform: LocalPlatform, store_dir: Path, rows: int, artifacts: Path, budget_s: float) -> dict[str, Any]:
     store = SqliteJobStore(store_dir)
     inputs = corpus(WORK / f"corpus-{rows}.jsonl", rows)
     job = batch_cli(store_dir, "submit", "--model", "text_embedding", "--input", str(inputs))
@@ -165,6 +165,8 @@ def big_job(platform: LocalPlatform, store_dir: Path, rows: int, artifacts: Path
     def until(target: int, what: str) -> None:
         last = 0.0
         while tick() < target:
+            if time.monotonic() - t0 > budget_s:
+                raise TimeoutError(f"the {budget_s:g} s budget ran out {what}")
             if time.monotonic() - last > 30:
                 view = store.job(job)
                 p = view.progress(time.time())
@@ -194,19 +196,30 @@ def big_job(platform: LocalPlatform, store_dir: Path, rows: int, artifacts: Path
                        "rows_written": written(store, job)})
         until(rows, "to 100%")
         second.wait(timeout=120)
+        finished = True
+    except TimeoutError as e:  # report what was done, and say so
+        say(f"  {e}: cancelling, checking the rows written so far")
+        events.append({"t_s": round(time.monotonic() - t0, 1), "event": f"budget ran out: {e}",
+                       "rows_written": written(store, job)})
+        finished = False
     finally:
         stop(second)
     elapsed = time.monotonic() - t0
+    if not finished:
+        batch_cli(store_dir, "cancel", job)
+    done = written(store, job)
     out = WORK / "big-job-results.jsonl"
-    batch_cli(store_dir, "results", job, "--out", str(out))
-    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
-    expected = [f"doc-{i}" for i in range(rows)]
+    batch_cli(store_dir, "results", job, "--out", str(out), *(() if finished else ("--partial",)))
+    with open(out) as f:  # streamed: a 100k-row result file is ~400 MB of JSON
+        ids = [json.loads(line)["id"] for line in f]
+    expected = [f"doc-{i}" for i in range(done)]
     status = json.loads(batch_cli(store_dir, "status", job, "--json"))
     say("  checking 1,000 random real-output rows against ONNX Runtime")
     check = check_embeddings(model=load_models()["text_embedding"], artifacts=artifacts,
                              inputs=store.job_dir(job) / "input.jsonl", results=out, row_pools=store.row_pools(job),
                              fleet=platform.fleet, sample=1000)
-    return {"rows": rows, "elapsed_s": round(elapsed, 1), "rows_per_s": round(rows / elapsed, 2),
+    return {"rows": rows, "finished": finished, "rows_written": done, "elapsed_s": round(elapsed, 1),
+            "rows_per_s": round(done / elapsed, 2),
             "lost": len(set(expected) - set(ids)), "duplicated": len(ids) - len(set(ids)),
             "in_input_order": ids == expected, "failed": status["rows"]["failed"], "retries": status["retries"],
             "cost_usd": status["cost_usd"], "by_pool": status["by_pool"], "reference": check.to_json(),
@@ -253,7 +266,8 @@ def plots(summary: dict[str, Any]) -> None:
             ax.text(e["t_s"], max(n) * 0.05, e["event"], rotation=90, fontsize=7)
         ax.set_xlabel("s since submit")
         ax.set_ylabel("rows written")
-        ax.set_title(f"{big['rows']}-row job: worker and control server SIGKILLed")
+        ax.set_title(f"{big['rows']}-row job: worker and control server SIGKILLed"
+                     + ("" if big["finished"] else " (budget ran out)"))
         fig.tight_layout()
         fig.savefig(OUT / "big_job_progress.png", dpi=110)
         plt.close(fig)
@@ -266,7 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-s", type=float, default=25.0)
     p.add_argument("--gold-rps", type=float, default=8.0)
     p.add_argument("--skip-big-job", action="store_true")
+    p.add_argument("--big-job-budget-s", type=float, default=2700.0,
+                   help="stop the big job after this long and report what was done (default: %(default)s)")
     args = p.parse_args(argv)
+
+    def interrupted(signum: int, frame: object) -> None:  # stop cleanly (platform.stop) on SIGTERM too
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
     WORK.mkdir(parents=True, exist_ok=True)
     OUT.mkdir(parents=True, exist_ok=True)
     artifacts = ROOT / "build" / "models"
@@ -280,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["side_by_side"] = side_by_side(platform, store_dir, args)
         (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if not args.skip_big_job:
-            summary["big_job"] = big_job(platform, store_dir, args.rows, artifacts)
+            summary["big_job"] = big_job(platform, store_dir, args.rows, artifacts, args.big_job_budget_s)
     finally:
         platform.stop()
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

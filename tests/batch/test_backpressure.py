@@ -110,16 +110,45 @@ def test_pause_allows_nothing_and_spare_capacity_caps_the_limit():
     assert t.allowed() == 8
 
 
-@pytest.mark.parametrize(("gold_p99_ms", "slow"), [(20.0, False), (45.0, True), (90.0, True)],
+@pytest.mark.parametrize(("gold_p99_ms", "paused", "slow"), [(20.0, False, False), (45.0, False, True),
+                                                              (90.0, True, False)],
                          ids=["well-inside", "near-the-bound", "over-the-bound"])
-def test_measured_gold_p99_slows_the_batch_never_pauses_it(gold_p99_ms, slow):
+def test_measured_gold_p99_slows_then_pauses_the_batch(gold_p99_ms, paused, slow):
     s = status(gold_demand=10.0)
     s["pools"][1]["metrics"]["text_embedding"]["p99_ms"] = gold_p99_ms  # inf2 carries gold, not bronze
     h = spare_capacity(s, model="text_embedding", tier="bronze", throughput_per_replica=X, max_utilisation=0.8,
                        tier_bounds_ms={"gold": 50.0, "silver": 150.0, "bronze": None})
-    assert (h.pause, h.slow) == (False, slow), h
-    if slow:
-        assert "gold p99" in h.reason and "inf2" in h.reason
+    assert (h.pause, h.slow) == (paused, slow), h
+    if paused or slow:
+        assert h.guard and "gold p99" in h.reason and "inf2" in h.reason
+
+
+def test_a_guard_pause_that_does_not_help_lets_the_batch_go_on_at_its_minimum():
+    """Gold misses without the batch too (this machine): pausing forever would only stop the job."""
+    t, clock = throttle(guard_max_pause_s=45.0)
+    over = Headroom(100.0, True, "gold p99 90 ms", guard=True)
+    t.set_headroom(over)
+    assert t.allowed() == 0
+    clock.t += 30
+    t.set_headroom(over)
+    assert t.allowed() == 0
+    clock.t += 20
+    t.set_headroom(over)
+    assert t.allowed() == 1
+    t.set_headroom(Headroom(100.0, False, "fine"))
+    t.set_headroom(over)
+    assert t.allowed() == 0, "a new breach pauses again"
+    t.set_headroom(Headroom(0.0, True, "gold needs the pool"))
+    clock.t += 100
+    assert t.allowed() == 0, "a pause for capacity has no escape"
+
+
+def test_emulation_lag_derates_a_pools_capacity():
+    s = status()
+    s["pools"][0]["metrics"]["text_embedding"]["emulation_lag_ms"] = 300.0  # cpu: 100 ms batches take 400
+    h = spare_capacity(s, model="text_embedding", tier="bronze", throughput_per_replica=X, max_utilisation=0.8,
+                       full_batch_ms={("cpu", "text_embedding"): 100.0})
+    assert h.spare_rows_per_s == pytest.approx(20.0)
 
 
 def test_a_pool_carrying_the_batch_itself_is_not_a_guard():

@@ -243,6 +243,16 @@ def nlb_readiness_gate_problems(docs: Sequence[Doc]) -> list[str]:
     return problems
 
 
+def grafana_password_problems(tf: Mapping[str, list[Any]]) -> list[str]:
+    release = _named(tf, "resource", "helm_release").get("kube_prometheus_stack", {})
+    values = _helm_values(release).get("grafana", {})
+    sensitive = {_one(s.get("name")) for s in release.get("set_sensitive", [])}
+    if values.get("adminPassword") or values.get("admin", {}).get("existingSecret") or \
+            "grafana.adminPassword" in sensitive:
+        return []
+    return ["kube-prometheus-stack: Grafana keeps the chart's default admin password (prom-operator)"]
+
+
 # -- blocker 9: device plugins schedule on the accelerator nodes -----------------------------------
 
 def _matches_expression(labels: Mapping[str, str], expression: Mapping[str, Any]) -> bool:

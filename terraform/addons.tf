@@ -56,6 +56,17 @@ resource "helm_release" "kube_prometheus_stack" {
       sidecar = { dashboards = { enabled = true, label = "grafana_dashboard", searchNamespace = "ALL", folderAnnotation = "grafana_folder" } }
     }
   })]
+  # Not the chart's well-known default ("prom-operator"): a random password, kept in the chart's
+  # Secret kube-prometheus-stack-grafana (`make open-grafana` says how to read it).
+  set_sensitive {
+    name  = "grafana.adminPassword"
+    value = random_password.grafana_admin.result
+  }
+}
+
+resource "random_password" "grafana_admin" {
+  length  = 32
+  special = false
 }
 
 resource "helm_release" "keda" {

@@ -275,3 +275,10 @@ def test_every_deploy_pushes_a_new_tag_to_the_immutable_repositories(tf) -> None
     assert repositories and all(blockers._one(r["image_tag_mutability"]) == "IMMUTABLE" for r in repositories)
     assert image_tag("abc123", 1_800_000_000) != image_tag("abc123", 1_800_000_060)
     assert image_tag("abc123", 1_800_000_000).startswith("abc123-")
+
+
+def test_grafana_has_no_default_password(tf, tmp_path: Path) -> None:
+    assert blockers.grafana_password_problems(tf) == []
+    default = tf_with(tmp_path, "addons.tf", 'name  = "grafana.adminPassword"', 'name  = "grafana.ingress.enabled"')
+    assert blockers.grafana_password_problems(default) == [
+        "kube-prometheus-stack: Grafana keeps the chart's default admin password (prom-operator)"]

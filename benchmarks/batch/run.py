@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         platform.stop()
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plots(summary)
+    from benchmarks.batch.report import render
+    (OUT / "README.md").write_text(render(summary))
     say(f"results in {OUT}")
     return 0
 

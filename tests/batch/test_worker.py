@@ -132,3 +132,53 @@ def test_a_row_the_model_rejects_is_isolated_and_fails_alone(tmp_path, fleet, mo
     assert lines[20] == {"id": "bad", "error": 'HTTP 400: {"error": "input \'TEXT\' is poison"}'}
     assert all("EMBEDDING" in r for r in lines[:20])
     assert sum(fake.rows_seen.values()) == 20, "the good rows of the bad batch were answered once"
+
+
+def test_pool_time_is_the_profiled_service_time_and_cost_is_pool_time_times_price(fleet):
+    from batch.worker import pool_usage
+    gpu = fleet.pool("gpu")
+    profile = fleet.profiles[("text_embedding", gpu.accelerator)]
+    [(pool, usage)] = pool_usage(fleet, "gpu", "text_embedding", 32, measured_s=9.0).items()
+    seconds = profile.latency_ms(32) / 1000 / profile.instances_per_replica
+    assert pool == "gpu" and usage.rows == 32 and usage.pool_seconds == pytest.approx(seconds)
+    assert usage.cost_usd == pytest.approx(seconds * gpu.price_per_hour_usd / 3600) and not usage.synthetic
+    assert pool_usage(fleet, None, "text_embedding", 32, 1.0) == {}, "an answer from no pool costs nothing"
+    assert pool_usage(fleet, "elsewhere", "text_embedding", 4, 0.5)["elsewhere"].pool_seconds == 0.5
+
+
+def test_headroom_holds_the_last_reading_while_the_control_server_is_away(fleet):
+    from batch.worker import ControlStatusHeadroom
+
+    class Clock:
+        t = 0.0
+
+        def __call__(self) -> float:
+            return self.t
+
+    status = {"pools": [{"name": "cpu", "ready_replicas": 1, "metrics": {}}],
+              "routes": [{"model": "text_embedding", "tier": "bronze", "weights": {"cpu": 100}, "demand_per_s": 1.0}]}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            raw = json.dumps(status).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    clock = Clock()
+    source = ControlStatusHeadroom(f"http://127.0.0.1:{httpd.server_address[1]}", fleet, clock=clock, stale_s=10)
+    live = source.read("text_embedding", "bronze")
+    assert live.spare_rows_per_s and live.spare_rows_per_s > 0 and not live.pause
+    httpd.shutdown()
+    httpd.server_close()  # the control server is SIGKILLed
+    clock.t = 5.0
+    assert source.read("text_embedding", "bronze") == live
+    clock.t = 20.0
+    gone = source.read("text_embedding", "bronze")
+    assert gone.spare_rows_per_s is None and "unreachable" in gone.reason and source.errors == 2

@@ -130,7 +130,8 @@ class ReleaseWatch:
             while len(history.samples) > 2 and history.samples[1].at_s < sample.at_s - self.slow_window_s:
                 history.samples.popleft()
             obs = observe(list(history.samples), sorted({e.pool for e in state.endpoints}),
-                          fast_window_s=self.fast_window_s, slow_window_s=self.slow_window_s)
+                          fast_window_s=self.fast_window_s, slow_window_s=self.slow_window_s,
+                          min_requests=state.spec.thresholds.min_judge_requests)
             if obs is not None:
                 observations[name] = obs
         self.last_observations = observations

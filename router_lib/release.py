@@ -231,8 +231,8 @@ def breach(spec: ReleaseSpec, obs: ReleaseObservation) -> str | None:
         if p.candidate.requests < th.min_judge_requests or p.stable.requests <= 0:
             continue
         for label, pct, cand, stab in (
-            ("p99", th.p99_regression_pct, p.candidate.p99_ms, p.stable.p99_ms),
-            ("p95", th.p95_regression_pct, p.candidate.p95_ms, p.stable.p95_ms),
+            ("p99 latency", th.p99_regression_pct, p.candidate.p99_ms, p.stable.p99_ms),
+            ("p95 latency", th.p95_regression_pct, p.candidate.p95_ms, p.stable.p95_ms),
             ("mean latency", th.mean_regression_pct, p.candidate.mean_ms, p.stable.mean_ms),
         ):
             if _exceeds(cand, stab, pct, th.latency_slack_ms):

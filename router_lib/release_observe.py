@@ -168,15 +168,33 @@ def _window(old: VersionCounters | None, new: VersionCounters | None, slow_old: 
     )
 
 
+def _candidate_requests(sample: ReleaseSample) -> float:
+    return max(sum(c.rq_total for (_, role), c in sample.counters.items() if role == CANDIDATE),
+               sum(c.triton_requests for (_, role), c in sample.counters.items() if role == CANDIDATE))
+
+
+def _fast_base(samples: Sequence[ReleaseSample], now_s: float, window_s: float, min_requests: float) -> ReleaseSample:
+    """The newest sample at least ``window_s`` old whose distance to the newest holds at least
+    ``min_requests`` candidate requests: a window of "the last half second, or the last N
+    requests if that is longer", so a candidate with little traffic is still judged (later)."""
+    newest = _candidate_requests(samples[-1])
+    for s in reversed(samples):
+        if s.at_s <= now_s - window_s and newest - _candidate_requests(s) >= min_requests:
+            return s
+    return samples[0]
+
+
 def observe(samples: Sequence[ReleaseSample], pools: Sequence[str], *, fast_window_s: float,
-            slow_window_s: float, source: str = "watch") -> ReleaseObservation | None:
+            slow_window_s: float, min_requests: float = 0, source: str = "watch") -> ReleaseObservation | None:
     """The observation of the newest sample: requests, errors and mean latency over the last
-    ``fast_window_s``, p95/p99 over ``slow_window_s`` (None until the samples span it), agreement over the fast window (the slow
+    ``fast_window_s`` (longer when that holds fewer than ``min_requests`` candidate requests: up
+    to all the samples kept), p95/p99 over ``slow_window_s`` (None until the samples span it), agreement over the fast window (the slow
     one when the fast one has none).  None with fewer than two samples."""
     if len(samples) < 2:
         return None
     new = samples[-1]
-    fast, slow = _base(samples, new.at_s, fast_window_s), _base(samples, new.at_s, slow_window_s)
+    fast = _fast_base(samples, new.at_s, fast_window_s, min_requests)
+    slow = _base(samples, new.at_s, slow_window_s)
     # Envoy's histograms move only at its stats flush: a window shorter than the slow one could
     # hold requests finished before the release's first sample (a previous release's, say).
     spans = samples[0].at_s <= new.at_s - slow_window_s
@@ -186,8 +204,7 @@ def observe(samples: Sequence[ReleaseSample], pools: Sequence[str], *, fast_wind
                                  slow.counters.get((pool, role)), spans) for role in (STABLE, CANDIDATE)}
         comparisons.append(PoolComparison(pool, windows[STABLE], windows[CANDIDATE]))
     # Envoy's count, or the candidate's own when more (a shadow step: only the comparator asks it)
-    total = max(sum(c.rq_total for (_, role), c in new.counters.items() if role == CANDIDATE),
-                sum(c.triton_requests for (_, role), c in new.counters.items() if role == CANDIDATE))
+    total = _candidate_requests(new)
     agreement, count = None, 0
     for base in (fast, slow):
         n = counter_delta(base.agreement_count, new.agreement_count)

@@ -95,3 +95,12 @@ def test_no_quantiles_until_the_samples_span_the_slow_window() -> None:
     samples = [sample(0.0, 0, 0, 2.0), sample(5.0, 100, 100, 2.0, slow_bucket=10)]
     obs = observe(samples, ["cpu"], fast_window_s=0.5, slow_window_s=10)
     assert obs is not None and obs.pools[0].candidate.p99_ms is None and obs.pools[0].candidate.mean_ms == 2.0
+
+
+def test_a_quiet_candidate_is_judged_over_its_last_requests_not_an_empty_half_second() -> None:
+    samples = [sample(t, 10 * t, 2 * t, 2.0) for t in range(0, 8)]  # 2 candidate requests a second
+    short = observe(samples, ["cpu"], fast_window_s=0.5, slow_window_s=10)
+    judged = observe(samples, ["cpu"], fast_window_s=0.5, slow_window_s=10, min_requests=10)
+    assert short is not None and judged is not None
+    assert short.pools[0].candidate.requests == 2  # the newest sample's second only
+    assert judged.pools[0].candidate.requests == 10  # five seconds back: enough to judge

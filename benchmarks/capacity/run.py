@@ -142,7 +142,7 @@ def step_targets(workload: str, runs: list[dict[str, Any]]) -> list[dict[str, An
     for i, name in enumerate(("scale decision within one control tick of a load step",
                               "SLA restored after a new replica is ready")):
         judged = [t[i] for t in per_run if t[i]["met"] is not None]
-        values = [t[i]["value"] for t in judged]
+        values = [t["value"] for t in judged]
         met = None if not judged else all(t["met"] for t in judged)
         value = (max((v for v in values if isinstance(v, int | float)), default=values[0]) if values else
                  "not judged: " + "; ".join(sorted({t[i]["detail"] for t in per_run})))

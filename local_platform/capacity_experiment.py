@@ -4,12 +4,12 @@ platform of its own (Triton replicas, Envoy, control server), and what each cost
 How it represents a real fleet on one small machine (said in every run file it writes):
 
 * Every pool is emulated in time dilated ``k`` times (``router_lib.domain.dilate``): service times,
-  cold starts and tier bounds x k, arrival times x k.  Emulated replicas sleep for their service
+  tier bounds (and a profile's ``cold_start_s``, 0 in the shipped profiles) x k, arrival times x k.  Emulated replicas sleep for their service
   time and answer with synthetic outputs, so one 2-core machine carries tens of replicas, and each
   replica really adds capacity.  Prices stay per hour of platform time; the ledger counts platform
   time (wall / k).  What it does not show: overheads that do not scale (Envoy, the client, Python)
-  shrink k times in platform terms, and cold starts are this machine's Triton start times x k, not
-  a cloud node's.
+  shrink k times in platform terms, and a replica is ready when its Triton process is: this
+  machine's start time in wall seconds, not a cloud node's minutes.
 * The fleets run side by side on the same arrivals at the same wall-clock instants (one open-loop
   client each), so machine noise hits them alike.
 * Baselines are sized and scaled the same way as the heterogeneous fleet: the same capacity

@@ -95,14 +95,16 @@ def markdown(agg: list[dict[str, Any]], summary: dict[str, Any]) -> str:
              + str(summary.get("load_note") or summary["environment"]["machine"].get("load_average_1m", "not recorded"))
              + ".  ",
              f"Emulation: every pool emulated (synthetic outputs: zeros of the right shape), time dilated "
-             f"x{summary['dilation']:g}: service times, cold starts and tier bounds x{summary['dilation']:g}, arrival "
-             "rates / the same; costs in platform time.  Fleets of one workload ran at the same time on the same "
+             f"x{summary['dilation']:g}: service times and tier bounds x{summary['dilation']:g}, arrival "
+             "rates / the same; costs in platform time; a replica is ready when its Triton process is (this "
+             "machine's start time, seconds of wall time).  Fleets of one workload ran at the same time on the same "
              "arrivals; medians and ranges over the repeats.", "",
              "What this shows: which fleet each decider builds for the same demand, what it costs integrated "
              "over the run, and whether the tiers kept their bounds; all fleets use the same capacity decider, "
-             "windows and bounds. What it does not show: real accelerators, real cold starts (this machine's "
-             "Triton start x40), or real-world durations: a run is a few platform seconds (the demand curve, the "
-             "windows and the cold starts are compressed alike); overheads that do not scale (Envoy, the client) "
+             "windows and bounds. What it does not show: real accelerators, real cold starts (a cloud node's minutes), "
+             "or real-world durations: the demand curve is a 100-s wall \"day\", and the windows (3 s wall) and "
+             "cold starts (seconds) are a few percent of it each, where real ones are a fraction of a percent of a "
+             "real day, so the runs overstate what transitions cost; overheads that do not scale (Envoy, the client) "
              "shrink 40 times in platform terms.", "",
              "Baselines: every single-accelerator fleet is autoscaled by the same decider with the same bounds (1-16 "
              "replicas per pool); an Inferentia fleet serves the tree model on its instances' host CPUs (the model's "

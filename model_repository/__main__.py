@@ -1,4 +1,4 @@
-"""``python -m model_repository add | remove | list``: bring your own ONNX model (docs/onboarding.md).
+"""``python -m model_repository add | remove | list``: bring your own ONNX model (docs/models.md).
 
   add     onboard an ONNX model onto every pool: checks, Triton configs, compile + accuracy gate,
           CPU profile, GPU/Inferentia estimates, registration with the fleet
@@ -51,6 +51,7 @@ def remove(name: str, store: Path, artifacts: Path, profiles: Path) -> list[Path
                   (artifacts / model.accelerated.artifact).with_suffix(".plan")]
     if model.accelerated.torchscript_artifact:
         candidates.append(artifacts / model.accelerated.torchscript_artifact)
+    candidates += [artifacts / f for step in model.host_steps for f in step.files]
     for p in sorted(profiles.glob(f"{name}.*.yaml")) if profiles.is_dir() else []:
         data = yaml.safe_load(p.read_text())
         if isinstance(data, dict) and data.get("model") == name:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         # A process boundary, not an import: profiler is a layer above this package.
         os.execv(sys.executable, [sys.executable, "-m", "profiler.onboarding", *argv])
     ap = argparse.ArgumentParser(prog="python -m model_repository",
-                                 description="Bring your own ONNX model: add, remove, list (docs/onboarding.md)")
+                                 description="Bring your own ONNX model: add, remove, list (docs/models.md)")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("add", help="onboard an ONNX model onto every pool (python -m model_repository add --help)")
 

@@ -24,6 +24,10 @@ busy, so these estimates are optimistic (lower bounds on latency), and they say 
 the accelerator's compiler cannot run is placed on the instance's host CPU: its estimate is the CPU
 pool's measured table, on the assumption that the host's vCPUs run ONNX Runtime as fast as the CPU
 pool's (inf2.xlarge and g5.xlarge have 4 vCPUs, as c7g.xlarge does).
+
+An ensemble's host steps (an image classifier's resize and crop, its label lookup) run on the
+instance's CPU whatever the accelerator: their compute time measured in the CPU profile is added
+to the accelerator's estimate (``host_ms_by_batch``), on the same assumption about the vCPUs.
 """
 
 from __future__ import annotations
@@ -128,7 +132,7 @@ def estimated_latency_ms(basis: AcceleratorBasis, flops_per_item: float, batches
 
 def estimate_document(*, model: str, accelerator: str, max_batch_size: int, flops: FlopCount | None,
                       placement: str, cpu_latency_ms_by_batch: Mapping[int, float], cpu_p99_over_p50: float,
-                      date: str) -> dict[str, Any]:
+                      date: str, host_ms_by_batch: Mapping[int, float] | None = None) -> dict[str, Any]:
     """A profile document (``router_lib.config.load_profile`` format) labelled as an estimate."""
     basis = BASES[accelerator]
     if placement == "host_cpu":
@@ -146,6 +150,12 @@ def estimate_document(*, model: str, accelerator: str, max_batch_size: int, flop
         source = (f"ESTIMATE by `python -m model_repository add`, not a measurement (no {accelerator} here): "
                   f"{flops.flops_per_item / 1e6:.3g} MFLOP per item counted over {flops.counted_nodes} "
                   f"Conv/Gemm/MatMul nodes ({flops.uncounted_nodes} uncounted); basis: {basis.basis}")
+        if host_ms_by_batch:
+            from router_lib.domain import interpolate_latency_ms
+
+            table = {b: round(ms + interpolate_latency_ms(host_ms_by_batch, b), 4) for b, ms in table.items()}
+            source += (f"; plus the host steps' compute measured in {model}.cpu.yaml's run "
+                       f"({dict(sorted(host_ms_by_batch.items()))} ms by batch), which run on the instance's CPU")
         assumption = (f"latency_ms = {basis.fixed_ms} + batch x flops / {basis.effective_tflops} TFLOP/s; rates reached "
                       "by bert-base, so optimistic for small models; replace with a measurement on the hardware or "
                       "the online calibration")

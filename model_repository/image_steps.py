@@ -76,7 +76,7 @@ def preprocess(images: np.ndarray, spec: ImagePreprocess) -> np.ndarray:
         h, w = image.shape[:2]
         scale = target / min(h, w)
         size = (max(spec.width, round(w * scale)), max(spec.height, round(h * scale)))  # PIL: (width, height)
-        resized = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR), dtype=np.float32)
+        resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
         top, left = (resized.shape[0] - spec.height) // 2, (resized.shape[1] - spec.width) // 2
         crop = resized[top:top + spec.height, left:left + spec.width]
         out[i] = ((crop - mean) * inv_std).transpose(2, 0, 1)

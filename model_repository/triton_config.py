@@ -28,6 +28,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from model_repository.definitions import ModelDefinition, TensorSpec
+from model_repository.model_types import HostStep
 from router_lib.domain import Accelerator, PoolSpec, Profile
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -115,8 +116,39 @@ def tokenizer_config(model: ModelDefinition) -> mc.ModelConfig:
     return cfg
 
 
+def host_step_config(model: ModelDefinition, step: HostStep) -> mc.ModelConfig:
+    """An onboarded ensemble's host step: the Python backend over ``python_models/<kind>/model.py``."""
+    cfg = mc.ModelConfig(name=step.name, backend="python", max_batch_size=model.max_batch_size)
+    cfg.input.extend(_tensor(mc.ModelInput, t) for t in step.inputs)
+    cfg.output.extend(_tensor(mc.ModelOutput, t) for t in step.outputs)
+    cfg.dynamic_batching.max_queue_delay_microseconds = 0
+    cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    _params(cfg, **dict(step.parameters))
+    return cfg
+
+
+def _host_ensemble_config(model: ModelDefinition) -> mc.ModelConfig:
+    """preprocess? -> accelerated -> postprocess?, wired by tensor name: a tensor that is one of the
+    model's inputs or outputs keeps its public name, any other flows between steps as ``_<name>``
+    (a step's output may feed the next step and be a public output at once, e.g. class ids)."""
+    public = {t.name for t in (*model.inputs, *model.outputs)}
+    cfg = mc.ModelConfig(name=model.name, platform="ensemble", max_batch_size=model.max_batch_size)
+    cfg.input.extend(_tensor(mc.ModelInput, t) for t in model.inputs)
+    cfg.output.extend(_tensor(mc.ModelOutput, t) for t in model.outputs)
+    for step in (model.preprocess, model.accelerated, model.postprocess):
+        if step is None:
+            continue
+        s = cfg.ensemble_scheduling.step.add(model_name=step.name, model_version=-1)
+        for t in step.inputs:
+            s.input_map[t.name] = t.name if t.name in public else f"_{t.name}"
+        for t in step.outputs:
+            s.output_map[t.name] = t.name if t.name in public else f"_{t.name}"
+    return cfg
+
+
 def ensemble_config(model: ModelDefinition) -> mc.ModelConfig:
-    assert model.tokenizer is not None
+    if model.tokenizer is None:
+        return _host_ensemble_config(model)
     step = model.accelerated
     cfg = mc.ModelConfig(name=model.name, platform="ensemble", max_batch_size=model.max_batch_size)
     cfg.input.extend(_tensor(mc.ModelInput, t) for t in model.inputs)
@@ -170,11 +202,16 @@ def write_model(repo: Path, model: ModelDefinition, target: Target, artifacts: P
         files = {"model.pt": artifacts / step.torchscript_artifact,
                  "model.py": PACKAGE_DIR / "python_models" / "neuron" / "model.py"}
     _write_model(repo, acc_cfg, files)
-    if model.kind == "ensemble":
+    for host in model.host_steps:
+        _write_model(repo, host_step_config(model, host), {
+            "model.py": PACKAGE_DIR / "python_models" / host.kind / "model.py",
+            **{f: artifacts / f for f in host.files}})
+    if model.kind == "ensemble" and not model.host_steps:
         _write_model(repo, tokenizer_config(model), {
             "model.py": PACKAGE_DIR / "python_models" / "tokenizer" / "model.py",
             "tokenizer.json": artifacts / "tokenizer.json",
         })
+    if model.kind == "ensemble":
         _write_model(repo, ensemble_config(model), {})
 
 

@@ -7,7 +7,10 @@ the ONNX file it names is copied into the artifacts folder (``build/models``, ne
 every built artifact) and its sha256 is recorded here, so a missing or changed file is named at
 load time instead of being served.
 
-A description is always a ``single`` model (one accelerated step); ``placement`` says, per
+A description is a ``single`` model (one accelerated step: the ONNX), or an ``ensemble`` of host
+steps around it (``preprocess``, ``postprocess``: e.g. an image classifier taking uint8 photos and
+returning label strings; ``model_types.HostStep``), where ``inputs``/``outputs`` are the public
+tensors and ``accelerated`` the ONNX step's own.  ``placement`` says, per
 accelerator, whether the accelerator's compiler runs it (``accelerator``) or the instance's host CPU
 does (``host_cpu``), with the reason; ``accuracy`` holds the per-output tolerances the accuracy
 gate applies to every compiled variant.
@@ -25,7 +28,14 @@ from typing import Any
 
 import yaml
 
-from model_repository.model_types import DATA_TYPES, AcceleratedStep, ModelDefinition, TensorSpec
+from model_repository.model_types import (
+    DATA_TYPES,
+    HOST_STEP_KINDS,
+    AcceleratedStep,
+    HostStep,
+    ModelDefinition,
+    TensorSpec,
+)
 from router_lib.config import ConfigError, _Reader, read_yaml
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -80,8 +90,17 @@ def description_document(model: ModelDefinition, *, placement: Mapping[str, tupl
     }
     if model.accelerated.torchscript_artifact:
         doc["torchscript_artifact"] = model.accelerated.torchscript_artifact
+    if model.kind == "ensemble":
+        doc["kind"] = "ensemble"
+        doc["accelerated"] = {"name": model.accelerated.name, "inputs": _tensor_docs(model.accelerated.inputs),
+                              "outputs": _tensor_docs(model.accelerated.outputs)}
+        for key, step in (("preprocess", model.preprocess), ("postprocess", model.postprocess)):
+            if step is not None:
+                doc[key] = {"name": step.name, "kind": step.kind, "inputs": _tensor_docs(step.inputs),
+                            "outputs": _tensor_docs(step.outputs), "parameters": dict(step.parameters),
+                            "files": list(step.files)}
     doc["placement"] = {acc: {"runs_on": p, "reason": why} for acc, (p, why) in sorted(placement.items())}
-    floats = {t.name for t in model.outputs if t.data_type in ("TYPE_FP32", "TYPE_FP16")}
+    floats = {t.name for t in model.accelerated.outputs if t.data_type in ("TYPE_FP32", "TYPE_FP16")}
     doc["accuracy"] = {name: ({"atol": t.atol, "rtol": t.rtol} if name in floats else {"min_agreement": t.min_agreement})
                        for name, t in tolerances.items()}
     doc["source"] = dict(source)
@@ -124,7 +143,7 @@ def _tensors(r: _Reader, key: str) -> tuple[TensorSpec, ...]:
 def read_description(path: Path, expected_name: str | None = None) -> tuple[ModelDefinition, dict[str, OutputTolerance]]:
     r = _Reader(path, read_yaml(path))
     r.unknown_keys({"name", "description", "max_batch_size", "inputs", "outputs", "artifact", "torchscript_artifact",
-                    "placement", "accuracy", "source"})
+                    "placement", "accuracy", "source", "kind", "accelerated", "preprocess", "postprocess"})
     name = r.str("name")
     if expected_name is not None and name != expected_name:
         raise ConfigError(path, "name", f"must be {expected_name!r} (the file's name), got {name!r}")
@@ -141,10 +160,26 @@ def read_description(path: Path, expected_name: str | None = None) -> tuple[Mode
         p.unknown_keys({"runs_on", "reason"})
         if p.enum("runs_on", str, list(PLACEMENTS)) == "host_cpu":
             host_cpu.add(acc)
+    kind = r.enum("kind", str, ["single", "ensemble"], default="single")
+    acc_name, acc_inputs, acc_outputs, hosts = name, inputs, outputs, {}
+    if kind == "ensemble":
+        a = r.child("accelerated")
+        a.unknown_keys({"name", "inputs", "outputs"})
+        acc_name, acc_inputs, acc_outputs = a.str("name"), _tensors(a, "inputs"), _tensors(a, "outputs")
+        for key in ("preprocess", "postprocess"):
+            if r.has(key):
+                hosts[key] = _host_step(r.child(key))
+        if not hosts:
+            raise ConfigError(path, "kind", "an ensemble needs a preprocess or postprocess step")
+        _check_wiring(path, inputs, outputs, acc_inputs, acc_outputs, hosts)
+    else:
+        for key in ("accelerated", "preprocess", "postprocess"):
+            if r.has(key):
+                raise ConfigError(path, key, "only an ensemble (kind: ensemble) has steps")
     tolerances = {}
     for out_name in r.mapping("accuracy", default={}):
-        if out_name not in {t.name for t in outputs}:
-            raise ConfigError(path, f"accuracy.{out_name}", f"names no output; outputs: {[t.name for t in outputs]}")
+        if out_name not in {t.name for t in acc_outputs}:
+            raise ConfigError(path, f"accuracy.{out_name}", f"names no output; outputs: {[t.name for t in acc_outputs]}")
         a = r.child("accuracy").child(out_name)
         a.unknown_keys({"atol", "rtol", "min_agreement"})
         agreement = a.float("min_agreement", minimum=0.0, default=1.0)
@@ -152,12 +187,50 @@ def read_description(path: Path, expected_name: str | None = None) -> tuple[Mode
             raise ConfigError(path, f"accuracy.{out_name}.min_agreement", f"must be in [0, 1], got {agreement}")
         tolerances[str(out_name)] = OutputTolerance(a.float("atol", minimum=0.0, default=1e-4),
                                                     a.float("rtol", minimum=0.0, default=1e-3), agreement)
-    step = AcceleratedStep(name=name, artifact=r.str("artifact"), inputs=inputs, outputs=outputs,
+    step = AcceleratedStep(name=acc_name, artifact=r.str("artifact"), inputs=acc_inputs, outputs=acc_outputs,
                            torchscript_artifact=r.str("torchscript_artifact", default=None))
-    model = ModelDefinition(name=name, description=r.str("description"), kind="single",
+    model = ModelDefinition(name=name, description=r.str("description"), kind=kind,
                             max_batch_size=r.int("max_batch_size", minimum=1), inputs=inputs, outputs=outputs,
-                            accelerated=step, host_cpu_on=frozenset(host_cpu), origin=str(path))
+                            accelerated=step, host_cpu_on=frozenset(host_cpu), origin=str(path),
+                            preprocess=hosts.get("preprocess"), postprocess=hosts.get("postprocess"))
     return model, tolerances
+
+
+def _host_step(r: _Reader) -> HostStep:
+    r.unknown_keys({"name", "kind", "inputs", "outputs", "parameters", "files"})
+    params = r.mapping("parameters", default={})
+    if any(not isinstance(v, str) for v in params.values()):
+        raise ConfigError(r.path, f"{r.where}.parameters", "values must be strings (Triton model parameters)")
+    files = r.list("files", default=[])
+    if any(not isinstance(f, str) or "/" in f for f in files):
+        raise ConfigError(r.path, f"{r.where}.files", f"must be file names in the artifacts folder, got {files!r}")
+    name = r.str("name")
+    problem = check_name(name)
+    if problem:
+        raise ConfigError(r.path, f"{r.where}.name", problem)
+    return HostStep(name=name, kind=r.enum("kind", str, list(HOST_STEP_KINDS)), inputs=_tensors(r, "inputs"),
+                    outputs=_tensors(r, "outputs"), parameters=tuple(sorted((str(k), v) for k, v in params.items())),
+                    files=tuple(files))
+
+
+def _check_wiring(path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+                  acc_inputs: tuple[TensorSpec, ...], acc_outputs: tuple[TensorSpec, ...],
+                  hosts: Mapping[str, HostStep]) -> None:
+    """Every step's input is produced upstream (or is a public input) and every public output by
+    some step: the ensemble connects tensors by name (``triton_config.ensemble_config``)."""
+    available = {t.name for t in inputs}
+    pre, post = hosts.get("preprocess"), hosts.get("postprocess")
+    stages = [("preprocess", pre.inputs, pre.outputs)] if pre else []
+    stages.append(("accelerated", acc_inputs, acc_outputs))
+    stages += [("postprocess", post.inputs, post.outputs)] if post else []
+    for label, ins, outs in stages:
+        missing = [t.name for t in ins if t.name not in available]
+        if missing:
+            raise ConfigError(path, label, f"inputs {missing} are produced by no earlier step nor the model's inputs")
+        available |= {t.name for t in outs}
+    missing = [t.name for t in outputs if t.name not in available]
+    if missing:
+        raise ConfigError(path, "outputs", f"{missing} are produced by no step")
 
 
 def load_user_models(store: Path) -> dict[str, ModelDefinition]:

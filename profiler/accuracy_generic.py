@@ -173,16 +173,22 @@ def batch_dependence(path: Path, samples: Mapping[str, np.ndarray], output_names
 def check_for_model(model: ModelDefinition, artifacts: Path,
                     tolerances: Mapping[str, OutputTolerance] | None = None) -> AccuracyCheck:
     """The generic gate for ``model``: its onboarded samples (``<artifacts>/<name>.samples.npz``) or
-    generated ones, against its fp32 artifact, with its onboarded tolerances."""
+    generated ones, against its fp32 artifact, with its onboarded tolerances.  An ensemble's samples
+    are its public inputs: its image preprocessing step turns them into the graph's input first."""
     samples_file = artifacts / f"{model.name}.samples.npz"
     samples = read_samples(samples_file, model.inputs) if samples_file.exists() else generate_samples(model.inputs)
+    if model.preprocess is not None and model.preprocess.kind == "image_preprocess":
+        from model_repository.image_steps import ImagePreprocess, preprocess
+
+        spec = ImagePreprocess.from_parameters(dict(model.preprocess.parameters))
+        samples = {model.accelerated.inputs[0].name: preprocess(samples[model.preprocess.inputs[0].name], spec)}
     if tolerances is None:
         tolerances = {}
         if model.origin != "built-in":
             from model_repository.user_models import read_description
 
             tolerances = read_description(Path(model.origin), expected_name=model.name)[1]
-    names = [t.name for t in model.outputs]
+    names = [t.name for t in model.accelerated.outputs]
     batch = min(model.max_batch_size, 64)
     reference = run_onnx(artifacts / model.accelerated.artifact, samples, names, batch)
     return generic_check(samples, reference, tolerances, batch)

@@ -16,6 +16,11 @@ The pipeline, each step printed as it runs:
    loaded with them to prove the next ``make up`` serves the model (it is routed by tier like the
    built-in ones: the policy reads every profile).
 
+With ``--preprocess image:...`` and/or ``--labels OUTPUT=FILE`` the model becomes an ensemble: a host
+step turns uint8 photos into the graph's float input, another turns class ids into label strings
+(``model_repository.image_steps``).  The accuracy gate still judges the ONNX alone (on the
+preprocessed samples); the CPU profile measures the whole ensemble, photos in, labels out.
+
 Nothing outside the staging folder changes until step 6, and a failure in step 6 removes what it
 wrote: a model is onboarded completely or not at all.  Everything is written under paths the
 caller gives (store, artifacts, profiles), so tests onboard into temporary folders.
@@ -39,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from model_repository.definitions import AcceleratedStep, ModelDefinition, TensorSpec, load_models
+from model_repository.model_types import HostStep
 from model_repository.onnx_inspect import (
     TRITON_TYPES,
     GraphSignature,
@@ -76,6 +82,8 @@ class OnboardRequest:
     torchscript: Path | None = None
     description: str | None = None
     tolerances: dict[str, OutputTolerance] = field(default_factory=dict)
+    preprocess: str | None = None  # "image:mean=M,std=S" (per channel: mean=a/b/c)
+    labels: tuple[str, Path] | None = None  # (the class-id output, the label file)
     replace: bool = False
     profile_warmup_s: float = 0.5
     profile_measure_s: float = 2.0
@@ -91,9 +99,10 @@ class Checked:
     signature: GraphSignature
     onnx_model: Any
     placement: dict[str, tuple[str, str]]
-    samples: dict[str, np.ndarray]
+    samples: dict[str, np.ndarray]  # the ONNX graph's inputs: what the accuracy gate runs
     samples_source: str
     reference: dict[str, np.ndarray]
+    public_samples: dict[str, np.ndarray]  # the model's inputs (= samples unless preprocessed): the profile's payload
 
 
 def say(step: str, message: str) -> None:
@@ -131,24 +140,45 @@ def check_request(req: OnboardRequest) -> Checked:
     for out_name in req.tolerances:
         if out_name not in output_names:
             raise OnboardingError(f"--tolerance {out_name}: the model has no output {out_name!r}; outputs: {output_names}")
+    acc_inputs = tuple(TensorSpec(t.name, TRITON_TYPES[t.elem_type], t.triton_dims) for t in sig.inputs)
+    acc_outputs = tuple(TensorSpec(t.name, TRITON_TYPES[t.elem_type], t.triton_dims) for t in sig.outputs)
+    pre, image_spec = _preprocess_step(req, acc_inputs)
+    post, labels = _labels_step(req, acc_outputs)
+    ensemble = pre is not None or post is not None
     step = AcceleratedStep(
-        name=req.name, artifact=f"{req.name}.onnx",
-        inputs=tuple(TensorSpec(t.name, TRITON_TYPES[t.elem_type], t.triton_dims) for t in sig.inputs),
-        outputs=tuple(TensorSpec(t.name, TRITON_TYPES[t.elem_type], t.triton_dims) for t in sig.outputs),
+        name=f"{req.name}_onnx" if ensemble else req.name, artifact=f"{req.name}.onnx",
+        inputs=acc_inputs, outputs=acc_outputs,
         torchscript_artifact=f"{req.name}.torchscript.pt" if req.torchscript else None,
     )
     placement = placement_for(sig, has_torchscript=req.torchscript is not None)
     model = ModelDefinition(
-        name=req.name, description=req.description or f"onboarded from {req.onnx.name}", kind="single",
-        max_batch_size=max_batch, inputs=step.inputs, outputs=step.outputs, accelerated=step,
-        host_cpu_on=frozenset(a for a, (p, _) in placement.items() if p == "host_cpu"),
-        origin=str(req.store / f"{req.name}.yaml"),
+        name=req.name, description=req.description or f"onboarded from {req.onnx.name}",
+        kind="ensemble" if ensemble else "single", max_batch_size=max_batch,
+        inputs=pre.inputs if pre else acc_inputs, outputs=acc_outputs + (post.outputs if post else ()),
+        accelerated=step, host_cpu_on=frozenset(a for a, (p, _) in placement.items() if p == "host_cpu"),
+        origin=str(req.store / f"{req.name}.yaml"), preprocess=pre, postprocess=post,
     )
+    for composing in model.composing_models:
+        problem = _taken(composing, req.store, req.replace) if composing != req.name else None
+        if problem:
+            raise OnboardingError(f"{problem} (the name of a step of {req.name!r})")
     try:
         if req.inputs is not None:
-            samples, source = read_samples(req.inputs, model.inputs), f"{req.inputs} (given)"
+            public, source = read_samples(req.inputs, model.inputs), f"{req.inputs} (given)"
         else:
-            samples, source = generate_samples(model.inputs), "generated from the input spec (seeded)"
+            public, source = generate_samples(model.inputs), "generated from the input spec (seeded)"
+        if image_spec is not None:
+            from model_repository.image_steps import check_image_batch, preprocess
+
+            assert pre is not None
+            images = public[pre.inputs[0].name]
+            problem = check_image_batch(images)
+            if problem:
+                raise ValueError(f"--inputs {req.inputs}: {pre.inputs[0].name}: {problem}")
+            samples = {acc_inputs[0].name: preprocess(images, image_spec)}
+            source += f", preprocessed by the {pre.name} step"
+        else:
+            samples = public
     except ValueError as e:
         raise OnboardingError(str(e)) from None
     batch = min(max_batch, 64)
@@ -157,7 +187,7 @@ def check_request(req: OnboardRequest) -> Checked:
     except Exception as e:  # noqa: BLE001 - ORT raises its own types; the message is what matters
         raise OnboardingError(f"--onnx {req.onnx}: ONNX Runtime cannot run it on the sample inputs "
                               f"({source}): {str(e).strip().splitlines()[0]}") from None
-    for t in model.outputs:
+    for t in model.accelerated.outputs:
         got = reference[t.name]
         if got.shape[0] != len(next(iter(samples.values()))):
             raise OnboardingError(f"output {t.name!r} has {got.shape[0]} rows for "
@@ -165,20 +195,104 @@ def check_request(req: OnboardRequest) -> Checked:
     dependent = batch_dependence(req.onnx, samples, output_names, batch, req.tolerances)
     if dependent:
         raise OnboardingError(f"--onnx {req.onnx}: {dependent}")
-    return Checked(model, sig, onnx_model, placement, samples, source, reference)
+    if post is not None and labels is not None:
+        ids = reference[post.inputs[0].name]
+        if ids.size and (ids.min() < 0 or ids.max() >= len(labels)):
+            raise OnboardingError(f"--labels {req.labels[1] if req.labels else ''}: names {len(labels)} classes but "
+                                  f"output {post.inputs[0].name!r} returns class ids in {int(ids.min())}..{int(ids.max())} "
+                                  "on the sample inputs")
+    return Checked(model, sig, onnx_model, placement, samples, source, reference, public)
+
+
+def _preprocess_step(req: OnboardRequest, acc_inputs: tuple[TensorSpec, ...]) -> tuple[HostStep | None, Any]:
+    """``--preprocess image:mean=M,std=S``: a host step from uint8 [height, width, 3] photos
+    (``IMAGE``) to the graph's one float [3, H, W] input."""
+    if req.preprocess is None:
+        return None, None
+    from model_repository.image_steps import ImagePreprocess
+
+    kind, _, spec = req.preprocess.partition(":")
+    if kind != "image":
+        raise OnboardingError(f"--preprocess {req.preprocess}: unknown preprocessing {kind!r}; known: image")
+    values: dict[str, tuple[float, ...]] = {"mean": (0.0,), "std": (1.0,)}
+    for part in filter(None, spec.split(",")):
+        key, _, value = part.partition("=")
+        if key not in values:
+            raise OnboardingError(f"--preprocess {req.preprocess}: unknown setting {key!r}; known: mean, std")
+        try:
+            values[key] = tuple(float(v) for v in value.split("/"))
+        except ValueError:
+            raise OnboardingError(f"--preprocess {req.preprocess}: {key} must be a number or three "
+                                  f"numbers a/b/c (per RGB channel), got {value!r}") from None
+        if len(values[key]) not in (1, 3) or (key == "std" and min(values[key]) <= 0):
+            raise OnboardingError(f"--preprocess {req.preprocess}: {key} must be one number or three (a/b/c)"
+                                  + (", all positive" if key == "std" else ""))
+    if len(acc_inputs) != 1 or acc_inputs[0].data_type != "TYPE_FP32" or len(acc_inputs[0].dims) != 3 \
+            or acc_inputs[0].dims[0] != 3 or min(acc_inputs[0].dims[1:]) < 1:
+        got = [f"{t.name} {t.data_type[5:]} {list(t.dims)}" for t in acc_inputs]
+        raise OnboardingError(f"--preprocess image: the graph must take one FLOAT input [batch, 3, H, W] with "
+                              f"fixed H and W (RGB, channels first); it takes {got}")
+
+    def three(v: tuple[float, ...]) -> tuple[float, float, float]:
+        return (v[0], v[0], v[0]) if len(v) == 1 else (v[0], v[1], v[2])
+
+    image_spec = ImagePreprocess(acc_inputs[0].dims[1], acc_inputs[0].dims[2], three(values["mean"]),
+                                 three(values["std"]))
+    step = HostStep(name=f"{req.name}_preprocess", kind="image_preprocess",
+                    inputs=(TensorSpec("IMAGE", "TYPE_UINT8", (-1, -1, 3)),), outputs=acc_inputs,
+                    parameters=tuple(sorted(image_spec.parameters().items())))
+    return step, image_spec
+
+
+def _labels_step(req: OnboardRequest, acc_outputs: tuple[TensorSpec, ...]) -> tuple[HostStep | None, list[str] | None]:
+    """``--labels OUTPUT=FILE``: a host step from the graph's class-id output to label strings (``labels``)."""
+    if req.labels is None:
+        return None, None
+    from model_repository.image_steps import read_labels
+
+    output, path = req.labels
+    ids = next((t for t in acc_outputs if t.name == output), None)
+    if ids is None:
+        raise OnboardingError(f"--labels {output}={path}: the model has no output {output!r}; "
+                              f"outputs: {[t.name for t in acc_outputs]}")
+    if ids.data_type not in ("TYPE_INT64", "TYPE_INT32"):
+        raise OnboardingError(f"--labels {output}={path}: output {output!r} is {ids.data_type[5:]}; class ids "
+                              "must be INT64 or INT32")
+    if "labels" in {t.name for t in acc_outputs}:
+        raise OnboardingError("--labels: the model already has an output named 'labels', which the label step adds")
+    try:
+        labels = read_labels(path)
+    except ValueError as e:
+        raise OnboardingError(str(e)) from None
+    step = HostStep(name=f"{req.name}_labels", kind="class_labels", inputs=(ids,),
+                    outputs=(TensorSpec("labels", "TYPE_STRING", ids.dims),),
+                    parameters=(("labels", f"{req.name}.labels.txt"),), files=(f"{req.name}.labels.txt",))
+    return step, labels
 
 
 # --- 2./3. configs, compile, gate ----------------------------------------------------------------
 
 def write_configs(checked: Checked, out: Path) -> dict[str, str]:
-    from model_repository.triton_config import Target, accelerated_config, to_pbtxt
+    from model_repository.triton_config import (
+        Target,
+        accelerated_config,
+        ensemble_config,
+        host_step_config,
+        to_pbtxt,
+    )
 
     written = {}
+    model = checked.model
     for kind, instances in (("cpu", 1), ("gpu", 1), ("inferentia", 2)):
         target = Target(kind, instances=instances)
-        path = out / "triton" / kind / checked.model.name / "config.pbtxt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(to_pbtxt(accelerated_config(checked.model, target)))
+        configs = [accelerated_config(model, target), *(host_step_config(model, h) for h in model.host_steps)]
+        if model.kind == "ensemble":
+            configs.append(ensemble_config(model))
+        for cfg in configs:
+            path = out / "triton" / kind / cfg.name / "config.pbtxt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(to_pbtxt(cfg))
+        path = out / "triton" / kind / model.name / "config.pbtxt"
         where = "host CPU" if kind in checked.model.host_cpu_on else kind
         written[kind] = f"{path.relative_to(out)} (runs on: {where})"
     return written
@@ -225,7 +339,11 @@ def compile_inferentia(checked: Checked) -> Variant:
 
 # --- 4./5. profiles ------------------------------------------------------------------------------
 
-def cpu_profile(req: OnboardRequest, checked: Checked, staging: Path, progress: Callable[[str], None]) -> dict[str, Any]:
+def cpu_profile(req: OnboardRequest, checked: Checked, staging: Path,
+                progress: Callable[[str], None]) -> tuple[dict[str, Any], dict[int, float]]:
+    """-> the CPU profile document and, for an ensemble, its host steps' measured compute per
+    request by batch size (concurrency 1): the part every accelerator's instance still runs on
+    its CPU, which the accelerator estimates add."""
     from tqdm import tqdm
 
     from profiler.bench import SweepPlan
@@ -247,10 +365,16 @@ def cpu_profile(req: OnboardRequest, checked: Checked, staging: Path, progress: 
     finally:
         bar.close()
     progress(f"p50 ms by batch {run.document['latency_ms_by_batch']}")
-    return run.document
+    hosts = [h.name for h in checked.model.host_steps]
+    host_ms = {p.batch_size: round(sum(p.server[h].compute_ms for h in hosts), 3)
+               for p in run.points if p.concurrency == 1 and hosts}
+    if host_ms:
+        progress(f"host steps {hosts}: compute ms per request by batch {host_ms}")
+    return run.document, host_ms
 
 
-def estimates(checked: Checked, cpu_doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def estimates(checked: Checked, cpu_doc: dict[str, Any],
+              host_ms: dict[int, float] | None = None) -> dict[str, dict[str, Any]]:
     from model_repository.estimates import count_flops, estimate_document
 
     flops = count_flops(checked.onnx_model)
@@ -259,6 +383,7 @@ def estimates(checked: Checked, cpu_doc: dict[str, Any]) -> dict[str, dict[str, 
                                    flops=flops, placement=checked.placement[acc][0],
                                    cpu_latency_ms_by_batch=cpu_doc["latency_ms_by_batch"],
                                    cpu_p99_over_p50=float(cpu_doc["p99_over_p50"]),
+                                   host_ms_by_batch=host_ms or None,
                                    date=time.strftime("%Y-%m-%d", time.gmtime()))
             for acc in ("gpu", "inferentia")}
 
@@ -300,7 +425,7 @@ def register(req: OnboardRequest, checked: Checked, staging: Path, profiles: dic
     written: list[Path] = []
     try:
         req.artifacts.mkdir(parents=True, exist_ok=True)
-        for f in (f"{name}.onnx", f"{name}.torchscript.pt", f"{name}.samples.npz"):
+        for f in (f"{name}.onnx", f"{name}.torchscript.pt", f"{name}.samples.npz", f"{name}.labels.txt"):
             if (staging / f).exists():
                 dst = req.artifacts / f
                 shutil.copy2(staging / f, dst)
@@ -312,7 +437,7 @@ def register(req: OnboardRequest, checked: Checked, staging: Path, profiles: dic
                 write_profile(path, doc)
             else:
                 _write_estimate(path, doc)
-        tolerances = {t.name: req.tolerances.get(t.name, OutputTolerance()) for t in checked.model.outputs}
+        tolerances = {t.name: req.tolerances.get(t.name, OutputTolerance()) for t in checked.model.accelerated.outputs}
         import hashlib
 
         doc = description_document(checked.model, placement=checked.placement, tolerances=tolerances, source={
@@ -369,7 +494,9 @@ def onboard(req: OnboardRequest) -> dict[str, Any]:
         shutil.copy2(req.onnx, staging / f"{req.name}.onnx")
         if req.torchscript:
             shutil.copy2(req.torchscript, staging / f"{req.name}.torchscript.pt")
-        np.savez(staging / f"{req.name}.samples.npz", **checked.samples)
+        np.savez(staging / f"{req.name}.samples.npz", **checked.public_samples)
+        if req.labels is not None:
+            shutil.copy2(req.labels[1], staging / f"{req.name}.labels.txt")
         configs = timed("2/6 configs", lambda: write_configs(checked, staging))
         for kind, line in configs.items():
             say("2/6 configs", f"{kind}: {line}")
@@ -390,8 +517,9 @@ def onboard(req: OnboardRequest) -> dict[str, Any]:
         if fp32.status != ACCEPTED:
             raise OnboardingError(f"the fp32 model fails its own accuracy gate ({fp32.detail}): "
                                   "ONNX Runtime is not deterministic on it")
-        cpu_doc = timed("4/6 CPU profile", lambda: cpu_profile(req, checked, staging, lambda m: say("4/6 CPU profile", m)))
-        estimated = timed("5/6 estimates", lambda: estimates(checked, cpu_doc))
+        cpu_doc, host_ms = timed("4/6 CPU profile",
+                                 lambda: cpu_profile(req, checked, staging, lambda m: say("4/6 CPU profile", m)))
+        estimated = timed("5/6 estimates", lambda: estimates(checked, cpu_doc, host_ms))
         for acc, doc in estimated.items():
             say("5/6 estimates", f"{acc}: {doc['latency_ms_by_batch']} ms ({doc['provenance']['source'][:90]}...)")
         report: dict[str, Any] = {
@@ -436,6 +564,14 @@ def _tolerance(text: str) -> tuple[str, OutputTolerance]:
     return name, OutputTolerance(**values)
 
 
+def _labels(text: str) -> tuple[str, Path]:
+    """``OUTPUT=FILE``."""
+    output, sep, path = text.partition("=")
+    if not sep or not output or not path:
+        raise argparse.ArgumentTypeError(f"expected OUTPUT=FILE (the class-id output and a label file), got {text!r}")
+    return output, Path(path)
+
+
 def default_profiles_dir(fleet: Path) -> Path:
     import yaml
 
@@ -447,7 +583,7 @@ def default_profiles_dir(fleet: Path) -> Path:
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     from model_repository.definitions import user_models_dir
 
-    a = sub.add_parser("add", help="onboard an ONNX model onto every pool (see docs/onboarding.md)")
+    a = sub.add_parser("add", help="onboard an ONNX model onto every pool (see docs/models.md)")
     a.add_argument("--name", required=True, help="model name: a-z, 0-9, '_' (the name clients call)")
     a.add_argument("--onnx", type=Path, required=True, help="the model: one .onnx file with a dynamic batch axis")
     a.add_argument("--max-batch-size", type=int, help=f"largest batch Triton forms (default {DEFAULT_MAX_BATCH})")
@@ -456,6 +592,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     a.add_argument("--description", help="one line for `list` and the description file")
     a.add_argument("--tolerance", type=_tolerance, action="append", default=[],
                    help="per-output gate, OUTPUT=atol:X,rtol:Y,min_agreement:Z (repeatable)")
+    a.add_argument("--preprocess", metavar="image:mean=M,std=S",
+                   help="serve as an ensemble whose host step takes uint8 [height, width, 3] photos (input IMAGE), "
+                        "resizes, centre-crops to the graph's [3, H, W] and applies (x - mean) / std; mean/std one "
+                        "number or a/b/c per RGB channel")
+    a.add_argument("--labels", type=_labels, metavar="OUTPUT=FILE",
+                   help="add a host step that turns the class ids of OUTPUT into names from FILE (line k names "
+                        "class k), returned as output 'labels'")
     a.add_argument("--replace", action="store_true", help="onboard again over an onboarded model of that name")
     a.add_argument("--fleet", type=Path, default=ROOT / "fleet.yaml", help="fleet whose pools will serve it")
     a.add_argument("--profiles", type=Path, help="profiles folder (default: the fleet file's)")
@@ -472,6 +615,7 @@ def request_from(args: argparse.Namespace) -> OnboardRequest:
         profiles=args.profiles or default_profiles_dir(args.fleet), fleet=args.fleet,
         max_batch_size=args.max_batch_size, inputs=args.inputs, torchscript=args.torchscript,
         description=args.description, tolerances=dict(args.tolerance), replace=args.replace,
+        preprocess=args.preprocess, labels=args.labels,
         profile_measure_s=args.profile_measure_s, profile_warmup_s=args.profile_warmup_s,
     )
 

@@ -90,3 +90,24 @@ def tree_ensemble() -> onnx.ModelProto:
     clf = DecisionTreeClassifier(max_depth=8, random_state=0).fit(x.astype(np.float32), y)
     return to_onnx(clf, x[:1].astype(np.float32), options={id(clf): {"zipmap": False}},
                    target_opset={"": 17, "ai.onnx.ml": 3})
+
+
+def tiny_image_classifier(classes: int = 4, side: int = 16) -> onnx.ModelProto:
+    """image float [batch, 3, side, side] -> 1x1 conv to ``classes`` channels, global average pool,
+    softmax, top-2: ``scores`` float [batch, 2] and ``class_ids`` int64 [batch, 2]."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((classes, 3, 1, 1)).astype(np.float32), "W")
+    k = numpy_helper.from_array(np.array([2], dtype=np.int64), "K")
+    shape = numpy_helper.from_array(np.array([0, classes], dtype=np.int64), "S")
+    nodes = [helper.make_node("Conv", ["image", "W"], ["conv"]),
+             helper.make_node("GlobalAveragePool", ["conv"], ["pooled"]),
+             helper.make_node("Reshape", ["pooled", "S"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+             helper.make_node("TopK", ["probs", "K"], ["scores", "class_ids"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "tiny_image",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [BATCH, 3, side, side])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [BATCH, 2]),
+         helper.make_tensor_value_info("class_ids", TensorProto.INT64, [BATCH, 2])],
+        [w, k, shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

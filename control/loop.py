@@ -122,8 +122,9 @@ class ControlLoop:
         # Called with every release action (start, advance, rollback, ...), under the tick lock:
         # keep them fast (metrics, a log line).
         self.release_listeners: list[Callable[[ReleaseAction], None]] = []
-        # Called with seconds from a fast-path release decision to every stream's ACK of it.
+        # Called with seconds from a fast-path release decision to its snapshot handed to the sink.
         self.release_push_observers: list[Callable[[float], None]] = []
+        self._handed_at = 0.0
 
     # -- views (never block) -------------------------------------------------------------------
     @property
@@ -332,6 +333,7 @@ class ControlLoop:
         the version split) and persist it.  Caller holds ``_tick_lock``."""
         view = self._view
         result = self._publish(view.replicas, view.routes, book)
+        self._handed_at = time.perf_counter()
         if result.problems:
             return result
         self._states = replace(self._states, releases=book)
@@ -353,8 +355,9 @@ class ControlLoop:
 
     def releases_observed(self, observations: Mapping[str, ReleaseObservation]) -> list[ReleaseAction]:
         """The fast path: step the observed releases now (not at the next tick) and, when one
-        acts (a rollback above all), publish at once, then wait for the data plane's ACK and report
-        decision -> ACK to ``release_push_observers``.  -> the actions taken."""
+        acts (a rollback above all), publish at once, and report decision -> snapshot handed to
+        the ADS server to ``release_push_observers`` (the ADS server measures send -> ACK itself:
+        ``xds_push_to_ack_seconds``).  -> the actions taken."""
         with self._tick_lock:
             decided = time.perf_counter()
             book, actions = step_book(self._states.releases, observations, self.wall_clock())
@@ -365,10 +368,9 @@ class ControlLoop:
             result = self._apply_releases(book, actions)
         if result.problems:
             log.error("release actions not published: %s", "; ".join(result.problems))
-        elif result.pushed and result.version is not None and self.release_push_observers:
-            if self.sink.wait_acked(result.version, 2.0):
-                for observe in self.release_push_observers:
-                    observe(time.perf_counter() - decided)
+        elif result.pushed:
+            for observe in self.release_push_observers:
+                observe(self._handed_at - decided)
         return actions
 
     def start_release(self, spec: ReleaseSpec, endpoints: list[CandidateEndpoint], timeout_s: float = 5.0,

@@ -7,7 +7,8 @@ Metrics (on the control server's registry, served at ``/metrics``):
 * ``release_actions_total{release, model, kind}``: start, advance, promote, rollback, pause, ...;
 * ``release_rollbacks_total{release, model}``: automatic rollbacks (an alert can fire on its rate);
 * ``release_last_rollback_unix_s{release, model}``;
-* ``release_push_to_ack_seconds``: a fast-path decision (a rollback) to every ADS stream's ACK.
+* ``release_decision_to_publish_seconds``: a fast-path decision (a rollback) to its snapshot handed
+  to the ADS server (which measures send -> ACK itself: ``xds_push_to_ack_seconds``).
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ class ReleaseMetrics:
                                  ["release", "model"], registry=registry)
         self.last_rollback = Gauge("release_last_rollback_unix_s", "When the release was last rolled back",
                                    ["release", "model"], registry=registry)
-        self.push_to_ack = Histogram("release_push_to_ack_seconds",
-                                     "Fast-path release decision (a rollback) to every ADS stream's ACK",
+        self.to_publish = Histogram("release_decision_to_publish_seconds",
+                                    "Fast-path release decision (a rollback) to its snapshot handed to the ADS server",
                                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
                                      registry=registry)
         for state in (book or ReleaseBook()).releases.values():
@@ -74,4 +75,4 @@ class ReleaseMetrics:
             self.last_rollback.labels(action.release, model).set(action.at_s)
 
     def push_observed(self, seconds: float) -> None:
-        self.push_to_ack.observe(seconds)
+        self.to_publish.observe(seconds)

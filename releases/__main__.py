@@ -1,6 +1,7 @@
 """``python -m releases``: start and steer canary releases through the control server's admin API.
 
     python -m releases start release.yaml --endpoint cpu=127.0.0.1:9100:9101:9102 [--admin URL]
+        [--preflight STABLE_PROFILE.yaml:CANDIDATE_PROFILE.yaml ...]   (the pre-flight gate)
     python -m releases status [NAME] [--json]
     python -m releases pause|resume|promote|abort NAME [--note TEXT]
     python -m releases comparator --stable HOST:PORT --candidate HOST:PORT [--port N]   (shadow mode)
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("start", parents=[common], help="validate a release spec and start it")
     s.add_argument("spec")
     s.add_argument("--endpoint", action="append", default=[], help="POOL=HOST:HTTP:GRPC[:METRICS] of a candidate replica")
+    s.add_argument("--preflight", action="append", default=[], metavar="STABLE.yaml:CANDIDATE.yaml",
+                   help="profiles (python -m profiler) of stable and candidate on a pool; a regression stops the release")
     s.add_argument("--comparator", default="", help="HOST:PORT of the shadow comparator (spec with shadow.mirror_percent)")
     cmp = sub.add_parser("comparator", help="run the shadow comparator (the target of Envoy's mirroring)")
     cmp.add_argument("--stable", action="append", required=True, help="HOST:HTTP_PORT of a stable replica")
@@ -99,6 +102,21 @@ def main(argv: list[str] | None = None) -> int:
             endpoints = [parse_endpoint(e) for e in args.endpoint]
             if not endpoints:
                 raise CliError("start needs at least one --endpoint (a candidate replica)")
+            if args.preflight:
+                from pathlib import Path
+
+                from releases.preflight import preflight
+
+                pairs = []
+                for text in args.preflight:
+                    stable, sep, cand = text.partition(":")
+                    if not sep or not stable or not cand:
+                        raise CliError(f"--preflight {text!r}: expected STABLE_PROFILE.yaml:CANDIDATE_PROFILE.yaml")
+                    pairs.append((Path(stable), Path(cand)))
+                gate = preflight(spec, pairs)
+                print(gate.report)
+                if not gate.passed:
+                    return 1
             answer = call(args.admin, "POST", "/releases/start",
                           {"spec": spec.to_json(), "endpoints": [e.to_json() for e in endpoints],
                            "comparator": args.comparator})

@@ -7,8 +7,10 @@ single keep-alive client sends bronze requests one at a time (closed loop) in bl
 mirroring off (no release in force) and on (a shadow-only release: step 0, every request of every
 tier mirrored), so slow drifts of the machine hit both sides alike.  Two comparator modes:
 
-* ``mirror_only``: the comparator answers every mirror and compares nothing: Envoy's own cost of
-  copying the request (the target: <= 0.2 ms added at p50);
+* ``mirror_only``: every request mirrored; the comparator answers every mirror and compares
+  nothing: Envoy's cost of copying the request plus the comparator's HTTP handling on the same
+  two cores (the target: <= 0.2 ms added at p50);
+* ``mirror_only_10pct``: the same with 10% of the requests mirrored (a typical shadow share);
 * ``mirror_and_compare``: every mirror is compared (two more inferences on this same 2-core
   machine): what a comparator sharing the machine costs, reported as measured.
 """
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             block(url, bodies, 200)  # warm-up
             k = 0
-            for mode, workers in (("mirror_only", 0), ("mirror_and_compare", 2)):
+            for mode, workers, share in (("mirror_only", 0, 100), ("mirror_only_10pct", 0, 10),
+                                         ("mirror_and_compare", 2, 100)):
                 comparator = Comparator(stable, [f"127.0.0.1:{e.http_port}" for e in candidate.endpoints()],
                                         workers=workers, queue_size=64 if workers else 1).start()
                 on, off, mirrored = [], [], 0.0
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                 start_release(platform, {
                                     "name": name, "model": MODEL, "stable": {"version": 1}, "candidate": {"version": 2},
                                     "steps": [0, 100], "step": {"min_time_s": 3600, "min_requests": 10},
-                                    "shadow": {"mirror_percent": 100},
+                                    "shadow": {"mirror_percent": share},
                                     "thresholds": {"min_agreement": None, "mean_regression_pct": None,
                                                    "p95_regression_pct": None, "p99_regression_pct": None}},
                                     candidate, comparator.address)
@@ -121,7 +124,11 @@ alternated); figure = median over pairs of (p50 on - p50 off), range in brackets
         f"{statistics.median(r['p50_off_ms']):.3f} ms | {statistics.median(r['p50_on_ms']):.3f} ms | "
         f"{r['mirrored_per_request']:.2f} |" for mode, r in results.items()) + f"""
 
-Target (Envoy's mirroring, `mirror_only`): <= 0.2 ms added at p50: **{'met' if only['added_p50_ms'] <= 0.2 else 'MISSED'}**.
+Target (mirroring every request, `mirror_only`): <= 0.2 ms added at p50: **{'met' if only['added_p50_ms'] <= 0.2 else 'MISSED'}**
+(10% mirrored: {'met' if results['mirror_only_10pct']['added_p50_ms'] <= 0.2 else 'MISSED'}).
+On this machine the client, Envoy (2 worker threads), the stable Triton replica and the comparator
+(a Python HTTP server) share two cores: part of the added time is the comparator's CPU, which a
+comparator on its own machine would not take from the live path.
 `mirror_and_compare` runs the comparator's two extra inferences per request on the same 2-core
 machine as the stable replica and the client: that is CPU contention, not the mirror's cost, and it
 goes away with a comparator (and candidate) on their own machines.

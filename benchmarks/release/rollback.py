@@ -46,21 +46,27 @@ OUT = ROOT / "benchmarks" / "results" / "release"
 FAULTS = ({"delay_ms": 150.0}, {"perturb": 1.0})
 
 
-def push_histogram(platform: Any) -> tuple[float, float]:
-    """(sum, count) of the control server's ``release_push_to_ack_seconds``."""
+def push_counters(platform: Any) -> dict[str, float]:
+    """Sums and counts of the control server's decision -> publish and ADS send -> ACK histograms."""
     text = urllib.request.urlopen(f"{platform.admin_url}/metrics", timeout=5).read().decode()  # noqa: S310
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
-              if line.startswith(("release_push_to_ack_seconds_sum", "release_push_to_ack_seconds_count"))}
-    return values.get("release_push_to_ack_seconds_sum", 0.0), values.get("release_push_to_ack_seconds_count", 0.0)
+    wanted = ("release_decision_to_publish_seconds_sum", "release_decision_to_publish_seconds_count",
+              "xds_push_to_ack_seconds_sum", "xds_push_to_ack_seconds_count")
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith(wanted)}
 
 
-def wait_push(platform: Any, before: tuple[float, float]) -> float:
-    """Seconds of the one push recorded since ``before`` (decision -> ACK, measured by the server)."""
+def wait_push(platform: Any, before: dict[str, float]) -> tuple[float, float]:
+    """(decision -> snapshot handed to the ADS server, ADS send -> Envoy's ACK) of the rollback,
+    both measured by the control server, from the counters' increase since ``before``."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        now = push_histogram(platform)
-        if now[1] > before[1]:
-            return (now[0] - before[0]) / (now[1] - before[1])
+        now = push_counters(platform)
+        parts = []
+        for name in ("release_decision_to_publish_seconds", "xds_push_to_ack_seconds"):
+            n = now.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
+            if n > 0:
+                parts.append((now[f"{name}_sum"] - before.get(f"{name}_sum", 0.0)) / n)
+        if len(parts) == 2:
+            return parts[0], parts[1]
         time.sleep(0.02)
     raise TimeoutError("the control server recorded no push for the rollback")
 
@@ -100,7 +106,7 @@ def run(rollbacks: int, bronze_rate: float, workdir: Path) -> dict[str, Any]:
             time.sleep(1.5)  # the watcher's windows fill with the healthy candidate
             assert release(platform, name)["phase"] == "running", release(platform, name)
             rate = sum(1 for a in load.snapshot() if a.ok and a.version == "2" and a.at_s >= time.time() - 1.0)
-            pushes_before = push_histogram(platform)
+            pushes_before = push_counters(platform)
             injected = time.time()
             candidate.inject(**fault)
             at_zero = wait_for(lambda: not envoy_routes_name_version(platform, "2"), 10, "the rollback in Envoy")
@@ -109,12 +115,13 @@ def run(rollbacks: int, bronze_rate: float, workdir: Path) -> dict[str, Any]:
             event = next((e for e in r["events"] if e["kind"] == "rollback"), None)
             if event is None:
                 raise RuntimeError(f"round {i}: the candidate left Envoy's routes without a rollback: {r}")
-            push_s = wait_push(platform, pushes_before)
+            to_publish_s, send_to_ack_s = wait_push(platform, pushes_before)
+            push_s = to_publish_s + send_to_ack_s
             rounds.append({
                 "round": i, "fault": "latency" if "delay_ms" in fault else "wrong_outputs",
                 "candidate_rate_per_s": rate, "detect_s": event["at_unix_s"] - injected,
                 "push_upper_bound_s": at_zero - event["at_unix_s"], "total_s": at_zero - injected,
-                "push_to_ack_s": push_s,
+                "push_to_ack_s": push_s, "decision_to_publish_s": to_publish_s, "send_to_ack_s": send_to_ack_s,
                 "reason": r["rollback_reason"],
             })
             print(f"[{i + 1}/{rollbacks}] {rounds[-1]['fault']}: candidate {rate} req/s, detect "
@@ -211,9 +218,11 @@ What is real and what is not: every process is real (tritonserver 2.51 from nvid
 1.40, the control server, the comparator); the model is the real scikit-learn digits classifier
 through ONNX Runtime on this machine's CPU; the faults are injected into the candidate's Python
 model (a sleep, or shifted labels), which is how a slow or a wrong export would look from outside.
-"Weight push" is measured by the control server itself, from the rollback decision (under its lock)
-to every ADS stream's ACK of the new snapshot (Envoy ACKs a route configuration once it applied
-it); "fault -> 0% in Envoy" ends when a 5 ms poll of Envoy's admin ``config_dump`` no longer shows
+"Weight push" is measured by the control server itself: the rollback decision (under its lock) to
+the new snapshot handed to the ADS server (`release_decision_to_publish_seconds`), plus the ADS
+server's own send -> ACK of the changed route configuration (`xds_push_to_ack_seconds`; Envoy ACKs
+a route configuration once it applied it); the state file is written after the push and is not in
+the figure; "fault -> 0% in Envoy" ends when a 5 ms poll of Envoy's admin ``config_dump`` no longer shows
 the candidate in the route (the benchmark's own clock, an upper bound by the poll period and the
 admin call, which the busy machine sometimes delays).  The detection floor is the watcher's 50 ms poll plus the fast window
 (0.5 s of requests, at least 10 candidate requests to judge); the sub-second figure does not hold

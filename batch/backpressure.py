@@ -19,8 +19,10 @@ Two signals, because neither is enough alone:
    back per round.  A batch whose latency passes half the per-try timeout shrinks the batch size,
    so batches stay inside the timeout; fast ones let it grow back to the model's maximum.
 
-The throttle's in-flight limit is also capped by the spare capacity: at ``latency`` seconds per
-request of ``batch`` rows, ``ceil(spare x latency / batch)`` requests in flight use the spare.
+The spare capacity is what the batch takes: requests are paced so that rows/s stays at it (a
+request of ``n`` rows leaves ``n / spare`` seconds after the one before), batches hold at most
+one second of it, and the in-flight limit is capped at ``ceil(spare x latency / batch)``.  The
+throttle starts at one request in flight (slow start) and grows from there.
 """
 
 from __future__ import annotations
@@ -158,6 +160,9 @@ class ThrottleSettings:
     # A pause for a stricter tier's measured p99 that has not brought it back within this long
     # is not the batch's doing (the tier misses without it): go on at one request in flight.
     guard_max_pause_s: float = 45.0
+    # Requests are paced so the batch's rows/s stays at the spare capacity, in batches of at most
+    # this many seconds of it.
+    pace_s: float = 1.0
 
 
 class Throttle:
@@ -168,7 +173,7 @@ class Throttle:
         self.s = settings
         self.clock = clock
         self.rng = rng or random.Random()
-        self.limit = float(max(1, settings.max_in_flight // 2))
+        self.limit = 1.0  # slow start: one request in flight until the first answers come back
         self.batch = settings.max_batch
         self.in_flight = 0
         self.backoff_s = 0.0
@@ -178,6 +183,7 @@ class Throttle:
         self.pressure_events = 0
         self.last_decrease_at = float("-inf")
         self.guard_paused_since: float | None = None
+        self.next_send_at = 0.0  # pacing: rows/s kept at the spare capacity
         self._cond = threading.Condition()
 
     # -- the cap ------------------------------------------------------------------------------
@@ -193,6 +199,14 @@ class Throttle:
         if h.spare_rows_per_s is not None and self.latency_s > 0:
             limit = min(limit, max(1, math.ceil(h.spare_rows_per_s * self.latency_s / max(1, self.batch))))
         return min(limit, self.s.max_in_flight)
+
+    def batch_size(self) -> int:
+        """Rows for the next request: the AIMD batch, and no more than ``pace_s`` of spare capacity
+        (a 32-row burst on a pool with 5 rows/s to spare is a latency spike for whoever shares it)."""
+        spare = self.headroom.spare_rows_per_s
+        if spare is None or self.headroom.pause:
+            return self.batch
+        return max(self.s.min_batch, min(self.batch, int(spare * self.s.pace_s)))
 
     def set_headroom(self, headroom: Headroom) -> None:
         with self._cond:
@@ -210,8 +224,12 @@ class Throttle:
         """Wait for a permit; False if ``stop`` was set first."""
         with self._cond:
             while not stop.is_set():
-                if self.in_flight < self.allowed() and self.clock() >= self.resume_at:
+                now = self.clock()
+                if self.in_flight < self.allowed() and now >= self.resume_at and now >= self.next_send_at:
                     self.in_flight += 1
+                    spare = self.headroom.spare_rows_per_s
+                    if spare:  # the next request leaves once this one's rows fit in the spare rate
+                        self.next_send_at = max(now, self.next_send_at) + self.batch_size() / spare
                     return True
                 self._cond.wait(poll_s)
             return False

@@ -26,7 +26,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import requests
 
@@ -92,7 +93,20 @@ class ControlStatusHeadroom:
         self.stale_s = stale_s
         self.clock = clock
         self._last: dict[tuple[str, str], tuple[float, Headroom]] = {}
+        self._lag: dict[tuple[str, str], float] = {}
         self.errors = 0
+
+    def _with_known_lag(self, status: dict[str, Any]) -> dict[str, Any]:
+        """An idle pool reports no lag (nothing ran in the window): keep the last one it measured,
+        or a paused batch would see the profile's full rate, resume at it, and overrun the pool."""
+        for p in status.get("pools", []):
+            for model, m in (p.get("metrics") or {}).items():
+                key = (p["name"], model)
+                if m.get("request_rate_per_s") and m.get("emulation_lag_ms") is not None:
+                    self._lag[key] = float(m["emulation_lag_ms"])
+                elif key in self._lag:
+                    m["emulation_lag_ms"] = self._lag[key]
+        return status
 
     def read(self, model: str, tier: str) -> Headroom:
         try:
@@ -103,6 +117,7 @@ class ControlStatusHeadroom:
             if seen and self.clock() - seen[0] <= self.stale_s:
                 return seen[1]
             return Headroom(None, False, f"control plane unreachable ({type(e).__name__}): AIMD only")
+        status = self._with_known_lag(status)
         h = spare_capacity(status, model=model, tier=tier, throughput_per_replica=self.throughput,
                            max_utilisation=self.max_utilisation, total_weight=self.total_weight,
                            tier_bounds_ms=self.tier_bounds_ms, full_batch_ms=self.full_batch_ms)
@@ -144,8 +159,7 @@ class Worker:
             if model not in self.throttles:
                 t = self.settings.throttle
                 max_batch = min(t.max_batch, self.models[model].max_batch_size)
-                self.throttles[model] = Throttle(ThrottleSettings(t.max_in_flight, max_batch, t.min_batch,
-                                                                  t.per_try_timeout_s, t.backoff_min_s, t.backoff_max_s))
+                self.throttles[model] = Throttle(replace(t, max_batch=max_batch))
             return self.throttles[model]
 
     # -- run --------------------------------------------------------------------------------
@@ -209,7 +223,7 @@ class Worker:
                 throttle.set_headroom(h)
         if not throttle.acquire(self.stop_event):
             return None
-        claim = self.store.claim(worker=self.worker_id, max_rows=throttle.batch, lease_s=self.settings.lease_s,
+        claim = self.store.claim(worker=self.worker_id, max_rows=throttle.batch_size(), lease_s=self.settings.lease_s,
                                  models=(model,))
         if claim is None:
             throttle.release()
@@ -222,8 +236,9 @@ class Worker:
             answers: list[RowAnswer] = []
             usage: dict[str, PoolUsage] = {}
             rows = list(claim.rows)
-            for start in range(0, len(rows), max(1, throttle.batch)):  # a store's work item may exceed the batch
-                got, used = self._answer_rows(client, model, claim, rows[start:start + max(1, throttle.batch)], throttle)
+            size = throttle.batch_size()
+            for start in range(0, len(rows), size):  # a store's work item may exceed the batch
+                got, used = self._answer_rows(client, model, claim, rows[start:start + size], throttle)
                 if got is None:
                     self.store.release(claim, back_pressure=used is None)
                     return

@@ -44,21 +44,23 @@ def render(summary: dict[str, Any]) -> str:
         "(with the control plane's headroom) works a job; (c) a saturating bronze-only run (the worker",
         "alone, no gold, AIMD only). Spare capacity = (c) minus the gold request rate measured in (b).",
         "",
-        "| repeat | gold p99 alone (ms) | gold p99 with job (ms) | gold failed | job rows/s | bronze-only rows/s | spare rows/s | job / spare |",
-        "|---|---|---|---|---|---|---|---|",
+        "| repeat | gold p99 alone (ms) | gold p99 with job (ms) | gold failed | job rows/s | bronze-only rows/s | spare rows/s | job / spare | load avg 1m (a / b / c) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(reps, 1):
         a, b = r["gold_alone"], r["gold_with_job"]
         ratio = "-" if r["job_over_spare"] is None else f"{r['job_over_spare']:.2f}"
         lines.append(f"| {i} | {a['p99_ms']} | {b['p99_ms']} | {a['failed']} / {b['failed']} | {b['job_rows_per_s']} | "
-                     f"{r['bronze_only_rows_per_s']} | {r['spare_rows_per_s']} | {ratio} |")
+                     f"{r['bronze_only_rows_per_s']} | {r['spare_rows_per_s']} | {ratio} | "
+                     f"{a.get('load_average_1m', '-')} / {b.get('load_average_1m', '-')} / "
+                     f"{r.get('bronze_only_load_average_1m', '-')} |")
     if reps:
         lines += [
             f"| **median (min-max)** | {_spread([r['gold_alone']['p99_ms'] for r in reps])} | "
             f"{_spread([r['gold_with_job']['p99_ms'] for r in reps])} | | "
             f"{_spread([r['gold_with_job']['job_rows_per_s'] for r in reps])} | "
             f"{_spread([r['bronze_only_rows_per_s'] for r in reps])} | {_spread([r['spare_rows_per_s'] for r in reps])} | "
-            f"{_spread([r['job_over_spare'] for r in reps if r['job_over_spare'] is not None])} |",
+            f"{_spread([r['job_over_spare'] for r in reps if r['job_over_spare'] is not None])} | |",
             "",
             "![gold p99](gold_p99.png) ![throughput vs spare](throughput_vs_spare.png)",
             "",

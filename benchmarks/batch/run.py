@@ -99,7 +99,7 @@ def gold_window(platform: LocalPlatform, rps: float, window_s: float, seed: int)
     result = run_open_loop(platform.describe()["http_endpoint"], [Phase(window_s, rps)],
                            [RouteMix("text_embedding", "gold", 1.0)], seed=seed, workers=16)
     ok = [r.latency_ms for r in result.records if r.ok]
-    return {"requests": len(result.records), "failed": len(result.failed), "p99_ms": round(p99(ok), 2),
+    return {"load_average_1m": round(os.getloadavg()[0], 2), "requests": len(result.records), "failed": len(result.failed), "p99_ms": round(p99(ok), 2),
             "p50_ms": round(statistics.median(ok), 2) if ok else None,
             "rate_per_s": round(len(result.records) / window_s, 3),
             "pools": sorted({r.pool for r in result.records if r.pool})}
@@ -140,6 +140,7 @@ def side_by_side(platform: LocalPlatform, store_dir: Path, args: argparse.Namesp
             stop(worker)
         spare = max(0.0, saturating - with_job["rate_per_s"])
         repeats.append({"gold_alone": alone, "gold_with_job": with_job, "bronze_only_rows_per_s": round(saturating, 2),
+                        "bronze_only_load_average_1m": round(os.getloadavg()[0], 2),
                         "spare_rows_per_s": round(spare, 2),
                         "job_over_spare": round(with_job["job_rows_per_s"] / spare, 3) if spare else None})
         say(f"  saturating bronze-only {saturating:.1f} rows/s; spare {spare:.1f}; job/spare "

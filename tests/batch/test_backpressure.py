@@ -179,3 +179,24 @@ def test_slow_halves_the_in_flight_limit_on_each_reading():
     t.set_headroom(Headroom(100.0, False, "gold near", slow=True))
     t.set_headroom(Headroom(100.0, False, "gold near", slow=True))
     assert t.limit == 2
+
+
+def test_requests_are_paced_to_the_spare_rows_per_second_in_small_batches():
+    t, clock = throttle(max_in_flight=8)
+    t.limit = 8
+    t.set_headroom(Headroom(8.0, False, "8 rows/s spare"))
+    assert t.batch_size() == 8, "at most one second of the spare per request"
+    go = threading.Event()
+    assert t.acquire(go)
+    stop = threading.Event()
+    stop.set()
+    assert not t.acquire(stop), "the next request waits for the first one's rows to fit in the rate"
+    clock.t += 1.0
+    assert t.acquire(go)
+    t.set_headroom(Headroom(None, False, "unknown"))
+    assert t.batch_size() == 32
+
+
+def test_the_throttle_starts_with_one_request_in_flight():
+    t, _ = throttle(max_in_flight=8)
+    assert t.allowed() == 1

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -61,9 +62,20 @@ def serve(args: argparse.Namespace) -> int:
         coordination_api, core_api = cluster_apis(kubeconfig=args.kubeconfig)
         if args.state_configmap is not None:
             store = ConfigMapStateStore(core_api, namespace=args.k8s_namespace, name=args.state_configmap)
+    metrics = clock = None
+    if args.metrics_source == "prometheus":
+        from control.metrics_prometheus import PrometheusApiSource
+
+        # Every Envoy and every Triton, as Prometheus scrapes them (not the one Envoy a Service
+        # URL happens to reach). Its queries take wall-clock instants, so the loop's clock is one.
+        metrics = PrometheusApiSource(args.prometheus_url, window_s=args.prometheus_window_s, composing=composing,
+                                      triton_job=args.prometheus_triton_job)
+        clock = time.time
     controller = wire_local(
         fleet=fleet,
         store=store,
+        metrics=metrics,
+        clock=clock,
         xds=xds,
         discovery=discovery,
         runtime_path=args.runtime,
@@ -160,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--xds-port", type=int, default=18000)
     s.add_argument("--admin-port", type=int, default=18001)
     s.add_argument("--envoy-metrics-url", default=None, help="Envoy admin /stats/prometheus URL")
+    s.add_argument("--metrics-source", choices=("scrape", "prometheus"), default="scrape",
+                   help="scrape Triton replicas and --envoy-metrics-url directly, or query --prometheus-url "
+                        "(every Envoy and Triton it scrapes: what a cluster with several Envoys needs)")
+    s.add_argument("--prometheus-url", default=None, help="Prometheus HTTP API base URL (--metrics-source=prometheus)")
+    s.add_argument("--prometheus-window-s", type=float, default=30.0, help="rate() window of the Prometheus queries")
+    s.add_argument("--prometheus-triton-job", default="triton", help="the job label of Triton's scrape targets")
     s.add_argument("--http-port", type=int, default=8000, help="Envoy's KServe v2 HTTP listener")
     s.add_argument("--grpc-port", type=int, default=8001, help="Envoy's KServe v2 gRPC listener")
     s.add_argument("--interval-s", type=float, default=1.0)
@@ -178,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.discovery == "runtime-file" and args.runtime is None:
         ap.error("--runtime is required with --discovery=runtime-file")
+    if args.metrics_source == "prometheus" and not args.prometheus_url:
+        ap.error("--metrics-source=prometheus needs --prometheus-url")
     if (args.state is None) == (args.state_configmap is None):
         ap.error("give exactly one of --state (a file) and --state-configmap")
     if args.lease_file is not None and args.k8s_lease is not None:

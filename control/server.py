@@ -9,7 +9,7 @@ it EndpointSlice discovery (``control.discovery_k8s``) behind the same port.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from control.leadership import ElectedLoop
 from control.loop import ControlLoop
 from control.metrics_export import ControlPlaneMetrics
 from control.metrics_scrape import ScrapeSource
-from control.ports import ReplicaActuator, ReplicaDiscovery, StateStore
+from control.ports import MetricsSource, ReplicaActuator, ReplicaDiscovery, StateStore
 from control.route_sink_xds import XdsRouteSink
 from control.state_store_file import FileStateStore
 from control.status import render_status
@@ -101,11 +101,14 @@ def dataplane_settings(fleet: Fleet, policy: PolicySettings, **overrides: Any) -
 def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state_path: Path | None,
                composing: Mapping[str, str], envoy_metrics_url: str | None, dataplane: DataPlaneSettings,
                policy: PolicySettings, registry: CollectorRegistry, desired_path: Path | None = None,
-               discovery: ReplicaDiscovery | None = None, store: StateStore | None = None) -> ControlServer:
+               discovery: ReplicaDiscovery | None = None, store: StateStore | None = None,
+               metrics: MetricsSource | None = None, clock: Callable[[], float] | None = None) -> ControlServer:
     """The local wiring.  With ``desired_path`` the capacity decider's counts are written there for
     the local supervisor to follow; without it the fleet is fixed (and says so).  ``discovery``
     replaces the runtime file (in a cluster: ``control.discovery_k8s.EndpointSliceDiscovery``), ``store``
-    the state file (in a cluster: ``control.lease_k8s.ConfigMapStateStore``)."""
+    the state file (in a cluster: ``control.lease_k8s.ConfigMapStateStore``), ``metrics`` the direct
+    scrape (in a cluster: ``control.metrics_prometheus.PrometheusApiSource``, every Envoy's and
+    Triton's series, queried at wall-clock times: pass ``clock=time.time`` with it)."""
     if discovery is None:
         if runtime_path is None:
             raise ValueError("replica discovery: give a runtime file or another ReplicaDiscovery")
@@ -120,12 +123,13 @@ def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state
     loop = ControlLoop(
         fleet=fleet,
         discovery=discovery,
-        metrics=ScrapeSource({}, envoy_metrics_url, composing=composing, signals=DECIDER_SIGNALS),
+        metrics=metrics or ScrapeSource({}, envoy_metrics_url, composing=composing, signals=DECIDER_SIGNALS),
         sink=sink,
         store=store,
         actuator=actuator,
         settings=policy,
         observer=ControlPlaneMetrics(registry, fleet, policy),
         capacity=CapacitySettings(**fleet.autoscaling, policy=policy),  # type: ignore[arg-type]
+        **({"clock": clock} if clock is not None else {}),
     )
     return ControlServer(fleet, loop, sink, registry)

@@ -369,6 +369,26 @@ def control_server_problems(docs: Sequence[Doc]) -> list[str]:
     return problems + control_plane_ha_problems(statefulset, flags, rules)
 
 
+def fleet_signal_problems(docs: Sequence[Doc]) -> list[str]:
+    """The deciders see every Envoy and Triton: through Prometheus, with Triton's job the one queried."""
+    (statefulset,) = find(docs, "StatefulSet", "xds-control")
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    if flags.get("metrics-source") != "prometheus" or not flags.get("prometheus-url"):
+        return ["control server: reads Envoy's stats from one URL, i.e. whichever Envoy the Service picks; "
+                "use --metrics-source=prometheus (every Envoy and Triton)"]
+    job = flags.get("prometheus-triton-job", "triton")
+    problems = []
+    for monitor in find(docs, "ServiceMonitor", "triton"):
+        label = monitor["spec"].get("jobLabel")
+        services = [s for s in find(docs, "Service") if s["metadata"]["name"].startswith("triton-")]
+        jobs = {(s["metadata"].get("labels") or {}).get(label) if label else s["metadata"]["name"] for s in services}
+        if jobs != {job}:
+            problems.append(f"ServiceMonitor triton gives Triton's targets job {sorted(map(str, jobs))}, "
+                            f"but the control server queries job={job!r}")
+    return problems
+
+
 def control_plane_ha_problems(statefulset: Doc, flags: Mapping[str, str], rules: Sequence[Doc]) -> list[str]:
     """Two or more control servers, one Lease, one shared record the Role lets them write."""
     problems = []

@@ -282,3 +282,17 @@ def test_grafana_has_no_default_password(tf, tmp_path: Path) -> None:
     default = tf_with(tmp_path, "addons.tf", 'name  = "grafana.adminPassword"', 'name  = "grafana.ingress.enabled"')
     assert blockers.grafana_password_problems(default) == [
         "kube-prometheus-stack: Grafana keeps the chart's default admin password (prom-operator)"]
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_the_deciders_read_every_envoy_and_triton_through_prometheus(env: str, documents) -> None:
+    assert blockers.fleet_signal_problems(documents[env]) == []
+
+
+def test_reading_one_envoy_or_the_wrong_triton_job_is_refused(documents) -> None:
+    def one_envoy(statefulset: dict) -> None:
+        statefulset["spec"]["template"]["spec"]["containers"][0]["args"].remove("--metrics-source=prometheus")
+    problems = blockers.fleet_signal_problems(edited(documents["prod"], "StatefulSet", "xds-control", one_envoy))
+    assert problems and "whichever Envoy the Service picks" in problems[0]
+    docs = edited(documents["prod"], "ServiceMonitor", "triton", lambda m: m["spec"].pop("jobLabel"))
+    assert "job ['triton-cpu', 'triton-gpu', 'triton-inferentia']" in blockers.fleet_signal_problems(docs)[0]

@@ -37,6 +37,11 @@ def status_table(status: dict[str, Any]) -> str:
     for r in status["routes"]:
         ws = "  ".join(f"{pool}={w}" for pool, w in sorted(r["weights"].items()))
         lines.append(f"  {r['model']:<18} {r['tier']:<7} {ws}")
+    for rel in status.get("releases") or []:  # canary releases (docs/releases.md)
+        shares = ", ".join(f"{t} {p:g}%" for t, p in rel["candidate_weight_pct"].items())
+        why = rel.get("rollback_reason") or rel.get("holding") or rel.get("reason") or ""
+        lines.append(f"release {rel['name']}: {rel['model']} v{rel['stable_version']} -> v{rel['candidate_version']} "
+                     f"{rel['phase']} stage {rel['stage']}/{rel['last_stage']}: candidate {shares}" + (f" ({why})" if why else ""))
     lines.append(f"snapshot {status.get('snapshot_version')}; last error: {status.get('last_error') or 'none'}")
     lines.append("EMULATED pools are real Triton processes on this CPU timed to the accelerator's profile.")
     return "\n".join(lines)

@@ -295,10 +295,12 @@ class Command(enum.StrEnum):
 def apply_command(state: ReleaseState, command: Command, now_s: float, note: str = ""
                   ) -> tuple[ReleaseState, list[ReleaseAction]]:
     """An operator's command.  ``ReleaseCommandError`` when it does not apply (a finished release
-    cannot be resumed; only a paused one can).  Resume restarts the step's clock and request
+    cannot be resumed; only a paused one can; a promoted one can only be aborted: a revert to the
+    stable version, whose replicas still run).  Resume restarts the step's clock and request
     count: time spent paused does not count towards the step."""
     by = f" ({note})" if note else ""
-    if state.phase.finished:
+    reverting = command == Command.ABORT and state.phase == Phase.PROMOTED
+    if state.phase.finished and not reverting:
         raise ReleaseCommandError(f"release {state.spec.name} is {state.phase.value}: {command.value} does not apply")
     if command == Command.PAUSE:
         if state.phase == Phase.PAUSED:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,11 @@ def start_release(platform: LocalPlatform, spec: dict[str, Any], candidate: Cand
                        "comparator": comparator}).encode()
     request = urllib.request.Request(f"{platform.admin_url}/releases/start", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310 (our own server)
-        return json.loads(r.read())  # type: ignore[no-any-return]
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310 (our own server)
+            return json.loads(r.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"release start refused ({e.code}): {e.read().decode(errors='replace')}") from None
 
 
 def release(platform: LocalPlatform, name: str) -> dict[str, Any]:

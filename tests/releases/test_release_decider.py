@@ -167,6 +167,10 @@ def test_manual_promote_and_abort_and_what_does_not_apply() -> None:
         apply_command(d.state, Command.RESUME, d.now)
     with pytest.raises(ReleaseCommandError, match="is aborted: pause does not apply"):
         apply_command(aborted, Command.PAUSE, d.now)
+    with pytest.raises(ReleaseCommandError, match="is promoted: resume does not apply"):
+        apply_command(promoted, Command.RESUME, d.now)
+    reverted, _ = apply_command(promoted, Command.ABORT, d.now, "revert")
+    assert reverted.phase == Phase.ABORTED and set(reverted.weights_bp().values()) == {0}
 
 
 def test_a_restart_mid_step_resumes_at_the_same_step_with_the_time_and_requests_already_spent() -> None:

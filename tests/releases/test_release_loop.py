@@ -151,7 +151,9 @@ def test_commands_and_what_they_refuse() -> None:
     loop.release_command("emb-v2", Command.PROMOTE, "looks good")
     assert all(sink.candidate_share(t) == 1.0 for t in ("bronze", "silver", "gold"))
     with pytest.raises(ReleaseCommandError, match="is promoted"):
-        loop.release_command("emb-v2", Command.ABORT)
+        loop.release_command("emb-v2", Command.PAUSE)
+    loop.release_command("emb-v2", Command.ABORT, "revert")  # a promoted release can be reverted
+    assert all(sink.candidate_share(t) == 0.0 for t in ("bronze", "silver", "gold"))
 
 
 def test_the_admin_api_names_what_is_wrong() -> None:

@@ -149,3 +149,17 @@ def test_each_unfit_ensemble_request_gets_its_error_and_writes_nothing(dirs, cha
         onboard(_request(dirs, **kw))
     assert message in str(e.value)
     assert {k: _tree(v) for k, v in dirs.items()} == before
+
+
+def test_an_accelerator_estimate_adds_the_host_steps_measured_time():
+    from model_repository.estimates import FlopCount, estimate_document
+
+    common = {"model": "m", "accelerator": "gpu", "max_batch_size": 16, "flops": FlopCount(7.7e8, 50, 0),
+              "placement": "accelerator", "cpu_latency_ms_by_batch": {1: 15.0, 16: 350.0}, "cpu_p99_over_p50": 1.5,
+              "date": "2026-11-29"}
+    bare = estimate_document(**common)
+    with_host = estimate_document(**common, host_ms_by_batch={1: 2.0, 16: 32.0})
+    assert with_host["latency_ms_by_batch"][1] == pytest.approx(bare["latency_ms_by_batch"][1] + 2.0)
+    assert with_host["latency_ms_by_batch"][8] == pytest.approx(bare["latency_ms_by_batch"][8] + 16.0)  # interpolated
+    assert "host steps' compute measured in m.cpu.yaml" in with_host["provenance"]["source"]
+    assert with_host["provenance"]["source"].startswith("ESTIMATE")

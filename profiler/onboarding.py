@@ -111,23 +111,27 @@ def say(step: str, message: str) -> None:
 
 # --- 1. check ------------------------------------------------------------------------------------
 
-def _taken(name: str, store: Path, replace: bool) -> str | None:
+def _taken(name: str, store: Path, replacing: str | None) -> str | None:
+    """Why ``name`` cannot be a new Triton model's name, or None.  ``replacing``: the onboarded
+    model being onboarded again (``--replace``), whose own name and steps are free."""
     models = load_models(user_dir=store)
     composing = {step: m for m, d in models.items() for step in d.composing_models}
-    if name in composing:
-        return f"model name {name!r} is already taken: a step of the built-in model {composing[name]!r}"
-    if name in models:
+    if name in composing and composing[name] != replacing:
+        owner = composing[name]
+        kind = "built-in" if models[owner].origin == "built-in" else "onboarded"
+        return f"model name {name!r} is already taken: a step of the {kind} model {owner!r}"
+    if name in models and name != replacing:
         if models[name].origin == "built-in":
             return f"model name {name!r} is already taken by a built-in model (model_repository/models.yaml)"
-        if not replace:
-            return (f"model name {name!r} is already taken by an onboarded model ({models[name].origin}); "
-                    f"pass --replace to onboard it again, or `python -m model_repository remove {name}` first")
+        return (f"model name {name!r} is already taken by an onboarded model ({models[name].origin}); "
+                f"pass --replace to onboard it again, or `python -m model_repository remove {name}` first")
     return None
 
 
 def check_request(req: OnboardRequest) -> Checked:
     """Step 1, with no side effect: ``OnboardingError`` names everything wrong."""
-    problem = check_name(req.name) or _taken(req.name, req.store, req.replace)
+    replacing = req.name if req.replace else None
+    problem = check_name(req.name) or _taken(req.name, req.store, replacing)
     if problem:
         raise OnboardingError(problem)
     max_batch = DEFAULT_MAX_BATCH if req.max_batch_size is None else req.max_batch_size
@@ -159,7 +163,7 @@ def check_request(req: OnboardRequest) -> Checked:
         origin=str(req.store / f"{req.name}.yaml"), preprocess=pre, postprocess=post,
     )
     for composing in model.composing_models:
-        problem = _taken(composing, req.store, req.replace) if composing != req.name else None
+        problem = _taken(composing, req.store, replacing) if composing != req.name else None
         if problem:
             raise OnboardingError(f"{problem} (the name of a step of {req.name!r})")
     try:

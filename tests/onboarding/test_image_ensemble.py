@@ -163,3 +163,14 @@ def test_an_accelerator_estimate_adds_the_host_steps_measured_time():
     assert with_host["latency_ms_by_batch"][8] == pytest.approx(bare["latency_ms_by_batch"][8] + 16.0)  # interpolated
     assert "host steps' compute measured in m.cpu.yaml" in with_host["provenance"]["source"]
     assert with_host["provenance"]["source"].startswith("ESTIMATE")
+
+
+def test_a_step_name_of_an_onboarded_ensemble_is_taken_but_replace_frees_its_own(dirs):
+    checked = check_request(_request(dirs))
+    write_description(dirs["store"], description_document(checked.model, placement=checked.placement,
+                                                          tolerances={}, source={}))
+    with pytest.raises(OnboardingError, match="'tiny_image_onnx' is already taken: a step of the onboarded model "
+                                              "'tiny_image'"):
+        check_request(OnboardRequest("tiny_image_onnx", dirs["inputs"] / "tiny.onnx", dirs["store"],
+                                     dirs["artifacts"], dirs["profiles"]))
+    assert check_request(_request(dirs, replace=True)).model.kind == "ensemble"

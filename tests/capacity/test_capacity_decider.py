@@ -147,14 +147,17 @@ def test_min_and_max_bound_the_desired_replicas(demand: float, bounds: tuple[int
 
 def test_a_pool_goes_to_zero_draining_and_comes_back_from_zero() -> None:
     f = make_fleet()
-    low, high, low_again = run(f, [{"gold": 50}, {"gold": 600}, {"gold": 50}], QUIET)
+    low, high, high_ready, low_again = run(f, [{"gold": 50}, {"gold": 600}, {"gold": 600}, {"gold": 50}], QUIET)
     # 60 req/s: one cpu ($0.20) meets gold; the gpu empties, draining in the same tick.
     assert low.desired() == {"cpu": 1, "gpu": 0}
     assert (low.pools["gpu"].kind, low.pools["gpu"].draining, low.pools["gpu"].routable) == (R.TO_ZERO, True, False)
     assert low.routable_ready()["gpu"] == 0
-    # 720 req/s: one gpu ($1.00) beats nine cpus ($1.80): the gpu comes back, the cpu empties.
-    assert high.desired() == {"cpu": 0, "gpu": 1}
+    # 720 req/s: one gpu ($1.00) beats nine cpus ($1.80): the gpu comes back; the cpu, which
+    # carries the load until then, stays (make before break) and empties once the gpu is ready.
+    assert high.desired() == {"cpu": 1, "gpu": 1}
     assert (high.pools["gpu"].kind, high.pools["gpu"].draining) == (R.FROM_ZERO, False)
+    assert high.pools["cpu"].kind is R.STABILISING and "waits for gpu to be ready" in high.pools["cpu"].reason
+    assert high_ready.desired() == {"cpu": 0, "gpu": 1}
     assert low_again.pools["cpu"].kind is R.FROM_ZERO
 
 
@@ -192,7 +195,9 @@ def test_a_re_plan_keeps_the_running_mix_unless_the_other_saves_more_than_the_st
     # 700 req/s x 1.2 = 840: one gpu + one cpu ($1.20) or two gpus ($2.00) or 11 cpus ($2.20).
     # With 11 cpus running, starting one gpu costs 0.5 x $1.00 on top ($1.70): still cheaper.
     f = make_fleet((("cpu", 11, 0, 20), ("gpu", 0, 0, 10)))
-    d, _ = decide_capacity(inputs(f, {"gold": 700}, {"cpu": 11, "gpu": 0}), None, 0.0)
+    d, state = decide_capacity(inputs(f, {"gold": 700}, {"cpu": 11, "gpu": 0}), None, 0.0)
+    assert d.desired() == {"cpu": 11, "gpu": 1}  # the cpus carry the load until the gpu is ready
+    d, _ = decide_capacity(inputs(f, {"gold": 700}, {"cpu": 11, "gpu": 1}), state, 1.0)
     assert d.desired() == {"cpu": 1, "gpu": 1}
     # Near-equal mixes: cpu $0.20 x 5 = $1.00 against one gpu $1.00 for 384 req/s (320 x 1.2):
     # the running kind wins both ways.

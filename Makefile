@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
 include deploy/deploy.mk
-.PHONY: help setup system-deps models test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
+.PHONY: help setup system-deps models samples test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -68,6 +68,10 @@ profile-check: setup ## profiler throughput vs a plain tritonclient loop at the 
 
 benchmark-foundation: setup ## CPU pool: Triton vs raw ONNX Runtime throughput
 	$(PY) -m benchmarks.foundation.triton_vs_ort
+
+samples: $(VENV_STAMP) ## build the models to onboard (digits CNN, pretrained EfficientNet-Lite0; cached in build/samples)
+	$(PY) -m model_repository.sample_cnn --out build/samples
+	$(PY) -m model_repository.sample_efficientnet --out build/samples
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build

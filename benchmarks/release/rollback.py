@@ -87,9 +87,13 @@ def run(rollbacks: int, bronze_rate: float, workdir: Path) -> dict[str, Any]:
     stable = [f"127.0.0.1:{r.http_port}" for r in platform.supervisor.replicas()]
     comparator = Comparator(stable, [f"127.0.0.1:{e.http_port}" for e in candidate.endpoints()]).start()
     load = digits_load(platform, bronze=bronze_rate, silver=5, gold=5)
-    rounds = []
+    rounds: list[dict[str, Any]] = []
+    false_rollbacks: list[str] = []
     try:
-        for i in range(rollbacks):
+        i = 0
+        while len(rounds) < rollbacks:
+            if len(false_rollbacks) > rollbacks // 4:
+                raise RuntimeError(f"too many rollbacks of a healthy candidate: {false_rollbacks}")
             fault = FAULTS[i % len(FAULTS)]
             candidate.inject()
             name = f"rb-{i}"
@@ -104,7 +108,12 @@ def run(rollbacks: int, bronze_rate: float, workdir: Path) -> dict[str, Any]:
             }, candidate, comparator.address)
             wait_for(lambda: envoy_routes_name_version(platform, "2"), 10, "the candidate in Envoy's routes")
             time.sleep(1.5)  # the watcher's windows fill with the healthy candidate
-            assert release(platform, name)["phase"] == "running", release(platform, name)
+            healthy = release(platform, name)
+            if healthy["phase"] != "running":  # rolled back before any fault: a false positive, counted
+                false_rollbacks.append(f"{name}: {healthy['reason']}")
+                print(f"[{name}] rolled back while healthy: {healthy['reason']}", flush=True)
+                i += 1
+                continue
             rate = sum(1 for a in load.snapshot() if a.ok and a.version == "2" and a.at_s >= time.time() - 1.0)
             pushes_before = push_counters(platform)
             injected = time.time()
@@ -118,25 +127,27 @@ def run(rollbacks: int, bronze_rate: float, workdir: Path) -> dict[str, Any]:
             to_publish_s, send_to_ack_s = wait_push(platform, pushes_before)
             push_s = to_publish_s + send_to_ack_s
             rounds.append({
-                "round": i, "fault": "latency" if "delay_ms" in fault else "wrong_outputs",
+                "round": len(rounds), "fault": "latency" if "delay_ms" in fault else "wrong_outputs",
                 "candidate_rate_per_s": rate, "detect_s": event["at_unix_s"] - injected,
                 "push_upper_bound_s": at_zero - event["at_unix_s"], "total_s": at_zero - injected,
                 "push_to_ack_s": push_s, "decision_to_publish_s": to_publish_s, "send_to_ack_s": send_to_ack_s,
                 "reason": r["rollback_reason"],
             })
-            print(f"[{i + 1}/{rollbacks}] {rounds[-1]['fault']}: candidate {rate} req/s, detect "
+            print(f"[{len(rounds)}/{rollbacks}] {rounds[-1]['fault']}: candidate {rate} req/s, detect "
                   f"{rounds[-1]['detect_s'] * 1000:.0f} ms, push {push_s * 1000:.1f} ms (seen <= "
                   f"{rounds[-1]['push_upper_bound_s'] * 1000:.0f} ms), "
                   f"total {rounds[-1]['total_s'] * 1000:.0f} ms", flush=True)
             candidate.inject()
             time.sleep(0.5)  # the slow candidate's queue drains before the next round
+            i += 1
     finally:
         load.stop()
         comparator.stop()
         candidate.stop()
         platform.stop()
     failures = load.failures()
-    return {"rounds": rounds, "client_requests": len(load.snapshot()), "client_failures": len(failures),
+    return {"rounds": rounds, "false_rollbacks": false_rollbacks,
+            "client_requests": len(load.snapshot()), "client_failures": len(failures),
             "failure_examples": [f.detail for f in failures[:5]]}
 
 
@@ -180,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "candidate_rate_per_s": spread([float(r["candidate_rate_per_s"]) for r in rounds]),
         "by_fault": {f: spread([r["total_s"] for r in rounds if r["fault"] == f]) for f in ("latency", "wrong_outputs")},
         "client_requests": result["client_requests"], "client_failures": result["client_failures"],
+        "healthy_rounds_rolled_back": result["false_rollbacks"],
         "targets": {"total_p99_le_1s": quantile(totals, 0.99) <= 1.0,
                     "push_p99_le_50ms": quantile([r["push_to_ack_s"] for r in rounds], 0.99) <= 0.05,
                     "candidate_rate_ge_20": min(r["candidate_rate_per_s"] for r in rounds) >= 20,
@@ -208,6 +220,9 @@ Candidate live request rate in the second before each fault: median
 By fault: latency p50 {ms(summary['by_fault']['latency']['p50'])} ms / p99 {ms(summary['by_fault']['latency']['p99'])} ms;
 wrong outputs p50 {ms(summary['by_fault']['wrong_outputs']['p50'])} ms / p99 {ms(summary['by_fault']['wrong_outputs']['p99'])} ms.
 Client requests: {summary['client_requests']}, failed: {summary['client_failures']}.
+Healthy candidates rolled back before their fault (false positives, each round then repeated):
+{len(summary["healthy_rounds_rolled_back"])} of {len(rounds) + len(summary['healthy_rounds_rolled_back'])} rounds
+{'(' + '; '.join(summary['healthy_rounds_rolled_back']) + ')' if summary['healthy_rounds_rolled_back'] else ''}.
 
 Targets: p99 fault -> 0% <= 1 s: **{'met' if summary['targets']['total_p99_le_1s'] else 'MISSED'}**;
 push <= 50 ms (p99): **{'met' if summary['targets']['push_p99_le_50ms'] else 'MISSED'}**;

@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     t, d, p, a = summary["total_s"], summary["detect_s"], summary["push_upper_bound_s"], summary["push_to_ack_s"]
     ms1 = lambda s: f"{s * 1000:.1f}"  # noqa: E731
     args_rate = args.bronze_rate
+    false = summary["healthy_rounds_rolled_back"]
+    false_text = f"{len(false)} of {len(rounds) + len(false)} rounds" + (f" ({'; '.join(false)})" if false else "")
     md = f"""# Automatic rollback: fault injected -> candidate at 0% in Envoy
 
 {len(rounds)} rollbacks on one run (half latency faults, +150 ms per execution; half wrong outputs,
@@ -221,8 +223,7 @@ By fault: latency p50 {ms(summary['by_fault']['latency']['p50'])} ms / p99 {ms(s
 wrong outputs p50 {ms(summary['by_fault']['wrong_outputs']['p50'])} ms / p99 {ms(summary['by_fault']['wrong_outputs']['p99'])} ms.
 Client requests: {summary['client_requests']}, failed: {summary['client_failures']}.
 Healthy candidates rolled back before their fault (false positives, each round then repeated):
-{len(summary["healthy_rounds_rolled_back"])} of {len(rounds) + len(summary['healthy_rounds_rolled_back'])} rounds
-{'(' + '; '.join(summary['healthy_rounds_rolled_back']) + ')' if summary['healthy_rounds_rolled_back'] else ''}.
+{false_text}.
 
 Targets: p99 fault -> 0% <= 1 s: **{'met' if summary['targets']['total_p99_le_1s'] else 'MISSED'}**;
 push <= 50 ms (p99): **{'met' if summary['targets']['push_p99_le_50ms'] else 'MISSED'}**;

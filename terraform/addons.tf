@@ -36,39 +36,6 @@ resource "helm_release" "aws_load_balancer_controller" {
   })]
 }
 
-resource "helm_release" "kube_prometheus_stack" {
-  name             = "kube-prometheus-stack"
-  namespace        = "monitoring"
-  create_namespace = true
-  repository       = "https://prometheus-community.github.io/helm-charts"
-  chart            = "kube-prometheus-stack"
-  version          = "65.1.1"
-  values = [yamlencode({
-    prometheus = {
-      prometheusSpec = {
-        # Pick up the platform's ServiceMonitors and PrometheusRule in any namespace.
-        serviceMonitorSelectorNilUsesHelmValues = false
-        ruleSelectorNilUsesHelmValues           = false
-        retention                               = "15d"
-      }
-    }
-    grafana = {
-      sidecar = { dashboards = { enabled = true, label = "grafana_dashboard", searchNamespace = "ALL", folderAnnotation = "grafana_folder" } }
-    }
-  })]
-  # Not the chart's well-known default ("prom-operator"): a random password, kept in the chart's
-  # Secret kube-prometheus-stack-grafana (`make open-grafana` says how to read it).
-  set_sensitive {
-    name  = "grafana.adminPassword"
-    value = random_password.grafana_admin.result
-  }
-}
-
-resource "random_password" "grafana_admin" {
-  length  = 32
-  special = false
-}
-
 resource "helm_release" "keda" {
   name             = "keda"
   namespace        = "keda"

@@ -105,3 +105,24 @@ variable "create_service_linked_roles" {
   type        = bool
   default     = true
 }
+
+variable "alert_email_addresses" {
+  description = "Email addresses subscribed to the alerts SNS topic (each confirms by the link AWS mails). Alertmanager pages (severity page/critical) there, and sends warnings there too unless Slack is configured."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for a in var.alert_email_addresses : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", a))])
+    error_message = "alert_email_addresses: email addresses like oncall@example.com."
+  }
+}
+
+variable "alert_slack_webhook_url" {
+  description = "Slack incoming-webhook URL for Alertmanager (warnings, and pages besides SNS); null for none. Kept only in the Secret alertmanager-receivers, which Alertmanager reads as a file."
+  type        = string
+  default     = null
+  sensitive   = true
+  validation {
+    condition     = var.alert_slack_webhook_url == null || can(regex("^https://hooks\\.slack\\.com/", var.alert_slack_webhook_url))
+    error_message = "alert_slack_webhook_url must be a https://hooks.slack.com/... URL (or null)."
+  }
+}

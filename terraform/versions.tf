@@ -36,6 +36,18 @@ provider "aws" {
   }
 }
 
+# The StorageClass, namespace and Secret the monitoring chart needs before it installs
+# (monitoring.tf); the same credentials as the Helm provider's.
+provider "kubernetes" {
+  host                   = module.eks.cluster_endpoint
+  cluster_ca_certificate = base64decode(module.eks.cluster_certificate_authority_data)
+  exec {
+    api_version = "client.authentication.k8s.io/v1beta1"
+    command     = "aws"
+    args        = ["eks", "get-token", "--cluster-name", module.eks.cluster_name, "--region", var.region]
+  }
+}
+
 provider "helm" {
   kubernetes {
     host                   = module.eks.cluster_endpoint

@@ -7,11 +7,12 @@ live in deploy/npm/node_modules; promtool comes from Debian's prometheus; kubect
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,35 @@ def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
 def python_for_generators() -> str:
     """The generators need only PyYAML + router_lib (and grafana-foundation-sdk for dashboards)."""
     return str(DEPLOY_BIN / "python") if (DEPLOY_BIN / "python").exists() else sys.executable
+
+
+# -- the Terraform root module read from its HCL (deploy/blockers.py), and documents edited ------------
+
+TERRAFORM = REPO / "terraform"
+
+
+@pytest.fixture(scope="module")
+def tf() -> dict:
+    from deploy import blockers
+
+    if not (DEPLOY_BIN / "python").exists():
+        pytest.skip("deploy tools venv .venv-deploy is absent: run `make deploy-tools`")
+    return blockers.load_terraform(TERRAFORM)
+
+
+def tf_with(tmp_path: Path, file: str, old: str, new: str) -> dict:
+    """The root module with one file's text changed (the blocker put back)."""
+    from deploy import blockers
+
+    copy_dir = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM, copy_dir, ignore=shutil.ignore_patterns(".terraform*", "modules"))
+    text = (copy_dir / file).read_text()
+    assert old in text, f"{file} no longer contains {old!r}: update this test"
+    (copy_dir / file).write_text(text.replace(old, new))
+    return blockers.load_terraform(copy_dir)
+
+
+def edited(docs: list[dict], kind: str, name: str, change: Callable[[dict], None]) -> list[dict]:
+    docs = copy.deepcopy(docs)
+    change(find(docs, kind, name)[0])
+    return docs

@@ -19,7 +19,8 @@ from tests.deploy.conftest import REPO, find, run
 
 K8S_FLEET = REPO / "k8s" / "base" / "control" / "fleet.yaml"
 # Third-party images the manifests may run besides ours, each pinned to a version.
-THIRD_PARTY_IMAGES = {"public.ecr.aws/aws-cli/aws-cli"}
+THIRD_PARTY_IMAGES = {"public.ecr.aws/aws-cli/aws-cli", "nvcr.io/nvidia/k8s/dcgm-exporter",
+                      "public.ecr.aws/neuron/neuron-monitor"}
 TRITON_DEPLOYMENTS = {"cpu": "triton-cpu", "gpu": "triton-gpu", "inf2": "triton-inferentia"}
 # The NGC container release that carries the tritonserver of the local platform (pytriton's).
 TRITON_CONTAINER_FOR_SERVER = {"2.51.0": "24.10"}
@@ -81,7 +82,8 @@ def test_policies_open_exactly_the_code_ports(documents: dict[str, list[dict]]) 
         for rule in ap["spec"].get("rules", []):
             for to in rule.get("to", []):
                 used |= set(to["operation"].get("ports", []))
-    for np_ in find(docs, "NetworkPolicy"):
+    # The platform's namespace; k8s/telemetry's exporters have their own ports (test_monitoring.py).
+    for np_ in [n for n in find(docs, "NetworkPolicy") if n["metadata"].get("namespace") == "inference"]:
         for rule in np_["spec"].get("ingress", []):
             used |= {str(p["port"]) for p in rule.get("ports", [])}
     assert used <= allowed, sorted(used - allowed)
@@ -115,7 +117,7 @@ def test_monitors_scrape_the_code_ports_by_name(documents: dict[str, list[dict]]
 
 def test_manifests_run_only_our_images_or_pinned_third_party_ones(documents: dict[str, list[dict]]) -> None:
     for env, docs in documents.items():
-        for w in [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]:
+        for w in [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]:
             pod = w["spec"]["template"]["spec"]
             for c in pod.get("initContainers", []) + pod["containers"]:
                 name, _, tag = c["image"].partition(":")

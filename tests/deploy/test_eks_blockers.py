@@ -7,41 +7,13 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from deploy import blockers
-from tests.deploy.conftest import DEPLOY_BIN, REPO, find
-
-TERRAFORM = REPO / "terraform"
-
-
-@pytest.fixture(scope="module")
-def tf() -> dict:
-    if not (DEPLOY_BIN / "python").exists():
-        pytest.skip("deploy tools venv .venv-deploy is absent: run `make deploy-tools`")
-    return blockers.load_terraform(TERRAFORM)
-
-
-def tf_with(tmp_path: Path, file: str, old: str, new: str) -> dict:
-    """The root module with one file's text changed (the blocker put back)."""
-    copy_dir = tmp_path / "terraform"
-    shutil.copytree(TERRAFORM, copy_dir, ignore=shutil.ignore_patterns(".terraform*", "modules"))
-    text = (copy_dir / file).read_text()
-    assert old in text, f"{file} no longer contains {old!r}: update this test"
-    (copy_dir / file).write_text(text.replace(old, new))
-    return blockers.load_terraform(copy_dir)
-
-
-def edited(docs: list[dict], kind: str, name: str, change: Callable[[dict], None]) -> list[dict]:
-    docs = copy.deepcopy(docs)
-    change(find(docs, kind, name)[0])
-    return docs
-
+from tests.deploy.conftest import REPO, edited, find, tf_with
 
 # -- 1, 2: the control server in the cluster --------------------------------------------------------
 
@@ -279,7 +251,7 @@ def test_every_deploy_pushes_a_new_tag_to_the_immutable_repositories(tf) -> None
 
 def test_grafana_has_no_default_password(tf, tmp_path: Path) -> None:
     assert blockers.grafana_password_problems(tf) == []
-    default = tf_with(tmp_path, "addons.tf", 'name  = "grafana.adminPassword"', 'name  = "grafana.ingress.enabled"')
+    default = tf_with(tmp_path, "monitoring.tf", 'name  = "grafana.adminPassword"', 'name  = "grafana.ingress.enabled"')
     assert blockers.grafana_password_problems(default) == [
         "kube-prometheus-stack: Grafana keeps the chart's default admin password (prom-operator)"]
 

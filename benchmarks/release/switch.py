@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="switch-bench-") as tmp:
         platform = start_platform(Path(tmp) / "platform")
         load = digits_load(platform, bronze=30, silver=20, gold=10)
+        candidate: CandidateReplicas | None = None
         try:
             for i in range(args.rounds):
                 started = time.time()
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"back to v1 {back * 1000:.0f} ms", flush=True)
         finally:
             load.stop()
+            if candidate is not None:
+                candidate.stop()  # idempotent: a round that failed half-way leaves no Triton behind
             platform.stop()
     failures = load.failures()
 

@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
 include deploy/deploy.mk
-.PHONY: help setup system-deps models samples test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
+.PHONY: help setup system-deps models samples release-demo benchmark-release test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -68,6 +68,14 @@ profile-check: setup ## profiler throughput vs a plain tritonclient loop at the 
 
 benchmark-foundation: setup ## CPU pool: Triton vs raw ONNX Runtime throughput
 	$(PY) -m benchmarks.foundation.triton_vs_ort
+
+release-demo: setup ## canary releases end to end: slow and wrong candidates rolled back, a good one promoted (real Triton + Envoy); non-zero exit if not as stated
+	$(PY) -m benchmarks.release.demo
+
+benchmark-release: setup ## rollback time, mirroring overhead, model switching -> benchmarks/results/release
+	$(PY) -m benchmarks.release.rollback --rollbacks 60
+	$(PY) -m benchmarks.release.mirror_overhead
+	$(PY) -m benchmarks.release.switch
 
 samples: $(VENV_STAMP) ## build the models to onboard (digits CNN, pretrained EfficientNet-Lite0; cached in build/samples)
 	$(PY) -m model_repository.sample_cnn --out build/samples

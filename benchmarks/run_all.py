@@ -48,6 +48,10 @@ BENCHES = (
           "benchmarks/results/platform", 1500),
     # Autoscaled heterogeneous vs single-accelerator vs static fleets, side by side (emulated, x40).
     Bench("capacity", "benchmarks.capacity.run", ("--repeats", "3"), "benchmarks/results/capacity", 1800),
+    # Canary releases: fault -> candidate at 0% in Envoy, mirroring overhead, model switching.
+    Bench("release-rollback", "benchmarks.release.rollback", ("--rollbacks", "60"), "benchmarks/results/release", 900),
+    Bench("release-mirror", "benchmarks.release.mirror_overhead", (), "benchmarks/results/release", 600),
+    Bench("release-switch", "benchmarks.release.switch", (), "benchmarks/results/release", 600),
 )
 
 

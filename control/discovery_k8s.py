@@ -58,6 +58,10 @@ class SliceSelection:
     grpc_port_name: str = "grpc"
     metrics_port_name: str = "http-metrics"
     metrics_path: str = "/metrics"
+    # A replica's authority is its Service's name in the cluster's DNS domain
+    # (<service>.<namespace>.svc.<cluster_domain>): Envoy sends it as Host so that Istio's sidecar
+    # routes the request over mTLS (xds_server.inputs.Endpoint).  "" sends none.
+    cluster_domain: str = "cluster.local"
 
     def __post_init__(self) -> None:
         for name in ("namespace", "label_selector", "pool_label", "http_port_name", "grpc_port_name",
@@ -105,6 +109,8 @@ def replicas_from_slices(slices: Iterable[Mapping[str, Any]], selection: SliceSe
                 problems.append(f"EndpointSlice {name} (pool {pool}): no port named {', '.join(missing)}")
             continue
         http_port, grpc_port, metrics_port = (int(ports[n]) for n in wanted)
+        service, namespace = labels.get(SERVICE_NAME_LABEL), meta.get("namespace") or selection.namespace
+        authority = f"{service}.{namespace}.svc.{selection.cluster_domain}" if service and selection.cluster_domain else ""
         pool_replicas = by_pool.setdefault(pool, {})
         for endpoint in item.get("endpoints") or []:
             conditions = endpoint.get("conditions") or {}
@@ -125,6 +131,7 @@ def replicas_from_slices(slices: Iterable[Mapping[str, Any]], selection: SliceSe
                             "zone": endpoint.get("zone"), "slice": name,
                             "service": labels.get(SERVICE_NAME_LABEL),
                             "ready": ready_condition, "serving": serving, "terminating": terminating},
+                    authority=authority,
                 )
                 key = (ip, http_port)
                 seen = pool_replicas.get(key)

@@ -41,7 +41,9 @@ class Replica:
 
     ``ready``: it passed its readiness check and may get traffic.  ``terminating``: it is going
     away (drain it: weight 0, no new requests).  ``detail``: what the discovery source knows
-    beyond that (process index, restarts, ...), shown in ``/status`` as is.
+    beyond that (process index, restarts, ...), shown in ``/status`` as is.  ``authority``: the
+    host name the mesh knows the replica by (in a cluster its Service's; see
+    ``xds_server.inputs.Endpoint``), empty locally.
     """
 
     pool: str
@@ -52,6 +54,7 @@ class Replica:
     ready: bool = True
     terminating: bool = False
     detail: Mapping[str, Any] = field(default_factory=dict)
+    authority: str = ""
 
     @property
     def serving(self) -> bool:

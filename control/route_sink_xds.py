@@ -22,7 +22,7 @@ def pool_endpoints(pool: PoolServing) -> PoolEndpoints:
         accelerator=pool.accelerator,
         emulated=pool.emulated,
         models=pool.models,
-        replicas=tuple(Endpoint(r.host, r.http_port, r.grpc_port) for r in pool.replicas),
+        replicas=tuple(Endpoint(r.host, r.http_port, r.grpc_port, r.authority) for r in pool.replicas),
     )
 
 

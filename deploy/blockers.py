@@ -409,3 +409,84 @@ def control_plane_ha_problems(statefulset: Doc, flags: Mapping[str, str], rules:
         if missing:
             problems.append(f"control plane: its Role cannot {'/'.join(missing)} {resource} {name}")
     return problems
+
+
+# -- high item: Envoy -> Triton under STRICT mTLS ---------------------------------------------------
+
+ISTIO_HTTP_APP_PROTOCOLS = ("http", "http2", "grpc", "kubernetes.io/h2c")
+
+
+def _strict_on(docs: Sequence[Doc], labels: Mapping[str, str], port: int) -> bool:
+    """Whether Istio's PeerAuthentications make ``port`` of pods with ``labels`` STRICT (workload
+    policy over namespace default; port-level over workload-level)."""
+    mode = None
+    for pa in find(docs, "PeerAuthentication"):
+        spec = pa["spec"]
+        selector = (spec.get("selector") or {}).get("matchLabels")
+        if selector is None and mode is None:
+            mode = (spec.get("mtls") or {}).get("mode")
+    for pa in find(docs, "PeerAuthentication"):
+        spec = pa["spec"]
+        selector = (spec.get("selector") or {}).get("matchLabels")
+        if selector and all(labels.get(k) == v for k, v in selector.items()):
+            mode = ((spec.get("portLevelMtls") or {}).get(str(port)) or spec.get("mtls") or {}).get("mode", mode)
+    return mode == "STRICT"
+
+
+def mesh_authority_problems(docs: Sequence[Doc], assignments: Sequence[Mapping[str, Any]],
+                            route_configs: Sequence[Mapping[str, Any]],
+                            cluster_domain: str = "cluster.local") -> list[str]:
+    """Envoy's requests to Triton pods reach them over Istio mTLS.
+
+    Envoy (in the mesh) sends to pod IPs of headless Services.  For an HTTP port, Istio's sidecar
+    finds the mesh route of such a pod by the request's Host/:authority, which must name the
+    Service (istio.io, common problems: "503 error while accessing headless services"); any other
+    Host (the client's, the NLB's) goes out through the passthrough cluster in plaintext, and
+    STRICT mTLS on Triton's side refuses it.  So: every endpoint of a Triton pod carries its
+    Service's host name (EDS ``hostname``) and every forwarding route rewrites to it
+    (``auto_host_rewrite``).  ``assignments``/``route_configs``: the cluster-mode snapshot's EDS
+    and RDS resources as dicts."""
+    services = {}
+    for s in find(docs, "Service"):
+        if (s["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == "triton":
+            host = f"{s['metadata']['name']}.{s['metadata'].get('namespace', 'default')}.svc.{cluster_domain}"
+            services[host] = s
+    pods = [d["spec"]["template"]["metadata"].get("labels") or {} for d in find(docs, "Deployment")
+            if (d["spec"]["template"]["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == "triton"]
+    problems: list[str] = []
+    strict_ports = {p["port"] for s in services.values() for p in s["spec"]["ports"]
+                    if any(_strict_on(docs, labels, int(p["port"])) for labels in pods)}
+    if not strict_ports:
+        return []
+    for assignment in assignments:
+        for locality in assignment.get("endpoints", []):
+            for lb in locality.get("lb_endpoints", []):
+                endpoint = lb["endpoint"]
+                port = int(endpoint["address"]["socket_address"]["port_value"])
+                if port not in strict_ports:
+                    continue
+                host = endpoint.get("hostname", "")
+                where = f"{assignment['cluster_name']} -> {endpoint['address']['socket_address']['address']}:{port}"
+                service = services.get(host)
+                if service is None:
+                    problems.append(f"{where}: EDS hostname {host!r} names no Triton Service, so Envoy keeps the "
+                                    "client's Host and Istio's sidecar sends the request in plaintext, which STRICT "
+                                    "mTLS refuses: the endpoint must carry <service>.<namespace>.svc." + cluster_domain)
+                    continue
+                if service["spec"].get("clusterIP") != "None":
+                    problems.append(f"{where}: Service {host} has a cluster IP: Istio would load-balance on it "
+                                    "instead of the pod Envoy picked (headless keeps the original destination)")
+                (svc_port,) = [p for p in service["spec"]["ports"] if int(p["port"]) == port] or [{}]
+                if svc_port.get("appProtocol") not in ISTIO_HTTP_APP_PROTOCOLS and \
+                        not str(svc_port.get("name", "")).startswith(("http", "grpc")):
+                    problems.append(f"{where}: port {port} of {host} is not declared HTTP to Istio "
+                                    "(appProtocol); it would not route by Host")
+    for config in route_configs:
+        for vhost in config.get("virtual_hosts", []):
+            for route in vhost.get("routes", []):
+                action = route.get("route")
+                if action and not action.get("auto_host_rewrite"):
+                    problems.append(f"route {config['name']}/{route.get('name')}: Host is not rewritten to the "
+                                    "endpoint's Service (auto_host_rewrite), so Istio passes it through in "
+                                    "plaintext and STRICT mTLS refuses it")
+    return sorted(set(problems), key=problems.index)

@@ -62,7 +62,9 @@ def _locality_endpoints(pool: PoolEndpoints, proto: str, priority: int) -> dict[
         "priority": priority,
         "lb_endpoints": [
             {
-                "endpoint": {"address": {"socket_address": {"address": r.host, "port_value": r.port(proto)}}},
+                "endpoint": {"address": {"socket_address": {"address": r.host, "port_value": r.port(proto)}},
+                             # With the route's auto_host_rewrite, the Host a fallback sees is its own pool's.
+                             **({"hostname": r.authority} if r.authority else {})},
                 "metadata": {
                     "filter_metadata": {
                         METADATA_NAMESPACE: {

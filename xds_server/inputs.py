@@ -30,15 +30,28 @@ def _check_name(kind: str, value: str) -> None:
         raise ValueError(f"{kind} {value!r}: must match {_NAME.pattern} and not contain '--'")
 
 
+# A DNS name (RFC 1123 labels), e.g. triton-cpu.inference.svc.cluster.local.
+_AUTHORITY = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """One Triton replica: where its KServe v2 HTTP and gRPC ports listen."""
+    """One Triton replica: where its KServe v2 HTTP and gRPC ports listen.
+
+    ``authority``: in a cluster, the host name of the replica's Service
+    (``<service>.<namespace>.svc.cluster.local``); Envoy sends it as the request's Host/:authority.
+    Istio's sidecar picks the mesh route of a headless Service's pod by that header, and with any
+    other Host it passes the request through in plaintext, which STRICT mTLS refuses.  Empty
+    (the local platform): the client's Host is kept."""
 
     host: str
     http_port: int
     grpc_port: int
+    authority: str = ""
 
     def __post_init__(self) -> None:
+        if self.authority and not _AUTHORITY.match(self.authority):
+            raise ValueError(f"Endpoint.authority {self.authority!r} is not a DNS name")
         try:
             ipaddress.ip_address(self.host)
         except ValueError:

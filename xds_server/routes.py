@@ -214,6 +214,12 @@ def route_configuration(
                 clusters={"clusters": [{"name": server_cluster_name(proto), "weight": 1}]},
             )
         )
+    if any(r.authority for p in pools for r in p.replicas):
+        # In a cluster: Host/:authority becomes the chosen endpoint's EDS hostname, its Service's
+        # name, which Istio's sidecar needs to send the request over mTLS (``Endpoint.authority``).
+        for entry in entries:
+            if "route" in entry:
+                entry["route"]["auto_host_rewrite"] = True
     return {
         "name": name,
         "virtual_hosts": [

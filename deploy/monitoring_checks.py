@@ -61,7 +61,8 @@ ALERTMANAGER_VARIANTS: dict[str, dict[str, str]] = {
 # Exporter DaemonSet -> the NodePool whose every node it must run on (k8s/telemetry).
 ACCELERATOR_EXPORTERS = {"dcgm-exporter": "triton-gpu", "neuron-monitor": "triton-inferentia"}
 # The system node group (terraform main.tf): labelled, untainted.
-SYSTEM_NODE = ({"inference.platform/role": "system", "kubernetes.io/arch": "arm64"}, [])
+SYSTEM_NODE: tuple[dict[str, str], list[dict[str, Any]]] = ({"inference.platform/role": "system",
+                                                            "kubernetes.io/arch": "arm64"}, [])
 
 
 def _chart_defaults() -> dict[str, Any]:

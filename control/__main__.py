@@ -47,11 +47,14 @@ def serve(args: argparse.Namespace) -> int:
                                   listen_address=args.envoy_listen_address)
     discovery = None
     if args.discovery == "kubernetes":
-        from control.discovery_k8s import EndpointSliceDiscovery, SliceSelection, discovery_api
+        from control.discovery_k8s import EndpointSliceDiscovery, RepositoryIndexProbe, SliceSelection, discovery_api
 
         selection = SliceSelection(namespace=args.k8s_namespace, label_selector=args.k8s_label_selector,
                                    pool_label=args.k8s_pool_label)
-        discovery = EndpointSliceDiscovery(discovery_api(kubeconfig=args.kubeconfig), selection).start()
+        # A replica serves what its Triton's repository index shows READY, not what fleet.yaml says.
+        index_probe = RepositoryIndexProbe({p.name: p.models for p in fleet.pools})
+        discovery = EndpointSliceDiscovery(discovery_api(kubeconfig=args.kubeconfig), selection,
+                                           index_probe=index_probe).start()
         if not discovery.wait_synced(args.k8s_sync_timeout_s):
             log.warning("EndpointSlices not listed within %.0fs; serving listeners only until they are",
                         args.k8s_sync_timeout_s)

@@ -24,6 +24,13 @@ and replaces the whole cache, so slices deleted meanwhile disappear.  Any other 
 off and relists.  ``read()`` raises ``DiscoveryError`` until the first list succeeded and again
 once the watch has been broken longer than ``stale_after_s``: the loop then keeps the last
 routes instead of routing on a replica set nobody can vouch for.
+
+What a replica really serves is its Triton's repository index, not the pool's configured model
+list: with a ``RepositoryIndexProbe`` each serving replica's ``POST /v2/repository/index`` is read
+in a thread of its own (every ``refresh_s``, a new replica at once), and a replica whose index
+lacks one of its pool's models, or shows it not READY, is taken out of service (``ready`` false,
+the reason in ``detail["repository_index"]``) until its index shows them all.  The loop routes a
+pool's models over all of its replicas, so the granularity is the replica, not (replica, model).
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from control.ports import DiscoveryError, Replica, ReplicaSet
@@ -189,8 +197,9 @@ class EndpointSliceDiscovery:
 
     def __init__(self, api: Any, selection: SliceSelection | None = None, *, watch_timeout_s: int = 240,
                  stale_after_s: float = 60.0, max_backoff_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, index_probe: RepositoryIndexProbe | None = None) -> None:
         self.api = api
+        self.index_probe = index_probe
         self.selection = selection or SliceSelection()
         self.watch_timeout_s = watch_timeout_s
         self.stale_after_s = stale_after_s
@@ -219,11 +228,17 @@ class EndpointSliceDiscovery:
             raise DiscoveryError(f"EndpointSlices not listed yet{f' ({error})' if error else ''}")
         if broken_since is not None and self.clock() - broken_since > self.stale_after_s:
             raise DiscoveryError(f"EndpointSlice watch broken for {self.clock() - broken_since:.0f}s: {error}")
-        return current
+        return self.index_probe.apply(current) if self.index_probe is not None else current
+
+    def _listed(self) -> ReplicaSet | None:
+        with self._lock:
+            return self._current
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> EndpointSliceDiscovery:
         self._thread.start()
+        if self.index_probe is not None:
+            self.index_probe.start(self._listed)
         return self
 
     def wait_synced(self, timeout_s: float) -> bool:
@@ -231,6 +246,8 @@ class EndpointSliceDiscovery:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.index_probe is not None:
+            self.index_probe.stop()
         deadline = time.monotonic() + 5.0
         while self._thread.is_alive() and time.monotonic() < deadline:
             watch = self._watch
@@ -331,3 +348,116 @@ class EndpointSliceDiscovery:
                 log.warning("EndpointSlice discovery: %s", problem)
         self._current, self._problems = replica_set, problems
         self._broken_since, self._last_error = None, None
+
+
+# -- what each replica really serves: Triton's repository index ------------------------------------
+
+def models_ready(index: Any) -> frozenset[str]:
+    """The models a repository index shows READY.  ``index``: the JSON body of
+    ``POST /v2/repository/index`` (KServe v2 repository extension) as Triton answers it, a list of
+    ``{"name", "version", "state", "reason"}``; a model with several versions counts once any is."""
+    if not isinstance(index, list):
+        raise ValueError(f"repository index is not a JSON list: {str(index)[:120]}")
+    return frozenset(str(e["name"]) for e in index
+                     if isinstance(e, Mapping) and "name" in e and e.get("state") == "READY")
+
+
+def gate_by_index(replicas: ReplicaSet, expected: Mapping[str, Sequence[str]],
+                  served: Mapping[tuple[str, int], frozenset[str] | str]) -> ReplicaSet:
+    """``replicas`` with every serving replica of a pool in ``expected`` whose index does not show
+    all of the pool's models READY taken out of service (``ready`` false, why in
+    ``detail["repository_index"]``).  ``served``: by (host, http_port), the models READY, or why
+    they are unknown (not read yet, unreachable).  Pure."""
+    by_pool: dict[str, tuple[Replica, ...]] = {}
+    for pool, rs in replicas.by_pool.items():
+        wanted = expected.get(pool)
+        out = []
+        for r in rs:
+            if wanted is None or not r.serving:
+                out.append(r)
+                continue
+            models = served.get((r.host, r.http_port), "repository index not read yet")
+            if isinstance(models, str):
+                why = models
+            else:
+                missing = [m for m in wanted if m not in models]
+                why = f"not READY in its repository index: {', '.join(missing)}" if missing else ""
+            out.append(replace(r, ready=False, detail={**r.detail, "repository_index": why}) if why else r)
+        by_pool[pool] = tuple(out)
+    return ReplicaSet(by_pool)
+
+
+def fetch_repository_index(replica: Replica, timeout_s: float) -> Any:
+    """``POST /v2/repository/index`` on the replica's HTTP port.  Host is the replica's Service
+    (``Replica.authority``) when it has one: through Istio's sidecar only that Host gets mTLS."""
+    request = urllib.request.Request(f"http://{_url_host(replica.host)}:{replica.http_port}/v2/repository/index",
+                                     data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    if replica.authority:
+        request.add_header("Host", f"{replica.authority}:{replica.http_port}")
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - http to a pod IP
+        return json.loads(response.read())
+
+
+class RepositoryIndexProbe:
+    """Reads the repository index of every serving replica of the pools in ``expected_models``
+    (pool -> models its replicas must serve) in a thread of its own; ``apply`` gates a replica set
+    by what was read (``gate_by_index``).  A replica is read when it first appears and then every
+    ``refresh_s``; a failed read keeps the last answer (Triton's readiness probe already takes a
+    dead replica out), and a replica never read is not routed."""
+
+    def __init__(self, expected_models: Mapping[str, Sequence[str]], *, refresh_s: float = 10.0,
+                 timeout_s: float = 2.0, fetch: Callable[[Replica, float], Any] = fetch_repository_index,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if refresh_s <= 0 or timeout_s <= 0:
+            raise ValueError("RepositoryIndexProbe: refresh_s and timeout_s must be > 0")
+        self.expected = {pool: tuple(models) for pool, models in expected_models.items()}
+        self.refresh_s, self.timeout_s, self.fetch, self.clock = refresh_s, timeout_s, fetch, clock
+        self._lock = threading.Lock()
+        self._served: dict[tuple[str, int], frozenset[str] | str] = {}
+        self._read_at: dict[tuple[str, int], float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reads = 0
+
+    def apply(self, replicas: ReplicaSet) -> ReplicaSet:
+        with self._lock:
+            served = dict(self._served)
+        return gate_by_index(replicas, self.expected, served)
+
+    def refresh(self, replicas: ReplicaSet | None, now: float | None = None) -> None:
+        """Read the indexes that are due; forget replicas no longer listed."""
+        now = self.clock() if now is None else now
+        due = [r for pool, rs in (replicas.by_pool.items() if replicas else ()) if pool in self.expected
+               for r in rs if r.serving and now - self._read_at.get((r.host, r.http_port), -1e18) >= self.refresh_s]
+        results: dict[tuple[str, int], frozenset[str] | str] = {}
+        for r in due:
+            key = (r.host, r.http_port)
+            try:
+                results[key] = models_ready(self.fetch(r, self.timeout_s))
+            except Exception as e:  # noqa: BLE001 - any failure to read is reported the same way
+                log.info("repository index of %s:%d: %s", r.host, r.http_port, e)
+                if not isinstance(self._served.get(key, ""), frozenset):
+                    results[key] = f"repository index unreadable: {e}"
+            self._read_at[key] = now
+            self.reads += 1
+        listed = {(r.host, r.http_port) for rs in (replicas.by_pool.values() if replicas else ()) for r in rs}
+        with self._lock:
+            self._served.update(results)
+            for key in set(self._served) - listed:
+                del self._served[key]
+        for key in set(self._read_at) - listed:
+            del self._read_at[key]
+
+    def start(self, source: Callable[[], ReplicaSet | None], tick_s: float = 0.2) -> RepositoryIndexProbe:
+        def run() -> None:
+            while not self._stop.wait(tick_s):
+                self.refresh(source())
+
+        self._thread = threading.Thread(target=run, name="repository-index", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s + 1)

@@ -59,7 +59,7 @@ def http_handler(pool: str, models: set[str]) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def _send(self, status: int, body: dict) -> None:
+        def _send(self, status: int, body: dict | list) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")
@@ -74,6 +74,8 @@ def http_handler(pool: str, models: set[str]) -> type[BaseHTTPRequestHandler]:
             parts = self.path.split("?")[0].strip("/").split("/")
             if parts[:2] == ["v2", "health"]:
                 return self._send(200, {})
+            if parts == ["v2", "repository", "index"]:  # KServe v2 repository extension, as Triton answers
+                return self._send(200, [{"name": m, "version": "1", "state": "READY"} for m in sorted(models)])
             if parts[:2] == ["v2", "models"] and len(parts) >= 3:
                 model = parts[2]
                 if model not in models:

@@ -1,0 +1,182 @@
+"""The online calibration against synthetic Triton statistics from a known service curve."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+
+from router_lib.calibration import (
+    CalibrationSettings,
+    CalibrationState,
+    EndToEnd,
+    StatsReading,
+    calibrated_fleet,
+    calibration_of,
+    mean_over_median,
+    observe,
+    pool_calibrations,
+)
+from router_lib.latency_model import predicted_p99_ms
+from tests.calibration.synthetic import FakeReplica, linear_curve, reading
+from tests.router_lib.builders import CPU, GPU, fleet, profile
+
+TRUE = linear_curve(2.0, 0.5)  # mean ms of one execution of a batch of b: 2.5 ms at 1, 18 ms at 32
+BATCHES = (1, 4, 8, 32)
+SETTINGS = CalibrationSettings()
+
+
+def off_prior(factor: float = 1.4, tail: float = 1.5):  # noqa: ANN201
+    """A GPU profile ``factor`` times slower than the truth (in p50 terms), as an offline prior."""
+    p = profile("m", GPU, {1: 1.0, 32: 1.0}, tail=tail)
+    median = {b: TRUE(b) / mean_over_median(p) * factor for b in (1, 8, 32)}
+    return replace(p, latency_ms_by_batch=median)
+
+
+def run_ticks(replicas: dict[tuple[str, str], FakeReplica], ticks: int, per_tick: int, state=None,  # noqa: ANN001
+              rng: random.Random | None = None, settings: CalibrationSettings = SETTINGS) -> CalibrationState:
+    rng = rng or random.Random(3)
+    state = observe(state, reading(replicas), settings, 1000.0)  # the baseline
+    for t in range(ticks):
+        for r in replicas.values():
+            for b in BATCHES:
+                r.run(b, rng.randint(per_tick // 2, per_tick))
+        state = observe(state, reading(replicas), settings, 1001.0 + t)
+    return state
+
+
+def test_synthetic_statistics_from_a_known_curve_are_recovered_within_5_percent() -> None:
+    prior = off_prior(1.4)
+    replicas = {("gpu", f"r{i}"): FakeReplica("m", TRUE, rng=random.Random(i)) for i in range(2)}
+    state = run_ticks(replicas, ticks=40, per_tick=60)
+    cal = calibration_of(state, prior, ("gpu",), SETTINGS)
+    for b in BATCHES:
+        est = cal.batch(b)
+        assert est is not None and est.executions > 1000
+        assert est.mean_ms == pytest.approx(TRUE(b), rel=0.05), b
+        assert est.confident and est.relative_standard_error < 0.02
+    # the calibrated profile holds the p50 (mean / log-normal factor) and the latency model takes it
+    calibrated = cal.profile(SETTINGS)
+    assert calibrated.provenance.kind == "online"
+    assert calibrated.latency_ms(8) * mean_over_median(prior) == pytest.approx(TRUE(8), rel=0.05)
+    assert predicted_p99_ms(calibrated, 0.3) < predicted_p99_ms(prior, 0.3)
+
+
+def test_the_prior_dominates_with_few_samples_and_fades_with_many() -> None:
+    prior = off_prior(2.0)
+    prior_mean = prior.latency_ms(8) * mean_over_median(prior)
+    r = FakeReplica("m", TRUE)
+    state = observe(None, reading({("gpu", "a"): r}), SETTINGS, 0.0)
+    r.run(8, 2)
+    few = calibration_of(observe(state, reading({("gpu", "a"): r}), SETTINGS, 1.0), prior, ("gpu",), SETTINGS)
+    est = few.batch(8)
+    assert est is not None and est.executions == 2
+    assert abs(est.mean_ms - prior_mean) < abs(est.mean_ms - TRUE(8))  # nearer the prior
+    assert not est.confident and not few.confident
+    many = calibration_of(run_ticks({("gpu", "a"): r}, 60, 80), prior, ("gpu",), SETTINGS).batch(8)
+    assert many is not None and many.mean_ms == pytest.approx(TRUE(8), rel=0.03)
+    assert many.relative_standard_error < est.relative_standard_error
+
+
+def test_a_replica_restart_starts_a_new_baseline_and_its_warm_up_is_not_learned() -> None:
+    prior = off_prior(1.0)
+    r = FakeReplica("m", TRUE)
+    state = run_ticks({("gpu", "a"): r}, 10, 60)
+    before = calibration_of(state, prior, ("gpu",), SETTINGS).batch(1)
+    r.restart()
+    r.run(1, 1, extra_ms=200.0)  # the first execution after a start: warm-up
+    state = observe(state, reading({("gpu", "a"): r}), SETTINGS, 2000.0)
+    assert state.restarts_seen == 1
+    after = calibration_of(state, prior, ("gpu",), SETTINGS).batch(1)
+    assert before is not None and after is not None and after.executions == before.executions
+    r.run(1, 50)
+    state = observe(state, reading({("gpu", "a"): r}), SETTINGS, 2001.0)
+    later = calibration_of(state, prior, ("gpu",), SETTINGS).batch(1)
+    assert later is not None and later.executions == before.executions + 50
+    assert later.mean_ms == pytest.approx(TRUE(1), rel=0.05)
+
+
+def test_a_vanished_replica_is_forgotten_and_its_return_is_a_baseline() -> None:
+    r = FakeReplica("m", TRUE)
+    state = run_ticks({("gpu", "a"): r}, 2, 10)
+    n = state.service[("m", "gpu", 1)].executions
+    state = observe(state, StatsReading(), SETTINGS, 10.0)
+    r.run(1, 30)
+    state = observe(state, reading({("gpu", "a"): r}), SETTINGS, 11.0)
+    assert state.service[("m", "gpu", 1)].executions == n
+
+
+def test_memory_makes_the_estimate_follow_a_service_time_that_drifts() -> None:
+    settings = CalibrationSettings(memory_executions=2000)
+    prior = off_prior(1.0)
+    r = FakeReplica("m", TRUE)
+    state = run_ticks({("gpu", "a"): r}, 40, 60, settings=settings)
+    r.curve = linear_curve(4.0, 1.0)  # twice as slow now
+    state = run_ticks({("gpu", "a"): r}, 120, 60, state=state, settings=settings)
+    est = calibration_of(state, prior, ("gpu",), settings).batch(4)
+    assert est is not None and est.mean_ms == pytest.approx(2 * TRUE(4), rel=0.05)
+
+
+def test_overhead_outside_triton_is_end_to_end_minus_triton_request_time() -> None:
+    r = FakeReplica("m", TRUE)
+    e2e = [0.0, 0.0]
+
+    def read() -> StatsReading:
+        return StatsReading({("gpu", "a"): {"m": r.stats()}}, {("m", "gpu"): EndToEnd(*e2e)})
+
+    state = observe(None, read(), SETTINGS, 0.0)
+    for t in range(5):
+        before_req, before_ns = r.requests, r.request_ns
+        r.run(1, 100)
+        e2e[0] += r.requests - before_req
+        e2e[1] += (r.request_ns - before_ns) / 1e6 + 0.7 * (r.requests - before_req)  # 0.7 ms outside
+        state = observe(state, read(), SETTINGS, 1.0 + t)
+    cal = calibration_of(state, off_prior(1.0), ("gpu",), SETTINGS)
+    assert cal.overhead_ms == pytest.approx(0.7, abs=0.01) and cal.overhead_requests == 500
+
+
+def test_the_fleet_gets_a_calibrated_profile_only_where_confident() -> None:
+    prior = off_prior(1.4)
+    cpu_prior = profile("m", CPU, {1: 5.0, 8: 30.0})
+    f = fleet([("gpu", GPU, 1.0, 1), ("cpu", CPU, 0.1, 1)], [prior, cpu_prior])
+    r = FakeReplica("m", TRUE)
+    state = run_ticks({("gpu", "a"): r}, 3, 20)  # ~180 executions per batch: not enough
+    assert calibrated_fleet(f, state, SETTINGS) is f
+    state = run_ticks({("gpu", "a"): r}, 40, 60, state=state)
+    out = calibrated_fleet(f, state, SETTINGS)
+    gpu = out.profile("m", GPU)
+    assert gpu is not None and gpu.provenance.kind == "online"
+    assert gpu.latency_ms(32) == pytest.approx(TRUE(32) / mean_over_median(prior), rel=0.05)
+    assert out.profile("m", CPU) is cpu_prior  # never observed: the offline profile stays
+    assert calibrated_fleet(f, state, replace(SETTINGS, use_for_decisions=False)) is f
+    views = pool_calibrations(f, state, SETTINGS)
+    assert [(c.model, c.pools, c.confident) for c in views] == [("m", ("gpu",), True), ("m", ("cpu",), False)]
+
+
+def test_state_survives_json_round_trip() -> None:
+    state = run_ticks({("gpu", "a"): FakeReplica("m", TRUE)}, 3, 20)
+    back = CalibrationState.from_json(json.loads(json.dumps(state.to_json())), "record")
+    assert back.service == state.service and back.updated_unix_s == state.updated_unix_s
+    assert back.baselines == {}  # counters of the previous reading are not persisted
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"service": [{"model": "m", "pool": "p", "batch_size": 0, "executions": 1, "total_ms": 1,
+                   "window_sq_ms2": 1, "windows": 1}]}, r"service\[0\]\.batch_size"),
+    ({"service": [{"model": "m", "pool": "p", "batch_size": 1}]}, "missing field 'executions'"),
+    ({"service": [{"model": "m", "pool": "p", "batch_size": 1, "executions": -1, "total_ms": 1,
+                   "window_sq_ms2": 1, "windows": 1}]}, "negative"),
+], ids=["batch-size-0", "missing-field", "negative-sums"])
+def test_a_bad_persisted_state_is_named(data: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CalibrationState.from_json(data, "record")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("prior_executions", -1), ("max_relative_error", 0.0), ("max_relative_error", 1.5), ("memory_executions", 1),
+])
+def test_bad_settings_are_named(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"calibration.{field}"):
+        CalibrationSettings(**{field: value})

@@ -160,6 +160,9 @@ class ThrottleSettings:
     # A pause for a stricter tier's measured p99 that has not brought it back within this long
     # is not the batch's doing (the tier misses without it): go on at one request in flight.
     guard_max_pause_s: float = 45.0
+    # A measured p99 over a one-second window of a few requests flickers: a guard pause holds
+    # this long after the last reading that asked for it.
+    guard_hold_s: float = 10.0
     # Requests are paced so the batch's rows/s stays at the spare capacity, in batches of at most
     # this many seconds of it.
     pace_s: float = 1.0
@@ -183,6 +186,7 @@ class Throttle:
         self.pressure_events = 0
         self.last_decrease_at = float("-inf")
         self.guard_paused_since: float | None = None
+        self.guard_hold_until = float("-inf")
         self.next_send_at = 0.0  # pacing: rows/s kept at the spare capacity
         self._cond = threading.Condition()
 
@@ -190,10 +194,13 @@ class Throttle:
     def allowed(self) -> int:
         """Requests allowed in flight now: the AIMD limit, capped by spare capacity; 0 when paused."""
         h = self.headroom
-        if h.pause:
+        now = self.clock()
+        if (h.pause and h.guard) or now < self.guard_hold_until:
             since = self.guard_paused_since
-            if h.guard and since is not None and self.clock() - since > self.s.guard_max_pause_s:
+            if since is not None and now - since > self.s.guard_max_pause_s:
                 return 1  # pausing did not bring the tier back: not ours; the minimum goes on
+            return 0
+        if h.pause:
             return 0
         limit = max(1, int(self.limit))
         if h.spare_rows_per_s is not None and self.latency_s > 0:
@@ -211,9 +218,11 @@ class Throttle:
     def set_headroom(self, headroom: Headroom) -> None:
         with self._cond:
             self.headroom = headroom
+            now = self.clock()
             if headroom.pause and headroom.guard:
-                self.guard_paused_since = self.guard_paused_since if self.guard_paused_since is not None else self.clock()
-            else:
+                self.guard_paused_since = self.guard_paused_since if self.guard_paused_since is not None else now
+                self.guard_hold_until = now + self.s.guard_hold_s
+            elif now >= self.guard_hold_until:
                 self.guard_paused_since = None
             if headroom.slow:  # once per reading of the control plane, while it lasts
                 self.limit = max(1.0, self.limit / 2)

@@ -178,6 +178,9 @@ def big_job(platform: LocalPlatform, store_dir: Path, rows: int, artifacts: Path
     say(f"big job {job}: {rows} rows")
     first = start_worker(store_dir, platform, log, control=True)
     until(rows // 4, "to 25%")
+    deadline = time.monotonic() + 20
+    while store.job(job).rows_sent == 0 and time.monotonic() < deadline:  # kill it with rows leased
+        time.sleep(0.05)
     view = store.job(job)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)

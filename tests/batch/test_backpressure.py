@@ -123,6 +123,16 @@ def test_measured_gold_p99_slows_then_pauses_the_batch(gold_p99_ms, paused, slow
         assert h.guard and "gold p99" in h.reason and "inf2" in h.reason
 
 
+def test_a_guard_pause_holds_through_a_flickering_reading():
+    t, clock = throttle(guard_hold_s=10.0)
+    t.set_headroom(Headroom(100.0, True, "gold p99 90 ms", guard=True))
+    clock.t += 1
+    t.set_headroom(Headroom(100.0, False, "fine"))  # the next one-second window happened to be fine
+    assert t.allowed() == 0
+    clock.t += 10
+    assert t.allowed() == 1
+
+
 def test_a_guard_pause_that_does_not_help_lets_the_batch_go_on_at_its_minimum():
     """Gold misses without the batch too (this machine): pausing forever would only stop the job."""
     t, clock = throttle(guard_max_pause_s=45.0)
@@ -136,6 +146,10 @@ def test_a_guard_pause_that_does_not_help_lets_the_batch_go_on_at_its_minimum():
     t.set_headroom(over)
     assert t.allowed() == 1
     t.set_headroom(Headroom(100.0, False, "fine"))
+    assert t.allowed() == 1, "the escape holds while the pause would"
+    clock.t += 11
+    t.set_headroom(Headroom(100.0, False, "fine"))
+    assert t.allowed() >= 1
     t.set_headroom(over)
     assert t.allowed() == 0, "a new breach pauses again"
     t.set_headroom(Headroom(0.0, True, "gold needs the pool"))

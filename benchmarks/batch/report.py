@@ -68,9 +68,13 @@ def render(summary: dict[str, Any]) -> str:
     big = summary.get("big_job")
     if big:
         ref = big["reference"]
+        run = summary.get("big_job_run")
         lines += [
             f"## The {big['rows']:,}-row embedding job, a worker and the control server SIGKILLed",
             "",
+            *([f"(From an earlier run of the same command with the big job: {run['environment']['date_utc']},"
+               f" commit {run.get('commit')}, load average {run['environment']['machine']['load_average_1m']}.)", ""]
+              if run else []),
             f"- {'completed' if big['finished'] else 'NOT completed within the budget'}: "
             f"{big['rows_written']:,} of {big['rows']:,} rows written in {big['elapsed_s']:.0f} s "
             f"({big['rows_per_s']:.1f} rows/s), {big['failed']} failed, {big['retries']} row retries",

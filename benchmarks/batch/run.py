@@ -298,7 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     store_dir = WORK / f"store-{int(time.time())}"
     platform = LocalPlatform(workdir=WORK / "platform", artifacts=artifacts, ports=PlatformPorts(http=0, grpc=0),
                              interval_s=1.0)
-    summary: dict[str, Any] = {"environment": environment(), "settings": vars(args)}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    summary: dict[str, Any] = {"environment": environment(), "settings": vars(args), "commit": commit}
+    previous = OUT / "summary.json"
+    if args.skip_big_job and previous.exists():  # keep the last big job's figures, marked as such
+        old = json.loads(previous.read_text())
+        if "big_job" in old:
+            summary["big_job"] = old["big_job"]
+            summary["big_job_run"] = old.get("big_job_run") or {"environment": old["environment"],
+                                                                 "commit": old.get("commit")}
     say("starting the local platform (fleet.yaml)")
     platform.start()
     try:

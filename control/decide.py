@@ -2,6 +2,9 @@
 
 Order within a tick, each stage reading what the one before decided:
 
+0. **calibration** (``router_lib.calibration``) adds this tick's Triton statistics to the service
+   times learned online; where a (model, accelerator)'s calibration is confident its profile
+   replaces the offline one for every stage below (the fleet they see is the calibrated one);
 1. **capacity** (``router_lib.capacity.decide_capacity``) decides, per pool, how many replicas it
    should run and whether it is being emptied or drained, from the planner's target for the
    demand routing estimated on the previous tick and the live queue, latency and utilisation;
@@ -28,8 +31,17 @@ pool's reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from router_lib.calibration import (
+    Calibration,
+    CalibrationSettings,
+    CalibrationState,
+    StatsReading,
+    calibrated_fleet,
+    observe,
+    pool_calibrations,
+)
 from router_lib.capacity import CapacityDecision, CapacityInputs, CapacitySettings, CapacityState, decide_capacity
 from router_lib.cost_ledger import LedgerState, accrue, route_rates_by_pool
 from router_lib.domain import Fleet
@@ -60,6 +72,10 @@ class TickInputs:
     capacity: CapacitySettings | None = None  # None: the defaults, with ``settings`` as the policy's
     # by release name; a release without one this tick is not stepped (it keeps its state)
     release_observations: Mapping[str, ReleaseObservation] = field(default_factory=dict)
+    # Triton's statistics this tick (None: not read; the calibration keeps its state) and how the
+    # calibration is used (None: the defaults); see ``router_lib.calibration``.
+    stats: StatsReading | None = None
+    calibration: CalibrationSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,7 @@ class DeciderStates:
     capacity: CapacityState | None = None
     releases: ReleaseBook = field(default_factory=ReleaseBook)
     ledger: LedgerState | None = None  # what the fleet has cost so far (not a decider: an account)
+    calibration: CalibrationState | None = None  # service times learned online (the latency model's input)
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,7 @@ class TickDecision:
     demand_per_s: Mapping[RouteKey, float] = field(default_factory=dict)  # routing's estimate
     splits: tuple[VersionSplit, ...] = ()  # releases in force: candidate share per route
     release_actions: tuple[ReleaseAction, ...] = ()
+    calibration: tuple[Calibration, ...] = ()  # per (model, pool): prior vs learned (for /status)
 
 
 def carried_tiers(weights: Mapping[RouteKey, Mapping[str, int]]) -> dict[str, tuple[str, ...]]:
@@ -148,7 +166,13 @@ def resolve(routes: Mapping[RouteKey, RouteWeights], capacity: CapacityDecision,
 
 
 def decide_tick(inputs: TickInputs, states: DeciderStates, now_s: float) -> tuple[TickDecision, DeciderStates]:
-    """Capacity, then routing, then releases, then ``resolve``; see the module docstring."""
+    """Calibration, then capacity, routing, releases and ``resolve``; see the module docstring."""
+    calibration_settings = inputs.calibration or CalibrationSettings()
+    calibration = (observe(states.calibration, inputs.stats, calibration_settings, inputs.wall_s)
+                   if inputs.stats is not None else states.calibration)
+    calibrated = pool_calibrations(inputs.fleet, calibration, calibration_settings) if calibration else ()
+    # every decider below sees the calibrated profiles (where confident): one latency model
+    inputs = replace(inputs, fleet=calibrated_fleet(inputs.fleet, calibration, calibration_settings))
     previous = states.routing
     settings = inputs.capacity or CapacitySettings(policy=inputs.settings)
     capacity, capacity_state = decide_capacity(CapacityInputs(
@@ -166,5 +190,5 @@ def decide_tick(inputs: TickInputs, states: DeciderStates, now_s: float) -> tupl
     # platform time: in a dilated fleet a wall second is 1/k of a platform second
     ledger = accrue(states.ledger, inputs.wall_s / inputs.fleet.time_dilation, inputs.billed,
                     {p.name: p.price_per_hour_usd for p in inputs.fleet.pools}, route_rates_by_pool(routes, demand))
-    decision = TickDecision(capacity, routes, unroutable, demand, splits, tuple(release_actions))
-    return decision, DeciderStates(routing_state, capacity_state, release_book, ledger)
+    decision = TickDecision(capacity, routes, unroutable, demand, splits, tuple(release_actions), calibrated)
+    return decision, DeciderStates(routing_state, capacity_state, release_book, ledger, calibration)

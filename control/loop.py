@@ -2,6 +2,7 @@
 
     read    ReplicaDiscovery.read()            replicas per pool (ready, terminating)
             MetricsSource.read(now, targets)    windowed Triton and Envoy metrics
+            StatsSource.read(replicas)          Triton's statistics (optional: the online calibration)
     decide  control.decide.decide_tick          capacity -> routing -> releases -> resolve (pure)
     write   RouteSink.publish                   the xDS snapshot, if consistent and changed
             StateStore.save                     every decider's state, one versioned record
@@ -35,9 +36,11 @@ from control.ports import (
     ReplicaSet,
     RouteSink,
     StateStore,
+    StatsSource,
 )
 from control.record import ControlRecord
 from control.releases import candidate_pools, mirror_targets
+from router_lib.calibration import CalibrationSettings, StatsReading
 from router_lib.capacity import CapacitySettings
 from router_lib.cost_ledger import LedgerState
 from router_lib.domain import Fleet
@@ -98,7 +101,8 @@ class ControlLoop:
     def __init__(self, *, fleet: Fleet, discovery: ReplicaDiscovery, metrics: MetricsSource, sink: RouteSink,
                  store: StateStore, actuator: ReplicaActuator, settings: PolicySettings | None = None,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 observer: TickObserver | None = None, capacity: CapacitySettings | None = None) -> None:
+                 observer: TickObserver | None = None, capacity: CapacitySettings | None = None,
+                 stats: StatsSource | None = None, calibration: CalibrationSettings | None = None) -> None:
         self.fleet = fleet
         self.discovery = discovery
         self.metrics = metrics
@@ -110,6 +114,8 @@ class ControlLoop:
         self.wall_clock = wall_clock
         self.observer = observer or TickObserver()
         self.capacity = capacity
+        self.stats = stats  # None: no online calibration (the offline profiles, or a resumed one)
+        self.calibration = calibration
         self._tick_lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._drains: frozenset[str] = frozenset()
@@ -184,10 +190,24 @@ class ControlLoop:
             self._view = replace(self._view, replicas=replicas, last_error=f"metrics: {type(e).__name__}: {e}")
             return self._view
         errors = dict(getattr(self.metrics, "last_errors", {}) or {})
+        stats = self._read_stats(replicas, errors)
         with self._tick_lock:
-            view = self._decide_and_write(replicas, metrics, now, errors)
+            view = self._decide_and_write(replicas, metrics, now, errors, stats)
         self.observer.tick_seconds(time.perf_counter() - started)
         return view
+
+    def _read_stats(self, replicas: ReplicaSet, errors: dict[str, str]) -> StatsReading | None:
+        """Triton's statistics for the calibration; None (the calibration waits) if unreadable."""
+        if self.stats is None:
+            return None
+        try:
+            reading = self.stats.read(replicas)
+        except Exception as e:  # the calibration is not worth a tick: route on what is known
+            log.warning("statistics read failed: %s", e)
+            errors["statistics"] = f"{type(e).__name__}: {e}"
+            return None
+        errors.update(getattr(self.stats, "last_errors", {}) or {})
+        return reading
 
     def _publish_floor(self, replicas: ReplicaSet) -> None:
         """Before anything was ever published, a tick that cannot decide still publishes what it
@@ -220,11 +240,12 @@ class ControlLoop:
                 for p in self.fleet.pools]
 
     def _decide_and_write(self, replicas: ReplicaSet, metrics: FleetMetrics, now: float,
-                          metrics_errors: Mapping[str, str]) -> LoopView:
+                          metrics_errors: Mapping[str, str], stats: StatsReading | None = None) -> LoopView:
         drains = self._drains
         billed = {pool: len(rs) for pool, rs in replicas.by_pool.items()}
         inputs = TickInputs(self.fleet, metrics, replicas.ready_count(), drains, self.settings,
-                            replicas.starting_count(), billed, self.wall_clock(), self.capacity)
+                            replicas.starting_count(), billed, self.wall_clock(), self.capacity,
+                            stats=stats, calibration=self.calibration)
         decision, states = decide_tick(inputs, self._states, now)
         previous = self._view.routes
         for key, route in decision.routes.items():
@@ -240,8 +261,9 @@ class ControlLoop:
         record = ControlRecord(self._record.version, dict(in_force), decision.capacity.desired(),
                                states.capacity.to_json() if states.capacity else None,
                                states.releases.to_json(), drains, result.version or "",
-                               ledger=states.ledger.to_json() if states.ledger else None)
-        moving = {"ledger": None, "capacity": None}  # they change every tick: saved periodically
+                               ledger=states.ledger.to_json() if states.ledger else None,
+                               calibration=states.calibration.to_json() if states.calibration else None)
+        moving = {"ledger": None, "capacity": None, "calibration": None}  # change every tick: saved periodically
         changed = replace(record, **moving) != replace(self._record, saved_at_unix_s=0.0, **moving)
         due = self.wall_clock() - self._saved_at >= self.ledger_save_interval_s
         if changed or due:

@@ -13,6 +13,9 @@ Contracts:
   ``targets`` (pool -> metrics URLs); it may be slow (one HTTP scrape per replica) and is called
   outside every lock, so ``/status`` never waits for it.  It never raises for one bad replica;
   it may raise for a whole unreachable source (``MetricsUnavailableError``).
+* ``StatsSource.read(replicas)`` returns Triton's cumulative statistics (and the edge's request
+  time sums) of the serving replicas for the online calibration; slow like the metrics read and
+  called outside every lock; never raises for one bad replica (``last_errors`` names it).
 * ``RouteSink.publish(pools, routes)`` publishes only a consistent configuration, only when it
   changed, and says what it did; ``wait_acked`` blocks until every client applied a version.
 * ``StateStore`` keeps one versioned record holding every decider's state (``ControlRecord``);
@@ -27,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from router_lib.calibration import StatsReading
 from router_lib.metrics import FleetMetrics
 from router_lib.routes import RouteWeights
 
@@ -94,6 +98,10 @@ class ReplicaDiscovery(Protocol):
 
 class MetricsSource(Protocol):
     def read(self, now_s: float, targets: Mapping[str, Sequence[str]] | None = None) -> FleetMetrics: ...
+
+
+class StatsSource(Protocol):
+    def read(self, replicas: ReplicaSet) -> StatsReading: ...
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.decide import DeciderStates
+from router_lib.calibration import CalibrationState
 from router_lib.capacity import CapacityState
 from router_lib.cost_ledger import LedgerState
 from router_lib.policy_types import PolicyState
@@ -31,7 +32,8 @@ class ControlRecord:
     """What is persisted.  ``routes``: the weights in force (published); ``desired``: replicas per
     pool the capacity decider asked for; ``capacity``: its state (windows, cached plan) as JSON;
     ``releases``: the release decider's state; ``drains``: operator drains; ``ledger``: the cost
-    ledger as JSON.  ``capacity`` and ``ledger`` move every tick: the loop saves them periodically,
+    ledger as JSON; ``calibration``: the online calibration's sums.  ``capacity``, ``ledger`` and
+    ``calibration`` move every tick: the loop saves them periodically,
     the rest whenever it changes."""
 
     version: int = 0
@@ -43,6 +45,9 @@ class ControlRecord:
     snapshot_version: str = ""
     saved_at_unix_s: float = 0.0
     ledger: Mapping[str, Any] | None = None  # the cost ledger (router_lib.cost_ledger), as JSON
+    # the online calibration's learned sums (router_lib.calibration), as JSON; absent from records
+    # written before it existed (read as None: the calibration starts from the offline profiles)
+    calibration: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +58,7 @@ class ControlRecord:
             "deciders": {"capacity": dict(self.capacity) if self.capacity is not None else None,
                          "releases": dict(self.releases)},
             "ledger": dict(self.ledger) if self.ledger is not None else None,
+            **({"calibration": dict(self.calibration)} if self.calibration is not None else {}),
             "drains": sorted(self.drains),
             "snapshot_version": self.snapshot_version,
             "saved_at_unix_s": self.saved_at_unix_s,
@@ -86,6 +92,7 @@ class ControlRecord:
                 snapshot_version=str(data.get("snapshot_version", "")),
                 saved_at_unix_s=float(data.get("saved_at_unix_s", 0.0)),
                 ledger=dict(data["ledger"]) if data.get("ledger") else None,
+                calibration=dict(data["calibration"]) if data.get("calibration") else None,
             )
         except (TypeError, ValueError) as e:
             raise ValueError(f"{source}: {type(e).__name__}: {e}") from None
@@ -99,7 +106,9 @@ class ControlRecord:
         ledger = LedgerState.from_json(self.ledger) if self.ledger is not None else None
         capacity = CapacityState.from_json(self.capacity) if self.capacity is not None else None
         releases = ReleaseBook.from_json(self.releases, "state record: releases")
-        return DeciderStates(routing_state_from_routes(self.routes, now_s), capacity, releases, ledger)
+        calibration = (CalibrationState.from_json(self.calibration, "state record: calibration")
+                       if self.calibration is not None else None)
+        return DeciderStates(routing_state_from_routes(self.routes, now_s), capacity, releases, ledger, calibration)
 
 
 def routing_state_from_routes(routes: Mapping[RouteKey, RouteWeights], now_s: float) -> PolicyState | None:

@@ -26,7 +26,9 @@ from control.metrics_scrape import ScrapeSource
 from control.ports import MetricsSource, ReplicaActuator, ReplicaDiscovery, StateStore
 from control.route_sink_xds import XdsRouteSink
 from control.state_store_file import FileStateStore
+from control.stats_source import TritonStatsSource
 from control.status import render_status
+from router_lib.calibration import CalibrationSettings
 from router_lib.capacity import CapacitySettings
 from router_lib.domain import Fleet
 from router_lib.policy import CONSUMED_FLEET_METRICS, CONSUMED_METRICS
@@ -102,13 +104,17 @@ def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state
                composing: Mapping[str, str], envoy_metrics_url: str | None, dataplane: DataPlaneSettings,
                policy: PolicySettings, registry: CollectorRegistry, desired_path: Path | None = None,
                discovery: ReplicaDiscovery | None = None, store: StateStore | None = None,
-               metrics: MetricsSource | None = None, clock: Callable[[], float] | None = None) -> ControlServer:
+               metrics: MetricsSource | None = None, clock: Callable[[], float] | None = None,
+               calibration: CalibrationSettings | None = None) -> ControlServer:
     """The local wiring.  With ``desired_path`` the capacity decider's counts are written there for
     the local supervisor to follow; without it the fleet is fixed (and says so).  ``discovery``
     replaces the runtime file (in a cluster: ``control.discovery_k8s.EndpointSliceDiscovery``), ``store``
     the state file (in a cluster: ``control.lease_k8s.ConfigMapStateStore``), ``metrics`` the direct
     scrape (in a cluster: ``control.metrics_prometheus.PrometheusApiSource``, every Envoy's and
-    Triton's series, queried at wall-clock times: pass ``clock=time.time`` with it)."""
+    Triton's series, queried at wall-clock times: pass ``clock=time.time`` with it).  The online
+    calibration reads every serving replica's statistics extension and Envoy's request-time sums
+    (``control.stats_source``); ``calibration`` says when its profiles are used (default: the
+    conservative ``CalibrationSettings()``)."""
     if discovery is None:
         if runtime_path is None:
             raise ValueError("replica discovery: give a runtime file or another ReplicaDiscovery")
@@ -130,6 +136,8 @@ def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state
         settings=policy,
         observer=ControlPlaneMetrics(registry, fleet, policy),
         capacity=CapacitySettings(**fleet.autoscaling, policy=policy),  # type: ignore[arg-type]
+        stats=TritonStatsSource({p.name: p.models for p in fleet.pools}, envoy_metrics_url),
+        calibration=calibration,
         **({"clock": clock} if clock is not None else {}),
     )
     return ControlServer(fleet, loop, sink, registry)

@@ -7,6 +7,7 @@ from typing import Any
 
 from control.loop import LoopView
 from control.release_admin import releases_view
+from router_lib.calibration import calibration_view
 from router_lib.domain import Fleet
 from router_lib.metrics import FleetMetrics
 
@@ -90,6 +91,9 @@ def render_status(fleet: Fleet, view: LoopView, ads_streams: Any) -> dict[str, A
         "metrics_errors": dict(view.metrics_errors),
         "state_record_version": view.record_version,
         "releases": releases_view(view.releases),
+        # the online calibration per model and pool: prior vs learned service time, samples, confidence
+        "calibration": [calibration_view(c, fleet.time_dilation) for c in view.decision.calibration]
+        if view.decision else [],
         "actuation": ({"requested": dict(actuation.requested), "applied": dict(actuation.applied),
                        "note": actuation.note} if actuation else None),
     }

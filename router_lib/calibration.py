@@ -15,7 +15,9 @@ The estimator, per (model, pool, batch size ``b``):
   ``p99_over_p50`` (what the simulator draws), so the mean is ``L(b) * exp(s^2 / 2)`` with
   ``s = ln(tail) / z99``, and the calibrated p50 is the posterior mean divided by the same factor.
 * Posterior mean ``(N0 * prior_mean + sum of ms) / (N0 + n)``: the prior dominates with few
-  samples and fades with many.  Only sums and counts are published by Triton, so the spread of
+  samples and fades with many.  Once ``n >= N0``, a prior whose mean is more than
+  ``conflict_ratio`` away from the observed one is dropped (prior-data conflict: with N0 = 20, a
+  profile 40x too slow would otherwise still bias the estimate by 50% after 1,600 executions).  Only sums and counts are published by Triton, so the spread of
   one execution is estimated from the window means (``Var(mean of k) = sigma^2 / k``:
   ``sigma^2 = sum k_i (m_i - m)^2 / (W - 1)``), blended with the prior's log-normal spread
   (``PRIOR_SPREAD_WINDOWS`` pseudo-windows).  Confidence is the relative standard error of the
@@ -65,6 +67,8 @@ class CalibrationSettings:
     ``min_executions`` / ``max_relative_error``: a batch size's estimate is used by the deciders
     only past both.  ``memory_executions``: older executions fade past this many.
     ``min_overhead_requests``: the overhead outside Triton is added to the profile only past this.
+    ``conflict_ratio``: once the executions outnumber the prior's, a prior whose mean is off the
+    observed one by more than this factor is dropped.
     ``use_for_decisions``: False shows the calibration in /status without using it."""
 
     prior_executions: float = 20.0
@@ -72,6 +76,7 @@ class CalibrationSettings:
     max_relative_error: float = 0.02
     memory_executions: float = 50_000.0
     min_overhead_requests: float = 200.0
+    conflict_ratio: float = 2.0
     use_for_decisions: bool = True
 
     def __post_init__(self) -> None:
@@ -81,6 +86,8 @@ class CalibrationSettings:
                 raise ValueError(f"calibration.{name} must be a number >= 0, got {value!r}")
         if not isinstance(self.max_relative_error, (int, float)) or not 0 < self.max_relative_error < 1:
             raise ValueError(f"calibration.max_relative_error must be in (0, 1), got {self.max_relative_error!r}")
+        if not isinstance(self.conflict_ratio, (int, float)) or not self.conflict_ratio > 1:
+            raise ValueError(f"calibration.conflict_ratio must be > 1, got {self.conflict_ratio!r}")
         if not isinstance(self.memory_executions, (int, float)) or not self.memory_executions >= 10:
             raise ValueError(f"calibration.memory_executions must be >= 10, got {self.memory_executions!r}")
 
@@ -279,6 +286,7 @@ class BatchEstimate:
     p50_ms: float  # posterior p50 (what a profile holds)
     relative_standard_error: float
     confident: bool
+    prior_rejected: bool = False  # the data contradicted the prior by more than conflict_ratio
 
 
 @dataclass(frozen=True)
@@ -292,6 +300,7 @@ class Calibration:
     overhead_ms: float | None
     overhead_requests: float
     updated_unix_s: float
+    settings: CalibrationSettings = field(default_factory=CalibrationSettings)
 
     @property
     def executions(self) -> float:
@@ -304,9 +313,10 @@ class Calibration:
     def batch(self, size: int) -> BatchEstimate | None:
         return next((b for b in self.batches if b.batch_size == size), None)
 
-    def profile(self, settings: CalibrationSettings, machine: str = "") -> Profile:
+    def profile(self, machine: str = "") -> Profile:
         """The prior with every confident batch size replaced by its posterior p50 (plus the
         measured overhead outside Triton); provenance ``online``."""
+        settings = self.settings
         overhead = (self.overhead_ms if self.overhead_ms is not None
                     and self.overhead_requests >= settings.min_overhead_requests else 0.0)
         table = dict(self.prior.latency_ms_by_batch)
@@ -342,13 +352,23 @@ def estimate(prior: Profile, sums: Mapping[int, ServiceSums], overhead: Overhead
         prior_p50 = prior.latency_ms(b)
         prior_mean = prior_p50 * factor
         n = s.executions
-        mean = (n0 * prior_mean + s.total_ms) / (n0 + n) if n0 + n > 0 else prior_mean
+        observed = s.mean_ms
+        # prior-data conflict: once the data outweigh the prior, a prior off by more than
+        # ``conflict_ratio`` is dropped rather than left to bias the estimate for thousands of
+        # executions (a profile measured elsewhere, from a client, or for another model version)
+        rejected = (observed is not None and n >= n0
+                    and not prior_mean / settings.conflict_ratio <= observed <= prior_mean * settings.conflict_ratio)
+        weight = 0.0 if rejected else n0
+        mean = (weight * prior_mean + s.total_ms) / (weight + n) if weight + n > 0 else prior_mean
         dof = max(s.windows - 1.0, 0.0)
-        variance = (PRIOR_SPREAD_WINDOWS * cv2 * prior_mean ** 2 + s.spread_sum_ms2()) / (PRIOR_SPREAD_WINDOWS + dof)
-        rse = math.sqrt(variance / (n0 + n)) / mean if n0 + n > 0 and mean > 0 else math.inf
+        # the prior's spread is a coefficient of variation: it scales with the estimate
+        variance = (PRIOR_SPREAD_WINDOWS * cv2 * mean ** 2 + s.spread_sum_ms2()) / (PRIOR_SPREAD_WINDOWS + dof)
+        rse = math.sqrt(variance / (weight + n)) / mean if weight + n > 0 and mean > 0 else math.inf
         confident = n >= settings.min_executions and rse <= settings.max_relative_error
-        out.append(BatchEstimate(b, prior_p50, prior_mean, s.mean_ms, n, mean, mean / factor, rse, confident))
-    return Calibration(prior.model, pools, prior, tuple(out), overhead.mean_ms, overhead.requests, updated_unix_s)
+        out.append(BatchEstimate(b, prior_p50, prior_mean, observed, n, mean, mean / factor, rse, confident,
+                                 rejected))
+    return Calibration(prior.model, pools, prior, tuple(out), overhead.mean_ms, overhead.requests, updated_unix_s,
+                       settings)
 
 
 def calibration_of(state: CalibrationState, prior: Profile, pools: tuple[str, ...],
@@ -393,24 +413,25 @@ def calibrated_fleet(fleet: Fleet, state: CalibrationState | None, settings: Cal
             continue
         cal = calibration_of(state, prior, pools, settings)
         if cal.confident:
-            profiles[(model, accelerator)] = cal.profile(settings, machine)
+            profiles[(model, accelerator)] = cal.profile(machine)
             changed = True
     return replace(fleet, profiles=profiles) if changed else fleet
 
 
-def calibration_view(cal: Calibration, settings: CalibrationSettings, time_dilation: float = 1.0) -> dict[str, Any]:
+def calibration_view(cal: Calibration, time_dilation: float = 1.0) -> dict[str, Any]:
     """What ``/status`` shows of one calibration: prior vs calibrated at batch 1 and the max batch,
     samples and confidence per batch size, and the profile the deciders would take (its table is
     what ``python -m profiler write-online`` writes back)."""
+    profile = cal.profile()
+
     def point(size: int) -> dict[str, Any]:
         b = cal.batch(size)
         prior_ms = cal.prior.latency_ms(size)
-        calibrated = cal.profile(settings).latency_ms(size)
+        calibrated = profile.latency_ms(size)
         return {"batch_size": size, "prior_p50_ms": round(prior_ms, 4), "calibrated_p50_ms": round(calibrated, 4),
                 "executions": round(b.executions, 1) if b else 0.0,
                 "relative_standard_error": _finite(b.relative_standard_error) if b else None,
                 "confident": bool(b and b.confident)}
-    profile = cal.profile(settings)
     return {
         "model": cal.model,
         "pools": list(cal.pools),
@@ -426,7 +447,8 @@ def calibration_view(cal: Calibration, settings: CalibrationSettings, time_dilat
                       "observed_mean_ms": None if b.observed_mean_ms is None else round(b.observed_mean_ms, 4),
                       "mean_ms": round(b.mean_ms, 4), "p50_ms": round(b.p50_ms, 4),
                       "executions": round(b.executions, 1),
-                      "relative_standard_error": _finite(b.relative_standard_error), "confident": b.confident}
+                      "relative_standard_error": _finite(b.relative_standard_error), "confident": b.confident,
+                      "prior_rejected": b.prior_rejected}
                      for b in cal.batches],
         "time_dilation": time_dilation,
         "profile": {"latency_ms_by_batch": {str(k): round(v, 6) for k, v in sorted(profile.latency_ms_by_batch.items())},

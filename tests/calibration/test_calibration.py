@@ -58,14 +58,14 @@ def test_synthetic_statistics_from_a_known_curve_are_recovered_within_5_percent(
         assert est.mean_ms == pytest.approx(TRUE(b), rel=0.05), b
         assert est.confident and est.relative_standard_error < 0.02
     # the calibrated profile holds the p50 (mean / log-normal factor) and the latency model takes it
-    calibrated = cal.profile(SETTINGS)
+    calibrated = cal.profile()
     assert calibrated.provenance.kind == "online"
     assert calibrated.latency_ms(8) * mean_over_median(prior) == pytest.approx(TRUE(8), rel=0.05)
     assert predicted_p99_ms(calibrated, 0.3) < predicted_p99_ms(prior, 0.3)
 
 
 def test_the_prior_dominates_with_few_samples_and_fades_with_many() -> None:
-    prior = off_prior(2.0)
+    prior = off_prior(1.6)
     prior_mean = prior.latency_ms(8) * mean_over_median(prior)
     r = FakeReplica("m", TRUE)
     state = observe(None, reading({("gpu", "a"): r}), SETTINGS, 0.0)
@@ -78,6 +78,21 @@ def test_the_prior_dominates_with_few_samples_and_fades_with_many() -> None:
     many = calibration_of(run_ticks({("gpu", "a"): r}, 60, 80), prior, ("gpu",), SETTINGS).batch(8)
     assert many is not None and many.mean_ms == pytest.approx(TRUE(8), rel=0.03)
     assert many.relative_standard_error < est.relative_standard_error
+
+
+@pytest.mark.parametrize("factor", [0.1, 5.0], ids=["prior-10x-too-fast", "prior-5x-too-slow"])
+def test_a_prior_the_data_contradict_is_dropped_once_the_data_outweigh_it(factor: float) -> None:
+    prior = off_prior(factor)
+    r = FakeReplica("m", TRUE)
+    state = observe(None, reading({("gpu", "a"): r}), SETTINGS, 0.0)
+    r.run(8, 10)  # fewer than the prior's 20 pseudo-executions: the prior still counts
+    state = observe(state, reading({("gpu", "a"): r}), SETTINGS, 1.0)
+    early = calibration_of(state, prior, ("gpu",), SETTINGS).batch(8)
+    assert early is not None and not early.prior_rejected
+    r.run(8, 30)
+    state = observe(state, reading({("gpu", "a"): r}), SETTINGS, 2.0)
+    late = calibration_of(state, prior, ("gpu",), SETTINGS).batch(8)
+    assert late is not None and late.prior_rejected and late.mean_ms == late.observed_mean_ms
 
 
 def test_a_replica_restart_starts_a_new_baseline_and_its_warm_up_is_not_learned() -> None:

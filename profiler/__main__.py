@@ -152,6 +152,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_online(args: argparse.Namespace) -> int:
+    from profiler.online import cmd_write_online
+
+    return cmd_write_online(args)
+
+
 def parser() -> argparse.ArgumentParser:
     from profiler.accuracy import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_COSINE
     from profiler.diff import DEFAULT_THRESHOLD
@@ -198,6 +204,18 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("candidate", type=Path)
     d.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="relative change that fails")
     d.set_defaults(func=cmd_diff)
+
+    w = sub.add_parser("write-online", help="write a profile learned online back as <model>.<accelerator>.online.yaml")
+    w.add_argument("--model", required=True)
+    w.add_argument("--pool", required=True, help="the pool whose calibration to write")
+    src = w.add_mutually_exclusive_group(required=True)
+    src.add_argument("--status", help="a control server's /status URL, or a saved copy of it")
+    src.add_argument("--state", type=Path, help="the control server's state record (with --fleet)")
+    w.add_argument("--fleet", type=Path, default=ROOT / "fleet.yaml", help="the fleet file (with --state)")
+    w.add_argument("--profiles-dir", type=Path, default=ROOT / "profiles")
+    w.add_argument("--machine", help="what the calibration ran on (default: this machine, described)")
+    w.add_argument("--allow-emulated", action="store_true", help="write an emulated pool's calibration too")
+    w.set_defaults(func=_write_online)
 
     g = sub.add_parser("plot", help="PNG from a profile run's JSON")
     g.add_argument("results_json", type=Path)

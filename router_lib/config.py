@@ -186,13 +186,16 @@ def load_profile(path: Path | str) -> Profile:
     )
     pr = r.child("provenance")
     kind = pr.str("kind")
-    if kind not in ("measured", "reference"):
-        raise ConfigError(path, "provenance.kind", f"must be 'measured' or 'reference', got {kind!r}")
+    if kind not in ("measured", "reference", "online"):
+        raise ConfigError(path, "provenance.kind",
+                          f"must be 'measured' or 'reference' (or 'online': learned from Triton's statistics), got {kind!r}")
     if kind == "reference":
         pr.str("source")
         pr.str("assumption")
-    else:
+    else:  # measured by the profiler, or learned online from Triton's statistics (router_lib.calibration)
         pr.str("machine")
+        if kind == "online":
+            pr.str("source")
     prov = Provenance(
         kind=kind,
         date=pr.str("date"),
@@ -233,15 +236,24 @@ def load_profile(path: Path | str) -> Profile:
 
 
 def load_profiles(directory: Path | str) -> dict[tuple[str, Accelerator], Profile]:
-    """Every ``*.yaml`` in ``directory``; one profile per (model, accelerator)."""
+    """Every ``*.yaml`` in ``directory``; one profile per (model, accelerator).
+
+    A ``<model>.<accelerator>.online.yaml`` (written by ``python -m profiler write-online``) takes
+    the place of the offline profile of the same (model, accelerator): writing it there is how a
+    calibration is adopted (and ``git rm`` it to go back)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigError(directory, "", "profiles directory not found")
     out: dict[tuple[str, Accelerator], Profile] = {}
     seen: dict[tuple[str, Accelerator], Path] = {}
-    for f in sorted(directory.glob("*.yaml")):
+    files = sorted(directory.glob("*.yaml"), key=lambda f: (f.name.endswith(".online.yaml"), f.name))
+    for f in files:
         p = load_profile(f)
         key = (p.model, p.accelerator)
+        if key in out and f.name.endswith(".online.yaml") and not seen[key].name.endswith(".online.yaml"):
+            out[key] = p  # the calibrated profile replaces the offline one
+            seen[key] = f
+            continue
         if key in out:
             raise ConfigError(f, "model", f"duplicate profile for {key[0]} on {key[1].value} (also {seen[key]})")
         out[key] = p

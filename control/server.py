@@ -136,7 +136,7 @@ def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state
         settings=policy,
         observer=ControlPlaneMetrics(registry, fleet, policy),
         capacity=CapacitySettings(**fleet.autoscaling, policy=policy),  # type: ignore[arg-type]
-        stats=TritonStatsSource({p.name: p.models for p in fleet.pools}, envoy_metrics_url),
+        stats=TritonStatsSource({p.name: p.models for p in fleet.pools}, envoy_metrics_url, composing=composing),
         calibration=calibration,
         **({"clock": clock} if clock is not None else {}),
     )

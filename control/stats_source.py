@@ -50,8 +50,13 @@ class TritonStatsSource:
     """Read the statistics of ``models_by_pool``'s models from every serving replica."""
 
     def __init__(self, models_by_pool: Mapping[str, tuple[str, ...]], envoy_url: str | None = None, *,
-                 fetch: Fetch = http_get_text, timeout_s: float = 1.0) -> None:
+                 composing: Mapping[str, str] | None = None, fetch: Fetch = http_get_text,
+                 timeout_s: float = 1.0) -> None:
+        """``composing``: composing step -> public model (an ensemble's steps are read too)."""
         self.models_by_pool = {pool: tuple(models) for pool, models in models_by_pool.items()}
+        self.ensembles: dict[str, tuple[str, ...]] = {}
+        for step, public in sorted((composing or {}).items()):
+            self.ensembles[public] = (*self.ensembles.get(public, ()), step)
         self.envoy_url = envoy_url
         self.fetch = fetch
         self.timeout_s = timeout_s
@@ -66,7 +71,7 @@ class TritonStatsSource:
         except (StatsParseError, *FETCH_ERRORS) as e:
             self.last_errors[url] = f"{type(e).__name__}: {e}"
             return None
-        wanted = self.models_by_pool.get(pool, ())
+        wanted = {m for public in self.models_by_pool.get(pool, ()) for m in (public, *self.ensembles.get(public, ()))}
         return {m: s for m, s in stats.items() if m in wanted}
 
     def read(self, replicas: ReplicaSet) -> StatsReading:
@@ -83,4 +88,4 @@ class TritonStatsSource:
                 end_to_end = parse_envoy_request_time(self.fetch(self.envoy_url, self.timeout_s), self.envoy_url)
             except (StatsParseError, *FETCH_ERRORS) as e:
                 self.last_errors[self.envoy_url] = f"{type(e).__name__}: {e}"
-        return StatsReading(by_replica, end_to_end)
+        return StatsReading(by_replica, end_to_end, self.ensembles)

@@ -28,6 +28,9 @@ The estimator, per (model, pool, batch size ``b``):
   baseline, not a window: the first executions after a start include warm-up (measured here:
   the first batch-1 execution of the digits classifier took 47 ms, the next ones 0.2 ms).
 
+An ensemble (no ``batch_stats`` of its own) is calibrated from its composing steps: per window
+and batch size, the sum of the steps' mean times (``_ensemble_windows``).
+
 Fixed overhead outside Triton (Envoy, network, client): where the edge's end-to-end time per
 request is known (``StatsReading.end_to_end``, cumulative count and ms per (model, pool)), the
 window's mean end-to-end time minus Triton's mean request time (``inference_stats.success``) is
@@ -105,10 +108,13 @@ class EndToEnd:
 class StatsReading:
     """One tick's statistics: ``by_replica[(pool, replica id)][model]`` cumulative counters of
     every replica read (a replica missing here is forgotten: its next reading is a baseline);
-    ``end_to_end[(model, pool)]`` the edge's cumulative counts, when known."""
+    ``end_to_end[(model, pool)]`` the edge's cumulative counts, when known; ``ensembles``: a
+    public model -> its composing steps, whose statistics ``by_replica`` holds under their own
+    names (an ensemble has no ``batch_stats`` of its own)."""
 
     by_replica: Mapping[tuple[str, str], Mapping[str, ModelStats]] = field(default_factory=dict)
     end_to_end: Mapping[tuple[str, str], EndToEnd] = field(default_factory=dict)
+    ensembles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,8 @@ def observe(state: CalibrationState | None, reading: StatsReading, settings: Cal
             t = in_triton.setdefault((model, pool), [0.0, 0.0])
             t[0] += now.requests - before.requests
             t[1] += (now.request_ns - before.request_ns) / 1e6
+    for ensemble, steps in reading.ensembles.items():
+        _ensemble_windows(ensemble, steps, windows)
     service = dict(state.service)
     for service_key, (n, ms) in windows.items():
         service[service_key] = service.get(service_key, ServiceSums()).add_window(int(n), ms).faded(
@@ -264,6 +272,24 @@ def observe(state: CalibrationState | None, reading: StatsReading, settings: Cal
         overhead[key] = o
     return CalibrationState(service, overhead, state.started_unix_s or wall_s, wall_s,
                             {k: dict(v) for k, v in reading.by_replica.items()}, dict(reading.end_to_end), restarts)
+
+
+def _ensemble_windows(ensemble: str, steps: tuple[str, ...], windows: dict[tuple[str, str, int], list[float]]
+                      ) -> None:
+    """An ensemble's window at batch ``b``: its steps' mean times at ``b`` added up, over the
+    fewest executions any step had (a step-to-step approximation: under load a later step's
+    batcher may form other batch sizes than the first; at low load all run the request's own)."""
+    if not steps:
+        return
+    by_pool_batch: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for (model, pool, b), (n, ms) in windows.items():
+        if model in steps:
+            by_pool_batch.setdefault((pool, b), []).append((n, ms))
+    for (pool, b), parts in by_pool_batch.items():
+        if len(parts) == len(steps):
+            n = min(k for k, _ in parts)
+            mean = sum(ms / k for k, ms in parts)
+            windows[(ensemble, pool, b)] = [n, n * mean]
 
 
 # -- estimates ---------------------------------------------------------------------------------

@@ -170,6 +170,28 @@ def test_the_fleet_gets_a_calibrated_profile_only_where_confident() -> None:
     assert [(c.model, c.pools, c.confident) for c in views] == [("m", ("gpu",), True), ("m", ("cpu",), False)]
 
 
+def test_an_ensemble_is_calibrated_from_its_steps_added_up() -> None:
+    tokenizer, model = linear_curve(0.5, 0.05), linear_curve(2.0, 0.5)
+    steps = {"tok": FakeReplica("tok", tokenizer, rng=random.Random(1)),
+             "onnx": FakeReplica("onnx", model, rng=random.Random(2))}
+
+    def read() -> StatsReading:
+        return StatsReading({("cpu", "a"): {name: r.stats() for name, r in steps.items()}},
+                            ensembles={"embed": ("onnx", "tok")})
+
+    state = observe(None, read(), SETTINGS, 0.0)
+    for t in range(30):
+        for r in steps.values():
+            r.run(1, 60)
+            r.run(8, 40)
+        state = observe(state, read(), SETTINGS, 1.0 + t)
+    cal = calibration_of(state, profile("embed", CPU, {1: 3.0, 8: 8.0}), ("cpu",), SETTINGS)
+    for b in (1, 8):
+        est = cal.batch(b)
+        assert est is not None and est.executions == 30 * (60 if b == 1 else 40)
+        assert est.mean_ms == pytest.approx(tokenizer(b) + model(b), rel=0.05)
+
+
 def test_state_survives_json_round_trip() -> None:
     state = run_ticks({("gpu", "a"): FakeReplica("m", TRUE)}, 3, 20)
     back = CalibrationState.from_json(json.loads(json.dumps(state.to_json())), "record")

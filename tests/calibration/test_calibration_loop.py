@@ -137,3 +137,11 @@ def test_the_statistics_adapter_reads_every_serving_replica_and_names_a_bad_one(
     assert "not JSON" in source.last_errors["http://127.0.0.1:9010/v2/models/stats"]
     e2e = out.end_to_end[("digits_classifier", "cpu")]
     assert (e2e.requests, e2e.total_ms) == (5, 13.0)
+
+
+def test_the_statistics_adapter_reads_an_ensembles_steps_under_their_own_names() -> None:
+    source = TritonStatsSource({"cpu": ("ens",)}, composing={"digits_classifier": "ens"},
+                               fetch=lambda url, timeout_s: json.dumps(REAL))
+    out = source.read(replicas(cpu=1))
+    assert list(out.by_replica[("cpu", "127.0.0.1:9000")]) == ["digits_classifier"]
+    assert out.ensembles == {"ens": ("digits_classifier",)}

@@ -294,8 +294,15 @@ def _pool_traces(inputs: CapacityInputs, plan: CachedPlan, previous: Mapping[str
     usable = [p for p in active if p.replica_bounds[1] > 0]
     planned = {p.name: _from_plan(p, previous[p.name], inputs.ready.get(p.name, 0), inputs.starting.get(p.name, 0),
                                   plan) for p in active}
+    # Arriving: the plan wants more replicas than are ready, and they are starting, asked for now,
+    # or were asked for within ``arrival_grace_s`` (an actuator reports a start a moment after the
+    # ask: measured, a CPU pool emptied in that gap while the Inferentia replica was not yet
+    # reported starting).  Past the grace a pool that never started is not waited for.
+    def asked_recently(n: str) -> bool:
+        changed = memory[n].changed_s if n in memory else None
+        return changed is not None and now_s - changed <= settings.arrival_grace_s
     arriving = [n for n, t in planned.items()
-                if t.plan_target > t.ready and (t.starting > 0 or t.previous < t.plan_target)]
+                if t.plan_target > t.ready and (t.starting > 0 or t.previous < t.plan_target or asked_recently(n))]
     capped, owed = _spill(inputs, plan)
     placed = plan.placed if plan.feasible else {}
     traces = {n: _with_bounds(_with_live(t, inputs, [a for a in arriving if a != n], capped.get(n),

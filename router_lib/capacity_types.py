@@ -79,6 +79,10 @@ class CapacitySettings:
       are 7 minutes (2 min cold start, 5 min window): a swap that starts 4 CPUs to drop one
       Inferentia for $0.18/h is refused, one that starts 3 CPUs for $0.32/h goes ahead.  The
       penalty only ranks mixes: a rise that needs new replicas still gets them.
+    * ``arrival_grace_s`` (300): how long after asking for a pool's replicas the decider still
+      counts them as arriving when none is reported starting yet (other pools wait for arriving
+      ones before shrinking).  A cloud node's cold start (node, image pull, model load) is a few
+      minutes; past this a pool that never started is not waited for.
     * ``policy``: the routing policy's settings.  The planner and the utilisation signal use its
       ``headroom`` on tier bounds and ``max_utilisation``, so capacity and routing agree on what
       "fits" (pass the loop's own ``PolicySettings``).
@@ -93,6 +97,7 @@ class CapacitySettings:
     flap_guard_s: float = 60.0
     replan_tolerance: float = 0.1
     start_penalty: float = 0.5
+    arrival_grace_s: float = 300.0
     policy: PolicySettings = field(default_factory=PolicySettings)
 
     def __post_init__(self) -> None:
@@ -111,6 +116,7 @@ class CapacitySettings:
             ("flap_guard_s", self.flap_guard_s >= 0, ">= 0"),
             ("replan_tolerance", 0 <= self.replan_tolerance < 1, "in [0, 1)"),
             ("start_penalty", self.start_penalty >= 0, ">= 0"),
+            ("arrival_grace_s", self.arrival_grace_s >= 0, ">= 0"),
         )
         for name, ok, rule in rules:
             if not ok:

@@ -161,6 +161,26 @@ def test_a_pool_goes_to_zero_draining_and_comes_back_from_zero() -> None:
     assert low_again.pools["cpu"].kind is R.FROM_ZERO
 
 
+def test_a_pool_keeps_its_replicas_until_the_pool_the_plan_asked_for_is_ready() -> None:
+    # 720 req/s: the plan moves the load from 9 cpus to one gpu.  The gpu is asked for at t=0; at
+    # t=1 the actuator has not reported it starting yet, at t=2 it starts, at t=3 it is ready.
+    f = make_fleet((("cpu", 9, 0, 20), ("gpu", 0, 0, 10)))
+    settings = CapacitySettings(scale_down_window_s=0.0, flap_guard_s=0.0, arrival_grace_s=30.0)
+    d0, state = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 9, "gpu": 0}, settings=settings), None, 0.0)
+    assert d0.desired() == {"cpu": 9, "gpu": 1}
+    d1, state = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 9, "gpu": 0}, settings=settings), state, 1.0)
+    assert d1.desired() == {"cpu": 9, "gpu": 1} and "waits for gpu" in d1.pools["cpu"].reason
+    d2, state = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 9, "gpu": 0}, starting={"gpu": 1},
+                                       settings=settings), state, 2.0)
+    assert d2.desired()["cpu"] == 9
+    d3, state = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 9, "gpu": 1}, settings=settings), state, 3.0)
+    assert d3.desired() == {"cpu": 0, "gpu": 1}
+    # a pool asked for that never starts is waited for only within the grace
+    stuck, st = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 9, "gpu": 0}, settings=settings), None, 0.0)
+    late, _ = decide_capacity(inputs(f, {"gold": 600}, {"cpu": 9, "gpu": 0}, settings=settings), st, 31.0)
+    assert stuck.desired()["cpu"] == 9 and late.desired()["cpu"] < 9
+
+
 def test_an_overloaded_pool_waits_for_the_pool_the_plan_brings_up_instead_of_growing() -> None:
     # 720 req/s: the plan moves the load to one gpu (from zero); meanwhile the cpu, which still
     # carries it, queues.  Adding cpus for traffic that moves away is what the window would then
@@ -421,7 +441,7 @@ def test_a_state_round_tripped_through_json_gives_identical_decisions() -> None:
     ("headroom", 0.9), ("scale_down_window_s", -1.0), ("queue_per_replica_up", 0.0),
     ("latency_up_fraction", 1.5), ("max_step_up", 0), ("max_step_up", 2.5), ("max_step_up_fraction", -0.1),
     ("flap_guard_s", -5.0), ("replan_tolerance", 1.0), ("headroom", float("nan")), ("flap_guard_s", True),
-    ("start_penalty", -0.1),
+    ("start_penalty", -0.1), ("arrival_grace_s", -1.0),
 ])
 def test_invalid_settings_are_refused_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"CapacitySettings\.{field} must be"):

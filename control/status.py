@@ -92,8 +92,8 @@ def render_status(fleet: Fleet, view: LoopView, ads_streams: Any) -> dict[str, A
         "state_record_version": view.record_version,
         "releases": releases_view(view.releases),
         # the online calibration per model and pool: prior vs learned service time, samples, confidence
-        "calibration": [calibration_view(c, fleet.time_dilation) for c in view.decision.calibration]
-        if view.decision else [],
+        "calibration": [calibration_view(c, fleet.time_dilation, any(fleet.pool(p).emulated for p in c.pools))
+                        for c in view.decision.calibration] if view.decision else [],
         "actuation": ({"requested": dict(actuation.requested), "applied": dict(actuation.applied),
                        "note": actuation.note} if actuation else None),
     }

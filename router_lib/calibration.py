@@ -32,9 +32,9 @@ An ensemble (no ``batch_stats`` of its own) is calibrated from its composing ste
 and batch size, the sum of the steps' mean times (``_ensemble_windows``).
 
 Fixed overhead outside Triton (Envoy, network, client): where the edge's end-to-end time per
-request is known (``StatsReading.end_to_end``, cumulative count and ms per (model, pool)), the
-window's mean end-to-end time minus Triton's mean request time (``inference_stats.success``) is
-one sample, weighted by its requests.  It is shown as its own number and, once measured on
+request is known (``StatsReading.end_to_end``, cumulative count and ms per (model, pool)), its
+mean minus Triton's mean request time (``inference_stats.success``) over the same readings
+(``OverheadSums``).  It is shown as its own number and, once measured on
 ``min_overhead_requests``, added to each calibrated latency of the profile (a profile's latency is
 what one request sees at low load; the measured profiles were taken from a client, overhead
 included).
@@ -72,7 +72,10 @@ class CalibrationSettings:
     ``min_overhead_requests``: the overhead outside Triton is added to the profile only past this.
     ``conflict_ratio``: once the executions outnumber the prior's, a prior whose mean is off the
     observed one by more than this factor is dropped.
-    ``use_for_decisions``: False shows the calibration in /status without using it."""
+    ``use_for_decisions``: False shows the calibration in /status without using it.
+    ``calibrate_emulated``: also use emulated pools' calibrations.  Off by default: an emulated
+    pool's statistics measure the emulation (the profile's own service time plus the host's lag,
+    which the policy already adds from ``emulation_lag_ms``), not the accelerator."""
 
     prior_executions: float = 20.0
     min_executions: float = 1000.0
@@ -81,6 +84,7 @@ class CalibrationSettings:
     min_overhead_requests: float = 200.0
     conflict_ratio: float = 2.0
     use_for_decisions: bool = True
+    calibrate_emulated: bool = False
 
     def __post_init__(self) -> None:
         for name in ("prior_executions", "min_executions", "min_overhead_requests"):
@@ -157,17 +161,36 @@ class ServiceSums:
 
 @dataclass(frozen=True)
 class OverheadSums:
-    """Requests and ``sum requests_i * overhead_i`` ms of the overhead outside Triton."""
+    """Requests and their total ms as the edge saw them, and as Triton saw them, over the same
+    readings.  The overhead is the difference of the two means over the whole (faded) period, not
+    per window: Envoy publishes its histogram sums only every few seconds (``stats_flush_interval``),
+    so one tick's edge window and Triton window do not cover the same requests, but over many ticks
+    they do, up to the edges."""
 
-    requests: float = 0.0
-    total_ms: float = 0.0
+    edge_requests: float = 0.0
+    edge_ms: float = 0.0
+    triton_requests: float = 0.0
+    triton_ms: float = 0.0
 
     def plus(self, other: OverheadSums) -> OverheadSums:
-        return OverheadSums(self.requests + other.requests, self.total_ms + other.total_ms)
+        return OverheadSums(self.edge_requests + other.edge_requests, self.edge_ms + other.edge_ms,
+                            self.triton_requests + other.triton_requests, self.triton_ms + other.triton_ms)
+
+    def faded(self, memory: float) -> OverheadSums:
+        if self.triton_requests <= memory:
+            return self
+        f = memory / self.triton_requests
+        return OverheadSums(self.edge_requests * f, self.edge_ms * f, self.triton_requests * f, self.triton_ms * f)
+
+    @property
+    def requests(self) -> float:
+        return min(self.edge_requests, self.triton_requests)
 
     @property
     def mean_ms(self) -> float | None:
-        return self.total_ms / self.requests if self.requests > 0 else None
+        if self.edge_requests <= 0 or self.triton_requests <= 0:
+            return None
+        return self.edge_ms / self.edge_requests - self.triton_ms / self.triton_requests
 
 
 @dataclass(frozen=True)
@@ -192,7 +215,8 @@ class CalibrationState:
             "service": [{"model": m, "pool": p, "batch_size": b, "executions": s.executions,
                          "total_ms": s.total_ms, "window_sq_ms2": s.window_sq_ms2, "windows": s.windows}
                         for (m, p, b), s in sorted(self.service.items())],
-            "overhead": [{"model": m, "pool": p, "requests": o.requests, "total_ms": o.total_ms}
+            "overhead": [{"model": m, "pool": p, "edge_requests": o.edge_requests, "edge_ms": o.edge_ms,
+                          "triton_requests": o.triton_requests, "triton_ms": o.triton_ms}
                          for (m, p), o in sorted(self.overhead.items())],
         }
 
@@ -213,7 +237,8 @@ class CalibrationState:
                     raise ValueError(f"{where}: negative sums {e!r}")
                 service[(str(e["model"]), str(e["pool"]), b)] = sums
             for e in data.get("overhead", []):
-                overhead[(str(e["model"]), str(e["pool"]))] = OverheadSums(float(e["requests"]), float(e["total_ms"]))
+                overhead[(str(e["model"]), str(e["pool"]))] = OverheadSums(
+                    float(e["edge_requests"]), float(e["edge_ms"]), float(e["triton_requests"]), float(e["triton_ms"]))
             return cls(service, overhead, float(data.get("started_unix_s", 0.0)),
                        float(data.get("updated_unix_s", 0.0)), restarts_seen=int(data.get("restarts_seen", 0)))
         except KeyError as e:
@@ -259,17 +284,13 @@ def observe(state: CalibrationState | None, reading: StatsReading, settings: Cal
     for key, now_e2e in reading.end_to_end.items():
         before_e2e = state.end_to_end.get(key)
         triton = in_triton.get(key)
-        if before_e2e is None or triton is None or triton[0] <= 0:
-            continue
+        if before_e2e is None or triton is None:
+            continue  # a baseline (of the edge or of every replica)
         d_req, d_ms = now_e2e.requests - before_e2e.requests, now_e2e.total_ms - before_e2e.total_ms
-        if d_req <= 0 or d_ms < 0:
-            continue  # nothing new, or the edge restarted
-        weight = min(d_req, triton[0])
-        sample = d_ms / d_req - triton[1] / triton[0]
-        o = overhead.get(key, OverheadSums()).plus(OverheadSums(weight, weight * sample))
-        if o.requests > settings.memory_executions:
-            o = OverheadSums(settings.memory_executions, o.total_ms * settings.memory_executions / o.requests)
-        overhead[key] = o
+        if d_req < 0 or d_ms < 0:
+            d_req, d_ms = 0.0, 0.0  # the edge restarted: its counters start again
+        overhead[key] = overhead.get(key, OverheadSums()).plus(
+            OverheadSums(d_req, d_ms, triton[0], triton[1])).faded(settings.memory_executions)
     return CalibrationState(service, overhead, state.started_unix_s or wall_s, wall_s,
                             {k: dict(v) for k, v in reading.by_replica.items()}, dict(reading.end_to_end), restarts)
 
@@ -428,13 +449,15 @@ def pool_calibrations(fleet: Fleet, state: CalibrationState | None, settings: Ca
 def calibrated_fleet(fleet: Fleet, state: CalibrationState | None, settings: CalibrationSettings,
                      machine: str = "") -> Fleet:
     """``fleet`` with each (model, accelerator)'s profile replaced by its calibration over every
-    pool of that accelerator, where at least one batch size is confident (module docstring)."""
+    real pool of that accelerator (emulated ones too with ``calibrate_emulated``), where at least
+    one batch size is confident (module docstring)."""
     if state is None or not state.service or not settings.use_for_decisions:
         return fleet
     profiles: dict[tuple[str, Accelerator], Profile] = dict(fleet.profiles)
     changed = False
     for (model, accelerator), prior in fleet.profiles.items():
-        pools = tuple(p.name for p in fleet.pools if p.accelerator is accelerator and model in p.models)
+        pools = tuple(p.name for p in fleet.pools if p.accelerator is accelerator and model in p.models
+                      and (settings.calibrate_emulated or not p.emulated))
         if not pools:
             continue
         cal = calibration_of(state, prior, pools, settings)
@@ -444,7 +467,7 @@ def calibrated_fleet(fleet: Fleet, state: CalibrationState | None, settings: Cal
     return replace(fleet, profiles=profiles) if changed else fleet
 
 
-def calibration_view(cal: Calibration, time_dilation: float = 1.0) -> dict[str, Any]:
+def calibration_view(cal: Calibration, time_dilation: float = 1.0, emulated: bool = False) -> dict[str, Any]:
     """What ``/status`` shows of one calibration: prior vs calibrated at batch 1 and the max batch,
     samples and confidence per batch size, and the profile the deciders would take (its table is
     what ``python -m profiler write-online`` writes back)."""
@@ -464,6 +487,10 @@ def calibration_view(cal: Calibration, time_dilation: float = 1.0) -> dict[str, 
         "accelerator": cal.prior.accelerator.value,
         "prior_provenance": cal.prior.provenance.kind,
         "confident": cal.confident,
+        "emulated": emulated,
+        # whether the deciders take it (alone or added up with the other pools of its accelerator)
+        "used_for_decisions": cal.confident and cal.settings.use_for_decisions
+        and (cal.settings.calibrate_emulated or not emulated),
         "executions": round(cal.executions, 1),
         "overhead_outside_triton_ms": None if cal.overhead_ms is None else round(cal.overhead_ms, 4),
         "overhead_requests": round(cal.overhead_requests, 1),

@@ -19,6 +19,7 @@ from router_lib.calibration import (
     observe,
     pool_calibrations,
 )
+from router_lib.domain import PoolMode
 from router_lib.latency_model import predicted_p99_ms
 from tests.calibration.synthetic import FakeReplica, linear_curve, reading
 from tests.router_lib.builders import CPU, GPU, fleet, profile
@@ -134,28 +135,34 @@ def test_memory_makes_the_estimate_follow_a_service_time_that_drifts() -> None:
     assert est is not None and est.mean_ms == pytest.approx(2 * TRUE(4), rel=0.05)
 
 
-def test_overhead_outside_triton_is_end_to_end_minus_triton_request_time() -> None:
+@pytest.mark.parametrize("flush_every", [1, 5], ids=["edge-every-tick", "edge-flushes-every-5-ticks"])
+def test_overhead_outside_triton_is_end_to_end_minus_triton_request_time(flush_every: int) -> None:
+    """Envoy publishes its histogram sums every few seconds: the edge's counters then move in
+    steps while Triton's move every tick; over the period the means still line up."""
     r = FakeReplica("m", TRUE)
-    e2e = [0.0, 0.0]
+    edge, published = [0.0, 0.0], [0.0, 0.0]
 
     def read() -> StatsReading:
-        return StatsReading({("gpu", "a"): {"m": r.stats()}}, {("m", "gpu"): EndToEnd(*e2e)})
+        return StatsReading({("gpu", "a"): {"m": r.stats()}}, {("m", "gpu"): EndToEnd(*published)})
 
     state = observe(None, read(), SETTINGS, 0.0)
-    for t in range(5):
+    for t in range(20):
         before_req, before_ns = r.requests, r.request_ns
         r.run(1, 100)
-        e2e[0] += r.requests - before_req
-        e2e[1] += (r.request_ns - before_ns) / 1e6 + 0.7 * (r.requests - before_req)  # 0.7 ms outside
+        edge[0] += r.requests - before_req
+        edge[1] += (r.request_ns - before_ns) / 1e6 + 0.7 * (r.requests - before_req)  # 0.7 ms outside
+        if (t + 1) % flush_every == 0:
+            published[:] = edge
         state = observe(state, read(), SETTINGS, 1.0 + t)
     cal = calibration_of(state, off_prior(1.0), ("gpu",), SETTINGS)
-    assert cal.overhead_ms == pytest.approx(0.7, abs=0.01) and cal.overhead_requests == 500
+    assert cal.overhead_ms == pytest.approx(0.7, abs=0.02) and cal.overhead_requests == 2000
 
 
 def test_the_fleet_gets_a_calibrated_profile_only_where_confident() -> None:
     prior = off_prior(1.4)
     cpu_prior = profile("m", CPU, {1: 5.0, 8: 30.0})
     f = fleet([("gpu", GPU, 1.0, 1), ("cpu", CPU, 0.1, 1)], [prior, cpu_prior])
+    f = replace(f, pools=tuple(replace(p, mode=PoolMode.REAL) for p in f.pools))
     r = FakeReplica("m", TRUE)
     state = run_ticks({("gpu", "a"): r}, 3, 20)  # ~180 executions per batch: not enough
     assert calibrated_fleet(f, state, SETTINGS) is f
@@ -166,6 +173,9 @@ def test_the_fleet_gets_a_calibrated_profile_only_where_confident() -> None:
     assert gpu.latency_ms(32) == pytest.approx(TRUE(32) / mean_over_median(prior), rel=0.05)
     assert out.profile("m", CPU) is cpu_prior  # never observed: the offline profile stays
     assert calibrated_fleet(f, state, replace(SETTINGS, use_for_decisions=False)) is f
+    emulated = replace(f, pools=tuple(replace(p, mode=PoolMode.EMULATED) for p in f.pools))
+    assert calibrated_fleet(emulated, state, SETTINGS) is emulated  # it measured the emulation
+    assert calibrated_fleet(emulated, state, replace(SETTINGS, calibrate_emulated=True)) is not emulated
     views = pool_calibrations(f, state, SETTINGS)
     assert [(c.model, c.pools, c.confident) for c in views] == [("m", ("gpu",), True), ("m", ("cpu",), False)]
 

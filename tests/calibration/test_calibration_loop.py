@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 from control.actuator_fixed import FixedFleetActuator
 from control.loop import ControlLoop
@@ -13,6 +14,7 @@ from control.record import ControlRecord
 from control.stats_source import TritonStatsSource
 from control.status import render_status
 from router_lib.calibration import CalibrationSettings, StatsReading
+from router_lib.domain import PoolMode
 from router_lib.routes import RouteKey
 from tests.calibration.synthetic import FakeReplica, linear_curve, reading
 from tests.calibration.test_calibration_stats import REAL
@@ -20,6 +22,9 @@ from tests.control.fakes import Clock, FakeDiscovery, FakeMetrics, FakeSink, Mem
 from tests.router_lib.builders import EMBED, THREE_POOLS, metrics
 
 GOLD = RouteKey(EMBED, "gold")
+# the three-pool fleet with a real CPU pool (emulated pools' calibrations are shown, not used)
+FLEET = replace(THREE_POOLS, pools=tuple(replace(p, mode=PoolMode.REAL) if p.name == "cpu" else p
+                                         for p in THREE_POOLS.pools))
 
 
 TRUE_CPU = linear_curve(1.0, 0.5)  # 1.5 ms at batch 1, 5 ms at 8: far faster than the CPU profile says
@@ -48,7 +53,7 @@ def make_loop(stats: FakeStats, store: MemoryStore | None = None,
               settings: CalibrationSettings | None = None) -> tuple[ControlLoop, MemoryStore, Clock]:
     store = store or MemoryStore()
     clock = Clock()
-    loop = ControlLoop(fleet=THREE_POOLS, discovery=FakeDiscovery(replicas(cpu=2, gpu=1, inf=1)),
+    loop = ControlLoop(fleet=FLEET, discovery=FakeDiscovery(replicas(cpu=2, gpu=1, inf=1)),
                        metrics=FakeMetrics(metrics({("cpu", EMBED): {"request_rate_per_s": 5.0}})), sink=FakeSink(),
                        store=store, actuator=FixedFleetActuator({p.name: p.replicas for p in THREE_POOLS.pools}),
                        clock=clock, wall_clock=lambda: 1.7e9 + clock.t, stats=stats, calibration=settings)
@@ -74,12 +79,25 @@ def test_a_cpu_pool_faster_than_its_profile_takes_gold_once_the_calibration_is_c
     (cpu,) = [c for c in view.decision.calibration if c.pools == ("cpu",)]
     assert cpu.confident and abs(cpu.batch(8).mean_ms - TRUE_CPU(8)) < 0.05 * TRUE_CPU(8)
     assert view.routes[GOLD].as_dict()["cpu"] > 0  # the policy moves weight in steps
-    status = render_status(THREE_POOLS, view, None)["calibration"]
+    status = render_status(FLEET, view, None)["calibration"]
     entry = next(e for e in status if e["pools"] == ["cpu"])
     assert entry["batch_1"]["prior_p50_ms"] == 30.0 and entry["batch_1"]["calibrated_p50_ms"] < 2.0
     assert entry["max_batch"]["batch_size"] == 8 and entry["max_batch"]["prior_p50_ms"] == 200.0
     assert entry["max_batch"]["confident"] and entry["max_batch"]["executions"] >= 1000
+    assert entry["used_for_decisions"] and not entry["emulated"]
     assert store.record["calibration"]["service"][0]["pool"] == "cpu"
+
+
+def test_an_emulated_pools_calibration_is_shown_but_not_used_unless_asked() -> None:
+    stats = FakeStats()
+    stats.replicas = {("inf", key[1]): r for key, r in stats.replicas.items()}  # the same numbers, on inf
+    loop, _, clock = make_loop(stats)
+    view = ticks(loop, clock, 5)
+    (inf,) = [c for c in view.decision.calibration if c.pools == ("inf",)]
+    assert inf.confident
+    entry = next(e for e in render_status(FLEET, view, None)["calibration"] if e["pools"] == ["inf"])
+    assert entry["emulated"] and not entry["used_for_decisions"]
+    assert view.routes[GOLD].as_dict().get("cpu", 0) == 0  # nothing learned was used
 
 
 def test_the_calibration_is_only_shown_when_not_to_be_used() -> None:

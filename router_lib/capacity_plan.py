@@ -143,10 +143,14 @@ def _plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable: Sequ
 
 
 def made_for(inputs: CapacityInputs, usable: Sequence[PoolSpec], fixed_cost_usd: float) -> str:
-    """What a plan depends on besides demand, as text a cached plan is compared by."""
+    """What a plan depends on besides demand, as text a cached plan is compared by (the usable
+    pools, the budget, the headroom, the policy's settings and the profiles)."""
     pools = [(p.name, p.accelerator.value, p.replica_bounds, p.price_per_hour_usd) for p in usable]
+    # the latency model too: a calibration learned online replaces a profile mid-run
+    profiles = sorted((m, a.value, tuple(sorted(p.latency_ms_by_batch.items())), p.p99_over_p50)
+                      for (m, a), p in inputs.fleet.profiles.items())
     return repr((pools, inputs.fleet.budget_per_hour_usd, round(fixed_cost_usd, 9), inputs.settings.headroom,
-                 inputs.settings.policy))
+                 inputs.settings.policy, profiles))
 
 
 def fresh_plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable: Sequence[PoolSpec],

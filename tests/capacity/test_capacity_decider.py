@@ -470,3 +470,15 @@ def test_desired_stays_in_bounds_and_the_plan_within_budget_unless_gold_alone_is
         over = decision.planned_cost_per_hour_usd > f.budget_per_hour_usd + 1e-9
         assert not over or set(decision.shed) == sheddable, decision.explain()
         ready = decision.desired()
+
+
+def test_a_new_latency_model_re_plans_even_when_demand_stays_put() -> None:
+    # A calibration learned online replaces a profile: the cached plan was made for the old one.
+    f = make_fleet((("cpu", 2, 0, 20), ("gpu", 0, 0, 10)))
+    first, state = decide_capacity(inputs(f, {"gold": 100}, {"cpu": 2, "gpu": 0}), None, 0.0)
+    same, _ = decide_capacity(inputs(f, {"gold": 100}, {"cpu": 2, "gpu": 0}), state, 1.0)
+    assert "cached" in same.notes[0]
+    slower = make_fleet((("cpu", 2, 0, 20), ("gpu", 0, 0, 10)), cpu_ms=20.0)
+    replanned, _ = decide_capacity(inputs(slower, {"gold": 100}, {"cpu": 2, "gpu": 0}), state, 1.0)
+    assert "cached" not in replanned.notes[0]
+    assert replanned.desired()["cpu"] > first.desired()["cpu"]  # half the throughput per cpu

@@ -107,8 +107,8 @@ def _spill(inputs: CapacityInputs, plan: CachedPlan
            ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Traffic beyond what the plan places on a pool, where the plan places the model elsewhere
     too: -> (per pool, model -> the req/s it is judged on: the planned rate, 0 for a model the plan
-    does not place there; per home pool, model -> req/s of it that other pools carry beyond their
-    plan).  Homes are the other pools the plan places the model on, with a ready replica (``arriving``
+    does not place there; per home pool, model -> req/s of it that pools the plan does not send
+    it to carry).  Homes are the other pools the plan places the model on, with a ready replica (``arriving``
     covers pools still starting) and below their max; with none, the excess is nobody's spill."""
     if not plan.feasible or not plan.placed:
         return {}, {}
@@ -125,6 +125,12 @@ def _spill(inputs: CapacityInputs, plan: CachedPlan
         if not homes:
             continue
         capped.setdefault(pool, {})[model] = planned
+        if here is not None:
+            # The plan sends the model here too: the excess is demand the plan has not caught up
+            # with yet (the re-plan places it), not another pool's shortfall.  Measured when it was
+            # owed to the other home: a 3x step on Inferentia's text raised the CPU pool, and the
+            # start penalty then kept the text there, on the dearer and slower kind.
+            continue
         excess = m.request_rate_per_s - planned
         for h in homes:
             owed.setdefault(h, {})[model] = owed.get(h, {}).get(model, 0.0) + excess / len(homes)

@@ -482,3 +482,22 @@ def test_a_new_latency_model_re_plans_even_when_demand_stays_put() -> None:
     replanned, _ = decide_capacity(inputs(slower, {"gold": 100}, {"cpu": 2, "gpu": 0}), state, 1.0)
     assert "cached" not in replanned.notes[0]
     assert replanned.desired()["cpu"] > first.desired()["cpu"]  # half the throughput per cpu
+
+
+def test_spill_is_owed_to_the_plans_pools_only_from_a_pool_the_plan_does_not_send_the_model_to() -> None:
+    from router_lib.capacity import _spill
+    from router_lib.capacity_state import CachedPlan, Placement
+    f = make_fleet((("cpu", 1, 0, 10), ("gpu", 1, 0, 10)))
+    both = CachedPlan({}, "", True, "test", {"cpu": 1, "gpu": 1}, {"cpu": 1, "gpu": 1},
+                      placed={"cpu": {M: Placement(("gold",), 50.0)}, "gpu": {M: Placement(("gold",), 500.0)}})
+    busy = inputs(f, {}, {"cpu": 1, "gpu": 1}, signals={"cpu": {"request_rate_per_s": 50.0},
+                                                         "gpu": {"request_rate_per_s": 700.0}})
+    capped, owed = _spill(busy, both)
+    # the gpu carries 200 req/s more than planned: demand the re-plan will place, nobody's shortfall
+    assert capped == {"gpu": {M: 500.0}} and owed == {}
+    gpu_only = replace(both, targets={"cpu": 0, "gpu": 1}, placed={"gpu": {M: Placement(("gold",), 500.0)}})
+    spilled = inputs(f, {}, {"cpu": 1, "gpu": 1}, signals={"cpu": {"request_rate_per_s": 100.0},
+                                                            "gpu": {"request_rate_per_s": 500.0}})
+    capped, owed = _spill(spilled, gpu_only)
+    # the cpu carries m although the plan sends it only to the gpu: that is the gpu's to carry
+    assert capped == {"cpu": {M: 0.0}} and owed == {"gpu": {M: 100.0}}

@@ -72,9 +72,10 @@ def render(summary: dict[str, Any]) -> str:
         lines += [
             f"## The {big['rows']:,}-row embedding job, a worker and the control server SIGKILLed",
             "",
-            *([f"(From an earlier run of the same command with the big job: {run['environment']['date_utc']},"
-               f" commit {run.get('commit')}, load average {run['environment']['machine']['load_average_1m']}.)", ""]
-              if run else []),
+            *([f"From the run `{run['environment']['command']}` ({run['environment']['date_utc']},"
+               f" commit {run.get('commit')}, load average {run['environment']['machine']['load_average_1m']}"
+               " at its start); the side-by-side figures above are from a later run with the final back-pressure.",
+               ""] if run else []),
             f"- {'completed' if big['finished'] else 'NOT completed within the budget'}: "
             f"{big['rows_written']:,} of {big['rows']:,} rows written in {big['elapsed_s']:.0f} s "
             f"({big['rows_per_s']:.1f} rows/s), {big['failed']} failed, {big['retries']} row retries",
@@ -94,6 +95,31 @@ def render(summary: dict[str, Any]) -> str:
             "",
         ]
     lines += [
+        "## What this shows, and what it does not",
+        "",
+        "- **Exactly once holds**: the rows written before the budget ran out are every row 0..n-1 once, in",
+        "  input order, across a worker SIGKILL and a control server SIGKILL and restart; the embeddings",
+        "  equal ONNX Runtime's to ~1e-7. In this run the worker's SIGKILL landed between two requests (0",
+        "  rows leased: the worker paces its requests); the kill with leased rows, and the lease expiry",
+        "  and resend it causes, is what `tests/batch/test_end_to_end.py` asserts on every `make test`,",
+        "  and the benchmark now waits for leased rows before the kill.",
+        "- **100,000 rows did not finish** in the 45-minute budget: ~31 rows/s on this 2-core machine",
+        "  (ONNX Runtime MiniLM, shared with Triton's other pools, Envoy, and other sessions' benchmarks:",
+        "  load average 12-24 during the job). At that rate 100,000 rows need ~55 minutes.",
+        "- **Gold p99 is not protected here**, and cannot be on this machine: every pool is a process on the",
+        "  same 2 cores, so the CPU the batch uses on the CPU or Inferentia pool is CPU the gold requests",
+        "  on the emulated GPU pool also need; the pools' capacities (profiles) do not know they share a",
+        "  host. The worker's guard sees gold's measured p99 pass its bound and pauses within 5-15 s (the",
+        "  control server's p99 window), holding the pause 10 s; by then a 25 s window's p99 already holds",
+        "  the damage. On separate hosts (the deployment this models) the batch uses its own pool's spare",
+        "  capacity and gold's pools see none of it. Gold alone also misses its bound in some windows.",
+        "- **Throughput vs spare**: spare capacity is measured as the bronze-only run minus gold demand,",
+        "  but the worker deliberately gives up throughput when gold's p99 is over its bound, which is the",
+        "  whole of these windows: 0.3-1.0x. With no gold running (the big job) it ran at ~31 rows/s,",
+        "  near the bronze-only figure measured under similar load.",
+        "- Pool time and cost use the pools' profiles: the batch ran on the emulated Inferentia pool, so",
+        "  its cost is what an inf2.xlarge would have spent (~28 s of pool time), not this CPU's time.",
+        "",
         "## Against the issue's targets",
         "",
         *targets(summary),

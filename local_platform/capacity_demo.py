@@ -76,7 +76,8 @@ def run_capacity(out: Path, workload: Workload, variants: Sequence[FleetVariant]
     folders = run_experiment(variants, workload, out / "runs", dilation=dilation, autoscaling=AUTOSCALING,
                              routing=ROUTING, interval_s=interval_s, notes=notes)
     ideal = planner_ideal(load_base_fleet(dilation), workload, dilation)
-    summary = summarise_runs(folders, tick_s=interval_s, ideal=ideal, machine=machine_description())
+    summary = summarise_runs(folders, tick_s=interval_s, ideal=ideal, machine=machine_description(),
+                             load_steps=any(s.pattern == "step" for s in workload.streams))
     write_summary(summary, out)
     write_plots(summary, out)
     return summary

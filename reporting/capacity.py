@@ -153,7 +153,7 @@ def summarise_run(run: CapacityRun, *, noise_sigmas: float = 2.0) -> dict[str, A
 
 def summarise(runs: Sequence[CapacityRun], *, tick_s: float,
               ideal: Callable[[float], float] | None = None, machine: str | None = None,
-              noise_sigmas: float = 2.0) -> dict[str, Any]:
+              noise_sigmas: float = 2.0, load_steps: bool = True) -> dict[str, Any]:
     """The comparison of ``runs`` (pure).  ``tick_s``: the control interval, wall seconds.
     ``ideal``: the planner's $/h at a platform time, integrated over the run when given."""
     if not runs:
@@ -176,15 +176,16 @@ def summarise(runs: Sequence[CapacityRun], *, tick_s: float,
         "units": UNITS, "tick_wall_s": tick_s, "window_wall_s": WINDOW_WALL_S,
         "demand_rise_rule": {"lookback_windows": 5, "rise_fraction": 0.2, "noise_sigmas": noise_sigmas},
         "ideal": ideal_out, "comparison": comparison, "runs": rows,
-        "targets": issue_targets(rows, comparison, tick_s=tick_s),
+        "targets": issue_targets(rows, comparison, tick_s=tick_s, load_steps=load_steps),
         "notes": summary_notes(rows, machine=machine, noise_sigmas=noise_sigmas),
     }
 
 
 def summarise_runs(folders: Sequence[Path | str], *, tick_s: float, ideal: Callable[[float], float] | None = None,
-                   machine: str | None = None) -> dict[str, Any]:
+                   machine: str | None = None, load_steps: bool = True) -> dict[str, Any]:
     """Read every run folder and compare them (see :func:`summarise`)."""
-    return summarise([load_run(f) for f in folders], tick_s=tick_s, ideal=ideal, machine=machine)
+    return summarise([load_run(f) for f in folders], tick_s=tick_s, ideal=ideal, machine=machine,
+                     load_steps=load_steps)
 
 
 def write_summary(summary: dict[str, Any], out_dir: Path | str) -> dict[str, Path]:

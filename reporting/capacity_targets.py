@@ -133,13 +133,21 @@ def timing_targets(het: Row, tick_s: float) -> list[dict[str, Any]]:
     return out
 
 
-def issue_targets(rows: Sequence[Row], comparison: Mapping[str, Any], *, tick_s: float) -> list[dict[str, Any]]:
-    """Issue #11's targets, each with its value and verdict, judged on the heterogeneous autoscaled run."""
+def issue_targets(rows: Sequence[Row], comparison: Mapping[str, Any], *, tick_s: float,
+                  load_steps: bool = True) -> list[dict[str, Any]]:
+    """Issue #11's targets, each with its value and verdict, judged on the heterogeneous autoscaled
+    run.  ``load_steps`` False: the workload rises gradually (no load step), so the step-timing
+    target is reported but not judged (a ramp needs a replica only once it crosses a level)."""
     het = _heterogeneous(rows)
     if het is None:
         return [_target("issue #11 targets", None, "count", "a heterogeneous autoscaled run", None,
                         "no heterogeneous autoscaled run among the runs: no target can be judged")]
-    return [*_cost_targets(rows, comparison, het), *_sla_targets(het), *timing_targets(het, tick_s)]
+    timing = timing_targets(het, tick_s)
+    if not load_steps:
+        decision = timing[0]
+        timing[0] = {**decision, "met": None,
+                     "detail": f"not judged: this workload has no load step (it rises gradually); {decision['detail']}"}
+    return [*_cost_targets(rows, comparison, het), *_sla_targets(het), *timing]
 
 
 def summary_notes(rows: Sequence[Row], *, machine: str | None, noise_sigmas: float) -> list[str]:
@@ -152,14 +160,15 @@ def summary_notes(rows: Sequence[Row], *, machine: str | None, noise_sigmas: flo
         ("Every pool of every fleet is emulated: a replica sleeps for its profiled service time and answers "
          "with synthetic outputs." if not real else f"Pools with real outputs: {', '.join(real)}; every other "
          "pool is emulated with synthetic outputs."),
-        f"Time is dilated {k}: service times, cold starts, tier bounds and arrival times x k. Times here are "
+        f"Time is dilated {k}: service times, tier bounds and arrival times x k. Times here are "
         "platform seconds (wall / k) unless marked wall; a p99 is given in wall ms (as measured) and platform ms.",
         *(f"Run files say: {e}." for e in emulations),
         "What the runs show: how the fleets compare under the same capacity decider, windows and bounds, on the "
         "same arrivals sent at the same wall instants (machine noise hits them alike): what each cost, whether it "
         "met the SLAs, and how its replica counts moved.",
         "What they do not show: real-world timing. Overheads that do not scale (Envoy, the client, Python) shrink "
-        "k times in platform terms; cold starts are this machine's Triton start times x k, not a cloud node's; "
+        "k times in platform terms; a replica is ready when its Triton process is (this machine's start time in "
+        "wall seconds), not after a cloud node's minutes; "
         "synthetic outputs say nothing about model quality or a real accelerator's throughput beyond its profile; "
         "one seeded workload is one sample.",
         f"Machine: {machine}." if machine else "Machine: not recorded in the run files.",

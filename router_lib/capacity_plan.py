@@ -137,8 +137,15 @@ def _plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable: Sequ
     for p in usable:
         key = (p.accelerator, p.instance_type)
         running[key] = running.get(key, 0) + current.get(p.name, 0)
+    most: dict[tuple[Accelerator, str], int] = {}
+    for p in usable:
+        key = (p.accelerator, p.instance_type)
+        most[key] = most.get(key, 0) + p.replica_bounds[1]
     plan = plan_fleet(padded, inputs.fleet, allowed_accelerators=allowed, settings=settings.policy,
-                      running=running, start_penalty=settings.start_penalty)
+                      running=running, start_penalty=settings.start_penalty, max_per_kind=most)
+    if not plan.feasible:  # more demand than the pools' max can carry: plan past them (the bounds then say MAX)
+        plan = plan_fleet(padded, inputs.fleet, allowed_accelerators=allowed, settings=settings.policy,
+                          running=running, start_penalty=settings.start_penalty)
     return plan, (map_plan(plan, usable, current) if plan.feasible else {})
 
 

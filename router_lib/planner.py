@@ -161,21 +161,25 @@ def single_kind_kinds(fleet: Fleet, accelerator: Accelerator, *, host_cpu: bool 
 
 def plan_fleet(demand: Demand, fleet: Fleet, *, allowed_accelerators: Collection[Accelerator] | None = None,
                settings: PolicySettings | None = None, time_limit_s: float = 20.0,
-               running: Mapping[tuple[Accelerator, str], int] | None = None, start_penalty: float = 0.0) -> Plan:
+               running: Mapping[tuple[Accelerator, str], int] | None = None, start_penalty: float = 0.0,
+               max_per_kind: Mapping[tuple[Accelerator, str], int] | None = None) -> Plan:
     """Cheapest fleet for ``demand`` over the fleet's profiled kinds (module docstring)."""
     allowed = tuple(sorted(set(allowed_accelerators), key=lambda a: a.value)) if allowed_accelerators else ()
     where = f" on {'/'.join(a.value for a in allowed)}" if allowed else ""
     return plan_kinds(demand, fleet, instance_kinds(fleet, allowed_accelerators), settings=settings,
                       time_limit_s=time_limit_s, where=where, allowed_accelerators=allowed, running=running,
-                      start_penalty=start_penalty)
+                      start_penalty=start_penalty, max_per_kind=max_per_kind)
 
 
 def plan_kinds(demand: Demand, fleet: Fleet, kinds: Sequence[InstanceKind], *, settings: PolicySettings | None = None,
                time_limit_s: float = 20.0, where: str = "", allowed_accelerators: tuple[Accelerator, ...] = (),
-               running: Mapping[tuple[Accelerator, str], int] | None = None, start_penalty: float = 0.0) -> Plan:
+               running: Mapping[tuple[Accelerator, str], int] | None = None, start_penalty: float = 0.0,
+               max_per_kind: Mapping[tuple[Accelerator, str], int] | None = None) -> Plan:
     """Cheapest fleet for ``demand`` built from ``kinds`` (the program of the module docstring);
     ``where`` ends the reason of an infeasible plan (" on inferentia"); ``running`` and
-    ``start_penalty``: the re-planning term of the module docstring (off by default)."""
+    ``start_penalty``: the re-planning term of the module docstring (off by default);
+    ``max_per_kind``: at most this many replicas of a kind (``InstanceKind.key``) over its classes
+    (the pools' max replicas: a plan beyond them cannot be run)."""
     if start_penalty < 0:
         raise ValueError(f"start_penalty must be >= 0, got {start_penalty!r}")
     settings = settings or PolicySettings()
@@ -233,6 +237,15 @@ def plan_kinds(demand: Demand, fleet: Fleet, kinds: Sequence[InstanceKind], *, s
             a_start[si, n_groups + n_x + si] = -1.0
             have[si] = float(running.get(kind.key, 0)) if running is not None else 0.0
         constraints.append(LinearConstraint(a_start, -np.inf, have))
+    if max_per_kind:
+        capped = [kind for kind in kinds if kind.key in max_per_kind]
+        a_max = np.zeros((len(capped), n_vars))
+        for ci, kind in enumerate(capped):
+            for gi, (k, _g) in enumerate(groups):
+                if k == kind:
+                    a_max[ci, gi] = 1.0
+        if capped:
+            constraints.append(LinearConstraint(a_max, -np.inf, np.array([float(max_per_kind[k.key]) for k in capped])))
     integrality = np.concatenate([np.ones(n_groups), np.zeros(n_x), np.ones(len(starts))])
     upper = np.full(n_vars, np.inf)
     res = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(0, upper),

@@ -513,3 +513,13 @@ def test_a_replica_asked_for_counts_as_running_for_the_start_penalty() -> None:
     # the plan would swap back to the cpus; the gpu asked for is kept.
     eased, _ = decide_capacity(inputs(f, {"gold": 400}, {"cpu": 6, "gpu": 0}), state, 1.0)
     assert eased.desired()["gpu"] == 1
+
+
+def test_the_plan_stays_within_the_pools_max_replicas() -> None:
+    # 700 req/s: with the cpus running, the start penalty would keep the load on cpus (11 x $0.20
+    # against a gpu start), but the cpu pool holds at most 4: the plan brings the gpu instead of
+    # planning cpus that cannot run.
+    f = make_fleet((("cpu", 4, 0, 4), ("gpu", 0, 0, 10)))
+    d, _ = decide_capacity(inputs(f, {"gold": 700}, {"cpu": 4, "gpu": 0}), None, 0.0)
+    assert d.desired()["gpu"] >= 1
+    assert "max 4" not in d.pools["cpu"].reason

@@ -3,7 +3,9 @@
 Names, labels and help come from ``router_lib.metric_names.CONTROL_PLANE`` (one list, read by the
 dashboards, alert rules and autoscaling manifests too).  Cost per request is the routing
 policy's own figure: the price of a replica over what it serves at the tier's safe utilisation
-(``router_lib.latency_model``), computed once since it depends only on prices and profiles.
+(``router_lib.latency_model``).  It depends only on prices and the latency model, so it is computed
+at start from the offline profiles and again whenever the online calibration changes the profiles
+the deciders use (the same ``calibrated_fleet`` the tick hands them: one latency model).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from control.decide import DeciderStates
 from control.loop import LoopView, TickObserver
+from router_lib.calibration import CalibrationSettings, calibrated_fleet
 from router_lib.domain import Fleet
 from router_lib.metric_names import CONTROL_PLANE
 from router_lib.policy_stages import build_capacity_table
@@ -34,7 +37,8 @@ def cost_per_1k_requests_usd(fleet: Fleet, settings: PolicySettings) -> dict[tup
 
 
 class ControlPlaneMetrics(TickObserver):
-    def __init__(self, registry: CollectorRegistry, fleet: Fleet, settings: PolicySettings) -> None:
+    def __init__(self, registry: CollectorRegistry, fleet: Fleet, settings: PolicySettings,
+                 calibration: CalibrationSettings | None = None) -> None:
         def make(cls: Any, name: str, **kw: Any) -> Any:
             _type, labels, help_text = CONTROL_PLANE[name]
             return cls(name.removesuffix("_total"), help_text, list(labels), registry=registry, **kw)
@@ -52,10 +56,22 @@ class ControlPlaneMetrics(TickObserver):
         self.route_spent = make(Gauge, "router_route_spent_usd")
         self.desired = make(Gauge, "router_pool_desired_replicas")
         self.ready = make(Gauge, "router_pool_ready_replicas")
-        for (pool, model, tier), usd in cost_per_1k_requests_usd(fleet, settings).items():
-            self.cost.labels(pool, model, tier).set(usd)
+        self._policy = settings
+        self._calibration = calibration or CalibrationSettings()
+        self._priced_profiles = fleet.profiles
+        self._set_costs(fleet)
         for pool in fleet.pools:  # nothing is ready until the first tick says so
             self.fleet_cost.labels(pool.name, pool.accelerator.value, str(pool.emulated).lower()).set(0.0)
+
+    def _set_costs(self, fleet: Fleet) -> None:
+        for (pool, model, tier), usd in cost_per_1k_requests_usd(fleet, self._policy).items():
+            self.cost.labels(pool, model, tier).set(usd)
+
+    def _follow_calibration(self, fleet: Fleet, states: DeciderStates) -> None:
+        calibrated = calibrated_fleet(fleet, states.calibration, self._calibration)
+        if calibrated.profiles != self._priced_profiles:
+            self._priced_profiles = calibrated.profiles
+            self._set_costs(calibrated)
 
     def route_changed(self, key: RouteKey) -> None:
         self.decisions.labels(key.model, key.tier).inc()
@@ -64,6 +80,7 @@ class ControlPlaneMetrics(TickObserver):
         self.tick.observe(seconds)
 
     def observed(self, fleet: Fleet, view: LoopView, states: DeciderStates) -> None:
+        self._follow_calibration(fleet, states)
         for key, route in view.routes.items():
             for p in route.pools:
                 self.weight.labels(key.model, key.tier, p.pool).set(p.weight)

@@ -134,7 +134,7 @@ def wire_local(*, fleet: Fleet, xds: XdsServer, runtime_path: Path | None, state
         store=store,
         actuator=actuator,
         settings=policy,
-        observer=ControlPlaneMetrics(registry, fleet, policy),
+        observer=ControlPlaneMetrics(registry, fleet, policy, calibration),
         capacity=CapacitySettings(**fleet.autoscaling, policy=policy),  # type: ignore[arg-type]
         stats=TritonStatsSource({p.name: p.models for p in fleet.pools}, envoy_metrics_url, composing=composing),
         calibration=calibration,

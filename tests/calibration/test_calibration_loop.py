@@ -4,11 +4,15 @@ persisted in the record, shown in /status; and the statistics adapter against fa
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import replace
 
+from prometheus_client import CollectorRegistry
+
 from control.actuator_fixed import FixedFleetActuator
 from control.loop import ControlLoop
+from control.metrics_export import ControlPlaneMetrics
 from control.ports import ReplicaSet
 from control.record import ControlRecord
 from control.stats_source import TritonStatsSource
@@ -86,6 +90,25 @@ def test_a_cpu_pool_faster_than_its_profile_takes_gold_once_the_calibration_is_c
     assert entry["max_batch"]["confident"] and entry["max_batch"]["executions"] >= 1000
     assert entry["used_for_decisions"] and not entry["emulated"]
     assert store.record["calibration"]["service"][0]["pool"] == "cpu"
+
+
+def test_the_exported_cost_per_request_follows_the_calibrated_latency_model() -> None:
+    # the gauge is the policy's own figure: priced first from the offline profile, then again from
+    # the calibrated one (one latency model), not left at the prior's figure
+    registry = CollectorRegistry()
+    loop, _, clock = make_loop(FakeStats())
+    loop.observer = ControlPlaneMetrics(registry, FLEET, loop.settings)
+
+    def cpu_gold_usd() -> float | None:
+        return registry.get_sample_value("router_cost_per_1k_requests_usd",
+                                         {"pool": "cpu", "model": EMBED, "tier": "gold"})
+
+    ticks(loop, clock, 1)
+    before = cpu_gold_usd()  # 30 ms at batch 1 never fits gold's bound: no figure or an infinite one
+    ticks(loop, clock, 5)
+    after = cpu_gold_usd()
+    assert after is not None and math.isfinite(after) and after > 0
+    assert before is None or not math.isfinite(before) or after < before
 
 
 def test_an_emulated_pools_calibration_is_shown_but_not_used_unless_asked() -> None:

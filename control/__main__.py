@@ -28,6 +28,7 @@ from control.release_watch import ReleaseWatch, envoy_admin_base
 from control.releases import ReleaseMetrics
 from control.server import dataplane_settings, wire_local
 from model_repository.definitions import load_models
+from router_lib.calibration import CalibrationSettings
 from router_lib.config import load_fleet
 from router_lib.policy_types import PolicySettings
 from xds_server.server import XdsServer
@@ -89,6 +90,7 @@ def serve(args: argparse.Namespace) -> int:
         policy=policy,
         registry=registry,
         desired_path=args.desired,
+        calibration=CalibrationSettings(**fleet.calibration),  # type: ignore[arg-type]
     )
     lease: LeaderLease | None = None
     if args.lease_file is not None:

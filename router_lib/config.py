@@ -262,7 +262,7 @@ def load_profiles(directory: Path | str) -> dict[tuple[str, Accelerator], Profil
 
 
 def _settings_block(path: Path, block: str, raw: dict[str, Any], settings_type: type) -> dict[str, Any]:
-    """A fleet-file block of settings (``autoscaling:``, ``routing:``): each key a field of
+    """A fleet-file block of settings (``autoscaling:``, ``routing:``, ``calibration:``): each key a field of
     ``settings_type`` (a frozen dataclass), booleans for its bool fields and numbers for the rest,
     checked by building the settings (their own validation names the field)."""
     from dataclasses import fields
@@ -280,7 +280,7 @@ def _settings_block(path: Path, block: str, raw: dict[str, Any], settings_type: 
     try:
         settings_type(**out)
     except ValueError as e:
-        name = str(e).split(" ", 1)[0].removeprefix(f"{settings_type.__name__}.")
+        name = str(e).split(" ", 1)[0].removeprefix(f"{settings_type.__name__}.").removeprefix(f"{block}.")
         raise ConfigError(path, f"{block}.{name}" if name in kinds else block, str(e)) from None
     return out
 
@@ -295,7 +295,7 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
     path = Path(path)
     r = _Reader(path, read_yaml(path))
     r.unknown_keys({"prices", "tiers", "profiles", "pools", "max_local_replicas", "budget_per_hour_usd",
-                    "time_dilation", "autoscaling", "routing"})
+                    "time_dilation", "autoscaling", "routing", "calibration"})
     base = path.parent
     prices = load_prices(base / r.str("prices"))
     tiers = load_tiers(base / r.str("tiers"))
@@ -364,8 +364,12 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
     autoscaling = _settings_block(path, "autoscaling", r.mapping("autoscaling") if r.has("autoscaling") else {},
                                   CapacitySettings)
     routing = _settings_block(path, "routing", r.mapping("routing") if r.has("routing") else {}, PolicySettings)
+    from router_lib.calibration import CalibrationSettings
+
+    calibration = _settings_block(path, "calibration", r.mapping("calibration") if r.has("calibration") else {},
+                                  CalibrationSettings)
     fleet = Fleet(tuple(pools), profiles, tiers, prices, all_models, local_limit, budget, autoscaling=autoscaling,
-                  routing=routing)
+                  routing=routing, calibration=calibration)
     if r.has("time_dilation"):
         k = r.float("time_dilation", minimum=1.0)
         if any(not p.emulated for p in pools) and k != 1.0:

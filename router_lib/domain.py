@@ -209,6 +209,9 @@ class Fleet:
     # The routing policy's settings as written in the fleet file (``routing:``), validated at
     # load by building ``router_lib.policy_types.PolicySettings`` from them.
     routing: Mapping[str, float | bool] = field(default_factory=dict)
+    # The online calibration's settings as written in the fleet file (``calibration:``), validated
+    # at load by building ``router_lib.calibration.CalibrationSettings`` from them.
+    calibration: Mapping[str, float | bool] = field(default_factory=dict)
 
     def pool(self, name: str) -> PoolSpec:
         for p in self.pools:

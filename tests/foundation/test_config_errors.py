@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from model_repository.definitions import load_models
+from router_lib.calibration import CalibrationSettings
 from router_lib.config import ConfigError, load_fleet, load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +69,11 @@ FLEET_CASES = [
      "must be true or false"),
     ("routing-headroom-out-of-range", lambda d: d.update(routing={"headroom": 2}), "routing.headroom",
      "headroom must be"),
+    ("calibration-unknown-knob", lambda d: d.update(calibration={"trust": 1}), "calibration.trust", "unknown field"),
+    ("calibration-flag-not-bool", lambda d: d.update(calibration={"use_for_decisions": 1}),
+     "calibration.use_for_decisions", "must be true or false"),
+    ("calibration-error-out-of-range", lambda d: d.update(calibration={"max_relative_error": 1.5}),
+     "calibration.max_relative_error", "must be in (0, 1)"),
     ("autoscaling-headroom-below-one", lambda d: d.update(autoscaling={"headroom": 0.5}), "autoscaling.headroom",
      "must be >= 1"),
 ]
@@ -95,6 +101,15 @@ def test_an_autoscaled_pool_may_start_at_zero_and_says_its_bounds(fleet_dir):
     assert (gpu.replicas, gpu.replica_bounds, gpu.autoscaled) == (0, (0, 4), True)
     assert not fleet.pools[0].autoscaled and fleet.pools[0].replica_bounds == (1, 1)
     assert (fleet.max_local_replicas, fleet.budget_per_hour_usd) == (12, 5.0)
+
+
+def test_the_fleet_file_sets_the_online_calibration(fleet_dir):
+    edit_yaml(fleet_dir / "fleet.yaml", lambda d: d.update(calibration={"min_executions": 200,
+                                                                        "use_for_decisions": False}))
+    fleet = load_fleet(fleet_dir / "fleet.yaml")
+    settings = CalibrationSettings(**fleet.calibration)
+    assert (settings.min_executions, settings.use_for_decisions) == (200, False)
+    assert settings.max_relative_error == CalibrationSettings().max_relative_error  # the rest: defaults
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [c[1:] for c in FLEET_CASES], ids=[c[0] for c in FLEET_CASES])

@@ -68,8 +68,12 @@ class EnvoyProcess:
         log_level: str = "warning",
         concurrency: int | None = None,
         binary: Path | None = None,
+        new_session: bool = False,
     ) -> None:
         self.bootstrap_path = Path(bootstrap_path)
+        # True: Envoy in its own session, so a Ctrl-C on the terminal reaches only its supervisor
+        # (which stops it after the pools drained: local_platform), not Envoy itself.
+        self.new_session = new_session
         self._workdir = Path(tempfile.mkdtemp(prefix="envoy-"))
         self.log_path = Path(log_path) if log_path else self._workdir / "envoy.log"
         self._admin_address_path = self._workdir / "admin-address"
@@ -98,7 +102,8 @@ class EnvoyProcess:
         if self.concurrency:
             command += ["--concurrency", str(self.concurrency)]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=self.new_session)
         return self
 
     @property

@@ -2,8 +2,9 @@
 
 GET  /releases                       every release: phase, stage, weights per tier, why, events
 POST /releases/start                 body JSON ``{"spec": {...}, "endpoints": [{pool, host, http_port,
-                                     grpc_port, metrics_url}, ...], "comparator": "HOST:PORT"}``
-                                     (comparator: shadow mode only): validate, start, publish, wait
+                                     grpc_port, metrics_url}, ...], "comparator": "HOST:HTTP_PORT[:GRPC_PORT]"}``
+                                     (comparator: shadow mode only; with a gRPC port, gRPC is mirrored
+                                     too): validate, start, publish, wait
                                      for Envoy's ACK
 POST /releases/NAME/pause|resume|promote|abort[?note=TEXT]
 
@@ -17,7 +18,7 @@ import json
 from typing import Any
 
 from control.loop import ControlLoop
-from router_lib.release import CandidateEndpoint, Command, ReleaseBook, ReleaseCommandError
+from router_lib.release import CandidateEndpoint, Command, ReleaseBook, ReleaseCommandError, comparator_address
 from router_lib.release_spec import ReleaseSpecError, parse_release_spec
 
 
@@ -53,11 +54,6 @@ def _endpoints(raw: Any) -> list[CandidateEndpoint]:
     return out
 
 
-def _host_port(text: str) -> bool:
-    host, sep, port = text.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
-
-
 def handle_get(loop: ControlLoop, path: str) -> tuple[int, Any] | None:
     if path == "/releases":
         return 200, {"releases": releases_view(loop.view.releases)}
@@ -78,8 +74,11 @@ def handle_post(loop: ControlLoop, path: str, query: dict[str, list[str]], body:
                 return 400, {"error": "body must be {\"spec\": {...}, \"endpoints\": [...]}"}
             spec = parse_release_spec(data["spec"], "spec", known_tiers=tuple(loop.fleet.tiers.tiers))
             comparator = str(data.get("comparator") or "")
-            if comparator and not _host_port(comparator):
-                return 400, {"error": f"'comparator' must be HOST:PORT, got {comparator!r}"}
+            if comparator:
+                try:
+                    comparator_address(comparator)
+                except ValueError as e:
+                    return 400, {"error": f"'comparator': {e}"}
             actions, version = loop.start_release(spec, _endpoints(data.get("endpoints", [])), comparator=comparator)
         elif len(parts) == 3 and parts[0] == "releases":
             try:

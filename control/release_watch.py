@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from control.http_fetch import FETCH_ERRORS, Fetch, http_get_text
 from control.loop import ControlLoop
-from router_lib.release import ReleaseAction, ReleaseObservation, ReleaseState
+from router_lib.release import ReleaseAction, ReleaseObservation, ReleaseState, comparator_address
 from router_lib.release_observe import (
     CANDIDATE,
     STABLE,
@@ -104,7 +104,7 @@ class ReleaseWatch:
                     triton.append((e.pool, CANDIDATE, parse_triton_model(text, spec.model, spec.candidate_version)))
         agreement_sum = agreement_count = 0.0
         comparator = self.comparator_urls.get(spec.name) or (
-            f"http://{state.comparator}/metrics" if state.comparator else None)
+            comparator_address(state.comparator).metrics_url if state.comparator else None)
         if comparator:
             text = self._get(comparator)
             if text is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from router_lib.domain import Fleet
-from router_lib.release import ActionKind, ReleaseAction, ReleaseBook
+from router_lib.release import ActionKind, ReleaseAction, ReleaseBook, comparator_address
 from xds_server.inputs import CandidatePool, Endpoint, MirrorTarget
 
 
@@ -40,8 +40,8 @@ def mirror_targets(book: ReleaseBook) -> list[MirrorTarget]:
     out = []
     for state in book.releases.values():
         if state.comparator:
-            host, _, port = state.comparator.rpartition(":")
-            out.append(MirrorTarget(state.spec.model, host, int(port)))
+            address = comparator_address(state.comparator)
+            out.append(MirrorTarget(state.spec.model, address.host, address.http_port, address.grpc_port))
     return out
 
 

@@ -4,7 +4,8 @@
         [--preflight STABLE_PROFILE.yaml:CANDIDATE_PROFILE.yaml ...]   (the pre-flight gate)
     python -m releases status [NAME] [--json]
     python -m releases pause|resume|promote|abort NAME [--note TEXT]
-    python -m releases comparator --stable HOST:PORT --candidate HOST:PORT [--port N]   (shadow mode)
+    python -m releases comparator --stable HOST:HTTP[:GRPC] --candidate HOST:HTTP[:GRPC] [--port N]
+        [--grpc-port N]   (shadow mode; with --grpc-port, mirrored gRPC ModelInfer calls are compared too)
 
 ``--endpoint POOL=HOST:HTTP_PORT:GRPC_PORT[:METRICS_PORT]`` names a candidate replica (repeat it per
 replica).  The spec is checked here first (errors name the file and the field), then by the server
@@ -41,6 +42,21 @@ def parse_endpoint(text: str) -> CandidateEndpoint:
     host, http_port, grpc_port = parts[0], int(parts[1]), int(parts[2])
     metrics = f"http://{host}:{parts[3]}/metrics" if len(parts) == 4 else ""
     return CandidateEndpoint(pool, host, http_port, grpc_port, metrics)
+
+
+def split_targets(texts: list[str], flag: str, need_grpc: bool) -> tuple[list[str], list[str]]:
+    """``HOST:HTTP_PORT[:GRPC_PORT]`` each -> (HTTP targets, gRPC targets)."""
+    http, grpc = [], []
+    for text in texts:
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not all(p.isdigit() for p in parts[1:]):
+            raise CliError(f"{flag} {text!r}: expected HOST:HTTP_PORT[:GRPC_PORT]")
+        if need_grpc and len(parts) != 3:
+            raise CliError(f"{flag} {text!r}: with --grpc-port every replica needs its gRPC port (HOST:HTTP_PORT:GRPC_PORT)")
+        http.append(f"{parts[0]}:{parts[1]}")
+        if len(parts) == 3:
+            grpc.append(f"{parts[0]}:{parts[2]}")
+    return http, grpc
 
 
 def call(admin: str, method: str, path: str, body: Any = None, timeout_s: float = 30.0) -> Any:
@@ -83,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--endpoint", action="append", default=[], help="POOL=HOST:HTTP:GRPC[:METRICS] of a candidate replica")
     s.add_argument("--preflight", action="append", default=[], metavar="STABLE.yaml:CANDIDATE.yaml",
                    help="profiles (python -m profiler) of stable and candidate on a pool; a regression stops the release")
-    s.add_argument("--comparator", default="", help="HOST:PORT of the shadow comparator (spec with shadow.mirror_percent)")
+    s.add_argument("--comparator", default="", help="HOST:HTTP_PORT[:GRPC_PORT] of the shadow comparator (spec with "
+                   "shadow.mirror_percent; with a gRPC port the model's gRPC routes are mirrored too)")
     cmp = sub.add_parser("comparator", help="run the shadow comparator (the target of Envoy's mirroring)")
-    cmp.add_argument("--stable", action="append", required=True, help="HOST:HTTP_PORT of a stable replica")
-    cmp.add_argument("--candidate", action="append", required=True, help="HOST:HTTP_PORT of a candidate replica")
-    cmp.add_argument("--port", type=int, default=0)
+    cmp.add_argument("--stable", action="append", required=True, help="HOST:HTTP_PORT[:GRPC_PORT] of a stable replica")
+    cmp.add_argument("--candidate", action="append", required=True,
+                     help="HOST:HTTP_PORT[:GRPC_PORT] of a candidate replica")
+    cmp.add_argument("--port", type=int, default=0, help="HTTP port (0: any free one)")
+    cmp.add_argument("--grpc-port", type=int, default=None,
+                     help="also serve mirrored gRPC on this port (0: any free one); needs the replicas' gRPC ports")
     st = sub.add_parser("status", parents=[common], help="releases, their phase, weights and last events")
     st.add_argument("name", nargs="?")
     st.add_argument("--json", action="store_true")
@@ -127,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
 
             from releases.comparator import Comparator
 
-            comparator = Comparator(args.stable, args.candidate, port=args.port).start()
+            stable, stable_grpc = split_targets(args.stable, "--stable", args.grpc_port is not None)
+            candidate, candidate_grpc = split_targets(args.candidate, "--candidate", args.grpc_port is not None)
+            comparator = Comparator(stable, candidate, port=args.port, grpc_port=args.grpc_port,
+                                    stable_grpc=stable_grpc, candidate_grpc=candidate_grpc).start()
             print(f"READY comparator={comparator.address}", flush=True)
             done = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: done.set())

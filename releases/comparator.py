@@ -1,9 +1,17 @@
 """The shadow comparator: the target of Envoy's request mirroring during a release.
 
-Envoy mirrors a share of a model's live HTTP requests here and discards whatever it answers, so a
+Envoy mirrors a share of a model's live requests here and discards whatever it answers, so a
 comparison cannot ride on the mirrored response: the comparator itself sends each mirrored
 request to a stable replica and to a candidate replica (directly, not through Envoy, so the
-routing metrics stay clean) and compares the two answers:
+routing metrics stay clean) and compares the two answers.  It speaks both of Triton's protocols:
+
+* KServe v2 REST on its HTTP port (``POST /v2/models/<m>/infer``), asked of the replicas' HTTP ports;
+* KServe v2 gRPC on its gRPC port (``inference.GRPCInferenceService/ModelInfer``, h2c), the mirrored
+  ``ModelInferRequest`` sent unchanged (its ``model_version`` cleared, so each replica answers with
+  its own version) to the replicas' gRPC ports.  The gRPC handler keeps the request as bytes and
+  answers an empty ``ModelInferResponse``: parsing waits for the worker, off Envoy's mirror path.
+
+What is compared:
 
 * a classifier (an integer output, e.g. ``label``): the share of equal labels;
 * an embedding model (float outputs only): the cosine similarity of the first output, per row.
@@ -14,7 +22,8 @@ counter), ``release_comparator_errors_total`` and ``release_comparator_dropped_t
 for it: Envoy does not wait for a mirror, and this server answers at once and compares on a
 bounded worker queue (full queue: the request is dropped and counted, never queued forever).
 
-    python -m releases comparator --stable 127.0.0.1:8000 --candidate 127.0.0.1:9100 [--port 0]
+    python -m releases comparator --stable 127.0.0.1:8000[:8001] --candidate 127.0.0.1:9100[:9101] \
+        [--port 0] [--grpc-port 0]
 """
 
 from __future__ import annotations
@@ -28,8 +37,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
 import numpy as np
 import requests
+from tritonclient.grpc import InferResult, service_pb2
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+GRPC_ERRORS = (grpc.RpcError, ValueError)
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +72,29 @@ def agreement(stable: dict[str, Any], candidate: dict[str, Any]) -> float:
     return float(np.clip(np.mean(cos), 0.0, 1.0))
 
 
+def grpc_answer(response: service_pb2.ModelInferResponse) -> dict[str, Any]:
+    """A gRPC ``ModelInferResponse`` as the KServe v2 JSON answer ``agreement`` reads (flat data)."""
+    result = InferResult(response)
+    outputs = []
+    for o in response.outputs:
+        data = result.as_numpy(o.name)
+        outputs.append({"name": o.name, "datatype": o.datatype, "shape": list(o.shape),
+                        "data": np.asarray(data).reshape(-1).tolist() if data is not None else []})
+    return {"outputs": outputs}
+
+
 @dataclass
 class Comparator:
-    """``stable`` / ``candidate``: ``host:port`` of the HTTP KServe endpoints to ask (round robin)."""
+    """``stable`` / ``candidate``: ``host:port`` of the HTTP KServe endpoints to ask (round robin).
+    ``grpc_port``: None = no gRPC listener; 0 = any free port.  Mirrored gRPC requests are asked of
+    ``stable_grpc`` / ``candidate_grpc`` (``host:port`` of the replicas' gRPC endpoints)."""
 
     stable: Sequence[str]
     candidate: Sequence[str]
     port: int = 0
+    grpc_port: int | None = None
+    stable_grpc: Sequence[str] = ()
+    candidate_grpc: Sequence[str] = ()
     host: str = "127.0.0.1"
     workers: int = 2
     queue_size: int = 64
@@ -74,12 +104,17 @@ class Comparator:
     errors: int = 0
     dropped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _queue: queue.Queue[tuple[str, bytes] | None] = field(default_factory=queue.Queue)
+    compared: dict[str, int] = field(default_factory=lambda: {"http": 0, "grpc": 0})
+    _queue: queue.Queue[tuple[str, str, bytes] | None] = field(default_factory=queue.Queue)
     _threads: list[threading.Thread] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
+    _grpc_server: grpc.Server | None = None
     _turn: int = 0
 
     def start(self) -> Comparator:
+        if self.grpc_port is not None and (not self.stable_grpc or not self.candidate_grpc):
+            raise ValueError("a comparator with a gRPC port needs the gRPC endpoints of a stable and a candidate "
+                             "replica (HOST:HTTP_PORT:GRPC_PORT)")
         self._queue = queue.Queue(maxsize=self.queue_size)
         self._server = ThreadingHTTPServer((self.host, self.port), _handler(self))
         self._server.daemon_threads = True
@@ -91,42 +126,71 @@ class Comparator:
         t = threading.Thread(target=self._server.serve_forever, name="comparator-http", daemon=True)
         t.start()
         self._threads.append(t)
+        if self.grpc_port is not None:
+            # Two threads suffice: the handler only queues the bytes (the comparing is the workers')
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._grpc_server = grpc.server(ThreadPoolExecutor(max_workers=2, thread_name_prefix="comparator-grpc"))
+            self._grpc_server.add_generic_rpc_handlers((_GrpcMirror(self),))
+            self.grpc_port = self._grpc_server.add_insecure_port(f"{self.host}:{self.grpc_port}")
+            self._grpc_server.start()
         return self
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """``host:http_port`` or, with gRPC, ``host:http_port:grpc_port`` (``releases start --comparator``)."""
+        return f"{self.host}:{self.port}" + (f":{self.grpc_port}" if self.grpc_port is not None else "")
 
-    def submit(self, path: str, body: bytes) -> None:
+    def submit(self, path: str, body: bytes, proto: str = "http") -> None:
         try:
-            self._queue.put_nowait((path, body))
+            self._queue.put_nowait((proto, path, body))
         except queue.Full:
             with self._lock:
                 self.dropped += 1
 
+    def _ask_http(self, session: requests.Session, target: str, path: str, body: bytes) -> dict[str, Any]:
+        r = session.post(f"http://{target}{path}", data=body, timeout=self.timeout_s,
+                         headers={"Content-Type": "application/json"})
+        r.raise_for_status()
+        return dict(r.json())
+
+    def _ask_grpc(self, channels: dict[str, grpc.Channel], target: str, request: service_pb2.ModelInferRequest,
+                  ) -> dict[str, Any]:
+        if target not in channels:
+            channels[target] = grpc.insecure_channel(target)
+        call = channels[target].unary_unary(MODEL_INFER, request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+                                            response_deserializer=service_pb2.ModelInferResponse.FromString)
+        return grpc_answer(call(request, timeout=self.timeout_s))
+
     def _work(self) -> None:
         session = requests.Session()
+        channels: dict[str, grpc.Channel] = {}
         while True:
             item = self._queue.get()
             if item is None:
+                for channel in channels.values():
+                    channel.close()
                 return
-            path, body = item
+            proto, path, body = item
             with self._lock:
                 self._turn += 1
                 turn = self._turn
             try:
-                answers = []
-                for targets in (self.stable, self.candidate):
-                    r = session.post(f"http://{targets[turn % len(targets)]}{path}", data=body, timeout=self.timeout_s,
-                                     headers={"Content-Type": "application/json"})
-                    r.raise_for_status()
-                    answers.append(r.json())
+                if proto == "grpc":
+                    request = service_pb2.ModelInferRequest.FromString(body)
+                    request.model_version = ""  # each replica answers with its own version
+                    answers = [self._ask_grpc(channels, targets[turn % len(targets)], request)
+                               for targets in (self.stable_grpc, self.candidate_grpc)]
+                else:
+                    answers = [self._ask_http(session, targets[turn % len(targets)], path, body)
+                               for targets in (self.stable, self.candidate)]
                 score = agreement(answers[0], answers[1])
                 with self._lock:
                     self.score_sum += score
                     self.score_count += 1
-            except (requests.RequestException, ValueError, KeyError) as e:
-                log.debug("comparison failed: %s", e)
+                    self.compared[proto] += 1
+            except (requests.RequestException, *GRPC_ERRORS, KeyError) as e:
+                log.debug("comparison failed (%s): %s", proto, e)
                 with self._lock:
                     self.errors += 1
 
@@ -138,9 +202,14 @@ class Comparator:
                     "# TYPE release_comparator_errors counter\n"
                     f"release_comparator_errors_total {self.errors}\n"
                     "# TYPE release_comparator_dropped counter\n"
-                    f"release_comparator_dropped_total {self.dropped}\n")
+                    f"release_comparator_dropped_total {self.dropped}\n"
+                    "# TYPE release_comparator_compared counter\n"
+                    + "".join(f'release_comparator_compared_total{{proto="{p}"}} {n}\n'
+                              for p, n in sorted(self.compared.items())))
 
     def stop(self) -> None:
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace=None)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -149,6 +218,23 @@ class Comparator:
                 self._queue.put_nowait(None)
             except queue.Full:
                 pass
+
+
+class _GrpcMirror(grpc.GenericRpcHandler):
+    """Serves ``ModelInfer`` only (any other method: UNIMPLEMENTED, which Envoy discards too)."""
+
+    def __init__(self, comparator: Comparator) -> None:
+        self.comparator = comparator
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        if handler_call_details.method != MODEL_INFER:
+            return None
+
+        def infer(request: bytes, context: grpc.ServicerContext) -> bytes:
+            self.comparator.submit(MODEL_INFER, request, "grpc")
+            return b""  # an empty ModelInferResponse
+
+        return grpc.unary_unary_rpc_method_handler(infer)
 
 
 def _handler(comparator: Comparator) -> type[BaseHTTPRequestHandler]:

@@ -139,7 +139,7 @@ class ReleaseState:
     holding: str = ""  # why the stage has not advanced yet
     endpoints: tuple[CandidateEndpoint, ...] = ()
     events: tuple[ReleaseAction, ...] = ()
-    comparator: str = ""  # shadow mode: "host:port" of the comparator that mirrored requests go to
+    comparator: str = ""  # shadow mode: "host:http_port[:grpc_port]" of the comparator (comparator_address)
 
     @property
     def last_stage(self) -> int:
@@ -179,6 +179,28 @@ class ReleaseState:
                         for e in data.get("events", [])),
             comparator=str(data.get("comparator", "")),
         )
+
+
+@dataclass(frozen=True)
+class ComparatorAddress:
+    """Where a release's mirrored requests go: the comparator's HTTP port (KServe v2 REST, and its
+    ``/metrics``) and, when it has one, its gRPC port (mirrored ``ModelInfer`` calls)."""
+
+    host: str
+    http_port: int
+    grpc_port: int | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}/metrics"
+
+
+def comparator_address(text: str) -> ComparatorAddress:
+    """Parse ``HOST:HTTP_PORT[:GRPC_PORT]`` (ValueError naming what is wrong)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not all(p.isdigit() and 0 < int(p) < 65536 for p in parts[1:]):
+        raise ValueError(f"comparator must be HOST:HTTP_PORT[:GRPC_PORT] with ports 1-65535, got {text!r}")
+    return ComparatorAddress(parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else None)
 
 
 class ReleaseCommandError(ValueError):

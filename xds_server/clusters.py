@@ -123,13 +123,22 @@ def model_clusters(
 
 
 def mirror_clusters(mirrors: tuple[MirrorTarget, ...], settings: DataPlaneSettings) -> list[dict[str, Any]]:
-    """One STATIC HTTP/1.1 cluster per shadow comparator (its address is fixed for the release)."""
+    """One STATIC cluster per shadow comparator and protocol (its address is fixed for the release):
+    HTTP/1.1 to its REST port, h2 to its gRPC port when it has one."""
     out = []
     for m in mirrors:
-        name = mirror_cluster_name(m.model)
-        out.append({
-            "name": name, "type": "STATIC", "connect_timeout": f"{settings.connect_timeout_ms / 1000:.3f}s",
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": m.host, "port_value": m.port}}}}]}]},
-        })
+        for proto, port in (("http", m.port), ("grpc", m.grpc_port)):
+            if port is None:
+                continue
+            name = mirror_cluster_name(m.model, proto)
+            resource: dict[str, Any] = {
+                "name": name, "type": "STATIC", "connect_timeout": f"{settings.connect_timeout_ms / 1000:.3f}s",
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": m.host, "port_value": port}}}}]}]},
+            }
+            if proto == "grpc":
+                resource["typed_extension_protocol_options"] = {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": HTTP_PROTOCOL_OPTIONS_TYPE, "explicit_http_config": {"http2_protocol_options": {}}}}
+            out.append(resource)
     return out

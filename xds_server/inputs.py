@@ -123,15 +123,17 @@ class CandidatePool:
 class MirrorTarget:
     """Shadow mode: where mirrored requests of ``model`` go (a comparator that asks both versions
     and compares their answers; Envoy discards the mirror's response and never waits for it).
-    HTTP only: the comparator speaks KServe v2 REST."""
+    ``port``: its KServe v2 REST port (HTTP routes); ``grpc_port``: its KServe v2 gRPC port, when
+    the model's gRPC routes are mirrored too (None: HTTP only)."""
 
     model: str
     host: str
     port: int
+    grpc_port: int | None = None
 
     def __post_init__(self) -> None:
         _check_name("model", self.model)
-        Endpoint(self.host, self.port, self.port)  # the same address checks
+        Endpoint(self.host, self.port, self.grpc_port or self.port)  # the same address checks
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def proxyless_route_name(listener: str) -> str:
     return f"proxyless--{listener}"
 
 
-def mirror_cluster_name(model: str) -> str:
-    """The shadow comparator of ``model``'s release (HTTP).  The leading "_" keeps it out of the
-    per-model stats, like the server cluster."""
-    return f"_mirror--{model}--http"
+def mirror_cluster_name(model: str, proto: str = "http") -> str:
+    """The shadow comparator of ``model``'s release (``proto``: http or grpc).  The leading "_" keeps
+    it out of the per-model stats, like the server cluster."""
+    return f"_mirror--{model}--{proto}"

@@ -92,12 +92,12 @@ def _forward(
     }
 
 
-def _mirror(route: dict[str, Any], split: VersionSplit | None) -> dict[str, Any]:
+def _mirror(route: dict[str, Any], split: VersionSplit | None, proto: str = "http") -> dict[str, Any]:
     """Shadow mode: mirror ``split.mirror_bp`` of the route's requests to the model's comparator.
     Envoy sends the copy without waiting for it and drops its answer: the live path is unchanged."""
     if split is not None and split.mirror_bp > 0:
         route["route"]["request_mirror_policies"] = [{
-            "cluster": mirror_cluster_name(split.key.model),
+            "cluster": mirror_cluster_name(split.key.model, proto),
             "runtime_fraction": {"default_value": {"numerator": split.mirror_bp, "denominator": "TEN_THOUSAND"}},
         }]
     return route
@@ -171,10 +171,10 @@ def route_configuration(
     pools: tuple[PoolEndpoints, ...],
     settings: DataPlaneSettings,
     splits: Mapping[RouteKey, VersionSplit] | None = None,
-    mirrored: frozenset[str] = frozenset(),
+    mirrored: frozenset[tuple[str, str]] = frozenset(),
 ) -> dict[str, Any]:
     """The RouteConfiguration of the Envoy listener serving ``proto`` (``http`` or ``grpc``);
-    ``splits``: releases in force, by route; ``mirrored``: models with a shadow comparator (HTTP)."""
+    ``splits``: releases in force, by route; ``mirrored``: (model, proto) with a shadow comparator."""
     splits = splits or {}
     pools_by_name = {p.pool: p for p in pools}
     by_key = {(r.model, r.tier): r for r in routes}
@@ -195,14 +195,14 @@ def route_configuration(
             clusters = weighted_clusters(route=route, proto=proto, pools_by_name=pools_by_name, split=split)
             entries.append(_mirror(
                 _forward(name=f"{model}/{tier}", match=tier_match, clusters=clusters, proto=proto, settings=settings),
-                split if proto == "http" and model in mirrored else None))
+                split if (model, proto) in mirrored else None, proto))
         default = by_key.get((model, settings.default_tier))
         if default is not None:
             split = splits.get(RouteKey(model, settings.default_tier))
             clusters = weighted_clusters(route=default, proto=proto, pools_by_name=pools_by_name, split=split)
             entries.append(_mirror(
                 _forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto, settings=settings),
-                split if proto == "http" and model in mirrored else None))
+                split if (model, proto) in mirrored else None, proto))
     entries.extend(_unknown_model_routes(proto, models))
     if pools:
         entries.append(

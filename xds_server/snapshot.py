@@ -226,12 +226,14 @@ def build_snapshot(
     clusters, assignments = model_clusters(pools=pools, settings=settings, candidates=candidate_pools)
     mirror_list = tuple(sorted(mirrors, key=lambda m: m.model))
     clusters.extend(mirror_clusters(mirror_list, settings))
-    mirrored = frozenset(m.model for m in mirror_list)
+    mirrored = frozenset((m.model, proto) for m in mirror_list for proto in ("http", "grpc")
+                         if proto == "http" or m.grpc_port is not None)
     listeners = envoy_listeners(settings)
     route_configs = [
         route_configuration(name=HTTP_ROUTES, proto="http", routes=routes, pools=pools, settings=settings, splits=by_key,
                             mirrored=mirrored),
-        route_configuration(name=GRPC_ROUTES, proto="grpc", routes=routes, pools=pools, settings=settings, splits=by_key),
+        route_configuration(name=GRPC_ROUTES, proto="grpc", routes=routes, pools=pools, settings=settings, splits=by_key,
+                            mirrored=mirrored),
     ]
     api_listener_names = []
     if settings.proxyless_listener_prefix is not None:

@@ -190,3 +190,32 @@ def test_shadow_mode_mirrors_the_http_routes_to_the_comparator_and_needs_one() -
     assert policy["runtime_fraction"]["default_value"] == {"numerator": 2500, "denominator": "TEN_THOUSAND"}
     grpc = to_dict(snap.resources[ROUTE]["grpc"])["virtual_hosts"][0]["routes"]
     assert not any("request_mirror_policies" in r.get("route", {}) for r in grpc)  # the comparator speaks HTTP
+
+
+def test_a_comparator_with_a_grpc_port_gets_the_grpc_routes_mirrored_over_h2() -> None:
+    loop, sink, _, _ = make_loop()
+    loop.tick()
+    spec = parse_release_spec({**SPEC, "shadow": {"mirror_percent": 25}})
+    loop.start_release(spec, ENDPOINTS, comparator="127.0.0.1:9600:9601")
+    snap = sink.snapshots[-1]
+    assert snap.consistent() == []
+    clusters = {name: to_dict(c) for name, c in snap.resources[CLUSTER].items()}
+    grpc_cluster = clusters[f"_mirror--{EMBED}--grpc"]
+    assert grpc_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"]["port_value"] == 9601
+    assert "http2_protocol_options" in str(grpc_cluster["typed_extension_protocol_options"])
+    assert "typed_extension_protocol_options" not in clusters[f"_mirror--{EMBED}--http"]
+    for proto in ("http", "grpc"):
+        routes = {r["name"]: r for r in to_dict(snap.resources[ROUTE][proto])["virtual_hosts"][0]["routes"]}
+        [policy] = routes[f"{EMBED}/gold"]["route"]["request_mirror_policies"]
+        assert policy["cluster"] == f"_mirror--{EMBED}--{proto}"
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1", "127.0.0.1:x", "127.0.0.1:1:2:3", ":9600", "127.0.0.1:70000"])
+def test_a_malformed_comparator_address_is_refused_naming_the_form(bad: str) -> None:
+    loop, _, _, _ = make_loop()
+    loop.tick()
+    spec = parse_release_spec({**SPEC, "shadow": {"mirror_percent": 25}})
+    code, body = handle_post(loop, "/releases/start", {}, json.dumps(
+        {"spec": spec.to_json(), "endpoints": [e.to_json() for e in ENDPOINTS], "comparator": bad}).encode())
+    assert code == 400 and "HOST:HTTP_PORT[:GRPC_PORT]" in body["error"]

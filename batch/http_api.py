@@ -15,15 +15,11 @@ Bad requests get 4xx with ``{"error": ...}`` naming what is wrong.  Binds 127.0.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -31,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from batch.inputs import StrictInputError
 from batch.service import status_dict, submit
 from batch.store import JobStore, NotReady, UnknownJob
+from control.json_http import HttpService, JsonHandler
 from model_repository.definitions import ModelDefinition
 
 log = logging.getLogger(__name__)
@@ -38,20 +35,9 @@ MAX_BODY_BYTES = 512 << 20
 
 
 def _handler(store: JobStore, models: Mapping[str, ModelDefinition], registry: CollectorRegistry
-             ) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug("batch api: " + fmt, *args)
-
-        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, data: Any) -> None:
-            self._send(code, (json.dumps(data, indent=1) + "\n").encode())
+             ) -> type[JsonHandler]:
+    class Handler(JsonHandler):
+        log_name = "batch api"
 
         def _parts(self) -> tuple[list[str], dict[str, str]]:
             url = urlparse(self.path)
@@ -61,24 +47,24 @@ def _handler(store: JobStore, models: Mapping[str, ModelDefinition], registry: C
             parts, query = self._parts()
             try:
                 if parts == ["healthz"]:
-                    self._json(200, {"ok": True})
+                    self.send_json(200, {"ok": True})
                 elif parts == ["metrics"]:
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                    self.send_body(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif parts == ["jobs"]:
-                    self._json(200, [status_dict(j, time.time()) for j in store.jobs()])
+                    self.send_json(200, [status_dict(j, time.time()) for j in store.jobs()])
                 elif len(parts) == 2 and parts[0] == "jobs":
-                    self._json(200, status_dict(store.job(parts[1]), time.time()))
+                    self.send_json(200, status_dict(store.job(parts[1]), time.time()))
                 elif len(parts) == 3 and parts[0] == "jobs" and parts[2] == "results":
                     with tempfile.TemporaryDirectory() as tmp:
                         out = Path(tmp) / "results.jsonl"
                         store.export_results(parts[1], out, partial=query.get("partial") in ("1", "true"))
-                        self._send(200, out.read_bytes(), "application/jsonl")
+                        self.send_body(200, out.read_bytes(), "application/jsonl")
                 else:
-                    self._json(404, {"error": f"no such path {self.path!r}; try /jobs, /jobs/ID, /jobs/ID/results"})
+                    self.send_json(404, {"error": f"no such path {self.path!r}; try /jobs, /jobs/ID, /jobs/ID/results"})
             except UnknownJob as e:
-                self._json(404, {"error": str(e)})
+                self.send_json(404, {"error": str(e)})
             except NotReady as e:
-                self._json(409, {"error": str(e)})
+                self.send_json(409, {"error": str(e)})
 
         def do_POST(self) -> None:  # noqa: N802
             parts, query = self._parts()
@@ -86,19 +72,19 @@ def _handler(store: JobStore, models: Mapping[str, ModelDefinition], registry: C
                 if parts == ["jobs"]:
                     self._submit(query)
                 elif len(parts) == 3 and parts[0] == "jobs" and parts[2] == "cancel":
-                    self._json(200, status_dict(store.cancel(parts[1]), time.time()))
+                    self.send_json(200, status_dict(store.cancel(parts[1]), time.time()))
                 else:
-                    self._json(404, {"error": f"no such path {self.path!r}; try POST /jobs or /jobs/ID/cancel"})
+                    self.send_json(404, {"error": f"no such path {self.path!r}; try POST /jobs or /jobs/ID/cancel"})
             except UnknownJob as e:
-                self._json(404, {"error": str(e)})
+                self.send_json(404, {"error": str(e)})
 
         def _submit(self, query: dict[str, str]) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY_BYTES:
-                self._json(413, {"error": f"input larger than {MAX_BODY_BYTES} bytes"})
+                self.send_json(413, {"error": f"input larger than {MAX_BODY_BYTES} bytes"})
                 return
             if "model" not in query:
-                self._json(400, {"error": "missing query parameter 'model'"})
+                self.send_json(400, {"error": "missing query parameter 'model'"})
                 return
             body = self.rfile.read(length).decode("utf-8", errors="replace")
             try:
@@ -106,31 +92,20 @@ def _handler(store: JobStore, models: Mapping[str, ModelDefinition], registry: C
                              tier=query.get("tier", "bronze"), priority=query.get("priority", "normal"),
                              strict=query.get("strict") in ("1", "true"), source="http")
             except StrictInputError as e:
-                self._json(400, {"error": str(e), "invalid_lines": [{"line": p.line, "reason": p.reason}
+                self.send_json(400, {"error": str(e), "invalid_lines": [{"line": p.line, "reason": p.reason}
                                                                     for p in e.problems]})
                 return
             except ValueError as e:
-                self._json(400, {"error": str(e)})
+                self.send_json(400, {"error": str(e)})
                 return
             view = store.job(job)
-            self._json(201, {"job": job, "rows": view.rows_total,
+            self.send_json(201, {"job": job, "rows": view.rows_total,
                              "invalid_lines": [{"line": n, "reason": r} for n, r in view.invalid_lines]})
 
     return Handler
 
 
-class JobsApi:
+class JobsApi(HttpService):
     def __init__(self, store: JobStore, models: Mapping[str, ModelDefinition], registry: CollectorRegistry,
                  port: int = 0, host: str = "127.0.0.1") -> None:
-        self.httpd = ThreadingHTTPServer((host, port), _handler(store, models, registry))
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="batch-api", daemon=True)
-
-    def start(self) -> int:
-        self._thread.start()
-        return self.port
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(_handler(store, models, registry), port=port, host=host, thread_name="batch-api")

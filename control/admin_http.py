@@ -17,56 +17,42 @@ GET  /releases, POST /releases/start, POST /releases/NAME/pause|resume|promote|a
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from control import release_admin
+from control.json_http import HttpService, JsonHandler
 from control.leadership import NotLeaderError
 from control.server import ControlServer
 
 log = logging.getLogger(__name__)
 
 
-def _handler(controller: ControlServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug("admin: " + fmt, *args)
-
-        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, data: Any) -> None:
-            self._send(code, (json.dumps(data, indent=1, default=str) + "\n").encode())
+def _handler(controller: ControlServer) -> type[JsonHandler]:
+    class Handler(JsonHandler):
+        log_name = "admin"
 
         def do_GET(self) -> None:  # noqa: N802
             path = urlparse(self.path).path
             answer = release_admin.handle_get(controller.loop, path)
             if answer is not None:
-                self._json(*answer)
+                self.send_json(*answer)
             elif path == "/status":
-                self._json(200, controller.status())
+                self.send_json(200, controller.status())
             elif path == "/metrics":
-                self._send(200, generate_latest(controller.registry), CONTENT_TYPE_LATEST)
+                self.send_body(200, generate_latest(controller.registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 health = controller.health()
-                self._json(200 if health["ok"] else 503, health)
+                self.send_json(200 if health["ok"] else 503, health)
             elif path == "/readyz":  # ADS has a snapshot to serve (even one with no replicas yet)
                 version = controller.loop.view.snapshot_version
-                self._json(200 if version else 503, {"ready": bool(version), "snapshot_version": version})
+                self.send_json(200 if version else 503, {"ready": bool(version), "snapshot_version": version})
             elif path == "/livez":
-                self._json(200, {"alive": True})
+                self.send_json(200, {"alive": True})
             else:
-                self._json(404, {"error": f"no such path {path!r}; try /status, /metrics, /healthz, /readyz, /livez"})
+                self.send_json(404, {"error": f"no such path {path!r}; try /status, /metrics, /healthz, /readyz, /livez"})
 
         def do_POST(self) -> None:  # noqa: N802
             url = urlparse(self.path)
@@ -75,54 +61,43 @@ def _handler(controller: ControlServer) -> type[BaseHTTPRequestHandler]:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 answer = release_admin.handle_post(controller.loop, url.path, query, body)
                 if answer is not None:
-                    self._json(*answer)
+                    self.send_json(*answer)
                     return
             pool = query.get("pool", [""])[0]
             if url.path not in ("/drain", "/undrain", "/drain-replica"):
-                self._json(404, {"error": f"no such path {url.path!r}; try /drain, /undrain or /drain-replica"})
+                self.send_json(404, {"error": f"no such path {url.path!r}; try /drain, /undrain or /drain-replica"})
                 return
             if not pool:
-                self._json(400, {"error": "missing query parameter 'pool'"})
+                self.send_json(400, {"error": "missing query parameter 'pool'"})
                 return
             try:
                 controller.require_leader()
             except NotLeaderError as e:  # a follower's decision would be overwritten by the leader's
-                self._json(409, {"error": str(e)})
+                self.send_json(409, {"error": str(e)})
                 return
             try:
                 if url.path == "/drain":
                     version = controller.drain(pool)
-                    self._json(200, {"drained": pool, "snapshot_version": version})
+                    self.send_json(200, {"drained": pool, "snapshot_version": version})
                 elif url.path == "/drain-replica":
                     port_text = query.get("http_port", [""])[0]
                     if not port_text.isdigit():
-                        self._json(400, {"error": f"query parameter 'http_port' must be a port number, got {port_text!r}"})
+                        self.send_json(400, {"error": f"query parameter 'http_port' must be a port number, got {port_text!r}"})
                         return
                     host = query.get("host", ["127.0.0.1"])[0]
                     version = controller.loop.drain_replica(pool, host, int(port_text))
-                    self._json(200, {"drained_replica": f"{pool}/{host}:{port_text}", "snapshot_version": version})
+                    self.send_json(200, {"drained_replica": f"{pool}/{host}:{port_text}", "snapshot_version": version})
                 else:
                     controller.undrain(pool)
-                    self._json(200, {"undrained": pool})
+                    self.send_json(200, {"undrained": pool})
             except KeyError as e:
-                self._json(400, {"error": str(e).strip('"')})
+                self.send_json(400, {"error": str(e).strip('"')})
             except TimeoutError as e:
-                self._json(504, {"error": f"drain of {pool} not acknowledged: {e}"})
+                self.send_json(504, {"error": f"drain of {pool} not acknowledged: {e}"})
 
     return Handler
 
 
-class AdminServer:
+class AdminServer(HttpService):
     def __init__(self, controller: ControlServer, port: int = 0, host: str = "127.0.0.1") -> None:
-        self.httpd = ThreadingHTTPServer((host, port), _handler(controller))
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="xds-admin", daemon=True)
-
-    def start(self) -> int:
-        self._thread.start()
-        return self.port
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(_handler(controller), port=port, host=host, thread_name="xds-admin")

@@ -76,7 +76,8 @@ class PrometheusProcess:
         self.proc = subprocess.Popen(
             [binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1d"],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # a terminal Ctrl-C reaches the platform only; it stops this in order
         log.close()
         wait_until(self._ready, 30, "Prometheus /-/ready")
 

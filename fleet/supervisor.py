@@ -6,6 +6,11 @@ the data plane's endpoints stay valid) and cleans up its orphaned stubs and shar
 shutdown lets the control plane drain each pool (weight 0) before stopping it.  Listeners hear of
 every change to a pool's replica set.
 
+Restarts back off (``fleet.restarts.BackoffPolicy``: 0.5 s, 1 s, 2 s ... while a replica keeps
+dying) and never give up while the fleet runs; each runs in its own thread, so a whole pool killed
+at once comes back in parallel.  Every start, death, restart and stop is recorded in the shared
+``fleet.restarts.Lifecycle`` (what ``make up`` prints and ``make status`` shows).
+
 Scaling (``scale``): new replicas are reported as starting (alive, not ready) and become ready
 when Triton says so; a replica scaled in is reported as terminating, the control plane takes it
 out of Envoy's endpoints (``drain_replica``, which returns once Envoy ACKed), its in-flight
@@ -22,6 +27,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fleet.replica import ReplicaInfo
+from fleet.restarts import BackoffPolicy, Lifecycle
 from fleet.triton_process import Ports, TritonProcess, prepare_backend_dir
 from model_repository.definitions import ModelDefinition
 from model_repository.triton_config import target_for_pool, write_repository
@@ -95,6 +101,8 @@ class FleetSupervisor:
         poll_interval_s: float = 0.25,
         source: str = "fleet",
         max_parallel_starts: int = 3,
+        lifecycle: Lifecycle | None = None,
+        backoff: BackoffPolicy | None = None,
     ) -> None:
         check_runnable_here(fleet, source)
         self.fleet = fleet
@@ -117,6 +125,11 @@ class FleetSupervisor:
         # started together on a small machine took 13 s each instead of 2 (measured); the rest
         # start as these become ready (``scale`` is called again by whoever follows the target).
         self.max_parallel_starts = max_parallel_starts
+        self.lifecycle = lifecycle or Lifecycle()
+        self.backoff = backoff or BackoffPolicy()
+        self._restarting: set[str] = set()  # replica names a restart thread owns
+        self._failures: dict[str, int] = {}  # replica name -> consecutive deaths (for the backoff)
+        self._restarters: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def repository_for(self, pool: PoolSpec) -> Path:
@@ -139,6 +152,7 @@ class FleetSupervisor:
             for p in procs:
                 p.start()
                 started.append(p)
+                self.lifecycle.event(p.name, "triton", "started", f"pool {name}", pid=p.pid)
         for p in started:
             p.wait_ready(timeout_s)
         for name in names:
@@ -160,6 +174,8 @@ class FleetSupervisor:
         if self._monitor is not None:
             self._monitor.join(timeout=5)
             self._monitor = None
+        for t in list(self._restarters):  # a restart in progress sees _stop and stops its replica
+            t.join(timeout=30)
         with self._lock:
             names = list(self._replicas)
         for name in names:
@@ -169,18 +185,23 @@ class FleetSupervisor:
         with self._lock:
             self._stopping.add(name)
         if drain is not None:
+            self.lifecycle.event(name, "pool", "draining")
             try:
                 drain(name)
-            except Exception:  # a failed drain must not leave processes behind
+                self.lifecycle.event(name, "pool", "drained")
+            except Exception as e:  # a failed drain must not leave processes behind
                 log.exception("draining pool %s failed; stopping it anyway", name)
+                self.lifecycle.event(name, "pool", "drain-failed", f"{type(e).__name__}: {e}")
         with self._lock:
             procs = self._replicas.pop(name, [])
         for p in procs:  # all at once: each may take seconds to exit
             p.terminate()
         for p in procs:
             p.stop()
+            self.lifecycle.event(p.name, "triton", "stopped", pid=p.pid)
         with self._lock:
             self._stopping.discard(name)
+        self.lifecycle.event(name, "pool", "stopped")
         self._notify(name)
 
     # -- supervision -------------------------------------------------------------------------
@@ -188,15 +209,19 @@ class FleetSupervisor:
         while not self._stop.wait(self.poll_interval_s):
             with self._lock:
                 # a replica scale() has listed but not started yet has no process: it is not dead
-                dead = [(pool, i, p) for pool, procs in self._replicas.items() if pool not in self._stopping
-                        for i, p in enumerate(procs)
-                        if p.proc is not None and not p.alive() and p.name not in self._terminating]
+                dead = [(pool, p) for pool, procs in self._replicas.items() if pool not in self._stopping
+                        for p in procs
+                        if p.proc is not None and not p.alive() and p.name not in self._terminating
+                        and p.name not in self._restarting]
                 starting = [(pool, p) for pool, procs in self._replicas.items() for p in procs
                             if p.name in self._starting and p.alive()]
-            for pool, i, p in dead:
-                with self._lock:
+                for _, p in dead:
                     self._starting.discard(p.name)
-                self._restart(pool, i, p)
+                    self._restarting.add(p.name)
+            for pool, p in dead:
+                t = threading.Thread(target=self._restart, args=(pool, p), name=f"restart-{p.name}", daemon=True)
+                self._restarters = [r for r in self._restarters if r.is_alive()] + [t]
+                t.start()
             for pool, p in starting:
                 if p.ready(timeout_s=0.2):
                     with self._lock:
@@ -243,6 +268,7 @@ class FleetSupervisor:
         for p in new:
             log.info("scaling %s up: starting %s", pool.name, p.name)
             p.start()
+            self.lifecycle.event(p.name, "triton", "started", f"pool {pool.name} scaled up", pid=p.pid)
         self._notify(pool.name)
 
     def _scale_down(self, pool: PoolSpec, count: int, drain_replica: Callable[[ReplicaInfo], None] | None,
@@ -265,6 +291,7 @@ class FleetSupervisor:
             log.info("scaling %s down: stopping %s (%s)", pool.name, p.name,
                      "idle" if quiesced else f"still busy after {quiesce_timeout_s}s")
             p.stop()
+            self.lifecycle.event(p.name, "triton", "stopped", f"pool {pool.name} scaled down", pid=p.pid)
 
         # Out of rotation, the leaving replicas finish and exit together: one at a time, a scale-in of
         # twelve kept paying for the last ones for half a minute (measured).
@@ -282,33 +309,51 @@ class FleetSupervisor:
                 self._starting.discard(p.name)
         self._notify(pool.name)
 
-    def _restart(self, pool_name: str, index: int, old: TritonProcess) -> None:
-        code = old.proc.returncode if old.proc else None
-        log.warning("replica %s exited (code %s); cleaning up and restarting", old.name, code)
-        old.cleanup()
-        self._notify(pool_name)  # the dead replica is reported as not alive at once
-        pool = self.fleet.pool(pool_name)
-        ports = old.ports
-        for attempt in range(3):
-            new = self._new_process(pool, index, old.repository, ports)
-            new.start()
-            try:
-                new.wait_ready(120.0)
-                break
-            except (RuntimeError, TimeoutError):
-                log.warning("restart of %s on %s failed (attempt %d); new ports", old.name, ports, attempt + 1)
-                new.stop()
-                ports = Ports.pick()
-        else:
-            log.error("giving up restarting %s", old.name)
-            return
-        with self._lock:
-            if pool_name not in self._replicas or self._stop.is_set():
-                new.stop()
-                return
-            self._replicas[pool_name][index] = new
-            self._restarts[new.name] = self._restarts.get(new.name, 0) + 1
-        self._notify(pool_name)
+    def _restart(self, pool_name: str, old: TritonProcess) -> None:
+        """Bring a dead replica back: same ports first (Envoy's endpoints stay valid), new ports if
+        they are taken; wait ``backoff`` between attempts; never give up while the fleet runs."""
+        try:
+            code = old.proc.returncode if old.proc else None
+            uptime_s = time.monotonic() - old.started_at
+            with self._lock:
+                failures = self.backoff.failures_after(self._failures.get(old.name, 0), uptime_s)
+                self._failures[old.name] = failures
+            log.warning("replica %s exited (code %s); cleaning up and restarting", old.name, code)
+            self.lifecycle.event(old.name, "triton", "died", f"pool {pool_name}, up {uptime_s:.1f} s", pid=old.pid,
+                                 returncode=code)
+            old.cleanup()
+            self._notify(pool_name)  # the dead replica is reported as not alive at once
+            pool = self.fleet.pool(pool_name)
+            ports = old.ports
+            while True:
+                if self._stop.wait(self.backoff.delay_s(failures)) or pool_name in self._stopping:
+                    return
+                new = self._new_process(pool, int(old.name.rsplit("-", 1)[1]), old.repository, ports)
+                new.start()
+                try:
+                    new.wait_ready(120.0)
+                    break
+                except (RuntimeError, TimeoutError) as e:
+                    log.warning("restart of %s on %s failed (attempt %d); new ports", old.name, ports, failures)
+                    self.lifecycle.event(old.name, "triton", "restart-failed",
+                                         f"attempt {failures}: {str(e).splitlines()[0]}", pid=new.pid)
+                    new.stop()
+                    ports = Ports.pick()
+                    with self._lock:
+                        failures = self._failures[old.name] = failures + 1
+            with self._lock:
+                current = self._replicas.get(pool_name)
+                if current is None or old not in current or self._stop.is_set() or pool_name in self._stopping:
+                    new.stop()
+                    return
+                current[current.index(old)] = new
+                self._restarts[new.name] = self._restarts.get(new.name, 0) + 1
+            self.lifecycle.event(new.name, "triton", "restarted", f"pool {pool_name}, ports {new.ports.http}/"
+                                 f"{new.ports.grpc}/{new.ports.metrics}", pid=new.pid)
+            self._notify(pool_name)
+        finally:
+            with self._lock:
+                self._restarting.discard(old.name)
 
     # -- queries -----------------------------------------------------------------------------
     def add_listener(self, listener: ReplicaListener) -> None:

@@ -1,9 +1,10 @@
 """``python -m local_platform up | status | demo``: the local platform for people.
 
 - ``up``: start every pool, the control server and Envoy; print the endpoints and a status table;
-  serve until Ctrl-C, then drain and stop everything.
+  serve until Ctrl-C (or SIGTERM), saying whenever a process dies and comes back; then drain every
+  pool, stop its Tritons, then Envoy, then the control server.
 - ``status``: the table for a running platform (pools, replicas, ports, health, models, real or
-  emulated, and the weights per model and tier).
+  emulated, and the weights per model and tier), and every process's restarts and last exit.
 - ``demo``: ``up`` plus a short mixed-tier load and a report (see ``locustfiles/`` and ``demo.py``).
 """
 
@@ -16,11 +17,15 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from fleet.restarts import ProcessEvent, read_processes
 from fleet.triton_process import PROJECT_ROOT
 from local_platform.platform import LocalPlatform, PlatformPorts, http_json
+
+DEFAULT_WORKDIR = PROJECT_ROOT / "build" / "run"
 
 
 def status_table(status: dict[str, Any]) -> str:
@@ -47,44 +52,120 @@ def status_table(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ago(now: float, then: float | None) -> str:
+    if then is None:
+        return "-"
+    seconds = max(0.0, now - then)
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def processes_table(processes: list[dict[str, Any]], now: float) -> str:
+    """Every supervised process: state, pid, restarts, last unplanned exit and when it came back."""
+    lines = [f"{'process':<16} {'kind':<15} {'state':<10} {'pid':>7} {'restarts':>8}  last exit"]
+    for p in processes:
+        if p["kind"] == "pool":
+            continue
+        last = "-"
+        if p.get("last_exit"):
+            last = f"{p['last_exit']} {_ago(now, p.get('last_exit_unix_s'))}"
+            if p.get("last_restart_unix_s"):
+                last += f", back {_ago(now, p['last_restart_unix_s'])}"
+        if p.get("note") and p["state"] in ("restarting", "failed"):
+            last += f" ({p['note']})"
+        lines.append(f"{p['name']:<16} {p['kind']:<15} {p['state']:<10} {p.get('pid') or '-':>7} "
+                     f"{p.get('restarts', 0):>8}  {last}")
+    return "\n".join(lines)
+
+
+class EventPrinter:
+    """What ``up`` says on the terminal about processes once it serves: deaths and restarts always;
+    on the way out, each pool drained and stopped, then Envoy, then the control server."""
+
+    QUIET = {"started", "stopping"}
+
+    def __init__(self) -> None:
+        self.serving = False
+
+    def __call__(self, ev: ProcessEvent) -> None:
+        if not self.serving or ev.event in self.QUIET or (ev.kind == "triton" and ev.event == "stopped"):
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(ev.unix_s))
+        who = f"pool {ev.name}" if ev.kind == "pool" else ev.name
+        pid = f" (pid {ev.pid})" if ev.pid and ev.event in ("died", "hung", "restarted") else ""
+        detail = f": {ev.detail}" if ev.detail and ev.event not in ("stopped",) else ""
+        print(f"{stamp} {who} {ev.event}{pid}{detail}", flush=True)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    platform = LocalPlatform(fleet_path=args.fleet, ports=PlatformPorts(http=args.http_port, grpc=args.grpc_port),
-                             with_prometheus=shutil.which("prometheus") is not None)
+    platform = LocalPlatform(fleet_path=args.fleet, workdir=args.workdir, artifacts=args.artifacts,
+                             ports=PlatformPorts(http=args.http_port, grpc=args.grpc_port),
+                             with_prometheus=args.prometheus and shutil.which("prometheus") is not None)
+    printer = EventPrinter()
+    platform.lifecycle.add_listener(printer)
+    # The printer says it once; the supervisors' own warnings would repeat it on the terminal.
+    for name in ("fleet.supervisor", "local_platform.supervised"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signals_seen: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Every child runs in its own session: this is the only process the terminal's Ctrl-C
+        # reaches, whichever process group it is sent to, so the shutdown order is ours.
+        signals_seen.append(signum)
+        if len(signals_seen) == 1:
+            print(f"\n{signal.Signals(signum).name}: draining every pool, then stopping Envoy and the control "
+                  "server ...", flush=True)
+        else:
+            print("still stopping (each pool is drained, then its Tritons exit within seconds) ...", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     print("starting the local platform (Triton pools, control server, Envoy) ...", flush=True)
-    platform.start()
+    platform.start()  # stops what it started if it fails
     try:
-        d = platform.describe()
-        print(f"\nKServe v2 HTTP: http://{d['http_endpoint']}   gRPC: {d['grpc_endpoint']}")
-        print(f"control server: {d['control_admin']}/status   Envoy admin: {d['envoy_admin']}")
-        if d["prometheus"]:
-            print(f"Prometheus: {d['prometheus']}  (dashboards as PNG: make dashboards-png PROMETHEUS_URL={d['prometheus']})")
-        print("send `x-sla-tier: gold|silver|bronze` (default silver)\n")
-        print(status_table(platform.status()))
-        print("\nserving until Ctrl-C ...", flush=True)
-        stop.wait()
+        if not stop.is_set():
+            d = platform.describe()
+            print(f"\nKServe v2 HTTP: http://{d['http_endpoint']}   gRPC: {d['grpc_endpoint']}")
+            print(f"control server: {d['control_admin']}/status   Envoy admin: {d['envoy_admin']}")
+            if d["prometheus"]:
+                print(f"Prometheus: {d['prometheus']}  (dashboards as PNG: make dashboards-png PROMETHEUS_URL={d['prometheus']})")
+            print("send `x-sla-tier: gold|silver|bronze` (default silver)\n")
+            print(status_table(platform.status()))
+            print(f"\nprocesses are supervised (restarted with backoff); `make status` shows restarts. "
+                  f"Events: {platform.workdir / 'events.jsonl'}")
+            print("serving until Ctrl-C ...", flush=True)
+            printer.serving = True
+            stop.wait()
     finally:
-        print("draining and stopping ...", flush=True)
+        printer.serving = True
         platform.stop()
+    print("stopped: every pool drained and stopped, then Envoy, then the control server", flush=True)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    info_path = PROJECT_ROOT / "build" / "run" / "platform.json"
+    info_path = args.workdir / "platform.json"
+    processes = read_processes(args.workdir)
     if not info_path.exists():
         print("no local platform is running (start one with `make up`)", file=sys.stderr)
+        if processes:
+            print(f"the last one's processes ({args.workdir / 'processes.json'}):\n"
+                  f"{processes_table(processes, time.time())}", file=sys.stderr)
         return 1
     info = json.loads(info_path.read_text())
+    print(f"HTTP {info['http_endpoint']}  gRPC {info['grpc_endpoint']}  control {info['control_admin']}")
+    code = 0
     try:
         status = http_json(f"{info['control_admin']}/status", timeout_s=5)
+        print(status_table(status))
     except OSError as e:
-        print(f"the control server at {info['control_admin']} does not answer: {e}", file=sys.stderr)
-        return 1
-    print(f"HTTP {info['http_endpoint']}  gRPC {info['grpc_endpoint']}  control {info['control_admin']}")
-    print(status_table(status))
-    return 0
+        print(f"the control server at {info['control_admin']} does not answer: {e} "
+              "(it is supervised: see its state below)", file=sys.stderr)
+        code = 1
+    print()
+    print(processes_table(processes, time.time()))
+    return code
 
 
 def cmd_demo_routing(args: argparse.Namespace) -> int:
@@ -111,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in (("up", cmd_up), ("status", cmd_status), ("demo-routing", cmd_demo_routing)):
         p = sub.add_parser(name)
         p.set_defaults(fn=fn)
+        if name in ("up", "status"):
+            p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                           help="the platform's work folder (runtime file, state, logs, processes.json)")
+        if name == "up":
+            p.add_argument("--no-prometheus", dest="prometheus", action="store_false",
+                           help="do not start Prometheus even when it is installed")
+            p.add_argument("--artifacts", type=Path, default=PROJECT_ROOT / "build" / "models",
+                           help="the built models (make models)")
         if name != "status":
             p.add_argument("--fleet", type=Path, default=PROJECT_ROOT / "fleet.yaml")
             p.add_argument("--http-port", type=int, default=8000)

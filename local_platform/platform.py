@@ -5,6 +5,13 @@ The fleet supervisor runs in this process; the control server runs as its own pr
 be killed and restarted under load, as in production); Envoy is a child of this process (it must
 stay its parent: FINDINGS).  They meet through two files: the runtime file (where replicas listen)
 and the control server's persisted state.
+
+Every child is supervised: a Triton replica, the control server or Envoy that dies (or, for the
+last two, stops answering) is restarted with backoff (``local_platform.supervised``), and each
+start, death, restart and stop is recorded in ``<workdir>/processes.json`` and ``events.jsonl``
+(``fleet.restarts.Lifecycle``).  Children run in their own sessions, so a terminal's Ctrl-C reaches
+only this process; ``stop`` then drains every pool, stops its Tritons, then Envoy, then the
+control server, in that order.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,14 +32,16 @@ from control.actuator_desired_file import read_desired
 from control.server import DECIDER_SIGNALS
 from fleet.prometheus import PrometheusProcess
 from fleet.replica import ReplicaInfo
+from fleet.restarts import BackoffPolicy, Lifecycle
 from fleet.runtime import write_runtime
 from fleet.supervisor import FleetSupervisor, wait_until
 from fleet.triton_process import PROJECT_ROOT, free_ports
+from local_platform.supervised import SupervisedChild
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
 from router_lib.metric_names import envoy_stats_url
 from xds_server.bootstrap import write_envoy_bootstrap
-from xds_server.envoy_process import EnvoyProcess
+from xds_server.envoy_process import EnvoyError, EnvoyProcess
 
 log = logging.getLogger(__name__)
 ENVOY_NODE_ID = "local-envoy"
@@ -68,6 +76,9 @@ class LocalPlatform:
     interval_s: float = 1.0
     state_path: Path | None = None
     with_prometheus: bool = False
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # the control server and Envoy: killed and restarted when they answer no probe for this long
+    hang_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         self.models = load_models()
@@ -75,9 +86,11 @@ class LocalPlatform:
         self.ports = self.ports.resolve()
         self.runtime_path = self.workdir / "runtime.json"
         self.state_path = self.state_path or self.workdir / "control-state.json"
+        self.lifecycle = Lifecycle(self.workdir)
         self.supervisor = FleetSupervisor(self.fleet, self.models, self.artifacts, self.workdir,
-                                          source=str(self.fleet_path))
-        self.control: subprocess.Popen[bytes] | None = None
+                                          source=str(self.fleet_path), lifecycle=self.lifecycle, backoff=self.backoff)
+        self.control_child: SupervisedChild | None = None
+        self.envoy_child: SupervisedChild | None = None
         self.envoy: EnvoyProcess | None = None
         self.prometheus: PrometheusProcess | None = None
         # Autoscaled pools: the control server writes desired replicas here, this process follows.
@@ -99,6 +112,8 @@ class LocalPlatform:
     def _start(self, timeout_s: float) -> LocalPlatform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.desired_path.unlink(missing_ok=True)  # a previous run's request is not this one's
+        for name in ("processes.json", "events.jsonl"):  # this run's lives only
+            (self.workdir / name).unlink(missing_ok=True)
         self.supervisor.add_listener(self._on_replicas)
         self.supervisor.start(timeout_s=timeout_s)
         self._write_runtime()
@@ -107,11 +122,7 @@ class LocalPlatform:
         # (its shutdown drained every pool before stopping it).
         for pool in self.fleet.pools:
             http_json(f"{self.admin_url}/undrain?pool={pool.name}", method="POST")
-        bootstrap = write_envoy_bootstrap(self.workdir / "envoy-bootstrap.yaml", node_id=ENVOY_NODE_ID,
-                                          xds_port=self.ports.xds, admin_port=self.ports.envoy_admin)
-        self.envoy = EnvoyProcess(bootstrap, log_path=self.workdir / "logs" / "envoy.log", concurrency=2)
-        self.envoy.start()
-        self.envoy.wait_ready(timeout_s=60)
+        self.start_envoy()
         self.wait_for(lambda: bool(self.status().get("routes")) and self._envoy_acked(), 60, "first routes ACKed by Envoy")
         if self.with_prometheus:
             self.prometheus = PrometheusProcess(self.workdir / "prometheus", self.ports.admin, self.ports.envoy_admin)
@@ -179,7 +190,7 @@ class LocalPlatform:
             replicas.setdefault(r.pool, []).append(r)
         write_runtime(self.runtime_path, replicas)
 
-    def start_control_server(self) -> None:
+    def _spawn_control_server(self) -> subprocess.Popen[bytes]:
         log_path = self.workdir / "logs" / "control-server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -193,17 +204,68 @@ class LocalPlatform:
             cmd.append(f"--desired={self.desired_path}")
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
         with open(log_path, "ab") as logf:
-            self.control = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
-        self.wait_for(self._control_healthy, 60, "the control server's /healthz")
+            return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    cwd=PROJECT_ROOT, start_new_session=True)
 
-    def _control_healthy(self) -> bool:
-        if self.control is None or self.control.poll() is not None:
-            raise RuntimeError(f"control server exited; see {self.workdir / 'logs' / 'control-server.log'}")
+    def _wait_control_healthy(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"control server exited ({proc.returncode}); see "
+                                   f"{self.workdir / 'logs' / 'control-server.log'}")
+            return self._answers(f"{self.admin_url}/healthz")
+
+        self.wait_for(healthy, timeout_s, "the control server's /healthz")
+
+    def start_control_server(self) -> None:
+        """Start the control server (supervised: restarted with backoff if it dies or hangs) and
+        wait for its /healthz.  After ``kill_control_server`` this starts it again."""
+        if self.control_child is None:
+            self.control_child = SupervisedChild(
+                "control-server", "control-server", self._spawn_control_server, self._wait_control_healthy,
+                self.lifecycle, live=lambda: self._answers(f"{self.admin_url}/livez"), backoff=self.backoff,
+                hang_timeout_s=self.hang_timeout_s)
+        self.control_child.start()
+
+    @property
+    def control(self) -> subprocess.Popen[bytes] | None:
+        """The control server's current process (a new one after each restart)."""
+        return self.control_child.proc if self.control_child is not None else None
+
+    @staticmethod
+    def _answers(url: str, timeout_s: float = 2.0) -> bool:
+        """The URL answers 200 with JSON within ``timeout_s``."""
         try:
-            http_json(f"{self.admin_url}/healthz", timeout_s=1)
+            http_json(url, timeout_s=timeout_s)
             return True
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, ValueError):
             return False
+
+    # -- Envoy (supervised) -----------------------------------------------------------------
+    def _spawn_envoy(self) -> subprocess.Popen[bytes]:
+        bootstrap = write_envoy_bootstrap(self.workdir / "envoy-bootstrap.yaml", node_id=ENVOY_NODE_ID,
+                                          xds_port=self.ports.xds, admin_port=self.ports.envoy_admin)
+        self.envoy = EnvoyProcess(bootstrap, log_path=self.workdir / "logs" / "envoy.log", concurrency=2,
+                                  new_session=True)
+        self.envoy.start()
+        assert self.envoy.process is not None
+        return self.envoy.process
+
+    def _wait_envoy_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+        assert self.envoy is not None
+        self.envoy.wait_ready(timeout_s=timeout_s)
+
+    def _envoy_live(self) -> bool:
+        try:
+            return self.envoy is not None and self.envoy.admin_get("/ready", timeout_s=2).strip() == "LIVE"
+        except (urllib.error.URLError, OSError, EnvoyError):
+            return False
+
+    def start_envoy(self) -> None:
+        if self.envoy_child is None:
+            self.envoy_child = SupervisedChild("envoy", "envoy", self._spawn_envoy, self._wait_envoy_ready,
+                                               self.lifecycle, live=self._envoy_live, backoff=self.backoff,
+                                               hang_timeout_s=self.hang_timeout_s)
+        self.envoy_child.start()
 
     def _envoy_acked(self) -> bool:
         """Envoy's stream has ACKed the snapshot in force, for every resource type it holds."""
@@ -231,22 +293,26 @@ class LocalPlatform:
             log.warning("drain of %s failed (%s); stopping it anyway", pool, e)
 
     def kill_control_server(self) -> None:
-        if self.control is not None and self.control.poll() is None:
-            self.control.kill()
-            self.control.wait(timeout=10)
+        """SIGKILL the control server and keep it down until ``start_control_server`` (what a test
+        of "the data plane without its control plane" needs).  A crash, by contrast, is restarted
+        by the supervision: kill ``platform.control.pid`` yourself to test that."""
+        if self.control_child is not None:
+            self.control_child.kill()
 
     def stop_control_server(self) -> None:
-        if self.control is not None and self.control.poll() is None:
-            self.control.send_signal(signal.SIGTERM)
-            try:
-                self.control.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.control.kill()
-                self.control.wait(timeout=5)
+        if self.control_child is not None:
+            self.control_child.stop()
+            self.control_child = None
+
+    def stop_envoy(self) -> None:
+        if self.envoy_child is not None:
+            self.envoy_child.stop()
+            self.envoy_child = None
 
     # -- stop -------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Drain each pool through the control plane, stop its Tritons, then Envoy and the server."""
+        """Drain each pool through the control plane and stop its Tritons; then Envoy; then the
+        control server (the order ``events.jsonl`` records).  Idempotent."""
         self._follow_stop.set()
         if self._follower is not None:
             self._follower.join(timeout=60)
@@ -255,8 +321,7 @@ class LocalPlatform:
         finally:
             if self.prometheus is not None:
                 self.prometheus.stop()
-            if self.envoy is not None:
-                self.envoy.stop()
+            self.stop_envoy()
             self.stop_control_server()
             (self.workdir / "platform.json").unlink(missing_ok=True)
 
@@ -280,5 +345,6 @@ class LocalPlatform:
             "xds": f"127.0.0.1:{self.ports.xds}",
             "control_pid": self.control.pid if self.control else None,
             "envoy_pid": self.envoy.pid if self.envoy else None,
+            "workdir": str(self.workdir),
             "prometheus": self.prometheus.url if self.prometheus else None,
         }

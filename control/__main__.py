@@ -107,8 +107,9 @@ def serve(args: argparse.Namespace) -> int:
     controller.loop.release_push_observers.append(release_metrics.push_observed)
     watch = None
     if args.release_poll_s > 0:
-        watch = ReleaseWatch(controller.loop, envoy_admin_base(args.envoy_metrics_url),
-                             interval_s=args.release_poll_s).start()
+        elected = controller.elected  # several control servers: only the leader watches (docs/releases.md)
+        watch = ReleaseWatch(controller.loop, envoy_admin_base(args.envoy_metrics_url), interval_s=args.release_poll_s,
+                             leader=(lambda: elected.leader) if elected is not None else None).start()
     admin = AdminServer(controller, port=args.admin_port, host=args.listen_address)
     admin_port = admin.start()
     log.info(

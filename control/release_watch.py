@@ -7,6 +7,11 @@ model's clusters in Envoy, the stable and candidate replicas of the release's po
 comparator when there is one), every ``interval_s`` (50 ms by default), outside every lock, and the
 decision is the same pure ``step_release`` as everywhere else.  It only acts when a release does
 (a rollback publishes at once); otherwise it only refreshes the release's "holding" note.
+
+With several control servers (``control.leadership``) only the leader's watcher observes and acts
+(``leader``, asked before every poll): a follower's decision would fork the shared record, and
+two watchers would push two rollbacks.  A follower keeps no samples, so a new leader judges on
+windows it measured itself, never on a gap spanning the takeover.
 """
 
 from __future__ import annotations
@@ -56,8 +61,10 @@ class ReleaseWatch:
     def __init__(self, loop: ControlLoop, envoy_admin_url: str | None, *, interval_s: float = 0.05,
                  fast_window_s: float = 0.5, slow_window_s: float = 10.0, fetch: Fetch = http_get_text,
                  timeout_s: float = 0.5, clock: Callable[[], float] = time.time,
-                 comparator_urls: dict[str, str] | None = None) -> None:
+                 comparator_urls: dict[str, str] | None = None, leader: Callable[[], bool] | None = None) -> None:
         self.loop = loop
+        self.leader = leader  # None: a single control server, always the one that decides
+        self.following = False
         self.envoy_admin_url = envoy_admin_url.rstrip("/") if envoy_admin_url else None
         self.interval_s = interval_s
         self.fast_window_s = fast_window_s
@@ -116,7 +123,18 @@ class ReleaseWatch:
         return ReleaseSample(now_s, combine(envoy, triton), agreement_sum, agreement_count)
 
     def poll(self) -> list[ReleaseAction]:
-        """Sample every running release once and let the loop decide.  -> actions taken."""
+        """Sample every running release once and let the loop decide.  -> actions taken.  On a
+        follower (``leader`` says no): nothing is fetched, the samples are dropped, nothing is decided."""
+        if self.leader is not None and not self.leader():
+            if not self.following:
+                log.info("release watch: following (the leader watches the releases)")
+            self.following = True
+            self._history.clear()
+            self.last_observations = {}
+            return []
+        if self.following:
+            log.info("release watch: leading, watching the releases")
+            self.following = False
         running = {n: s for n, s in self.loop.view.releases.releases.items() if not s.phase.finished}
         for gone in set(self._history) - set(running):
             del self._history[gone]

@@ -57,3 +57,58 @@ def test_the_watcher_rolls_a_slow_candidate_back_within_its_fast_window() -> Non
         clock.advance(0.05)
     assert [a.kind.value for a in actions] == ["rollback"]
     assert "mean latency on cpu" in actions[0].text and sink.candidate_share("bronze") == 0
+
+
+def two_servers(tmp_path):  # type: ignore[no-untyped-def]
+    """Two control servers sharing one record and one file lease; a leads, b follows."""
+    from control.leadership import ElectedLoop, FileLease
+    from tests.control.fakes import MemoryStore
+
+    store = MemoryStore()
+    servers = []
+    for name in ("a", "b"):
+        loop, sink, _, _ = make_loop(store)
+        elected = ElectedLoop(loop, FileLease(tmp_path / "lease", name))
+        web, clock = FakeWeb(), Clock(1.7e9)
+        watch = ReleaseWatch(loop, "http://127.0.0.1:9901", fetch=web, clock=clock,
+                             leader=lambda elected=elected: elected.leader)
+        servers.append((elected, sink, web, clock, watch))
+    servers[0][0].tick()
+    servers[1][0].tick()
+    assert servers[0][0].leader and not servers[1][0].leader
+    servers[0][0].loop.start_release(parse_release_spec(SPEC), ENDPOINTS)
+    servers[1][0].tick()  # b follows the record: it knows the release too
+    assert "emb-v2" in servers[1][0].loop.view.releases.releases
+    return servers
+
+
+def slow_second(servers) -> list:  # type: ignore[no-untyped-def]
+    """A healthy second, then the candidate turns slow; every server's watcher polls."""
+    actions: dict[str, list] = {"a": [], "b": []}
+    for step in range(15):
+        for name, (_, _, web, clock, watch) in zip("ab", servers, strict=True):
+            web.grow(40, 4, 150.0 if step >= 10 else 2.0)
+            actions[name] += watch.poll()
+            clock.advance(0.1 if step < 10 else 0.05)
+    return [actions["a"], actions["b"]]
+
+
+def test_only_the_leaders_watcher_observes_and_rolls_back(tmp_path) -> None:
+    servers = two_servers(tmp_path)
+    a_actions, b_actions = slow_second(servers)
+    assert [x.kind.value for x in a_actions] == ["rollback"]
+    assert b_actions == [] and servers[1][2].urls == []  # the follower fetched nothing, decided nothing
+    assert servers[0][1].candidate_share("bronze") == 0
+    servers[1][0].tick()  # the follower republishes the leader's record: rolled back there too
+    assert servers[1][0].loop.view.releases.releases["emb-v2"].phase.value == "rolled_back"
+
+
+def test_after_a_failover_the_new_leaders_watcher_takes_over(tmp_path) -> None:
+    servers = two_servers(tmp_path)
+    servers[0][0].lease.release()  # a's lease drops (as when it dies); b takes it at its next tick
+    servers[1][0].tick()
+    servers[0][0].tick()  # a sees b lead: it follows
+    assert servers[1][0].leader and not servers[0][0].leader
+    a_actions, b_actions = slow_second(servers)
+    assert a_actions == [] and [x.kind.value for x in b_actions] == ["rollback"]
+    assert servers[1][1].candidate_share("bronze") == 0

@@ -1,9 +1,12 @@
-"""Steady KServe v2 HTTP load through Envoy, per SLA tier, recording which version answered.
+"""Steady KServe v2 load (HTTP, or gRPC ModelInfer) through Envoy, per SLA tier, recording which
+version answered.
 
 For the release tests, demo and benchmark: each tier gets its own threads (a ``requests.Session``
 each: keep-alive, one per thread), paced to a request rate; every answer is recorded with the time,
 the tier, the version Triton reports (``model_version``), the latency and whether it failed.  A
-failed request is anything but HTTP 200 with outputs: the "0 failed requests" claims count these.
+failed request is anything but HTTP 200 with outputs (gRPC: any error status): the "0 failed
+requests" claims count these.  With ``protocol="grpc"``, ``url`` is Envoy's gRPC ``host:port``, the
+body is the same KServe v2 JSON (turned into ``InferInput`` tensors) and ``model`` names the model.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import requests
 
 
@@ -39,6 +43,8 @@ class TierLoad:
     threads_per_tier: int = 2
     tier_header: str = "x-sla-tier"
     keep_outputs: bool = False
+    protocol: str = "http"  # or "grpc"
+    model: str = ""  # gRPC: the model asked (the body names it only for HTTP, in the path)
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -55,8 +61,44 @@ class TierLoad:
                 t.start()
         return self
 
+    def _send_http(self, session: requests.Session, tier: str, i: int, started: float) -> Answer:
+        try:
+            r = session.post(self.url, json=self.body(i), headers={self.tier_header: tier}, timeout=30)
+            ms = (time.perf_counter() - started) * 1000
+            if r.status_code == 200:
+                data = r.json()
+                return Answer(time.time(), tier, str(data.get("model_version", "")), ms, True,
+                              output=data.get("outputs") if self.keep_outputs else None)
+            return Answer(time.time(), tier, "", ms, False, f"HTTP {r.status_code}: {r.text[:200]}")
+        except requests.RequestException as e:
+            return Answer(time.time(), tier, "", (time.perf_counter() - started) * 1000, False,
+                          f"{type(e).__name__}: {e}")
+
+    def _send_grpc(self, client: Any, tier: str, i: int, started: float) -> Answer:
+        from tritonclient.grpc import InferenceServerException, InferInput
+        from tritonclient.utils import triton_to_np_dtype
+
+        inputs = []
+        for t in self.body(i)["inputs"]:
+            tensor = InferInput(t["name"], list(t["shape"]), t["datatype"])
+            tensor.set_data_from_numpy(np.asarray(t["data"], dtype=triton_to_np_dtype(t["datatype"])).reshape(t["shape"]))
+            inputs.append(tensor)
+        try:
+            result = client.infer(self.model, inputs, headers={self.tier_header: tier}, client_timeout=30)
+            ms = (time.perf_counter() - started) * 1000
+            response = result.get_response()
+            output = {o.name: result.as_numpy(o.name).tolist() for o in response.outputs} if self.keep_outputs else None
+            return Answer(time.time(), tier, str(response.model_version), ms, True, output=output)
+        except InferenceServerException as e:
+            return Answer(time.time(), tier, "", (time.perf_counter() - started) * 1000, False, f"gRPC {e}")
+
     def _run(self, tier: str, rate: float, k: int) -> None:
-        session = requests.Session()
+        if self.protocol == "grpc":
+            from tritonclient.grpc import InferenceServerClient
+
+            client: Any = InferenceServerClient(self.url)
+        else:
+            client = requests.Session()
         period = 1.0 / rate
         next_at = time.monotonic() + k * period / self.threads_per_tier
         i = k
@@ -66,21 +108,12 @@ class TierLoad:
                 break
             next_at = max(next_at + period, time.monotonic() - period)  # no burst to catch up after a stall
             started = time.perf_counter()
-            try:
-                r = session.post(self.url, json=self.body(i), headers={self.tier_header: tier}, timeout=30)
-                ms = (time.perf_counter() - started) * 1000
-                if r.status_code == 200:
-                    data = r.json()
-                    answer = Answer(time.time(), tier, str(data.get("model_version", "")), ms, True,
-                                    output=data.get("outputs") if self.keep_outputs else None)
-                else:
-                    answer = Answer(time.time(), tier, "", ms, False, f"HTTP {r.status_code}: {r.text[:200]}")
-            except requests.RequestException as e:
-                answer = Answer(time.time(), tier, "", (time.perf_counter() - started) * 1000, False,
-                                f"{type(e).__name__}: {e}")
+            answer = (self._send_grpc(client, tier, i, started) if self.protocol == "grpc"
+                      else self._send_http(client, tier, i, started))
             with self._lock:
                 self.answers.append(answer)
             i += self.threads_per_tier
+        client.close()
 
     def stop(self) -> None:
         self._stop.set()

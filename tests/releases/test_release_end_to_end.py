@@ -148,6 +148,44 @@ def test_a_wrong_candidate_in_shadow_mode_is_rolled_back_and_clients_only_ever_s
     assert load.failures() == []
 
 
+def test_grpc_traffic_is_mirrored_too_and_a_wrong_candidate_is_rolled_back_on_it(platform, artifacts, digits, tmp_path):
+    """Only gRPC clients: the comparator's gRPC port gets Envoy's mirrored ModelInfer calls (h2), asks
+    both versions over gRPC and its agreement rolls the perturbed candidate back; clients see stable."""
+    cand = candidate(platform, artifacts, "5")
+    stable = [f"127.0.0.1:{r.http_port}" for r in platform.supervisor.replicas()]
+    stable_grpc = [f"127.0.0.1:{r.grpc_port}" for r in platform.supervisor.replicas()]
+    comparator = Comparator(stable, [f"127.0.0.1:{e.http_port}" for e in cand.endpoints()], grpc_port=0,
+                            stable_grpc=stable_grpc,
+                            candidate_grpc=[f"127.0.0.1:{e.grpc_port}" for e in cand.endpoints()]).start()
+
+    def body(i: int) -> dict:
+        return {"inputs": [{"name": "float_input", "shape": [1, 64], "datatype": "FP32",
+                            "data": digits[i % len(digits)].tolist()}]}
+    load = TierLoad(f"127.0.0.1:{platform.ports.grpc}", {"bronze": 30, "silver": 10, "gold": 10}, body,
+                    protocol="grpc", model=MODEL).start()
+    try:
+        start(platform, tmp_path, "wrong-grpc", cand, "--comparator", comparator.address,
+              steps=[0, 50, 100], shadow={"mirror_percent": 100},
+              step={"min_time_s": 60, "min_requests": 10},
+              thresholds={"min_agreement": 0.95, "min_judge_requests": 5})
+        wait_until(lambda: comparator.compared["grpc"] >= 20, 20, "mirrored gRPC requests compared")
+        assert comparator.compared["http"] == 0  # every comparison came from the gRPC mirror
+        assert comparator.score_sum / comparator.score_count > 0.99  # the same export: it agrees
+        injected = time.time()
+        cand.inject(perturb=1.0)
+        wait_until(lambda: release(platform, "wrong-grpc")["phase"] == "rolled_back", 10, "the rollback")
+        r = release(platform, "wrong-grpc")
+        assert "output agreement" in r["rollback_reason"], r["rollback_reason"]
+        rollback = next(e for e in r["events"] if e["kind"] == "rollback")
+        assert rollback["at_unix_s"] - injected < 1.0, rollback
+        assert {v for c in load.versions().values() for v in c} == {"1"}  # shadow: clients never saw v5
+    finally:
+        load.stop()
+        comparator.stop()
+        cand.stop()
+    assert load.failures() == []
+
+
 def http_json_text(url: str) -> str:
     import urllib.request
 

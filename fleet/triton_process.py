@@ -95,6 +95,22 @@ class Ports:
         return cls(*free_ports(3))
 
 
+@dataclass(frozen=True)
+class GrpcTls:
+    """Mutual TLS on the replica's gRPC port: it presents ``server_cert`` and refuses a client
+    without a certificate signed by ``root_cert`` (docs/security.md; made by xds_server.certs).
+    Triton's HTTP and metrics ports have no TLS: they stay on loopback."""
+
+    server_cert: Path
+    server_key: Path
+    root_cert: Path
+
+    def flags(self) -> list[str]:
+        return ["--grpc-use-ssl=true", "--grpc-use-ssl-mutual=true",
+                f"--grpc-server-cert={self.server_cert.resolve()}", f"--grpc-server-key={self.server_key.resolve()}",
+                f"--grpc-root-cert={self.root_cert.resolve()}"]
+
+
 @dataclass
 class TritonProcess:
     """A tritonserver serving ``repository`` on loopback.  ``name`` is unique per replica."""
@@ -108,6 +124,7 @@ class TritonProcess:
     started_at: float = 0.0
     # Unique per process: a restarted replica must not share (or clean up) its predecessor's regions.
     shm_prefix: str = field(default_factory=lambda: f"tmas_{os.getpid()}_{uuid.uuid4().hex[:8]}_")
+    grpc_tls: GrpcTls | None = None  # None: plaintext gRPC, as before
 
     @property
     def http_url(self) -> str:
@@ -150,6 +167,7 @@ class TritonProcess:
             "--exit-timeout-secs=5",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--log-verbose=0",
+            *(self.grpc_tls.flags() if self.grpc_tls is not None else []),
         ]
 
     def start(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from router_lib.metric_names import ENVOY_RQ_TIME_BUCKETS_MS
+from xds_server.tls import UpstreamTls, upstream_transport_socket
 
 XDS_CLUSTER = "xds_cluster"
 
@@ -24,7 +25,10 @@ def envoy_bootstrap(
     xds_port: int,
     admin_port: int = 0,
     node_cluster: str = "inference-gateway",
+    xds_tls: UpstreamTls | None = None,
 ) -> dict[str, Any]:
+    """``xds_tls``: dial the xDS server over mTLS (``UpstreamTls.to(Role.XDS_SERVER, cert_dir)``);
+    None: plaintext, as before."""
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node_id, "cluster": node_cluster},
@@ -77,6 +81,7 @@ def envoy_bootstrap(
                             "explicit_http_config": {"http2_protocol_options": {}},
                         }
                     },
+                    **({"transport_socket": upstream_transport_socket(xds_tls)} if xds_tls is not None else {}),
                 }
             ]
         },

@@ -14,6 +14,7 @@ from typing import Any
 from xds_server.inputs import CandidatePool, DataPlaneSettings, MirrorTarget, PoolEndpoints
 from xds_server.naming import cluster_name, mirror_cluster_name, server_cluster_name
 from xds_server.protos import HTTP_PROTOCOL_OPTIONS_TYPE
+from xds_server.tls import upstream_transport_socket
 
 METADATA_NAMESPACE = "inference"
 
@@ -52,6 +53,8 @@ def cluster(*, name: str, proto: str, settings: DataPlaneSettings) -> dict[str, 
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         }
+        if settings.upstream_tls is not None:  # docs/security.md: Triton's gRPC port requires mTLS
+            resource["transport_socket"] = upstream_transport_socket(settings.upstream_tls)
     return resource
 
 

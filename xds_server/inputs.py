@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from router_lib.release_split import VersionSplit
 from router_lib.routes import RouteWeights
+from xds_server.tls import UpstreamTls
 
 __all__ = ["CandidatePool", "DataPlaneSettings", "Endpoint", "MirrorTarget", "OutlierSettings", "PoolEndpoints",
            "RetrySettings", "RouteWeights", "VersionSplit"]
@@ -181,6 +182,9 @@ class DataPlaneSettings:
     outlier: OutlierSettings = field(default_factory=OutlierSettings)
     # Proxyless gRPC clients dial ``xds:///<prefix><model>``; set to None for no api_listeners.
     proxyless_listener_prefix: str | None = ""
+    # mTLS to every replica's gRPC port (docs/security.md); None: plaintext, as before.  Triton's
+    # HTTP port has no TLS, so HTTP clusters stay plaintext on loopback either way.
+    upstream_tls: UpstreamTls | None = None
 
     def __post_init__(self) -> None:
         if self.default_tier not in self.tiers:

@@ -6,6 +6,9 @@ plain synchronous control loop (or a test) can drive it:
     version = server.set_snapshot(build_snapshot(pools, routes, settings))  # refuses inconsistent
     server.wait_acked(version, timeout_s=2)
     server.stop()
+
+With ``tls=`` (an ``xds_server.tls.Identity``) the port is mTLS only: a client must present a
+certificate signed by the same CA, or the handshake fails before any RPC (docs/security.md).
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from prometheus_client import CollectorRegistry
 from xds_server.ads import ANY_NODE, AdsServicer
 from xds_server.metrics import XdsMetrics
 from xds_server.snapshot import InconsistentSnapshotError, Snapshot
+from xds_server.tls import Identity, grpc_server_credentials
 
 
 class XdsServer:
-    def __init__(self, *, port: int = 0, host: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, *, port: int = 0, host: str = "127.0.0.1", registry: CollectorRegistry | None = None,
+                 tls: Identity | None = None) -> None:
         self.host = host
+        # Read now, so a missing certificate fails the constructor with a message, not the thread.
+        self._credentials = grpc_server_credentials(tls) if tls is not None else None
         self._requested_port = port
         self.port: int | None = None
         self._metrics = XdsMetrics(registry)
@@ -51,7 +58,11 @@ class XdsServer:
                 ]
             )
             ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self._server)
-            port = self._server.add_insecure_port(f"{self.host}:{self._requested_port}")
+            address = f"{self.host}:{self._requested_port}"
+            if self._credentials is not None:
+                port = self._server.add_secure_port(address, self._credentials)
+            else:
+                port = self._server.add_insecure_port(address)
             await self._server.start()
             started.set_result(port)
 

@@ -30,6 +30,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from model_repository.definitions import ModelDefinition, TensorSpec
 from model_repository.model_types import HostStep
 from router_lib.domain import Accelerator, PoolSpec, Profile
+from router_lib.priority import TierPriorities
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TARGETS = ("cpu", "gpu", "inferentia", "emulated")
@@ -43,6 +44,44 @@ class Target:
     instances: int = 1
     pool: PoolSpec | None = None
     profile: Profile | None = None
+    # Tiers sharing this pool through Triton's priority levels (docs/overload.md); None: one FIFO
+    # queue per model, as before.
+    sharing: TierSharing | None = None
+
+
+@dataclass(frozen=True)
+class TierSharing:
+    """Priority levels and queue policies (``router_lib.priority``) for every dynamically batched
+    model of the repository, and ``max_batch``: the batch the accelerated step is capped at
+    (``preferred_batch_size``) so that a gold request's head-of-line wait fits its bound
+    (``router_lib.priority.largest_batch_within``); None: no cap."""
+
+    priorities: TierPriorities
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError(f"TierSharing.max_batch must be >= 1, got {self.max_batch}")
+
+
+def apply_tier_sharing(cfg: mc.ModelConfig, sharing: TierSharing | None, *, cap_batch: bool) -> None:
+    """Declare the tiers' priority levels and queue policies on ``cfg``'s dynamic batcher.
+    A request's ``priority`` parameter picks its level (set by the edge from its tier); one without
+    gets the default tier's.  ``allow_timeout_override`` stays off: a client cannot lengthen its
+    own queue timeout past its tier's."""
+    if sharing is None:
+        return
+    batching = cfg.dynamic_batching
+    batching.priority_levels = sharing.priorities.levels
+    batching.default_priority_level = sharing.priorities.default_level
+    for policy in sharing.priorities.policies:
+        queue = batching.priority_queue_policy[policy.level]
+        queue.timeout_action = mc.ModelQueuePolicy.REJECT
+        queue.max_queue_size = policy.max_queue_size
+        queue.default_timeout_microseconds = round(policy.timeout_ms * 1000) if policy.timeout_ms else 0
+    if cap_batch and sharing.max_batch is not None and sharing.max_batch < cfg.max_batch_size:
+        # With max_queue_delay 0 the batcher sends the largest preferred size it can form.
+        batching.preferred_batch_size[:] = [sharing.max_batch]
 
 
 def _tensor(cls: type, t: TensorSpec):  # type: ignore[no-untyped-def]
@@ -101,6 +140,7 @@ def accelerated_config(model: ModelDefinition, target: Target) -> mc.ModelConfig
         )
     else:
         raise ValueError(f"unknown target {target.kind!r}; known: {TARGETS}")
+    apply_tier_sharing(cfg, target.sharing, cap_batch=True)
     return cfg
 
 
@@ -113,6 +153,13 @@ def tokenizer_config(model: ModelDefinition) -> mc.ModelConfig:
     cfg.dynamic_batching.max_queue_delay_microseconds = 0
     cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
     _params(cfg, pad_buckets=",".join(str(b) for b in model.tokenizer.pad_buckets))
+    return cfg
+
+
+def _shared(cfg: mc.ModelConfig, target: Target) -> mc.ModelConfig:
+    """A host step of a shared pool queues by tier too: the ensemble hands each step its request's
+    priority, so a step without the levels would serve every tier first come, first served."""
+    apply_tier_sharing(cfg, target.sharing, cap_batch=False)
     return cfg
 
 
@@ -203,11 +250,11 @@ def write_model(repo: Path, model: ModelDefinition, target: Target, artifacts: P
                  "model.py": PACKAGE_DIR / "python_models" / "neuron" / "model.py"}
     _write_model(repo, acc_cfg, files)
     for host in model.host_steps:
-        _write_model(repo, host_step_config(model, host), {
+        _write_model(repo, _shared(host_step_config(model, host), target), {
             "model.py": PACKAGE_DIR / "python_models" / host.kind / "model.py",
             **{f: artifacts / f for f in host.files}})
     if model.kind == "ensemble" and not model.host_steps:
-        _write_model(repo, tokenizer_config(model), {
+        _write_model(repo, _shared(tokenizer_config(model), target), {
             "model.py": PACKAGE_DIR / "python_models" / "tokenizer" / "model.py",
             "tokenizer.json": artifacts / "tokenizer.json",
         })
@@ -225,10 +272,11 @@ def write_repository(repo: Path, models: list[tuple[ModelDefinition, Target]], a
     return repo
 
 
-def target_for_pool(pool: PoolSpec, profile: Profile) -> Target:
-    """The local target that serves ``pool``: real CPU pools run ONNX Runtime, others are emulated."""
+def target_for_pool(pool: PoolSpec, profile: Profile, sharing: TierSharing | None = None) -> Target:
+    """The local target that serves ``pool``: real CPU pools run ONNX Runtime, others are emulated.
+    ``sharing``: the tiers share the pool through Triton priority levels (None: as before)."""
     if pool.emulated:
-        return Target("emulated", instances=profile.instances_per_replica, pool=pool, profile=profile)
+        return Target("emulated", instances=profile.instances_per_replica, pool=pool, profile=profile, sharing=sharing)
     if pool.accelerator is not Accelerator.CPU:
         raise ValueError(f"pool {pool.name!r}: only CPU pools can be real on this machine")
-    return Target("cpu", instances=profile.instances_per_replica, pool=pool, profile=profile)
+    return Target("cpu", instances=profile.instances_per_replica, pool=pool, profile=profile, sharing=sharing)

@@ -26,6 +26,18 @@ def fallback_rank(pool: PoolEndpoints, settings: DataPlaneSettings) -> tuple[int
     return (rank, pool.pool)
 
 
+def retry_threshold(settings: DataPlaneSettings) -> dict[str, Any]:
+    """How many retries may be in flight per cluster.  A budget (a share of the active requests,
+    with a floor for a whole pool failing over at once) stops a retry storm under overload, where
+    per-try timeouts would otherwise turn every slow request into several; Envoy ignores
+    ``max_retries`` when a budget is set."""
+    retry = settings.retry
+    if retry.retry_budget_percent is None:
+        return {"priority": "DEFAULT", "max_retries": retry.max_concurrent_retries}
+    return {"priority": "DEFAULT", "retry_budget": {"budget_percent": {"value": retry.retry_budget_percent},
+                                                    "min_retry_concurrency": retry.min_retry_concurrency}}
+
+
 def cluster(*, name: str, proto: str, settings: DataPlaneSettings) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "name": name,
@@ -33,9 +45,7 @@ def cluster(*, name: str, proto: str, settings: DataPlaneSettings) -> dict[str, 
         "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
         "connect_timeout": f"{settings.connect_timeout_ms / 1000:.3f}s",
         "lb_policy": "ROUND_ROBIN",
-        "circuit_breakers": {
-            "thresholds": [{"priority": "DEFAULT", "max_retries": settings.retry.max_concurrent_retries}]
-        },
+        "circuit_breakers": {"thresholds": [retry_threshold(settings)]},
         "outlier_detection": {
             # Local-origin failures (connect refused, reset) eject a dead replica after 2 tries
             # instead of the default 5 gateway errors; 100% so a whole dead pool can be ejected.

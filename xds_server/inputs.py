@@ -17,7 +17,8 @@ from router_lib.release_split import VersionSplit
 from router_lib.routes import RouteWeights
 from xds_server.tls import UpstreamTls
 
-__all__ = ["CandidatePool", "DataPlaneSettings", "Endpoint", "MirrorTarget", "OutlierSettings", "PoolEndpoints",
+__all__ = ["CandidatePool", "DataPlaneSettings", "Endpoint", "MirrorTarget", "OutlierSettings", "OverloadSettings",
+           "PoolEndpoints",
            "RetrySettings", "RouteWeights", "VersionSplit"]
 
 # Triton model names and pool names become parts of Envoy resource names, header values and
@@ -149,6 +150,33 @@ class RetrySettings:
     # Envoy's default circuit breaker allows 3 concurrent retries per cluster: far too few when a
     # whole pool dies under load, so every in-flight request retries at once.
     max_concurrent_retries: int = 1024
+    # Per tier: how long one try may take before Envoy gives up on that replica and retries
+    # elsewhere (a hung replica); () = no per-try timeout (the route timeout alone, as before).
+    # Built from the tiers' bounds by ``xds_server.overload.tier_resilience``.
+    per_try_timeouts_ms: tuple[tuple[str, float], ...] = ()
+    # Tiers whose per-try timeout sends a hedged try without cancelling the first (the first
+    # answer wins): for a tight tier, where a slow-but-alive replica would cost its bound.
+    hedge_tiers: tuple[str, ...] = ()
+    # A retry budget (Envoy ``retry_budget``): retries in flight at most this % of the cluster's
+    # active requests, and never fewer than ``min_retry_concurrency`` (a whole pool failing over
+    # at once).  None: the fixed ``max_concurrent_retries``, as before.
+    retry_budget_percent: float | None = None
+    min_retry_concurrency: int = 64
+
+    def __post_init__(self) -> None:
+        for tier, ms in self.per_try_timeouts_ms:
+            if not ms > 0:
+                raise ValueError(f"RetrySettings.per_try_timeouts_ms[{tier!r}]: must be > 0 ms, got {ms}")
+        unknown = set(self.hedge_tiers) - {t for t, _ in self.per_try_timeouts_ms}
+        if unknown:
+            raise ValueError(f"RetrySettings.hedge_tiers {sorted(unknown)}: hedging needs a per-try timeout for the tier")
+        if self.retry_budget_percent is not None and not 0 < self.retry_budget_percent <= 100:
+            raise ValueError(f"RetrySettings.retry_budget_percent must be in (0, 100], got {self.retry_budget_percent}")
+        if self.min_retry_concurrency < 1:
+            raise ValueError(f"RetrySettings.min_retry_concurrency must be >= 1, got {self.min_retry_concurrency}")
+
+    def per_try_timeout_ms(self, tier: str) -> float | None:
+        return dict(self.per_try_timeouts_ms).get(tier)
 
 
 @dataclass(frozen=True)
@@ -157,6 +185,29 @@ class OutlierSettings:
     base_ejection_time_ms: int = 5000
     interval_ms: int = 1000
     max_ejection_percent: int = 100
+
+
+@dataclass(frozen=True)
+class OverloadSettings:
+    """Shedding by tier (docs/overload.md).  ``priority_levels``: tier -> Triton priority level
+    (``router_lib.priority``); when set, the edge writes each request's ``priority`` parameter
+    from its tier, and replies a pool shed (Triton's queue policy: 503 "Exceeds maximum queue
+    size" / "Request timeout expired", gRPC UNAVAILABLE) become 429 / RESOURCE_EXHAUSTED with
+    ``retry-after: retry_after_s`` (gRPC also ``grpc-retry-pushback-ms``).  () = off, as before."""
+
+    priority_levels: tuple[tuple[str, int], ...] = ()
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        for tier, level in self.priority_levels:
+            if not 1 <= level <= 127:
+                raise ValueError(f"OverloadSettings.priority_levels[{tier!r}]: level must be in 1..127, got {level}")
+        if self.retry_after_s < 1:
+            raise ValueError(f"OverloadSettings.retry_after_s must be >= 1, got {self.retry_after_s}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.priority_levels)
 
 
 @dataclass(frozen=True)
@@ -180,6 +231,7 @@ class DataPlaneSettings:
     max_request_bytes: int = 16 * 1024 * 1024
     retry: RetrySettings = field(default_factory=RetrySettings)
     outlier: OutlierSettings = field(default_factory=OutlierSettings)
+    overload: OverloadSettings = field(default_factory=OverloadSettings)
     # Proxyless gRPC clients dial ``xds:///<prefix><model>``; set to None for no api_listeners.
     proxyless_listener_prefix: str | None = ""
     # mTLS to every replica's gRPC port (docs/security.md); None: plaintext, as before.  Triton's
@@ -194,5 +246,10 @@ class DataPlaneSettings:
                 raise ValueError(f"tier {tier!r}: lower-case letters, digits, '_' and '-' only")
         if self.total_weight < 1:
             raise ValueError(f"total_weight must be >= 1, got {self.total_weight}")
+        for what, named in (("retry.per_try_timeouts_ms", self.retry.per_try_timeouts_ms),
+                            ("overload.priority_levels", self.overload.priority_levels)):
+            unknown = sorted({t for t, _ in named} - set(self.tiers))
+            if unknown:
+                raise ValueError(f"{what}: unknown tiers {unknown}; tiers are {self.tiers}")
         if self.http_port == self.grpc_port and self.http_port != 0:
             raise ValueError("http_port and grpc_port must differ")

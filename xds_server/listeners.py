@@ -13,6 +13,7 @@ from typing import Any
 from xds_server.grpc_model_header import lua_source
 from xds_server.inputs import DataPlaneSettings
 from xds_server.naming import GRPC_LISTENER, GRPC_ROUTES, HTTP_LISTENER, HTTP_ROUTES
+from xds_server.overload import admission_filter
 from xds_server.protos import HCM_TYPE, LUA_TYPE, ROUTER_TYPE
 
 _ADS = {"ads": {}, "resource_api_version": "V3"}
@@ -51,12 +52,14 @@ def envoy_listeners(settings: DataPlaneSettings) -> list[dict[str, Any]]:
         "name": "envoy.filters.http.lua",
         "typed_config": {"@type": LUA_TYPE, "default_source_code": {"inline_string": lua_source()}},
     }
+    admission = admission_filter(settings)  # per-tier admission (xds_server.overload)
     return [
         envoy_listener(
-            name=HTTP_LISTENER, port=settings.http_port, route_name=HTTP_ROUTES, filters=[], settings=settings
+            name=HTTP_LISTENER, port=settings.http_port, route_name=HTTP_ROUTES, filters=[*admission], settings=settings
         ),
         envoy_listener(
-            name=GRPC_LISTENER, port=settings.grpc_port, route_name=GRPC_ROUTES, filters=[lua], settings=settings
+            name=GRPC_LISTENER, port=settings.grpc_port, route_name=GRPC_ROUTES, filters=[*admission, lua],
+            settings=settings
         ),
     ]
 

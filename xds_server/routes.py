@@ -55,9 +55,12 @@ def weighted_clusters(*, route: RouteWeights, proto: str, pools_by_name: dict[st
     return {"clusters": entries}
 
 
-def retry_policy(*, proto: str, settings: DataPlaneSettings) -> dict[str, Any]:
+def retry_policy(*, proto: str, settings: DataPlaneSettings, tier: str | None = None) -> dict[str, Any]:
+    """``tier``: the route's tier; its per-try timeout (``RetrySettings.per_try_timeouts_ms``) makes a
+    hung replica cost one try, not the route timeout: the try is retried on another replica (the
+    previous-hosts predicate) and the timeout counts as a local-origin failure for outlier ejection."""
     retry = settings.retry
-    return {
+    policy: dict[str, Any] = {
         "retry_on": retry.retry_on_grpc if proto == "grpc" else retry.retry_on_http,
         "num_retries": retry.num_retries,
         "retry_priority": {
@@ -69,6 +72,23 @@ def retry_policy(*, proto: str, settings: DataPlaneSettings) -> dict[str, Any]:
         ],
         "host_selection_retry_max_attempts": str(retry.host_selection_retry_max_attempts),
     }
+    per_try_ms = retry.per_try_timeout_ms(tier) if tier is not None else None
+    if per_try_ms is not None:
+        policy["per_try_timeout"] = _seconds(per_try_ms)
+    return policy
+
+
+def _seconds(ms: float) -> str:
+    return f"{ms / 1000:.3f}s"
+
+
+def route_timeout(settings: DataPlaneSettings, tier: str | None) -> str:
+    """The whole request's bound: with a per-try timeout, every try may use it once (the first and
+    ``num_retries`` more), capped by ``route_timeout_s``; otherwise ``route_timeout_s``."""
+    per_try_ms = settings.retry.per_try_timeout_ms(tier) if tier is not None else None
+    if per_try_ms is None:
+        return f"{settings.route_timeout_s:g}s"
+    return _seconds(min(settings.route_timeout_s * 1000, per_try_ms * (settings.retry.num_retries + 1)))
 
 
 def _model_match(model: str, proto: str) -> dict[str, Any]:
@@ -79,17 +99,19 @@ def _model_match(model: str, proto: str) -> dict[str, Any]:
 
 
 def _forward(
-    *, name: str, match: dict[str, Any], clusters: dict[str, Any], proto: str, settings: DataPlaneSettings
+    *, name: str, match: dict[str, Any], clusters: dict[str, Any], proto: str, settings: DataPlaneSettings,
+    tier: str | None = None,
 ) -> dict[str, Any]:
-    return {
-        "name": name,
-        "match": match,
-        "route": {
-            "weighted_clusters": clusters,
-            "timeout": f"{settings.route_timeout_s:g}s",
-            "retry_policy": retry_policy(proto=proto, settings=settings),
-        },
+    action: dict[str, Any] = {
+        "weighted_clusters": clusters,
+        "timeout": route_timeout(settings, tier),
+        "retry_policy": retry_policy(proto=proto, settings=settings, tier=tier),
     }
+    if tier is not None and tier in settings.retry.hedge_tiers:
+        # The timed-out try keeps running; the first answer wins.  Envoy implements hedging only
+        # on per-try timeouts (initial_requests > 1 is not implemented).
+        action["hedge_policy"] = {"hedge_on_per_try_timeout": True}
+    return {"name": name, "match": match, "route": action}
 
 
 def _mirror(route: dict[str, Any], split: VersionSplit | None, proto: str = "http") -> dict[str, Any]:
@@ -194,14 +216,16 @@ def route_configuration(
             split = splits.get(RouteKey(model, tier))
             clusters = weighted_clusters(route=route, proto=proto, pools_by_name=pools_by_name, split=split)
             entries.append(_mirror(
-                _forward(name=f"{model}/{tier}", match=tier_match, clusters=clusters, proto=proto, settings=settings),
+                _forward(name=f"{model}/{tier}", match=tier_match, clusters=clusters, proto=proto, settings=settings,
+                         tier=tier),
                 split if (model, proto) in mirrored else None, proto))
         default = by_key.get((model, settings.default_tier))
         if default is not None:
             split = splits.get(RouteKey(model, settings.default_tier))
             clusters = weighted_clusters(route=default, proto=proto, pools_by_name=pools_by_name, split=split)
             entries.append(_mirror(
-                _forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto, settings=settings),
+                _forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto, settings=settings,
+                         tier=settings.default_tier),
                 split if (model, proto) in mirrored else None, proto))
     entries.extend(_unknown_model_routes(proto, models))
     if pools:

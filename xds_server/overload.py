@@ -1,0 +1,77 @@
+"""Overload by tier and resilience per tier: the edge's admission filter and the settings that
+derive per-try timeouts, hedging and retry budgets from the tiers' bounds (docs/overload.md).
+
+The decision that shapes it: the pool, not the edge, decides what to shed.  Envoy cannot see a
+pool's capacity, and a fixed rate limit per tier is either too loose under overload or throws
+away bronze the pool could serve.  So tiers share a pool through Triton's priority levels
+(``router_lib.priority``): gold is always served first, a best-effort tier has a bounded queue, a
+bounded tier's request that waited past its bound is rejected.  The edge does two cheap things:
+it writes the request's ``priority`` from its tier (the one way a tier reaches Triton's scheduler:
+Triton takes priority only as a request parameter, and per-tier model entries would be separate
+schedulers with no priority between them), and it turns a shed reply into 429 /
+RESOURCE_EXHAUSTED with a retry hint, so a client backs off instead of treating it as a failure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from router_lib.domain import TierSet
+from router_lib.priority import TierPriorities, tier_priorities
+from xds_server.inputs import DataPlaneSettings, OverloadSettings, RetrySettings
+from xds_server.protos import LUA_TYPE
+
+__all__ = ["admission_filter", "lua_source", "tier_resilience"]
+
+_LUA = Path(__file__).with_name("overload_lua.lua")
+
+
+def lua_source(settings: DataPlaneSettings) -> str:
+    levels = ", ".join(f'["{tier}"] = {level}' for tier, level in sorted(settings.overload.priority_levels))
+    return _LUA.read_text() % {
+        "levels": levels, "default_tier": settings.default_tier, "tier_header": settings.tier_header,
+        "retry_after_s": settings.overload.retry_after_s,
+    }
+
+
+def admission_filter(settings: DataPlaneSettings) -> list[dict[str, Any]]:
+    """The per-tier admission filter for a listener's chain (empty when shedding by tier is off).
+    It goes after authentication and validation (a request they refuse never gets a priority) and
+    before the gRPC model-header Lua and the router."""
+    if not settings.overload.enabled:
+        return []
+    return [{
+        "name": "tmas.overload_admission",
+        "typed_config": {"@type": LUA_TYPE, "default_source_code": {"inline_string": lua_source(settings)}},
+    }]
+
+
+def tier_resilience(tiers: TierSet, *, per_try_factor: float = 1.0, best_effort_per_try_ms: float = 2000.0,
+                    hedge: bool = True, retry_budget_percent: float | None = 25.0, min_retry_concurrency: int = 64,
+                    priorities: TierPriorities | None = None, shed: bool = True,
+                    base: RetrySettings | None = None) -> dict[str, Any]:
+    """``DataPlaneSettings`` keyword arguments (``retry`` and ``overload``) derived from the tiers.
+
+    Per-try timeout of a tier = its bound x ``per_try_factor`` (a try that outlives the bound has
+    missed it; another replica gets the request); a best-effort tier gets
+    ``best_effort_per_try_ms``, longer than its Triton queue timeout so that the pool, not Envoy,
+    sheds it.  ``hedge``: the tightest tier's per-try timeout hedges (the slow try keeps running).
+    ``shed``: write priorities at the edge and map shed replies (``priorities``: default
+    ``tier_priorities(tiers)``, the same mapping the model configs are written from)."""
+    if per_try_factor <= 0:
+        raise ValueError(f"per_try_factor must be > 0, got {per_try_factor}")
+    per_try = []
+    for tier in sorted(tiers.tiers.values(), key=lambda t: t.name):
+        per_try.append((tier.name, tier.p99_ms * per_try_factor if tier.p99_ms is not None else best_effort_per_try_ms))
+    bounded = sorted((t for t in tiers.tiers.values() if t.p99_ms is not None), key=lambda t: (t.p99_ms, t.name))
+    base = base or RetrySettings()
+    retry = RetrySettings(
+        num_retries=base.num_retries, retry_on_http=base.retry_on_http, retry_on_grpc=base.retry_on_grpc,
+        host_selection_retry_max_attempts=base.host_selection_retry_max_attempts,
+        max_concurrent_retries=base.max_concurrent_retries, per_try_timeouts_ms=tuple(per_try),
+        hedge_tiers=(bounded[0].name,) if hedge and bounded else (),
+        retry_budget_percent=retry_budget_percent, min_retry_concurrency=min_retry_concurrency,
+    )
+    levels = (priorities or tier_priorities(tiers)).by_tier() if shed else {}
+    return {"retry": retry, "overload": OverloadSettings(priority_levels=tuple(sorted(levels.items())))}

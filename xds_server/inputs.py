@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from router_lib.release_split import VersionSplit
 from router_lib.routes import RouteWeights
+from xds_server.edge_settings import EdgeSettings
 from xds_server.tls import UpstreamTls
 
 __all__ = ["CandidatePool", "DataPlaneSettings", "Endpoint", "MirrorTarget", "OutlierSettings", "OverloadSettings",
@@ -234,6 +235,9 @@ class DataPlaneSettings:
     overload: OverloadSettings = field(default_factory=OverloadSettings)
     # Proxyless gRPC clients dial ``xds:///<prefix><model>``; set to None for no api_listeners.
     proxyless_listener_prefix: str | None = ""
+    # Authentication, entitlement, rate limit and strict validation at the edge (docs/edge.md);
+    # the default builds none of them: the listeners are as before.
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
     # mTLS to every replica's gRPC port (docs/security.md); None: plaintext, as before.  Triton's
     # HTTP port has no TLS, so HTTP clusters stay plaintext on loopback either way.
     upstream_tls: UpstreamTls | None = None

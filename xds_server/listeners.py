@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xds_server.edge_filters import edge_connection_options, edge_http_filters
 from xds_server.grpc_model_header import lua_source
 from xds_server.inputs import DataPlaneSettings
 from xds_server.naming import GRPC_LISTENER, GRPC_ROUTES, HTTP_LISTENER, HTTP_ROUTES
@@ -37,6 +38,7 @@ def envoy_listener(
     *, name: str, port: int, route_name: str, filters: list[dict[str, Any]], settings: DataPlaneSettings
 ) -> dict[str, Any]:
     hcm = http_connection_manager(stat_prefix=name, route_name=route_name, filters=filters)
+    hcm.update(edge_connection_options(settings))
     return {
         "name": name,
         "address": {"socket_address": {"address": settings.listen_address, "port_value": port}},
@@ -52,13 +54,15 @@ def envoy_listeners(settings: DataPlaneSettings) -> list[dict[str, Any]]:
         "name": "envoy.filters.http.lua",
         "typed_config": {"@type": LUA_TYPE, "default_source_code": {"inline_string": lua_source()}},
     }
+    edge = edge_http_filters(settings)  # authentication, then validation (xds_server.edge_filters)
     admission = admission_filter(settings)  # per-tier admission (xds_server.overload)
     return [
         envoy_listener(
-            name=HTTP_LISTENER, port=settings.http_port, route_name=HTTP_ROUTES, filters=[*admission], settings=settings
+            name=HTTP_LISTENER, port=settings.http_port, route_name=HTTP_ROUTES, filters=[*edge, *admission],
+            settings=settings
         ),
         envoy_listener(
-            name=GRPC_LISTENER, port=settings.grpc_port, route_name=GRPC_ROUTES, filters=[*admission, lua],
+            name=GRPC_LISTENER, port=settings.grpc_port, route_name=GRPC_ROUTES, filters=[*edge, *admission, lua],
             settings=settings
         ),
     ]

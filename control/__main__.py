@@ -10,6 +10,7 @@ republishes the persisted weights before deciding anything new.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -32,6 +33,7 @@ from router_lib.calibration import CalibrationSettings
 from router_lib.config import load_fleet
 from router_lib.policy_types import PolicySettings
 from xds_server.server import XdsServer
+from xds_server.tls import CertDir, Role, UpstreamTls
 
 log = logging.getLogger("control")
 
@@ -41,11 +43,17 @@ def serve(args: argparse.Namespace) -> int:
     fleet = load_fleet(args.fleet, tuple(models))
     composing = {step: name for name, m in models.items() for step in m.composing_models}
     registry = CollectorRegistry()
-    xds = XdsServer(port=args.xds_port, host=args.listen_address, registry=registry)
+    # --mtls-dir (docs/security.md): ADS only over mTLS, and Envoy dials every replica's gRPC port with
+    # its client certificate.  Checked before anything listens, so a missing file is one clear error.
+    cert_dir = CertDir(args.mtls_dir).check() if args.mtls_dir is not None else None
+    xds = XdsServer(port=args.xds_port, host=args.listen_address, registry=registry,
+                    tls=cert_dir.identity(Role.XDS_SERVER) if cert_dir is not None else None)
     port = xds.start()
     policy = PolicySettings(**fleet.routing)  # type: ignore[arg-type]
     settings = dataplane_settings(fleet, policy, http_port=args.http_port, grpc_port=args.grpc_port,
                                   listen_address=args.envoy_listen_address)
+    if cert_dir is not None:
+        settings = dataclasses.replace(settings, upstream_tls=UpstreamTls.to(Role.TRITON, cert_dir))
     discovery = None
     if args.discovery == "kubernetes":
         from control.discovery_k8s import EndpointSliceDiscovery, RepositoryIndexProbe, SliceSelection, discovery_api
@@ -177,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="write desired replicas per pool here for the local supervisor (default: fixed fleet)")
     s.add_argument("--xds-port", type=int, default=18000)
     s.add_argument("--admin-port", type=int, default=18001)
+    s.add_argument("--mtls-dir", type=Path, default=None,
+                   help="certificates from `python -m xds_server.certs`: serve ADS over mTLS only and reach "
+                        "Triton's gRPC ports over mTLS (default: plaintext; in a cluster the mesh does mTLS)")
     s.add_argument("--envoy-metrics-url", default=None, help="Envoy admin /stats/prometheus URL")
     s.add_argument("--metrics-source", choices=("scrape", "prometheus"), default="scrape",
                    help="scrape Triton replicas and --envoy-metrics-url directly, or query --prometheus-url "

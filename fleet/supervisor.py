@@ -28,7 +28,7 @@ from pathlib import Path
 
 from fleet.replica import ReplicaInfo
 from fleet.restarts import BackoffPolicy, Lifecycle
-from fleet.triton_process import Ports, TritonProcess, prepare_backend_dir
+from fleet.triton_process import GrpcTls, Ports, TritonProcess, prepare_backend_dir
 from model_repository.definitions import ModelDefinition
 from model_repository.triton_config import target_for_pool, write_repository
 from router_lib.config import ConfigError
@@ -103,8 +103,10 @@ class FleetSupervisor:
         max_parallel_starts: int = 3,
         lifecycle: Lifecycle | None = None,
         backoff: BackoffPolicy | None = None,
+        triton_grpc_tls: GrpcTls | None = None,
     ) -> None:
         check_runnable_here(fleet, source)
+        self.triton_grpc_tls = triton_grpc_tls  # every replica's gRPC port requires mTLS (docs/security.md)
         self.fleet = fleet
         self.models = models
         self.artifacts = artifacts
@@ -166,6 +168,7 @@ class FleetSupervisor:
         return TritonProcess(
             name=name, repository=repo, backend_dir=self.backend_dir,
             log_path=self.workdir / "logs" / f"{name}.log", ports=ports or Ports.pick(),
+            grpc_tls=self.triton_grpc_tls,
         )
 
     def stop(self, drain: Callable[[str], None] | None = None) -> None:

@@ -99,7 +99,8 @@ class EventPrinter:
 def cmd_up(args: argparse.Namespace) -> int:
     platform = LocalPlatform(fleet_path=args.fleet, workdir=args.workdir, artifacts=args.artifacts,
                              ports=PlatformPorts(http=args.http_port, grpc=args.grpc_port),
-                             with_prometheus=args.prometheus and shutil.which("prometheus") is not None)
+                             with_prometheus=args.prometheus and shutil.which("prometheus") is not None,
+                             mtls_dir=None if args.no_mtls else args.mtls_dir)
     printer = EventPrinter()
     platform.lifecycle.add_listener(printer)
     # The printer says it once; the supervisors' own warnings would repeat it on the terminal.
@@ -200,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                            help="do not start Prometheus even when it is installed")
             p.add_argument("--artifacts", type=Path, default=PROJECT_ROOT / "build" / "models",
                            help="the built models (make models)")
+            p.add_argument("--mtls-dir", type=Path, default=PROJECT_ROOT / "build" / "certs",
+                           help="mTLS between Envoy, the control server and Triton's gRPC ports with these "
+                                "certificates (made or renewed if needed: make certs); docs/security.md")
+            p.add_argument("--no-mtls", action="store_true",
+                           help="plaintext between the platform's processes (every port stays on loopback)")
         if name != "status":
             p.add_argument("--fleet", type=Path, default=PROJECT_ROOT / "fleet.yaml")
             p.add_argument("--http-port", type=int, default=8000)

@@ -35,13 +35,15 @@ from fleet.replica import ReplicaInfo
 from fleet.restarts import BackoffPolicy, Lifecycle
 from fleet.runtime import write_runtime
 from fleet.supervisor import FleetSupervisor, wait_until
-from fleet.triton_process import PROJECT_ROOT, free_ports
+from fleet.triton_process import PROJECT_ROOT, GrpcTls, free_ports
 from local_platform.supervised import SupervisedChild
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
 from router_lib.metric_names import envoy_stats_url
 from xds_server.bootstrap import write_envoy_bootstrap
+from xds_server.certs import ensure_certs
 from xds_server.envoy_process import EnvoyError, EnvoyProcess
+from xds_server.tls import CertDir, Role, UpstreamTls
 
 log = logging.getLogger(__name__)
 ENVOY_NODE_ID = "local-envoy"
@@ -79,8 +81,12 @@ class LocalPlatform:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     # the control server and Envoy: killed and restarted when they answer no probe for this long
     hang_timeout_s: float = 10.0
+    # mTLS between Envoy, the control server and Triton's gRPC ports (docs/security.md): the
+    # certificate directory, made or renewed here if needed (idempotent); None: plaintext.
+    mtls_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        self.cert_dir = CertDir(ensure_certs(self.mtls_dir).out) if self.mtls_dir is not None else None
         self.models = load_models()
         self.fleet = load_fleet(self.fleet_path, tuple(self.models))
         self.ports = self.ports.resolve()
@@ -88,7 +94,8 @@ class LocalPlatform:
         self.state_path = self.state_path or self.workdir / "control-state.json"
         self.lifecycle = Lifecycle(self.workdir)
         self.supervisor = FleetSupervisor(self.fleet, self.models, self.artifacts, self.workdir,
-                                          source=str(self.fleet_path), lifecycle=self.lifecycle, backoff=self.backoff)
+                                          source=str(self.fleet_path), lifecycle=self.lifecycle, backoff=self.backoff,
+                                          triton_grpc_tls=self._triton_grpc_tls())
         self.control_child: SupervisedChild | None = None
         self.envoy_child: SupervisedChild | None = None
         self.envoy: EnvoyProcess | None = None
@@ -202,6 +209,8 @@ class LocalPlatform:
         ]
         if self.autoscaled:
             cmd.append(f"--desired={self.desired_path}")
+        if self.cert_dir is not None:
+            cmd.append(f"--mtls-dir={self.cert_dir.root}")
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
         with open(log_path, "ab") as logf:
             return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -240,10 +249,17 @@ class LocalPlatform:
         except (urllib.error.URLError, OSError, ValueError):
             return False
 
+    def _triton_grpc_tls(self) -> GrpcTls | None:
+        if self.cert_dir is None:
+            return None
+        triton = self.cert_dir.identity(Role.TRITON)
+        return GrpcTls(server_cert=triton.cert, server_key=triton.key, root_cert=triton.ca_cert)
+
     # -- Envoy (supervised) -----------------------------------------------------------------
     def _spawn_envoy(self) -> subprocess.Popen[bytes]:
         bootstrap = write_envoy_bootstrap(self.workdir / "envoy-bootstrap.yaml", node_id=ENVOY_NODE_ID,
-                                          xds_port=self.ports.xds, admin_port=self.ports.envoy_admin)
+                                          xds_port=self.ports.xds, admin_port=self.ports.envoy_admin,
+                                          xds_tls=UpstreamTls.to(Role.XDS_SERVER, self.cert_dir) if self.cert_dir else None)
         self.envoy = EnvoyProcess(bootstrap, log_path=self.workdir / "logs" / "envoy.log", concurrency=2,
                                   new_session=True)
         self.envoy.start()
@@ -343,6 +359,7 @@ class LocalPlatform:
             "control_admin": self.admin_url,
             "envoy_admin": f"http://127.0.0.1:{self.ports.envoy_admin}",
             "xds": f"127.0.0.1:{self.ports.xds}",
+            "mtls": str(self.cert_dir.root) if self.cert_dir is not None else None,
             "control_pid": self.control.pid if self.control else None,
             "envoy_pid": self.envoy.pid if self.envoy else None,
             "workdir": str(self.workdir),

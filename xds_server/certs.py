@@ -7,8 +7,8 @@ identity (``xds_server.tls.Role``), offline, with the ``cryptography`` package.
 Short-lived on purpose (7 days by default): nothing revokes a local certificate, so expiry is the
 only way a copied key stops working.  ``ensure_certs`` keeps a directory whose certificates are
 all valid for longer than ``renew_within``, chain to its CA and match their keys and names, and
-otherwise makes everything anew (a new CA invalidates every old certificate at once).  Private
-keys are written 0600 in a 0700 directory; files are replaced atomically, so a process that
+otherwise makes everything anew (a new CA invalidates every old certificate at once; the CA's
+key is dropped once they are signed, so it is never on disk).  Private keys are written 0600 in a 0700 directory; files are replaced atomically, so a process that
 reads them never sees half a file.
 """
 
@@ -107,7 +107,7 @@ def _make_all(cert_dir: CertDir, now: dt.datetime, valid: dt.timedelta) -> None:
                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
                .sign(ca_key, hashes.SHA256()))
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-    files: list[tuple[Path, bytes, int]] = [(cert_dir.ca_key, _key_pem(ca_key), 0o600)]
+    files: list[tuple[Path, bytes, int]] = []  # the CA key is never written (CertDir says why)
     for role in Role:
         key = ec.generate_private_key(ec.SECP256R1())
         identity = cert_dir.identity(role)
@@ -155,10 +155,8 @@ def inspect(out: Path, now: dt.datetime | None = None,
     cert_dir = CertDir(out)
     try:
         cert_dir.check()
-        if not cert_dir.ca_key.is_file():
-            raise MtlsConfigError(f"{cert_dir.ca_key} is missing")
     except MtlsConfigError as e:
-        return [], str(e)
+        return [], "none yet" if not any(out.iterdir()) else str(e).split(";")[0]
     ca = x509.load_pem_x509_certificate(cert_dir.ca_cert.read_bytes())
     infos = [_info("ca", ca)]
     problem = ""

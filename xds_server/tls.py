@@ -80,18 +80,14 @@ class Identity:
 @dataclass(frozen=True)
 class CertDir:
     """The layout of a certificate directory: ``ca.crt`` and ``<role>.crt`` / ``<role>.key``.
-    The CA's private key is kept beside them (``ca.key``) only so that the directory can be
-    renewed in place; no running process reads it."""
+    There is no CA key: it lives only in memory while the set is made (renewal makes a new CA),
+    so a reader of this directory can use the identities in it but never mint another."""
 
     root: Path
 
     @property
     def ca_cert(self) -> Path:
         return self.root / CA_CERT_FILE
-
-    @property
-    def ca_key(self) -> Path:
-        return self.root / "ca.key"
 
     def identity(self, role: Role) -> Identity:
         return Identity(role, self.ca_cert, self.root / f"{role.value}.crt", self.root / f"{role.value}.key")

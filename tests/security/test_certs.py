@@ -33,7 +33,7 @@ def certs(tmp_path) -> CertDir:
 def test_private_keys_are_0600_in_a_0700_directory(certs):
     assert stat.S_IMODE(certs.root.stat().st_mode) == 0o700
     keys = sorted(certs.root.glob("*.key"))
-    assert [k.name for k in keys] == ["ca.key", "envoy.key", "triton.key", "xds-server.key"]
+    assert [k.name for k in keys] == ["envoy.key", "triton.key", "xds-server.key"]  # no CA key on disk
     for key in keys:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
     assert not list(certs.root.glob(".*tmp*")), "a temporary file was left behind"
@@ -73,11 +73,11 @@ def test_a_certificate_of_another_ca_is_replaced(certs, tmp_path):
 
 @pytest.mark.parametrize("damage, expected", [
     (lambda d: (d.root / "triton.key").unlink(), "triton.key is missing"),
-    (lambda d: (d.root / "ca.key").unlink(), "ca.key is missing"),
+    (lambda d: (d.root / "ca.crt").unlink(), "ca.crt is missing"),
     (lambda d: (d.root / "envoy.key").chmod(0o644), "readable by others"),
     (lambda d: shutil.copy(d.root / "triton.key", d.root / "envoy.key"), "does not match"),
     (lambda d: (d.root / "xds-server.crt").write_text("not a certificate"), "cannot be read"),
-], ids=["missing-key", "missing-ca-key", "key-mode-644", "key-of-another-cert", "garbage-cert"])
+], ids=["missing-key", "missing-ca", "key-mode-644", "key-of-another-cert", "garbage-cert"])
 def test_a_damaged_directory_is_detected_and_made_anew(certs, damage, expected):
     damage(certs)
     _, problem = inspect(certs.root)

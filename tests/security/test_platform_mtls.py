@@ -1,0 +1,97 @@
+"""The local platform with mTLS on (``python -m local_platform up`` does it by default): the
+control server's ADS port and every replica's gRPC port refuse a client without the certificate,
+Envoy gets its snapshot and serves a request end to end over mTLS, and nothing the platform
+started listens beyond loopback.  One real CPU pool serving the real digits model keeps it short.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from local_platform.platform import LocalPlatform, PlatformPorts
+from tests.security.test_mtls_integration import _ads_call, _client_without_certificate, _listening_addresses, _stat
+from xds_server.naming import cluster_name
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+FLEET = f"""\
+prices: {ROOT / "data" / "prices.yaml"}
+tiers: {ROOT / "data" / "tiers.yaml"}
+profiles: profiles
+pools:
+  - {{name: cpu, accelerator: cpu, instance_type: c7g.xlarge, replicas: 1, mode: real}}
+"""
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, artifacts):
+    folder = tmp_path_factory.mktemp("platform-mtls")
+    (folder / "profiles").mkdir()
+    shutil.copy(ROOT / "profiles" / "digits_classifier.cpu.yaml", folder / "profiles")
+    (folder / "fleet.yaml").write_text(FLEET)
+    p = LocalPlatform(fleet_path=folder / "fleet.yaml", workdir=folder / "run", artifacts=artifacts,
+                      ports=PlatformPorts(http=0, grpc=0), interval_s=0.5, mtls_dir=folder / "certs")
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def test_the_platform_says_it_runs_with_mtls(platform):
+    assert platform.describe()["mtls"] == str(platform.cert_dir.root)
+    assert (platform.cert_dir.root / "ca.crt").is_file()
+
+
+@pytest.mark.parametrize("credentials", ["plaintext", "tls-without-certificate"])
+def test_the_control_servers_ads_port_refuses_a_client_without_the_certificate(platform, credentials):
+    creds = None if credentials == "plaintext" else _client_without_certificate(platform.cert_dir.ca_cert)
+    with pytest.raises(grpc.RpcError) as refused:
+        _ads_call(platform.ports.xds, creds)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("ssl", [{}, {"ssl": True}], ids=["plaintext", "tls-without-certificate"])
+def test_every_replicas_grpc_port_refuses_a_client_without_the_certificate(platform, ssl):
+    replicas = platform.supervisor.processes("cpu")
+    assert replicas
+    for replica in replicas:
+        if ssl:
+            ssl = {"ssl": True, "root_certificates": str(platform.cert_dir.ca_cert)}
+        with pytest.raises(InferenceServerException):
+            grpcclient.InferenceServerClient(replica.grpc_url, **ssl).is_server_ready(client_timeout=5)
+
+
+def test_envoy_serves_grpc_end_to_end_over_mtls(platform):
+    digits = np.load(ROOT / "build" / "models" / "digits_holdout.npz")["x"][:1].astype(np.float32)
+    client = grpcclient.InferenceServerClient(platform.describe()["grpc_endpoint"])
+    inp = grpcclient.InferInput("float_input", [1, 64], "FP32")
+    inp.set_data_from_numpy(digits)
+    for tier in ("gold", "silver", "bronze"):
+        assert client.infer("digits_classifier", [inp], headers={"x-sla-tier": tier}, client_timeout=10)
+    assert _stat(platform.envoy, "cluster.xds_cluster.ssl.handshake") >= 1
+    grpc_cluster = cluster_name("digits_classifier", "cpu", "grpc")
+    assert _stat(platform.envoy, f"cluster.{grpc_cluster}.ssl.handshake") >= 1
+    assert _stat(platform.envoy, f"cluster.{grpc_cluster}.upstream_rq_completed") >= 3
+
+
+def test_admin_metrics_and_serving_ports_of_every_process_listen_on_loopback_only(platform):
+    import ipaddress
+
+    pids = {"envoy": platform.envoy.pid, "control-server": platform.control.pid,
+            **{r.name: r.pid for r in platform.supervisor.processes("cpu")}}
+    control = _listening_addresses(pids["control-server"])
+    # The control server's xDS and admin HTTP ports are among what is checked.
+    assert {f"127.0.0.1:{platform.ports.xds}", f"127.0.0.1:{platform.ports.admin}"} <= control
+    for name, pid in pids.items():
+        addresses = _listening_addresses(pid)
+        assert addresses, name
+        for address in addresses:
+            assert ipaddress.ip_address(address.rsplit(":", 1)[0]).is_loopback, f"{name} listens on {address}"

@@ -94,6 +94,10 @@ class SimResult:
     decide_ms_mean: float
     decide_ms_max: float
     mean_wait_ms: float
+    # Per trace item, in trace order: completion - arrival + overhead (inf if unroutable).  For callers
+    # that aggregate items themselves: a request of batch b is b items whose latency is the slowest's,
+    # and a model of what lies outside the pools (client, proxy) adds to each request, not each item.
+    item_latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
 
 def _stats(lat: np.ndarray, bound: float | None) -> LatencyStats:
@@ -326,4 +330,5 @@ def _summarise(fleet: Fleet, trace: Trace, latency: np.ndarray, wait: np.ndarray
         decide_ms_mean=float(np.mean(decide_times)) if decide_times else 0.0,
         decide_ms_max=float(np.max(decide_times)) if decide_times else 0.0,
         mean_wait_ms=float(np.mean(wait[served])) if served.any() else math.nan,
+        item_latency_ms=latency,
     )

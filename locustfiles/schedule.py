@@ -26,6 +26,9 @@ class Schedule:
       rise must push traffic past the cheapest pool's room; the fall shows it coming back).
     - burst: 1.0 with ``burst_factor`` for ``burst_on_s`` every ``burst_every_s`` (first at
       ``burst_every_s``).
+    - stairs: 1.0, 1.5, ``step_factor``, ``burst_factor`` for a quarter of the run each: one run that
+      spans the load levels of the others (the platform benchmark calibrates its simulator on it and
+      validates on the other shapes).
     """
 
     kind: str
@@ -51,6 +54,9 @@ class Schedule:
             k = math.floor(t_s / self.burst_every_s)
             in_burst = k >= 1 and t_s - k * self.burst_every_s < self.burst_on_s
             return self.burst_factor if in_burst else 1.0
+        if self.kind == "stairs":
+            levels = (1.0, 1.5, self.step_factor, self.burst_factor)
+            return levels[min(3, int(4 * t_s / self.duration_s))]
         return 1.0
 
     def changes(self) -> list[tuple[float, float]]:
@@ -65,7 +71,7 @@ class Schedule:
         return out
 
 
-SHAPE_KINDS = ("steady", "step", "burst")
+SHAPE_KINDS = ("steady", "step", "burst", "stairs")
 
 
 def schedule_from_env(kind: str | None = None) -> Schedule:

@@ -45,4 +45,12 @@ class BurstShape(_ScheduledShape):
     kind = "burst"
 
 
-SHAPES: dict[str, type[_ScheduledShape]] = {"steady": SteadyShape, "step": StepShape, "burst": BurstShape}
+class StairsShape(_ScheduledShape):
+    """1, 1.5, ``LOAD_STEP_FACTOR`` and ``LOAD_BURST_FACTOR`` x base, a quarter of the run each."""
+
+    abstract = False
+    kind = "stairs"
+
+
+SHAPES: dict[str, type[_ScheduledShape]] = {"steady": SteadyShape, "step": StepShape, "burst": BurstShape,
+                                            "stairs": StairsShape}

@@ -1,0 +1,328 @@
+"""The simulator against the live stack: calibrate on some runs, predict others, compare p99.
+
+The plain simulator (``router_lib.simulator``) models the pools' queues at their accelerator
+profiles.  A request measured by the load generator also spends time in what it leaves out:
+
+* **the client and Envoy** (locust's Python/gevent process encoding and decoding, the proxy hop);
+* **this machine's CPU contention**: the real CPU pool, the emulated pools' Python stubs, Envoy and
+  the load generator share two cores (and other people's work), so service times under load are
+  not the idle profiles;
+* **the closed loop**: locust users wait for their response and then pace themselves.
+
+How each is modelled, and the one decision that shapes it (learn from *other* runs only, so the
+comparison is a validation and not a fit):
+
+* Arrivals: each validation run's own recorded arrivals (the closed loop's realised send times),
+  every item of a batch an arrival, a request's server latency the slowest of its items.
+* Routing: the weights the control plane published during that run, replayed each second.
+* Service times: per (pool, model), the profile's batch curve scaled so that its value at the mean
+  batch equals the mean time per execution Triton measured over the *calibration* runs of the same
+  fleet (``nv_inference_compute_infer_duration_us`` / ``exec_count``, an ensemble's steps summed):
+  service times under load on this machine, not idle profiles.  Executions are deterministic at
+  that time; the variation is in the residual below.
+* Outside the pools (client + Envoy + contention noise): per request class (model, protocol,
+  batch), the residual ``measured - simulated server latency`` of every successful request of the
+  calibration runs, kept with the *load* around it (requests/s sent within +-1 s).  A validation
+  request draws its residual from the ``k`` calibration residuals of its class nearest its own load:
+  a conditional bootstrap, so a request at 3x load gets the overhead seen at 3x load.
+* Tier p99: nearest rank over successful requests (``reporting.sla``), measured and simulated
+  alike; the simulated p99 is the median over ``draws`` bootstrap draws.
+
+Everything here is pure over recorded runs (``reporting.run_data.RunData``); the benchmark does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from reporting.calibrated import measured_service_ms, replay_decide
+from reporting.run_data import RunData
+from reporting.sla import nearest_rank
+
+LOAD_WINDOW_S = 2.0  # requests sent within +-1 s of a request: its "load"
+NEAREST_K = 150  # residuals drawn from the k of the class nearest in load
+TARGET_GAP = 0.15  # issue 12 item 5: simulated p99 within 15% of the measured median
+GOAL_GAP = 0.10  # ... with 10% as the goal
+
+
+def request_class(model: str, protocol: str, batch: int) -> str:
+    """What a request's overhead depends on besides load: payload and protocol path."""
+    return f"{model}/{protocol}/b{batch}"
+
+
+def local_load_rps(times_s: np.ndarray, window_s: float = LOAD_WINDOW_S) -> np.ndarray:
+    """For each send time (sorted), requests sent within +-window/2 of it, per second."""
+    t = np.asarray(times_s, dtype=float)
+    lo = np.searchsorted(t, t - window_s / 2, side="left")
+    hi = np.searchsorted(t, t + window_s / 2, side="right")
+    return (hi - lo) / window_s
+
+
+def request_trace(run: RunData) -> tuple[Any, np.ndarray]:
+    """(simulator trace of the run's items, request index of each trace item).
+
+    Requests in ``run.records`` order (sorted by send time); a batch of b is b items sent together."""
+    from router_lib.workload import Trace
+
+    models = tuple(sorted({r.model for r in run.records}))
+    tiers = tuple(sorted({r.tier for r in run.records}))
+    times, m_idx, t_idx, owner = [], [], [], []
+    for i, r in enumerate(run.records):
+        for _ in range(max(1, r.batch)):
+            times.append(r.t_unix_s - run.started_unix_s)
+            m_idx.append(models.index(r.model))
+            t_idx.append(tiers.index(r.tier))
+            owner.append(i)
+    order = np.argsort(np.array(times), kind="stable")
+    trace = Trace(np.array(times)[order], np.array(m_idx, dtype=np.int32)[order],
+                  np.array(t_idx, dtype=np.int32)[order], models, tiers, max(run.duration_s, 1.0))
+    return trace, np.array(owner, dtype=np.int64)[order]
+
+
+def summed_triton(runs: Sequence[RunData]) -> dict[str, dict[str, dict[str, float]]]:
+    """Triton counter deltas (pool -> model -> counter) added up over ``runs``."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for run in runs:
+        for pool, models in run.triton.items():
+            for model, counters in models.items():
+                acc = out.setdefault(pool, {}).setdefault(model, {})
+                for k, v in counters.items():
+                    acc[k] = acc.get(k, 0.0) + float(v)
+    return out
+
+
+@dataclass(frozen=True)
+class ServiceScale:
+    """Measured / profile service time of one (pool, model) at the measured mean batch."""
+
+    pool: str
+    model: str
+    mean_batch: float
+    measured_ms: float
+    profile_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_ms / self.profile_ms if self.profile_ms > 0 else 1.0
+
+
+def service_scales(fleet: Any, runs: Sequence[RunData]) -> dict[tuple[str, str], ServiceScale]:
+    """Per (pool, model) of ``fleet``: the calibration runs' measured service time vs the profile."""
+    triton = summed_triton(runs)
+    out = {}
+    for pool in fleet.pools:
+        for model in pool.models:
+            prof = fleet.profiles.get((model, pool.accelerator))
+            measured = measured_service_ms(triton, pool.name, model)
+            if prof is None or measured is None:
+                continue
+            batch, ms = measured
+            b = min(prof.max_batch_size, max(1, round(batch)))
+            out[(pool.name, model)] = ServiceScale(pool.name, model, round(batch, 3), ms, prof.latency_ms(b))
+    return out
+
+
+def scaled_fleet(fleet: Any, scales: Mapping[tuple[str, str], ServiceScale]) -> Any:
+    """``fleet`` with each scaled (pool, model)'s profile curve multiplied by its ratio.
+
+    A profile is per (model, accelerator); in the benchmark's fleets each pool has its own
+    accelerator, so scaling per pool is exact (two pools sharing one are refused)."""
+    accelerators = [p.accelerator for p in fleet.pools]
+    if len(set(accelerators)) != len(accelerators):
+        raise ValueError("scaled_fleet needs one pool per accelerator (profiles are per model and accelerator)")
+    profiles = dict(fleet.profiles)
+    by_name = {p.name: p for p in fleet.pools}
+    for (pool, model), s in scales.items():
+        key = (model, by_name[pool].accelerator)
+        prof = profiles[key]
+        profiles[key] = replace(prof, latency_ms_by_batch={b: ms * s.ratio for b, ms in prof.latency_ms_by_batch.items()})
+    return replace(fleet, profiles=profiles)
+
+
+def simulate_server_ms(run: RunData, fleet: Any, seed: int = 1) -> np.ndarray:
+    """Per request of ``run``: the simulator's latency inside the pools (queue + execution), with
+    the run's arrivals and its recorded weights; no overhead outside the pools."""
+    from router_lib.simulator import SimSettings, simulate
+
+    trace, owner = request_trace(run)
+    result = simulate(fleet, trace, SimSettings(seed=seed, network_overhead_ms=0.0,
+                                                service_distribution="deterministic"),
+                      decide_fn=replay_decide(run))
+    per_request = np.zeros(len(run.records))
+    np.maximum.at(per_request, owner, result.item_latency_ms)
+    return per_request
+
+
+def runnable_per_core(times_unix_s: np.ndarray, samples: Sequence[tuple[float, float]], cores: int,
+                      window_s: float = LOAD_WINDOW_S) -> np.ndarray:
+    """For each time, the mean of the machine's runnable threads (``procs_running`` of
+    ``/proc/stat``, sampled during the run) within +-window/2, per core; NaN with no sample there."""
+    if not samples:
+        return np.full(len(times_unix_s), np.nan)
+    st = np.array([s[0] for s in samples], dtype=float)
+    sv_ = np.array([s[1] for s in samples], dtype=float)
+    order = np.argsort(st)
+    st, sv_ = st[order], sv_[order]
+    csum = np.concatenate([[0.0], np.cumsum(sv_)])
+    t = np.asarray(times_unix_s, dtype=float)
+    lo = np.searchsorted(st, t - window_s / 2, side="left")
+    hi = np.searchsorted(st, t + window_s / 2, side="right")
+    n = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (csum[hi] - csum[lo]) / np.maximum(n, 1) / max(1, cores), np.nan)
+
+
+FEATURES = ("runnable_per_core", "load_rps")
+
+
+@dataclass(frozen=True)
+class RequestTable:
+    """One run's requests as arrays (record order): what calibration and prediction need.
+
+    ``features``: per request, what its overhead is conditioned on: ``load_rps`` (requests sent
+    around it) and ``runnable_per_core`` (the machine's CPU contention around it, all processes)."""
+
+    tiers: np.ndarray
+    classes: np.ndarray
+    features: Mapping[str, np.ndarray]
+    measured_ms: np.ndarray
+    ok: np.ndarray
+
+    @staticmethod
+    def of(run: RunData, cpu_samples: Sequence[tuple[float, float]] = (), cores: int = 0) -> RequestTable:
+        recs = run.records
+        t = np.array([r.t_unix_s for r in recs], dtype=float)
+        rq = runnable_per_core(t, cpu_samples, cores or run.cpu_cores or 1)
+        if np.isnan(rq).any():  # no sample near a request: the run's mean (or 0 with none at all)
+            rq = np.where(np.isnan(rq), np.nanmean(rq) if (~np.isnan(rq)).any() else 0.0, rq)
+        return RequestTable(
+            tiers=np.array([r.tier for r in recs], dtype=object),
+            classes=np.array([request_class(r.model, r.protocol, r.batch) for r in recs], dtype=object),
+            features={"load_rps": local_load_rps(t), "runnable_per_core": rq},
+            measured_ms=np.array([r.latency_ms for r in recs], dtype=float),
+            ok=np.array([r.ok for r in recs], dtype=bool),
+        )
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """Per request class: calibration loads (sorted) and the residuals at them."""
+
+    by_class: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    feature: str = "load_rps"
+
+    @staticmethod
+    def fit(samples: Sequence[tuple[RequestTable, np.ndarray]], feature: str = "load_rps") -> Residuals:
+        """From (request table, simulated server ms) of each calibration run; successful requests
+        only; conditioned on ``feature`` (one of :data:`FEATURES`)."""
+        if feature not in FEATURES:
+            raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
+        loads: dict[str, list[float]] = {}
+        res: dict[str, list[float]] = {}
+        for table, server_ms in samples:
+            if len(server_ms) != len(table.measured_ms):
+                raise ValueError("server_ms must have one value per request of the table")
+            for c, load, m, s, good in zip(table.classes, table.features[feature], table.measured_ms, server_ms,
+                                           table.ok, strict=True):
+                if good and math.isfinite(s):
+                    loads.setdefault(c, []).append(float(load))
+                    res.setdefault(c, []).append(float(m - s))
+        by_class = {}
+        for c in loads:
+            order = np.argsort(loads[c], kind="stable")
+            by_class[c] = (np.asarray(loads[c])[order], np.asarray(res[c])[order])
+        return Residuals(by_class, feature)
+
+    def draw(self, cls: str, loads: np.ndarray, rng: np.random.Generator, k: int = NEAREST_K) -> np.ndarray:
+        """One residual per load in ``loads``, each from the ``k`` of class ``cls`` nearest in load."""
+        if cls not in self.by_class:
+            raise KeyError(f"no calibration residuals for request class {cls!r}: calibrate on runs that send it")
+        cal_loads, cal_res = self.by_class[cls]
+        n = len(cal_loads)
+        k = max(1, min(k, n))
+        # Centre the window on a random one of the calibration values equal to the load (many are
+        # equal: a load is a count per window), and keep it inside them when there are k or more.
+        left = np.searchsorted(cal_loads, loads, side="left")
+        right = np.searchsorted(cal_loads, loads, side="right")
+        ties = right - left
+        pos = left + np.floor(rng.random(len(loads)) * np.maximum(ties, 1)).astype(np.int64)
+        start = pos - k // 2
+        start = np.where(ties >= k, np.clip(start, left, right - k), start)
+        start = np.clip(start, 0, n - k)
+        return cal_res[start + rng.integers(0, k, size=len(loads))]  # type: ignore[no-any-return]
+
+
+def predict_tier_p99(table: RequestTable, server_ms: np.ndarray, residuals: Residuals, *, draws: int = 25,
+                     seed: int = 1) -> dict[str, float]:
+    """Simulated p99 per tier: server latency + a drawn residual per successful request; the
+    median over ``draws`` draws (nearest rank, like the measurement)."""
+    rng = np.random.default_rng(seed)
+    mask = table.ok & np.isfinite(server_ms)
+    per_draw: dict[str, list[float]] = {t: [] for t in sorted(set(table.tiers[mask]))}
+    for _ in range(draws):
+        total = server_ms.copy()
+        for cls in sorted(set(table.classes[mask])):
+            sel = mask & (table.classes == cls)
+            total[sel] += residuals.draw(cls, table.features[residuals.feature][sel], rng)
+        total = np.maximum(total, 0.0)
+        for tier in per_draw:
+            per_draw[tier].append(nearest_rank(sorted(total[mask & (table.tiers == tier)].tolist()), 0.99))
+    return {tier: float(np.median(v)) for tier, v in per_draw.items()}
+
+
+def measured_tier_p99(table: RequestTable) -> dict[str, float]:
+    """Measured p99 per tier over successful requests (nearest rank, as ``reporting.sla``)."""
+    return {tier: nearest_rank(sorted(table.measured_ms[table.ok & (table.tiers == tier)].tolist()), 0.99)
+            for tier in sorted(set(table.tiers[table.ok]))}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, min, max and (max - min) / median of repeated measurements."""
+    v = sorted(float(x) for x in values if x is not None and math.isfinite(x))
+    if not v:
+        return {"median": math.nan, "min": math.nan, "max": math.nan, "range_pct": math.nan, "n": 0}
+    med = float(np.median(v))
+    return {"median": round(med, 3), "min": round(v[0], 3), "max": round(v[-1], 3),
+            "range_pct": round(100.0 * (v[-1] - v[0]) / med, 1) if med > 0 else math.nan, "n": len(v)}
+
+
+def pair(run: str, tier: str, role: str, measured: Sequence[float], simulated: Sequence[float],
+         uncalibrated: Sequence[float] = ()) -> dict[str, Any]:
+    """One row of ``sim_vs_measured.json``: the median simulated vs the median measured p99."""
+    m, s = spread(measured), spread(simulated)
+    gap = (s["median"] - m["median"]) / m["median"] if m["median"] and math.isfinite(m["median"]) else math.nan
+    out: dict[str, Any] = {
+        "run": run, "tier": tier, "role": role, "measured_p99_ms": m["median"], "simulated_p99_ms": s["median"],
+        "gap_pct": round(100.0 * gap, 1) if math.isfinite(gap) else None,
+        "within_target": bool(math.isfinite(gap) and abs(gap) <= TARGET_GAP),
+        "within_goal": bool(math.isfinite(gap) and abs(gap) <= GOAL_GAP),
+        "measured_spread": m, "simulated_spread": s,
+        "measured_p99_ms_per_repeat": [round(float(x), 3) for x in measured],
+        "simulated_p99_ms_per_repeat": [round(float(x), 3) for x in simulated],
+    }
+    if uncalibrated:
+        u = spread(uncalibrated)
+        out["uncalibrated_simulated_p99_ms"] = u["median"]
+        out["uncalibrated_gap_pct"] = (round(100.0 * (u["median"] - m["median"]) / m["median"], 1)
+                                       if m["median"] and math.isfinite(u["median"]) else None)
+    return out
+
+
+def verdict(pairs: Sequence[Mapping[str, Any]], *, min_pairs: int = 15, min_shapes: int = 3) -> dict[str, Any]:
+    """Issue 12 item 5's target over the validation pairs: counts, shapes, worst gap, met or not."""
+    val = [p for p in pairs if p["role"] == "validation"]
+    shapes = sorted({p["run"].rsplit(" / ", 1)[-1] for p in val})
+    gaps = [abs(p["gap_pct"]) for p in val if p["gap_pct"] is not None]
+    within = sum(1 for p in val if p["within_target"])
+    met = len(val) >= min_pairs and len(shapes) >= min_shapes and within == len(val)
+    return {"validation_pairs": len(val), "validation_shapes": shapes, "within_15pct": within,
+            "within_10pct": sum(1 for p in val if p["within_goal"]),
+            "worst_gap_pct": max(gaps) if gaps else None, "median_abs_gap_pct": float(np.median(gaps)) if gaps else None,
+            "target": f"every validation pair within {100 * TARGET_GAP:.0f}% (goal {100 * GOAL_GAP:.0f}%), "
+                      f">= {min_pairs} pairs over >= {min_shapes} load shapes",
+            "met": met}

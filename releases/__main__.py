@@ -1,6 +1,7 @@
 """``python -m releases``: start and steer canary releases through the control server's admin API.
 
     python -m releases start release.yaml --endpoint cpu=127.0.0.1:9100:9101:9102 [--admin URL]
+        [--preflight-measure [--preflight-stable POOL=HOST:GRPC_PORT ...] [--preflight-seconds S]]
         [--preflight STABLE_PROFILE.yaml:CANDIDATE_PROFILE.yaml ...]   (the pre-flight gate)
     python -m releases status [NAME] [--json]
     python -m releases pause|resume|promote|abort NAME [--note TEXT]
@@ -99,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--endpoint", action="append", default=[], help="POOL=HOST:HTTP:GRPC[:METRICS] of a candidate replica")
     s.add_argument("--preflight", action="append", default=[], metavar="STABLE.yaml:CANDIDATE.yaml",
                    help="profiles (python -m profiler) of stable and candidate on a pool; a regression stops the release")
+    s.add_argument("--preflight-measure", action="store_true",
+                   help="profile the candidate replica of each pool (and stable beside it) before any traffic; "
+                        "a confirmed regression beyond p95_regression_pct stops the release")
+    s.add_argument("--preflight-stable", action="append", default=[], metavar="POOL=HOST:GRPC_PORT",
+                   help="a stable replica of POOL to profile beside the candidate (default: a stable Triton "
+                        "started here on the CPU)")
+    s.add_argument("--preflight-seconds", type=float, default=1.5, help="measurement window per batch size")
     s.add_argument("--comparator", default="", help="HOST:HTTP_PORT[:GRPC_PORT] of the shadow comparator (spec with "
                    "shadow.mirror_percent; with a gRPC port the model's gRPC routes are mirrored too)")
     cmp = sub.add_parser("comparator", help="run the shadow comparator (the target of Envoy's mirroring)")
@@ -137,6 +145,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(gate.report)
                 if not gate.passed:
                     return 1
+            if args.preflight_measure:
+                from releases.preflight import MeasurePlan, preflight_measured
+
+                if not 0.2 <= args.preflight_seconds <= 60:
+                    raise CliError(f"--preflight-seconds {args.preflight_seconds:g}: expected 0.2 to 60")
+                stable_urls = {}
+                for text in args.preflight_stable:
+                    pool, sep, address = text.partition("=")
+                    host, _, port = address.rpartition(":")
+                    if not sep or not pool or not host or not port.isdigit():
+                        raise CliError(f"--preflight-stable {text!r}: expected POOL=HOST:GRPC_PORT")
+                    stable_urls[pool] = address
+                gate = preflight_measured(spec, endpoints, stable_urls=stable_urls,
+                                          plan=MeasurePlan(measure_s=args.preflight_seconds),
+                                          progress=lambda line: print(line, flush=True))
+                print(gate.report, flush=True)
+                if not gate.passed:
+                    return 1
+            elif args.preflight_stable:
+                raise CliError("--preflight-stable needs --preflight-measure")
             answer = call(args.admin, "POST", "/releases/start",
                           {"spec": spec.to_json(), "endpoints": [e.to_json() for e in endpoints],
                            "comparator": args.comparator})

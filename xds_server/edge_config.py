@@ -53,9 +53,10 @@ def _identities(r: _Reader, tiers: tuple[str, ...]) -> tuple[Identity, ...]:
         unknown = [t for t in granted if t not in tiers]
         if unknown:
             raise ConfigError(r.path, f"{i.where}.tiers", f"unknown tier {unknown[0]!r}; tiers are {', '.join(tiers)}")
+        rate = i.float("requests_per_second", positive=True, default=100.0)
+        burst = i.int("burst", minimum=0, default=0)
         try:
-            out.append(Identity(str(name), granted, i.float("requests_per_second", positive=True, default=100.0),
-                                i.int("burst", minimum=0, default=0)))
+            out.append(Identity(str(name), granted, rate, burst))
         except ValueError as e:
             raise ConfigError(r.path, i.where, str(e)) from None
     return tuple(out)

@@ -1,4 +1,4 @@
--- Strict KServe v2 validation at the edge (xds_server/edge_validation.py fills the %%(...)s slots).
+-- Strict KServe v2 validation at the edge (xds_server/edge_validation.py fills in the model tables).
 -- Requests: REST POST /v2/models/<m>[/versions/<v>]/infer (JSON, with or without the binary
 -- extension) and gRPC /inference.GRPCInferenceService/ModelInfer (protobuf wire format, decoded
 -- here field by field).  Other gRPC calls of the service are checked for a decodable message.

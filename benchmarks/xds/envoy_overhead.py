@@ -1,0 +1,329 @@
+"""What Envoy adds to a KServe v2 gRPC request, and what each part of the shipped chain costs.
+
+Side by side in one run, against one real Triton replica (the local fleet's real CPU pool, serving
+``digits_classifier`` and ``text_embedding``):
+
+* ``direct``: the client to Triton's gRPC port;
+* ``shipped``: through Envoy configured exactly as the platform ships it: the listeners, routes and
+  clusters come from ``xds_server.build_snapshot`` with the control server's own settings
+  (``control.server.dataplane_settings``), the bootstrap from ``xds_server.bootstrap``, the worker
+  count from ``--concurrency`` (the local platform's);
+* one variant per part of the chain with only that part removed (each HTTP filter, each costly HCM
+  field such as tracing or access logs), the chain off (router only), stats off, the other worker
+  count (``benchmarks.xds.envoy_variants``).  Filters other sessions add to the platform appear here
+  without a change to this file.
+
+Every variant is its own Envoy (with its own ADS server), all running at once and idle but for the
+phase that loads them, so phases rotate through all paths in each repeat: drift on the shared
+machine reaches every path alike.  The figures are the median over repeats of each repeat's own
+comparison with that repeat's direct phase, with the min-max spread.  CPU time per request of
+Envoy, Triton (with its stub processes) and the client is read from /proc around each phase.
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.xds.envoy_overhead [--seconds 3 --repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.xds.common import percentile
+from benchmarks.xds.envoy_variants import Variant, apply, bootstrap_for, http_filters, one_at_a_time
+from benchmarks.xds.grpc_loadgen import ClosedLoop, PhaseResult, model_infer_request
+from xds_server import EnvoyProcess, PoolEndpoints, RouteWeights, XdsServer, build_snapshot, validate_bootstrap
+from xds_server.bootstrap import envoy_bootstrap
+from xds_server.inputs import DataPlaneSettings, Endpoint
+from xds_server.naming import GRPC_LISTENER
+from xds_server.testbed import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ("digits_classifier", "text_embedding")
+RESULTS = ROOT / "benchmarks" / "results" / "overhead"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- CPU accounting from /proc ---------------------------------------------------------------------
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            kids.setdefault(int(fields[1]), []).append(int(entry))
+    return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    kids, tree, todo = _children(), [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(kids.get(p, []))
+    return tree
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (threads included)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of these processes onto ``cpus`` (threads started later inherit the mask)."""
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
+
+
+# -- the system under test -------------------------------------------------------------------------
+@dataclasses.dataclass
+class EnvoyPath:
+    variant: Variant
+    xds: XdsServer
+    envoy: EnvoyProcess
+    grpc_port: int
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        self.xds.stop()
+
+
+def platform_settings(fleet: Any, **ports: int) -> DataPlaneSettings:
+    """The data-plane settings the control server builds from the fleet file (control/__main__.py)."""
+    from control.server import dataplane_settings
+    from router_lib.policy_types import PolicySettings
+
+    return dataplane_settings(fleet, PolicySettings(**fleet.routing), **ports)
+
+
+def start_envoy_path(variant: Variant, settings: DataPlaneSettings, pools: list[PoolEndpoints],
+                     routes: list[RouteWeights], workdir: Path) -> EnvoyPath:
+    """An ADS server and an Envoy serving ``variant`` of the snapshot built from these inputs, on
+    listener ports of its own."""
+    settings = dataclasses.replace(settings, http_port=free_port(), grpc_port=free_port())
+    snapshot = apply(build_snapshot(pools, routes, settings), variant)
+    problems = snapshot.consistent()
+    if problems:
+        raise SystemExit(f"variant {variant.name}: inconsistent snapshot: {problems}")
+    xds = XdsServer(port=0)
+    xds_port = xds.start()
+    slug = variant.name.replace(" ", "_").replace(".", "_")
+    path = workdir / f"envoy-{slug}.yaml"
+    path.write_text(yaml.safe_dump(bootstrap_for(envoy_bootstrap(node_id=f"bench-{slug}", xds_port=xds_port),
+                                                 variant), sort_keys=False))
+    validate_bootstrap(path)
+    envoy = EnvoyProcess(path, concurrency=variant.concurrency, log_path=workdir / f"envoy-{slug}.log")
+    xds.set_snapshot(snapshot)
+    envoy.start().wait_ready(timeout_s=60)
+    if not xds.wait_acked(snapshot.version, timeout_s=30):
+        raise SystemExit(f"variant {variant.name}: Envoy did not ACK the snapshot")
+    return EnvoyPath(variant, xds, envoy, settings.grpc_port)
+
+
+def start_triton(workdir: Path) -> tuple[Any, Any, Any]:
+    """One replica of the real CPU pool serving both models, from the local fleet's own machinery."""
+    from fleet.supervisor import FleetSupervisor
+    from model_repository.definitions import load_models
+    from router_lib.config import load_fleet
+
+    shutil.copytree(ROOT / "profiles", workdir / "profiles")
+    (workdir / "fleet.yaml").write_text(yaml.safe_dump({
+        "prices": str(ROOT / "data" / "prices.yaml"), "tiers": str(ROOT / "data" / "tiers.yaml"),
+        "profiles": "profiles",
+        "pools": [{"name": "cpu", "accelerator": "cpu", "instance_type": "c7g.xlarge", "replicas": 1,
+                   "mode": "real", "models": list(MODELS)}],
+    }))
+    models = load_models()
+    fleet = load_fleet(workdir / "fleet.yaml", tuple(models))
+    supervisor = FleetSupervisor(fleet, models, ROOT / "build" / "models", workdir / "run")
+    supervisor.start()
+    (replica,) = supervisor.replicas("cpu")
+    return supervisor, fleet, replica
+
+
+# -- one run -------------------------------------------------------------------------------------------
+def summarise(phases: list[dict[str, Any]], paths: list[str]) -> dict[str, Any]:
+    """Per path: medians over repeats (and min, max) of p50/p99, req/s, the comparison with the same
+    repeat's direct phase, and CPU per request."""
+    out: dict[str, Any] = {}
+    direct = {p["repeat"]: p for p in phases if p["path"] == "direct"}
+    for path in paths:
+        mine = [p for p in phases if p["path"] == path]
+        rows: dict[str, list[float]] = {k: [] for k in (
+            "p50_ms", "p99_ms", "req_per_s", "added_p50_ms", "throughput_x_direct",
+            "envoy_cpu_us_per_req", "triton_cpu_us_per_req", "client_cpu_us_per_req")}
+        for p in mine:
+            d = direct[p["repeat"]]
+            rows["p50_ms"].append(p["p50_ms"])
+            rows["p99_ms"].append(p["p99_ms"])
+            rows["req_per_s"].append(p["req_per_s"])
+            rows["added_p50_ms"].append(p["p50_ms"] - d["p50_ms"])
+            rows["throughput_x_direct"].append(p["req_per_s"] / d["req_per_s"])
+            for k in ("envoy_cpu_us_per_req", "triton_cpu_us_per_req", "client_cpu_us_per_req"):
+                rows[k].append(p[k])
+        out[path] = {k: {"median": round(statistics.median(v), 4), "min": round(min(v), 4), "max": round(max(v), 4)}
+                     for k, v in rows.items()}
+        out[path]["requests"] = sum(p["requests"] for p in mine)
+        out[path]["errors"] = sum(p["errors"] for p in mine)
+        errors = [p["first_error"] for p in mine if p["first_error"]]
+        if errors:
+            out[path]["first_error"] = errors[0]
+    return out
+
+
+def measure_model(model: str, *, triton_grpc: str, triton_pid: int, envoys: list[EnvoyPath], seconds: float,
+                  repeats: int, connections: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    payload = model_infer_request(model)
+    # The tier header as a gold client sends it; x-model for the variant without the Lua filter
+    # (with it, the filter removes the client's value and writes the body's, the same name here).
+    metadata = (("x-sla-tier", "gold"), ("x-model", model))
+    loops: dict[str, tuple[ClosedLoop, list[int]]] = {"direct": (ClosedLoop(triton_grpc, payload, metadata, connections), [])}
+    for e in envoys:
+        loops[e.variant.name] = (ClosedLoop(f"127.0.0.1:{e.grpc_port}", payload, metadata, connections),
+                                 [e.envoy.pid or 0])
+    for name, (loop, _) in loops.items():
+        try:
+            loop.check()
+        except Exception as exc:
+            raise SystemExit(f"{model} via {name}: the path does not serve: {exc}") from exc
+        loop.run(0.5)  # warm up: connections, Envoy's upstream pool, Triton's first runs
+    names = list(loops)
+    phases = []
+    for repeat in range(repeats):
+        order = names[repeat % len(names):] + names[:repeat % len(names)]  # rotate: no path always first
+        for name in order:
+            loop, envoy_pids = loops[name]
+            triton_pids = process_tree(triton_pid)
+            e0, t0 = cpu_s(envoy_pids), cpu_s(triton_pids)
+            result: PhaseResult = loop.run(seconds)
+            e1, t1 = cpu_s(envoy_pids), cpu_s(triton_pids)
+            n = max(result.requests, 1)
+            phases.append({
+                "repeat": repeat, "path": name, "requests": result.requests, "errors": result.errors,
+                "first_error": result.first_error,
+                "req_per_s": result.req_per_s,
+                "p50_ms": percentile(result.latencies_s, 50) * 1000 if result.latencies_s else float("nan"),
+                "p99_ms": percentile(result.latencies_s, 99) * 1000 if result.latencies_s else float("nan"),
+                "envoy_cpu_us_per_req": (e1 - e0) / n * 1e6,
+                "triton_cpu_us_per_req": (t1 - t0) / n * 1e6,
+                "client_cpu_us_per_req": result.client_cpu_s / n * 1e6,
+                "load_average_1m": os.getloadavg()[0],
+            })
+            last = phases[-1]
+            progress(f"{model} x{connections} repeat {repeat + 1}/{repeats} {name:>28}: {last['req_per_s']:7.1f} req/s "
+                     f"p50 {last['p50_ms']:.3f} ms, envoy {last['envoy_cpu_us_per_req']:.0f} us/req")
+    for loop, _ in loops.values():
+        loop.close()
+    return {"summary": summarise(phases, names), "phases": phases}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--seconds", type=float, default=3.0, help="per phase")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=4, help="client connections, one request in flight each")
+    parser.add_argument("--latency-connections", type=int, default=1,
+                        help="also compare direct and shipped at this many connections (0: skip)")
+    parser.add_argument("--concurrency", type=int, default=2,
+                        help="Envoy worker threads of the shipped variant (the local platform's)")
+    parser.add_argument("--pin", action="store_true",
+                        help="Triton (with its stubs) alone on CPU 1, the client and every Envoy on CPU 0, as when "
+                             "the model server has its own cores (a pod's CPU request); default: all share both")
+    parser.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    workdir = Path(tempfile.mkdtemp(prefix="envoy-overhead-"))
+    started = time.time()
+
+    def progress(line: str) -> None:
+        print(f"[{time.time() - started:6.1f}s] {line}", flush=True)
+
+    supervisor, fleet, replica = start_triton(workdir)
+    envoys: list[EnvoyPath] = []
+    try:
+        pool = PoolEndpoints(pool="cpu", accelerator="cpu", emulated=False, models=MODELS,
+                             replicas=(Endpoint("127.0.0.1", replica.http_port, replica.grpc_port),))
+        settings = platform_settings(fleet)
+        routes = [RouteWeights.of(m, t, (("cpu", settings.total_weight),)) for m in MODELS for t in settings.tiers]
+        reference = build_snapshot([pool], routes, settings)
+        chain = http_filters(reference, GRPC_LISTENER)
+        progress(f"shipped gRPC listener chain: {chain}")
+        variants = one_at_a_time(reference, GRPC_LISTENER, concurrency=args.concurrency, bootstrap={})
+        if args.only:
+            wanted = {"shipped", *args.only.split(",")}
+            variants = [v for v in variants if v.name in wanted]
+        for v in variants:
+            envoys.append(start_envoy_path(v, settings, [pool], routes, workdir))
+            progress(f"envoy '{v.name}' ready (pid {envoys[-1].envoy.pid}, {v.concurrency} workers)")
+        if args.pin:
+            pin(process_tree(replica.pid), {1})
+            pin([os.getpid(), *(e.envoy.pid or 0 for e in envoys)], {0})
+        by_model = {}
+        for model in models:
+            by_model[f"{model} x{args.connections}"] = measure_model(
+                model, triton_grpc=f"127.0.0.1:{replica.grpc_port}", triton_pid=replica.pid, envoys=envoys,
+                seconds=args.seconds, repeats=args.repeats, connections=args.connections, progress=progress)
+            if args.latency_connections:
+                # The hop alone, without queueing behind the client's other requests: direct vs shipped only.
+                by_model[f"{model} x{args.latency_connections}"] = measure_model(
+                    model, triton_grpc=f"127.0.0.1:{replica.grpc_port}", triton_pid=replica.pid,
+                    envoys=[e for e in envoys if e.variant.name == "shipped"], seconds=args.seconds,
+                    repeats=args.repeats, connections=args.latency_connections, progress=progress)
+    finally:
+        for e in envoys:
+            e.stop()
+        supervisor.stop()
+    document = {
+        "benchmark": "envoy_overhead",
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other sessions' work",
+        "command": "PYTHONPATH=. .venv/bin/python -m benchmarks.xds.envoy_overhead "
+                   f"--seconds {args.seconds:g} --repeats {args.repeats} --connections {args.connections} "
+                   f"--latency-connections {args.latency_connections} "
+                   f"--concurrency {args.concurrency}" + (" --pin" if args.pin else "") + (f" --only '{args.only}'" if args.only else ""),
+        "shipped_grpc_chain": chain,
+        "variants": [{"name": v.name, "concurrency": v.concurrency, "without_filters": sorted(v.without_filters),
+                      "without_hcm_fields": sorted(v.without_hcm_fields),
+                      "without_route_parts": sorted(v.without_route_parts),
+                      "without_cluster_fields": sorted(v.without_cluster_fields), "bootstrap_change": v.bootstrap_change,
+                      "note": v.note} for v in variants],
+        "seconds_per_phase": args.seconds, "repeats": args.repeats, "connections": args.connections,
+        "pinned": args.pin,
+        "models": by_model,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "raw.json").write_text(json.dumps(document, indent=1) + "\n")
+    progress(f"wrote {args.out / 'raw.json'}")
+
+
+if __name__ == "__main__":
+    main()

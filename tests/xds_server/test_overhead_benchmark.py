@@ -1,0 +1,151 @@
+"""The Envoy-overhead benchmark's parts: variants of the shipped config (pure), the raw-bytes load
+generator and the report's arithmetic; and, against a real Envoy and fake KServe pools, that every
+variant of the shipped chain is accepted and still serves (so the benchmark cannot measure a
+variant that silently failed)."""
+
+from __future__ import annotations
+
+import pytest
+from tritonclient.grpc import service_pb2
+
+from benchmarks.xds.envoy_variants import ROUTER, Variant, apply, bootstrap_for, http_filters, one_at_a_time
+from benchmarks.xds.grpc_loadgen import ClosedLoop, model_infer_request
+from benchmarks.xds.overhead_report import build_summary, part_costs
+from xds_server import build_snapshot, protos
+from xds_server.bootstrap import envoy_bootstrap
+from xds_server.examples import three_pools, tiered_routes
+from xds_server.naming import GRPC_LISTENER, GRPC_ROUTES
+from xds_server.protos import to_dict
+
+
+def _shipped():
+    return build_snapshot(three_pools(), tiered_routes())
+
+
+def _variants():
+    return one_at_a_time(_shipped(), GRPC_LISTENER, concurrency=2, bootstrap={})
+
+
+def test_the_shipped_variant_is_the_snapshot_unchanged():
+    snapshot = _shipped()
+    assert apply(snapshot, Variant("shipped", 2)).version == snapshot.version
+
+
+def test_every_filter_of_the_shipped_grpc_chain_gets_a_variant_without_it():
+    chain = http_filters(_shipped(), GRPC_LISTENER)
+    assert chain[-1] == ROUTER
+    names = {v.name for v in _variants()}
+    for f in chain[:-1]:
+        assert f"without {f.removeprefix('envoy.filters.http.')}" in names
+
+
+@pytest.mark.parametrize("variant", _variants(), ids=lambda v: v.name)
+def test_a_variant_removes_exactly_its_filters_and_keeps_the_router_last(variant):
+    snapshot = _shipped()
+    changed = apply(snapshot, variant)
+    before, after = http_filters(snapshot, GRPC_LISTENER), http_filters(changed, GRPC_LISTENER)
+    assert after == [f for f in before if f not in variant.without_filters]
+    assert after[-1] == ROUTER
+    assert changed.consistent() == []
+
+
+def test_removing_the_router_or_an_absent_filter_is_refused():
+    with pytest.raises(ValueError, match="not in the chain"):
+        apply(_shipped(), Variant("bad", 1, without_filters=frozenset({ROUTER})))
+    with pytest.raises(ValueError, match="not in the chain"):
+        apply(_shipped(), Variant("bad", 1, without_filters=frozenset({"envoy.filters.http.nonesuch"})))
+
+
+def test_the_variant_without_retries_has_no_retry_policy_and_keeps_the_routes():
+    snapshot = _shipped()
+    changed = apply(snapshot, Variant("r", 2, without_route_parts=frozenset({"retry_policy"})))
+    routes = to_dict(changed.resources[protos.ROUTE][GRPC_ROUTES])["virtual_hosts"][0]["routes"]
+    before = to_dict(snapshot.resources[protos.ROUTE][GRPC_ROUTES])["virtual_hosts"][0]["routes"]
+    assert [r["name"] for r in routes] == [r["name"] for r in before]
+    assert not any("retry_policy" in r.get("route", {}) for r in routes)
+    assert any("retry_policy" in r.get("route", {}) for r in before)
+
+
+def test_bootstrap_changes_touch_only_a_copy():
+    shipped = envoy_bootstrap(node_id="n", xds_port=1)
+    stats_off = bootstrap_for(shipped, Variant("s", 2, bootstrap_change="stats_off"))
+    assert stats_off["stats_config"]["stats_matcher"] == {"reject_all": True}
+    assert "stats_matcher" not in shipped["stats_config"]
+    codec = bootstrap_for(shipped, Variant("c", 2, bootstrap_change="nghttp2"))
+    assert codec["layered_runtime"]["layers"][0]["static_layer"] == {"envoy.reloadable_features.http2_use_oghttp2": False}
+
+
+@pytest.mark.parametrize("model", ["digits_classifier", "text_embedding"])
+def test_the_sample_request_names_its_model_in_field_one(model):
+    raw = model_infer_request(model)
+    assert raw[0] == 0x0A  # field 1, length-delimited: what the gRPC model-header Lua reads
+    request = service_pb2.ModelInferRequest.FromString(raw)
+    assert request.model_name == model
+    assert len(request.raw_input_contents) == 1
+
+
+def test_a_sample_request_for_an_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="no sample request for model 'resnet'"):
+        model_infer_request("resnet")
+
+
+def _phase(repeat, path, p50, rps, envoy_us):
+    return {"repeat": repeat, "path": path, "p50_ms": p50, "req_per_s": rps, "envoy_cpu_us_per_req": envoy_us,
+            "load_average_1m": 1.0}
+
+
+def test_a_parts_cost_is_compared_within_each_repeat():
+    phases = [_phase(0, "shipped", 2.0, 100, 150), _phase(0, "without lua", 1.8, 110, 130),
+              _phase(1, "shipped", 4.0, 50, 170), _phase(1, "without lua", 3.9, 52, 160)]
+    cost = part_costs(phases)["without lua"]
+    assert cost["p50_ms"] == {"median": 0.15, "min": 0.1, "max": 0.2}
+    assert cost["envoy_cpu_us_per_req"]["median"] == 15
+
+
+def test_the_summary_judges_the_targets_on_the_shipped_medians():
+    def stats(v):
+        return {"median": v, "min": v, "max": v}
+
+    def path(p50, added, x, envoy):
+        return {"p50_ms": stats(p50), "p99_ms": stats(p50 * 2), "req_per_s": stats(1000 * x),
+                "added_p50_ms": stats(added), "throughput_x_direct": stats(x), "envoy_cpu_us_per_req": stats(envoy),
+                "triton_cpu_us_per_req": stats(200), "client_cpu_us_per_req": stats(100), "errors": 0,
+                "requests": 10}
+    raw = {"benchmark": "b", "date_utc": "d", "machine": "m", "command": "c", "shipped_grpc_chain": [],
+           "seconds_per_phase": 1, "repeats": 1, "connections": 4,
+           "models": {"m x4": {"summary": {"direct": path(1.0, 0, 1.0, 0), "shipped": path(1.4, 0.4, 0.8, 100)},
+                               "phases": [_phase(0, "direct", 1.0, 1000, 0), _phase(0, "shipped", 1.4, 800, 100)]}}}
+    summary = build_summary(raw)["models"]["m x4"]
+    assert summary["targets"]["added_p50_met"] is True
+    assert summary["targets"]["throughput_met"] is False
+    assert summary["cpu_bound_ceiling_x_direct"] == 0.75  # (200 + 100) / (200 + 100 + 100)
+
+
+@pytest.mark.integration
+def test_every_variant_of_the_shipped_chain_is_accepted_by_envoy_and_serves(tmp_path):
+    from benchmarks.xds.envoy_overhead import start_envoy_path
+    from xds_server import DataPlaneSettings, RouteWeights
+    from xds_server.testbed import FakePool
+
+    pool = FakePool.start("cpu", ("digits_classifier",))
+    settings = DataPlaneSettings()
+    routes = [RouteWeights.of("digits_classifier", t, (("cpu", 100),)) for t in settings.tiers]
+    started = []
+    try:
+        # The floor removes every part at once (each removal alone is checked above, without Envoy).
+        for variant in [v for v in _variants() if v.name in ("shipped", "floor", "nghttp2 codec", "concurrency 1")]:
+            path = start_envoy_path(variant, settings, [pool.endpoints()], routes, tmp_path)
+            started.append(path)
+            loop = ClosedLoop(f"127.0.0.1:{path.grpc_port}", model_infer_request("digits_classifier"),
+                              (("x-sla-tier", "gold"), ("x-model", "digits_classifier")), connections=2)
+            try:
+                result = loop.run(0.3)
+            finally:
+                loop.close()
+            assert (variant.name, result.errors, result.first_error) == (variant.name, 0, "")
+            assert result.requests > 0
+            path.stop()
+    finally:
+        for path in started:
+            path.stop()
+        pool.stop()

@@ -173,8 +173,11 @@ class TritonProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        # Its own session: a Ctrl-C on the terminal reaches the supervisor only, which drains the
+        # pool through the control plane before it stops this replica (issue 16).
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=triton_env(), cwd=str(self.repository),
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()
         self.started_at = time.monotonic()

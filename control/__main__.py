@@ -32,6 +32,8 @@ from model_repository.definitions import load_models
 from router_lib.calibration import CalibrationSettings
 from router_lib.config import load_fleet
 from router_lib.policy_types import PolicySettings
+from xds_server.edge_config import edge_settings_for
+from xds_server.edge_validation import schemas_from_models
 from xds_server.server import XdsServer
 from xds_server.tls import CertDir, Role, UpstreamTls
 
@@ -54,6 +56,9 @@ def serve(args: argparse.Namespace) -> int:
                                   listen_address=args.envoy_listen_address)
     if cert_dir is not None:
         settings = dataclasses.replace(settings, upstream_tls=UpstreamTls.to(Role.TRITON, cert_dir))
+    # --edge-config / --edge-validate (docs/edge.md): authentication and validation at the edge.
+    settings = dataclasses.replace(settings, edge=edge_settings_for(
+        args.edge_config, args.edge_validate, tiers=settings.tiers, models=schemas_from_models(models)))
     discovery = None
     if args.discovery == "kubernetes":
         from control.discovery_k8s import EndpointSliceDiscovery, RepositoryIndexProbe, SliceSelection, discovery_api
@@ -188,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--mtls-dir", type=Path, default=None,
                    help="certificates from `python -m xds_server.certs`: serve ADS over mTLS only and reach "
                         "Triton's gRPC ports over mTLS (default: plaintext; in a cluster the mesh does mTLS)")
+    s.add_argument("--edge-config", type=Path, default=None,
+                   help="edge.yaml: JWT authentication, tier entitlement, rate limit per identity, strict "
+                        "validation (docs/edge.md; the cluster runs closed mode); default: no edge filters")
+    s.add_argument("--edge-validate", action="store_true",
+                   help="without --edge-config: open mode with strict validation against the models' schemas")
     s.add_argument("--envoy-metrics-url", default=None, help="Envoy admin /stats/prometheus URL")
     s.add_argument("--metrics-source", choices=("scrape", "prometheus"), default="scrape",
                    help="scrape Triton replicas and --envoy-metrics-url directly, or query --prometheus-url "

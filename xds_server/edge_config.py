@@ -125,3 +125,12 @@ def load_edge_config(path: Path | str, *, tiers: tuple[str, ...], models: tuple[
 def local_default(models: tuple[ModelSchema, ...]) -> EdgeSettings:
     """The local platform's edge without a file: open (no authentication), validation on."""
     return EdgeSettings(validation=EdgeValidation(enabled=True, models=models))
+
+
+def edge_settings_for(path: Path | None, validate: bool, *, tiers: tuple[str, ...],
+                      models: tuple[ModelSchema, ...]) -> EdgeSettings:
+    """The control server's choice (``--edge-config`` / ``--edge-validate``): a file wins; else
+    ``validate`` gives the open local default; else no edge filters at all (as before)."""
+    if path is not None:
+        return load_edge_config(path, tiers=tiers, models=models)
+    return local_default(models) if validate else EdgeSettings()

@@ -43,7 +43,7 @@ end
 -- A strict RFC 8259 parser into tagged tables.  "data" arrays of numbers take a fast path: one
 -- balanced-bracket match and one character-class check in C, elements counted, not converted;
 -- a malformed number there (e.g. "1.2.3") is left to Triton, whose parse error is mapped to 400.
-local function fail(pos, what) error({ edge = format("malformed JSON at byte %%d: %%s", pos, what) }, 0) end
+local function fail(pos, what) error({ edge = format("failed to parse the request JSON: malformed JSON at byte %%d: %%s", pos, what) }, 0) end
 
 local function ws(s, pos)
   local _, e = find(s, "^[ \t\r\n]*", pos)

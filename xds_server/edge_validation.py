@@ -32,14 +32,19 @@ _SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class _Tensor(Protocol):
-    name: str
-    data_type: str  # Triton config type: TYPE_FP32, TYPE_STRING, ...
-    dims: tuple[int, ...]
+    @property
+    def name(self) -> str: ...
+    @property
+    def data_type(self) -> str: ...  # Triton config type: TYPE_FP32, TYPE_STRING, ...
+    @property
+    def dims(self) -> tuple[int, ...]: ...
 
 
 class _Model(Protocol):
-    max_batch_size: int
-    inputs: tuple[_Tensor, ...]
+    @property
+    def max_batch_size(self) -> int: ...
+    @property
+    def inputs(self) -> tuple[_Tensor, ...]: ...
 
 
 def kserve_datatype(triton_type: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from router_lib.release_split import VersionSplit
 from router_lib.routes import RouteWeights
+from tracing.settings import TracingSettings
 from xds_server.edge_settings import EdgeSettings
 from xds_server.tls import UpstreamTls
 
@@ -232,6 +233,8 @@ class DataPlaneSettings:
     max_request_bytes: int = 16 * 1024 * 1024
     retry: RetrySettings = field(default_factory=RetrySettings)
     outlier: OutlierSettings = field(default_factory=OutlierSettings)
+    # OpenTelemetry traces at the edge (xds_server.tracing, docs/tracing.md); None: off, as before.
+    tracing: TracingSettings | None = None
     overload: OverloadSettings = field(default_factory=OverloadSettings)
     # Proxyless gRPC clients dial ``xds:///<prefix><model>``; set to None for no api_listeners.
     proxyless_listener_prefix: str | None = ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import ipaddress
 import os
 import sys
@@ -156,7 +157,7 @@ def inspect(out: Path, now: dt.datetime | None = None,
     try:
         cert_dir.check()
     except MtlsConfigError as e:
-        return [], "none yet" if not any(out.iterdir()) else str(e).split(";")[0]
+        return [], "none yet" if not list(out.glob("*.crt")) else str(e).split(";")[0]
     ca = x509.load_pem_x509_certificate(cert_dir.ca_cert.read_bytes())
     infos = [_info("ca", ca)]
     problem = ""
@@ -203,11 +204,15 @@ def ensure_certs(out: Path, *, valid_days: float = DEFAULT_VALID_DAYS,
     renew_within = dt.timedelta(days=renew_within_days)
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o700)
-    _, problem = inspect(out, now, renew_within)
-    reason = "--force" if force else problem
-    if reason:
-        _make_all(CertDir(out), now, dt.timedelta(days=valid_days))
-    infos, problem = inspect(out, now, renew_within)
+    # One writer at a time: two platforms starting together would otherwise each make a set and
+    # leave a mix of both (a certificate of one CA beside the other's).
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _, problem = inspect(out, now, renew_within)
+        reason = "--force" if force else problem
+        if reason:
+            _make_all(CertDir(out), now, dt.timedelta(days=valid_days))
+        infos, problem = inspect(out, now, renew_within)
     if problem:  # only a bug (or a clock far off) gets here
         raise MtlsConfigError(f"certificates just made in {out} are not usable: {problem}")
     return CertReport(out, bool(reason), reason, tuple(infos))

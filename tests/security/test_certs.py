@@ -132,3 +132,12 @@ def test_the_cli_prints_each_expiry_and_refuses_bad_arguments(tmp_path, capsys):
     assert "kept (valid)" in capsys.readouterr().out
     assert main(["--out", str(tmp_path / "c"), "--valid-days", "0"]) == 2
     assert "valid_days must be > 0" in capsys.readouterr().err
+
+
+def test_platforms_starting_together_end_with_one_consistent_set(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        reports = list(pool.map(lambda _: ensure_certs(tmp_path / "shared"), range(6)))
+    assert sum(r.renewed for r in reports) == 1  # the others found the first one's set valid
+    assert inspect(tmp_path / "shared")[1] == ""

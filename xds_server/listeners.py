@@ -16,6 +16,7 @@ from xds_server.inputs import DataPlaneSettings
 from xds_server.naming import GRPC_LISTENER, GRPC_ROUTES, HTTP_LISTENER, HTTP_ROUTES
 from xds_server.overload import admission_filter
 from xds_server.protos import HCM_TYPE, LUA_TYPE, ROUTER_TYPE
+from xds_server.tracing import edge_tracing
 
 _ADS = {"ads": {}, "resource_api_version": "V3"}
 
@@ -39,6 +40,7 @@ def envoy_listener(
 ) -> dict[str, Any]:
     hcm = http_connection_manager(stat_prefix=name, route_name=route_name, filters=filters)
     hcm.update(edge_connection_options(settings))
+    hcm.update(edge_tracing(tracing=settings.tracing, tier_header=settings.tier_header, default_tier=settings.default_tier))
     return {
         "name": name,
         "address": {"socket_address": {"address": settings.listen_address, "port_value": port}},

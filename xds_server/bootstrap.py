@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from router_lib.metric_names import ENVOY_RQ_TIME_BUCKETS_MS
+from xds_server import tracing as otel_tracing
 from xds_server.tls import UpstreamTls, upstream_transport_socket
 
 XDS_CLUSTER = "xds_cluster"
@@ -101,9 +102,12 @@ def envoy_bootstrap(
     }
 
 
-def write_envoy_bootstrap(path: Path | str, **kwargs: Any) -> Path:
+def write_envoy_bootstrap(path: Path | str, *, tracing: otel_tracing.TracingSettings | None = None, **kwargs: Any) -> Path:
+    """``tracing``: add the collector cluster Envoy exports spans to; None: as this process's OTEL_*
+    environment says (docs/tracing.md), nothing when it names no endpoint."""
     path = Path(path)
-    path.write_text(yaml.safe_dump(envoy_bootstrap(**kwargs), sort_keys=False))
+    bootstrap = otel_tracing.with_collector(envoy_bootstrap(**kwargs), tracing or otel_tracing.from_environment())
+    path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
     return path
 
 

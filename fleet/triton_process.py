@@ -22,6 +22,9 @@ from pathlib import Path
 import pytriton
 import requests
 
+from fleet.triton_tracing import triton_trace_args
+from tracing.settings import TracingSettings
+
 TRITON_DIR = Path(pytriton.__file__).resolve().parent / "tritonserver"
 TRITON_BIN = TRITON_DIR / "bin" / "tritonserver"
 TRITON_LIBS = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
@@ -167,6 +170,8 @@ class TritonProcess:
             "--exit-timeout-secs=5",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--log-verbose=0",
+            # OpenTelemetry traces when this process's OTEL_* environment names a collector (docs/tracing.md).
+            *triton_trace_args(TracingSettings.from_env(os.environ), instance=self.name),
             *(self.grpc_tls.flags() if self.grpc_tls is not None else []),
         ]
 

@@ -28,6 +28,7 @@ from control.lease_k8s import KubernetesLease
 from control.release_watch import ReleaseWatch, envoy_admin_base
 from control.releases import ReleaseMetrics
 from control.server import dataplane_settings, wire_local
+from control.tracing import start_tracing
 from model_repository.definitions import load_models
 from router_lib.calibration import CalibrationSettings
 from router_lib.config import load_fleet
@@ -53,7 +54,7 @@ def serve(args: argparse.Namespace) -> int:
     port = xds.start()
     policy = PolicySettings(**fleet.routing)  # type: ignore[arg-type]
     settings = dataplane_settings(fleet, policy, http_port=args.http_port, grpc_port=args.grpc_port,
-                                  listen_address=args.envoy_listen_address)
+                                  listen_address=args.envoy_listen_address, tracing=start_tracing())
     if cert_dir is not None:
         settings = dataclasses.replace(settings, upstream_tls=UpstreamTls.to(Role.TRITON, cert_dir))
     # --edge-config / --edge-validate (docs/edge.md): authentication and validation at the edge.

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from opentelemetry import trace
+
 from control.decide import DeciderStates, TickDecision, TickInputs, decide_tick
 from control.ports import (
     ActuationResult,
@@ -62,6 +64,8 @@ from router_lib.release_split import release_splits
 from router_lib.routes import RouteKey, RouteWeights
 
 log = logging.getLogger(__name__)
+# A no-op until the control server installs a tracer provider (control.tracing, docs/tracing.md).
+TICK_TRACER = trace.get_tracer("control.loop")
 
 
 class TickObserver:
@@ -173,6 +177,16 @@ class ControlLoop:
 
     # -- the tick --------------------------------------------------------------------------------
     def tick(self) -> LoopView:
+        """One tick as one span, ``control.tick`` (what it published and why it could not)."""
+        with TICK_TRACER.start_as_current_span("control.tick") as span:
+            view = self._tick()
+            span.set_attribute("control.snapshot_version", view.snapshot_version or "")
+            span.set_attribute("control.routes", len(view.routes))
+            if view.last_error:
+                span.set_attribute("control.error", view.last_error)
+            return view
+
+    def _tick(self) -> LoopView:
         """Read, decide, write.  A failing read keeps the routes in force and says why."""
         started = time.perf_counter()
         try:

@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from router_lib.metric_names import BATCH
+
 if TYPE_CHECKING:
     from batch.backpressure import Headroom, Throttle
     from batch.kserve import Outcome
@@ -31,19 +33,17 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.rows = Counter("batch_rows_answered", "Rows answered (accepted into a job), by model and pool",
-                            ["model", "pool", "outcome"], registry=r)
-        self.requests = Counter("batch_requests", "Batch requests sent through Envoy, by outcome",
-                                ["model", "outcome"], registry=r)
-        self.spare = Gauge("batch_spare_capacity_rows_per_second",
-                           "Spare capacity for the batch tier read from the control plane (-1: unknown)",
-                           ["model"], registry=r)
-        self.paused = Gauge("batch_paused", "1 while gold/silver need the pools and the worker waits", ["model"],
-                            registry=r)
-        self.in_flight_limit = Gauge("batch_in_flight_limit", "Requests this worker may have in flight", ["model"],
-                                     registry=r)
-        self.batch_size = Gauge("batch_request_rows", "Rows per request (kept inside the per-try timeout)",
-                                ["model"], registry=r)
+
+        def make(cls: Any, name: str) -> Any:
+            _kind, labels, help_text = BATCH[name]
+            return cls(name.removesuffix("_total"), help_text, list(labels), registry=r)
+
+        self.rows = make(Counter, "batch_rows_answered_total")
+        self.requests = make(Counter, "batch_requests_total")
+        self.spare = make(Gauge, "batch_spare_capacity_rows_per_second")
+        self.paused = make(Gauge, "batch_paused")
+        self.in_flight_limit = make(Gauge, "batch_in_flight_limit")
+        self.batch_size = make(Gauge, "batch_request_rows")
 
     def request(self, model: str, outcome: Outcome) -> None:
         self.requests.labels(model, outcome.kind.value).inc()
@@ -67,14 +67,13 @@ class StoreCollector(Collector):
         self.clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        rows = GaugeMetricFamily("batch_job_rows", "Rows of a job by state", labels=["job", "model", "state"])
-        rate = GaugeMetricFamily("batch_job_rows_per_second", "Rows written per second since the job started",
-                                 labels=["job", "model"])
-        cost = GaugeMetricFamily("batch_job_cost_usd", "Cost so far: pool time x the pool's price",
-                                 labels=["job", "model", "pool"])
-        pool_s = GaugeMetricFamily("batch_job_pool_seconds", "Pool time spent on the job", labels=["job", "model", "pool"])
-        depth = GaugeMetricFamily("batch_queue_depth_rows", "Rows not yet answered, per unfinished job",
-                                  labels=["job"])
+        def family(name: str) -> GaugeMetricFamily:
+            _kind, labels, help_text = BATCH[name]
+            return GaugeMetricFamily(name, help_text, labels=list(labels))
+
+        rows, rate = family("batch_job_rows"), family("batch_job_rows_per_second")
+        cost, pool_s = family("batch_job_cost_usd"), family("batch_job_pool_seconds")
+        depth = family("batch_queue_depth_rows")
         now = self.clock()
         for job in self.store.jobs():
             for state, n in (("total", job.rows_total), ("written", job.rows_written), ("failed", job.rows_failed),

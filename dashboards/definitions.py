@@ -155,10 +155,35 @@ CONTROL_PLANE = Dashboard("inference-control-plane", "Control plane health",
     Panel("Snapshot version in force", (q("xds_snapshot_version_info == 1", "{{version}}"),), kind="stat"),
 ))
 
+BATCH = Dashboard("inference-batch-jobs", "Batch jobs (bronze tier)",
+                  "Asynchronous jobs on spare capacity: progress, throughput against the spare capacity the "
+                  "control plane reports, back-pressure, and what each job has cost.", (
+    Panel("Rows answered per second, by pool",
+          (q(f"sum by (pool) (rate(batch_rows_answered_total{{{MODEL}, outcome=\"ok\"}}[{R}]))", "{{pool}}"),
+           q(f"sum(batch_spare_capacity_rows_per_second{{{MODEL}}} >= 0)", "spare capacity (control plane)")),
+          unit="short", description="Throughput of the workers next to the spare capacity they were told."),
+    Panel("Rows waiting (queue depth, what KEDA scales workers on)",
+          (q("sum by (job) (batch_queue_depth_rows)", "{{job}}"),)),
+    Panel("Job progress (rows written / total)",
+          (q(f"sum by (job) (batch_job_rows{{{MODEL}, state=\"written\"}}) / "
+             f"sum by (job) (batch_job_rows{{{MODEL}, state=\"total\"}})", "{{job}}"),), unit="percentunit"),
+    Panel("Cost so far per job ($)",
+          (q(f"sum by (job) (batch_job_cost_usd{{{MODEL}}})", "{{job}}"),), unit="currencyUSD",
+          description="Pool time the job used x the pool's price."),
+    Panel("Back-pressure: paused workers and in-flight limit",
+          (q(f"sum by (model) (batch_paused{{{MODEL}}})", "paused {{model}}"),
+           q(f"sum by (model) (batch_in_flight_limit{{{MODEL}}})", "in-flight limit {{model}}")),
+          description="Workers pause while gold and silver need the pools."),
+    Panel("Batch requests by outcome (req/s)",
+          (q(f"sum by (outcome) (rate(batch_requests_total{{{MODEL}}}[{R}]))", "{{outcome}}"),), unit="reqps",
+          description="Rejections and per-try timeouts are back-pressure: the workers slow down and retry."),
+))
+
 DASHBOARDS: dict[str, Dashboard] = {
     "cost": COST,
     "latency_sla": LATENCY,
     "traffic": TRAFFIC,
     "pools": POOLS,
     "control_plane": CONTROL_PLANE,
+    "batch": BATCH,
 }

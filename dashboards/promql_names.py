@@ -53,7 +53,7 @@ def _with_series_suffixes(names: Iterable[str]) -> set[str]:
 
 def contract_names() -> set[str]:
     """Every series name the platform exports or reads, per router_lib/metric_names.py."""
-    exported = [*metric_names.CONTROL_PLANE, *metric_names.EMULATION]
+    exported = [*metric_names.CONTROL_PLANE, *metric_names.EMULATION, *metric_names.BATCH]
     read = [*metric_names.TRITON_READ, *metric_names.ENVOY_READ]
     # `up` is Prometheus' own per-target series.
     return _with_series_suffixes([*exported, *read]) | {"up"}

@@ -41,6 +41,22 @@ EMULATION: dict[str, tuple[str, tuple[str, ...], str]] = {
     "emulation_lagged_executions_total": ("counter", ("model", "pool", "accelerator", "emulated"), "Batches whose compute exceeded the profile."),
 }
 
+# Batch jobs (``batch/metrics.py``): what a worker saw, and per job what the store holds (read at
+# scrape time). ``sum(batch_queue_depth_rows)`` is what KEDA scales the workers on (k8s/batch/).
+BATCH: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "batch_rows_answered_total": ("counter", ("model", "pool", "outcome"), "Rows answered (accepted into a job), by model and pool."),
+    "batch_requests_total": ("counter", ("model", "outcome"), "Batch requests sent through Envoy, by outcome."),
+    "batch_spare_capacity_rows_per_second": ("gauge", ("model",), "Spare capacity for the batch tier read from the control plane (-1: unknown)."),
+    "batch_paused": ("gauge", ("model",), "1 while gold/silver need the pools and the worker waits."),
+    "batch_in_flight_limit": ("gauge", ("model",), "Requests this worker may have in flight."),
+    "batch_request_rows": ("gauge", ("model",), "Rows per request (kept inside the per-try timeout)."),
+    "batch_job_rows": ("gauge", ("job", "model", "state"), "Rows of a job by state."),
+    "batch_job_rows_per_second": ("gauge", ("job", "model"), "Rows written per second since the job started."),
+    "batch_job_cost_usd": ("gauge", ("job", "model", "pool"), "Cost so far: pool time x the pool's price."),
+    "batch_job_pool_seconds": ("gauge", ("job", "model", "pool"), "Pool time spent on the job."),
+    "batch_queue_depth_rows": ("gauge", ("job",), "Rows not yet answered, per unfinished job."),
+}
+
 # Triton's own metrics that the platform reads.
 TRITON_READ = (
     "nv_inference_pending_request_count",

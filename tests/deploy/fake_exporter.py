@@ -42,7 +42,7 @@ def exposition(elapsed_s: float) -> str:
     t = elapsed_s
     lines: list[str] = []
     wave = 1 + 0.5 * math.sin(t / 5)  # makes the plots move
-    for name, (kind, labels, _help) in {**metric_names.CONTROL_PLANE, **metric_names.EMULATION}.items():
+    for name, (kind, labels, _help) in {**metric_names.CONTROL_PLANE, **metric_names.EMULATION, **metric_names.BATCH}.items():
         if kind == "histogram":
             lines += _histogram(name, {}, (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5), 10 * t, 0.002)
             continue
@@ -52,7 +52,8 @@ def exposition(elapsed_s: float) -> str:
             values: dict[str, tuple[object, ...]] = {
                 "pool": tuple(POOLS), "model": MODELS, "tier": TIERS, "accelerator": ("cpu",),
                 "emulated": ("false",), "type_url": ("type.googleapis.com/envoy.config.cluster.v3.Cluster",),
-                "version": ("3f2a",),
+                "version": ("3f2a",), "state": ("total", "written"), "outcome": ("ok", "rejected"),
+                "job": ("job-1",),
             }
             combos = [{**c, label: v} for c in combos for v in values.get(label, ("x",))]
         for c in combos:

@@ -129,6 +129,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             d = platform.describe()
             print(f"\nKServe v2 HTTP: http://{d['http_endpoint']}   gRPC: {d['grpc_endpoint']}")
             print(f"control server: {d['control_admin']}/status   Envoy admin: {d['envoy_admin']}")
+            print("mTLS Envoy <-> control server and Envoy <-> Triton gRPC: "
+                  + (f"on, certificates in {d['mtls']} (docs/security.md)" if d.get("mtls") else "off (--no-mtls)"))
             if d["prometheus"]:
                 print(f"Prometheus: {d['prometheus']}  (dashboards as PNG: make dashboards-png PROMETHEUS_URL={d['prometheus']})")
             print("send `x-sla-tier: gold|silver|bronze` (default silver)\n")

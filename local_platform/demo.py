@@ -25,6 +25,7 @@ from reporting.page import render_markdown
 from reporting.plots import write_plots
 from reporting.recorder import record_run
 from router_lib.domain import EmulatedOutputs
+from tracing.demo import DemoTraces
 
 log = logging.getLogger(__name__)
 DEMO_SHAPE = "step"
@@ -49,6 +50,7 @@ def run_demo(args: argparse.Namespace) -> int:
     # A fresh work folder: the control server resumes persisted state found there, and state left by
     # an earlier platform (other replicas, other ports) was seen to keep pools at "0 ready replicas".
     shutil.rmtree(out / "platform", ignore_errors=True)
+    traces = DemoTraces.start(out)  # OpenTelemetry: every request traced to a local receiver (docs/tracing.md)
     platform = LocalPlatform(fleet_path=args.fleet, workdir=out / "platform",
                              ports=PlatformPorts(http=args.http_port, grpc=args.grpc_port))
     platform.start()
@@ -73,6 +75,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print("draining and stopping the platform ...", flush=True)
         platform.stop()
     markdown, passed = write_report(out / "run", out)
+    markdown += "\n" + traces.finish(out, out / "report.md")  # the slowest gold request's waterfall
     print()
     print(markdown)
     print(f"report: {out / 'report.md'} (plots beside it); run data: {out / 'run'}; "

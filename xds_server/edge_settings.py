@@ -129,7 +129,8 @@ class ModelSchema:
 
 @dataclass(frozen=True)
 class EdgeValidation:
-    """``models``: schemas to check against; a model without one gets the structural checks only.
+    """``models``: schemas to check against.  A request for a model without one is left to the routes
+    (404 / NOT_FOUND: the control plane derives the schemas from the same repository as the routes).
     ``max_body_bytes`` must not exceed the listener buffer (``DataPlaneSettings.max_request_bytes``)."""
 
     enabled: bool = False

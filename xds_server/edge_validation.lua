@@ -326,6 +326,8 @@ end
 local function validate_rest(handle, headers, path)
   local model, rest = string.match(path, "^/v2/models/([^/?]+)(/[^?]*)")
   if model == nil or not (rest == "/infer" or find(rest, "^/versions/[^/]+/infer$")) then return end
+  -- A model outside the repository is nobody's: the routes answer 404 / NOT_FOUND, which says more.
+  if MODELS[model] == nil then return end
   if headers:get(":method") ~= "POST" then return end
   local declared = tonumber(headers:get("content-length"))
   if declared ~= nil and declared > MAX_BODY then
@@ -477,6 +479,7 @@ local function check_grpc_infer(s, first, last)
   if err then return 3, err end
   if model == nil or model == "" then return 3, "model_name is empty" end
   if not find(model, "^[%%w_.%%-]+$") then return 3, "model_name is not a valid model name" end
+  if MODELS[model] == nil then return nil end  -- the routes answer NOT_FOUND
   if #inputs == 0 then return 3, "no inputs: the request carries no input" end
   if #raw > 0 and #raw ~= #inputs then
     return 3, format("raw_input_contents has %%d entries for %%d inputs", #raw, #inputs)

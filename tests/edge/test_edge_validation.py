@@ -89,6 +89,8 @@ REST_CASES = [
      "does not fit"),
     ("body-too-large", DIGITS, b" " * (MAX_BODY + 1), {}, 413, "exceeds the limit"),
     ("unknown-model", "no_such_model", body(digits_input()), {}, 404, "unknown model"),
+    # NOT_FOUND before INVALID_ARGUMENT: a model outside the repository is left to the routes.
+    ("unknown-model-empty-body", "no_such_model", b"", {}, 404, "unknown model"),
     ("invalid-tier", DIGITS, body(digits_input()), {"x-sla-tier": "platinum"}, 400, "invalid x-sla-tier"),
 ]
 
@@ -151,6 +153,8 @@ GRPC_CASES = [
      OK.INVALID_ARGUMENT, "has no input 'pixels'"),
     ("unknown-model", "ModelInfer", infer_message("no_such_model", [tensor()], [FLOATS_64]), {}, OK.NOT_FOUND,
      "unknown model"),
+    ("unknown-model-without-data", "ModelInfer", infer_message("no_such_model", [tensor("x", shape=(1,))]), {},
+     OK.NOT_FOUND, "unknown model"),
     ("invalid-tier", "ModelInfer", infer_message(inputs=[tensor()], raw=[FLOATS_64]), {"x-sla-tier": "platinum"},
      OK.INVALID_ARGUMENT, "invalid x-sla-tier"),
     ("too-large", "ModelInfer", infer_message(inputs=[tensor()], raw=[b"\0" * MAX_BODY]), {},

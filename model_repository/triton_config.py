@@ -51,12 +51,12 @@ class Target:
 
 @dataclass(frozen=True)
 class TierSharing:
-    """Priority levels and queue policies (``router_lib.priority``) for every dynamically batched
-    model of the repository, and ``max_batch``: the batch the accelerated step is capped at
+    """Priority levels and queue policies (``router_lib.priority``; None: one FIFO queue) for every
+    dynamically batched model of the repository, and ``max_batch``: the batch the accelerated step is capped at
     (``preferred_batch_size``) so that a gold request's head-of-line wait fits its bound
     (``router_lib.priority.largest_batch_within``); None: no cap."""
 
-    priorities: TierPriorities
+    priorities: TierPriorities | None
     max_batch: int | None = None
 
     def __post_init__(self) -> None:
@@ -72,13 +72,14 @@ def apply_tier_sharing(cfg: mc.ModelConfig, sharing: TierSharing | None, *, cap_
     if sharing is None:
         return
     batching = cfg.dynamic_batching
-    batching.priority_levels = sharing.priorities.levels
-    batching.default_priority_level = sharing.priorities.default_level
-    for policy in sharing.priorities.policies:
-        queue = batching.priority_queue_policy[policy.level]
-        queue.timeout_action = mc.ModelQueuePolicy.REJECT
-        queue.max_queue_size = policy.max_queue_size
-        queue.default_timeout_microseconds = round(policy.timeout_ms * 1000) if policy.timeout_ms else 0
+    if sharing.priorities is not None:
+        batching.priority_levels = sharing.priorities.levels
+        batching.default_priority_level = sharing.priorities.default_level
+        for policy in sharing.priorities.policies:
+            queue = batching.priority_queue_policy[policy.level]
+            queue.timeout_action = mc.ModelQueuePolicy.REJECT
+            queue.max_queue_size = policy.max_queue_size
+            queue.default_timeout_microseconds = round(policy.timeout_ms * 1000) if policy.timeout_ms else 0
     if cap_batch and sharing.max_batch is not None and sharing.max_batch < cfg.max_batch_size:
         # With max_queue_delay 0 the batcher sends the largest preferred size it can form.
         batching.preferred_batch_size[:] = [sharing.max_batch]

@@ -1,4 +1,4 @@
--- Tier admission at the edge (xds_server/overload.py fills the %(...)s slots; docs/overload.md).
+-- Tier admission at the edge (xds_server/overload.py fills the %%(name)s slots; docs/overload.md).
 -- Request: write the KServe v2 "priority" request parameter from the tier, so every tier reaches
 --   the same Triton scheduler at its own priority level (REST: into the JSON header's top-level
 --   "parameters", last, so it wins over one the client sent; gRPC: a map entry appended to the

@@ -42,11 +42,13 @@ import yaml
 from benchmarks.xds.common import percentile
 from benchmarks.xds.envoy_variants import Variant, apply, bootstrap_for, http_filters, one_at_a_time
 from benchmarks.xds.grpc_loadgen import ClosedLoop, PhaseResult, model_infer_request
+from benchmarks.xds.shipped_chain import shipped_chain
 from xds_server import EnvoyProcess, PoolEndpoints, RouteWeights, XdsServer, build_snapshot, validate_bootstrap
 from xds_server.bootstrap import envoy_bootstrap
 from xds_server.inputs import DataPlaneSettings, Endpoint
 from xds_server.naming import GRPC_LISTENER
 from xds_server.testbed import free_port
+from xds_server.tracing import with_collector
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("digits_classifier", "text_embedding")
@@ -88,18 +90,23 @@ def cpu_s(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def pin(pids: list[int], cpus: set[int]) -> None:
-    """Every thread of these processes onto ``cpus`` (threads started later inherit the mask)."""
+def _threads(pids: list[int]) -> list[int]:
+    tids = []
     for pid in pids:
         try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
         except OSError:
             continue
-        for tid in tids:
-            try:
-                os.sched_setaffinity(tid, cpus)
-            except OSError:
-                pass
+    return tids
+
+
+def renice(pids: list[int], nice: int) -> None:
+    """Every thread of these processes to ``nice`` (Linux schedules threads; new ones inherit it)."""
+    for tid in _threads(pids):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:
+            pass
 
 
 # -- the system under test -------------------------------------------------------------------------
@@ -115,14 +122,6 @@ class EnvoyPath:
         self.xds.stop()
 
 
-def platform_settings(fleet: Any, **ports: int) -> DataPlaneSettings:
-    """The data-plane settings the control server builds from the fleet file (control/__main__.py)."""
-    from control.server import dataplane_settings
-    from router_lib.policy_types import PolicySettings
-
-    return dataplane_settings(fleet, PolicySettings(**fleet.routing), **ports)
-
-
 def start_envoy_path(variant: Variant, settings: DataPlaneSettings, pools: list[PoolEndpoints],
                      routes: list[RouteWeights], workdir: Path) -> EnvoyPath:
     """An ADS server and an Envoy serving ``variant`` of the snapshot built from these inputs, on
@@ -136,8 +135,9 @@ def start_envoy_path(variant: Variant, settings: DataPlaneSettings, pools: list[
     xds_port = xds.start()
     slug = variant.name.replace(" ", "_").replace(".", "_")
     path = workdir / f"envoy-{slug}.yaml"
-    path.write_text(yaml.safe_dump(bootstrap_for(envoy_bootstrap(node_id=f"bench-{slug}", xds_port=xds_port),
-                                                 variant), sort_keys=False))
+    # The platform's bootstrap, with the collector cluster when the edge traces (xds_server.bootstrap).
+    bootstrap = with_collector(envoy_bootstrap(node_id=f"bench-{slug}", xds_port=xds_port), settings.tracing)
+    path.write_text(yaml.safe_dump(bootstrap_for(bootstrap, variant), sort_keys=False))
     validate_bootstrap(path)
     envoy = EnvoyProcess(path, concurrency=variant.concurrency, log_path=workdir / f"envoy-{slug}.log")
     xds.set_snapshot(snapshot)
@@ -199,14 +199,16 @@ def summarise(phases: list[dict[str, Any]], paths: list[str]) -> dict[str, Any]:
 
 
 def measure_model(model: str, *, triton_grpc: str, triton_pid: int, envoys: list[EnvoyPath], seconds: float,
-                  repeats: int, connections: int, progress: Callable[[str], None]) -> dict[str, Any]:
+                  repeats: int, connections: int, progress: Callable[[str], None],
+                  credentials: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     payload = model_infer_request(model)
     # The tier header as a gold client sends it; x-model for the variant without the Lua filter
     # (with it, the filter removes the client's value and writes the body's, the same name here).
+    # The credentials (a bearer token) go to Envoy only: Triton itself authenticates nobody.
     metadata = (("x-sla-tier", "gold"), ("x-model", model))
     loops: dict[str, tuple[ClosedLoop, list[int]]] = {"direct": (ClosedLoop(triton_grpc, payload, metadata, connections), [])}
     for e in envoys:
-        loops[e.variant.name] = (ClosedLoop(f"127.0.0.1:{e.grpc_port}", payload, metadata, connections),
+        loops[e.variant.name] = (ClosedLoop(f"127.0.0.1:{e.grpc_port}", payload, (*metadata, *credentials), connections),
                                  [e.envoy.pid or 0])
     for name, (loop, _) in loops.items():
         try:
@@ -254,9 +256,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="also compare direct and shipped at this many connections (0: skip)")
     parser.add_argument("--concurrency", type=int, default=2,
                         help="Envoy worker threads of the shipped variant (the local platform's)")
-    parser.add_argument("--pin", action="store_true",
-                        help="Triton (with its stubs) alone on CPU 1, the client and every Envoy on CPU 0, as when "
-                             "the model server has its own cores (a pod's CPU request); default: all share both")
+    for part in ("auth", "validation", "tracing", "overload"):
+        parser.add_argument(f"--no-{part}", action="store_true", help=f"build the shipped chain without {part}")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run Triton, every Envoy and the client at this nice value (e.g. -5 as root): on a "
+                             "machine shared with other work, the measured processes then get the CPU first")
     parser.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -269,10 +273,17 @@ def main(argv: list[str] | None = None) -> None:
 
     supervisor, fleet, replica = start_triton(workdir)
     envoys: list[EnvoyPath] = []
+    shipped = None
     try:
         pool = PoolEndpoints(pool="cpu", accelerator="cpu", emulated=False, models=MODELS,
                              replicas=(Endpoint("127.0.0.1", replica.http_port, replica.grpc_port),))
-        settings = platform_settings(fleet)
+        from model_repository.definitions import load_models
+
+        shipped = shipped_chain(fleet, {m: d for m, d in load_models().items() if m in MODELS}, workdir,
+                                auth=not args.no_auth, validation=not args.no_validation,
+                                tracing=not args.no_tracing, overload=not args.no_overload)
+        settings, chain_parts = shipped.settings, shipped.parts
+        progress(f"shipped parts: {', '.join(chain_parts) or 'none'}")
         routes = [RouteWeights.of(m, t, (("cpu", settings.total_weight),)) for m in MODELS for t in settings.tiers]
         reference = build_snapshot([pool], routes, settings)
         chain = http_filters(reference, GRPC_LISTENER)
@@ -284,23 +295,26 @@ def main(argv: list[str] | None = None) -> None:
         for v in variants:
             envoys.append(start_envoy_path(v, settings, [pool], routes, workdir))
             progress(f"envoy '{v.name}' ready (pid {envoys[-1].envoy.pid}, {v.concurrency} workers)")
-        if args.pin:
-            pin(process_tree(replica.pid), {1})
-            pin([os.getpid(), *(e.envoy.pid or 0 for e in envoys)], {0})
+        if args.nice:
+            renice([*process_tree(replica.pid), os.getpid(), *(e.envoy.pid or 0 for e in envoys)], args.nice)
         by_model = {}
         for model in models:
             by_model[f"{model} x{args.connections}"] = measure_model(
                 model, triton_grpc=f"127.0.0.1:{replica.grpc_port}", triton_pid=replica.pid, envoys=envoys,
-                seconds=args.seconds, repeats=args.repeats, connections=args.connections, progress=progress)
+                seconds=args.seconds, repeats=args.repeats, connections=args.connections, progress=progress,
+                credentials=shipped.client_metadata)
             if args.latency_connections:
                 # The hop alone, without queueing behind the client's other requests: direct vs shipped only.
                 by_model[f"{model} x{args.latency_connections}"] = measure_model(
                     model, triton_grpc=f"127.0.0.1:{replica.grpc_port}", triton_pid=replica.pid,
                     envoys=[e for e in envoys if e.variant.name == "shipped"], seconds=args.seconds,
-                    repeats=args.repeats, connections=args.latency_connections, progress=progress)
+                    repeats=args.repeats, connections=args.latency_connections, progress=progress,
+                    credentials=shipped.client_metadata)
     finally:
         for e in envoys:
             e.stop()
+        if shipped is not None:
+            shipped.stop()
         supervisor.stop()
     document = {
         "benchmark": "envoy_overhead",
@@ -309,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         "command": "PYTHONPATH=. .venv/bin/python -m benchmarks.xds.envoy_overhead "
                    f"--seconds {args.seconds:g} --repeats {args.repeats} --connections {args.connections} "
                    f"--latency-connections {args.latency_connections} "
-                   f"--concurrency {args.concurrency}" + (" --pin" if args.pin else "") + (f" --only '{args.only}'" if args.only else ""),
+                   f"--concurrency {args.concurrency}" + "".join(f" --no-{p}" for p in ("auth", "validation", "tracing", "overload")
+                           if getattr(args, f"no_{p}")) + (f" --nice {args.nice}" if args.nice else "") + (f" --only '{args.only}'" if args.only else ""),
         "shipped_grpc_chain": chain,
         "variants": [{"name": v.name, "concurrency": v.concurrency, "without_filters": sorted(v.without_filters),
                       "without_hcm_fields": sorted(v.without_hcm_fields),
@@ -317,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
                       "without_cluster_fields": sorted(v.without_cluster_fields), "bootstrap_change": v.bootstrap_change,
                       "note": v.note} for v in variants],
         "seconds_per_phase": args.seconds, "repeats": args.repeats, "connections": args.connections,
-        "pinned": args.pin,
+        "nice": args.nice, "shipped_parts": list(chain_parts),
         "models": by_model,
     }
     args.out.mkdir(parents=True, exist_ok=True)

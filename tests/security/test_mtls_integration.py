@@ -9,11 +9,13 @@ loopback.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import ipaddress
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -240,3 +242,77 @@ def test_certificates_are_short_lived(stack):
     assert problem == ""
     now = dt.datetime.now(dt.UTC)
     assert all(dt.timedelta(days=6) < i.left(now) <= dt.timedelta(days=7) for i in infos), infos
+
+
+def _wait_for_stat(envoy: EnvoyProcess, name: str, timeout_s: float = 15.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = _stat(envoy, name)
+        except (AssertionError, OSError):  # admin not up yet, or the counter not created yet
+            value = 0
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{name} stayed 0 for {timeout_s}s:\n{envoy.admin_get('/stats?filter=ssl')}")
+
+
+@pytest.mark.parametrize("impostor, refusal", [
+    ("replica-certificate", "ssl.fail_verify_san"),  # same CA, but named triton.inference.local
+    ("another-ca", "ssl.fail_verify_error"),
+])
+def test_envoy_refuses_a_server_squatting_on_the_xds_port(stack, tmp_path, impostor, refusal):
+    """A process holding the control server's port (say, while the control server restarts) is
+    refused by Envoy: it gets no stream, Envoy gets no config from it."""
+    identity = (stack.certs.identity(Role.TRITON) if impostor == "replica-certificate"
+                else CertDir(_other_ca_identity().cert.parent).identity(Role.XDS_SERVER))
+    squatter = XdsServer(port=0, tls=identity)
+    squatter.start()
+    envoy = None
+    try:
+        squatter.set_snapshot(build_snapshot([], [], stack.settings))
+        bootstrap = write_envoy_bootstrap(tmp_path / "envoy.yaml", node_id="envoy-squatted", xds_port=squatter.port,
+                                          xds_tls=UpstreamTls.to(Role.XDS_SERVER, stack.certs))
+        envoy = EnvoyProcess(bootstrap, concurrency=1, log_path=tmp_path / "envoy.log").start()
+        _wait_for_stat(envoy, f"cluster.xds_cluster.{refusal}")
+        assert squatter.status() == []
+        assert _stat(envoy, "cluster.xds_cluster.ssl.handshake") == 0
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        squatter.stop()
+
+
+def test_envoy_refuses_a_server_squatting_on_a_replicas_grpc_port(stack, tmp_path):
+    """A gRPC server with a certificate of the right CA but not a replica's name (the control
+    server's) stands where the snapshot says a replica is: Envoy's requests fail verification and
+    never reach it."""
+    squatter = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+    from xds_server.tls import grpc_server_credentials
+
+    port = squatter.add_secure_port("127.0.0.1:0", grpc_server_credentials(stack.certs.identity(Role.XDS_SERVER)))
+    squatter.start()
+    xds = XdsServer(port=0, tls=stack.certs.identity(Role.XDS_SERVER))
+    xds.start()
+    envoy = None
+    try:
+        settings = DataPlaneSettings(http_port=free_port(), grpc_port=free_port(),
+                                     upstream_tls=UpstreamTls.to(Role.TRITON, stack.certs))
+        pool = PoolEndpoints(pool="cpu", accelerator="cpu", emulated=False, models=(MODEL,),
+                             replicas=(Endpoint("127.0.0.1", stack.triton.ports.http, port),))
+        version = xds.set_snapshot(build_snapshot([pool], even_routes([pool], settings), settings))
+        bootstrap = write_envoy_bootstrap(tmp_path / "envoy.yaml", node_id="envoy-replica-squatted", xds_port=xds.port,
+                                          xds_tls=UpstreamTls.to(Role.XDS_SERVER, stack.certs))
+        envoy = EnvoyProcess(bootstrap, concurrency=1, log_path=tmp_path / "envoy.log").start().wait_ready(30)
+        assert xds.wait_acked(version, timeout_s=10)
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{settings.grpc_port}")
+        inp = grpcclient.InferInput("float_input", [1, 64], "FP32")
+        inp.set_data_from_numpy(_digits())
+        with pytest.raises(InferenceServerException):
+            client.infer(MODEL, [inp], client_timeout=10)
+        assert _wait_for_stat(envoy, f"cluster.{cluster_name(MODEL, 'cpu', 'grpc')}.ssl.fail_verify_san") >= 1
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        xds.stop()
+        squatter.stop(0)

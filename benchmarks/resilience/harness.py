@@ -309,3 +309,23 @@ def summarize(outcomes: list[Outcome], *, warmup_s: float = 0.0) -> dict[str, Ti
 
 def median_spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
+
+
+def capacity_per_s(bed: Bed, pool: str) -> float:
+    """Requests per second one replica of ``pool`` completes at its capped batch (platform time
+    is dilated: this is the real-time rate the load generator must offer)."""
+    spec = bed.fleet.pool(pool)
+    profile = bed.fleet.profile(MODEL, spec.accelerator)
+    assert profile is not None
+    batch = bed.supervisor.sharing[pool].max_batch or profile.max_batch_size
+    return batch * 1000.0 / profile.latency_ms(batch)
+
+
+def bound_ms(bed: Bed, tier: str) -> float | None:
+    return bed.fleet.tiers.get(tier).p99_ms
+
+
+def within_bound(summary: TierSummary, outcomes: list[Outcome], bound: float, warmup_s: float = 0.0) -> float:
+    """Share of the tier's requests answered 200 within ``bound`` ms (anything else misses)."""
+    mine = [o for o in outcomes if o.tier == summary.tier and o.sent_s >= warmup_s]
+    return sum(1 for o in mine if o.status == 200 and o.latency_ms <= bound) / len(mine) if mine else 0.0

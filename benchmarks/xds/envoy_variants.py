@@ -59,6 +59,12 @@ def http_filters(snapshot: Snapshot, listener: str) -> list[str]:
     return [f.name for name, hcm in _hcms(snapshot) if name == listener for f in hcm.http_filters]
 
 
+def lua_filters(snapshot: Snapshot, listener: str) -> list[str]:
+    """Those of them that are Lua scripts (whatever their name)."""
+    return [f.name for name, hcm in _hcms(snapshot) if name == listener for f in hcm.http_filters
+            if f.typed_config.type_url == protos.LUA_TYPE]
+
+
 def hcm_fields_set(snapshot: Snapshot, listener: str) -> list[str]:
     """Which of ``HCM_COST_FIELDS`` the listener's connection manager sets."""
     found = []
@@ -168,6 +174,10 @@ def one_at_a_time(snapshot: Snapshot, listener: str, *, concurrency: int, bootst
                                 without_filters=frozenset({f})))
     for f in fields:
         variants.append(Variant(f"without hcm.{f}", concurrency, without_hcm_fields=frozenset({f})))
+    scripts = lua_filters(snapshot, listener)
+    if len(scripts) > 1:
+        variants.append(Variant("without any Lua filter", concurrency, without_filters=frozenset(scripts),
+                                note="every Lua script off at once (" + ", ".join(scripts) + ")"))
     if filters or fields:
         variants.append(Variant("router only", concurrency, without_filters=frozenset(filters),
                                 without_hcm_fields=frozenset(fields), note="no filter but the router"))

@@ -86,14 +86,19 @@ def _fmt(s: dict[str, float], digits: int = 2, sign: bool = False) -> str:
     return f"{f.format(s['median'])} ({f.format(s['min'])} .. {f.format(s['max'])})"
 
 
-def markdown(raw: dict[str, Any], summary: dict[str, Any]) -> str:
+def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> str:
     lines = [
         "# Envoy overhead on the data path (issue 16, item 7)",
+        "",
+        *([notes.strip(), ""] if notes else []),
+        "## How it was measured",
         "",
         f"Measured {raw['date_utc']} on {raw['machine']}: the client, Envoy and Triton share these 2 cores, "
         "and other sessions ran tests and benchmarks on the same machine during the run "
         f"(1-minute load average {_fmt(summary['load_average_1m'])} over the phases). Figures are the median "
-        "over repeats, with the min .. max over repeats in brackets; each repeat compares its own phases.",
+        "over repeats, with the min .. max over repeats in brackets; each repeat compares its own phases."
+        + (f" Triton, every Envoy and the client ran at nice {raw['nice']}, so that they, not the other sessions' "
+           "work, got the CPU first (direct and Envoy paths alike)." if raw.get("nice") else ""),
         "",
         f"Command: `{raw['command']}`, then `PYTHONPATH=. .venv/bin/python -m benchmarks.xds.overhead_report`.",
         "",
@@ -101,11 +106,12 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any]) -> str:
         "serving `digits_classifier` (ONNX RandomForest, sub-millisecond) and `text_embedding` (the MiniLM "
         "ensemble: tokenizer + ONNX). Nothing emulated.",
         f"- Envoy: the configuration the platform ships, built by `xds_server.build_snapshot` with the control "
-        f"server's settings and `xds_server.bootstrap`; gRPC listener chain `{raw['shipped_grpc_chain']}`. "
+        f"server's settings and `xds_server.bootstrap` ({', '.join(raw.get('shipped_parts', [])) or 'no edge parts'}); "
+        f"gRPC listener chain `{raw['shipped_grpc_chain']}`. "
         "Each variant removes one part and runs as its own Envoy beside the others; phases rotate through all "
         f"paths in every repeat ({raw['repeats']} repeats x {raw['seconds_per_phase']:g} s per path and model).",
         f"- Load: `benchmarks/xds/grpc_loadgen.py`, closed loop, {raw['connections']} persistent HTTP/2 connections, "
-        "one request in flight each, `x-sla-tier: gold`. The request is serialised once and sent as raw bytes "
+        f"one request in flight each, `x-sla-tier: {raw.get('tier', 'gold')}`. The request is serialised once and sent as raw bytes "
         "through grpcio's C core: no protobuf or numpy work per request in Python. It is still a Python "
         "client (no C-speed KServe load generator installs from PyPI here) and it competes with Envoy for "
         "the two cores: its CPU per request is in the tables.",
@@ -194,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     raw = json.loads((out / "raw.json").read_text())
     summary = build_summary(raw)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "README.md").write_text(markdown(raw, summary))
+    notes = out / "notes.md"  # the analysis, written by hand after reading the figures
+    (out / "README.md").write_text(markdown(raw, summary, notes.read_text() if notes.exists() else ""))
     plot(raw, out / "overhead.png")
     print((out / "README.md").read_text())
 

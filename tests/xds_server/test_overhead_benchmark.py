@@ -8,7 +8,15 @@ from __future__ import annotations
 import pytest
 from tritonclient.grpc import service_pb2
 
-from benchmarks.xds.envoy_variants import ROUTER, Variant, apply, bootstrap_for, http_filters, one_at_a_time
+from benchmarks.xds.envoy_variants import (
+    ROUTER,
+    Variant,
+    apply,
+    bootstrap_for,
+    http_filters,
+    lua_filters,
+    one_at_a_time,
+)
 from benchmarks.xds.grpc_loadgen import ClosedLoop, model_infer_request
 from benchmarks.xds.overhead_report import build_summary, part_costs
 from xds_server import build_snapshot, protos
@@ -149,3 +157,22 @@ def test_every_variant_of_the_shipped_chain_is_accepted_by_envoy_and_serves(tmp_
         for path in started:
             path.stop()
         pool.stop()
+
+
+def test_with_several_lua_filters_one_variant_turns_them_all_off():
+    import dataclasses
+
+    from model_repository.definitions import load_models
+    from xds_server import DataPlaneSettings
+    from xds_server.edge_settings import EdgeSettings, EdgeValidation
+    from xds_server.edge_validation import schemas_from_models
+
+    settings = dataclasses.replace(DataPlaneSettings(), edge=EdgeSettings(
+        validation=EdgeValidation(enabled=True, models=schemas_from_models(load_models()))))
+    snapshot = build_snapshot(three_pools(), tiered_routes(), settings)
+    scripts = lua_filters(snapshot, GRPC_LISTENER)
+    assert len(scripts) >= 2
+    (all_off,) = [v for v in one_at_a_time(snapshot, GRPC_LISTENER, concurrency=2, bootstrap={})
+                  if v.name == "without any Lua filter"]
+    assert not set(lua_filters(apply(snapshot, all_off), GRPC_LISTENER))
+    assert "without any Lua filter" not in {v.name for v in _variants()}  # one script: nothing to add

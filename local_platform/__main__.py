@@ -158,6 +158,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     info = json.loads(info_path.read_text())
     print(f"HTTP {info['http_endpoint']}  gRPC {info['grpc_endpoint']}  control {info['control_admin']}")
+    if info.get("mtls"):
+        from xds_server.certs import status_line
+
+        print(status_line(Path(info["mtls"])))
     code = 0
     try:
         status = http_json(f"{info['control_admin']}/status", timeout_s=5)

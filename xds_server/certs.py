@@ -218,6 +218,19 @@ def ensure_certs(out: Path, *, valid_days: float = DEFAULT_VALID_DAYS,
     return CertReport(out, bool(reason), reason, tuple(infos))
 
 
+def status_line(out: Path, now: dt.datetime | None = None) -> str:
+    """One line for ``make status``: when the running platform's certificates expire, or what is
+    wrong with them (nothing reloads them: a running platform fails new handshakes after expiry)."""
+    now = now or _now()
+    infos, problem = inspect(out, now, renew_within=dt.timedelta(0))
+    if problem:
+        return f"mTLS: certificates in {out}: {problem}; run `make certs` and restart the platform"
+    first = min(c.not_after for c in infos)
+    days = (first - now).total_seconds() / 86400
+    warn = "  (renew soon: `make certs`, then restart)" if days < DEFAULT_RENEW_WITHIN_DAYS else ""
+    return f"mTLS: on, certificates in {out} valid until {first:%Y-%m-%d %H:%M} UTC ({days:.1f} days){warn}"
+
+
 def describe(report: CertReport, now: dt.datetime | None = None) -> str:
     now = now or _now()
     state = f"made anew ({report.reason})" if report.renewed else "kept (valid)"

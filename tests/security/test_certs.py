@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from xds_server.certs import ensure_certs, inspect, main
+from xds_server.certs import ensure_certs, inspect, main, status_line
 from xds_server.tls import CertDir, MtlsConfigError, Role
 
 
@@ -141,3 +141,13 @@ def test_platforms_starting_together_end_with_one_consistent_set(tmp_path):
         reports = list(pool.map(lambda _: ensure_certs(tmp_path / "shared"), range(6)))
     assert sum(r.renewed for r in reports) == 1  # the others found the first one's set valid
     assert inspect(tmp_path / "shared")[1] == ""
+
+
+def test_the_status_line_says_when_the_certificates_expire_and_when_to_renew(certs):
+    now = dt.datetime.now(dt.UTC)
+    assert "valid until" in status_line(certs.root, now) and "renew soon" not in status_line(certs.root, now)
+    assert "renew soon" in status_line(certs.root, now + dt.timedelta(days=6.5))
+    expired = status_line(certs.root, now + dt.timedelta(days=8))
+    assert "expires at" in expired and "run `make certs` and restart" in expired
+    (certs.root / "envoy.key").unlink()
+    assert "envoy.key is missing" in status_line(certs.root, now)

@@ -36,7 +36,7 @@ from router_lib.policy_types import PolicySettings
 from xds_server.edge_config import edge_settings_for
 from xds_server.edge_validation import schemas_from_models
 from xds_server.server import XdsServer
-from xds_server.tls import CertDir, Role, UpstreamTls
+from xds_server.tls import CertDir, MtlsConfigError, Role, UpstreamTls
 
 log = logging.getLogger("control")
 
@@ -230,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give exactly one of --state (a file) and --state-configmap")
     if args.lease_file is not None and args.k8s_lease is not None:
         ap.error("give at most one of --lease-file and --k8s-lease")
+    if args.mtls_dir is not None:
+        try:
+            CertDir(args.mtls_dir).check()
+        except MtlsConfigError as e:
+            ap.error(f"--mtls-dir: {e}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(args)
 

@@ -107,3 +107,14 @@ def test_triton_requires_client_certificates_on_grpc_only_when_asked(tmp_path):
                                     "--grpc-root-cert=/c/ca.crt"]
     for address in ("--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"):
         assert address in secured
+
+
+def test_the_control_server_refuses_an_mtls_dir_without_certificates_naming_the_fix(tmp_path, capsys):
+    from control.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--runtime", str(tmp_path / "runtime.json"), "--state", str(tmp_path / "state.json"),
+              "--mtls-dir", str(tmp_path / "certs")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--mtls-dir: xds-server:" in err and "ca.crt is missing" in err and "python -m xds_server.certs" in err

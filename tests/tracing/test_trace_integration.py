@@ -10,6 +10,7 @@ the ensemble -> each step -> compute.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Iterator
@@ -50,6 +51,20 @@ class TracedPlane:
     triton: TritonProcess
     envoy: EnvoyProcess
     settings: DataPlaneSettings
+    xds: XdsServer
+    pools: list[PoolEndpoints]
+
+    def publish(self, settings: DataPlaneSettings) -> None:
+        """New settings over ADS; returns once Envoy ACKed them."""
+        version = self.xds.set_snapshot(build_snapshot(self.pools, even_routes(self.pools, settings), settings))
+        assert self.xds.wait_acked(version, 10), "Envoy did not ACK the new listeners"
+        self.settings = settings
+
+    def envoy_counter(self, name: str) -> int:
+        for line in self.envoy.admin_get("/stats?filter=" + name).splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split(":", 1)[1])
+        return 0
 
     def spans_of(self, trace_id: str, *, services: set[str], timeout_s: float = 30.0) -> Trace:
         """Wait until the receiver holds spans of ``trace_id`` from every one of ``services``
@@ -91,7 +106,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator
             validate_bootstrap(bootstrap)
             envoy = EnvoyProcess(bootstrap, concurrency=1, log_path=root / "envoy.log")
             envoy.start().wait_ready(timeout_s=30)
-            yield TracedPlane(receiver, triton, envoy, dataplane)
+            yield TracedPlane(receiver, triton, envoy, dataplane, xds, pools)
         finally:
             if envoy is not None:
                 envoy.stop()
@@ -170,3 +185,26 @@ def test_a_request_without_trace_context_starts_a_trace_at_the_edge(plane: Trace
             return
         time.sleep(0.2)
     raise AssertionError(f"no linked trace for x-request-id {request_id}")
+
+
+def test_at_zero_sampling_a_client_can_still_ask_for_a_trace_with_x_client_trace_id(plane: TracedPlane) -> None:
+    """Envoy does not follow a ``traceparent``'s sampled flag: the edge decides (random_sampling).
+    ``x-client-trace-id`` is Envoy's way for a client to ask for its request to be traced
+    (``client_sampling``, 100%): how an operator traces one slow request on a platform sampling 1%.
+    Runs last in this module: it turns random sampling off."""
+    assert plane.settings.tracing is not None
+    plane.publish(dataclasses.replace(plane.settings, tracing=dataclasses.replace(plane.settings.tracing,
+                                                                                   sample_ratio=0.0)))
+    url = f"http://127.0.0.1:{plane.settings.http_port}/v2/models/digits_classifier/infer"
+    body = {"inputs": [{"name": "float_input", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]}
+    sampled_before = plane.envoy_counter("http.http.tracing.random_sampling")
+    _, _, unsampled = _traceparent()
+    assert requests.post(url, json=body, headers={"traceparent": unsampled}, timeout=30).status_code == 200
+    assert plane.envoy_counter("http.http.tracing.random_sampling") == sampled_before, "0% traced nothing at random"
+
+    trace_id, client_span, traceparent = _traceparent()
+    r = requests.post(url, json=body, headers={"traceparent": traceparent, "x-client-trace-id": "debug-1"}, timeout=30)
+    assert r.status_code == 200
+    trace = plane.spans_of(trace_id, services={ENVOY_SERVICE, TRITON_SERVICE})
+    edge = trace.edge_span()
+    assert edge is not None and edge["parent_span_id"] == client_span

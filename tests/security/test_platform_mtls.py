@@ -95,3 +95,26 @@ def test_admin_metrics_and_serving_ports_of_every_process_listen_on_loopback_onl
         assert addresses, name
         for address in addresses:
             assert ipaddress.ip_address(address.rsplit(":", 1)[0]).is_loopback, f"{name} listens on {address}"
+
+
+def test_envoy_reconnects_over_mtls_to_the_restarted_control_server(platform):
+    """A crashed control server is restarted by the supervision with the same certificates; Envoy's
+    new ADS stream is a new mTLS handshake, and the snapshot in force is ACKed on it."""
+    import os
+    import signal
+
+    before = _stat(platform.envoy, "cluster.xds_cluster.ssl.handshake")
+    old_pid = platform.control.pid
+    os.kill(old_pid, signal.SIGKILL)
+
+    def reconnected() -> bool:
+        try:
+            return (platform.control is not None and platform.control.pid != old_pid
+                    and _stat(platform.envoy, "cluster.xds_cluster.ssl.handshake") > before
+                    and platform._envoy_acked())
+        except OSError:  # the new server's admin is not up yet
+            return False
+
+    platform.wait_for(reconnected, 60, "Envoy's ADS stream to the restarted control server, over mTLS, ACKed")
+    assert _stat(platform.envoy, "cluster.xds_cluster.ssl.connection_error") == 0
+    test_envoy_serves_grpc_end_to_end_over_mtls(platform)

@@ -84,6 +84,9 @@ class LocalPlatform:
     # mTLS between Envoy, the control server and Triton's gRPC ports (docs/security.md): the
     # certificate directory, made or renewed here if needed (idempotent); None: plaintext.
     mtls_dir: Path | None = None
+    # The edge (docs/edge.md): an edge.yaml (e.g. closed mode with JWT); None: open mode with strict
+    # validation of every inference request against the models' schemas.
+    edge_config: Path | None = None
 
     def __post_init__(self) -> None:
         self.cert_dir = CertDir(ensure_certs(self.mtls_dir).out) if self.mtls_dir is not None else None
@@ -211,6 +214,7 @@ class LocalPlatform:
             cmd.append(f"--desired={self.desired_path}")
         if self.cert_dir is not None:
             cmd.append(f"--mtls-dir={self.cert_dir.root}")
+        cmd.append(f"--edge-config={self.edge_config}" if self.edge_config is not None else "--edge-validate")
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
         with open(log_path, "ab") as logf:
             return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

@@ -187,3 +187,16 @@ def test_good_bytes_requests_pass_on_both_protocols(plane):
                       timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["outputs"][0]["shape"] == [2, 384]
+
+
+def test_tritonclient_binary_rest_requests_pass(plane):
+    """tritonclient's HTTP client sends tensors with the binary extension by default."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(plane.http_url)
+    digits = httpclient.InferInput("float_input", [3, 64], "FP32")
+    digits.set_data_from_numpy(np.full((3, 64), 0.5, dtype=np.float32))
+    assert client.infer("digits_classifier", [digits]).as_numpy("label").shape == (3, 1)
+    text = httpclient.InferInput("TEXT", [2, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[b"one"], [b"two"]], dtype=object))
+    assert client.infer("text_embedding", [text]).as_numpy("EMBEDDING").shape == (2, 384)

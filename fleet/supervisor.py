@@ -156,12 +156,30 @@ class FleetSupervisor:
                 started.append(p)
                 self.lifecycle.event(p.name, "triton", "started", f"pool {name}", pid=p.pid)
         for p in started:
-            p.wait_ready(timeout_s)
+            self._wait_ready_or_move(p, timeout_s)
         for name in names:
             self._notify(name)
         if self._monitor is None:
             self._monitor = threading.Thread(target=self._watch, name="fleet-monitor", daemon=True)
             self._monitor.start()
+
+    def _wait_ready_or_move(self, p: TritonProcess, timeout_s: float, tries: int = 3) -> None:
+        """Wait for a first start; a replica that exits at once (on a shared machine another
+        process can take a port between our pick and Triton's bind: "already in use") is started
+        again on new ports, up to ``tries`` times in all."""
+        for attempt in range(1, tries + 1):
+            try:
+                p.wait_ready(timeout_s)
+                return
+            except RuntimeError as e:  # exited; a TimeoutError (never ready) is not a port clash
+                if attempt == tries:
+                    raise
+                log.warning("replica %s exited at start (%s); again on new ports", p.name, str(e).splitlines()[0])
+                self.lifecycle.event(p.name, "triton", "restart-failed", f"start {attempt}: exited", pid=p.pid)
+                p.cleanup()
+                p.ports = Ports.pick()
+                p.start()
+                self.lifecycle.event(p.name, "triton", "started", f"on new ports (start {attempt + 1})", pid=p.pid)
 
     def _new_process(self, pool: PoolSpec, index: int, repo: Path, ports: Ports | None = None) -> TritonProcess:
         name = f"{pool.name}-{index}"

@@ -83,7 +83,7 @@ def test_ctrl_c_to_the_process_group_of_make_up_drains_every_pool_then_stops_env
     with open(out, "wb") as f:
         up = subprocess.Popen([sys.executable, "-m", "local_platform", "up", "--fleet", str(FLEET), "--workdir",
                                str(workdir), "--artifacts", str(artifacts), "--http-port", "0", "--grpc-port", "0",
-                               "--no-prometheus"],
+                               "--no-prometheus", "--mtls-dir", str(tmp_path / "certs")],  # up's default: mTLS on
                               stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:

@@ -6,8 +6,10 @@ Side by side in one run, against one real Triton replica (the local fleet's real
 * ``direct``: the client to Triton's gRPC port;
 * ``shipped``: through Envoy configured exactly as the platform ships it: the listeners, routes and
   clusters come from ``xds_server.build_snapshot`` with the control server's own settings
-  (``control.server.dataplane_settings``), the bootstrap from ``xds_server.bootstrap``, the worker
-  count from ``--concurrency`` (the local platform's);
+  (``control.server.dataplane_settings``) and the edge parts issue 16 says ship on
+  (``benchmarks.xds.shipped_chain``: closed JWT authentication, strict validation, tracing,
+  per-tier admission), the bootstrap from ``xds_server.bootstrap``, the worker count the local
+  platform gives Envoy (``shared_host_concurrency``);
 * one variant per part of the chain with only that part removed (each HTTP filter, each costly HCM
   field such as tracing or access logs), the chain off (router only), stats off, the other worker
   count (``benchmarks.xds.envoy_variants``).  Filters other sessions add to the platform appear here
@@ -19,7 +21,8 @@ machine reaches every path alike.  The figures are the median over repeats of ea
 comparison with that repeat's direct phase, with the min-max spread.  CPU time per request of
 Envoy, Triton (with its stub processes) and the client is read from /proc around each phase.
 
-    PYTHONPATH=. .venv/bin/python -m benchmarks.xds.envoy_overhead [--seconds 3 --repeats 5]
+    PYTHONPATH=. .venv/bin/python -m benchmarks.xds.envoy_overhead [--seconds 1.5 --repeats 6]
+    PYTHONPATH=. .venv/bin/python -m benchmarks.xds.overhead_report      # README.md, summary.json, PNG
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from benchmarks.xds.grpc_loadgen import ClosedLoop, PhaseResult, model_infer_req
 from benchmarks.xds.shipped_chain import shipped_chain
 from xds_server import EnvoyProcess, PoolEndpoints, RouteWeights, XdsServer, build_snapshot, validate_bootstrap
 from xds_server.bootstrap import envoy_bootstrap
+from xds_server.envoy_process import shared_host_concurrency
 from xds_server.inputs import DataPlaneSettings, Endpoint
 from xds_server.naming import GRPC_LISTENER
 from xds_server.testbed import free_port
@@ -261,8 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=4, help="client connections, one request in flight each")
     parser.add_argument("--latency-connections", type=int, default=1,
                         help="also compare direct and shipped at this many connections (0: skip)")
-    parser.add_argument("--concurrency", type=int, default=2,
-                        help="Envoy worker threads of the shipped variant (the local platform's)")
+    parser.add_argument("--concurrency", type=int, default=shared_host_concurrency(),
+                        help="Envoy worker threads of the shipped variant (default: the local platform's, "
+                             "xds_server.envoy_process.shared_host_concurrency)")
     for part in ("auth", "validation", "tracing", "overload"):
         parser.add_argument(f"--no-{part}", action="store_true", help=f"build the shipped chain without {part}")
     parser.add_argument("--tier", default="gold", help="the x-sla-tier every request asks for")

@@ -176,3 +176,10 @@ def test_with_several_lua_filters_one_variant_turns_them_all_off():
                   if v.name == "without any Lua filter"]
     assert not set(lua_filters(apply(snapshot, all_off), GRPC_LISTENER))
     assert "without any Lua filter" not in {v.name for v in _variants()}  # one script: nothing to add
+
+
+@pytest.mark.parametrize("cpus,workers", [(1, 1), (2, 1), (3, 1), (8, 4)])
+def test_an_envoy_sharing_its_machine_with_the_model_servers_gets_half_the_cpus(cpus, workers):
+    from xds_server.envoy_process import shared_host_concurrency
+
+    assert shared_host_concurrency(cpus) == workers

@@ -1,0 +1,49 @@
+"""The fault benchmark's pure parts (benchmarks/faults): what counts as lost or refused, the memory
+growth rule, the load's bounds and the duty cycle's arguments.  No processes beyond this one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.faults.faults import DutyCycle
+from benchmarks.faults.load import MixedLoad, _refused
+from benchmarks.faults.scenarios import memory_growth
+
+
+@pytest.mark.parametrize(("text", "refused"), [
+    ("ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded (NewConnectionError: "
+     "[Errno 111] Connection refused)", True),
+    ("StatusCode.UNAVAILABLE failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+     "Failed to connect to remote host: Connection refused", True),
+    ("ConnectionError: ('Connection aborted.', RemoteDisconnected('Remote end closed connection'))", False),
+    ("StatusCode.UNAVAILABLE Socket closed", False),
+    ("HTTP 503 upstream connect error or disconnect/reset before headers", False),
+], ids=["http refused", "grpc refused", "http reset after accept", "grpc closed after accept", "503"])
+def test_only_a_refused_connection_is_not_an_accepted_request(text, refused):
+    assert _refused(text) is refused
+
+
+def test_memory_growth_compares_medians_of_the_first_and_last_minute_of_one_process():
+    samples = [(float(t), 100 * 2**20 + (5 * 2**20 if t > 240 else 0), 7) for t in range(0, 301)]
+    samples[10] = (10.0, 900 * 2**20, 7)  # one spike does not decide it
+    m = memory_growth(samples, 0.0, 300.0)
+    assert m["growth"] == pytest.approx(0.05, abs=1e-3) and m["why"] == ""
+    restarted = [(t, rss, 8 if t > 150 else 7) for t, rss, _ in samples]
+    assert "restarted" in memory_growth(restarted, 0.0, 300.0)["why"]
+    assert memory_growth(samples[:2], 0.0, 300.0)["growth"] is None
+
+
+@pytest.mark.parametrize(("http", "grpc", "kw", "match"), [
+    ("10.0.0.1:8000", "127.0.0.1:8001", {}, "127.0.0.1 only"),
+    ("127.0.0.1:8000", "127.0.0.1:8001", {"rate_rps": 0}, "rate_rps"),
+    ("127.0.0.1:8000", "127.0.0.1:8001", {"workers": 0}, "workers"),
+])
+def test_the_load_goes_to_loopback_only_and_is_bounded(http, grpc, kw, match):
+    with pytest.raises(ValueError, match=match):
+        MixedLoad(http, grpc, np.zeros((1, 64)), **kw)
+
+
+def test_a_duty_cycle_must_leave_the_process_running_some_of_the_time():
+    with pytest.raises(ValueError, match="stopped_ms"):
+        DutyCycle([1], period_ms=100, stopped_ms=100)

@@ -56,10 +56,15 @@ class _History:
 
 class ReleaseWatch:
     """``envoy_admin_url``: Envoy's admin base (``http://127.0.0.1:9901``).  ``comparator_url``:
-    the shadow comparator's ``/metrics`` (agreement counters), when shadow mode runs."""
+    the shadow comparator's ``/metrics`` (agreement counters), when shadow mode runs.
+    ``slow_window_s``: the shortest p95/p99 window (Envoy merges its histograms at each admin query,
+    ``xds_server.bootstrap``, so 2 s of live traffic; with Envoy's default 5 s flush it would
+    have to be ~10 s).  ``history_s``: how far back a quiet candidate's fast window, or a quantile
+    window short of requests (``quantile_min_requests``), may reach."""
 
     def __init__(self, loop: ControlLoop, envoy_admin_url: str | None, *, interval_s: float = 0.05,
-                 fast_window_s: float = 0.5, slow_window_s: float = 10.0, fetch: Fetch = http_get_text,
+                 fast_window_s: float = 0.5, slow_window_s: float = 2.0, history_s: float = 30.0,
+                 fetch: Fetch = http_get_text,
                  timeout_s: float = 0.5, clock: Callable[[], float] = time.time,
                  comparator_urls: dict[str, str] | None = None, leader: Callable[[], bool] | None = None) -> None:
         self.loop = loop
@@ -69,6 +74,9 @@ class ReleaseWatch:
         self.interval_s = interval_s
         self.fast_window_s = fast_window_s
         self.slow_window_s = slow_window_s
+        # samples kept: the quantile window, or longer for a quiet candidate's fast window (which
+        # reaches back until it holds min_judge_requests candidate requests)
+        self.history_s = max(history_s, slow_window_s)
         self.fetch = fetch
         self.timeout_s = timeout_s
         self.clock = clock
@@ -145,7 +153,7 @@ class ReleaseWatch:
                 continue
             history = self._history.setdefault(name, _History())
             history.samples.append(sample)
-            while len(history.samples) > 2 and history.samples[1].at_s < sample.at_s - self.slow_window_s:
+            while len(history.samples) > 2 and history.samples[1].at_s < sample.at_s - self.history_s:
                 history.samples.popleft()
             obs = observe(list(history.samples), sorted({e.pool for e in state.endpoints}),
                           fast_window_s=self.fast_window_s, slow_window_s=self.slow_window_s,

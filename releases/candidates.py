@@ -112,11 +112,14 @@ class CandidateReplicas:
         return [CandidateEndpoint(self.pool, "127.0.0.1", p.ports.http, p.ports.grpc, p.metrics_url)
                 for p in self.processes]
 
-    def inject(self, *, delay_ms: float = 0.0, perturb: float = 0.0) -> None:
-        """Make the running candidate slow (``delay_ms`` per execution) or wrong (``perturb``);
-        both 0: healthy.  Written atomically: a request sees the old or the new fault, never half."""
+    def inject(self, *, delay_ms: float = 0.0, perturb: float = 0.0, every: int = 1) -> None:
+        """Make the running candidate slow (``delay_ms`` on one execution in ``every``) or wrong
+        (``perturb``); both 0: healthy.  Written atomically: a request sees the old or the new
+        fault, never half."""
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
         tmp = self.fault_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"delay_ms": delay_ms, "perturb": perturb}))
+        tmp.write_text(json.dumps({"delay_ms": delay_ms, "perturb": perturb, "every": every}))
         os.replace(tmp, self.fault_file)
 
     def stop(self) -> None:

@@ -4,8 +4,9 @@ Two sources, each for what it measures live:
 
 * **Envoy** (``/stats/prometheus``, filtered to the model's clusters): requests and 5xx per
   cluster, stable (``<model>--<pool>--<proto>``) and candidate (``...--v<N>``) apart, as clients
-  see them.  Counters move with every request; the ``upstream_rq_time`` histograms only at Envoy's
-  stats flush (every 5 s by default), so p95/p99 are read over ``slow_window_s``.
+  see them.  Counters move with every request; the ``upstream_rq_time`` histograms at Envoy's stats
+  flush, which our bootstrap makes happen at every admin query (``stats_flush_on_admin``: at most
+  one poll late; Envoy's default is every 5 s), so p95/p99 are read over ``slow_window_s`` (2 s).
 * **Triton** (each stable and candidate replica's ``/metrics``): requests answered and their total
   time (``nv_inference_request_duration_us``), updated at every request: the mean latency over
   the last fraction of a second, which is what lets a rollback happen well within a second of a
@@ -18,6 +19,7 @@ watcher into a ``ReleaseObservation`` over two windows, with counter resets hand
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -148,8 +150,41 @@ def _base(samples: Sequence[ReleaseSample], now_s: float, window_s: float) -> Re
     return base
 
 
-def _window(old: VersionCounters | None, new: VersionCounters | None, slow_old: VersionCounters | None,
-            quantiles: bool = True) -> VersionWindow:
+# A quantile is judged only over a window holding at least this many requests beyond it, per
+# version: ceil(3 / (1 - q)), p95 60 requests, p99 300.  Over fewer, "p99" is the slowest request,
+# and one scheduler stall of a shared machine rolled a healthy candidate back (measured: p99 213 ms
+# vs stable 41 ms over a 2 s window of 60 requests).
+TAIL_REQUESTS = 3
+
+
+def quantile_min_requests(q: float) -> int:
+    return math.ceil(TAIL_REQUESTS / (1 - q) - 1e-9)
+
+
+def _count(buckets: Buckets) -> float:
+    return buckets[-1][1] if buckets else 0.0
+
+
+def _quantile(q: float, samples: Sequence[ReleaseSample], key: tuple[str, str], window_s: float) -> float | None:
+    """The q-quantile of ``key``'s latency over the last ``window_s`` or longer, back to the newest
+    sample whose histogram delta holds ``quantile_min_requests(q)`` requests; None if no sample
+    kept does (or the samples do not span ``window_s`` yet)."""
+    new = samples[-1].counters.get(key)
+    if new is None or not new.buckets:
+        return None
+    need = quantile_min_requests(q)
+    for s in reversed(samples):
+        if s.at_s > samples[-1].at_s - window_s:
+            continue
+        old = s.counters.get(key)
+        hist = bucket_delta(old.buckets if old else (), new.buckets)
+        if _count(hist) >= need:
+            return histogram_quantile(q, hist)
+    return None
+
+
+def _window(old: VersionCounters | None, new: VersionCounters | None,
+            quantiles: tuple[float | None, float | None] = (None, None)) -> VersionWindow:
     if new is None:
         return VersionWindow()
     old = old or VersionCounters()
@@ -158,12 +193,11 @@ def _window(old: VersionCounters | None, new: VersionCounters | None, slow_old: 
     failures = counter_delta(old.triton_failures, new.triton_failures)
     errors = max(counter_delta(old.rq_5xx, new.rq_5xx), failures)
     duration = counter_delta(old.triton_duration_us, new.triton_duration_us)
-    hist = bucket_delta(slow_old.buckets if slow_old else (), new.buckets) if quantiles else ()
     return VersionWindow(
         requests=max(requests, answered),
         errors=errors,
-        p95_ms=histogram_quantile(0.95, hist),
-        p99_ms=histogram_quantile(0.99, hist),
+        p95_ms=quantiles[0],
+        p99_ms=quantiles[1],
         mean_ms=duration / answered / 1000.0 if answered > 0 else None,
     )
 
@@ -188,20 +222,24 @@ def observe(samples: Sequence[ReleaseSample], pools: Sequence[str], *, fast_wind
             slow_window_s: float, min_requests: float = 0, source: str = "watch") -> ReleaseObservation | None:
     """The observation of the newest sample: requests, errors and mean latency over the last
     ``fast_window_s`` (longer when that holds fewer than ``min_requests`` candidate requests: up
-    to all the samples kept), p95/p99 over ``slow_window_s`` (None until the samples span it), agreement over the fast window (the slow
-    one when the fast one has none).  None with fewer than two samples."""
+    to all the samples kept), p95/p99 over the last ``slow_window_s`` or longer, until the window
+    holds ``quantile_min_requests`` of the version (None until the samples do), agreement over
+    the fast window (the slow one when the fast one has none).  None with fewer than two samples.
+
+    Quantile windows never reach before the release's first sample: Envoy's histograms move at its
+    stats flush (one poll late with flush on admin, up to 5 s with the default timer), so a window
+    older than the samples could hold requests finished before the release (a previous one's)."""
     if len(samples) < 2:
         return None
     new = samples[-1]
     fast = _fast_base(samples, new.at_s, fast_window_s, min_requests)
     slow = _base(samples, new.at_s, slow_window_s)
-    # Envoy's histograms move only at its stats flush: a window shorter than the slow one could
-    # hold requests finished before the release's first sample (a previous release's, say).
-    spans = samples[0].at_s <= new.at_s - slow_window_s
     comparisons = []
     for pool in pools:
         windows = {role: _window(fast.counters.get((pool, role)), new.counters.get((pool, role)),
-                                 slow.counters.get((pool, role)), spans) for role in (STABLE, CANDIDATE)}
+                                 (_quantile(0.95, samples, (pool, role), slow_window_s),
+                                  _quantile(0.99, samples, (pool, role), slow_window_s)))
+                   for role in (STABLE, CANDIDATE)}
         comparisons.append(PoolComparison(pool, windows[STABLE], windows[CANDIDATE]))
     # Envoy's count, or the candidate's own when more (a shadow step: only the comparator asks it)
     total = _candidate_requests(new)

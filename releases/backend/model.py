@@ -6,6 +6,9 @@ good candidate into a slow or a wrong one while it serves, without restarting it
 config's ``fault_file`` parameter names a JSON file, re-read when its modification time changes:
 
     {"delay_ms": 120}     every request takes this much longer (a slow export)
+    {"delay_ms": 120, "every": 10}
+                          only one execution in 10 does (a tail regression: p95/p99 move, the
+                          mean much less)
     {"perturb": 0.5}      outputs disagree with the stable version's: labels shift by one,
                           float outputs get noise of this scale (then re-normalised)
 
@@ -38,6 +41,7 @@ class TritonPythonModel:
         self.fault_mtime = None
         self.fault = {}
         self.rng = np.random.default_rng(0)
+        self.executions = 0
 
     def _read_fault(self):
         try:
@@ -70,7 +74,9 @@ class TritonPythonModel:
         if self.fault_file:
             self._read_fault()
         delay_ms = float(self.fault.get("delay_ms", 0) or 0)
-        if delay_ms > 0:
+        every = max(1, int(self.fault.get("every", 1) or 1))
+        self.executions += 1
+        if delay_ms > 0 and self.executions % every == 0:
             time.sleep(delay_ms / 1000.0)
         feeds = [{n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names} for r in requests]
         results = run_batched(self.session, feeds, self.output_names)

@@ -186,6 +186,57 @@ def test_grpc_traffic_is_mirrored_too_and_a_wrong_candidate_is_rolled_back_on_it
     assert load.failures() == []
 
 
+def test_a_tail_regression_is_rolled_back_on_p95_within_seconds_not_flushes(platform, artifacts, digits, tmp_path):
+    """One execution in four +300 ms: the mean moves less (no mean gate here), p95 a lot.
+    Envoy merges its histograms at each admin query, so the 2 s quantile window catches it in a
+    few seconds (with the default 5 s flush it took 5-10 s)."""
+    cand = candidate(platform, artifacts, "6")
+    load = load_for(platform, digits, bronze=60, silver=10, gold=10)
+    try:
+        start(platform, tmp_path, "tail", cand, steps=[50, 100], step={"min_time_s": 60, "min_requests": 10},
+              # wide: on the shared 2-core machine a healthy candidate's p95 reached 100 ms vs stable's 39
+              thresholds={"mean_regression_pct": None, "p95_regression_pct": 200, "p99_regression_pct": 200,
+                          "latency_slack_ms": 50})
+        time.sleep(2.5)  # a healthy quantile window first: no false rollback
+        assert release(platform, "tail")["phase"] == "running", release(platform, "tail")["rollback_reason"]
+        injected = time.time()
+        cand.inject(delay_ms=300, every=4)
+        wait_until(lambda: release(platform, "tail")["phase"] == "rolled_back", 15, "the rollback")
+        r = release(platform, "tail")
+        assert "p95 latency" in r["rollback_reason"] or "p99 latency" in r["rollback_reason"], r["rollback_reason"]
+        rollback = next(e for e in r["events"] if e["kind"] == "rollback")
+        print(f"tail regression: rolled back {rollback['at_unix_s'] - injected:.2f} s after the fault: "
+              f"{r['rollback_reason']}")
+        assert rollback["at_unix_s"] - injected < 3.5, (rollback["at_unix_s"] - injected, r["rollback_reason"])
+    finally:
+        load.stop()
+        cand.stop()
+    assert load.failures() == []
+
+
+def test_a_quiet_candidate_at_4_requests_per_second_is_rolled_back_within_a_second(
+        platform, artifacts, digits, tmp_path):
+    cand = candidate(platform, artifacts, "7")
+    load = load_for(platform, digits, bronze=4, silver=10, gold=10)
+    try:
+        start(platform, tmp_path, "quiet", cand, steps=[100], step={"min_time_s": 60, "min_requests": 10},
+              tiers=["bronze", "silver", "gold"],
+              thresholds={"min_judge_requests": 5, "latency_slack_ms": 20})
+        time.sleep(2.0)  # a few healthy candidate requests first
+        injected = time.time()
+        cand.inject(delay_ms=150)
+        wait_until(lambda: release(platform, "quiet")["phase"] == "rolled_back", 10, "the rollback")
+        r = release(platform, "quiet")
+        rollback = next(e for e in r["events"] if e["kind"] == "rollback")
+        took = rollback["at_unix_s"] - injected
+        print(f"quiet candidate: rolled back {took:.2f} s after the fault: {r['rollback_reason']}")
+        assert took < 1.5, (took, r["rollback_reason"])
+    finally:
+        load.stop()
+        cand.stop()
+    assert load.failures() == []
+
+
 def http_json_text(url: str) -> str:
     import urllib.request
 

@@ -42,6 +42,8 @@ import numpy as np
 import requests
 from tritonclient.grpc import InferResult, service_pb2
 
+from releases.mirror_http import MirrorHttpServer
+
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 GRPC_ERRORS = (grpc.RpcError, ValueError)
 
@@ -95,6 +97,9 @@ class Comparator:
     grpc_port: int | None = None
     stable_grpc: Sequence[str] = ()
     candidate_grpc: Sequence[str] = ()
+    # "asyncio": the lean front of releases.mirror_http (default); "threads": http.server's
+    # ThreadingHTTPServer (kept to measure against: benchmarks/release/mirror_overhead.py)
+    http_front: str = "asyncio"
     host: str = "127.0.0.1"
     workers: int = 2
     queue_size: int = 64
@@ -108,6 +113,7 @@ class Comparator:
     _queue: queue.Queue[tuple[str, str, bytes] | None] = field(default_factory=queue.Queue)
     _threads: list[threading.Thread] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
+    _front: MirrorHttpServer | None = None
     _grpc_server: grpc.Server | None = None
     _turn: int = 0
 
@@ -115,17 +121,23 @@ class Comparator:
         if self.grpc_port is not None and (not self.stable_grpc or not self.candidate_grpc):
             raise ValueError("a comparator with a gRPC port needs the gRPC endpoints of a stable and a candidate "
                              "replica (HOST:HTTP_PORT:GRPC_PORT)")
+        if self.http_front not in ("asyncio", "threads"):
+            raise ValueError(f"http_front must be 'asyncio' or 'threads', got {self.http_front!r}")
         self._queue = queue.Queue(maxsize=self.queue_size)
-        self._server = ThreadingHTTPServer((self.host, self.port), _handler(self))
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
         for i in range(self.workers):
             t = threading.Thread(target=self._work, name=f"comparator-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        t = threading.Thread(target=self._server.serve_forever, name="comparator-http", daemon=True)
-        t.start()
-        self._threads.append(t)
+        if self.http_front == "asyncio":
+            self._front = MirrorHttpServer(self.host, self.port, self.submit, self.metrics_text).start()
+            self.port = self._front.port
+        else:
+            self._server = ThreadingHTTPServer((self.host, self.port), _handler(self))
+            self._server.daemon_threads = True
+            self.port = int(self._server.server_address[1])
+            t = threading.Thread(target=self._server.serve_forever, name="comparator-http", daemon=True)
+            t.start()
+            self._threads.append(t)
         if self.grpc_port is not None:
             # Two threads suffice: the handler only queues the bytes (the comparing is the workers')
             from concurrent.futures import ThreadPoolExecutor
@@ -210,6 +222,8 @@ class Comparator:
     def stop(self) -> None:
         if self._grpc_server is not None:
             self._grpc_server.stop(grace=None)
+        if self._front is not None:
+            self._front.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

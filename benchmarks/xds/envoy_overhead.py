@@ -22,7 +22,7 @@ comparison with that repeat's direct phase, with the min-max spread.  CPU time p
 Envoy, Triton (with its stub processes) and the client is read from /proc around each phase.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.xds.envoy_overhead [--seconds 1.5 --repeats 6]
-    PYTHONPATH=. .venv/bin/python -m benchmarks.xds.overhead_report      # README.md, summary.json, PNG
+    (then README.md, summary.json and overhead.png from ``benchmarks.xds.overhead_report``)
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,17 @@ def start_envoy_path(variant: Variant, settings: DataPlaneSettings, pools: list[
     if not xds.wait_acked(snapshot.version, timeout_s=30):
         raise SystemExit(f"variant {variant.name}: Envoy did not ACK the snapshot")
     return EnvoyPath(variant, xds, envoy, settings.grpc_port)
+
+
+def upstream_reuse(path: EnvoyPath) -> dict[str, int]:
+    """Connections Envoy opened to Triton's gRPC port, and requests it sent over them (its stats)."""
+    totals = {"connections": 0, "requests": 0}
+    regex = r"^cluster\.[^.]+--grpc\.upstream_(cx|rq)_total$"
+    for line in path.envoy.admin_get("/stats?filter=" + urllib.parse.quote(regex, safe="")).splitlines():
+        name, _, value = line.partition(": ")
+        key = "connections" if name.endswith("upstream_cx_total") else "requests"
+        totals[key] += int(value)
+    return totals
 
 
 def start_triton(workdir: Path) -> tuple[Any, Any, Any]:
@@ -323,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
                     envoys=[e for e in envoys if e.variant.name == "shipped"], seconds=args.seconds,
                     repeats=args.repeats, connections=args.latency_connections, progress=progress,
                     credentials=shipped.client_metadata, tier=args.tier)
+        reuse = {e.variant.name: upstream_reuse(e) for e in envoys}
     finally:
         for e in envoys:
             e.stop()
@@ -346,11 +359,15 @@ def main(argv: list[str] | None = None) -> None:
                       "note": v.note} for v in variants],
         "seconds_per_phase": args.seconds, "repeats": args.repeats, "connections": args.connections, "tier": args.tier,
         "nice": args.nice, "shipped_parts": list(chain_parts),
+        "upstream_connections": reuse,
         "models": by_model,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "raw.json").write_text(json.dumps(document, indent=1) + "\n")
     progress(f"wrote {args.out / 'raw.json'}")
+    from benchmarks.xds import overhead_report
+
+    overhead_report.main([str(args.out)])  # README.md, summary.json, overhead.png beside it
 
 
 if __name__ == "__main__":

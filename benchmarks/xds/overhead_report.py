@@ -131,6 +131,11 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> s
                 f"{s[path]['req_per_s']['median']:.0f} | "
                 f"{_fmt(s[path]['throughput_x_direct']) if path != 'direct' else ''} | "
                 f"{s[path]['envoy_cpu_us_per_req']['median']:.0f} | {ceiling} |")
+    reuse = raw.get("upstream_connections", {})
+    if reuse:
+        lines += ["", "Upstream connection reuse (Envoy's own counters over the whole run, gRPC clusters): " + "; ".join(
+            f"{name}: {r['requests']} requests over {r['connections']} connection(s)" for name, r in reuse.items()
+            if name in ("shipped", "concurrency 1", "concurrency 2")) + "."]
     lines += ["", "CPU-bound ceiling: the direct path's CPU per request (Triton + client) over this path's "
               "(Triton + client + Envoy): the throughput ratio this path could reach if the two shared cores "
               "were the only limit.", "", "## Targets (shipped chain)", "",

@@ -131,7 +131,7 @@ def test_the_summary_judges_the_targets_on_the_shipped_medians():
 
 @pytest.mark.integration
 def test_every_variant_of_the_shipped_chain_is_accepted_by_envoy_and_serves(tmp_path):
-    from benchmarks.xds.envoy_overhead import start_envoy_path
+    from benchmarks.xds.envoy_overhead import start_envoy_path, upstream_reuse
     from xds_server import DataPlaneSettings, RouteWeights
     from xds_server.testbed import FakePool
 
@@ -152,6 +152,10 @@ def test_every_variant_of_the_shipped_chain_is_accepted_by_envoy_and_serves(tmp_
                 loop.close()
             assert (variant.name, result.errors, result.first_error) == (variant.name, 0, "")
             assert result.requests > 0
+            if variant.bootstrap_change != "stats_off":  # Envoy's counters: keep-alive upstream connections
+                reuse = upstream_reuse(path)
+                assert 1 <= reuse["connections"] <= variant.concurrency
+                assert reuse["requests"] >= result.requests
             path.stop()
     finally:
         for path in started:

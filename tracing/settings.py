@@ -7,11 +7,13 @@ environment (the local platform, a pod spec), so Envoy's bootstrap, each Triton'
 the control server agree without a new argument threaded through each constructor.  Tracing is
 off unless an endpoint is set.
 
-Why the edge decides: a request is sampled once, where it enters (Envoy's ``random_sampling``),
-and the decision travels in the W3C ``traceparent`` header's sampled flag.  The control server's
-SDK samples parent-based.  Triton 2.51 samples on its own (``rate``, one in N; it does not read
-the sampled flag, see docs/tracing.md), so it is told to trace every request when the edge
-samples them all and otherwise ``triton_rate``.
+Why the edge decides: a request is sampled once, where it enters (Envoy's ``random_sampling``).
+Triton 2.51 cannot follow that decision: it does not read the ``traceparent``'s sampled flag and
+samples on its own (``rate``: one request in N), and with N > 1 it crashed (SIGSEGV, reproduced
+three times under concurrent load) once requests carry a ``traceparent``, which Envoy adds to
+every request.  So Triton traces either every request (``rate=1``) or none: every request when
+the edge samples all of them (the demo, the trace test), none otherwise unless
+``PLATFORM_TRITON_TRACE_RATE=1`` asks for it (docs/tracing.md gives what each costs).
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ class TracingConfigError(ValueError):
 @dataclass(frozen=True)
 class TracingSettings:
     """``endpoint``: the collector's OTLP/HTTP base URL (``http://host:4318``); spans go to
-    ``<endpoint>/v1/traces``.  ``sample_ratio`` in [0, 1]: the fraction of requests without a
-    sampled parent that the edge traces.  ``triton_rate``: Triton traces one request in this many
-    (0 = follow ``sample_ratio``: every request when it is 1, else one in ``round(1/ratio)``)."""
+    ``<endpoint>/v1/traces``.  ``sample_ratio`` in [0, 1]: the fraction of requests the edge
+    traces (a client forces its own with ``x-client-trace-id``).  ``triton_rate``: 1, Triton
+    traces every request; 0, none; None, follow the edge (every request when ``sample_ratio`` is
+    1, none otherwise).  Other rates are refused: see the module docstring."""
 
     endpoint: str
     sample_ratio: float = DEFAULT_SAMPLE_RATIO
-    triton_rate: int = 0
+    triton_rate: int | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.endpoint)
@@ -50,8 +53,10 @@ class TracingSettings:
             raise TracingConfigError(f"OTLP endpoint {self.endpoint!r}: expected http(s)://host[:port]")
         if not (0.0 <= self.sample_ratio <= 1.0) or math.isnan(self.sample_ratio):
             raise TracingConfigError(f"{SAMPLE_VAR}={self.sample_ratio!r}: a fraction in [0, 1] (0.01 = 1%)")
-        if self.triton_rate < 0:
-            raise TracingConfigError(f"{TRITON_RATE_VAR}={self.triton_rate}: 0 (follow the edge) or N >= 1")
+        if self.triton_rate not in (None, 0, 1):
+            raise TracingConfigError(
+                f"{TRITON_RATE_VAR}={self.triton_rate}: 1 (Triton traces every request) or 0 (none); Triton 2.51 "
+                "crashes when it samples 1 in N > 1 of requests carrying a traceparent (docs/tracing.md)")
 
     @property
     def traces_url(self) -> str:
@@ -74,11 +79,10 @@ class TracingSettings:
 
     @property
     def effective_triton_rate(self) -> int:
-        if self.triton_rate:
+        """1: Triton traces every request; 0: Triton runs without trace flags."""
+        if self.triton_rate is not None:
             return self.triton_rate
-        if self.sample_ratio <= 0.0:
-            return 0  # nothing sampled at the edge: Triton traces nothing either
-        return max(1, round(1.0 / self.sample_ratio))
+        return 1 if self.sample_ratio >= 1.0 else 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TracingSettings | None:
@@ -94,7 +98,7 @@ class TracingSettings:
                 ratio = float(env[SAMPLE_VAR])
             except ValueError:
                 raise TracingConfigError(f"{SAMPLE_VAR}={env[SAMPLE_VAR]!r}: not a number (0.01 = 1%)") from None
-        rate = 0
+        rate = None
         if env.get(TRITON_RATE_VAR, "").strip():
             try:
                 rate = int(env[TRITON_RATE_VAR])
@@ -105,6 +109,6 @@ class TracingSettings:
     def to_env(self) -> dict[str, str]:
         """The variables that reproduce these settings in a child process."""
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint, SAMPLE_VAR: repr(self.sample_ratio)}
-        if self.triton_rate:
+        if self.triton_rate is not None:
             env[TRITON_RATE_VAR] = str(self.triton_rate)
         return env

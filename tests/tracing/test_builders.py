@@ -66,8 +66,9 @@ def test_without_the_environment_the_bootstrap_is_unchanged(tmp_path: Path, monk
 def test_triton_flags_follow_the_settings():
     assert triton_trace_args(None, instance="cpu-0") == []
     assert triton_trace_args(TracingSettings("http://c:4318", sample_ratio=0.0), instance="cpu-0") == []
-    flags = triton_trace_args(TracingSettings("http://c:4318", sample_ratio=0.1), instance="cpu-0")
+    assert triton_trace_args(TracingSettings("http://c:4318", sample_ratio=0.1), instance="cpu-0") == []
+    flags = triton_trace_args(TracingSettings("http://c:4318", sample_ratio=0.1, triton_rate=1), instance="cpu-0")
     assert "--trace-config=mode=opentelemetry" in flags
-    assert "--trace-config=rate=10" in flags
+    assert "--trace-config=rate=1" in flags
     assert "--trace-config=opentelemetry,url=http://c:4318/v1/traces" in flags
     assert "--trace-config=opentelemetry,resource=service.instance.id=cpu-0" in flags

@@ -1,8 +1,8 @@
 """A trace as a waterfall PNG: one bar per span, indented by depth, coloured by service.
 
 Time runs left to right from the trace's first span; each bar is labelled with its service, name
-and duration, and Triton's ``compute`` spans show their own input / infer / output phases from
-the span's events.  matplotlib's Agg backend: no display needed.
+and duration; a Triton model span shows its time queued (hatched: from its ``QUEUE_START`` event to
+its ``compute`` child's start), and ``compute`` spans their input / infer / output phases (ticks).  matplotlib's Agg backend: no display needed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _label(span: Span) -> str:
     took_ms = (span["end_ns"] - span["start_ns"]) / 1e6
     attrs = span["attributes"]
     where = attrs.get("upstream_cluster") or attrs.get("triton.model_name") or ""
-    instance = f" ({where})" if where and where != span["name"] else ""
+    instance = f" ({where})" if where and where not in span["name"] else ""
     return f"{span['service']}: {span['name']}{instance}  {took_ms:.2f} ms"
 
 
@@ -51,6 +51,12 @@ def write_waterfall(trace: Trace, path: Path | str, *, title: str) -> Path:
         colour = COLOURS.get(span["service"], "#8172b2")
         ax.barh(row, max(took_ms, 0.005), left=start_ms, color=colour, edgecolor="black", linewidth=0.4)
         ax.text(start_ms, row - 0.38, "  " * trace.depth(span) + _label(span), fontsize=7.5, va="bottom")
+        queued = [e["time_ns"] for e in span.get("events", []) if e["name"] == "QUEUE_START"]
+        computes = [c for c in trace.children(span) if c["name"] == "compute"]
+        if queued and computes:  # a Triton model span: waiting in the model's queue, then computing
+            q_ms, c_ms = (queued[0] - t0) / 1e6, (computes[0]["start_ns"] - t0) / 1e6
+            if c_ms > q_ms:
+                ax.barh(row, c_ms - q_ms, left=q_ms, color="white", edgecolor="black", hatch="///", linewidth=0.4)
         if span["name"] == "compute":  # Triton's phases: input copy, inference, output copy
             marks = {e["name"]: (e["time_ns"] - t0) / 1e6 for e in span.get("events", [])}
             for name in ("COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START"):
@@ -62,7 +68,8 @@ def write_waterfall(trace: Trace, path: Path | str, *, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     ax.set_ylim(len(spans) - 0.4, -1.0)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
-    ax.legend(handles, list(COLOURS), loc="lower right", fontsize=7)
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", hatch="///"))
+    ax.legend(handles, [*COLOURS, "queued in Triton"], loc="lower right", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -15,11 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from batch.reference import check_embeddings
 from batch.store_sqlite import SqliteJobStore
+from dashboards.promql_names import names_on_metrics_page
+from fleet.triton_process import free_port
 from local_platform.platform import LocalPlatform, PlatformPorts
 from model_repository.definitions import load_models
+from router_lib import metric_names
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,9 +91,15 @@ def test_a_job_survives_sigkill_of_a_worker_and_of_the_control_server(platform, 
         assert killed_at.rows_sent > 0, "the kill landed while rows were leased"
         assert killed_at.rows_written < ROWS
 
-        second = start_worker(store_dir, platform, log, "--exit-when-idle")
+        api_port = free_port()
+        second = start_worker(store_dir, platform, log, "--exit-when-idle", "--api-port", str(api_port))
         wait_until(lambda: store.job(job).rows_written >= killed_at.rows_written + ROWS // 4, 90,
                    "progress after the worker's death", second, log)
+        # the batch dashboard's names are served by a running worker (the platform's own pages do not
+        # carry them: tests/platform/test_end_to_end.py leaves them to this check)
+        page = requests.get(f"http://127.0.0.1:{api_port}/metrics", timeout=10).text
+        unserved = set(metric_names.BATCH) - names_on_metrics_page(page)
+        assert not unserved, f"in router_lib/metric_names.BATCH, not served by a worker: {sorted(unserved)}"
         platform.kill_control_server()  # Envoy keeps routing with the last weights; the worker goes on
         wait_until(lambda: store.job(job).rows_written >= killed_at.rows_written + ROWS // 3, 60,
                    "progress without a control server", second, log)

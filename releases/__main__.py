@@ -116,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--port", type=int, default=0, help="HTTP port (0: any free one)")
     cmp.add_argument("--grpc-port", type=int, default=None,
                      help="also serve mirrored gRPC on this port (0: any free one); needs the replicas' gRPC ports")
+    cmp.add_argument("--workers", type=int, default=2, help="comparison threads (0: answer mirrors, compare nothing)")
+    cmp.add_argument("--queue", type=int, default=64, help="mirrored requests waiting to be compared (more: dropped)")
+    cmp.add_argument("--http-front", choices=["asyncio", "threads"], default="asyncio")
+    cmp.add_argument("--nice", type=int, default=0,
+                     help="lower the comparator's CPU priority by this much (0-19): on a machine it shares with the "
+                          "live path, comparisons then use only what the live path leaves")
     st = sub.add_parser("status", parents=[common], help="releases, their phase, weights and last events")
     st.add_argument("name", nargs="?")
     st.add_argument("--json", action="store_true")
@@ -177,8 +183,15 @@ def main(argv: list[str] | None = None) -> int:
 
             stable, stable_grpc = split_targets(args.stable, "--stable", args.grpc_port is not None)
             candidate, candidate_grpc = split_targets(args.candidate, "--candidate", args.grpc_port is not None)
+            if not 0 <= args.nice <= 19:
+                raise CliError(f"--nice {args.nice}: expected 0 to 19")
+            if args.workers < 0 or args.queue < 1:
+                raise CliError("--workers must be >= 0 and --queue >= 1")
+            if args.nice:
+                os.nice(args.nice)
             comparator = Comparator(stable, candidate, port=args.port, grpc_port=args.grpc_port,
-                                    stable_grpc=stable_grpc, candidate_grpc=candidate_grpc).start()
+                                    stable_grpc=stable_grpc, candidate_grpc=candidate_grpc, workers=args.workers,
+                                    queue_size=args.queue, http_front=args.http_front).start()
             print(f"READY comparator={comparator.address}", flush=True)
             done = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -2,26 +2,37 @@
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.release.mirror_overhead [--pairs 6] [--requests 400]
 
-One real CPU Triton replica (v1) behind Envoy; one candidate replica (v2) and the comparator.  A
-single keep-alive client sends bronze requests one at a time (closed loop) in blocks, alternating
-mirroring off (no release in force) and on (a shadow-only release: step 0, every request of every
-tier mirrored), so slow drifts of the machine hit both sides alike.  Two comparator modes:
+One real CPU Triton replica (v1) behind Envoy; one candidate replica (v2) and the comparator in a
+process of its own (``python -m releases comparator``, as in production: in the benchmark's own
+process its threads would take the GIL from the measuring client).  A single keep-alive client
+sends bronze requests one at a time (closed loop) in blocks; per variant, rounds of three blocks in
+rotating order: **off** (no release), **watch** (the same shadow release in force with 1 in
+10,000 requests mirrored: the release watcher polls at 20 Hz, the routes carry the release) and
+**on** (the variant's share mirrored).  "on - off" is the issue's figure; "on - watch" isolates
+the mirror; "watch - off" is the cost of having a release in force at all.  Variants:
 
-* ``mirror_only``: every request mirrored; the comparator answers every mirror and compares
-  nothing: Envoy's cost of copying the request plus the comparator's HTTP handling on the same
-  two cores (the target: <= 0.2 ms added at p50);
-* ``mirror_only_10pct``: the same with 10% of the requests mirrored (a typical shadow share);
-* ``mirror_and_compare``: every mirror is compared (two more inferences on this same 2-core
-  machine): what a comparator sharing the machine costs, reported as measured.
+* ``mirror_only_threads``: every request mirrored to the comparator's old front (``http.server``'s
+  ``ThreadingHTTPServer``), which answers and compares nothing;
+* ``mirror_only``: the same with the lean asyncio front (``releases/mirror_http.py``, the default);
+* ``mirror_only_nice``: the same with the comparator at ``--nice 10``;
+* ``mirror_only_10pct``: 10% of the requests mirrored (a typical shadow share);
+* ``mirror_and_compare`` / ``_nice``: every mirror compared (two more inferences per request on
+  this same 2-core machine): what a comparator sharing the machine costs, reported as measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +43,6 @@ from benchmarks.common import ROOT, write_results
 from benchmarks.release.harness import MODEL, release, start_platform, start_release
 from model_repository.definitions import load_models
 from releases.candidates import CandidateReplicas
-from releases.comparator import Comparator
 
 OUT = ROOT / "benchmarks" / "results" / "release"
 
@@ -49,21 +59,69 @@ def block(url: str, bodies: list[dict[str, Any]], n: int) -> list[float]:
     return out
 
 
-def mirrored_count(platform: Any) -> float:
-    url = f"http://127.0.0.1:{platform.ports.envoy_admin}/stats?filter=_mirror.*upstream_rq_total$"
+def envoy_mirror_stat(platform: Any, stat: str) -> float:
+    """Sum of ``cluster._mirror--*.<stat>`` over the mirror clusters (0 when there are none)."""
+    url = f"http://127.0.0.1:{platform.ports.envoy_admin}/stats?filter=_mirror.*{stat}$"
     text = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.strip())
 
 
+# (name, comparator HTTP front, mirrored %, comparator workers, comparator nice)
+VARIANTS = (("mirror_only_threads", "threads", 100, 0, 0), ("mirror_only", "asyncio", 100, 0, 0),
+            ("mirror_only_nice", "asyncio", 100, 0, 10), ("mirror_only_10pct", "asyncio", 10, 0, 0),
+            ("mirror_and_compare", "asyncio", 100, 2, 0), ("mirror_and_compare_nice", "asyncio", 100, 2, 10))
+
+
+@contextlib.contextmanager
+def comparator_process(stable: list[str], candidate: list[str], front: str, workers: int,
+                       nice: int) -> Iterator[str]:
+    """``python -m releases comparator`` in its own process, as it runs in production (in this
+    benchmark's process its threads would take the GIL from the measuring client)."""
+    cmd = [sys.executable, "-m", "releases", "comparator", *(f"--stable={s}" for s in stable),
+           *(f"--candidate={c}" for c in candidate), "--workers", str(workers), "--queue", str(64 if workers else 1),
+           "--http-front", front, "--nice", str(nice)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.startswith("READY comparator="):
+            raise RuntimeError(f"the comparator did not start: {line!r}")
+        yield line.split("=", 1)[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def shadow_spec(name: str, share: float) -> dict[str, Any]:
+    return {"name": name, "model": MODEL, "stable": {"version": 1}, "candidate": {"version": 2},
+            "steps": [0, 100], "step": {"min_time_s": 3600, "min_requests": 10}, "shadow": {"mirror_percent": share},
+            "thresholds": {"min_agreement": None, "mean_regression_pct": None,
+                           "p95_regression_pct": None, "p99_regression_pct": None}}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "min": min(values), "max": max(values)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=6)
+    ap.add_argument("--pairs", type=int, default=6, help="rounds per variant (each: off, watch, on)")
     ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--variants", default=",".join(v[0] for v in VARIANTS))
+    ap.add_argument("--name", default="mirror_overhead")
     args = ap.parse_args(argv)
+    chosen = [v for v in VARIANTS if v[0] in args.variants.split(",")]
     data = np.load(ROOT / "build" / "models" / "digits_holdout.npz")["x"].astype(np.float32)
     bodies = [{"inputs": [{"name": "float_input", "shape": [1, 64], "datatype": "FP32", "data": row.tolist()}]}
               for row in data[:64]]
     results: dict[str, Any] = {}
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="mirror-bench-") as tmp:
         platform = start_platform(Path(tmp) / "platform")
         candidate = CandidateReplicas(load_models()[MODEL], "2", "cpu", Path(tmp) / "candidate",
@@ -73,69 +131,94 @@ def main(argv: list[str] | None = None) -> int:
         try:
             block(url, bodies, 200)  # warm-up
             k = 0
-            for mode, workers, share in (("mirror_only", 0, 100), ("mirror_only_10pct", 0, 10),
-                                         ("mirror_and_compare", 2, 100)):
-                comparator = Comparator(stable, [f"127.0.0.1:{e.http_port}" for e in candidate.endpoints()],
-                                        workers=workers, queue_size=64 if workers else 1).start()
-                on, off, mirrored = [], [], 0.0
-                try:
-                    for pair in range(args.pairs):
-                        for side in (("off", "on") if pair % 2 == 0 else ("on", "off")):
+            for mode, front, share, workers, nice in chosen:
+                p50: dict[str, list[float]] = {"off": [], "watch": [], "on": []}
+                mirrored = cx = 0.0
+                with comparator_process(stable, [f"127.0.0.1:{e.http_port}" for e in candidate.endpoints()],
+                                        front, workers, nice) as comparator_address:
+                    for r in range(args.pairs):
+                        order = ["off", "watch", "on"]
+                        order = order[r % 3:] + order[:r % 3]  # rotate: each side in each position
+                        for side in order:
                             k += 1
                             name = f"mirror-{k}"
+                            if side != "off":  # watch: the same shadow release, 1 in 10,000 mirrored
+                                start_release(platform, shadow_spec(name, share if side == "on" else 0.01),
+                                              candidate, comparator_address)
+                            before, cx_before = envoy_mirror_stat(platform, "upstream_rq_total"), \
+                                envoy_mirror_stat(platform, "upstream_cx_total")
+                            p50[side].append(statistics.median(block(url, bodies, args.requests)))
                             if side == "on":
-                                start_release(platform, {
-                                    "name": name, "model": MODEL, "stable": {"version": 1}, "candidate": {"version": 2},
-                                    "steps": [0, 100], "step": {"min_time_s": 3600, "min_requests": 10},
-                                    "shadow": {"mirror_percent": share},
-                                    "thresholds": {"min_agreement": None, "mean_regression_pct": None,
-                                                   "p95_regression_pct": None, "p99_regression_pct": None}},
-                                    candidate, comparator.address)
-                                before = mirrored_count(platform)
-                                on.append(statistics.median(block(url, bodies, args.requests)))
-                                mirrored += mirrored_count(platform) - before
+                                mirrored += envoy_mirror_stat(platform, "upstream_rq_total") - before
+                                cx += envoy_mirror_stat(platform, "upstream_cx_total") - cx_before
+                            if side != "off":
                                 urllib.request.urlopen(urllib.request.Request(  # noqa: S310
                                     f"{platform.admin_url}/releases/{name}/abort", method="POST"), timeout=10).read()
                                 assert release(platform, name)["phase"] == "aborted"
-                            else:
-                                off.append(statistics.median(block(url, bodies, args.requests)))
-                            print(f"{mode} pair {pair + 1}/{args.pairs} {side}: p50 "
-                                  f"{(on if side == 'on' else off)[-1]:.3f} ms", flush=True)
-                finally:
-                    comparator.stop()
-                diffs = [a - b for a, b in zip(on, off, strict=True)]
-                results[mode] = {"p50_on_ms": on, "p50_off_ms": off, "added_p50_ms": statistics.median(diffs),
-                                 "added_range_ms": [min(diffs), max(diffs)],
-                                 "mirrored_per_request": mirrored / (args.pairs * args.requests)}
+                        print(f"{mode} round {r + 1}/{args.pairs}: p50 off {p50['off'][-1]:.3f} watch "
+                              f"{p50['watch'][-1]:.3f} on {p50['on'][-1]:.3f} ms", flush=True)
+                on_off = [a - b for a, b in zip(p50["on"], p50["off"], strict=True)]
+                on_watch = [a - b for a, b in zip(p50["on"], p50["watch"], strict=True)]
+                watch_off = [a - b for a, b in zip(p50["watch"], p50["off"], strict=True)]
+                results[mode] = {"front": front, "mirror_percent": share, "comparator_workers": workers,
+                                 "comparator_nice": nice,
+                                 "p50_on_ms": p50["on"], "p50_off_ms": p50["off"], "p50_watch_ms": p50["watch"],
+                                 "added_p50_ms": statistics.median(on_off), "added_range_ms": [min(on_off), max(on_off)],
+                                 "added": spread(on_off), "mirror_vs_watch": spread(on_watch),
+                                 "watch_vs_off": spread(watch_off),
+                                 "mirrored_per_request": mirrored / (args.pairs * args.requests),
+                                 "mirror_connections_opened": cx}
         finally:
             candidate.stop()
             platform.stop()
-    only = results["mirror_only"]
-    md = f"""# Shadow mirroring: added client latency, on vs off side by side
-
-Single closed-loop client, bronze requests through Envoy to one real CPU Triton replica
-(`digits_classifier`), blocks of {args.requests} requests, {args.pairs} on/off pairs per mode (order
-alternated); figure = median over pairs of (p50 on - p50 off), range in brackets.
-
-| mode | added p50 | range | p50 off (median) | p50 on (median) | mirrored per request |
-|---|---|---|---|---|---|
-""" + "\n".join(
-        f"| {mode} | {r['added_p50_ms']:+.3f} ms | [{r['added_range_ms'][0]:+.3f}, {r['added_range_ms'][1]:+.3f}] | "
-        f"{statistics.median(r['p50_off_ms']):.3f} ms | {statistics.median(r['p50_on_ms']):.3f} ms | "
-        f"{r['mirrored_per_request']:.2f} |" for mode, r in results.items()) + f"""
-
-Target (mirroring every request, `mirror_only`): <= 0.2 ms added at p50: **{'met' if only['added_p50_ms'] <= 0.2 else 'MISSED'}**
-(10% mirrored: {'met' if results['mirror_only_10pct']['added_p50_ms'] <= 0.2 else 'MISSED'}).
-On this machine the client, Envoy (2 worker threads), the stable Triton replica and the comparator
-(a Python HTTP server) share two cores: part of the added time is the comparator's CPU, which a
-comparator on its own machine would not take from the live path.
-`mirror_and_compare` runs the comparator's two extra inferences per request on the same 2-core
-machine as the stable replica and the client: that is CPU contention, not the mirror's cost, and it
-goes away with a comparator (and candidate) on their own machines.
-"""
-    write_results(OUT, "mirror_overhead", {"results": results, "pairs": args.pairs, "requests": args.requests}, md)
+    md = render(results, args, time.time() - started)
+    write_results(OUT, args.name, {"results": results, "pairs": args.pairs, "requests": args.requests}, md)
     print(md)
-    return 0 if only["added_p50_ms"] <= 0.2 else 1
+    headline = results.get("mirror_only")
+    return 0 if headline is None or headline["added_p50_ms"] <= 0.2 else 1
+
+
+def render(results: dict[str, Any], args: argparse.Namespace, wall_s: float) -> str:
+    def cell(s: dict[str, float]) -> str:
+        return f"{s['median']:+.3f} ms [{s['q1']:+.3f}, {s['q3']:+.3f}] ({s['min']:+.3f}..{s['max']:+.3f})"
+
+    rows = "\n".join(
+        f"| {mode} | {r['front']}, {r['comparator_nice']} | {r['mirror_percent']:g}% | {cell(r['added'])} | {cell(r['mirror_vs_watch'])} | "
+        f"{cell(r['watch_vs_off'])} | {statistics.median(r['p50_off_ms']):.3f} ms | "
+        f"{r['mirrored_per_request']:.2f} | {r['mirror_connections_opened']:g} |" for mode, r in results.items())
+    only = results.get("mirror_only")
+    verdict = ("" if only is None else
+               f"Target (mirroring every request, `mirror_only`, on vs off): <= 0.2 ms added at p50: "
+               f"**{'met' if only['added_p50_ms'] <= 0.2 else 'MISSED'}** ({only['added_p50_ms']:+.3f} ms).")
+    return f"""# Shadow mirroring: added client latency, on vs off side by side
+
+Single closed-loop keep-alive client, bronze requests through Envoy to one real CPU Triton replica
+(`digits_classifier`), blocks of {args.requests} requests; per variant {args.pairs} rounds of three
+blocks in rotating order: **off** (no release), **watch** (the same shadow release in force, 1 in
+10,000 requests mirrored: the release watcher polls at 20 Hz, the routes carry the release) and
+**on** (the shadow release mirroring the variant's share).  Each cell: median over rounds of the
+per-round difference of block p50s, [quartiles], (min..max).
+
+| variant | comparator front, nice | mirrored | on - off (added) | on - watch (the mirror itself) | watch - off (release in force) | p50 off | mirrored per request | mirror connections opened |
+|---|---|---|---|---|---|---|---|---|
+{rows}
+
+{verdict}
+
+* `mirror_only_threads` is the comparator front measured before this change (``http.server``'s
+  ``ThreadingHTTPServer``); `mirror_only` the lean asyncio front (``releases/mirror_http.py``) that
+  is now the default; `_nice` runs the comparator at ``--nice 10``.  The `mirror_only*` variants
+  answer every mirror and compare nothing.  The comparator runs in a process of its own.
+* `mirror_and_compare` runs the comparator's two extra inferences per mirrored request on the same
+  2-core machine as the stable replica and the client: CPU contention, not the mirror's cost; it
+  goes away with the comparator (and the candidate) on machines of their own.
+* Everything (client, Envoy, Triton, the control server, the comparator) shares the two cores of
+  this VM with other sessions' work; nothing is emulated here (the model is the real digits
+  classifier on the real CPU pool).
+
+Command: `PYTHONPATH=. .venv/bin/python -m benchmarks.release.mirror_overhead --pairs {args.pairs} --requests {args.requests}`
+Wall time: {wall_s:.0f} s
+"""
 
 
 if __name__ == "__main__":

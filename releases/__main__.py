@@ -1,6 +1,8 @@
 """``python -m releases``: start and steer canary releases through the control server's admin API.
 
     python -m releases start release.yaml --endpoint cpu=127.0.0.1:9100:9101:9102 [--admin URL]
+    python -m releases start release.yaml --discover-candidates [--kube-namespace NS] [--kubeconfig F]
+        (in a cluster: the candidate's EndpointSlices, releases/discover.py)
         [--preflight-measure [--preflight-stable POOL=HOST:GRPC_PORT ...] [--preflight-seconds S]]
         [--preflight STABLE_PROFILE.yaml:CANDIDATE_PROFILE.yaml ...]   (the pre-flight gate)
     python -m releases status [NAME] [--json]
@@ -100,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--endpoint", action="append", default=[], help="POOL=HOST:HTTP:GRPC[:METRICS] of a candidate replica")
     s.add_argument("--preflight", action="append", default=[], metavar="STABLE.yaml:CANDIDATE.yaml",
                    help="profiles (python -m profiler) of stable and candidate on a pool; a regression stops the release")
+    s.add_argument("--discover-candidates", action="store_true",
+                   help="find the candidate replicas from their EndpointSlices (Service labelled "
+                        "app.kubernetes.io/name=triton-candidate, inference.platform/model and /version)")
+    s.add_argument("--kube-namespace", default="inference")
+    s.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account)")
+    s.add_argument("--kube-host", help="API server URL without credentials (kubectl proxy, tests)")
     s.add_argument("--preflight-measure", action="store_true",
                    help="profile the candidate replica of each pool (and stable beside it) before any traffic; "
                         "a confirmed regression beyond p95_regression_pct stops the release")
@@ -134,8 +142,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "start":
             spec = load_release_spec(args.spec)
             endpoints = [parse_endpoint(e) for e in args.endpoint]
+            if args.discover_candidates:
+                if endpoints:
+                    raise CliError("give either --endpoint or --discover-candidates, not both")
+                from control.discovery_k8s import discovery_api
+                from control.ports import DiscoveryError
+                from releases.discover import CandidateDiscoveryError, discover_candidates
+
+                try:
+                    api = discovery_api(host=args.kube_host, kubeconfig=args.kubeconfig)
+                    endpoints = discover_candidates(api, spec.model, spec.candidate_version, args.kube_namespace)
+                except (DiscoveryError, CandidateDiscoveryError) as e:
+                    raise CliError(str(e), 1) from None
+                print("discovered: " + ", ".join(f"{e.pool}={e.host}:{e.http_port}:{e.grpc_port}" for e in endpoints))
             if not endpoints:
-                raise CliError("start needs at least one --endpoint (a candidate replica)")
+                raise CliError("start needs at least one --endpoint (a candidate replica) or --discover-candidates")
             if args.preflight:
                 from pathlib import Path
 

@@ -132,3 +132,17 @@ def test_a_minted_token_verifies_with_the_published_key():
     public = serialization.load_pem_private_key(private_pem(KEY), password=None).public_key()
     public.verify(pad(sig), f"{head}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr]
     assert json.loads(jwks(KEY))["keys"][0]["kid"] == json.loads(pad(head))["kid"]
+
+
+def test_the_control_server_refuses_a_bad_edge_config_naming_the_field(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "edge.yaml").write_text("auth:\n  mode: shut\n")
+    p = subprocess.run([sys.executable, "-m", "control", "serve", f"--runtime={tmp_path / 'rt.json'}",
+                        f"--state={tmp_path / 'state.json'}", "--xds-port=0", "--admin-port=0",
+                        f"--edge-config={tmp_path / 'edge.yaml'}"],
+                       capture_output=True, text=True, timeout=60, cwd=root, env={"PYTHONPATH": str(root)})
+    assert p.returncode != 0
+    assert "edge.yaml: auth.mode: must be one of ['open', 'closed'], got 'shut'" in p.stderr

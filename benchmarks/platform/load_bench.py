@@ -240,12 +240,19 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
         for key, run in sorted(mine.items()):
             _n, shape, role, repeat = key
             table = sv.RequestTable.of(run, cpu.get(key, ()))
-            measured = sv.measured_tier_p99(table)
+            mq = sv.measured_tier_quantiles(table)
             server = sv.simulate_server_ms(run, fleet_cal)
-            simulated = sv.predict_tier_p99(table, server, residuals, draws=draws, seed=repeat)
+            sq = sv.predict_tier_quantiles(table, server, residuals, draws=draws, seed=repeat)
+            measured = {t: v[0.99] for t, v in mq.items()}
+            simulated = {t: v[0.99] for t, v in sq.items()}
             own = sv.predict_tier_p99(table, server, residuals_own, draws=draws, seed=repeat)
             plain = run.plan.get("simulated", {}).get("by_tier", {})
-            slot = by_shape.setdefault((shape, role), {"m": {}, "s": {}, "u": {}, "o": {}, "load": [], "rq": []})
+            slot = by_shape.setdefault((shape, role), {"m": {}, "s": {}, "u": {}, "o": {}, "load": [], "rq": [],
+                                                       "mq": {}, "sq": {}})
+            for tier in mq:
+                for q in (0.5, 0.95):
+                    slot["mq"].setdefault((tier, q), []).append(mq[tier][q])
+                    slot["sq"].setdefault((tier, q), []).append(sq.get(tier, {}).get(q, math.nan))
             slot["load"].append(list(run.load_average))
             slot["rq"].append(round(float(table.features["runnable_per_core"].mean()), 2) if len(table.ok) else None)
             for tier, v in measured.items():
@@ -259,6 +266,12 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
                 p = sv.pair(f"{name} / {shape}", tier, role, slot["m"][tier], slot["s"][tier], slot["u"].get(tier, ()))
                 p["load_average_per_repeat"] = slot["load"]
                 p["runnable_per_core_per_repeat"] = slot["rq"]
+                for q, k in ((0.5, "p50"), (0.95, "p95")):  # context: how the model does where the tail's noise is less
+                    mm = sv.spread(slot["mq"].get((tier, q), []))["median"]
+                    ss = sv.spread(slot["sq"].get((tier, q), []))["median"]
+                    p[f"measured_{k}_ms"], p[f"simulated_{k}_ms"] = mm, ss
+                    p[f"{k}_gap_pct"] = (round(100.0 * (ss - mm) / mm, 1) if mm and math.isfinite(mm)
+                                         and math.isfinite(ss) else None)
                 own = sv.spread(slot["o"][tier])["median"]
                 p["own_load_only_simulated_p99_ms"] = own
                 p["own_load_only_gap_pct"] = (round(100.0 * (own - p["measured_p99_ms"]) / p["measured_p99_ms"], 1)
@@ -393,6 +406,12 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{_fmt(v['worst_gap_pct'])}%, median |gap| {_fmt(v['median_abs_gap_pct'])}% |",
         f"| goal: within 10% | {'yes' if v['within_10pct'] == v['validation_pairs'] else 'no'} | "
         f"{v['within_10pct']} of {v['validation_pairs']} pairs |",
+        f"| (context, not a target) simulated p99 inside the measured repeats' min-max | - | "
+        f"{v['within_measured_range']} of {v['validation_pairs']} pairs; median measured spread (max-min)/median "
+        f"{_fmt(v['median_measured_spread_pct'], 0)}% |",
+        f"| (context, not a target) the same model at p50 / p95, within 15% of the measured median | - | "
+        f"p50: {v['p50_within_15pct']} of {v['validation_pairs']}; p95: {v['p95_within_15pct']} of "
+        f"{v['validation_pairs']} pairs |",
     ]
     for name, c in result["costs"].items():
         lines.append(f"| {name}: gold and silver SLAs (99.9% within bound) in every repeat | "
@@ -407,9 +426,9 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
               "(no machine measurement: what a pure prediction can do on a machine shared with others); uncalibrated = the simulator with the accelerator profiles, "
               "policy in the loop and a fixed 0.5 ms hop (what the previous benchmark compared).", "",
               "| run | tier | role | measured p99 ms (median) | spread min-max | spread % | simulated p99 ms | gap | "
-              "within 15% | sim, own load only | gap | uncalibrated sim p99 ms | gap | runnable threads per core "
-              "| load avg per repeat |",
-              "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
+              "within 15% | sim, own load only | gap | uncalibrated sim p99 ms | gap | p50 meas / sim ms | "
+              "p95 meas / sim ms | runnable threads per core | load avg per repeat |",
+              "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for p in result["pairs"]:
         m = p["measured_spread"]
         la = " ".join("/".join(f"{x:.1f}" for x in pair) for pair in p["load_average_per_repeat"])
@@ -419,6 +438,8 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
             f"{'yes' if p['within_target'] else '**no**'} | {_fmt(p.get('own_load_only_simulated_p99_ms'))} | "
             f"{_fmt(p.get('own_load_only_gap_pct'), 0)}% | {_fmt(p.get('uncalibrated_simulated_p99_ms'))} | "
             f"{_fmt(p.get('uncalibrated_gap_pct'), 0)}% | "
+            f"{_fmt(p.get('measured_p50_ms'))} / {_fmt(p.get('simulated_p50_ms'))} | "
+            f"{_fmt(p.get('measured_p95_ms'))} / {_fmt(p.get('simulated_p95_ms'))} | "
             f"{' '.join(_fmt(x) for x in p.get('runnable_per_core_per_repeat', []))} | {la} |")
     lines += ["", f"Validation: {v['within_15pct']} of {v['validation_pairs']} pairs within 15%, {v['within_10pct']} within "
               "10%. Calibration rows are in-sample (the runs the model learned from) and are not counted.", "",
@@ -463,7 +484,11 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
             where += f" (assumption: {p['assumption']})"
         lines.append(f"| {p['model']} | {p['accelerator']} | {p['priced_as']} | {p['kind']} ({p['date']}) | "
                      f"{' '.join(str(where).split())} |")
-    lines += ["", "Emulated pools answer with synthetic outputs (zeros of the right shape, `x-emulated: true`) after "
+    lines += ["", f"This benchmark ran on: {result['machine']}. Profiles marked measured were measured on the machine "
+              "named in their row (the CPU profiles' instance type is used only for its price); where that is not this "
+              "machine, the uncalibrated simulator's service times come from another CPU, and the calibrated one uses "
+              "the service times measured here.", "",
+              "Emulated pools answer with synthetic outputs (zeros of the right shape, `x-emulated: true`) after "
               "the accelerator profile's time; the emulation lag per run (time this CPU took beyond the profile) is "
               "in `load_bench.json` (`runs.*.emulation`). Real pools' outputs are checked by the load generator.", "",
               "## Why tiers missed (validation runs)", ""]
@@ -472,7 +497,7 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
             if r["notes"] and f"role: {VALIDATION}" in r["notes"]:
                 for line in r["verdict"]:
                     lines.append(f"- {key} (repeat {i}): {line}")
-    lines += ["", "## Method and limits", "", *[f"- {x}" for x in result["limits"]], "",
+    lines += ["", "## Method and limits", "", *[f"- {x}" for x in result["limits"]], f"- {result['recorded']}.", "",
               "Per-run reports with plots (first repeat): `runs/<run>/report.md`.", ""]
     return "\n".join(lines)
 
@@ -489,6 +514,27 @@ LIMITS = (
     "p99 of a 3-repeat run over a few hundred requests per tier is the 3rd-10th slowest request: the measured spread "
     "is shown so that a gap can be read against it.",
 )
+
+
+def machine_line() -> str:
+    from benchmarks.common import environment
+
+    m = environment()["machine"]
+    return f"{m['cpu'] or 'unknown CPU'}, {m['cores']} cores, {m['platform']} (a shared VM)"
+
+
+def recorded_note(args: argparse.Namespace, runs: dict[tuple[str, str, str, int], RunData]) -> str:
+    """When the runs were recorded, and how (a ``--reanalyse`` only re-reads them)."""
+    if not runs:
+        return "no runs"
+    first = min(r.started_unix_s for r in runs.values())
+    last = max(r.ended_unix_s for r in runs.values())
+    span = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(first))} to "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(last))}")
+    if args.reanalyse:
+        return (f"runs recorded {span} by the same command without --reanalyse; this analysis re-read their "
+                "folders under build/bench/platform")
+    return f"runs recorded {span} by this command"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -540,7 +586,11 @@ def main(argv: list[str] | None = None) -> int:
                     folders[(name, shape, role, repeat)] = folder
         (WORK / "sizing.json").write_text(json.dumps(sizing, indent=1))
     else:
-        sizing = json.loads((WORK / "sizing.json").read_text())
+        sizing_path = WORK / "sizing.json"
+        sizing = json.loads(sizing_path.read_text()) if sizing_path.exists() else {
+            "fleets": {n: {"feasible": True, "fleet_file": str(WORK / "fleets" / f"{n}.yaml")} for n in configs[1:]
+                       if (WORK / "fleets" / f"{n}.yaml").exists()},
+            "demand_peak_items_per_s": "see the fleet files", "heterogeneous_plan": {"pools": [], "cost_per_hour_usd": None}}
         for name in configs[1:]:
             if sizing["fleets"].get(name, {}).get("feasible"):
                 config_fleets[name] = Path(sizing["fleets"][name]["fleet_file"])
@@ -589,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
                                                             if p not in profile_provenance(fleets["router"])],
         "runs": {f"{n} / {s}": rs for (n, s), rs in summaries.items()},
         "limits": list(LIMITS),
+        "recorded": recorded_note(args, runs),
+        "machine": machine_line(),
         "wall_s": round(time.monotonic() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)

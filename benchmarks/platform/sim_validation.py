@@ -257,28 +257,48 @@ class Residuals:
         return cal_res[start + rng.integers(0, k, size=len(loads))]  # type: ignore[no-any-return]
 
 
-def predict_tier_p99(table: RequestTable, server_ms: np.ndarray, residuals: Residuals, *, draws: int = 25,
-                     seed: int = 1) -> dict[str, float]:
-    """Simulated p99 per tier: server latency + a drawn residual per successful request; the
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def predict_tier_quantiles(table: RequestTable, server_ms: np.ndarray, residuals: Residuals, *, draws: int = 25,
+                           seed: int = 1, quantiles: Sequence[float] = QUANTILES) -> dict[str, dict[float, float]]:
+    """Simulated quantiles per tier: server latency + a drawn residual per successful request; the
     median over ``draws`` draws (nearest rank, like the measurement)."""
     rng = np.random.default_rng(seed)
     mask = table.ok & np.isfinite(server_ms)
-    per_draw: dict[str, list[float]] = {t: [] for t in sorted(set(table.tiers[mask]))}
+    per_draw: dict[str, dict[float, list[float]]] = {t: {q: [] for q in quantiles} for t in sorted(set(table.tiers[mask]))}
     for _ in range(draws):
         total = server_ms.copy()
         for cls in sorted(set(table.classes[mask])):
             sel = mask & (table.classes == cls)
             total[sel] += residuals.draw(cls, table.features[residuals.feature][sel], rng)
         total = np.maximum(total, 0.0)
-        for tier in per_draw:
-            per_draw[tier].append(nearest_rank(sorted(total[mask & (table.tiers == tier)].tolist()), 0.99))
-    return {tier: float(np.median(v)) for tier, v in per_draw.items()}
+        for tier, by_q in per_draw.items():
+            values = sorted(total[mask & (table.tiers == tier)].tolist())
+            for q in quantiles:
+                by_q[q].append(nearest_rank(values, q))
+    return {tier: {q: float(np.median(v)) for q, v in by_q.items()} for tier, by_q in per_draw.items()}
+
+
+def predict_tier_p99(table: RequestTable, server_ms: np.ndarray, residuals: Residuals, *, draws: int = 25,
+                     seed: int = 1) -> dict[str, float]:
+    """Simulated p99 per tier (:func:`predict_tier_quantiles` at 0.99)."""
+    return {t: v[0.99] for t, v in predict_tier_quantiles(table, server_ms, residuals, draws=draws, seed=seed,
+                                                           quantiles=(0.99,)).items()}
+
+
+def measured_tier_quantiles(table: RequestTable, quantiles: Sequence[float] = QUANTILES) -> dict[str, dict[float, float]]:
+    """Measured quantiles per tier over successful requests (nearest rank, as ``reporting.sla``)."""
+    out = {}
+    for tier in sorted(set(table.tiers[table.ok])):
+        values = sorted(table.measured_ms[table.ok & (table.tiers == tier)].tolist())
+        out[tier] = {q: nearest_rank(values, q) for q in quantiles}
+    return out
 
 
 def measured_tier_p99(table: RequestTable) -> dict[str, float]:
-    """Measured p99 per tier over successful requests (nearest rank, as ``reporting.sla``)."""
-    return {tier: nearest_rank(sorted(table.measured_ms[table.ok & (table.tiers == tier)].tolist()), 0.99)
-            for tier in sorted(set(table.tiers[table.ok]))}
+    """Measured p99 per tier over successful requests."""
+    return {t: v[0.99] for t, v in measured_tier_quantiles(table, (0.99,)).items()}
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -301,6 +321,8 @@ def pair(run: str, tier: str, role: str, measured: Sequence[float], simulated: S
         "gap_pct": round(100.0 * gap, 1) if math.isfinite(gap) else None,
         "within_target": bool(math.isfinite(gap) and abs(gap) <= TARGET_GAP),
         "within_goal": bool(math.isfinite(gap) and abs(gap) <= GOAL_GAP),
+        # Inside the measured repeats' min-max: the simulator is as close as the measurement repeats itself.
+        "within_measured_range": bool(m["n"] and s["n"] and m["min"] <= s["median"] <= m["max"]),
         "measured_spread": m, "simulated_spread": s,
         "measured_p99_ms_per_repeat": [round(float(x), 3) for x in measured],
         "simulated_p99_ms_per_repeat": [round(float(x), 3) for x in simulated],
@@ -322,6 +344,12 @@ def verdict(pairs: Sequence[Mapping[str, Any]], *, min_pairs: int = 15, min_shap
     met = len(val) >= min_pairs and len(shapes) >= min_shapes and within == len(val)
     return {"validation_pairs": len(val), "validation_shapes": shapes, "within_15pct": within,
             "within_10pct": sum(1 for p in val if p["within_goal"]),
+            "within_measured_range": sum(1 for p in val if p.get("within_measured_range")),
+            **{f"p{k}_within_15pct": sum(1 for p in val if p.get(f"p{k}_gap_pct") is not None
+                                         and abs(p[f"p{k}_gap_pct"]) <= 100 * TARGET_GAP) for k in ("50", "95")},
+            "median_measured_spread_pct": (float(np.median(spreads)) if (spreads := [
+                p["measured_spread"]["range_pct"] for p in val if math.isfinite(p["measured_spread"]["range_pct"])])
+                else None),
             "worst_gap_pct": max(gaps) if gaps else None, "median_abs_gap_pct": float(np.median(gaps)) if gaps else None,
             "target": f"every validation pair within {100 * TARGET_GAP:.0f}% (goal {100 * GOAL_GAP:.0f}%), "
                       f">= {min_pairs} pairs over >= {min_shapes} load shapes",

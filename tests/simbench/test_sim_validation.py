@@ -137,6 +137,8 @@ def test_a_pair_compares_the_median_simulated_with_the_median_measured_and_repor
     p = sv.pair("router / step", "gold", "validation", [10.0, 12.0, 20.0], [13.0, 13.5, 14.0], [1.0, 1.0, 1.0])
     assert p["measured_p99_ms"] == 12.0 and p["simulated_p99_ms"] == 13.5
     assert p["gap_pct"] == 12.5 and p["within_target"] and not p["within_goal"]
+    assert p["within_measured_range"]
+    assert not sv.pair("r / s", "gold", "validation", [10.0, 12.0], [30.0])["within_measured_range"]
     assert p["measured_spread"] == {"median": 12.0, "min": 10.0, "max": 20.0, "range_pct": 83.3, "n": 3}
     assert p["uncalibrated_gap_pct"] == pytest.approx(-91.7)
 

@@ -151,10 +151,10 @@ def _base(samples: Sequence[ReleaseSample], now_s: float, window_s: float) -> Re
 
 
 # A quantile is judged only over a window holding at least this many requests beyond it, per
-# version: ceil(3 / (1 - q)), p95 60 requests, p99 300.  Over fewer, "p99" is the slowest request,
+# version: ceil(5 / (1 - q)), p95 100 requests, p99 500.  Over fewer, "p99" is the slowest request,
 # and one scheduler stall of a shared machine rolled a healthy candidate back (measured: p99 213 ms
 # vs stable 41 ms over a 2 s window of 60 requests).
-TAIL_REQUESTS = 3
+TAIL_REQUESTS = 5
 
 
 def quantile_min_requests(q: float) -> int:

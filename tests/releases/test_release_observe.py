@@ -76,7 +76,7 @@ def test_the_fast_window_sees_a_latency_fault_within_half_a_second() -> None:
 
 
 def test_quantiles_come_from_the_slow_window_and_errors_from_envoy_or_triton() -> None:
-    samples = [sample(0.0, 0, 0, 2.0), sample(10.0, 300, 300, 2.0, slow_bucket=30, candidate_5xx=4)]
+    samples = [sample(0.0, 0, 0, 2.0), sample(10.0, 500, 500, 2.0, slow_bucket=50, candidate_5xx=4)]
     obs = observe(samples, ["cpu"], fast_window_s=0.5, slow_window_s=10)
     assert obs is not None
     cand, stable = obs.pools[0].candidate, obs.pools[0].stable
@@ -109,13 +109,13 @@ def test_a_quiet_candidate_is_judged_over_its_last_requests_not_an_empty_half_se
 def test_a_quantile_needs_enough_requests_beyond_it_and_reaches_back_for_them() -> None:
     from router_lib.release_observe import quantile_min_requests
 
-    assert (quantile_min_requests(0.95), quantile_min_requests(0.99)) == (60, 300)
-    # 40 requests a second per version, one in ten slow; a 2 s window holds 80
-    samples = [sample(t / 2, 20 * t, 20 * t, 2.0, slow_bucket=2 * t) for t in range(0, 17)]
+    assert (quantile_min_requests(0.95), quantile_min_requests(0.99)) == (100, 500)
+    # 60 requests a second per version, one in ten slow; a 2 s window holds 120
+    samples = [sample(t / 2, 30 * t, 30 * t, 2.0, slow_bucket=3 * t) for t in range(0, 19)]
     obs = observe(samples[:5], ["cpu"], fast_window_s=0.5, slow_window_s=2)
     assert obs is not None
     cand = obs.pools[0].candidate
-    assert cand.p95_ms is not None and cand.p95_ms > 10  # 80 requests: p95 is judged (4 beyond it)
+    assert cand.p95_ms is not None and cand.p95_ms > 10  # 120 requests: p95 is judged (6 beyond it)
     assert cand.p99_ms is None  # ... p99 is not: the slowest request alone would be "p99"
-    obs = observe(samples, ["cpu"], fast_window_s=0.5, slow_window_s=2)  # 8 s kept: 320 requests
+    obs = observe(samples, ["cpu"], fast_window_s=0.5, slow_window_s=2)  # 9 s kept: 540 requests
     assert obs is not None and obs.pools[0].candidate.p99_ms is not None and obs.pools[0].candidate.p99_ms > 10

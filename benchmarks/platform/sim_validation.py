@@ -22,9 +22,14 @@ comparison is a validation and not a fit):
   that time; the variation is in the residual below.
 * Outside the pools (client + Envoy + contention noise): per request class (model, protocol,
   batch), the residual ``measured - simulated server latency`` of every successful request of the
-  calibration runs, kept with the *load* around it (requests/s sent within +-1 s).  A validation
-  request draws its residual from the ``k`` calibration residuals of its class nearest its own load:
-  a conditional bootstrap, so a request at 3x load gets the overhead seen at 3x load.
+  calibration runs, kept with a *feature* of the moment it was sent: the machine's runnable threads
+  per core within +-1 s (``/proc/stat`` ``procs_running``, sampled every 0.1 s by the benchmark: all
+  processes, the stack's and everyone else's), or the requests/s the load generator sent within
+  +-1 s (no machine measurement).  A validation request draws its residual from the ``k``
+  calibration residuals of its class nearest its own feature value: a conditional bootstrap, so a
+  request sent while the machine is crowded gets the overhead seen when it was crowded.  The
+  machine's runnable threads are an input of the replay, like the arrivals: the simulator does not
+  predict other people's work on a shared machine.
 * Tier p99: nearest rank over successful requests (``reporting.sla``), measured and simulated
   alike; the simulated p99 is the median over ``draws`` bootstrap draws.
 

@@ -136,7 +136,8 @@ class EdgeValidation:
     enabled: bool = False
     models: tuple[ModelSchema, ...] = ()
     max_body_bytes: int = 8 * 1024 * 1024
-    max_request_headers_kb: int = 60  # Envoy's default; HTTP/1 answers 431 above it
+    # Header limits answered 431 / RESOURCE_EXHAUSTED with a message (Envoy's defaults: 60 kB, 100).
+    max_request_headers_kb: int = 60
     max_headers_count: int = 100
     # Upstream (Triton) answers that are the client's fault, recognised by their message, become
     # 400 / INVALID_ARGUMENT instead of 500 / INTERNAL.

@@ -8,6 +8,8 @@ local MODELS = %(models)s
 local DTYPE_BYTES = %(dtype_bytes)s
 local MAX_BODY = %(max_body)d
 local MAP_UPSTREAM = %(map_upstream)s
+local MAX_HEADERS = %(max_headers)d
+local MAX_HEADER_BYTES = %(max_header_bytes)d
 local GRPC_PREFIX = "/inference.GRPCInferenceService/"
 local STREAMING = { ["ModelStreamInfer"] = true }
 local MAX_DEPTH = 32
@@ -561,13 +563,31 @@ local function validate_grpc(handle, path)
 end
 
 -- Entry points -----------------------------------------------------------------------------------
+-- Header limits with a message: Envoy's own (the connection manager's, set at twice these) would
+-- answer HTTP/1 with a bare 431 and reset an HTTP/2 stream, which a gRPC client sees as INTERNAL.
+local function header_problem(headers)
+  local count, bytes = 0, 0
+  for key, value in pairs(headers) do
+    count = count + 1
+    bytes = bytes + #key + #value
+  end
+  if count > MAX_HEADERS then return format("too many headers: %%d, the limit is %%d", count, MAX_HEADERS) end
+  if bytes > MAX_HEADER_BYTES then
+    return format("headers of %%d bytes, the limit is %%d", bytes, MAX_HEADER_BYTES)
+  end
+  return nil
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local path = headers:get(":path")
   if path == nil then return end
+  local ctype = headers:get("content-type")
+  local is_grpc = ctype ~= nil and sub(ctype, 1, 16) == "application/grpc"
+  local too_big = header_problem(headers)
+  if too_big then return reject(handle, is_grpc, 431, 8, too_big) end
   if sub(path, 1, #GRPC_PREFIX) == GRPC_PREFIX then
-    local ctype = headers:get("content-type")
-    if ctype ~= nil and sub(ctype, 1, 16) == "application/grpc" then return validate_grpc(handle, path) end
+    if is_grpc then return validate_grpc(handle, path) end
     return
   end
   return validate_rest(handle, headers, path)

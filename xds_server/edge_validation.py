@@ -105,6 +105,8 @@ def lua_source(validation: EdgeValidation) -> str:
         "dtype_bytes": "{ " + sizes + " }",
         "max_body": validation.max_body_bytes,
         "map_upstream": "true" if validation.map_upstream_client_errors else "false",
+        "max_headers": validation.max_headers_count,
+        "max_header_bytes": validation.max_request_headers_kb * 1024,
     }
 
 
@@ -114,9 +116,10 @@ def validation_filter(validation: EdgeValidation) -> dict[str, Any]:
 
 
 def edge_hcm_options(validation: EdgeValidation) -> dict[str, Any]:
-    """Header limits on the connection manager: Envoy refuses larger header blocks itself
-    (HTTP/1: 431; HTTP/2: the stream is reset) before any filter runs."""
+    """Hard header limits on the connection manager, at twice the script's: between the two the
+    script answers 431 / RESOURCE_EXHAUSTED with a message; above them Envoy's codec refuses
+    before any filter runs (HTTP/1: a bare 431; HTTP/2: the stream is reset, INTERNAL to gRPC)."""
     return {
-        "max_request_headers_kb": validation.max_request_headers_kb,
-        "common_http_protocol_options": {"max_headers_count": validation.max_headers_count},
+        "max_request_headers_kb": min(2 * validation.max_request_headers_kb, 8192),
+        "common_http_protocol_options": {"max_headers_count": 2 * validation.max_headers_count},
     }

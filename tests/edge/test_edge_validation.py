@@ -25,7 +25,8 @@ MAX_BODY = 1024 * 1024
 @pytest.fixture(scope="module")
 def plane(edge_plane):
     edge_plane.publish(EdgeSettings(validation=EdgeValidation(
-        enabled=True, models=schemas_from_models(edge_plane.models), max_body_bytes=MAX_BODY, max_headers_count=60)))
+        enabled=True, models=schemas_from_models(edge_plane.models), max_body_bytes=MAX_BODY, max_headers_count=60,
+        max_request_headers_kb=4)))
     return edge_plane
 
 
@@ -109,10 +110,19 @@ def test_a_malformed_rest_request_gets_a_client_error_and_the_platform_keeps_ser
     assert_platform_serves(plane)
 
 
-def test_too_many_headers_get_a_client_error(plane):
+@pytest.mark.parametrize("headers", [pytest.param({f"x-h{i}": "v" for i in range(80)}, id="too-many"),
+                                     pytest.param({"x-big": "v" * 5000}, id="too-large")])
+def test_header_limits_give_a_client_error_naming_the_limit(plane, headers):
     r = requests.post(f"http://{plane.http_url}/v2/models/digits_classifier/infer", json=good_rest_body(),
-                      headers={f"x-h{i}": "v" for i in range(80)}, timeout=30)
+                      headers=headers, timeout=30)
     assert r.status_code == 431, r.text
+    assert "the limit is" in r.json()["error"]
+    with grpc.insecure_channel(plane.grpc_url) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            channel.unary_unary("/inference.GRPCInferenceService/ServerReady")(
+                b"", metadata=tuple(headers.items()), timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+    assert "the limit is" in err.value.details()
     assert_platform_serves(plane)
 
 

@@ -42,7 +42,7 @@ from router_lib.config import load_fleet
 from router_lib.metric_names import envoy_stats_url
 from xds_server.bootstrap import write_envoy_bootstrap
 from xds_server.certs import ensure_certs
-from xds_server.envoy_process import EnvoyError, EnvoyProcess
+from xds_server.envoy_process import EnvoyError, EnvoyProcess, shared_host_concurrency
 from xds_server.tls import CertDir, Role, UpstreamTls
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,8 @@ class LocalPlatform:
         bootstrap = write_envoy_bootstrap(self.workdir / "envoy-bootstrap.yaml", node_id=ENVOY_NODE_ID,
                                           xds_port=self.ports.xds, admin_port=self.ports.envoy_admin,
                                           xds_tls=UpstreamTls.to(Role.XDS_SERVER, self.cert_dir) if self.cert_dir else None)
-        self.envoy = EnvoyProcess(bootstrap, log_path=self.workdir / "logs" / "envoy.log", concurrency=2,
+        self.envoy = EnvoyProcess(bootstrap, log_path=self.workdir / "logs" / "envoy.log",
+                                  concurrency=shared_host_concurrency(),
                                   new_session=True)
         self.envoy.start()
         assert self.envoy.process is not None

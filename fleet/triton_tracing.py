@@ -4,9 +4,10 @@ Verified with the ``nvidia-pytriton`` wheel's tritonserver 2.51 (docs/tracing.md
 ``mode=opentelemetry`` it exports OTLP/HTTP (JSON bodies) to ``opentelemetry,url=...``, honours
 a request's W3C ``traceparent`` (its ``InferRequest`` span is a child of the caller's span, here
 Envoy's upstream span) and adds one span per model: an ensemble's span has one child per step,
-each with a ``compute`` span.  It does not read the ``traceparent``'s sampled flag, and sampling
-1 in N > 1 crashed it under load once requests carried a ``traceparent``: so it traces every
-request (``rate=1``) or runs without trace flags (``TracingSettings.effective_triton_rate``).
+each with a ``compute`` span.  It does not read the ``traceparent``'s sampled flag, so it traces
+every request (``rate=1``) or runs without trace flags (``TracingSettings.effective_triton_rate``);
+and its OpenTelemetry mode crashed under concurrent load (``tracing.settings`` says when), so it
+is on only where the load is light or someone asked for it.
 """
 
 from __future__ import annotations

@@ -9,11 +9,13 @@ off unless an endpoint is set.
 
 Why the edge decides: a request is sampled once, where it enters (Envoy's ``random_sampling``).
 Triton 2.51 cannot follow that decision: it does not read the ``traceparent``'s sampled flag and
-samples on its own (``rate``: one request in N), and with N > 1 it crashed (SIGSEGV, reproduced
-three times under concurrent load) once requests carry a ``traceparent``, which Envoy adds to
-every request.  So Triton traces either every request (``rate=1``) or none: every request when
-the edge samples all of them (the demo, the trace test), none otherwise unless
-``PLATFORM_TRITON_TRACE_RATE=1`` asks for it (docs/tracing.md gives what each costs).
+samples on its own (``rate``: one request in N), so a 1-in-N sample would rarely meet the edge's.
+Triton traces every request (``rate=1``) or none.  And its OpenTelemetry mode is not safe under
+concurrent load: tritonserver 2.51 crashed (SIGSEGV) with two or four concurrent clients after
+9k-42k traced requests, at rate 1 and at rate 100, with and without a ``traceparent``; with one
+client, 40k traced requests ran clean.  So Triton is traced only when the edge samples every
+request (the demo, the trace test: light load) or when ``PLATFORM_TRITON_TRACE_RATE=1`` asks for
+it; never by default in a load run (docs/tracing.md).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class TracingSettings:
         if self.triton_rate not in (None, 0, 1):
             raise TracingConfigError(
                 f"{TRITON_RATE_VAR}={self.triton_rate}: 1 (Triton traces every request) or 0 (none); Triton 2.51 "
-                "crashes when it samples 1 in N > 1 of requests carrying a traceparent (docs/tracing.md)")
+                "samples on its own and cannot follow the edge's decision, so 1 in N would rarely meet an "
+                "edge-sampled request (docs/tracing.md)")
 
     @property
     def traces_url(self) -> str:

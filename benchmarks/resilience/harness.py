@@ -27,10 +27,9 @@ import yaml
 
 from fleet.supervisor import FleetSupervisor
 from model_repository.definitions import load_models
-from model_repository.triton_config import TierSharing, target_for_pool, write_repository
+from model_repository.triton_config import TierSharing, target_for_pool, tier_sharing, write_repository
 from router_lib.config import load_fleet
 from router_lib.domain import Fleet, PoolSpec
-from router_lib.priority import largest_batch_within, tier_priorities
 from xds_server import (
     DataPlaneSettings,
     Endpoint,
@@ -90,11 +89,9 @@ def sharing_for(fleet: Fleet, pool: PoolSpec, *, priorities: bool) -> TierSharin
     the tiers' levels and queue policies too (without: one FIFO queue, the comparison)."""
     profile = fleet.profile(MODEL, pool.accelerator)
     assert profile is not None
-    gold = min(t.p99_ms for t in fleet.tiers.tiers.values() if t.p99_ms is not None)
-    cap = largest_batch_within(profile.latency_ms, gold, profile.max_batch_size, HEADROOM_SHARE * gold)
-    levels = tier_priorities(fleet.tiers, timeout_factor=QUEUE_TIMEOUT_FACTOR,
-                             best_effort_timeout_ms=BEST_EFFORT_QUEUE_MS * fleet.time_dilation)
-    return TierSharing(levels if priorities else None, max_batch=cap)
+    sharing = tier_sharing(fleet.tiers, profile, headroom_share=HEADROOM_SHARE, timeout_factor=QUEUE_TIMEOUT_FACTOR,
+                           best_effort_queue_ms=BEST_EFFORT_QUEUE_MS, dilation=fleet.time_dilation)
+    return sharing if priorities else TierSharing(None, max_batch=sharing.max_batch)
 
 
 # A bounded tier's request still queued at 0.75 x its bound is rejected (it would miss the bound

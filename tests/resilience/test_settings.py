@@ -132,3 +132,19 @@ def test_with_shedding_both_listeners_run_the_admission_filter_before_the_router
         text = str(_snapshot(settings).resources[LISTENER][name])
         assert "tmas.overload_admission" in text
         assert text.index("tmas.overload_admission") < text.index("envoy.filters.http.router")
+
+
+def test_tier_sharing_caps_the_batch_from_the_profile_and_scales_the_best_effort_wait_with_dilation():
+    from model_repository.triton_config import tier_sharing
+    from router_lib.domain import Accelerator, Profile, Provenance
+
+    profile = Profile("digits_classifier", Accelerator.GPU, "g5.xlarge", {1: 8.0, 2: 10.0, 64: 258.0}, 1, 64,
+                      Provenance("reference", "2026-11-29", "test", "test"))
+    sharing = tier_sharing(TIERS, profile, headroom_share=0.5, dilation=10.0)
+    assert sharing.max_batch == 2  # 2 x t(2) = 20 <= 50 - 25 ms of headroom; 2 x t(3) = 28 is not
+    assert sharing.priorities is not None
+    bronze = next(p for p in sharing.priorities.policies if p.tier == "bronze")
+    assert bronze.timeout_ms == 10_000.0
+    assert tier_sharing(TIERS, profile).max_batch == 4  # 2 x t(4) = 36 <= 50 - 10; 2 x t(5) = 44 is not
+    with pytest.raises(ValueError, match="headroom_share"):
+        tier_sharing(TIERS, profile, headroom_share=1.0)

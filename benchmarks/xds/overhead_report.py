@@ -173,7 +173,9 @@ def plot(raw: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = list(raw["models"])
-    fig, axes = plt.subplots(len(models), 3, figsize=(16, 4.2 * len(models)), squeeze=False)
+    bars = [max(2, len(raw["models"][m]["summary"]) - 1) for m in models]  # rows as tall as their bars
+    fig, axes = plt.subplots(len(models), 3, figsize=(16, 1.2 + 0.3 * sum(bars) + 0.9 * len(models)), squeeze=False,
+                             gridspec_kw={"height_ratios": bars})
     for row, model in enumerate(models):
         s = raw["models"][model]["summary"]
         names = [p for p in s if p != "direct"]
@@ -196,7 +198,7 @@ def plot(raw: dict[str, Any], path: Path) -> None:
             ax.set_title(f"{model}: {label}", fontsize=10)
     fig.suptitle(f"Envoy overhead, median and min-max of {raw['repeats']} repeats "
                  f"({raw['connections']} connections, shared 2-core VM, {raw['date_utc']})", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=90)
 
 

@@ -71,7 +71,8 @@ def plot(path: Path, bins: list[dict[str, Any]], bench: FaultBench, soak: dict[s
 
 
 def write_report(out: Path, results: list[Result], soak: dict[str, Any] | None, load: MixedLoad, bench: FaultBench,
-                 *, short: bool, wall_s: float, rate_rps: float, workers: int, hang_timeout_s: float) -> None:
+                 *, short: bool, wall_s: float, rate_rps: float, workers: int, hang_timeout_s: float,
+                 data_plane: dict[str, bool]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     bins = timeline(load)
     plot(out / "timeline.png", bins, bench, soak)
@@ -90,6 +91,8 @@ def write_report(out: Path, results: list[Result], soak: dict[str, Any] | None, 
            "**refused** = the connection to Envoy was refused (Envoy down; never accepted); **shed** = 429 / "
            "RESOURCE_EXHAUSTED on purpose.", "",
            f"Whole run: {total['ok']} ok, {total['lost']} lost, {total['refused']} refused, {total['shed']} shed.", "",
+           "What the running Envoy had (its config_dump) that the hung-replica scenarios depend on: "
+           + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in data_plane.items()) + ".", "",
            "![timeline](timeline.png)", "", "## Scenarios", "",
            "| scenario | fault | expected | ok | lost | refused | measured | result |", "|---|---|---|---:|---:|---:|---|---|"]
     for r in results:
@@ -122,7 +125,7 @@ def write_report(out: Path, results: list[Result], soak: dict[str, Any] | None, 
     md += ["", f"Result: {'every expected outcome held' if not failed else 'FAILED: ' + ', '.join(failed)}."]
     write_results(out, "summary", {
         "short_version": short, "rate_rps": rate_rps, "workers": workers, "hang_timeout_s": hang_timeout_s,
-        "wall_s": round(wall_s, 1), "totals": total, "scenarios": [r.to_json() for r in results], "soak": soak,
+        "wall_s": round(wall_s, 1), "totals": total, "data_plane": data_plane, "scenarios": [r.to_json() for r in results], "soak": soak,
         "failed": failed, "marks": bench.marks, "timeline_5s": bins,
         "control_rss": [{"t_s": t, "rss_mb": round(b / 2**20, 1), "pid": p} for t, b, p in bench.memory[::5]],
     }, "\n".join(md))

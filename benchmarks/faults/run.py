@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     load = MixedLoad(d["http_endpoint"], d["grpc_endpoint"], load_digits(args.artifacts), rate_rps=args.rate_rps,
                      workers=args.workers)
     bench = sc.FaultBench(platform, load)
+    data_plane = sc.data_plane_facts(d["envoy_admin"])
+    print(f"data plane: {data_plane}", flush=True)
     results: list[sc.Result] = []
     soak_result: dict[str, Any] | None = None
     try:
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop()
         platform.stop()
     write_report(args.out, results, soak_result, load, bench, short=short, wall_s=time.monotonic() - started,
-                 rate_rps=args.rate_rps, workers=args.workers, hang_timeout_s=args.hang_timeout_s)
+                 rate_rps=args.rate_rps, workers=args.workers, hang_timeout_s=args.hang_timeout_s, data_plane=data_plane)
     failed = [r.name for r in results if not r.passed] + (["soak"] if soak_result and not soak_result["passed"] else [])
     print(f"results: {args.out}; {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}", flush=True)
     return 1 if failed else 0

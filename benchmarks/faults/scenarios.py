@@ -75,6 +75,7 @@ class FaultBench:
     def __init__(self, platform: LocalPlatform, load: MixedLoad) -> None:
         self.platform, self.load = platform, load
         self.marks: list[tuple[float, str]] = []
+        self.last_end_s = 0.0  # the previous scenario's end: windows do not reach back past it
         self.memory: list[tuple[float, int, int]] = []  # (t_s, rss bytes, pid)
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, name="rss", daemon=True)
@@ -137,10 +138,12 @@ class FaultBench:
 
     def close(self, result: Result, start_s: float, settle_s: float = 3.0) -> Result:
         """Count the window's outcomes (from a few seconds before the fault: requests in flight
-        when it struck count) once the load has run ``settle_s`` more."""
+        when it struck count; not before the previous scenario ended) once the load has run
+        ``settle_s`` more."""
         time.sleep(settle_s)
         result.started_s, result.ended_s = start_s, self.load.now()
-        window = self.load.window(start_s - 5.0, result.ended_s)
+        window = self.load.window(max(start_s - 5.0, self.last_end_s), result.ended_s)
+        self.last_end_s = result.ended_s
         result.counts = dict(Counter(r.outcome for r in window))
         for outcome in ("ok", "lost", "refused", "shed"):
             result.counts.setdefault(outcome, 0)
@@ -166,6 +169,18 @@ class FaultBench:
             if r["model"] == model and r["tier"] == tier:
                 return int(r["weights"].get(pool, 0))
         raise KeyError(f"no route {model}/{tier}")
+
+
+def data_plane_facts(envoy_admin: str) -> dict[str, bool]:
+    """What the running Envoy was given that the hung-replica scenarios depend on (from its
+    config_dump, not from what the settings say they would build)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{envoy_admin}/config_dump", timeout=10) as r:  # noqa: S310 - loopback
+        dump = r.read().decode()
+    return {"per_try_timeout": "per_try_timeout" in dump, "per_try_idle_timeout": "per_try_idle_timeout" in dump,
+            "hedge_policy": "hedge_policy" in dump, "outlier_detection": "outlier_detection" in dump,
+            "consecutive_gateway_failure": "consecutive_gateway_failure" in dump}
 
 
 def _lost(result: Result) -> int:

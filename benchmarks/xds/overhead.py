@@ -10,6 +10,11 @@ Against a running platform (the lead's Triton fleet):
 Self-contained demo against fake KServe pools (checks the script, not Triton):
     PYTHONPATH=. .venv/bin/python -m benchmarks.xds.overhead --demo
 Targets (issue 4): added p50 <= 0.5 ms, throughput >= 0.85x direct via Envoy, >= 0.95x proxyless.
+
+Superseded for Envoy's overhead by ``benchmarks.xds.envoy_overhead`` (issue 16 item 7: the shipped
+edge chain, each part's cost, a lean raw-bytes client; results in benchmarks/results/overhead).
+This script stays for the proxyless comparison; its tritonclient load costs more client CPU per
+request, which on 2 cores lowers every path's throughput.
 """
 
 from __future__ import annotations

@@ -89,7 +89,11 @@ def release_splits(book: ReleaseBook, routes: Mapping[RouteKey, RouteWeights]) -
     """Each release's candidate share of each of its model's routes (by tier), over the pools
     that have candidate replicas (``spec.candidate_pools`` when given).  A rolled-back or aborted
     release keeps a 0 split: its candidate clusters stay defined (make before break: a route is
-    never left naming a cluster that is being removed)."""
+    never left naming a cluster that is being removed).
+
+    Mirroring is tier-aware like the live share: a tier's requests are mirrored once the tier has
+    joined the release (tier ``j`` at stage ``>= j``: bronze from the start, gold last), so a tier
+    that has not joined pays not even the mirror's cost on its live path."""
     out = []
     for state in book.releases.values():
         spec = state.spec
@@ -97,8 +101,10 @@ def release_splits(book: ReleaseBook, routes: Mapping[RouteKey, RouteWeights]) -
                         if not spec.candidate_pools or e.pool in spec.candidate_pools})
         running = not state.phase.finished
         mirror = round(spec.mirror_percent * BASIS_POINTS / 100) if running else 0
-        for tier, bp in state.weights_bp().items():
+        for j, (tier, bp) in enumerate(state.weights_bp().items()):
             key = RouteKey(spec.model, tier)
             if key in routes:
-                out.append(VersionSplit(key, spec.candidate_version, bp if pools else 0, tuple(pools), mirror))
+                joined = j <= state.stage
+                out.append(VersionSplit(key, spec.candidate_version, bp if pools else 0, tuple(pools),
+                                        mirror if joined else 0))
     return tuple(sorted(out, key=lambda s: s.key))

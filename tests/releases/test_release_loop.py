@@ -186,8 +186,11 @@ def test_shadow_mode_mirrors_the_http_routes_to_the_comparator_and_needs_one() -
     snap = sink.snapshots[-1]
     assert "_mirror--" + EMBED + "--http" in snap.resources[CLUSTER] and snap.consistent() == []
     routes = {r["name"]: r for r in to_dict(snap.resources[ROUTE]["http"])["virtual_hosts"][0]["routes"]}
-    policy = routes[f"{EMBED}/gold"]["route"]["request_mirror_policies"][0]
+    policy = routes[f"{EMBED}/bronze"]["route"]["request_mirror_policies"][0]
     assert policy["runtime_fraction"]["default_value"] == {"numerator": 2500, "denominator": "TEN_THOUSAND"}
+    # tier-aware like the live share: silver and gold join later, so they are not mirrored yet
+    assert "request_mirror_policies" not in routes[f"{EMBED}/silver"]["route"]
+    assert "request_mirror_policies" not in routes[f"{EMBED}/gold"]["route"]
     grpc = to_dict(snap.resources[ROUTE]["grpc"])["virtual_hosts"][0]["routes"]
     assert not any("request_mirror_policies" in r.get("route", {}) for r in grpc)  # the comparator speaks HTTP
 
@@ -207,7 +210,7 @@ def test_a_comparator_with_a_grpc_port_gets_the_grpc_routes_mirrored_over_h2() -
     assert "typed_extension_protocol_options" not in clusters[f"_mirror--{EMBED}--http"]
     for proto in ("http", "grpc"):
         routes = {r["name"]: r for r in to_dict(snap.resources[ROUTE][proto])["virtual_hosts"][0]["routes"]}
-        [policy] = routes[f"{EMBED}/gold"]["route"]["request_mirror_policies"]
+        [policy] = routes[f"{EMBED}/bronze"]["route"]["request_mirror_policies"]
         assert policy["cluster"] == f"_mirror--{EMBED}--{proto}"
 
 
@@ -219,3 +222,22 @@ def test_a_malformed_comparator_address_is_refused_naming_the_form(bad: str) -> 
     code, body = handle_post(loop, "/releases/start", {}, json.dumps(
         {"spec": spec.to_json(), "endpoints": [e.to_json() for e in ENDPOINTS], "comparator": bad}).encode())
     assert code == 400 and "HOST:HTTP_PORT[:GRPC_PORT]" in body["error"]
+
+
+def test_a_tier_is_mirrored_from_the_stage_it_joins() -> None:
+    loop, sink, clock, _ = make_loop()
+    loop.tick()
+    spec = parse_release_spec({**SPEC, "steps": [0, 50, 100], "shadow": {"mirror_percent": 100},
+                               "step": {"min_time_s": 1, "min_requests": 1}})
+    loop.start_release(spec, ENDPOINTS, comparator="127.0.0.1:9600")
+
+    def mirrored() -> set[str]:
+        routes = to_dict(sink.snapshots[-1].resources[ROUTE]["http"])["virtual_hosts"][0]["routes"]
+        return {r["name"].split("/")[1] for r in routes if "request_mirror_policies" in r.get("route", {})}
+    assert mirrored() == {"bronze"}  # the default route is silver's here: not joined either
+    loop.releases_observed(observe(0.0, VersionWindow(50, 0, 20, 30, 10)))  # the stage's request base
+    for stage in (1, 2):
+        clock.advance(2)
+        loop.releases_observed(observe(100.0 * stage, VersionWindow(50, 0, 20, 30, 10)))
+        assert loop.view.releases.releases["emb-v2"].stage == stage
+    assert mirrored() == {"bronze", "silver", "gold", "default"}

@@ -262,10 +262,10 @@ def write_results(summary: dict[str, Any], raw: dict[str, Any], args: argparse.N
                          f"{f('receiver_cpu_us_per_req', '{:.0f}')} | {s['errors']} |")
     lines += ["", f"Spans received over the run: {raw['spans_received']}.", "", "![tracing overhead](overhead.png)", "",
               "`direct` is Triton without Envoy (Triton tracing off). `1%` is the default for load runs: Envoy "
-              "samples 1 request in 100, Triton is not traced (Triton 2.51 cannot follow the edge's decision and "
-              "crashed when sampling 1 in N > 1; docs/tracing.md). `1%+triton` adds Triton tracing every request "
-              "(`PLATFORM_TRITON_TRACE_RATE=1`), so the sampled requests' traces reach into Triton. `100%` is the "
-              "demo's setting. Latency columns are at the mercy of the shared machine's load (other sessions' "
+              "samples 1 request in 100, Triton is not traced (Triton 2.51 cannot follow the edge's decision, and "
+              "its OpenTelemetry mode crashed under concurrent load; docs/tracing.md). `1%+triton` adds Triton "
+              "tracing every request (`PLATFORM_TRITON_TRACE_RATE=1`), so the sampled requests' traces reach into "
+              "Triton; it and `100%` (the demo's setting) run with one connection only, for that crash. Latency columns are at the mercy of the shared machine's load (other sessions' "
               "benchmarks ran at the same time); CPU per request is the steadier measure of cost."]
     (out / "overhead.md").write_text("\n".join(lines) + "\n")
 

@@ -20,13 +20,14 @@ ALLOWED: dict[str, set[str]] = {
     "router_lib": set(),  # pure: policy, planner, simulator, metrics arithmetic, domain values
     "model_repository": {"router_lib"},
     "locustfiles": set(),
-    "xds_server": {"router_lib"},  # Envoy and ADS only
-    "fleet": {"router_lib", "model_repository"},  # local processes only
+    "tracing": set(),  # OpenTelemetry: settings, local OTLP receiver, traces read back, waterfalls
+    "xds_server": {"router_lib", "tracing"},  # Envoy and ADS only
+    "fleet": {"router_lib", "model_repository", "tracing"},  # local processes only
     "reporting": {"router_lib", "locustfiles"},
-    "control": {"router_lib", "xds_server", "fleet", "model_repository"},  # the loop and its adapters
+    "control": {"router_lib", "xds_server", "fleet", "model_repository", "tracing"},  # the loop and its adapters
     "profiler": {"router_lib", "model_repository", "fleet", "reporting"},
     "local_platform": {"router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "reporting",
-                       "control"},
+                       "control", "tracing"},
     "dashboards": {"router_lib"},
     "alerts": {"router_lib"},
     "deploy": {"router_lib", "model_repository"},
@@ -34,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
                  "locustfiles"},  # canary/shadow releases (issue 14): spec, CLI, comparator, demo
     "batch": {"router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "control", "reporting"},
     "benchmarks": {"router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "reporting", "control",
-                   "profiler", "local_platform", "releases", "batch"},
+                   "profiler", "local_platform", "releases", "batch", "tracing"},
 }
 # Modules of ``control`` that must stay pure (decisions and the persisted record): router_lib only.
 PURE_CONTROL_MODULES = {"control.decide", "control.record"}

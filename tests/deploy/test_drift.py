@@ -265,8 +265,9 @@ import control.__main__
 import control.discovery_k8s, kubernetes.client, kubernetes.config, kubernetes.watch  # --discovery=kubernetes imports these lazily
 dists = md.packages_distributions()
 tops = {m.split(".")[0] for m in list(sys.modules)} - set(sys.stdlib_module_names)
-# Imported only when present (try/except ImportError): urllib3 -> brotli, oauthlib -> blinker.
-optional = {"brotli", "blinker"}
+# Imported only when present (try/except ImportError): urllib3 -> brotli, oauthlib -> blinker,
+# opentelemetry-sdk's process resource -> psutil.
+optional = {"brotli", "blinker", "psutil"}
 missing = sorted(t for t in tops - optional if t in dists and not t.startswith("_") and not any(norm(d) in have for d in dists[t]))
 print("modules the image cannot import:", missing)
 sys.exit(1 if missing else 0)

@@ -218,6 +218,14 @@ def admission_cost(repeats: int, n: int) -> dict[str, Any]:
     return results
 
 
+def _section(run: Any, *args: Any) -> dict[str, Any]:
+    """A section's results with when it ran and how busy this shared machine was meanwhile."""
+    started, load_before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), os.getloadavg()[0]
+    out = run(*args)
+    out["measured"] = {"started_utc": started, "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    return out
+
+
 # -- report ---------------------------------------------------------------------------------------
 
 def _ms(values: list[float | None]) -> str:
@@ -244,6 +252,8 @@ def markdown(results: dict[str, Any], dilation: float) -> str:
         "The machine is a 2-core VM shared with other work (load average in the environment below).",
         "",
     ]
+    for note in results.get("notes", []):
+        lines += [f"Note: {note}", ""]
     o = results.get("overload")
     if o:
         lines += [f"## 3x overload of a shared pool (capacity {o['capacity_per_s']:.1f} req/s; offered "
@@ -255,7 +265,7 @@ def markdown(results: dict[str, Any], dilation: float) -> str:
             lines.append(f"| {tier} | {_ms([r['p99_ms'] for r in rs])} | {within} | "
                          f"{_share([r['shed_fraction'] for r in rs])} | {sum(r['failed'] for r in rs)} |")
         lines += ["", f"Served {_share([r['served_per_s'] for r in o['runs']])} req/s of a capacity of "
-                  f"{o['capacity_per_s']:.1f}.", ""]
+                  f"{o['capacity_per_s']:.1f}.", _when(o), ""]
     p = results.get("priority_vs_fifo")
     if p:
         lines += ["## The same silver load on one FIFO queue vs priority levels (issue 12)", "",
@@ -266,7 +276,7 @@ def markdown(results: dict[str, Any], dilation: float) -> str:
             lines.append(f"| {label} | {_ms([r['tiers']['gold']['p99_ms'] for r in rs])} | "
                          f"{_share([r['gold_within_bound'] for r in rs])} | "
                          f"{_share([r['tiers']['silver']['shed_fraction'] for r in rs])} |")
-        lines.append("")
+        lines += ["", _when(p), ""]
     h = results.get("hung")
     if h:
         lines += [f"## A SIGSTOPped replica (of 2), gold at {h['rate_per_s']:.1f} req/s, per-try timeout "
@@ -276,8 +286,8 @@ def markdown(results: dict[str, Any], dilation: float) -> str:
         for name, rs in h["variants"].items():
             lines.append(f"| {name} | {sum(r['gold']['failed'] for r in rs)} of {sum(r['gold']['sent'] for r in rs)} | "
                          f"{_ms([r['gold']['p99_ms'] for r in rs])} | {_ms([r['max_ms'] for r in rs])} | "
-                         f"{_share([r['gold_within_bound'] for r in rs])} | {_ms([r['ejection_ms'] for r in rs])} |")
-        lines.append("")
+                         f"{_share([r['gold_within_bound'] for r in rs])} | {_ejection([r['ejection_ms'] for r in rs])} |")
+        lines += ["", "\"failed\": no answer before the client's 30 s timeout (held by the hung replica).", _when(h), ""]
     a = results.get("admission_cost")
     if a:
         lines += ["## Cost of the admission filter per request (priority written at the edge)", "",
@@ -287,8 +297,20 @@ def markdown(results: dict[str, Any], dilation: float) -> str:
             added = r["p50_added_ms"]
             lines.append(f"| {proto} | {_ms3([x['p50_ms'] for x in r['off']])} | {_ms3([x['p50_ms'] for x in r['on']])} | "
                          f"{added['median']:.3f} ({added['min']:.3f} to {added['max']:.3f}) |")
-        lines.append("")
+        lines += ["", _when(a), ""]
     return "\n".join(lines)
+
+
+def _ejection(values: list[float | None]) -> str:
+    return _ms(values) if any(v is not None for v in values) else "not ejected (nothing fails fast)"
+
+
+def _when(section: dict[str, Any]) -> str:
+    m = section.get("measured")
+    if not m:
+        return ""
+    before, after = m["load_average_1m"]
+    return f"Measured from {m['started_utc']}; load average (1 min) of this shared 2-core machine {before} -> {after}."
 
 
 def _ms3(values: list[float]) -> str:
@@ -350,13 +372,13 @@ def main() -> None:
         dilation = bed.fleet.time_dilation
         log(f"bed up: capacity of one replica {capacity_per_s(bed, 'shared'):.1f} req/s, dilation x{dilation:g}")
         if "overload" in only:
-            results["overload"] = overload_runs(bed, repeats, duration)
+            results["overload"] = _section(overload_runs, bed, repeats, duration)
         if "priority" in only:
-            results["priority_vs_fifo"] = priority_vs_fifo_runs(bed, repeats, duration * 0.8)
+            results["priority_vs_fifo"] = _section(priority_vs_fifo_runs, bed, repeats, duration * 0.8)
         if "hung" in only:
-            results["hung"] = hung_runs(bed, repeats, duration * 0.8)
+            results["hung"] = _section(hung_runs, bed, repeats, duration * 0.8)
     if "cost" in only:
-        results["admission_cost"] = admission_cost(repeats, 300 if args.quick else 1500)
+        results["admission_cost"] = _section(admission_cost, repeats, 300 if args.quick else 1500)
     results["emulation"] = {"pools": "emulated GPU, synthetic outputs", "time_dilation": dilation,
                             "note": "service times and tier bounds x dilation; Envoy, client and machine noise are not"}
     md = markdown(results, dilation)

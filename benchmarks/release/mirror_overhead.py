@@ -17,7 +17,9 @@ the mirror; "watch - off" is the cost of having a release in force at all.  Vari
 * ``mirror_only_nice``: the same with the comparator at ``--nice 10``;
 * ``mirror_only_10pct``: 10% of the requests mirrored (a typical shadow share);
 * ``mirror_and_compare`` / ``_nice``: every mirror compared (two more inferences per request on
-  this same 2-core machine): what a comparator sharing the machine costs, reported as measured.
+  this same 2-core machine): what a comparator sharing the machine costs, reported as measured;
+* ``grpc_mirror_only``: gRPC clients (tritonclient), every bronze ModelInfer mirrored over h2 to
+  the comparator's gRPC port (grpcio), compared with nothing.
 """
 
 from __future__ import annotations
@@ -63,6 +65,29 @@ def block(url: str, bodies: list[dict[str, Any]], n: int) -> dict[str, list[floa
     return out
 
 
+def block_grpc(url: str, bodies: list[dict[str, Any]], n: int) -> dict[str, list[float]]:
+    """As ``block``, over gRPC ModelInfer (tritonclient, one channel)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    inputs = []
+    for body in bodies:
+        t = body["inputs"][0]
+        tensor = grpcclient.InferInput(t["name"], t["shape"], t["datatype"])
+        tensor.set_data_from_numpy(np.asarray(t["data"], dtype=np.float32).reshape(t["shape"]))
+        inputs.append(tensor)
+    out: dict[str, list[float]] = {"bronze": [], "silver": []}
+    try:
+        for i in range(n):
+            tier = "bronze" if i % 2 == 0 else "silver"
+            started = time.perf_counter()
+            client.infer(MODEL, [inputs[(i // 2) % len(inputs)]], headers={"x-sla-tier": tier}, client_timeout=10)
+            out[tier].append((time.perf_counter() - started) * 1000)
+    finally:
+        client.close()
+    return out
+
+
 def envoy_mirror_stat(platform: Any, stat: str) -> float:
     """Sum of ``cluster._mirror--*.<stat>`` over the mirror clusters (0 when there are none)."""
     url = f"http://127.0.0.1:{platform.ports.envoy_admin}/stats?filter=_mirror.*{stat}$"
@@ -73,17 +98,19 @@ def envoy_mirror_stat(platform: Any, stat: str) -> float:
 # (name, comparator HTTP front, mirrored %, comparator workers, comparator nice)
 VARIANTS = (("mirror_only_threads", "threads", 100, 0, 0), ("mirror_only", "asyncio", 100, 0, 0),
             ("mirror_only_nice", "asyncio", 100, 0, 10), ("mirror_only_10pct", "asyncio", 10, 0, 0),
-            ("mirror_and_compare", "asyncio", 100, 2, 0), ("mirror_and_compare_nice", "asyncio", 100, 2, 10))
+            ("mirror_and_compare", "asyncio", 100, 2, 0), ("mirror_and_compare_nice", "asyncio", 100, 2, 10),
+            ("grpc_mirror_only", "asyncio", 100, 0, 0))
+GRPC_VARIANTS = {"grpc_mirror_only"}  # gRPC clients, mirrored to the comparator's gRPC port (h2)
 
 
 @contextlib.contextmanager
 def comparator_process(stable: list[str], candidate: list[str], front: str, workers: int,
-                       nice: int) -> Iterator[str]:
+                       nice: int, grpc: bool = False) -> Iterator[str]:
     """``python -m releases comparator`` in its own process, as it runs in production (in this
     benchmark's process its threads would take the GIL from the measuring client)."""
     cmd = [sys.executable, "-m", "releases", "comparator", *(f"--stable={s}" for s in stable),
            *(f"--candidate={c}" for c in candidate), "--workers", str(workers), "--queue", str(64 if workers else 1),
-           "--http-front", front, "--nice", str(nice)]
+           "--http-front", front, "--nice", str(nice), *(["--grpc-port", "0"] if grpc else [])]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -131,16 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         candidate = CandidateReplicas(load_models()[MODEL], "2", "cpu", Path(tmp) / "candidate",
                                       ROOT / "build" / "models").start()
         url = f"http://127.0.0.1:{platform.ports.http}/v2/models/{MODEL}/infer"
-        stable = [f"127.0.0.1:{r.http_port}" for r in platform.supervisor.replicas()]
+        stable = [f"127.0.0.1:{r.http_port}:{r.grpc_port}" for r in platform.supervisor.replicas()]
+        grpc_url = f"127.0.0.1:{platform.ports.grpc}"
         try:
             block(url, bodies, 200)  # warm-up
             k = 0
             for mode, front, share, workers, nice in chosen:
+                grpc = mode in GRPC_VARIANTS
                 p50: dict[str, list[float]] = {"off": [], "watch": [], "on": []}  # bronze
                 control: dict[str, list[float]] = {"off": [], "watch": [], "on": []}  # silver, interleaved
                 mirrored = cx = 0.0
-                with comparator_process(stable, [f"127.0.0.1:{e.http_port}" for e in candidate.endpoints()],
-                                        front, workers, nice) as comparator_address:
+                with comparator_process(stable, [f"127.0.0.1:{e.http_port}:{e.grpc_port}" for e in candidate.endpoints()],
+                                        front, workers, nice, grpc) as comparator_address:
                     for r in range(args.pairs):
                         order = ["off", "watch", "on"]
                         order = order[r % 3:] + order[:r % 3]  # rotate: each side in each position
@@ -152,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                                               candidate, comparator_address)
                             before, cx_before = envoy_mirror_stat(platform, "upstream_rq_total"), \
                                 envoy_mirror_stat(platform, "upstream_cx_total")
-                            latencies = block(url, bodies, 2 * args.requests)
+                            latencies = (block_grpc(grpc_url, bodies, 2 * args.requests) if grpc
+                                         else block(url, bodies, 2 * args.requests))
                             p50[side].append(statistics.median(latencies["bronze"]))
                             control[side].append(statistics.median(latencies["silver"]))
                             if side == "on":

@@ -79,7 +79,7 @@ def test_every_tier_fails_over_without_a_failed_request_when_its_pool_is_killed(
         for t in threads:
             t.join()
         for tier in ("gold", "silver", "bronze"):
-            assert set(results[tier]) == {200}, (tier, dict(results[tier]))
+            assert set(results[tier]) == {200}, (tier, dict(results[tier]), {t: dict(c) for t, c in results.items()})
             assert sum(results[tier].values()) - before[tier] >= 20, (tier, dict(results[tier]))
         assert served["bronze"]["inferentia"] > 0 and served["gold"]["inferentia"] > 0, dict(served)
     finally:

@@ -9,9 +9,15 @@ asserted on the p99 (a few dozen gold requests per run, so at most one may land 
 
 from __future__ import annotations
 
-import pytest
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks.resilience.harness import bound_ms, capacity_per_s, open_loop, summarize, within_bound
+import grpc
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from benchmarks.resilience.harness import MODEL, bound_ms, capacity_per_s, open_loop, summarize, within_bound
 
 pytestmark = pytest.mark.integration
 WARMUP_S = 1.0
@@ -60,3 +66,29 @@ def test_priority_keeps_gold_within_bound_under_a_silver_load_that_breaches_it_o
     assert shared["gold"].p99_ms is not None and shared["gold"].p99_ms <= gold_bound, detail
     assert within_bound(shared["gold"], shared_outcomes, gold_bound, WARMUP_S) >= 0.95, detail
     assert shared["silver"].ok > 0, detail  # silver rides the shared pool, behind gold
+
+
+def test_a_grpc_burst_sheds_bronze_as_resource_exhausted_with_a_pushback_and_serves_gold(bed):
+    """Real Triton's gRPC shed (UNAVAILABLE "Exceeds maximum queue size") through the edge."""
+    bed.publish({tier: "shared" for tier in ("gold", "silver", "bronze")})
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="float_input", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(np.zeros(64, np.float32).tobytes())
+    with grpc.insecure_channel(f"127.0.0.1:{bed.settings.grpc_port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        def one(tier: str) -> tuple[str, grpc.StatusCode, str | None]:
+            try:
+                stub.ModelInfer(request, metadata=[("x-sla-tier", tier)], timeout=60)
+                return tier, grpc.StatusCode.OK, None
+            except grpc.RpcError as error:
+                return tier, error.code(), dict(error.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
+
+        with ThreadPoolExecutor(48) as pool:
+            results = list(pool.map(one, ["bronze"] * 40 + ["gold"] * 8))
+    codes = Counter((tier, code) for tier, code, _ in results)
+    assert codes[("gold", grpc.StatusCode.OK)] == 8, codes
+    assert codes[("bronze", grpc.StatusCode.RESOURCE_EXHAUSTED)] >= 10, codes
+    assert set(codes) <= {("gold", grpc.StatusCode.OK), ("bronze", grpc.StatusCode.OK),
+                          ("bronze", grpc.StatusCode.RESOURCE_EXHAUSTED)}, codes
+    assert all(pushback == "1000" for _, code, pushback in results if code == grpc.StatusCode.RESOURCE_EXHAUSTED)

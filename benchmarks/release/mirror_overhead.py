@@ -293,6 +293,16 @@ request is charged to the control, so it can understate the cost a little.
 * `mirror_and_compare` runs the comparator's two extra inferences per mirrored request on the same
   2-core machine as the stable replica and the client: CPU contention, not the mirror's cost; it
   goes away with the comparator (and the candidate) on machines of their own.
+* What the mirror path costs (compare the rows): per mirrored request Envoy opens a second
+  upstream stream on the same worker, copies the headers and streams the small (~1 KB) body to
+  it, and reads and drops the comparator's reply; the comparator's process takes CPU on the same
+  two cores.  Connections are reused (last column: about one per "on" block, i.e. one per new
+  mirror cluster of a new release, never one per request), and Envoy streams shadows rather than
+  buffering them, so neither connection setup nor buffering is a per-request cost here.  What
+  could be shrunk was the comparator's front (`mirror_only_threads` vs `mirror_only`) and its CPU
+  priority (`_nice`).  h2 to the comparator is not measured: one HTTP/1.1 connection per Envoy
+  worker already carries every mirror back to back (the comparator answers before the next one
+  arrives), and it would need an h2-capable comparator; the gRPC variant shows the h2 path.
 * Everything (client, Envoy, Triton, the control server, the comparator) shares the two cores of
   this VM with other sessions' work; nothing is emulated here (the model is the real digits
   classifier on the real CPU pool).

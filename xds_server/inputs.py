@@ -164,6 +164,10 @@ class RetrySettings:
     # at once).  None: the fixed ``max_concurrent_retries``, as before.
     retry_budget_percent: float | None = None
     min_retry_concurrency: int = 64
+    # With per-try timeouts, a request's whole bound is the per-try timeout x (retries + 1), but
+    # never below this: a hedged try keeps running after its per-try timeout, and on a machine
+    # where every try is slow (CPU starved) it answers late instead of the client getting a 504.
+    route_timeout_floor_ms: float = 1000.0
 
     def __post_init__(self) -> None:
         for tier, ms in self.per_try_timeouts_ms:
@@ -176,6 +180,8 @@ class RetrySettings:
             raise ValueError(f"RetrySettings.retry_budget_percent must be in (0, 100], got {self.retry_budget_percent}")
         if self.min_retry_concurrency < 1:
             raise ValueError(f"RetrySettings.min_retry_concurrency must be >= 1, got {self.min_retry_concurrency}")
+        if self.route_timeout_floor_ms < 0:
+            raise ValueError(f"RetrySettings.route_timeout_floor_ms must be >= 0, got {self.route_timeout_floor_ms}")
 
     def per_try_timeout_ms(self, tier: str) -> float | None:
         return dict(self.per_try_timeouts_ms).get(tier)

@@ -72,6 +72,7 @@ def tier_resilience(tiers: TierSet, *, per_try_factor: float = 1.0, best_effort_
         max_concurrent_retries=base.max_concurrent_retries, per_try_timeouts_ms=tuple(per_try),
         hedge_tiers=(bounded[0].name,) if hedge and bounded else (),
         retry_budget_percent=retry_budget_percent, min_retry_concurrency=min_retry_concurrency,
+        route_timeout_floor_ms=base.route_timeout_floor_ms,
     )
     levels = (priorities or tier_priorities(tiers)).by_tier() if shed else {}
     return {"retry": retry, "overload": OverloadSettings(priority_levels=tuple(sorted(levels.items())))}

@@ -84,11 +84,14 @@ def _seconds(ms: float) -> str:
 
 def route_timeout(settings: DataPlaneSettings, tier: str | None) -> str:
     """The whole request's bound: with a per-try timeout, every try may use it once (the first and
-    ``num_retries`` more), capped by ``route_timeout_s``; otherwise ``route_timeout_s``."""
-    per_try_ms = settings.retry.per_try_timeout_ms(tier) if tier is not None else None
+    ``num_retries`` more), at least ``route_timeout_floor_ms`` (a hedged try still running may
+    answer late rather than fail), capped by ``route_timeout_s``; otherwise ``route_timeout_s``."""
+    retry = settings.retry
+    per_try_ms = retry.per_try_timeout_ms(tier) if tier is not None else None
     if per_try_ms is None:
         return f"{settings.route_timeout_s:g}s"
-    return _seconds(min(settings.route_timeout_s * 1000, per_try_ms * (settings.retry.num_retries + 1)))
+    whole_ms = max(per_try_ms * (retry.num_retries + 1), retry.route_timeout_floor_ms)
+    return _seconds(min(settings.route_timeout_s * 1000, whole_ms))
 
 
 def _model_match(model: str, proto: str) -> dict[str, Any]:

@@ -49,6 +49,7 @@ def test_a_bounded_tiers_queue_timeout_scales_with_its_bound():
     pytest.param(lambda: RetrySettings(per_try_timeouts_ms=(("gold", 0.0),)), "per_try_timeouts_ms", id="zero-per-try"),
     pytest.param(lambda: RetrySettings(hedge_tiers=("gold",)), "hedging needs a per-try timeout", id="hedge-no-timeout"),
     pytest.param(lambda: RetrySettings(retry_budget_percent=0.0), "retry_budget_percent", id="zero-budget"),
+    pytest.param(lambda: RetrySettings(route_timeout_floor_ms=-1.0), "route_timeout_floor_ms", id="negative-floor"),
     pytest.param(lambda: OverloadSettings(priority_levels=(("gold", 0),)), "1..127", id="level-out-of-range"),
     pytest.param(lambda: DataPlaneSettings(overload=OverloadSettings(priority_levels=(("platinum", 1),))),
                  "unknown tiers", id="unknown-tier-level"),
@@ -118,7 +119,8 @@ def test_tier_resilience_gives_each_tier_a_per_try_timeout_from_its_bound_and_he
     assert silver.retry_policy.per_try_timeout.ToMilliseconds() == 150
     assert bronze.retry_policy.per_try_timeout.ToMilliseconds() == 2000
     assert gold.hedge_policy.hedge_on_per_try_timeout and not silver.HasField("hedge_policy")
-    assert gold.timeout.ToMilliseconds() == 50 * (settings.retry.num_retries + 1)
+    assert gold.timeout.ToMilliseconds() == 1000  # 4 tries x 50 ms, raised to the floor: a hedged try may answer late
+    assert bronze.timeout.ToMilliseconds() == 2000 * (settings.retry.num_retries + 1)
     default = by_name[f"{some_model}/default"].route  # no tier header: the default tier's
     assert default.retry_policy.per_try_timeout.ToMilliseconds() == 150
     budget = next(iter(_snapshot(settings).resources[CLUSTER].values())).circuit_breakers.thresholds[0].retry_budget

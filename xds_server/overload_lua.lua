@@ -1,8 +1,8 @@
 -- Tier admission at the edge (xds_server/overload.py fills the %%(name)s slots; docs/overload.md).
 -- Request: write the KServe v2 "priority" request parameter from the tier, so every tier reaches
 --   the same Triton scheduler at its own priority level (REST: into the JSON header's top-level
---   "parameters", last, so it wins over one the client sent; gRPC: a map entry appended to the
---   ModelInferRequest, and protobuf keeps the last entry of a key).
+--   "parameters", first and last, so it wins over one the client sent; gRPC: a map entry appended
+--   to the ModelInferRequest, and protobuf keeps the last entry of a key).
 -- Response: a request the pool shed (Triton's queue policy) becomes 429 / RESOURCE_EXHAUSTED with
 --   a retry hint, as does Envoy's own overflow (x-envoy-overloaded).
 local LEVELS = { %(levels)s }
@@ -48,14 +48,20 @@ local function scan(s)
   end
 end
 
+-- Our priority goes first AND last in the parameters object: Triton 2.51 takes the first of
+-- duplicate keys (measured: a body with priority 1 then 3 was served at level 1), a parser that
+-- iterates would take the last; either way a priority the client wrote never wins.
 local function with_priority(json, level)
   local top, open, close = scan(json)
   if top == nil then return nil end
   local entry = '"priority":' .. level
   if open ~= nil then
     local first = string.find(json, "%%S", open + 1)
-    local sep = (first == close) and "" or ","
-    return string.sub(json, 1, close - 1) .. sep .. entry .. string.sub(json, close)
+    if first == close then
+      return string.sub(json, 1, open) .. entry .. string.sub(json, close)
+    end
+    return string.sub(json, 1, open) .. entry .. "," .. string.sub(json, open + 1, close - 1) .. "," .. entry
+      .. string.sub(json, close)
   end
   local first = string.find(json, "%%S", top + 1)
   local sep = (string.sub(json, first, first) == "}") and "" or ","

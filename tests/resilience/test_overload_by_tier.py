@@ -9,15 +9,25 @@ asserted on the p99 (a few dozen gold requests per run, so at most one may land 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
 import pytest
+import requests
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from benchmarks.resilience.harness import MODEL, bound_ms, capacity_per_s, open_loop, summarize, within_bound
+from benchmarks.resilience.harness import (
+    MODEL,
+    bound_ms,
+    capacity_per_s,
+    digits_body,
+    open_loop,
+    summarize,
+    within_bound,
+)
 
 pytestmark = pytest.mark.integration
 WARMUP_S = 1.0
@@ -92,3 +102,17 @@ def test_a_grpc_burst_sheds_bronze_as_resource_exhausted_with_a_pushback_and_ser
     assert set(codes) <= {("gold", grpc.StatusCode.OK), ("bronze", grpc.StatusCode.OK),
                           ("bronze", grpc.StatusCode.RESOURCE_EXHAUSTED)}, codes
     assert all(pushback == "1000" for _, code, pushback in results if code == grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_a_bronze_client_that_writes_its_own_gold_priority_is_still_shed_as_bronze(bed):
+    """Real Triton takes the first of duplicate JSON keys: the edge's priority must be that one."""
+    bed.publish({tier: "shared" for tier in ("gold", "silver", "bronze")})
+    body = json.dumps({**digits_body(), "parameters": {"priority": 1}})
+
+    def one(_: int) -> int:
+        return requests.post(bed.url, data=body, headers={"x-sla-tier": "bronze", "content-type": "application/json"},
+                             timeout=60).status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        codes = Counter(pool.map(one, range(40)))
+    assert codes[429] >= 10 and set(codes) <= {200, 429}, codes  # at gold's level none would be shed

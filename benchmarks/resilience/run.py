@@ -293,7 +293,8 @@ def markdown(results: dict[str, Any], dilation: float) -> str:
         lines += ["## Cost of the admission filter per request (priority written at the edge)", "",
                   "Sequential requests through Envoy to a KServe fake, filter off vs on, fresh Envoy each run.", "",
                   "| listener | p50 off ms | p50 on ms | p50 added ms |", "|---|---|---|---|"]
-        for proto, r in a.items():
+        for proto in ("http", "grpc"):
+            r = a[proto]
             added = r["p50_added_ms"]
             lines.append(f"| {proto} | {_ms3([x['p50_ms'] for x in r['off']])} | {_ms3([x['p50_ms'] for x in r['on']])} | "
                          f"{added['median']:.3f} ({added['min']:.3f} to {added['max']:.3f}) |")

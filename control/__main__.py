@@ -35,6 +35,7 @@ from router_lib.config import load_fleet
 from router_lib.policy_types import PolicySettings
 from xds_server.edge_config import edge_settings_for
 from xds_server.edge_validation import schemas_from_models
+from xds_server.overload import tier_resilience
 from xds_server.server import XdsServer
 from xds_server.tls import CertDir, MtlsConfigError, Role, UpstreamTls
 
@@ -60,6 +61,13 @@ def serve(args: argparse.Namespace) -> int:
     # --edge-config / --edge-validate (docs/edge.md): authentication and validation at the edge.
     settings = dataclasses.replace(settings, edge=edge_settings_for(
         args.edge_config, args.edge_validate, tiers=settings.tiers, models=schemas_from_models(models)))
+    # --tier-timeouts (docs/overload.md): each tier's per-try timeout from its bound (x the factor),
+    # gold hedged, a retry budget; a hung replica is ejected by timeouts.  No priority writing here:
+    # that needs pools whose model configs declare the levels (model_repository.triton_config.tier_sharing).
+    if args.tier_timeouts is not None:
+        settings = dataclasses.replace(settings, **tier_resilience(
+            fleet.tiers, per_try_factor=args.tier_timeouts, shed=False,
+            best_effort_per_try_ms=2000.0 * fleet.time_dilation))
     discovery = None
     if args.discovery == "kubernetes":
         from control.discovery_k8s import EndpointSliceDiscovery, RepositoryIndexProbe, SliceSelection, discovery_api
@@ -199,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                         "validation (docs/edge.md; the cluster runs closed mode); default: no edge filters")
     s.add_argument("--edge-validate", action="store_true",
                    help="without --edge-config: open mode with strict validation against the models' schemas")
+    s.add_argument("--tier-timeouts", type=float, default=None, metavar="FACTOR",
+                   help="per-try timeout of each tier = its p99 bound x FACTOR (bronze: 2 s), gold hedged, retry "
+                        "budget, hung replicas ejected (docs/overload.md); default: one route timeout, as before")
     s.add_argument("--envoy-metrics-url", default=None, help="Envoy admin /stats/prometheus URL")
     s.add_argument("--metrics-source", choices=("scrape", "prometheus"), default="scrape",
                    help="scrape Triton replicas and --envoy-metrics-url directly, or query --prometheus-url "

@@ -100,7 +100,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     platform = LocalPlatform(fleet_path=args.fleet, workdir=args.workdir, artifacts=args.artifacts,
                              ports=PlatformPorts(http=args.http_port, grpc=args.grpc_port),
                              with_prometheus=args.prometheus and shutil.which("prometheus") is not None,
-                             mtls_dir=None if args.no_mtls else args.mtls_dir)
+                             mtls_dir=None if args.no_mtls else args.mtls_dir,
+                             tier_timeouts=args.tier_timeouts or None)
     printer = EventPrinter()
     platform.lifecycle.add_listener(printer)
     # The printer says it once; the supervisors' own warnings would repeat it on the terminal.
@@ -212,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "certificates (made or renewed if needed: make certs); docs/security.md")
             p.add_argument("--no-mtls", action="store_true",
                            help="plaintext between the platform's processes (every port stays on loopback)")
+            p.add_argument("--tier-timeouts", type=float, default=2.0, metavar="FACTOR",
+                           help="per-try timeout of each tier = its p99 bound x FACTOR, gold hedged, hung replicas "
+                                "ejected (docs/overload.md); 0: one route timeout per request")
         if name != "status":
             p.add_argument("--fleet", type=Path, default=PROJECT_ROOT / "fleet.yaml")
             p.add_argument("--http-port", type=int, default=8000)

@@ -87,6 +87,9 @@ class LocalPlatform:
     # The edge (docs/edge.md): an edge.yaml (e.g. closed mode with JWT); None: open mode with strict
     # validation of every inference request against the models' schemas.
     edge_config: Path | None = None
+    # Per-try timeouts from each tier's bound x this factor, gold hedged, hung replicas ejected
+    # (docs/overload.md); None: one route timeout per request, as before.
+    tier_timeouts: float | None = None
 
     def __post_init__(self) -> None:
         self.cert_dir = CertDir(ensure_certs(self.mtls_dir).out) if self.mtls_dir is not None else None
@@ -215,6 +218,8 @@ class LocalPlatform:
         if self.cert_dir is not None:
             cmd.append(f"--mtls-dir={self.cert_dir.root}")
         cmd.append(f"--edge-config={self.edge_config}" if self.edge_config is not None else "--edge-validate")
+        if self.tier_timeouts is not None:
+            cmd.append(f"--tier-timeouts={self.tier_timeouts:g}")
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
         with open(log_path, "ab") as logf:
             return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

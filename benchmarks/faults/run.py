@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=8, help="load threads (requests in flight at most)")
     ap.add_argument("--hang-timeout-s", type=float, default=10.0,
                     help="the platform's liveness timeout for the control server and Envoy")
+    ap.add_argument("--tier-timeouts", type=float, default=2.0, metavar="FACTOR",
+                    help="per-try timeout = each tier's bound x FACTOR, as `make up` runs (0: off, one route timeout)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--artifacts", type=Path, default=ROOT / "build" / "models")
     args = ap.parse_args(argv)
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(WORK, ignore_errors=True)
     fleet = bench_fleet(WORK / "fleet.faults.yaml")
     platform = LocalPlatform(fleet_path=fleet, workdir=WORK / "run", artifacts=args.artifacts,
-                             ports=PlatformPorts(http=0, grpc=0), interval_s=0.5, hang_timeout_s=args.hang_timeout_s)
+                             ports=PlatformPorts(http=0, grpc=0), interval_s=0.5, hang_timeout_s=args.hang_timeout_s,
+                             tier_timeouts=args.tier_timeouts or None)
     print("starting the platform (fleet.demo.yaml, cpu x2, gpu x2) ...", flush=True)
     started = time.monotonic()
     platform.start()

@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
 include deploy/deploy.mk
-.PHONY: help setup system-deps models samples release-demo benchmark-release benchmark-batch test-batch-aws test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
+.PHONY: help setup system-deps models samples certs traces release-demo benchmark-release benchmark-batch benchmark-platform benchmark-edge benchmark-security benchmark-tracing benchmark-resilience benchmark-faults test-resilience test-batch-aws test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -25,7 +25,10 @@ $(VENV_STAMP): requirements.txt constraints.txt
 	.venv/bin/pip install -q -r requirements.txt -c constraints.txt
 	@rm -f .venv/.installed-*; touch $@
 
-setup: $(VENV_STAMP) system-deps models ## install everything (idempotent, cached)
+setup: $(VENV_STAMP) system-deps models certs ## install everything (idempotent, cached)
+
+certs: $(VENV_STAMP) ## local mTLS certificates in build/certs: a 7-day CA and Envoy/xDS/Triton certificates, kept while valid (docs/security.md)
+	$(PY) -m xds_server.certs --out build/certs
 
 models: $(VENV_STAMP) ## build the sample models (cached in build/models)
 	$(PY) -m model_repository.build --out build/models
@@ -79,6 +82,30 @@ benchmark-release: setup ## rollback time, mirroring overhead, model switching -
 
 benchmark-batch: setup ## batch jobs: 100k-row embedding job, gold p99 side by side, worker/control SIGKILLs
 	$(PY) -m benchmarks.batch.run --repeats 3 --rows 100000
+
+benchmark-platform: setup ## simulator vs the live stack (calibrate on stairs, validate on other shapes), planner-sized single-kind baselines (~30 min)
+	$(PY) -m benchmarks.platform.load_bench --fleet fleet.demo.yaml
+
+benchmark-edge: setup ## edge filters (JWT, entitlement, rate limit, validation): added latency -> benchmarks/results/edge
+	$(PY) -m benchmarks.edge.latency --requests 400 --repeats 9
+
+benchmark-security: setup ## what mTLS costs on the Envoy -> Triton gRPC hop -> benchmarks/results/security
+	$(PY) -m benchmarks.security.mtls_overhead
+
+benchmark-tracing: setup ## what tracing costs: off, 1% (the default), 1% + Triton, 100% -> benchmarks/results/tracing
+	$(PY) -m benchmarks.tracing.overhead --seconds 3 --repeats 5
+
+benchmark-resilience: setup ## overload by tier, priority vs FIFO, hung replica, admission cost -> benchmarks/results/resilience (~8 min)
+	$(PY) -m benchmarks.resilience.run --repeats 3
+
+benchmark-faults: setup ## faults under load (SIGKILL/SIGSTOP of each process kind, slow pool, full disk), then a soak (SOAK_S=1800) -> benchmarks/results/faults
+	$(PY) -m benchmarks.faults.run --soak-s $(or $(SOAK_S),1800)
+
+test-resilience: $(VENV_STAMP) ## overload by tier, hung replica, pool failover (real Envoy + Triton, ~1 min)
+	$(PY) -m pytest -q -p no:cacheprovider tests/resilience
+
+traces: setup ## a local OTLP receiver on :4318 (then OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 make up)
+	$(PY) -m tracing receive --out build/traces.jsonl --port 4318
 
 test-batch-aws: ## the AWS batch store (SQS/S3) against moto in server mode, in build/aws-venv (botocore needs python-dateutil<3)
 	test -x build/aws-venv/bin/python || python3 -m venv build/aws-venv

@@ -44,8 +44,9 @@ BENCHES = (
           ("--platform", "--model", "text_embedding", "--tier", "gold"), "benchmarks/xds/results", 600),
     # fleet.demo.yaml: the emulated pools keep their accelerator timing (synthetic outputs); with
     # fleet.yaml they run MiniLM on this 2-core CPU and lag (see README, make demo-real).
-    Bench("platform", "benchmarks.platform.load_bench", ("--fleet", "fleet.demo.yaml", "--base-users", "6"),
-          "benchmarks/results/platform", 1500),
+    # Simulator calibrated on stairs runs, validated on steady/step/burst; planner-sized baselines (~30 min).
+    Bench("platform", "benchmarks.platform.load_bench", ("--fleet", "fleet.demo.yaml"),
+          "benchmarks/results/platform", 2400),
     # Autoscaled heterogeneous vs single-accelerator vs static fleets, side by side (emulated, x40).
     Bench("capacity", "benchmarks.capacity.run", ("--repeats", "3"), "benchmarks/results/capacity", 1800),
     # Canary releases: fault -> candidate at 0% in Envoy, mirroring overhead, model switching.
@@ -54,6 +55,15 @@ BENCHES = (
     Bench("release-switch", "benchmarks.release.switch", (), "benchmarks/results/release", 600),
     # Batch jobs on spare bronze capacity: the 100k-row job, gold p99 with and without it, SIGKILLs.
     Bench("batch", "benchmarks.batch.run", ("--repeats", "3", "--rows", "100000"), "benchmarks/results/batch", 3600),
+    # The request path (issue 16): edge filters, mTLS, tracing, overload by tier, faults and the soak.
+    Bench("edge-latency", "benchmarks.edge.latency", ("--requests", "400", "--repeats", "9"),
+          "benchmarks/results/edge", 900),
+    Bench("security-mtls", "benchmarks.security.mtls_overhead", (), "benchmarks/results/security", 600),
+    Bench("tracing-overhead", "benchmarks.tracing.overhead", ("--seconds", "3", "--repeats", "5"),
+          "benchmarks/results/tracing", 900),
+    Bench("resilience", "benchmarks.resilience.run", ("--repeats", "3"), "benchmarks/results/resilience", 1200),
+    # Faults under load (SIGKILL/SIGSTOP of each process kind, slow pool, full disk), then the 30-minute soak.
+    Bench("faults", "benchmarks.faults.run", ("--soak-s", "1800"), "benchmarks/results/faults", 3600),
 )
 
 

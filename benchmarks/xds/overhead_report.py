@@ -146,7 +146,7 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> s
         lines.append(f"| {model} | {_fmt(m['shipped']['added_p50_ms'], 3, True)} {'met' if t['added_p50_met'] else 'MISSED'} | "
                      f"{_fmt(m['shipped']['throughput_x_direct'])} {'met' if t['throughput_met'] else 'MISSED'} | "
                      f"{sum(m['errors'].values())} |")
-    lines += ["", "## What each part costs", "",
+    lines += ["", "![Envoy overhead per variant](overhead.png)", "", "## What each part costs", "",
               "Shipped minus the variant without that part, per repeat (positive: the part costs that much).", "",
               "| model | variant | p50 ms | Envoy CPU us/req | variant throughput / shipped |", "|---|---|---|---|---|"]
     for model, m in summary["models"].items():

@@ -77,7 +77,7 @@ release-demo: setup ## canary releases end to end: slow and wrong candidates rol
 
 benchmark-release: setup ## rollback time, mirroring overhead, model switching -> benchmarks/results/release
 	$(PY) -m benchmarks.release.rollback --rollbacks 60
-	$(PY) -m benchmarks.release.mirror_overhead
+	$(PY) -m benchmarks.release.mirror_overhead --pairs 12 --requests 200
 	$(PY) -m benchmarks.release.switch
 
 benchmark-batch: setup ## batch jobs: 100k-row embedding job, gold p99 side by side, worker/control SIGKILLs

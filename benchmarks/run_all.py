@@ -51,7 +51,8 @@ BENCHES = (
     Bench("capacity", "benchmarks.capacity.run", ("--repeats", "3"), "benchmarks/results/capacity", 1800),
     # Canary releases: fault -> candidate at 0% in Envoy, mirroring overhead, model switching.
     Bench("release-rollback", "benchmarks.release.rollback", ("--rollbacks", "60"), "benchmarks/results/release", 900),
-    Bench("release-mirror", "benchmarks.release.mirror_overhead", (), "benchmarks/results/release", 600),
+    Bench("release-mirror", "benchmarks.release.mirror_overhead", ("--pairs", "12", "--requests", "200"),
+          "benchmarks/results/release", 600),
     Bench("release-switch", "benchmarks.release.switch", (), "benchmarks/results/release", 600),
     # Batch jobs on spare bronze capacity: the 100k-row job, gold p99 with and without it, SIGKILLs.
     Bench("batch", "benchmarks.batch.run", ("--repeats", "3", "--rows", "100000"), "benchmarks/results/batch", 3600),

@@ -280,8 +280,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=shared_host_concurrency(),
                         help="Envoy worker threads of the shipped variant (default: the local platform's, "
                              "xds_server.envoy_process.shared_host_concurrency)")
-    for part in ("auth", "validation", "tracing", "overload"):
+    for part in ("auth", "validation", "tracing"):
         parser.add_argument(f"--no-{part}", action="store_true", help=f"build the shipped chain without {part}")
+    parser.add_argument("--tier-timeouts", type=float, default=2.0, metavar="FACTOR",
+                        help="per-try timeouts = each tier's bound x FACTOR, as make up runs them (0: off)")
+    parser.add_argument("--admission", action="store_true",
+                        help="add per-tier admission (priority writing and shed mapping), which make up does not ship")
     parser.add_argument("--tier", default="gold", help="the x-sla-tier every request asks for")
     parser.add_argument("--nice", type=int, default=0,
                         help="run Triton, every Envoy and the client at this nice value (e.g. -5 as root): on a "
@@ -306,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
 
         shipped = shipped_chain(fleet, {m: d for m, d in load_models().items() if m in MODELS}, workdir,
                                 auth=not args.no_auth, validation=not args.no_validation,
-                                tracing=not args.no_tracing, overload=not args.no_overload)
+                                tracing=not args.no_tracing, tier_timeouts=args.tier_timeouts or None,
+                                admission=args.admission)
         settings, chain_parts = shipped.settings, shipped.parts
         progress(f"shipped parts: {', '.join(chain_parts) or 'none'}")
         routes = [RouteWeights.of(m, t, (("cpu", settings.total_weight),)) for m in MODELS for t in settings.tiers]
@@ -349,8 +354,9 @@ def main(argv: list[str] | None = None) -> None:
         "command": "PYTHONPATH=. .venv/bin/python -m benchmarks.xds.envoy_overhead "
                    f"--seconds {args.seconds:g} --repeats {args.repeats} --connections {args.connections} "
                    f"--latency-connections {args.latency_connections} --tier {args.tier} "
-                   f"--concurrency {args.concurrency}" + "".join(f" --no-{p}" for p in ("auth", "validation", "tracing", "overload")
-                           if getattr(args, f"no_{p}")) + (f" --nice {args.nice}" if args.nice else "") + (f" --only '{args.only}'" if args.only else ""),
+                   f"--concurrency {args.concurrency}" + "".join(f" --no-{p}" for p in ("auth", "validation", "tracing")
+                           if getattr(args, f"no_{p}")) + f" --tier-timeouts {args.tier_timeouts:g}"
+                   + (" --admission" if args.admission else "") + (f" --nice {args.nice}" if args.nice else "") + (f" --only '{args.only}'" if args.only else ""),
         "shipped_grpc_chain": chain,
         "variants": [{"name": v.name, "concurrency": v.concurrency, "without_filters": sorted(v.without_filters),
                       "without_hcm_fields": sorted(v.without_hcm_fields),

@@ -9,7 +9,10 @@ tracing settings) with the parts issue 16 says the measured chain must have on.
 * validation: strict KServe v2 checks against the models' schemas (``schemas_from_models``);
 * tracing: Envoy's OpenTelemetry tracer exporting to a local OTLP receiver, at the platform's
   default sampling ratio (``tracing.settings.DEFAULT_SAMPLE_RATIO``);
-* overload admission and per-tier retries (``xds_server.overload.tier_resilience``), when asked.
+* per-tier timeouts and retries as ``make up`` runs them (``control serve --tier-timeouts 2``:
+  ``xds_server.overload.tier_resilience`` with each tier's bound x 2, gold hedged, no shedding);
+  per-tier admission (the priority-writing Lua) only when asked, as ``make up`` does not ship it
+  (it needs pools whose model configs declare priority levels).
 
 Each part is optional so the benchmark can also measure the chain as ``make up`` starts it today.
 """
@@ -47,7 +50,7 @@ def platform_settings(fleet: Any, **overrides: Any) -> DataPlaneSettings:
 
 
 def shipped_chain(fleet: Any, models: dict[str, Any], workdir: Path, *, auth: bool = True, validation: bool = True,
-                  tracing: bool = True, overload: bool = True) -> ShippedChain:
+                  tracing: bool = True, tier_timeouts: float | None = 2.0, admission: bool = False) -> ShippedChain:
     parts: list[str] = []
     metadata: list[tuple[str, str]] = []
     receiver = None
@@ -60,11 +63,14 @@ def shipped_chain(fleet: Any, models: dict[str, Any], workdir: Path, *, auth: bo
         tracing_settings = TracingSettings(endpoint=receiver.endpoint, sample_ratio=DEFAULT_SAMPLE_RATIO)
         parts.append(f"tracing (sampling {DEFAULT_SAMPLE_RATIO:g})")
     settings = platform_settings(fleet, tracing=tracing_settings)
-    if overload:
+    if tier_timeouts or admission:
         from xds_server.overload import tier_resilience
 
-        settings = dataclasses.replace(settings, **tier_resilience(fleet.tiers))
-        parts.append("overload admission + per-tier retries")
+        # As control/__main__.py does for --tier-timeouts (admission: shed=True on top).
+        settings = dataclasses.replace(settings, **tier_resilience(
+            fleet.tiers, per_try_factor=tier_timeouts or 1.0, shed=admission,
+            best_effort_per_try_ms=2000.0 * fleet.time_dilation))
+        parts.append(f"per-tier timeouts x{tier_timeouts or 1.0:g} + retries" + (" + admission" if admission else ""))
     if auth or validation:
         from xds_server.edge_settings import EdgeAuth, EdgeSettings, EdgeValidation, Identity
         from xds_server.edge_tokens import jwks, mint, new_key

@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .DEFAULT_GOAL := help
 include deploy/deploy.mk
-.PHONY: help setup system-deps models samples certs traces release-demo benchmark-release benchmark-batch benchmark-platform benchmark-edge benchmark-security benchmark-tracing benchmark-resilience benchmark-faults test-resilience test-batch-aws test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
+.PHONY: help setup system-deps models samples certs traces release-demo benchmark-release benchmark-batch benchmark-platform benchmark-edge benchmark-security benchmark-tracing benchmark-resilience benchmark-faults benchmark-overhead test-resilience test-batch-aws test test-fast lint typecheck demo demo-routing demo-real up status benchmark benchmark-foundation profile profile-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ benchmark-batch: setup ## batch jobs: 100k-row embedding job, gold p99 side by s
 
 benchmark-platform: setup ## simulator vs the live stack (calibrate on stairs, validate on other shapes), planner-sized single-kind baselines (~30 min)
 	$(PY) -m benchmarks.platform.load_bench --fleet fleet.demo.yaml
+
+benchmark-overhead: setup ## Envoy vs direct with the shipped edge chain, and each filter's cost -> benchmarks/results/overhead
+	$(PY) -m benchmarks.xds.envoy_overhead --seconds 1.5 --repeats 6 --tier silver
 
 benchmark-edge: setup ## edge filters (JWT, entitlement, rate limit, validation): added latency -> benchmarks/results/edge
 	$(PY) -m benchmarks.edge.latency --requests 400 --repeats 9

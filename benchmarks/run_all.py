@@ -38,10 +38,9 @@ BENCHES = (
     Bench("xds-convergence", "benchmarks.xds.convergence", (), "benchmarks/xds/results", 600),
     Bench("xds-grpc-routing-cost", "benchmarks.xds.grpc_model_routing_cost", (), "benchmarks/xds/results", 600),
     Bench("xds-scale", "benchmarks.xds.scale", (), "benchmarks/xds/results", 600),
-    Bench("envoy-overhead-digits", "benchmarks.xds.overhead",
-          ("--platform", "--model", "digits_classifier", "--tier", "gold"), "benchmarks/xds/results", 600),
-    Bench("envoy-overhead-embedding", "benchmarks.xds.overhead",
-          ("--platform", "--model", "text_embedding", "--tier", "gold"), "benchmarks/xds/results", 600),
+    # Envoy with the shipped edge chain against direct Triton side by side, one variant per filter.
+    Bench("envoy-overhead", "benchmarks.xds.envoy_overhead", ("--seconds", "1.5", "--repeats", "6", "--tier", "silver"),
+          "benchmarks/results/overhead", 1200),
     # fleet.demo.yaml: the emulated pools keep their accelerator timing (synthetic outputs); with
     # fleet.yaml they run MiniLM on this 2-core CPU and lag (see README, make demo-real).
     # Simulator calibrated on stairs runs, validated on steady/step/burst; planner-sized baselines (~30 min).

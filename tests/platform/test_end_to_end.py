@@ -77,6 +77,21 @@ def triton_success(platform: LocalPlatform) -> Counter:
     return out
 
 
+def triton_success_after(platform: LocalPlatform, before: Counter, expected: dict[str, int],
+                         timeout_s: float = 5.0) -> Counter:
+    """Triton's success counters once they count ``expected`` more requests per model than
+    ``before`` (a replica may publish its count a moment after the client has its answer), or as
+    they are at the timeout (the caller's assertion then says what is missing)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = triton_success(platform)
+        done = all(sum(after[(p, m)] - before[(p, m)] for p, mm in after if mm == m) >= n
+                   for m, n in expected.items())
+        if done or time.monotonic() > deadline:
+            return after
+        time.sleep(0.1)
+
+
 def weights(platform: LocalPlatform, model: str, tier: str) -> dict[str, int]:
     for r in platform.status()["routes"]:
         if r["model"] == model and r["tier"] == tier:
@@ -101,7 +116,7 @@ def test_http_requests_land_where_the_weights_say(platform, model, tier):
         pool = platform.fleet.pool(r.headers["x-served-by"])
         assert r.headers["x-emulated"] == str(pool.emulated).lower()
     w_after = weights(platform, model, tier)
-    after = triton_success(platform)
+    after = triton_success_after(platform, before, {model: 20})
     counted = {pool: after[(pool, model)] - before[(pool, model)] for pool in w_before}
     assert sum(counted.values()) == 20
     assert counted == {pool: served[pool] for pool in w_before}
@@ -121,7 +136,7 @@ def test_grpc_clients_are_routed_by_model_without_extra_headers(platform, tier):
     for _ in range(10):
         assert grpc_infer(client, "digits_classifier", tier).as_numpy("label").shape == (1, 1)
         assert grpc_infer(client, "text_embedding", tier).as_numpy("EMBEDDING").shape == (1, 384)
-    after = triton_success(platform)
+    after = triton_success_after(platform, before, dict.fromkeys(models, 10))
     for model in models:
         w_after = weights(platform, model, effective)
         landed = {pool: after[(pool, model)] - before[(pool, model)] for pool in w_after}

@@ -189,8 +189,7 @@ def test_grpc_traffic_is_mirrored_too_and_a_wrong_candidate_is_rolled_back_on_it
 def test_a_tail_regression_is_rolled_back_on_p95_within_seconds_not_flushes(platform, artifacts, digits, tmp_path):
     """One execution in four +600 ms: the mean moves less (no mean gate here), p95 a lot.
     Envoy merges its histograms at each admin query, so the quantile window (2 s, or 100
-    candidate requests) catches it in seconds: typically 1-2 s, under 5 s on a machine loaded
-    until stable's own p95 is 100 ms.  Before (5 s flush, 10 s window spanned from the release's
+    candidate requests) catches it in seconds: typically 2-4 s, about 5 s on a loaded machine.  Before (5 s flush, 10 s window spanned from the release's
     start) no quantile verdict was possible before ~7.5 s after this fault."""
     cand = candidate(platform, artifacts, "6")
     load = load_for(platform, digits, bronze=60, silver=10, gold=10)

@@ -23,6 +23,12 @@ $(VENV_STAMP): requirements.txt constraints.txt
 	@test -x .venv/bin/python || python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -r requirements.txt -c constraints.txt
+	@# xds-protos ships its own, older copy of opentelemetry/proto/*; whichever wheel pip unpacks last
+	@# wins, so opentelemetry-proto is laid down again on top (the exporter needs its newer messages).
+	.venv/bin/pip install -q --force-reinstall --no-deps -c constraints.txt \
+	  "$$(grep -E '^opentelemetry-proto==' requirements.txt)"
+	.venv/bin/python -c "from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope; \
+	  import opentelemetry.exporter.otlp.proto.http.trace_exporter, envoy.extensions.access_loggers.open_telemetry.v3.logs_service_pb2"
 	@rm -f .venv/.installed-*; touch $@
 
 setup: $(VENV_STAMP) system-deps models certs ## install everything (idempotent, cached)

@@ -169,7 +169,7 @@ class FleetSupervisor:
         again on new ports, up to ``tries`` times in all."""
         for attempt in range(1, tries + 1):
             try:
-                p.wait_ready(timeout_s)
+                p.wait_ready(timeout_s, port_moves=0)  # this loop moves it, with lifecycle events
                 return
             except RuntimeError as e:  # exited; a TimeoutError (never ready) is not a port clash
                 if attempt == tries:

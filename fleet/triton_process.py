@@ -125,6 +125,7 @@ class TritonProcess:
     ports: Ports = field(default_factory=Ports.pick)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
+    _log_offset: int = field(default=0, init=False, repr=False)  # where the last start's log lines begin
     # Unique per process: a restarted replica must not share (or clean up) its predecessor's regions.
     shm_prefix: str = field(default_factory=lambda: f"tmas_{os.getpid()}_{uuid.uuid4().hex[:8]}_")
     grpc_tls: GrpcTls | None = None  # None: plaintext gRPC, as before
@@ -178,6 +179,7 @@ class TritonProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self._log_offset = log.tell()  # the log is appended to: this start's lines begin here
         # Its own session: a Ctrl-C on the terminal reaches the supervisor only, which drains the
         # pool through the control plane before it stops this replica (issue 16).
         self.proc = subprocess.Popen(
@@ -196,16 +198,35 @@ class TritonProcess:
         except requests.RequestException:
             return False
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_ready(self, timeout_s: float = 90.0, port_moves: int = 2) -> None:
+        """Until Triton answers ready.  A start that lost a port to another process between our
+        pick and Triton's bind (it logs "already in use" and exits; on a shared machine this
+        happens) is started again on new ports, up to ``port_moves`` times: read ``ports`` after
+        this returns.  Any other exit raises ``RuntimeError`` with the log's tail."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
+                if port_moves > 0 and self.lost_a_port():
+                    port_moves -= 1
+                    self.cleanup()
+                    self.ports = Ports.pick()
+                    self.start()
+                    continue
                 raise RuntimeError(f"tritonserver {self.name} exited with {self.proc and self.proc.returncode}; "
                                    f"log: {self.log_path}\n{self.log_tail()}")
             if self.ready():
                 return
             time.sleep(0.1)
         raise TimeoutError(f"tritonserver {self.name} not ready after {timeout_s}s; log: {self.log_path}\n{self.log_tail()}")
+
+    def lost_a_port(self) -> bool:
+        """Whether the last start exited because one of its ports was taken."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return b"already in use" in f.read()
+        except OSError:
+            return False
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -13,6 +13,7 @@ from typing import Any
 
 from xds_server.inputs import CandidatePool, DataPlaneSettings, MirrorTarget, PoolEndpoints
 from xds_server.naming import cluster_name, mirror_cluster_name, server_cluster_name
+from xds_server.overload import shed_upstream_filters
 from xds_server.protos import HTTP_PROTOCOL_OPTIONS_TYPE
 from xds_server.tls import upstream_transport_socket
 
@@ -57,12 +58,10 @@ def cluster(*, name: str, proto: str, settings: DataPlaneSettings) -> dict[str, 
         },
     }
     if proto == "grpc":
-        resource["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        }
+        options: dict[str, Any] = {"@type": HTTP_PROTOCOL_OPTIONS_TYPE, "explicit_http_config": {"http2_protocol_options": {}}}
+        if filters := shed_upstream_filters(settings):  # docs/overload.md: a shed is not retried
+            options["http_filters"] = filters
+        resource["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
         if settings.upstream_tls is not None:  # docs/security.md: Triton's gRPC port requires mTLS
             resource["transport_socket"] = upstream_transport_socket(settings.upstream_tls)
     return resource

@@ -22,7 +22,7 @@ from router_lib.priority import TierPriorities, tier_priorities
 from xds_server.inputs import DataPlaneSettings, OverloadSettings, RetrySettings
 from xds_server.protos import LUA_TYPE
 
-__all__ = ["admission_filter", "lua_source", "tier_resilience"]
+__all__ = ["admission_filter", "lua_source", "shed_upstream_filters", "tier_resilience"]
 
 _LUA = Path(__file__).with_name("overload_lua.lua")
 
@@ -45,6 +45,39 @@ def admission_filter(settings: DataPlaneSettings) -> list[dict[str, Any]]:
         "name": "tmas.overload_admission",
         "typed_config": {"@type": LUA_TYPE, "default_source_code": {"inline_string": lua_source(settings)}},
     }]
+
+
+# An upstream filter of the gRPC clusters: Triton answers a shed gRPC request with UNAVAILABLE,
+# which the router retries ("unavailable" is in gRPC's retry_on: a replica that is stopping says
+# the same, and failover needs it).  A shed is the pool's answer, not a dead replica's: as
+# RESOURCE_EXHAUSTED before the router sees it, it is not retried on other replicas and fallback
+# pools (which added load to a saturated fleet and delayed the client's answer), as REST's 503
+# is not; the edge's admission filter then adds the message and retry hint.
+_SHED_UPSTREAM_LUA = """
+function envoy_on_request(handle) end
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  if headers:get("grpc-status") ~= "14" then return end
+  local text = headers:get("grpc-message")
+  if text == nil then return end
+  if string.find(text, "Exceeds maximum queue size", 1, true) or string.find(text, "Exceeds%20maximum%20queue%20size", 1, true)
+     or string.find(text, "Request timeout expired", 1, true) or string.find(text, "Request%20timeout%20expired", 1, true) then
+    headers:replace("grpc-status", "8")
+  end
+end
+"""
+UPSTREAM_CODEC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+
+
+def shed_upstream_filters(settings: DataPlaneSettings) -> list[dict[str, Any]]:
+    """``http_filters`` of a gRPC cluster's protocol options: [] when shedding by tier is off."""
+    if not settings.overload.enabled:
+        return []
+    return [
+        {"name": "tmas.shed_not_retried",
+         "typed_config": {"@type": LUA_TYPE, "default_source_code": {"inline_string": _SHED_UPSTREAM_LUA}}},
+        {"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": UPSTREAM_CODEC_TYPE}},
+    ]
 
 
 def tier_resilience(tiers: TierSet, *, per_try_factor: float = 1.0, best_effort_per_try_ms: float = 2000.0,

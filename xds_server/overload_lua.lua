@@ -141,7 +141,9 @@ function envoy_on_response(handle)
     if grpc_status == "14" and reason == nil and headers:get("x-envoy-overloaded") ~= nil then
       reason = "the data plane is at its concurrency limit"
     end
-    if grpc_status ~= "14" or reason == nil then return end
+    -- 8: the gRPC clusters' upstream filter already turned a shed into RESOURCE_EXHAUSTED so
+    -- that the router would not retry it (overload.py); the message and hints are added here.
+    if (grpc_status ~= "14" and grpc_status ~= "8") or reason == nil then return end
     headers:replace("grpc-status", "8")
     headers:replace("grpc-message", "overloaded: " .. tier .. " request shed (" .. reason .. "); retry after "
       .. RETRY_AFTER_S .. " s")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,6 +15,16 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 # A request carrying this (REST body, gRPC request id) is answered as a shed one.
 SHED_MARKER = "shed-me"
+# A gRPC request with this id is answered UNAVAILABLE as by a replica that is stopping.
+STOPPING_MARKER = "stopping"
+# How many tries of each marked request reached the upstream (Envoy's retries included).
+TRIES: Counter[str] = Counter()
+_TRIES_LOCK = threading.Lock()
+
+
+def _count(marker: str) -> None:
+    with _TRIES_LOCK:
+        TRIES[marker] += 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -25,6 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         if SHED_MARKER.encode() in body:  # answer as Triton's queue policy does when it sheds
+            _count("http:" + SHED_MARKER)
             return self._send(503, json.dumps({"error": "[request id: <id_unknown>] Exceeds maximum queue size"}).encode())
         data = json.dumps({"body": body.decode("latin-1"), "headers": {k.lower(): v for k, v in self.headers.items()}})
         self._send(200, data.encode())
@@ -41,8 +53,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request, context):  # noqa: N802
+        if request.id in (SHED_MARKER, STOPPING_MARKER):
+            _count("grpc:" + request.id)
         if request.id == SHED_MARKER:
             context.abort(grpc.StatusCode.UNAVAILABLE, "Exceeds maximum queue size")
+        if request.id == STOPPING_MARKER:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "Server is stopping")
         response = service_pb2.ModelInferResponse(model_name=request.model_name, id=request.id)
         for key, value in request.parameters.items():
             response.parameters[key].CopyFrom(value)

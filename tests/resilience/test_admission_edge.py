@@ -16,7 +16,7 @@ import requests
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from router_lib.config import load_tiers
-from tests.resilience.echo_upstream import SHED_MARKER, EchoUpstream
+from tests.resilience.echo_upstream import SHED_MARKER, STOPPING_MARKER, TRIES, EchoUpstream
 from xds_server import (
     DataPlaneSettings,
     Endpoint,
@@ -120,7 +120,9 @@ def test_an_unknown_tier_is_still_refused_by_the_route(edge):
 
 
 def test_a_shed_rest_request_is_429_with_a_retry_hint_naming_its_tier(edge):
+    before = TRIES["http:" + SHED_MARKER]
     response = edge.rest(json.dumps({"id": SHED_MARKER, "inputs": [INPUT]}).encode(), "bronze")
+    assert TRIES["http:" + SHED_MARKER] - before == 1, "a shed is not retried"
     assert response.status_code == 429
     assert response.headers["retry-after"] == str(edge.settings.overload.retry_after_s)
     assert "bronze" in response.json()["error"] and "queue" in response.json()["error"]
@@ -143,11 +145,25 @@ def test_grpc_requests_reach_the_pool_with_their_tier_priority_even_if_the_clien
     assert response.id == "r1"
 
 
-def test_a_shed_grpc_request_is_resource_exhausted_with_a_pushback(edge):
+@pytest.mark.parametrize("tier", ["gold", "bronze"])
+def test_a_shed_grpc_request_is_resource_exhausted_with_a_pushback_and_not_retried(edge, tier):
+    before = TRIES["grpc:" + SHED_MARKER]
     with pytest.raises(grpc.RpcError) as raised:
-        _grpc(edge, "bronze", service_pb2.ModelInferRequest(model_name="m", id=SHED_MARKER))
+        _grpc(edge, tier, service_pb2.ModelInferRequest(model_name="m", id=SHED_MARKER))
+    # The shed reached the upstream once: it is the pool's answer, not a dead replica's, so
+    # the router did not retry it (as REST does not retry a 503).
+    assert TRIES["grpc:" + SHED_MARKER] - before == 1
     error = raised.value
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
-    assert "bronze" in error.details()
+    assert tier in error.details()
     trailers = dict(error.trailing_metadata() or ()) | dict(error.initial_metadata() or ())
     assert trailers["grpc-retry-pushback-ms"] == str(edge.settings.overload.retry_after_s * 1000)
+
+
+def test_an_unavailable_that_is_not_a_shed_is_still_retried(edge):
+    """A replica that is stopping answers UNAVAILABLE too; failover needs those retried."""
+    before = TRIES["grpc:" + STOPPING_MARKER]
+    with pytest.raises(grpc.RpcError) as raised:
+        _grpc(edge, "gold", service_pb2.ModelInferRequest(model_name="m", id=STOPPING_MARKER))
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert TRIES["grpc:" + STOPPING_MARKER] - before == edge.settings.retry.num_retries + 1

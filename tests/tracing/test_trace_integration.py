@@ -151,20 +151,43 @@ def test_one_http_request_yields_linked_envoy_and_triton_spans_down_to_the_ensem
     assert edge["start_ns"] <= triton_span["start_ns"] <= sent <= edge["end_ns"]
 
 
+# Triton 2.51's gRPC front end drops the caller's trace context on some requests when the CPU is
+# contended (its InferRequest span then starts a trace of its own): measured straight to Triton,
+# no Envoy, 46 of 60 linked with three busy loops on 2 cores and 60 of 60 quiet; HTTP 30 of 30
+# both ways (docs/tracing.md).  So the gRPC path is asked for one linked trace out of a few tries,
+# and every try must still yield Envoy's spans and a Triton span somewhere.
+GRPC_TRIES = 5
+
+
 def test_a_grpc_request_is_traced_the_same_way(plane: TracedPlane) -> None:
-    trace_id, client_span, traceparent = _traceparent()
     request = service_pb2.ModelInferRequest(model_name="digits_classifier")
     tensor = request.inputs.add(name="float_input", datatype="FP32", shape=[1, 64])
     tensor.contents.fp32_contents.extend([0.0] * 64)
+    unlinked = []
     with grpc.insecure_channel(f"127.0.0.1:{plane.settings.grpc_port}") as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        stub.ModelInfer(request, metadata=(("traceparent", traceparent), ("x-sla-tier", "bronze")), timeout=30)
-
-    trace = plane.spans_of(trace_id, services={ENVOY_SERVICE, TRITON_SERVICE})
+        for _ in range(GRPC_TRIES):
+            trace_id, client_span, traceparent = _traceparent()
+            stub.ModelInfer(request, metadata=(("traceparent", traceparent), ("x-sla-tier", "bronze")), timeout=30)
+            edge_only = plane.spans_of(trace_id, services={ENVOY_SERVICE}, timeout_s=30)
+            try:
+                trace = plane.spans_of(trace_id, services={ENVOY_SERVICE, TRITON_SERVICE}, timeout_s=10)
+                break
+            except AssertionError:
+                unlinked.append(edge_only)
+        else:
+            raise AssertionError(f"none of {GRPC_TRIES} gRPC requests had Triton's span in its trace")
     edge = trace.edge_span()
     assert edge is not None and edge["parent_span_id"] == client_span
     assert edge["attributes"]["sla.tier"] == "bronze"
     assert {s["name"] for s in trace.of_service(TRITON_SERVICE)} >= {"InferRequest", "digits_classifier", "compute"}
+    # A try whose context Triton dropped still has its Envoy spans, and Triton traced it on its
+    # own: as many root InferRequest spans (no parent) as there were unlinked tries, at least.
+    roots = [s for s in read_spans(plane.receiver.out)
+             if s["service"] == TRITON_SERVICE and s["name"] == "InferRequest" and not s["parent_span_id"]]
+    assert len(roots) >= len(unlinked)
+    for t in unlinked:
+        assert t.edge_span() is not None
 
 
 def test_a_request_without_trace_context_starts_a_trace_at_the_edge(plane: TracedPlane) -> None:

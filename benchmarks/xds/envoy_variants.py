@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from xds_server import protos
 from xds_server.snapshot import Snapshot
@@ -27,6 +28,10 @@ HCM_COST_FIELDS = ("tracing", "access_log", "generate_request_id")
 # per-try state) and the response headers formatted from the upstream host's metadata.
 ROUTE_PARTS = ("retry_policy", "response_headers_to_add")
 CLUSTER_COST_FIELDS = ("outlier_detection",)
+# Not a Cluster field: the upstream HTTP filters in a cluster's HttpProtocolOptions (the gRPC
+# clusters' shed filter, xds_server.overload.shed_upstream_filters); removing it keeps the codec.
+UPSTREAM_FILTERS = "upstream_http_filters"
+PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 @dataclass(frozen=True)
@@ -124,12 +129,35 @@ def apply(snapshot: Snapshot, variant: Variant) -> Snapshot:
     for cluster in resources[protos.CLUSTER]:
         cluster = copy.deepcopy(cluster)
         for name in variant.without_cluster_fields:
-            cluster.ClearField(name)
+            if name == UPSTREAM_FILTERS:
+                _clear_upstream_filters(cluster)
+            else:
+                cluster.ClearField(name)
         clusters.append(cluster)
     resources[protos.CLUSTER] = clusters
     return Snapshot.from_resources(resources, api_listeners=snapshot.api_listeners, pools=snapshot.pools,
                                    routes=snapshot.routes, settings=snapshot.settings, splits=snapshot.splits,
                                    candidates=snapshot.candidates, mirrors=snapshot.mirrors)
+
+
+def upstream_filters(snapshot: Snapshot) -> list[str]:
+    """Names of the upstream HTTP filters any cluster has (the codec, which every one needs, left out)."""
+    names = set()
+    for cluster in snapshot.resources[protos.CLUSTER].values():
+        if PROTOCOL_OPTIONS in cluster.typed_extension_protocol_options:
+            options = http_protocol_options_pb2.HttpProtocolOptions()
+            cluster.typed_extension_protocol_options[PROTOCOL_OPTIONS].Unpack(options)
+            names.update(f.name for f in options.http_filters if f.name != "envoy.filters.http.upstream_codec")
+    return sorted(names)
+
+
+def _clear_upstream_filters(cluster: Any) -> None:
+    if PROTOCOL_OPTIONS not in cluster.typed_extension_protocol_options:
+        return
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    cluster.typed_extension_protocol_options[PROTOCOL_OPTIONS].Unpack(options)
+    del options.http_filters[:]
+    cluster.typed_extension_protocol_options[PROTOCOL_OPTIONS].Pack(options)
 
 
 def _stats_off(bootstrap: dict[str, Any]) -> None:
@@ -188,11 +216,15 @@ def one_at_a_time(snapshot: Snapshot, listener: str, *, concurrency: int, bootst
                             note="the virtual host's response headers from upstream metadata"))
     variants.append(Variant("without outlier detection", concurrency,
                             without_cluster_fields=frozenset(CLUSTER_COST_FIELDS)))
+    if upstream := upstream_filters(snapshot):
+        variants.append(Variant("without upstream filters", concurrency, without_cluster_fields=frozenset({UPSTREAM_FILTERS}),
+                                note="the clusters' upstream HTTP filters off (" + ", ".join(upstream) + ")"))
     variants.append(Variant("stats off", concurrency, bootstrap_change="stats_off",
                             note="stats_matcher reject_all (what stats cost per request)"))
     variants.append(Variant("floor", concurrency, without_filters=frozenset(filters),
                             without_hcm_fields=frozenset(fields), without_route_parts=frozenset(ROUTE_PARTS),
-                            without_cluster_fields=frozenset(CLUSTER_COST_FIELDS), bootstrap_change="stats_off",
+                            without_cluster_fields=frozenset(CLUSTER_COST_FIELDS) | ({UPSTREAM_FILTERS} if upstream else set()),
+                            bootstrap_change="stats_off",
                             note="all of the above off: what proxying alone costs here"))
     variants.append(Variant("nghttp2 codec", concurrency, bootstrap_change="nghttp2",
                             note="HTTP/2 codec nghttp2 instead of Envoy 1.40's default oghttp2"))

@@ -187,3 +187,27 @@ def test_an_envoy_sharing_its_machine_with_the_model_servers_gets_half_the_cpus(
     from xds_server.envoy_process import shared_host_concurrency
 
     assert shared_host_concurrency(cpus) == workers
+
+
+def test_with_admission_the_clusters_upstream_shed_filter_gets_a_variant_that_keeps_the_codec():
+    import dataclasses
+
+    from benchmarks.xds.envoy_variants import upstream_filters
+    from router_lib.config import load_tiers
+    from xds_server import DataPlaneSettings
+    from xds_server.overload import tier_resilience
+    from xds_server.testbed import ROOT
+
+    settings = dataclasses.replace(DataPlaneSettings(), **tier_resilience(load_tiers(ROOT / "data" / "tiers.yaml")))
+    snapshot = build_snapshot(three_pools(), tiered_routes(), settings)
+    assert upstream_filters(snapshot) == ["tmas.shed_not_retried"]
+    (off,) = [v for v in one_at_a_time(snapshot, GRPC_LISTENER, concurrency=2, bootstrap={})
+              if v.name == "without upstream filters"]
+    changed = apply(snapshot, off)
+    assert upstream_filters(changed) == []
+    grpc_clusters = [to_dict(c) for c in changed.resources[protos.CLUSTER].values() if "grpc" in c.name]
+    assert grpc_clusters and all(
+        "http2_protocol_options" in c["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"] for c in grpc_clusters)
+    assert changed.consistent() == []
+    assert "without upstream filters" not in {v.name for v in _variants()}  # no admission: nothing to add

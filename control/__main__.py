@@ -62,11 +62,11 @@ def serve(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, edge=edge_settings_for(
         args.edge_config, args.edge_validate, tiers=settings.tiers, models=schemas_from_models(models)))
     # --tier-timeouts (docs/overload.md): each tier's per-try timeout from its bound (x the factor),
-    # gold hedged, a retry budget; a hung replica is ejected by timeouts.  No priority writing here:
-    # that needs pools whose model configs declare the levels (model_repository.triton_config.tier_sharing).
+    # gold hedged, a retry budget; a hung replica is ejected by timeouts.  Priority writing and shed
+    # mapping only when a pool's model configs declare the levels (fleet file: share_tiers).
     if args.tier_timeouts is not None:
         settings = dataclasses.replace(settings, **tier_resilience(
-            fleet.tiers, per_try_factor=args.tier_timeouts, shed=False,
+            fleet.tiers, per_try_factor=args.tier_timeouts, shed=any(p.share_tiers for p in fleet.pools),
             best_effort_per_try_ms=2000.0 * fleet.time_dilation))
     discovery = None
     if args.discovery == "kubernetes":

@@ -34,6 +34,7 @@ from router_lib.domain import Fleet
 from router_lib.policy import CONSUMED_FLEET_METRICS, CONSUMED_METRICS
 from router_lib.policy_types import PolicySettings
 from xds_server.inputs import DataPlaneSettings
+from xds_server.overload import shed_by_tier
 from xds_server.server import XdsServer
 
 # What the deciders declare they consume: the scraper parses, and asks Envoy for, only this.
@@ -90,7 +91,11 @@ class ControlServer:
 
 def dataplane_settings(fleet: Fleet, policy: PolicySettings, **overrides: Any) -> DataPlaneSettings:
     """Envoy's settings from the fleet's tier description and the policy's total weight (one
-    source for each, so the data plane and the policy cannot disagree)."""
+    source for each, so the data plane and the policy cannot disagree).  When a pool shares its
+    tiers (``share_tiers``: its model configs declare the priority levels), the edge writes each
+    request's level and maps the pool's sheds (``xds_server.overload.shed_by_tier``)."""
+    if any(p.share_tiers for p in fleet.pools):
+        overrides.setdefault("overload", shed_by_tier(fleet.tiers))
     return DataPlaneSettings(
         default_tier=fleet.tiers.default_tier,
         tiers=tuple(fleet.tiers.tiers),

@@ -34,7 +34,8 @@ from pathlib import Path
 import yaml
 
 from model_repository.definitions import ModelDefinition, load_models
-from model_repository.triton_config import Target, write_model
+from model_repository.triton_config import Target, TierSharing, tier_sharing, write_model
+from router_lib.config import load_fleet
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "build" / "models"
@@ -178,7 +179,10 @@ def make_self_contained(repo: Path) -> list[str]:
     return vendored
 
 
-def write_pool_repository(out: Path, accelerator: str, models: list[ModelDefinition], artifacts: Path) -> Path:
+def write_pool_repository(out: Path, accelerator: str, models: list[ModelDefinition], artifacts: Path,
+                          sharing: dict[str, TierSharing] | None = None) -> Path:
+    """``sharing``: model name -> its priority levels and batch cap, for a pool the tiers share
+    (fleet file ``share_tiers``, docs/overload.md); none: one FIFO queue per model."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -188,7 +192,7 @@ def write_pool_repository(out: Path, accelerator: str, models: list[ModelDefinit
         kind = TARGET_BY_ACCELERATOR[accelerator]
         if accelerator == "gpu":
             kind = placement_on_gpu(model, artifacts)
-        write_model(out, model, Target(kind), source)
+        write_model(out, model, Target(kind, sharing=(sharing or {}).get(model.name)), source)
     make_self_contained(out)
     return out
 
@@ -216,7 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             refused.append(f"pool {pool['name']} ({accelerator}): missing {', '.join(missing)}")
             continue
-        repo = write_pool_repository(args.out / pool["name"], accelerator, definitions, args.artifacts)
+        sharing = None
+        if pool.get("share_tiers"):  # the validated fleet's tiers and profiles give the levels and caps
+            loaded = load_fleet(args.fleet)
+            spec = loaded.pool(pool["name"])
+            sharing = {d.name: tier_sharing(loaded.tiers, profile) for d in definitions
+                       if (profile := loaded.profile(d.name, spec.accelerator)) is not None}
+        repo = write_pool_repository(args.out / pool["name"], accelerator, definitions, args.artifacts, sharing)
         print(f"{pool['name']}\t{repo}", flush=True)
     if refused:
         print("refused (see deploy/model_repositories.py for how to make them):\n  " + "\n  ".join(refused),

@@ -30,7 +30,7 @@ from fleet.replica import ReplicaInfo
 from fleet.restarts import BackoffPolicy, Lifecycle
 from fleet.triton_process import GrpcTls, Ports, TritonProcess, prepare_backend_dir
 from model_repository.definitions import ModelDefinition
-from model_repository.triton_config import target_for_pool, write_repository
+from model_repository.triton_config import target_for_pool, tier_sharing, write_repository
 from router_lib.config import ConfigError
 from router_lib.domain import Accelerator, Fleet, PoolSpec
 
@@ -139,7 +139,8 @@ class FleetSupervisor:
         for name in pool.models:
             profile = self.fleet.profile(name, pool.accelerator)
             assert profile is not None, f"pool {pool.name} serves {name} without a profile"
-            entries.append((self.models[name], target_for_pool(pool, profile)))
+            sharing = tier_sharing(self.fleet.tiers, profile, dilation=self.fleet.time_dilation) if pool.share_tiers else None
+            entries.append((self.models[name], target_for_pool(pool, profile, sharing)))
         return write_repository(self.workdir / "repos" / pool.name, entries, self.artifacts)
 
     def start(self, pools: Iterable[str] | None = None, timeout_s: float = 120.0) -> None:

@@ -94,6 +94,14 @@ class _Reader:
             raise ConfigError(self.path, self._field(key), f"must be a number{bound}, got {v!r}")
         return float(v)
 
+    def bool(self, key: builtins.str, default: Any = ...) -> Any:
+        v = self.raw(key, default)
+        if v is default and default is not ...:
+            return v
+        if not isinstance(v, bool):
+            raise ConfigError(self.path, self._field(key), f"must be true or false, got {v!r}")
+        return v
+
     def enum(self, key: builtins.str, enum_type: Callable[[builtins.str], T], choices: builtins.list[builtins.str], default: Any = ...) -> T:
         v = self.raw(key, default)
         if v is default and default is not ...:
@@ -313,7 +321,7 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
     for i in range(len(raw_pools)):
         p = _Reader(path, raw_pools[i], f"pools[{i}]")
         p.unknown_keys({"name", "accelerator", "instance_type", "replicas", "mode", "outputs", "models",
-                        "min_replicas", "max_replicas"})
+                        "min_replicas", "max_replicas", "share_tiers"})
         name = p.str("name")
         if not name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(path, f"pools[{i}].name", f"must be letters, digits, '-' or '_', got {name!r}")
@@ -351,6 +359,7 @@ def load_fleet(path: Path | str, model_names: tuple[str, ...] | None = None) -> 
         pools.append(PoolSpec(
             name=name, accelerator=acc, instance_type=itype, price_per_hour_usd=prices.of(itype),
             replicas=replicas, mode=mode, outputs=outputs, models=models, min_replicas=low, max_replicas=high,
+            share_tiers=p.bool("share_tiers", default=False),
         ))
     all_models = tuple(sorted({m for pool in pools for m in pool.models}))
     local_limit = r.int("max_local_replicas", minimum=1) if r.has("max_local_replicas") else None

@@ -168,6 +168,10 @@ class PoolSpec:
     models: tuple[str, ...] = ()
     min_replicas: int | None = None
     max_replicas: int | None = None
+    # The tiers share this pool through Triton priority levels (docs/overload.md): its model configs
+    # declare a level and queue policy per tier, the edge writes each request's level, and the
+    # routing policy may place a looser tier beside a stricter one (gold is always served first).
+    share_tiers: bool = False
 
     @property
     def replica_bounds(self) -> tuple[int, int]:

@@ -58,12 +58,16 @@ class Tick:
         self.strictest_rank = [len(table.tiers_strictest_first)] * len(pools)  # of the tiers placed on it
         self.rank = 0  # rank of the tier being placed (0 = strictest)
         self.protected: frozenset[str] = frozenset()  # pools carrying a tier stricter than that
+        # Pools whose tiers share them through priority levels: a looser tier waits behind the
+        # stricter one there, so isolation does not keep it off them.
+        self.shared = frozenset(p.name for p in pools if p.share_tiers)
 
     def start_tier(self, rank: int) -> None:
         """Pools whose strictest tier is stricter than ``rank`` stay protected while one tier is placed."""
         self.rank = rank
         if self.settings.tier_isolation:
-            self.protected = frozenset(n for n, r in zip(self.pool_names, self.strictest_rank, strict=True) if r < rank)
+            self.protected = frozenset(n for n, r in zip(self.pool_names, self.strictest_rank, strict=True)
+                                       if r < rank and n not in self.shared)
 
 
 class Placement(NamedTuple):

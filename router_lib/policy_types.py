@@ -77,7 +77,8 @@ class PolicySettings:
       its excess there).  Off, every tier takes the cheapest feasible pools, sharing them with
       stricter tiers; the strictest tier's safe utilisation still caps a shared pool, which is what
       the planner assumes (its tier-class groups carry looser tiers), so capacity and routing then
-      agree on where looser tiers go.
+      agree on where looser tiers go.  A pool that shares its tiers through priority levels
+      (``PoolSpec.share_tiers``) is never kept from a looser tier: there it waits behind gold.
     * ``use_observed_p99``: exclude a pool whose measured p99 (Envoy) is over the tier bound even if
       the prediction says it fits (the profile may be wrong; measurement wins).
     """

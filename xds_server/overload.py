@@ -22,7 +22,7 @@ from router_lib.priority import TierPriorities, tier_priorities
 from xds_server.inputs import DataPlaneSettings, OverloadSettings, RetrySettings
 from xds_server.protos import LUA_TYPE
 
-__all__ = ["admission_filter", "lua_source", "shed_upstream_filters", "tier_resilience"]
+__all__ = ["admission_filter", "lua_source", "shed_by_tier", "shed_upstream_filters", "tier_resilience"]
 
 _LUA = Path(__file__).with_name("overload_lua.lua")
 
@@ -80,6 +80,13 @@ def shed_upstream_filters(settings: DataPlaneSettings) -> list[dict[str, Any]]:
     ]
 
 
+def shed_by_tier(tiers: TierSet, priorities: TierPriorities | None = None) -> OverloadSettings:
+    """Shedding by tier on: the edge writes each tier's level (``priorities``: default
+    ``tier_priorities(tiers)``, the mapping the model configs are written from) and maps sheds."""
+    levels = (priorities or tier_priorities(tiers)).by_tier()
+    return OverloadSettings(priority_levels=tuple(sorted(levels.items())))
+
+
 def tier_resilience(tiers: TierSet, *, per_try_factor: float = 1.0, best_effort_per_try_ms: float = 2000.0,
                     hedge: bool = True, retry_budget_percent: float | None = 25.0, min_retry_concurrency: int = 64,
                     priorities: TierPriorities | None = None, shed: bool = True,
@@ -107,5 +114,4 @@ def tier_resilience(tiers: TierSet, *, per_try_factor: float = 1.0, best_effort_
         retry_budget_percent=retry_budget_percent, min_retry_concurrency=min_retry_concurrency,
         route_timeout_floor_ms=base.route_timeout_floor_ms,
     )
-    levels = (priorities or tier_priorities(tiers)).by_tier() if shed else {}
-    return {"retry": retry, "overload": OverloadSettings(priority_levels=tuple(sorted(levels.items())))}
+    return {"retry": retry, "overload": shed_by_tier(tiers, priorities) if shed else OverloadSettings()}

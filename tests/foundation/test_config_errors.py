@@ -35,6 +35,12 @@ def test_the_shipped_fleet_loads():
     assert fleet.pool("inf2").models == ("text_embedding",)  # no Neuron build of a tree ensemble
 
 
+def test_share_tiers_is_off_unless_a_pool_asks(fleet_dir):
+    edit_yaml(fleet_dir / "fleet.yaml", lambda d: d["pools"][2].update(share_tiers=True))
+    fleet = load_fleet(fleet_dir / "fleet.yaml")
+    assert [p.share_tiers for p in fleet.pools] == [False, False, True]
+
+
 FLEET_CASES = [
     ("replicas-zero", lambda d: d["pools"][1].update(replicas=0), "pools[1].replicas", "integer >= 1"),
     ("replicas-string", lambda d: d["pools"][0].update(replicas="two"), "pools[0].replicas", "integer"),
@@ -74,6 +80,8 @@ FLEET_CASES = [
      "calibration.use_for_decisions", "must be true or false"),
     ("calibration-error-out-of-range", lambda d: d.update(calibration={"max_relative_error": 1.5}),
      "calibration.max_relative_error", "must be in (0, 1)"),
+    ("share-tiers-not-bool", lambda d: d["pools"][2].update(share_tiers="yes"), "pools[2].share_tiers",
+     "must be true or false"),
     ("autoscaling-headroom-below-one", lambda d: d.update(autoscaling={"headroom": 0.5}), "autoscaling.headroom",
      "must be >= 1"),
 ]

@@ -430,3 +430,30 @@ def test_prometheus_scrapes_every_part_of_the_platform_with_pool_labels(platform
                       "test comes back on the next scrapes)")
     emulated = {r["metric"]["pool"]: r["metric"]["emulated"] for r in query("router_pool_healthy")}
     assert emulated == {p.name: str(p.emulated).lower() for p in platform.fleet.pools}
+
+
+def test_a_pool_marked_share_tiers_queues_by_tier_and_the_edge_writes_each_tiers_level(platform):
+    """fleet.yaml's inf2 pool has ``share_tiers: true``: its model configs declare one priority
+    level per tier (gold first) and the edge writes each request's level (docs/overload.md)."""
+    from router_lib.priority import tier_priorities
+
+    assert [p.name for p in platform.fleet.pools if p.share_tiers] == ["inf2"]
+    levels = tier_priorities(platform.fleet.tiers).by_tier()
+    (replica,) = [r for r in platform.supervisor.replicas() if r.pool == "inf2"]
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{replica.http_port}")
+    for name in ("text_embedding_tokenizer", "text_embedding_onnx"):
+        batching = client.get_model_config(name)["dynamic_batching"]
+        assert int(batching["priority_levels"]) == len(levels), name
+        assert int(batching["default_priority_level"]) == levels[platform.fleet.tiers.default_tier], name
+    for pool in ("cpu", "gpu"):  # not marked: one FIFO queue per model, as before
+        (other,) = [r for r in platform.supervisor.replicas() if r.pool == pool]
+        config = httpclient.InferenceServerClient(f"127.0.0.1:{other.http_port}").get_model_config("digits_classifier")
+        assert int(config["dynamic_batching"].get("priority_levels", 0)) == 0, pool
+    dataplane = platform.describe()
+    listeners = requests.get(f"{dataplane['envoy_admin']}/config_dump?resource=dynamic_listeners",
+                             timeout=10).text
+    assert "tmas.overload_admission" in listeners  # the edge writes the level from the tier
+    url = f"http://{dataplane['http_endpoint']}/v2/models/text_embedding/infer"
+    for tier in levels:  # every tier is still served through the edge that now rewrites bodies
+        r = requests.post(url, json=rest_body("text_embedding"), headers={"x-sla-tier": tier}, timeout=30)
+        assert r.status_code == 200, r.text

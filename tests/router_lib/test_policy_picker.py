@@ -128,3 +128,17 @@ def test_without_tier_isolation_a_looser_tier_shares_the_cheapest_pool_up_to_the
     assert takes(isolated["gold"]) == takes(shared["gold"]) == {"cpu": 0.0, "gpu": 0.0, "inf": 100.0}
     assert takes(isolated["bronze"])["inf"] == 0.0  # kept off the pool that carries gold
     assert takes(shared["bronze"]) == {"cpu": 0.0, "gpu": 0.0, "inf": 50.0}  # the cheapest per request
+
+
+def test_a_pool_that_shares_its_tiers_by_priority_is_not_kept_from_a_looser_tier_even_with_isolation() -> None:
+    import dataclasses
+
+    shared_inf = dataclasses.replace(THREE_POOLS, pools=tuple(
+        dataclasses.replace(p, share_tiers=p.name == "inf") for p in THREE_POOLS.pools))
+    placed = place({"gold": 100.0, "bronze": 50.0}, f=shared_inf, table=build_capacity_table(shared_inf, PolicySettings()))
+    assert PolicySettings().tier_isolation
+    assert takes(placed["gold"]) == {"cpu": 0.0, "gpu": 0.0, "inf": 100.0}
+    assert takes(placed["bronze"]) == {"cpu": 0.0, "gpu": 0.0, "inf": 50.0}  # behind gold, on the cheapest pool
+    # Beyond gold's cap on the shared pool the looser tier spills as before.
+    placed = place({"gold": 100.0, "bronze": 2200.0}, f=shared_inf, table=build_capacity_table(shared_inf, PolicySettings()))
+    assert takes(placed["bronze"])["inf"] == pytest.approx(2133.3 - 100.0, abs=0.1)

@@ -54,10 +54,20 @@ class TierSharing:
     """Priority levels and queue policies (``router_lib.priority``; None: one FIFO queue) for every
     dynamically batched model of the repository, and ``max_batch``: the batch the accelerated step is capped at
     (``preferred_batch_size``) so that a gold request's head-of-line wait fits its bound
-    (``router_lib.priority.largest_batch_within``); None: no cap."""
+    (``router_lib.priority.largest_batch_within``); None: no cap.
+
+    ``host_steps``: an ensemble's host steps (tokenizer, pre/post-processing on the CPU) get the
+    levels too.  Off by default: on Triton 2.51, with levels on the Python-backend tokenizer as
+    well, gold requests stalled up to 170 ms at a few dozen requests a second (6 of 935 over 50 ms);
+    with levels on the accelerated step only, or none, no request of any tier took over 10 ms
+    (``benchmarks/resilience/host_step_priority.py``, results in
+    ``benchmarks/results/resilience/host_step_priority.md``).  A host step costs milliseconds, so
+    gold waits behind at most a few of them; the accelerated step, where the capacity is, keeps
+    the levels."""
 
     priorities: TierPriorities | None
     max_batch: int | None = None
+    host_steps: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch is not None and self.max_batch < 1:
@@ -178,9 +188,10 @@ def tokenizer_config(model: ModelDefinition) -> mc.ModelConfig:
 
 
 def _shared(cfg: mc.ModelConfig, target: Target) -> mc.ModelConfig:
-    """A host step of a shared pool queues by tier too: the ensemble hands each step its request's
-    priority, so a step without the levels would serve every tier first come, first served."""
-    apply_tier_sharing(cfg, target.sharing, cap_batch=False)
+    """A host step of a shared pool: one FIFO queue unless ``TierSharing.host_steps`` (the
+    ensemble hands each step its request's priority; a step without levels ignores it)."""
+    if target.sharing is not None and target.sharing.host_steps:
+        apply_tier_sharing(cfg, target.sharing, cap_batch=False)
     return cfg
 
 

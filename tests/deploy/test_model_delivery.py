@@ -196,7 +196,8 @@ def test_a_pool_marked_share_tiers_is_uploaded_with_its_tiers_priority_levels(tm
     assert main(["--fleet", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out"), "--pools", "cpu",
                  "--artifacts", str(artifacts)]) == 0
     levels = len(tier_priorities(load_fleet(tmp_path / "fleet.yaml").tiers).by_tier())
-    for config in ("text_embedding_onnx", "text_embedding_tokenizer", "digits_classifier"):
+    assert "priority_levels" not in (tmp_path / "out" / "cpu" / "text_embedding_tokenizer" / "config.pbtxt").read_text()
+    for config in ("text_embedding_onnx", "digits_classifier"):
         text = (tmp_path / "out" / "cpu" / config / "config.pbtxt").read_text()
         assert f"priority_levels: {levels}" in text, config
     fleet["pools"][0]["share_tiers"] = False

@@ -441,10 +441,11 @@ def test_a_pool_marked_share_tiers_queues_by_tier_and_the_edge_writes_each_tiers
     levels = tier_priorities(platform.fleet.tiers).by_tier()
     (replica,) = [r for r in platform.supervisor.replicas() if r.pool == "inf2"]
     client = httpclient.InferenceServerClient(f"127.0.0.1:{replica.http_port}")
-    for name in ("text_embedding_tokenizer", "text_embedding_onnx"):
-        batching = client.get_model_config(name)["dynamic_batching"]
-        assert int(batching["priority_levels"]) == len(levels), name
-        assert int(batching["default_priority_level"]) == levels[platform.fleet.tiers.default_tier], name
+    batching = client.get_model_config("text_embedding_onnx")["dynamic_batching"]  # the accelerated step
+    assert int(batching["priority_levels"]) == len(levels)
+    assert int(batching["default_priority_level"]) == levels[platform.fleet.tiers.default_tier]
+    # the host step stays one FIFO queue (TierSharing.host_steps: measured stalls with levels there)
+    assert int(client.get_model_config("text_embedding_tokenizer")["dynamic_batching"].get("priority_levels", 0)) == 0
     for pool in ("cpu", "gpu"):  # not marked: one FIFO queue per model, as before
         (other,) = [r for r in platform.supervisor.replicas() if r.pool == pool]
         config = httpclient.InferenceServerClient(f"127.0.0.1:{other.http_port}").get_model_config("digits_classifier")

@@ -3,6 +3,8 @@ per-try timeouts, hedging, retry budget and admission filter.  No processes."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -88,11 +90,14 @@ def test_without_sharing_the_model_config_is_unchanged():
     assert not _config(None).dynamic_batching.priority_levels
 
 
-def test_an_ensembles_host_step_queues_by_tier_but_is_not_capped():
+def test_an_ensembles_host_step_is_one_fifo_queue_unless_asked_and_never_capped():
     model = load_models()["text_embedding"]
     from model_repository.triton_config import _shared
 
-    cfg = _shared(tokenizer_config(model), Target("cpu", sharing=TierSharing(tier_priorities(TIERS), max_batch=2)))
+    sharing = TierSharing(tier_priorities(TIERS), max_batch=2)
+    cfg = _shared(tokenizer_config(model), Target("cpu", sharing=sharing))
+    assert cfg.dynamic_batching.priority_levels == 0 and not cfg.dynamic_batching.preferred_batch_size
+    cfg = _shared(tokenizer_config(model), Target("cpu", sharing=dataclasses.replace(sharing, host_steps=True)))
     assert cfg.dynamic_batching.priority_levels == 3 and not cfg.dynamic_batching.preferred_batch_size
 
 

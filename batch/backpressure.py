@@ -3,7 +3,11 @@
 Two signals, because neither is enough alone:
 
 1. **Spare capacity** (the control plane's view, ``spare_capacity``).  For each pool that carries
-   the batch tier's weight for the job's model, the routing policy's capacity table gives what a
+   the batch tier's weight for the job's model, or would take it were the demand higher (weight 0,
+   reason ``not_needed``: the policy fills pools cost-first, so a batch that paced itself to the
+   pools already carrying it would never be given the next one; with a pool the tiers share, that
+   kept a job to the one cheapest pool, at 0.4x of the spare capacity, where 1.0x was measured
+   without sharing), the routing policy's capacity table gives what a
    replica sustains (``throughput_per_replica``, full batches) and the busiest it may be planned
    (``max_utilisation``).  Gold and silver demand placed on the pool by the routes in force (each
    route's demand x the pool's share of its weight, over every model the pool serves) uses part of
@@ -105,10 +109,12 @@ def spare_capacity(status: Mapping[str, Any], *, model: str, tier: str,
                 demand_on_pool = demand * weight / total_weight
             used[pool] = used.get(pool, 0.0) + demand_on_pool / (p["ready_replicas"] * x)
     by_pool: dict[str, float] = {}
+    kinds = mine.get("reason_kinds") or {}
     for pool, weight in mine["weights"].items():
         p = pools.get(pool)
         x = x_eff(pool, model)
-        if not weight or p is None or not x or p.get("draining"):
+        would_take = kinds.get(pool) == "not_needed"  # feasible; the next to fill as the demand grows
+        if not (weight or would_take) or p is None or not x or p.get("draining"):
             continue
         ready = p.get("ready_replicas", 0)
         by_pool[pool] = max(0.0, max_utilisation - used.get(pool, 0.0)) * ready * x

@@ -44,6 +44,16 @@ def test_spare_capacity(case, kwargs, expected, paused):
     assert h.spare_rows_per_s == pytest.approx(expected) and h.pause is paused, h
 
 
+@pytest.mark.parametrize(("kind", "expected"), [("not_needed", 880.0), ("no_replica", 80.0), ("error_rate", 80.0),
+                                               ("measured_over_bound", 80.0)])
+def test_a_pool_the_policy_would_fill_next_counts_an_excluded_one_does_not(kind, expected):
+    """The policy fills cost-first: a pool at weight 0 only because cheaper ones cover today's
+    demand takes the batch's growth; a pool excluded (unhealthy, over bound) does not."""
+    s = status()
+    s["routes"][1]["reason_kinds"] = {"cpu": "cheapest", "inf2": kind}
+    assert spare(s).spare_rows_per_s == pytest.approx(expected)
+
+
 def test_no_route_for_the_tier_pauses_and_says_why():
     s = status()
     s["routes"] = s["routes"][:1]

@@ -42,8 +42,13 @@ class Request:
 
 
 def _refused(text: str) -> bool:
+    """Never reached a live Envoy: the connection was refused, or the request's write failed
+    because the peer was already gone (``sendmsg``: a gRPC call sent on a connection a killed Envoy
+    had reset, before the channel noticed).  A reset or close while waiting for the answer
+    (``recvmsg``, "Connection aborted") is an accepted request lost."""
     text = text.lower()
-    return "connection refused" in text or "failed to connect" in text or "newconnectionerror" in text
+    return ("connection refused" in text or "failed to connect" in text or "newconnectionerror" in text
+            or "sendmsg: broken pipe" in text)
 
 
 class MixedLoad:

@@ -88,7 +88,7 @@ def write_report(out: Path, results: list[Result], soak: dict[str, Any] | None, 
            f"{rate_rps:g} req/s from {workers} paced workers (at most {workers} in flight). Liveness timeout of the "
            f"control server and Envoy: {hang_timeout_s:g} s. Wall time {wall_s / 60:.1f} min.", "",
            "Outcomes: **lost** = accepted and not answered with a result (any 5xx or error status, reset, timeout); "
-           "**refused** = the connection to Envoy was refused (Envoy down; never accepted); **shed** = 429 / "
+           "**refused** = the connection to Envoy was refused, or the request could not be written to it (Envoy down; never accepted); **shed** = 429 / "
            "RESOURCE_EXHAUSTED on purpose.", "",
            f"Whole run: {total['ok']} ok, {total['lost']} lost, {total['refused']} refused, {total['shed']} shed.", "",
            "What the running Envoy had (its config_dump) that the hung-replica scenarios depend on: "

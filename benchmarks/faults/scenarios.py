@@ -147,8 +147,11 @@ class FaultBench:
         result.counts = dict(Counter(r.outcome for r in window))
         for outcome in ("ok", "lost", "refused", "shed"):
             result.counts.setdefault(outcome, 0)
-        result.lost_examples = sorted({f"{r.proto} {r.model}/{r.tier}: {r.detail}" for r in window
-                                       if r.outcome == "lost"})[:5]
+        # when each lost request started (relative to the fault) and how long it waited: tells a
+        # request in flight at the fault from one sent after it
+        result.lost_examples = [f"sent at fault{r.t_s - start_s:+.2f} s, failed after {r.latency_s:.2f} s: "
+                                f"{r.proto} {r.model}/{r.tier}: {r.detail}"
+                                for r in sorted(window, key=lambda r: r.t_s) if r.outcome == "lost"][:12]
         gold = sorted(r.latency_s for r in window if r.tier == "gold" and r.outcome == "ok")
         if gold:
             result.measured["gold_p99_ms"] = round(1000 * gold[min(len(gold) - 1, int(0.99 * len(gold)))], 1)

@@ -19,7 +19,10 @@ from benchmarks.faults.scenarios import memory_growth
     ("ConnectionError: ('Connection aborted.', RemoteDisconnected('Remote end closed connection'))", False),
     ("StatusCode.UNAVAILABLE Socket closed", False),
     ("HTTP 503 upstream connect error or disconnect/reset before headers", False),
-], ids=["http refused", "grpc refused", "http reset after accept", "grpc closed after accept", "503"])
+    ("StatusCode.UNAVAILABLE Stream removed (sendmsg: Broken pipe (32))", True),
+    ("StatusCode.UNAVAILABLE Stream removed (recvmsg:Connection reset by peer (104))", False),
+], ids=["http refused", "grpc refused", "http reset after accept", "grpc closed after accept", "503",
+        "grpc write to a dead peer", "grpc reset while waiting"])
 def test_only_a_refused_connection_is_not_an_accepted_request(text, refused):
     assert _refused(text) is refused
 

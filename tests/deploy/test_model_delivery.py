@@ -181,18 +181,12 @@ def test_the_deployed_inferentia_model_refuses_to_run_without_torch_neuronx(tmp_
 
 def test_a_pool_marked_share_tiers_is_uploaded_with_its_tiers_priority_levels(tmp_path: Path, artifacts: Path) -> None:
     """The cluster's repositories follow the fleet file's ``share_tiers`` as the local ones do."""
-    import yaml
-
     from deploy.model_repositories import main
     from router_lib.config import load_fleet
     from router_lib.priority import tier_priorities
+    from tests.fleet_files import fleet_copy
 
-    fleet = yaml.safe_load((REPO / "fleet.yaml").read_text())
-    for key in ("prices", "tiers", "profiles"):
-        fleet[key] = str(REPO / fleet[key])
-    for pool in fleet["pools"]:
-        pool["share_tiers"] = pool["name"] == "cpu"
-    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    fleet_copy(tmp_path, share_tiers=frozenset({"cpu"}))
     assert main(["--fleet", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out"), "--pools", "cpu",
                  "--artifacts", str(artifacts)]) == 0
     levels = len(tier_priorities(load_fleet(tmp_path / "fleet.yaml").tiers).by_tier())
@@ -200,8 +194,7 @@ def test_a_pool_marked_share_tiers_is_uploaded_with_its_tiers_priority_levels(tm
     for config in ("text_embedding_onnx", "digits_classifier"):
         text = (tmp_path / "out" / "cpu" / config / "config.pbtxt").read_text()
         assert f"priority_levels: {levels}" in text, config
-    fleet["pools"][0]["share_tiers"] = False
-    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    fleet_copy(tmp_path)
     assert main(["--fleet", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out"), "--pools", "cpu",
                  "--artifacts", str(artifacts)]) == 0
     assert "priority_levels" not in (tmp_path / "out" / "cpu" / "digits_classifier" / "config.pbtxt").read_text()

@@ -26,27 +26,17 @@ from scipy.stats import binom
 from tritonclient.utils import InferenceServerException
 
 from local_platform.platform import LocalPlatform, PlatformPorts
+from tests.fleet_files import fleet_copy
 from xds_server.bootstrap import write_proxyless_bootstrap
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def shared_inf2_fleet(directory: Path) -> Path:
-    """fleet.yaml with its inf2 pool marked ``share_tiers`` (as fleet.demo.yaml's is)."""
-    data = yaml.safe_load((ROOT / "fleet.yaml").read_text())
-    for key in ("prices", "tiers", "profiles"):
-        data[key] = str(ROOT / data[key])
-    for pool in data["pools"]:
-        pool["share_tiers"] = pool["name"] == "inf2"
-    (directory / "fleet.yaml").write_text(yaml.safe_dump(data))
-    return directory / "fleet.yaml"
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, artifacts):
     workdir = tmp_path_factory.mktemp("platform")
-    p = LocalPlatform(workdir=workdir, artifacts=artifacts, fleet_path=shared_inf2_fleet(workdir),
+    p = LocalPlatform(workdir=workdir, artifacts=artifacts, fleet_path=fleet_copy(workdir, share_tiers=frozenset({"inf2"})),
                       ports=PlatformPorts(http=0, grpc=0), interval_s=0.5, with_prometheus=True)
     p.start()
     try:
@@ -445,7 +435,7 @@ def test_prometheus_scrapes_every_part_of_the_platform_with_pool_labels(platform
 
 
 def test_a_pool_marked_share_tiers_queues_by_tier_and_the_edge_writes_each_tiers_level(platform):
-    """The inf2 pool is marked ``share_tiers: true`` (``shared_inf2_fleet``): its model configs declare one priority
+    """The inf2 pool is marked ``share_tiers: true`` (the module's fleet file): its model configs declare one priority
     level per tier (gold first) and the edge writes each request's level (docs/overload.md)."""
     from router_lib.priority import tier_priorities
 

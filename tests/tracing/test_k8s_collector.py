@@ -70,3 +70,20 @@ def test_only_the_inference_namespace_reaches_the_otlp_ports(docs):
     (rule,) = policy["spec"]["ingress"]
     assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "inference"}}}]
     assert {p["port"] for p in rule["ports"]} == {4317, 4318}
+
+
+def test_the_gateways_envoy_and_the_control_server_are_wired_to_the_collector():
+    """The control server's pods carry the OTEL_* variables naming the Collector (so it turns the
+    edge's HCM tracing on over ADS), and the gateway's Envoy bootstrap has the cluster that tracer
+    exports to, exactly as ``xds_server.tracing.collector_cluster`` builds it for that endpoint."""
+    from xds_server.tracing import COLLECTOR_CLUSTER, collector_cluster
+
+    rendered = [d for d in yaml.safe_load_all(render_overlay(REPO / "k8s" / "overlays" / "dev")) if d]
+    (control,) = [d for d in rendered if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "xds-control"]
+    (container,) = [c for c in control["spec"]["template"]["spec"]["containers"] if c["name"] == "xds-control"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    settings = TracingSettings.from_env(env)
+    assert settings is not None and settings.endpoint == CLUSTER_ENDPOINT and settings.sample_ratio == 0.01
+    boot = yaml.safe_load((REPO / "k8s" / "base" / "envoy" / "bootstrap.yaml").read_text())
+    (cluster,) = [c for c in boot["static_resources"]["clusters"] if c["name"] == COLLECTOR_CLUSTER]
+    assert cluster == collector_cluster(settings)

@@ -72,7 +72,8 @@ def plot(path: Path, bins: list[dict[str, Any]], bench: FaultBench, soak: dict[s
 
 def write_report(out: Path, results: list[Result], soak: dict[str, Any] | None, load: MixedLoad, bench: FaultBench,
                  *, short: bool, wall_s: float, rate_rps: float, workers: int, hang_timeout_s: float,
-                 data_plane: dict[str, bool]) -> None:
+                 data_plane: dict[str, bool], tier_timeouts: float | None = None,
+                 load_average: dict[str, float] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     bins = timeline(load)
     plot(out / "timeline.png", bins, bench, soak)
@@ -86,7 +87,12 @@ def write_report(out: Path, results: list[Result], soak: dict[str, Any] | None, 
            "CPU); the GPU and Inferentia pools are **emulated** (real Triton processes with synthetic outputs timed to "
            "the accelerator profile). Load: both models x gold/silver/bronze x REST/gRPC, through Envoy on 127.0.0.1, "
            f"{rate_rps:g} req/s from {workers} paced workers (at most {workers} in flight). Liveness timeout of the "
-           f"control server and Envoy: {hang_timeout_s:g} s. Wall time {wall_s / 60:.1f} min.", "",
+           f"control server and Envoy: {hang_timeout_s:g} s. Per-try timeouts: "
+           + (f"each tier's bound x {tier_timeouts:g}, as `make up` runs" if tier_timeouts else "off (one route timeout)")
+           + f". Wall time {wall_s / 60:.1f} min."
+           + (f" 1-minute load average of the machine (shared with other work): {load_average['start']:.2f} at the "
+              f"start, {load_average['end']:.2f} at the end, {load_average['max']:.2f} at most (sampled every "
+              "scenario)." if load_average else ""), "",
            "Outcomes: **lost** = accepted and not answered with a result (any 5xx or error status, reset, timeout); "
            "**refused** = the connection to Envoy was refused, or the request could not be written to it (Envoy down; never accepted); **shed** = 429 / "
            "RESOURCE_EXHAUSTED on purpose.", "",
@@ -125,6 +131,7 @@ def write_report(out: Path, results: list[Result], soak: dict[str, Any] | None, 
     md += ["", f"Result: {'every expected outcome held' if not failed else 'FAILED: ' + ', '.join(failed)}."]
     write_results(out, "summary", {
         "short_version": short, "rate_rps": rate_rps, "workers": workers, "hang_timeout_s": hang_timeout_s,
+        "tier_timeouts": tier_timeouts, "load_average_1m": load_average,
         "wall_s": round(wall_s, 1), "totals": total, "data_plane": data_plane, "scenarios": [r.to_json() for r in results], "soak": soak,
         "failed": failed, "marks": bench.marks, "timeline_5s": bins,
         "control_rss": [{"t_s": t, "rss_mb": round(b / 2**20, 1), "pid": p} for t, b, p in bench.memory[::5]],

@@ -15,6 +15,7 @@ Exit status 1 when any scenario or the soak failed its expected outcome (the rep
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data plane: {data_plane}", flush=True)
     results: list[sc.Result] = []
     soak_result: dict[str, Any] | None = None
+    loads = [os.getloadavg()[0]]  # the machine is shared: the report says how busy it was
     try:
         load.start()
         bench.start()
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.scenarios:
             print(f"== {name}", flush=True)
             results.append(SCENARIOS[name](bench))
+            loads.append(os.getloadavg()[0])
             bench.mark(f"{name}: {'passed' if results[-1].passed else 'FAILED'}")
             for c in results[-1].checks:
                 print(f"     {'ok  ' if c['ok'] else 'FAIL'} {c['check']}", flush=True)
@@ -160,11 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             for c in soak_result["checks"]:
                 print(f"     {'ok  ' if c['ok'] else 'FAIL'} {c['check']}", flush=True)
     finally:
+        loads.append(os.getloadavg()[0])
         load.stop()
         bench.stop()
         platform.stop()
     write_report(args.out, results, soak_result, load, bench, short=short, wall_s=time.monotonic() - started,
-                 rate_rps=args.rate_rps, workers=args.workers, hang_timeout_s=args.hang_timeout_s, data_plane=data_plane)
+                 rate_rps=args.rate_rps, workers=args.workers, hang_timeout_s=args.hang_timeout_s, data_plane=data_plane,
+                 tier_timeouts=args.tier_timeouts or None,
+                 load_average={"start": loads[0], "end": loads[-1], "max": max(loads)})
     failed = [r.name for r in results if not r.passed] + (["soak"] if soak_result and not soak_result["passed"] else [])
     print(f"results: {args.out}; {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}", flush=True)
     return 1 if failed else 0

@@ -57,12 +57,16 @@ def test_a_pool_predicted_to_break_the_bound_gets_no_traffic_while_a_feasible_po
     bound = f.tiers.tiers["gold"].p99_ms
     assert bound is not None
 
-    def breaks(pool: str, acc: Accelerator) -> bool:
+    def predicted(pool: str, acc: Accelerator) -> float:
         prof = f.profiles[(EMBED, acc)]
-        return predicted_p99_ms(prof, 0.0, backlog_ms(prof, signals[(pool, EMBED)]["queue_depth"], ready[pool])) \
-            > s.headroom * bound
+        return predicted_p99_ms(prof, 0.0, backlog_ms(prof, signals[(pool, EMBED)]["queue_depth"], ready[pool]))
+
+    def breaks(pool: str, acc: Accelerator) -> bool:
+        return predicted(pool, acc) > s.headroom * bound
     spec = {p.name: p for p in f.pools}
-    feasible = [n for n in spec if ready[n] > 0 and not breaks(n, spec[n].accelerator)]
+    # Feasible with a margin: the policy predicts at its (tiny) planned utilisation, not at 0, so a
+    # pool exactly at headroom x bound when idle (a generated 4.0 ms against 4.0) is over it there.
+    feasible = [n for n in spec if ready[n] > 0 and predicted(n, spec[n].accelerator) < s.headroom * bound * (1 - 1e-6)]
     if feasible:
         for pw in d.routes[(EMBED, "gold")].pools:
             if ready[pw.pool] == 0 or breaks(pw.pool, spec[pw.pool].accelerator):

@@ -62,6 +62,9 @@ BENCHES = (
     Bench("tracing-overhead", "benchmarks.tracing.overhead", ("--seconds", "3", "--repeats", "5"),
           "benchmarks/results/tracing", 900),
     Bench("resilience", "benchmarks.resilience.run", ("--repeats", "3"), "benchmarks/results/resilience", 1200),
+    # Priority levels on an ensemble's host step (why shared pools keep host steps FIFO).
+    Bench("host-step-priority", "benchmarks.resilience.host_step_priority", ("--repeats", "5", "--seconds", "20"),
+          "benchmarks/results/resilience", 900),
     # Faults under load (SIGKILL/SIGSTOP of each process kind, slow pool, full disk), then the 30-minute soak.
     Bench("faults", "benchmarks.faults.run", ("--soak-s", "1800"), "benchmarks/results/faults", 3600),
 )

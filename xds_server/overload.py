@@ -25,13 +25,19 @@ from xds_server.protos import LUA_TYPE
 __all__ = ["admission_filter", "lua_source", "shed_by_tier", "shed_upstream_filters", "tier_resilience"]
 
 _LUA = Path(__file__).with_name("overload_lua.lua")
+# Triton's queue-policy rejections (HTTP 503 body / gRPC UNAVAILABLE message), as sent and as a
+# grpc-message header percent-encodes them: what both Lua scripts recognise as a shed.
+SHED_QUEUE_FULL = "Exceeds maximum queue size"
+SHED_TIMED_OUT = "Request timeout expired"
+_SHED_TEXTS = {"queue_full": SHED_QUEUE_FULL, "queue_full_encoded": SHED_QUEUE_FULL.replace(" ", "%20"),
+               "timed_out": SHED_TIMED_OUT, "timed_out_encoded": SHED_TIMED_OUT.replace(" ", "%20")}
 
 
 def lua_source(settings: DataPlaneSettings) -> str:
     levels = ", ".join(f'["{tier}"] = {level}' for tier, level in sorted(settings.overload.priority_levels))
     return _LUA.read_text() % {
         "levels": levels, "default_tier": settings.default_tier, "tier_header": settings.tier_header,
-        "retry_after_s": settings.overload.retry_after_s,
+        "retry_after_s": settings.overload.retry_after_s, **_SHED_TEXTS,
     }
 
 
@@ -60,12 +66,11 @@ function envoy_on_response(handle)
   if headers:get("grpc-status") ~= "14" then return end
   local text = headers:get("grpc-message")
   if text == nil then return end
-  if string.find(text, "Exceeds maximum queue size", 1, true) or string.find(text, "Exceeds%20maximum%20queue%20size", 1, true)
-     or string.find(text, "Request timeout expired", 1, true) or string.find(text, "Request%20timeout%20expired", 1, true) then
+  if {shed} then
     headers:replace("grpc-status", "8")
   end
 end
-"""
+""".format(shed=" or ".join(f'string.find(text, "{t}", 1, true)' for t in _SHED_TEXTS.values()))
 UPSTREAM_CODEC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
 
 

@@ -120,10 +120,10 @@ end
 
 local function shed_reason(text)
   if text == nil then return nil end
-  if string.find(text, "Exceeds maximum queue size", 1, true) or string.find(text, "Exceeds%%20maximum%%20queue%%20size", 1, true) then
+  if string.find(text, "%(queue_full)s", 1, true) or string.find(text, "%(queue_full_encoded)s", 1, true) then
     return "the pool's queue for this tier is full"
   end
-  if string.find(text, "Request timeout expired", 1, true) or string.find(text, "Request%%20timeout%%20expired", 1, true) then
+  if string.find(text, "%(timed_out)s", 1, true) or string.find(text, "%(timed_out_encoded)s", 1, true) then
     return "the request waited past this tier's queue timeout"
   end
   return nil

@@ -66,7 +66,7 @@ def serve(args: argparse.Namespace) -> int:
     # mapping only when a pool's model configs declare the levels (fleet file: share_tiers).
     if args.tier_timeouts is not None:
         settings = dataclasses.replace(settings, **tier_resilience(
-            fleet.tiers, per_try_factor=args.tier_timeouts, shed=any(p.share_tiers for p in fleet.pools),
+            fleet.tiers, per_try_factor=args.tier_timeouts, shed=fleet.tiers_share_a_pool,
             best_effort_per_try_ms=2000.0 * fleet.time_dilation))
     discovery = None
     if args.discovery == "kubernetes":

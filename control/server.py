@@ -94,7 +94,7 @@ def dataplane_settings(fleet: Fleet, policy: PolicySettings, **overrides: Any) -
     source for each, so the data plane and the policy cannot disagree).  When a pool shares its
     tiers (``share_tiers``: its model configs declare the priority levels), the edge writes each
     request's level and maps the pool's sheds (``xds_server.overload.shed_by_tier``)."""
-    if any(p.share_tiers for p in fleet.pools):
+    if fleet.tiers_share_a_pool:
         overrides.setdefault("overload", shed_by_tier(fleet.tiers))
     return DataPlaneSettings(
         default_tier=fleet.tiers.default_tier,

@@ -217,6 +217,12 @@ class Fleet:
     # at load by building ``router_lib.calibration.CalibrationSettings`` from them.
     calibration: Mapping[str, float | bool] = field(default_factory=dict)
 
+    @property
+    def tiers_share_a_pool(self) -> bool:
+        """Some pool shares its tiers through priority levels (``PoolSpec.share_tiers``): the edge
+        must then write each request's level."""
+        return any(p.share_tiers for p in self.pools)
+
     def pool(self, name: str) -> PoolSpec:
         for p in self.pools:
             if p.name == name:

@@ -158,6 +158,11 @@ def write_report(summary: dict, runs: dict, meta: dict, out: Path) -> None:
             lines.append(f"| {variant} | {tier} | {s['requests']} | {s['errors']} | {s['p50_ms_median']:.1f} | "
                          f"{s['p99_ms_median']:.1f} | {s['max_ms_median']:.1f} | {s['max_ms_worst']:.1f} | "
                          f"{s['over_50ms_total']} | {s['repeats_with_a_stall_over_90ms']} of {meta['repeats']} |")
+    met = {v: summary[v]["gold"]["over_50ms_total"] == 0 for v in VARIANTS}
+    lines += ["", "Baseline and target: `fifo` (no levels, the configuration before sharing) is the baseline: same "
+              "replica, same arrivals, interleaved. The target for a shared pool is gold's bound: no gold request "
+              "over 50 ms at this light load. " + "; ".join(f"`{v}`: {'met' if ok else 'missed'}" for v, ok in met.items())
+              + "."]
     lines += ["", "![slowest request per repeat](host_step_priority.png)", "",
               "What it shows: whether declaring priority levels on the host step (as well as the accelerated "
               "step) adds scheduler stalls at light load on this Triton build. What it does not show: a real "

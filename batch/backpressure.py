@@ -25,7 +25,8 @@ Two signals, because neither is enough alone:
 
 The spare capacity is what the batch takes: requests are paced so that rows/s stays at it (a
 request of ``n`` rows leaves ``n / spare`` seconds after the one before), batches hold at most
-one second of it, and the in-flight limit is capped at ``ceil(spare x latency / batch)``.  The
+one second of it, and the in-flight limit is capped at ``ceil(spare x latency / batch)`` with
+``batch`` the rows a request carries as sent.  The
 throttle starts at one request in flight (slow start) and grows from there.
 """
 
@@ -210,7 +211,9 @@ class Throttle:
             return 0
         limit = max(1, int(self.limit))
         if h.spare_rows_per_s is not None and self.latency_s > 0:
-            limit = min(limit, max(1, math.ceil(h.spare_rows_per_s * self.latency_s / max(1, self.batch))))
+            # rows per request as sent (the pace cuts the batch to pace_s of spare): dividing by the
+            # AIMD batch instead kept 12-row requests at 1 in flight where 3 fit (0.4x of the spare)
+            limit = min(limit, max(1, math.ceil(h.spare_rows_per_s * self.latency_s / max(1, self.batch_size()))))
         return min(limit, self.s.max_in_flight)
 
     def batch_size(self) -> int:

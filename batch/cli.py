@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--per-try-timeout-s", type=float, default=10.0,
                    help="a request slower than this is back-pressure; batches are sized to stay well inside it")
     s.add_argument("--lease-s", type=float, default=60.0, help="a dead worker's rows are resent after this")
+    s.add_argument("--drain-target-s", type=float, default=600.0,
+                   help="ask the capacity decider for each job's remaining rows over this many seconds "
+                        "(it may scale pools out within the budget); 0: ask for nothing, take the spare there is")
     s.add_argument("--exit-when-idle", action="store_true", help="exit once no job has rows left")
     s.add_argument("--api-port", type=int, help="also serve the jobs HTTP API and /metrics on this port")
     s.add_argument("--api-host", default="127.0.0.1", help="address of the API (0.0.0.0 in a pod)")
@@ -241,7 +244,13 @@ def _worker(store: Any, args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry)
     registry.register(StoreCollector(store))
-    settings = WorkerSettings(senders=args.senders, lease_s=args.lease_s,
+    if args.drain_target_s < 0 or args.drain_target_s != args.drain_target_s:
+        raise ValueError(f"--drain-target-s must be >= 0 (0: ask for no capacity), got {args.drain_target_s}")
+    if args.lease_s <= args.per_try_timeout_s:
+        print(f"warning: --lease-s {args.lease_s:g} <= --per-try-timeout-s {args.per_try_timeout_s:g}: a slow request's "
+              "rows can be claimed again while it runs (answered once in the results, but the pool does the work twice)",
+              file=sys.stderr, flush=True)
+    settings = WorkerSettings(senders=args.senders, lease_s=args.lease_s, drain_target_s=args.drain_target_s or None,
                               throttle=ThrottleSettings(max_in_flight=args.senders, max_batch=args.max_batch,
                                                         per_try_timeout_s=args.per_try_timeout_s))
     worker = Worker(store=store, endpoint=endpoint, fleet=fleet, models=models,

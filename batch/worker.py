@@ -79,6 +79,7 @@ class ControlStatusHeadroom:
     def __init__(self, admin_url: str, fleet: Fleet, *, timeout_s: float = 2.0, stale_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.url = admin_url.rstrip("/") + "/status"
+        self.backlog_url = admin_url.rstrip("/") + "/backlog"
         self.fleet = fleet
         settings = PolicySettings(**fleet.routing)  # type: ignore[arg-type]
         table = build_capacity_table(fleet, settings)
@@ -108,6 +109,22 @@ class ControlStatusHeadroom:
                     m["emulation_lag_ms"] = self._lag[key]
         return status
 
+    def report_backlog(self, job: str, model: str, tier: str, rows_waiting: int, rows_per_s: float,
+                       ttl_s: float) -> bool:
+        """Tell the capacity decider what the job wants (``router_lib.backlog``); False when the
+        control server did not take it (the job goes on: the report is advice, not a condition)."""
+        body = {"source": job, "model": model, "tier": tier, "rows_per_s": rows_per_s, "rows_waiting": rows_waiting,
+                "ttl_s": ttl_s}
+        try:
+            answer = requests.post(self.backlog_url, json=body, timeout=self.timeout_s)
+        except requests.RequestException:
+            return False
+        if answer.status_code == 409:  # a follower control server: the next report may reach the leader
+            log.debug("backlog report for %s reached a follower: %s", job, answer.text[:300])
+        elif answer.status_code != 200:
+            log.warning("backlog report for %s refused: HTTP %s %s", job, answer.status_code, answer.text[:300])
+        return answer.status_code == 200
+
     def read(self, model: str, tier: str) -> Headroom:
         try:
             status = requests.get(self.url, timeout=self.timeout_s).json()
@@ -132,6 +149,10 @@ class WorkerSettings:
     poll_s: float = 1.0
     idle_poll_s: float = 0.5
     throttle: ThrottleSettings = ThrottleSettings()
+    # A job asks the capacity decider for its rows not yet answered over this many seconds (None:
+    # it asks for nothing and takes the spare capacity there is); reports expire after backlog_ttl_s.
+    drain_target_s: float | None = 600.0
+    backlog_ttl_s: float = 15.0
 
 
 class Worker:
@@ -153,6 +174,8 @@ class Worker:
         self._lock = threading.Lock()
         self._tier_by_model: dict[str, str] = {}
         self._idle = threading.Event()
+        self._job_routes: dict[str, tuple[str, str]] = {}  # job -> (model, tier), read once
+        self._reported: set[str] = set()  # jobs with a backlog report in force
 
     def throttle(self, model: str) -> Throttle:
         with self._lock:
@@ -177,17 +200,49 @@ class Worker:
         finally:
             self.stop_event.set()
             poller.join(timeout=5)
+            try:
+                self._report_backlog()  # what is left (nothing, after an idle exit) replaces the last report
+            except Exception:
+                log.exception("last backlog report failed")
 
     def stop(self) -> None:
         self.stop_event.set()
 
+    def _report_backlog(self) -> None:
+        """Each job's rows not yet answered, as the rows/s that would drain them in the target time;
+        a job that has none left (finished, cancelled) is reported once more at 0 and forgotten."""
+        if self.headroom is None or not self.settings.drain_target_s:
+            return
+        depth = self.store.queue_depth()
+        for job, rows in sorted(depth.items()):
+            if job not in self._job_routes:
+                view = self.store.job(job)
+                self._job_routes[job] = (view.model, view.tier)
+            model, tier = self._job_routes[job]
+            if self.only_models is not None and model not in self.only_models:
+                continue
+            if self.headroom.report_backlog(job, model, tier, rows, rows / self.settings.drain_target_s,
+                                            self.settings.backlog_ttl_s):
+                self._reported.add(job)
+        for job in sorted(self._reported - set(depth)):
+            model, tier = self._job_routes[job]
+            if self.headroom.report_backlog(job, model, tier, 0, 0.0, self.settings.backlog_ttl_s):
+                self._reported.discard(job)
+
     def _poll_headroom(self) -> None:
         while not self.stop_event.is_set():
+            try:
+                self._report_backlog()
+            except Exception:  # advice only: a store or network hiccup must not stop the headroom reads
+                log.exception("backlog report failed")
             for model, tier in list(self._tier_by_model.items()):
                 h = self.headroom.read(model, tier) if self.headroom is not None else UNKNOWN
                 throttle = self.throttle(model)
-                if (h.pause, h.slow, h.spare_rows_per_s is None) != (throttle.headroom.pause, throttle.headroom.slow,
-                                                                       throttle.headroom.spare_rows_per_s is None):
+                before = throttle.headroom
+                moved = (h.spare_rows_per_s is not None and before.spare_rows_per_s is not None
+                         and abs(h.spare_rows_per_s - before.spare_rows_per_s) > 0.25 * max(before.spare_rows_per_s, 1e-9))
+                if moved or (h.pause, h.slow, h.spare_rows_per_s is None) != (before.pause, before.slow,
+                                                                              before.spare_rows_per_s is None):
                     log.info("%s/%s: %s%s", model, tier, "PAUSED: " if h.pause else "slow: " if h.slow else "", h.reason)
                 throttle.set_headroom(h)
                 self.metrics.headroom(model, h, throttle)

@@ -11,12 +11,16 @@ POST /drain?pool=NAME   weight the pool to 0, publish, wait for ACKs (called bef
 POST /undrain?pool=NAME
 POST /drain-replica?pool=NAME&http_port=N[&host=IP]
                         take one replica out of Envoy's endpoints, wait for ACKs (before scale-in)
+POST /backlog           JSON {"source", "model", "tier", "rows_per_s"[, "ttl_s", "rows_waiting"]}: rows/s
+                        queued work wants (``router_lib.backlog``); capacity plans for it until it expires
+                        (409 on a follower: the reporter's next report may reach the leader)
 GET  /releases, POST /releases/start, POST /releases/NAME/pause|resume|promote|abort
                         canary releases (``control.release_admin``)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from urllib.parse import parse_qs, urlparse
 
@@ -26,6 +30,7 @@ from control import release_admin
 from control.json_http import HttpService, JsonHandler
 from control.leadership import NotLeaderError
 from control.server import ControlServer
+from router_lib.backlog import BacklogError
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +68,12 @@ def _handler(controller: ControlServer) -> type[JsonHandler]:
                 if answer is not None:
                     self.send_json(*answer)
                     return
+            if url.path == "/backlog":
+                self._backlog()
+                return
             pool = query.get("pool", [""])[0]
             if url.path not in ("/drain", "/undrain", "/drain-replica"):
-                self.send_json(404, {"error": f"no such path {url.path!r}; try /drain, /undrain or /drain-replica"})
+                self.send_json(404, {"error": f"no such path {url.path!r}; try /backlog, /drain, /undrain or /drain-replica"})
                 return
             if not pool:
                 self.send_json(400, {"error": "missing query parameter 'pool'"})
@@ -94,6 +102,28 @@ def _handler(controller: ControlServer) -> type[JsonHandler]:
                 self.send_json(400, {"error": str(e).strip('"')})
             except TimeoutError as e:
                 self.send_json(504, {"error": f"drain of {pool} not acknowledged: {e}"})
+
+        def _backlog(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 64 << 10:
+                self.send_json(413, {"error": f"a backlog report is at most 64 KiB, got {length} bytes"})
+                return
+            try:
+                payload = json.loads(self.rfile.read(length) or b"null")
+            except (ValueError, UnicodeDecodeError) as e:
+                self.send_json(400, {"error": f"body is not JSON: {e}"})
+                return
+            try:  # only the leader plans capacity; a worker behind a Service reaches it on a later report
+                controller.require_leader()
+            except NotLeaderError as e:
+                self.send_json(409, {"error": str(e)})
+                return
+            try:
+                report = controller.loop.report_backlog(payload)
+            except BacklogError as e:
+                self.send_json(400, {"error": str(e)})
+                return
+            self.send_json(200, {"accepted": report.as_dict(controller.loop.wall_clock())})
 
     return Handler
 

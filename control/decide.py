@@ -7,7 +7,8 @@ Order within a tick, each stage reading what the one before decided:
    replaces the offline one for every stage below (the fleet they see is the calibrated one);
 1. **capacity** (``router_lib.capacity.decide_capacity``) decides, per pool, how many replicas it
    should run and whether it is being emptied or drained, from the planner's target for the
-   demand routing estimated on the previous tick and the live queue, latency and utilisation;
+   demand routing estimated on the previous tick (plus the rows/s queued work wants,
+   ``router_lib.backlog``) and the live queue, latency and utilisation;
 2. **routing** (``router_lib.policy.decide``) places each (model, tier)'s demand on the cheapest
    pools that meet the tier, seeing a draining or not-yet-ready pool as having 0 ready replicas;
 3. **releases** split a route between model versions inside the pools routing chose
@@ -76,6 +77,9 @@ class TickInputs:
     # calibration is used (None: the defaults); see ``router_lib.calibration``.
     stats: StatsReading | None = None
     calibration: CalibrationSettings | None = None
+    # rows/s that queued work wants per route (``router_lib.backlog``): capacity plans for it on
+    # top of the demand routing measured; routing places only what is sent
+    backlog_per_s: Mapping[RouteKey, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,14 @@ def resolve(routes: Mapping[RouteKey, RouteWeights], capacity: CapacityDecision,
     return out, unroutable
 
 
+def with_backlog(demand: Mapping[RouteKey, float], backlog: Mapping[RouteKey, float]) -> dict[RouteKey, float]:
+    """What capacity plans for: the measured demand per route plus what queued work wants."""
+    out = dict(demand)
+    for key, rate in backlog.items():
+        out[key] = out.get(key, 0.0) + rate
+    return out
+
+
 def decide_tick(inputs: TickInputs, states: DeciderStates, now_s: float) -> tuple[TickDecision, DeciderStates]:
     """Calibration, then capacity, routing, releases and ``resolve``; see the module docstring."""
     calibration_settings = inputs.calibration or CalibrationSettings()
@@ -177,7 +189,7 @@ def decide_tick(inputs: TickInputs, states: DeciderStates, now_s: float) -> tupl
     settings = inputs.capacity or CapacitySettings(policy=inputs.settings)
     capacity, capacity_state = decide_capacity(CapacityInputs(
         fleet=inputs.fleet, metrics=inputs.metrics, ready=inputs.ready, starting=inputs.starting,
-        demand_per_s=previous.demand_per_s if previous else {},
+        demand_per_s=with_backlog(previous.demand_per_s if previous else {}, inputs.backlog_per_s),
         carried_tiers=carried_tiers(previous.weights) if previous else {},
         drains=inputs.drains, settings=settings), states.capacity, inputs.wall_s)
     policy_inputs = PolicyInputs(inputs.fleet, inputs.metrics, capacity.routable_ready(), inputs.settings)

@@ -42,6 +42,7 @@ from control.ports import (
 )
 from control.record import ControlRecord
 from control.releases import candidate_pools, mirror_targets
+from router_lib.backlog import BacklogBook, BacklogReport, parse_report
 from router_lib.calibration import CalibrationSettings, StatsReading
 from router_lib.capacity import CapacitySettings
 from router_lib.cost_ledger import LedgerState
@@ -124,6 +125,8 @@ class ControlLoop:
         self._drain_lock = threading.Lock()
         self._drains: frozenset[str] = frozenset()
         self._replica_drains: frozenset[tuple[str, str, int]] = frozenset()  # (pool, host, http_port)
+        self._backlog_lock = threading.Lock()
+        self._backlog = BacklogBook()  # in memory: reports are refreshed every few seconds by their senders
         self._states = DeciderStates()
         self._record = ControlRecord()
         self._saved_at = 0.0
@@ -259,7 +262,8 @@ class ControlLoop:
         billed = {pool: len(rs) for pool, rs in replicas.by_pool.items()}
         inputs = TickInputs(self.fleet, metrics, replicas.ready_count(), drains, self.settings,
                             replicas.starting_count(), billed, self.wall_clock(), self.capacity,
-                            stats=stats, calibration=self.calibration)
+                            stats=stats, calibration=self.calibration,
+                            backlog_per_s=self.backlog().per_route(self.wall_clock()))
         decision, states = decide_tick(inputs, self._states, now)
         previous = self._view.routes
         for key, route in decision.routes.items():
@@ -302,6 +306,20 @@ class ControlLoop:
             self._release_action(action)
         self.observer.observed(self.fleet, self._view, states)
         return self._view
+
+    # -- queued work (router_lib.backlog) ----------------------------------------------------------
+    def report_backlog(self, payload: object) -> BacklogReport:
+        """Keep a backlog report (JSON already decoded) for the capacity decider; BacklogError names
+        what is wrong with a bad one.  It expires unless refreshed."""
+        now = self.wall_clock()
+        report = parse_report(payload, self.fleet, now)
+        with self._backlog_lock:
+            self._backlog = self._backlog.with_report(report, now)
+        return report
+
+    def backlog(self) -> BacklogBook:
+        with self._backlog_lock:
+            return self._backlog
 
     # -- operator drains -------------------------------------------------------------------------
     def drain(self, pool: str, timeout_s: float = 5.0) -> str | None:

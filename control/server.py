@@ -52,6 +52,8 @@ class ControlServer:
 
     def status(self) -> dict[str, Any]:
         status = render_status(self.fleet, self.loop.view, self.sink.status())
+        now = self.loop.wall_clock()
+        status["backlog"] = [r.as_dict(now) for _, r in sorted(self.loop.backlog().live(now).items())]
         if self.elected is not None:
             status["leadership"] = self.elected.status()
         return status

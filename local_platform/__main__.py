@@ -47,6 +47,10 @@ def status_table(status: dict[str, Any]) -> str:
         why = rel.get("rollback_reason") or rel.get("holding") or rel.get("reason") or ""
         lines.append(f"release {rel['name']}: {rel['model']} v{rel['stable_version']} -> v{rel['candidate_version']} "
                      f"{rel['phase']} stage {rel['stage']}/{rel['last_stage']}: candidate {shares}" + (f" ({why})" if why else ""))
+    for b in status.get("backlog") or []:  # queued work capacity plans for (router_lib.backlog)
+        waiting = f"{b['rows_waiting']} rows waiting, " if b.get("rows_waiting") is not None else ""
+        lines.append(f"backlog {b['source']}: {b['model']}/{b['tier']} {waiting}asks {b['rows_per_s']:g} rows/s "
+                     f"(expires in {b['expires_in_s']:g} s unless refreshed)")
     lines.append(f"snapshot {status.get('snapshot_version')}; last error: {status.get('last_error') or 'none'}")
     lines.append("EMULATED pools are real Triton processes on this CPU timed to the accelerator's profile.")
     return "\n".join(lines)

@@ -14,7 +14,9 @@ planner's re-planning term; ``CapacitySettings``), so near-equal mixes do not sw
 Budget: the plan's cost is its targets within each pool's bounds at the pools' prices, plus what
 drained pools keep running.  Over the budget, the plan is made again without the loosest tier's
 demand, then without the next, never without the strictest tier; if that alone is over, it is
-kept and the plan says the budget is exceeded.  Nothing is shed silently: the shed routes go back
+kept and the plan says the budget is exceeded.  What the budget has left after the last tier shed
+buys back the largest share of that tier's demand that fits (bisected, ``TRIM_STEPS`` re-plans): a
+big batch backlog over the budget gets the replicas the budget pays for, not none.  Nothing is shed silently: the shed routes go back
 in the decision.
 """
 
@@ -27,6 +29,8 @@ from router_lib.capacity_types import CapacityInputs
 from router_lib.domain import Accelerator, Fleet, PoolSpec
 from router_lib.planner import Plan, plan_fleet
 from router_lib.routes import RouteKey
+
+TRIM_STEPS = 6  # bisection steps for the share of the last tier shed that the budget still buys (1/64)
 
 
 def known_demand(inputs: CapacityInputs) -> tuple[dict[RouteKey, float], tuple[str, ...]]:
@@ -191,7 +195,25 @@ def fresh_plan(demand: Mapping[RouteKey, float], inputs: CapacityInputs, usable:
     shed = tuple(sorted((k for k in demand if k.tier in dropped),
                         key=lambda k: (dropped.index(k.tier), k.model)))
     over = not within_budget(kept_cost, budget)
-    why = (f"{kept_plan.reason}, ${kept_cost:.2f}/h after shedding {', '.join(dropped) or 'nothing'} "
+    kept_share = 0.0
+    if dropped and not over:  # the budget left after shedding buys part of the last tier shed
+        last = dropped[-1]
+        rest = {k: v for k, v in demand.items() if k.tier not in dropped}
+        low, high = 0.0, 1.0
+        for _ in range(TRIM_STEPS):
+            share = (low + high) / 2
+            trial, trial_targets = _plan({**rest, **{k: v * share for k, v in demand.items() if k.tier == last}},
+                                         inputs, usable, current)
+            trial_cost = bounded_cost_usd(trial_targets, inputs.fleet, fixed_cost_usd) if trial.feasible else budget + 1
+            if trial.feasible and within_budget(trial_cost, budget):
+                low, kept_plan, kept_targets, kept_cost = share, trial, trial_targets, trial_cost
+            else:
+                high = share
+        kept_share = low
+    shed_text = ", ".join(dropped) or "nothing"
+    if kept_share > 0:
+        shed_text = ", ".join([*dropped[:-1], f"{dropped[-1]} to {kept_share:.0%} of its demand"])
+    why = (f"{kept_plan.reason}, ${kept_cost:.2f}/h after shedding {shed_text} "
            f"(all demand: ${cost:.2f}/h > budget ${budget:.2f}/h)")
     if over:
         why += (f"; budget exceeded: the strictest tier alone (with min replicas and drained pools) "

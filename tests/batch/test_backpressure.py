@@ -120,6 +120,15 @@ def test_pause_allows_nothing_and_spare_capacity_caps_the_limit():
     assert t.allowed() == 8
 
 
+def test_the_cap_counts_the_rows_a_request_carries_as_paced_not_the_largest_batch():
+    t, _ = throttle()
+    t.limit = 8
+    t.set_headroom(Headroom(12.0, False))  # 12 rows/s to spare: requests of 12 rows (pace_s 1 s), not 32
+    t.succeeded(2.3, 12)
+    assert t.batch_size() == 12
+    assert t.allowed() == 3  # ceil(12 rows/s x 2.3 s / 12 rows); with the AIMD batch of 32 it was 1
+
+
 @pytest.mark.parametrize(("gold_p99_ms", "paused", "slow"), [(20.0, False, False), (45.0, False, True),
                                                               (90.0, True, False)],
                          ids=["well-inside", "near-the-bound", "over-the-bound"])

@@ -9,13 +9,12 @@ tests/platform/test_autoscaling.py): one CPU pool, a slow profile made for the t
 replica), min 1 / max 4 replicas, and a budget that pays for 3.  The job is digits_classifier at the
 bronze tier; its outputs are synthetic, so this checks capacity and exactly-once delivery, not answers.
 
-The worker runs with ``--max-batch 1``, one row per request.  With its default batches (up to 32
-rows per request) the decider does NOT scale out: the control plane counts demand, utilisation and
-queues in requests (Envoy's ``upstream_rq_total``, Triton's pending requests), while the planner's
-per-replica throughput is in rows (``B / L(B)``), so a pool kept at the policy's max utilisation by
-32-row requests looks 1/32 as busy (measured: a job at 64 rows/s on a 80 rows/s replica was seen as
-1.97 req/s of bronze demand; the plan stayed at 1 replica for the whole job).  When the control plane
-counts rows, drop ``--max-batch 1`` here.
+The worker sends its default batches (up to 32 rows per request) and takes only the spare capacity
+the routing policy leaves, so the rate it sends never passes what the pool has: what scales the pool
+out is the job's backlog report (``router_lib.backlog``: rows not yet answered over
+``--drain-target-s``, here 10 s, so 16 rows/s), which the capacity decider plans for within the
+budget.  Before that report existed the decider counted only what was sent, in requests, and a
+32-row job that kept the pool full was seen as 1.97 req/s: the plan held 1 replica for 60 s.
 """
 
 from __future__ import annotations
@@ -118,7 +117,8 @@ def test_a_big_job_scales_the_pool_out_within_the_budget_and_back_in_after(tmp_p
         job = batch_cli(store_dir, "submit", "--model", "digits_classifier", "--input", str(inputs)).stdout.strip()
         store = SqliteJobStore(store_dir)
         started = time.time()
-        worker = start_worker(store_dir, platform, log, "--fleet", str(fleet_path), "--exit-when-idle", "--max-batch", "1", "--senders", "16")
+        worker = start_worker(store_dir, platform, log, "--fleet", str(fleet_path), "--exit-when-idle", "--drain-target-s", "10",
+                              "--lease-s", "30")  # a 12-row batch takes 2.3 s here, more when queued: 4 s leases expire
 
         # (1) while the job runs, the pool grows past its minimum (desired, then a ready replica)
         waiting(lambda: any(t >= started and r > MIN for t, _, r, *_ in timeline), 60,

@@ -273,6 +273,7 @@ def test_starting_replicas_are_not_asked_for_twice() -> None:
 @pytest.mark.parametrize(("budget", "desired", "shed", "exceeded"), [
     pytest.param(2.0, 7, (), False, id="within-budget-nothing-shed"),
     pytest.param(1.0, 5, ("bronze",), False, id="bronze-shed-first"),
+    pytest.param(1.2, 6, ("bronze",), False, id="what-the-budget-leaves-buys-part-of-the-last-tier-shed"),
     pytest.param(0.6, 3, ("bronze", "silver"), False, id="then-silver"),
     pytest.param(0.4, 3, ("bronze", "silver"), True, id="gold-alone-over-budget-is-kept-and-said"),
 ])
@@ -293,6 +294,8 @@ def test_the_budget_sheds_the_loosest_tiers_first_and_says_so(budget: float, des
                    for n in decision.notes)
     assert any("budget exceeded" in n for n in decision.notes) is exceeded
     assert decision.planned_cost_per_hour_usd == pytest.approx(0.2 * desired)
+    if shed and not exceeded:  # what the kept replicas and the budget left carry of the last tier shed is said
+        assert any(f"{shed[-1]} to " in n and "% of its demand" in n for n in decision.notes), decision.notes
 
 
 def test_the_budget_trims_a_live_raise_down_to_the_plan() -> None:

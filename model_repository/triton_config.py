@@ -30,7 +30,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from model_repository.definitions import ModelDefinition, TensorSpec
 from model_repository.model_types import HostStep
 from router_lib.domain import Accelerator, PoolSpec, Profile, TierSet
-from router_lib.priority import TierPriorities, largest_batch_within, tier_priorities
+from router_lib.priority import HEADROOM_SHARE, TierPriorities, shared_batch_cap, tier_priorities
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TARGETS = ("cpu", "gpu", "inferentia", "emulated")
@@ -74,7 +74,7 @@ class TierSharing:
             raise ValueError(f"TierSharing.max_batch must be >= 1, got {self.max_batch}")
 
 
-def tier_sharing(tiers: TierSet, profile: Profile, *, headroom_share: float = 0.2, timeout_factor: float = 0.75,
+def tier_sharing(tiers: TierSet, profile: Profile, *, headroom_share: float = HEADROOM_SHARE, timeout_factor: float = 0.75,
                  best_effort_max_queue: int = 8, best_effort_queue_ms: float = 1000.0,
                  dilation: float = 1.0) -> TierSharing:
     """The ``TierSharing`` of a pool whose tiers share it (docs/overload.md): levels and queue
@@ -82,15 +82,9 @@ def tier_sharing(tiers: TierSet, profile: Profile, *, headroom_share: float = 0.
     Envoy's per-try timeout of 1 x bound, so the pool sheds before Envoy retries; best effort
     ``best_effort_queue_ms`` x ``dilation``, the fleet's ``time_dilation``) and the batch cap that leaves
     ``headroom_share`` of the tightest bound to what is not batch time (Envoy, client, noise)."""
-    if not 0 <= headroom_share < 1:
-        raise ValueError(f"headroom_share must be in [0, 1), got {headroom_share}")
-    bounds = [t.p99_ms for t in tiers.tiers.values() if t.p99_ms is not None]
+    cap = shared_batch_cap(tiers, profile.latency_ms, profile.max_batch_size, headroom_share)
     levels = tier_priorities(tiers, timeout_factor=timeout_factor, best_effort_max_queue=best_effort_max_queue,
                              best_effort_timeout_ms=best_effort_queue_ms * dilation)
-    if not bounds:
-        return TierSharing(levels)
-    tightest = min(bounds)
-    cap = largest_batch_within(profile.latency_ms, tightest, profile.max_batch_size, headroom_share * tightest)
     return TierSharing(levels, max_batch=cap)
 
 

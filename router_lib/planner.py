@@ -15,6 +15,16 @@ Solved as a mixed-integer linear program with ``scipy.optimize.milp`` (HiGHS):
 * Capacity (replica time is shared by the group's models and tiers):
   ``sum_{m,t} x[m,t,k,g] / S[m,k,g] <= n[k,g]``.
 * Objective: ``min sum price_k * n[k,g]`` ($/hour).
+* A kind whose pools share their tiers (``PoolSpec.share_tiers``: one queue per priority level,
+  gold's served first, ``router_lib.priority``) is one group ``(k, shared)`` instead, carrying
+  every tier, with one capacity row per class ``g``: the traffic of ``g`` and of every stricter
+  tier, each judged at ``S[m,k,g]``, fits ``n[k,shared]`` (a class waits behind its own level
+  and the levels above it; the levels below cost it at most one running batch, which the batch
+  cap of a shared pool bounds and which comes off ``g``'s bound when a looser tier has demand for
+  the model).  The last row (best effort) is the pool's total load at ``max_utilisation``.  This
+  nested-FIFO reading of a non-preemptive priority queue is optimistic for the lower bounded
+  classes by ``1 / (1 - rho_above)`` (Cobham's mean wait); the simulator models the priority
+  queue itself and judges the plan.
 * Optional, for a fleet that already runs (the capacity decider re-planning): ``running``
   replicas per kind (``InstanceKind.key``) and a ``start_penalty`` fraction.  Integer
   ``a[k] >= sum_g n[k,g] - running_k`` (replicas to start) cost ``start_penalty * price_k`` each
@@ -45,10 +55,12 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from router_lib.domain import Accelerator, EmulatedOutputs, Fleet, PoolMode, PoolSpec
-from router_lib.latency_model import full_batch_throughput_per_s, safe_utilisation
+from router_lib.latency_model import full_batch_throughput_per_s, safe_utilisation, tail_factor
 from router_lib.policy_types import PolicySettings
+from router_lib.priority import shared_batch_cap
 
 Demand = Mapping[tuple[str, str], float]  # (model, tier) -> req/s
+SHARED = "shared"  # the one group of a kind whose pools share their tiers (module docstring)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class InstanceKind:
     instance_type: str
     price_per_hour_usd: float
     models: tuple[str, ...]
+    share_tiers: bool = False  # its pools share their tiers through priority levels (one group)
 
     @property
     def key(self) -> tuple[Accelerator, str]:
@@ -85,6 +98,7 @@ class PlannedPool:
     models: tuple[str, ...]
     traffic: Mapping[tuple[str, str], float] = field(default_factory=dict)
     utilisation: float = 0.0  # planned busy fraction relative to the class's safe utilisation
+    share_tiers: bool = False  # one group carrying every tier behind priority levels
 
     @property
     def cost_per_hour_usd(self) -> float:
@@ -113,7 +127,7 @@ class Plan:
             PoolSpec(name=p.name, accelerator=p.accelerator, instance_type=p.instance_type,
                      price_per_hour_usd=p.price_per_hour_usd, replicas=p.replicas,
                      mode=PoolMode.EMULATED if emulated and p.accelerator is not Accelerator.CPU else PoolMode.REAL,
-                     outputs=EmulatedOutputs.REAL, models=p.models)
+                     outputs=EmulatedOutputs.REAL, models=p.models, share_tiers=p.share_tiers)
             for p in self.pools if p.replicas > 0
         )
         models = tuple(sorted({m for p in pools for m in p.models}))
@@ -130,9 +144,10 @@ def instance_kinds(fleet: Fleet, allowed: Collection[Accelerator] | None = None)
     types_per_acc: dict[Accelerator, int] = {}
     for acc, _itype in by_key:
         types_per_acc[acc] = types_per_acc.get(acc, 0) + 1
+    shared = {(p.accelerator, p.instance_type) for p in fleet.pools if p.share_tiers}
     return tuple(
         InstanceKind(acc.value if types_per_acc[acc] == 1 else f"{acc.value}-{itype}", acc, itype,
-                     fleet.prices.of(itype), tuple(models))
+                     fleet.prices.of(itype), tuple(models), (acc, itype) in shared)
         for (acc, itype), models in by_key.items())
 
 
@@ -192,16 +207,41 @@ def plan_kinds(demand: Demand, fleet: Fleet, kinds: Sequence[InstanceKind], *, s
     for (_model, tier) in demand:
         if tier not in bounds:
             raise ValueError(f"demand names unknown tier {tier!r}; tiers: {sorted(bounds)}")
-    groups = [(kind, g) for kind in kinds for g in strict]
-    x_vars: list[tuple[str, str, int, float]] = []  # (model, tier, group index, safe throughput)
+    groups = [(kind, g) for kind in kinds for g in ((SHARED,) if kind.share_tiers else strict)]
+    # capacity rows: (group index, class); a shared group has one per class, any other group one
+    rows = [(gi, c) for gi, (kind, g) in enumerate(groups) for c in (strict if g == SHARED else (g,))]
+
+    def safe(model: str, kind: InstanceKind, c: str) -> float:
+        profile = fleet.profiles[(model, kind.accelerator)]
+        bound = bounds[c]
+        if kind.share_tiers and bound is not None and any(m == model and rank[t] > rank[c] for m, t in demand):
+            # a looser tier's batch already running is waited for: one capped execution at the
+            # class's quantile comes off the bound (what the planner's queue formula leaves out)
+            cap = shared_batch_cap(fleet.tiers, profile.latency_ms, profile.max_batch_size) or profile.max_batch_size
+            bound -= tail_factor(profile, quantiles[c]) * profile.latency_ms(cap) / settings.headroom
+            if bound <= 0:
+                return 0.0
+        return safe_utilisation(profile, bound, settings.headroom, settings.max_utilisation,
+                                quantiles[c]) * full_batch_throughput_per_s(profile)
+
+    # (model, tier, group index, safe throughput in its own row, {row index: 1 / S} of every row it loads)
+    x_vars: list[tuple[str, str, int, float, dict[int, float]]] = []
     for gi, (kind, g) in enumerate(groups):
         for (model, tier) in sorted(demand):
-            if model not in kind.models or rank[tier] < rank[g]:
+            if model not in kind.models or (g != SHARED and rank[tier] < rank[g]):
                 continue
-            profile = fleet.profiles[(model, kind.accelerator)]
-            s = safe_utilisation(profile, bounds[g], settings.headroom, settings.max_utilisation, quantiles[g])
-            if s > 0:
-                x_vars.append((model, tier, gi, s * full_batch_throughput_per_s(profile)))
+            own = safe(model, kind, tier if g == SHARED else g)
+            if own <= 0:
+                continue
+            loads = {}
+            for ri, (rg, c) in enumerate(rows):
+                if rg == gi and (g != SHARED or rank[tier] <= rank[c]):
+                    s_c = own if c == (tier if g == SHARED else g) else safe(model, kind, c)
+                    if s_c <= 0:  # a stricter class's row this tier's traffic cannot fit at all
+                        break
+                    loads[ri] = 1.0 / s_c
+            else:
+                x_vars.append((model, tier, gi, own, loads))
     for (model, tier) in sorted(demand):
         if not any(v[0] == model and v[1] == tier for v in x_vars):
             has_profile = any(model in kind.models for kind in kinds)
@@ -219,12 +259,13 @@ def plan_kinds(demand: Demand, fleet: Fleet, kinds: Sequence[InstanceKind], *, s
     cost[n_groups:n_groups + n_x] = 1e-9  # tie-break: among equal-cost plans, prefer less traffic-weighted capacity use
     demand_keys = sorted(demand)
     a_demand = np.zeros((len(demand_keys), n_vars))
-    a_cap = np.zeros((n_groups, n_vars))
-    for j, (model, tier, gi, s) in enumerate(x_vars):
+    a_cap = np.zeros((len(rows), n_vars))
+    for j, (model, tier, _gi, _s, loads) in enumerate(x_vars):
         a_demand[demand_keys.index((model, tier)), n_groups + j] = 1.0
-        a_cap[gi, n_groups + j] = 1.0 / s
-    for gi in range(n_groups):
-        a_cap[gi, gi] = -1.0
+        for ri, coeff in loads.items():
+            a_cap[ri, n_groups + j] = coeff
+    for ri, (gi, _c) in enumerate(rows):
+        a_cap[ri, gi] = -1.0
     d = np.array([demand[k] for k in demand_keys])
     constraints = [LinearConstraint(a_demand, d, d), LinearConstraint(a_cap, -np.inf, 0.0)]
     if starts:  # sum_g n[k,g] - a[k] <= running_k
@@ -258,15 +299,17 @@ def plan_kinds(demand: Demand, fleet: Fleet, kinds: Sequence[InstanceKind], *, s
         if replicas[gi] == 0:
             continue
         traffic: dict[tuple[str, str], float] = {}
-        busy = 0.0
-        for j, (model, tier, gj, s) in enumerate(x_vars):
+        busy = dict.fromkeys((ri for ri, (rg, _c) in enumerate(rows) if rg == gi), 0.0)
+        for j, (model, tier, gj, _s, loads) in enumerate(x_vars):
             if gj == gi and res.x[n_groups + j] > 1e-6:
                 traffic[(model, tier)] = float(res.x[n_groups + j])
-                busy += res.x[n_groups + j] / s
+                for ri, coeff in loads.items():
+                    busy[ri] += res.x[n_groups + j] * coeff
         pools.append(PlannedPool(
-            name=f"{kind.name}-{g}", accelerator=kind.accelerator, instance_type=kind.instance_type, tier_class=g,
-            replicas=replicas[gi], price_per_hour_usd=kind.price_per_hour_usd, models=kind.models, traffic=traffic,
-            utilisation=busy / replicas[gi],
+            name=f"{kind.name}-{g}", accelerator=kind.accelerator, instance_type=kind.instance_type,
+            tier_class=strict[0] if g == SHARED else g, replicas=replicas[gi], price_per_hour_usd=kind.price_per_hour_usd,
+            models=kind.models, traffic=traffic, utilisation=max(busy.values(), default=0.0) / replicas[gi],
+            share_tiers=g == SHARED,
         ))
     total = sum(p.cost_per_hour_usd for p in pools)
     return Plan(True, "optimal" if res.status == 0 else f"solver: {res.message}", tuple(pools), total, allowed)

@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 from router_lib.domain import TierSet
 
-__all__ = ["LevelPolicy", "TierPriorities", "largest_batch_within", "tier_priorities"]
+__all__ = ["LevelPolicy", "TierPriorities", "largest_batch_within", "shared_batch_cap", "tier_priorities"]
+
+HEADROOM_SHARE = 0.2  # of the tightest bound left to what is not batch time (Envoy, client, noise)
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,16 @@ def largest_batch_within(latency_ms: Callable[[int], float], bound_ms: float, ma
         if 2 * latency_ms(b) + overhead_ms <= bound_ms:
             best = b
     return best
+
+
+def shared_batch_cap(tiers: TierSet, latency_ms: Callable[[int], float], max_batch_size: int,
+                     headroom_share: float = HEADROOM_SHARE) -> int | None:
+    """The batch a pool whose tiers share it is capped at: the largest whose head-of-line wait
+    fits the tightest bound less ``headroom_share`` of it; None when no tier has a bound."""
+    if not 0 <= headroom_share < 1:
+        raise ValueError(f"headroom_share must be in [0, 1), got {headroom_share}")
+    bounds = [t.p99_ms for t in tiers.tiers.values() if t.p99_ms is not None]
+    if not bounds:
+        return None
+    tightest = min(bounds)
+    return largest_batch_within(latency_ms, tightest, max_batch_size, headroom_share * tightest)

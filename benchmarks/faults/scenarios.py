@@ -303,6 +303,11 @@ def envoy_fault(b: FaultBench, sig: signal.Signals) -> Result:
     send([child.pid], sig)
     took = b.until(lambda: b.restarts("envoy") > before and b.running("envoy"), bound + 30)
     res.measured["restarted_s"] = took
+    rec = b.platform.lifecycle.record("envoy")
+    if rec is not None and rec.last_exit_unix_s is not None:  # the supervisor's kill (hung) or the death it saw
+        died_at = b.load.now() - (time.time() - rec.last_exit_unix_s)
+        res.measured["envoy_killed_at_s"] = round(died_at - t, 2)
+        res.measured["sent_after_kill_refused"] = b.load.reclassify_sent_to_dead(died_at)
     serving = b.until(lambda: b.platform._envoy_acked(), 30)
     ok_again = b.load.wait_ok(20)
     res.measured["serving_again_s"] = round(b.load.now() - t, 1) if ok_again else None

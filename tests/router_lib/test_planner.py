@@ -103,3 +103,37 @@ def test_a_model_no_cpu_can_run_either_stays_infeasible_on_the_host() -> None:
     f = fleet([("inf", INF, 0.7, 1)], [profile("embed", INF, {1: 1.0}), profile("other", GPU, {1: 1.0})])
     plan = plan_single_accelerator({("other", "gold"): 1}, f, Accelerator.INFERENTIA, host_cpu=True)
     assert not plan.feasible and "no profile for other on inferentia" in plan.reason
+
+
+def _sharing(shared: bool, service_ms: float = 12.0):
+    import dataclasses
+
+    f = fleet([("cpu", CPU, 1.0, 1)], [profile("m", CPU, {1: service_ms}, max_batch=1, tail=1.0)],
+              tiers(gold=50.0, silver=150.0, bronze=None))
+    return dataclasses.replace(f, pools=tuple(dataclasses.replace(p, share_tiers=shared) for p in f.pools))
+
+
+def test_a_kind_whose_tiers_share_its_pools_is_one_group_sized_for_the_sum_of_its_tiers() -> None:
+    # 12 ms per request: 66.7 req/s per replica at max utilisation 0.8, under every tier (gold's
+    # 40 ms at the default headroom, less one running 12 ms execution of a looser tier, still allows it)
+    demand = {("m", "gold"): 30.0, ("m", "silver"): 30.0}
+    shared = plan_fleet(demand, _sharing(True))
+    assert shared.cost_per_hour_usd == 1.0 and [p.name for p in shared.pools] == ["cpu-shared"]
+    assert shared.pools[0].share_tiers and shared.to_fleet(_sharing(True)).pools[0].share_tiers
+    assert shared.split("m", "gold") == {"cpu-shared": 30.0} and shared.split("m", "silver") == {"cpu-shared": 30.0}
+    assert plan_fleet(demand, _sharing(False)).cost_per_hour_usd == 1.0  # apart: silver rides the gold class
+
+
+def test_a_shared_group_holds_each_class_to_its_bound_over_itself_and_the_classes_above() -> None:
+    plan = plan_fleet({("m", "gold"): 100.0, ("m", "bronze"): 20.0}, _sharing(True))
+    assert plan.pools[0].replicas == 2  # gold's row: 100 / 66.7; the total: 120 / 66.7
+    plan = plan_fleet({("m", "gold"): 100.0, ("m", "bronze"): 40.0}, _sharing(True))
+    assert plan.pools[0].replicas == 3  # the total row: 140 / 66.7
+
+
+def test_gold_cannot_share_a_pool_whose_one_execution_takes_most_of_its_bound() -> None:
+    # 25 ms executions: behind a running bronze batch gold waits up to 25 ms more, which its 40 ms
+    # (the bound at the default headroom) cannot hold; alone on the kind it can (15 req/s per replica)
+    assert not plan_fleet({("m", "gold"): 10.0, ("m", "bronze"): 10.0}, _sharing(True, 25.0)).feasible
+    assert plan_fleet({("m", "gold"): 10.0}, _sharing(True, 25.0)).feasible
+    assert plan_fleet({("m", "gold"): 10.0, ("m", "bronze"): 10.0}, _sharing(False, 25.0)).feasible

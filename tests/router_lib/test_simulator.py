@@ -74,3 +74,25 @@ def test_results_are_seeded_and_costs_add_up() -> None:
     total = sum(a.usd_per_million_by_route[r] * a.by_route[r].count for r in a.by_route) / 1e6
     assert total == pytest.approx(a.cost_per_hour_usd * 60.0 / 3600.0, rel=1e-6)
     assert a.decisions == 61 and np.isfinite(a.decide_ms_mean)  # one at t=0, then one per 1 s tick
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["fifo", "priority"])
+def test_a_shared_pool_serves_gold_first_as_a_non_preemptive_priority_queue(shared: bool) -> None:
+    """M/D/1 with two classes (Cobham): W0 = sum(lambda_i S^2) / 2; gold W0 / (1 - rho_gold), silver
+    W0 / ((1 - rho_gold)(1 - rho)); FIFO: both rho S / (2 (1 - rho))."""
+    import dataclasses
+
+    service_ms, gold, silver = 10.0, 30.0, 40.0
+    f = fleet([("pool", CPU, 1.0, 1)], [profile("m", CPU, {1: service_ms}, max_batch=1, tail=1.0)],
+              tiers(gold=50.0, silver=150.0))
+    f = dataclasses.replace(f, pools=tuple(dataclasses.replace(p, share_tiers=shared) for p in f.pools))
+    trace = make_trace(Workload("t", "", 1500.0, 5, (Stream("m", "gold", gold), Stream("m", "silver", silver))))
+    result = simulate(f, trace, SimSettings(service_distribution="deterministic", network_overhead_ms=0.0))
+    s = service_ms / 1000.0
+    rho_gold, rho = gold * s, (gold + silver) * s
+    w0 = (gold + silver) * s * s / 2 * 1000.0
+    expected = ({"gold": w0 / (1 - rho_gold), "silver": w0 / ((1 - rho_gold) * (1 - rho))} if shared
+                else dict.fromkeys(("gold", "silver"), rho * service_ms / (2 * (1 - rho))))
+    for ki, tier in enumerate(trace.tiers):
+        waited = result.item_latency_ms[trace.tier_index == ki] - service_ms
+        assert float(np.mean(waited)) == pytest.approx(expected[tier], rel=0.06), tier

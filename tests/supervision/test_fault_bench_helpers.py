@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.faults.faults import DutyCycle
-from benchmarks.faults.load import MixedLoad, _refused
+from benchmarks.faults.load import MixedLoad, Request, _refused
 from benchmarks.faults.scenarios import memory_growth
 
 
@@ -25,6 +25,23 @@ from benchmarks.faults.scenarios import memory_growth
         "grpc write to a dead peer", "grpc reset while waiting"])
 def test_only_a_refused_connection_is_not_an_accepted_request(text, refused):
     assert _refused(text) is refused
+
+
+def test_only_a_quick_reset_of_a_request_sent_after_envoy_was_killed_is_reclassified_refused():
+    load = MixedLoad("127.0.0.1:1", "127.0.0.1:2", np.zeros((1, 64)))
+    reset = "ConnectionError: ('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))"
+    load.records = [
+        Request(10.05, 11.2, "m", "gold", "http", "lost", reset),  # in flight at the fault: stays lost
+        Request(11.30, 0.001, "m", "gold", "http", "lost", reset),  # sent after the kill, reset at once
+        Request(11.31, 0.002, "m", "gold", "grpc", "lost", "StatusCode.UNAVAILABLE Stream removed (recvmsg:Connection "
+                                                           "reset by peer (104))"),
+        Request(11.40, 3.0, "m", "gold", "http", "lost", reset),  # waited 3 s: something accepted it
+        Request(11.50, 0.001, "m", "gold", "http", "lost", "HTTP 503 upstream connect error"),  # an answer: lost
+        Request(11.60, 0.010, "m", "gold", "http", "ok"),
+    ]
+    assert load.reclassify_sent_to_dead(11.28) == 2
+    assert [r.outcome for r in load.records] == ["lost", "refused", "refused", "lost", "lost", "ok"]
+    assert load.records[1].detail.startswith("sent after Envoy was killed: ")
 
 
 def test_memory_growth_compares_medians_of_the_first_and_last_minute_of_one_process():

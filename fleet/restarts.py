@@ -153,7 +153,8 @@ class Lifecycle:
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / "events.jsonl", "a") as f:
             f.write(json.dumps(asdict(ev)) + "\n")
-        data = {"updated_unix_s": ev.unix_s, "processes": [asdict(r) for r in self._records.values()]}
+        data = {"updated_unix_s": ev.unix_s, "owner_pid": os.getpid(),
+                "processes": [asdict(r) for r in self._records.values()]}
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix="processes.json", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1)
@@ -189,3 +190,65 @@ def read_events(folder: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _started_unix_s(pid: int) -> float | None:
+    """When ``pid`` started (from /proc), or None when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, IndexError, StopIteration, ValueError):
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def leftovers(folder: Path) -> tuple[int | None, list[tuple[str, int]]]:
+    """Processes a previous platform in ``folder`` started and left running because it was killed
+    (its ``owner_pid`` is gone): -> (owner pid, [(name, pid)]).  A pid counts only if the process
+    now holding it started no later than its record says (not a pid reused since)."""
+    try:
+        data = json.loads((folder / "processes.json").read_text())
+    except (OSError, ValueError):
+        return None, []
+    owner = data.get("owner_pid") if isinstance(data, dict) else None
+    if not isinstance(owner, int) or owner == os.getpid() or _alive(owner):
+        return owner if isinstance(owner, int) else None, []
+    out = []
+    for rec in data.get("processes") or []:
+        pid, started = rec.get("pid"), rec.get("started_unix_s")
+        if rec.get("state") in ("stopped", "failed") or not isinstance(pid, int) or started is None:
+            continue
+        began = _started_unix_s(pid) if _alive(pid) else None
+        if began is not None and began <= float(started) + 1.0:
+            out.append((str(rec.get("name")), pid))
+    return owner, out
+
+
+def reap_leftovers(folder: Path, grace_s: float = 5.0) -> tuple[int | None, list[tuple[str, int]]]:
+    """Stop what :func:`leftovers` finds (SIGTERM, then SIGKILL after ``grace_s``); -> what it stopped."""
+    owner, found = leftovers(folder)
+    for _name, pid in found:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while any(_alive(pid) for _, pid in found) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for _name, pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return owner, found

@@ -32,7 +32,7 @@ from control.actuator_desired_file import read_desired
 from control.server import DECIDER_SIGNALS
 from fleet.prometheus import PrometheusProcess
 from fleet.replica import ReplicaInfo
-from fleet.restarts import BackoffPolicy, Lifecycle
+from fleet.restarts import BackoffPolicy, Lifecycle, reap_leftovers
 from fleet.runtime import write_runtime
 from fleet.supervisor import FleetSupervisor, wait_until
 from fleet.triton_process import PROJECT_ROOT, GrpcTls, free_ports
@@ -125,6 +125,10 @@ class LocalPlatform:
     def _start(self, timeout_s: float) -> LocalPlatform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.desired_path.unlink(missing_ok=True)  # a previous run's request is not this one's
+        owner, reaped = reap_leftovers(self.workdir)  # a previous `up` SIGKILLed leaves its children running
+        if reaped:
+            log.warning("stopped %d process(es) left running by a platform that was killed (pid %s): %s",
+                        len(reaped), owner, ", ".join(f"{n} (pid {p})" for n, p in reaped))
         for name in ("processes.json", "events.jsonl"):  # this run's lives only
             (self.workdir / name).unlink(missing_ok=True)
         self.supervisor.add_listener(self._on_replicas)

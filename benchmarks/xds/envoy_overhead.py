@@ -115,6 +115,15 @@ def renice(pids: list[int], nice: int) -> None:
             pass
 
 
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of these processes to ``cpus`` (threads created later inherit it)."""
+    for tid in _threads(pids):
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            pass
+
+
 # -- the system under test -------------------------------------------------------------------------
 @dataclasses.dataclass
 class EnvoyPath:
@@ -290,6 +299,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nice", type=int, default=0,
                         help="run Triton, every Envoy and the client at this nice value (e.g. -5 as root): on a "
                              "machine shared with other work, the measured processes then get the CPU first")
+    parser.add_argument("--envoy-core", type=int, default=None, metavar="CPU",
+                        help="the cluster's topology on one machine: every Envoy on this CPU alone, Triton and the "
+                             "client on the others (direct and via Envoy alike), so Envoy's CPU is not taken from "
+                             "Triton; default: every process on every CPU")
     parser.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -327,6 +340,13 @@ def main(argv: list[str] | None = None) -> None:
             progress(f"envoy '{v.name}' ready (pid {envoys[-1].envoy.pid}, {v.concurrency} workers)")
         if args.nice:
             renice([*process_tree(replica.pid), os.getpid(), *(e.envoy.pid or 0 for e in envoys)], args.nice)
+        if args.envoy_core is not None:
+            cpus = set(range(os.cpu_count() or 1))
+            if args.envoy_core not in cpus or len(cpus) < 2:
+                raise SystemExit(f"--envoy-core {args.envoy_core}: needs one of CPUs {sorted(cpus)} and at least one more")
+            pin([e.envoy.pid or 0 for e in envoys], {args.envoy_core})
+            pin([*process_tree(replica.pid), os.getpid()], cpus - {args.envoy_core})
+            progress(f"Envoy pinned to CPU {args.envoy_core}; Triton and the client to {sorted(cpus - {args.envoy_core})}")
         by_model = {}
         for model in models:
             by_model[f"{model} x{args.connections}"] = measure_model(
@@ -356,7 +376,9 @@ def main(argv: list[str] | None = None) -> None:
                    f"--latency-connections {args.latency_connections} --tier {args.tier} "
                    f"--concurrency {args.concurrency}" + "".join(f" --no-{p}" for p in ("auth", "validation", "tracing")
                            if getattr(args, f"no_{p}")) + f" --tier-timeouts {args.tier_timeouts:g}"
-                   + (" --admission" if args.admission else "") + (f" --nice {args.nice}" if args.nice else "") + (f" --only '{args.only}'" if args.only else ""),
+                   + (" --admission" if args.admission else "") + (f" --nice {args.nice}" if args.nice else "")
+                   + (f" --envoy-core {args.envoy_core}" if args.envoy_core is not None else "")
+                   + (f" --only '{args.only}'" if args.only else "") + (f" --out {args.out}" if args.out != RESULTS else ""),
         "shipped_grpc_chain": chain,
         "variants": [{"name": v.name, "concurrency": v.concurrency, "without_filters": sorted(v.without_filters),
                       "without_hcm_fields": sorted(v.without_hcm_fields),
@@ -364,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
                       "without_cluster_fields": sorted(v.without_cluster_fields), "bootstrap_change": v.bootstrap_change,
                       "note": v.note} for v in variants],
         "seconds_per_phase": args.seconds, "repeats": args.repeats, "connections": args.connections, "tier": args.tier,
-        "nice": args.nice, "shipped_parts": list(chain_parts),
+        "nice": args.nice, "shipped_parts": list(chain_parts), "envoy_core": args.envoy_core,
         "upstream_connections": reuse,
         "models": by_model,
     }

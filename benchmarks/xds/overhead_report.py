@@ -75,7 +75,7 @@ def build_summary(raw: dict[str, Any]) -> dict[str, Any]:
                                                           "p50_ms", "p99_ms", "req_per_s")} for p in s},
         }
     return {k: raw[k] for k in ("benchmark", "date_utc", "machine", "command", "shipped_grpc_chain",
-                                "seconds_per_phase", "repeats", "connections")} | {
+                                "seconds_per_phase", "repeats", "connections")} | {"envoy_core": raw.get("envoy_core")} | {
         "load_average_1m": _stat([p["load_average_1m"] for d in raw["models"].values() for p in d["phases"]], 2),
         "models": models,
     }
@@ -93,8 +93,12 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> s
         *([notes.strip(), ""] if notes else []),
         "## How it was measured",
         "",
-        f"Measured {raw['date_utc']} on {raw['machine']}: the client, Envoy and Triton share these 2 cores, "
-        "and other sessions ran tests and benchmarks on the same machine during the run "
+        f"Measured {raw['date_utc']} on {raw['machine']}: "
+        + ("the client, Envoy and Triton share these 2 cores" if raw.get("envoy_core") is None else
+           f"every Envoy pinned to CPU {raw['envoy_core']} alone, Triton and the client to the other CPU, on the direct "
+           "path and through Envoy alike (the cluster's topology: the gateway Envoy runs in pods of its own, so its "
+           "CPU is not taken from Triton's; what this does not show is the network hop between nodes)")
+        + ", and other sessions may run tests and benchmarks on the same machine "
         f"(1-minute load average {_fmt(summary['load_average_1m'])} over the phases). Figures are the median "
         "over repeats, with the min .. max over repeats in brackets; each repeat compares its own phases."
         + (f" Triton, every Envoy and the client ran at nice {raw['nice']}, so that they, not the other sessions' "

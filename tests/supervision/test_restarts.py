@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -64,3 +65,39 @@ def test_a_crash_loop_does_not_grow_the_event_memory_without_end():
         life.event("x", "triton", "died" if i % 2 else "restarted", returncode=1)
     assert len(life.events()) == 2000
     assert life.record("x").restarts == 2500
+
+
+def _record(folder, owner: int, **procs) -> None:
+    (folder / "processes.json").write_text(json.dumps({"owner_pid": owner, "processes": [
+        {"name": name, "kind": "triton", "state": state, "pid": pid, "started_unix_s": started}
+        for name, (pid, state, started) in procs.items()]}))
+
+
+def test_children_of_a_killed_platform_are_found_and_stopped_and_nothing_else_is(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from fleet.restarts import leftovers, reap_leftovers
+
+    dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_owner.wait()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        now = time.time()
+        _record(tmp_path, dead_owner.pid, **{
+            "cpu-0": (child.pid, "running", now),
+            "envoy": (other.pid, "running", now - 3600),  # this pid's process started after the record: reused
+            "old": (child.pid, "stopped", now)})
+        owner, found = leftovers(tmp_path)
+        assert (owner, found) == (dead_owner.pid, [("cpu-0", child.pid)])
+        _record(tmp_path, os.getppid(), **{"cpu-0": (child.pid, "running", now)})  # its owner lives: not ours
+        assert leftovers(tmp_path)[1] == []
+        _record(tmp_path, dead_owner.pid, **{"cpu-0": (child.pid, "running", now)})
+        assert reap_leftovers(tmp_path, grace_s=5.0)[1] == [("cpu-0", child.pid)]
+        assert child.wait(timeout=10) is not None and other.poll() is None
+    finally:
+        for p in (child, other):
+            p.kill()
+            p.wait()

@@ -8,6 +8,8 @@ come from immutable ``Snapshot`` values set per node id (``"*"`` for any node). 
  * a request whose nonce is not the last one sent for its type is stale and ignored;
  * a NACK (``error_detail`` set) is logged with Envoy's reason and counted; nothing is re-sent, so
    the client keeps its last good config until a newer snapshot arrives;
+ * clusters re-sent without endpoints: the next endpoints request is answered even when they did
+   not change (Envoy re-creates a changed cluster, and a warming cluster waits for its endpoints);
  * make before break: when the clusters change, listeners and routes are held back until the
    client has ACKed the clusters and asked for (and ACKed) the endpoints of every new cluster, so a
    route never names a cluster that is missing or still warming;
@@ -58,6 +60,10 @@ class _Stream:
     node_id: str = ""
     events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     types: dict[str, _TypeState] = field(default_factory=dict)
+    # Clusters were re-sent: Envoy re-creates a changed cluster and asks for its endpoints again,
+    # and a warming cluster waits for an answer (its initial_fetch_timeout, 15 s) even when the
+    # endpoints did not change, so the next endpoints request is answered whatever its version.
+    endpoints_owed: bool = False
     routes_held: bool = False  # listeners/routes wait for new clusters to be ACKed and filled
     nonces: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -164,8 +170,11 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         state.names = names
         answers = []
         held = stream.routes_held and type_url in (LISTENER, ROUTE)
+        owed = type_url == ENDPOINT and stream.endpoints_owed
+        if owed:
+            stream.endpoints_owed = False
         if not held or first or names_changed:
-            answer = self._answer(stream, type_url, state, force=first or names_changed)
+            answer = self._answer(stream, type_url, state, force=first or names_changed or owed)
             if answer:
                 answers.append(answer)
         if stream.routes_held and self._clusters_ready(stream):
@@ -177,6 +186,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         answers = self._answers_for(stream, (CLUSTER, ENDPOINT))
         if any(a.type_url == CLUSTER for a in answers):
             stream.routes_held = True
+            # endpoints pushed with the clusters fill the re-created ones; otherwise they are owed
+            stream.endpoints_owed = ENDPOINT in stream.types and not any(a.type_url == ENDPOINT for a in answers)
         if not stream.routes_held or self._clusters_ready(stream):
             stream.routes_held = False
             answers.extend(self._answers_for(stream, (LISTENER, ROUTE)))

@@ -204,3 +204,24 @@ def test_an_empty_name_list_after_named_ones_unsubscribes_rather_than_asking_for
 
 def test_a_star_asks_for_everything(server, envoy):
     assert len(envoy.subscribe_and_ack(ENDPOINT, ("*",)).resources) == 12
+
+
+def test_endpoints_are_answered_again_for_clusters_re_created_with_the_same_endpoints(server, envoy):
+    from xds_server.inputs import DataPlaneSettings
+
+    got = _subscribe_like_envoy(envoy, server)
+    server.set_snapshot(build_snapshot(three_pools(), tiered_routes(), DataPlaneSettings(connect_timeout_ms=700)))
+    cds = envoy.receive()
+    assert cds.type_url == CLUSTER
+    assert envoy.nothing_received(0.2)  # the endpoints did not change
+    envoy.ack(cds)
+    # Envoy re-creates each changed cluster and asks for its endpoints again with the last nonce:
+    # the warming clusters wait for an answer (15 s without one), so one comes, unchanged
+    eds = got["eds"]
+    envoy.request(ENDPOINT, got["cluster_names"], version=eds.version_info, nonce=eds.nonce)
+    again = envoy.receive()
+    assert again.type_url == ENDPOINT and again.version_info == eds.version_info
+    assert len(again.resources) == len(got["cluster_names"])
+    envoy.ack(again, got["cluster_names"])
+    envoy.request(ENDPOINT, got["cluster_names"], version=again.version_info, nonce=again.nonce)
+    assert envoy.nothing_received(0.3)  # owed once, not on every request

@@ -316,3 +316,26 @@ def test_proxyless_grpc_clients_route_by_the_same_weights(plane, tmp_path):
     assert abs(gold["gpu"] / 200 - 0.7) < 0.12
     assert {k.split(":")[1] for k in counts if k.startswith("default:")} <= {"cpu", "inferentia"}  # silver
     assert counts.get("platinum:StatusCode.UNAVAILABLE") == 1  # no route matches; gRPC has no direct responses
+
+
+def test_clusters_changed_in_place_are_acked_without_waiting_for_the_endpoints_timeout():
+    """Envoy re-creates a cluster whose settings changed and waits for its endpoints (15 s
+    initial-fetch timeout) before the new snapshot takes; the ADS server answers that request even
+    though the endpoints are unchanged."""
+    import dataclasses
+
+    plane = DataPlane.start({"cpu": ("digits_classifier",)}, [RouteWeights.of("digits_classifier", t, (("cpu", 100),))
+                                                              for t in ("gold", "silver", "bronze")])
+    try:
+        routes = [RouteWeights.of("digits_classifier", t, (("cpu", 100),)) for t in ("gold", "silver", "bronze")]
+        assert plane.xds.wait_acked(plane.publish(routes), timeout_s=10)
+        plane.settings = dataclasses.replace(plane.settings, connect_timeout_ms=plane.settings.connect_timeout_ms + 200)
+        started = time.monotonic()
+        version = plane.publish(routes)
+        assert plane.xds.wait_acked(version, timeout_s=10), "not ACKed within 10 s (the 15 s endpoints timeout?)"
+        took = time.monotonic() - started
+        assert took < 5.0, f"ACKed after {took:.1f} s"
+        stats = plane.envoy.admin_get("/stats?filter=cluster_manager.warming_clusters")
+        assert "cluster_manager.warming_clusters: 0" in stats
+    finally:
+        plane.stop()

@@ -104,7 +104,8 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> s
         + (f" Triton, every Envoy and the client ran at nice {raw['nice']}, so that they, not the other sessions' "
            "work, got the CPU first (direct and Envoy paths alike)." if raw.get("nice") else ""),
         "",
-        f"Command: `{raw['command']}`, then `PYTHONPATH=. .venv/bin/python -m benchmarks.xds.overhead_report`.",
+        f"Command: `{raw['command']}` (it writes this report too; "
+        "`PYTHONPATH=. .venv/bin/python -m benchmarks.xds.overhead_report <this folder>` rewrites it from raw.json).",
         "",
         "- Upstream: one real Triton 2.51 replica of the local fleet's real CPU pool (`fleet.supervisor`), "
         "serving `digits_classifier` (ONNX RandomForest, sub-millisecond) and `text_embedding` (the MiniLM "
@@ -117,8 +118,9 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> s
         f"- Load: `benchmarks/xds/grpc_loadgen.py`, closed loop, {raw['connections']} persistent HTTP/2 connections, "
         f"one request in flight each, `x-sla-tier: {raw.get('tier', 'gold')}`. The request is serialised once and sent as raw bytes "
         "through grpcio's C core: no protobuf or numpy work per request in Python. It is still a Python "
-        "client (no C-speed KServe load generator installs from PyPI here) and it competes with Envoy for "
-        "the two cores: its CPU per request is in the tables.",
+        "client (no C-speed KServe load generator installs from PyPI here) and it competes "
+        + ("with Envoy for the two cores" if raw.get("envoy_core") is None else "with Triton for their core")
+        + ": its CPU per request is in the tables.",
         "",
         "## Envoy vs direct",
         "",

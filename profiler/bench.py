@@ -129,14 +129,15 @@ def closed_loop(clients: Any, model: str, request_sets: Sequence[Sequence[Any]],
 
 def measure_point(url: str, model: ModelDefinition, artifacts: Path,
                   batch_size: int, concurrency: int, warmup_s: float, measure_s: float,
-                  min_requests: int = 0) -> Point:
+                  min_requests: int = 0, client_options: Mapping[str, Any] | None = None) -> Point:
     """One setting: client percentiles plus Triton's queue/compute deltas for the public model and
     each composing model, over the same window (one gRPC client per in-flight slot, one more for
     the statistics)."""
     names = [model.name, *model.composing_models]
     snaps: dict[str, dict[str, Mapping[str, Any]]] = {}
-    stats_client = grpcclient.InferenceServerClient(url)
-    load_clients = [grpcclient.InferenceServerClient(url) for _ in range(concurrency)]
+    opts = dict(client_options or {})  # e.g. mTLS (xds_server.tls.ReplicaTls.tritonclient_options)
+    stats_client = grpcclient.InferenceServerClient(url, **opts)
+    load_clients = [grpcclient.InferenceServerClient(url, **opts) for _ in range(concurrency)]
 
     def on_window(edge: str) -> None:
         snaps[edge] = stats_snapshot(stats_client, names)
@@ -153,10 +154,12 @@ def measure_point(url: str, model: ModelDefinition, artifacts: Path,
 
 
 def sweep(url: str, model: ModelDefinition, artifacts: Path, plan: SweepPlan,
-          progress: Callable[[tuple[int, int]], None] = lambda _: None) -> list[Point]:
+          progress: Callable[[tuple[int, int]], None] = lambda _: None,
+          client_options: Mapping[str, Any] | None = None) -> list[Point]:
     points = []
     for b, c in plan.settings():
-        points.append(measure_point(url, model, artifacts, b, c, plan.warmup_s, plan.measure_s, plan.min_requests))
+        points.append(measure_point(url, model, artifacts, b, c, plan.warmup_s, plan.measure_s, plan.min_requests,
+                                    client_options))
         progress((b, c))  # after: a progress bar counts finished settings
     return points
 
@@ -169,9 +172,9 @@ class ServerInfo:
     max_batch_size: int
 
 
-def server_info(url: str, model: ModelDefinition) -> ServerInfo:
+def server_info(url: str, model: ModelDefinition, client_options: Mapping[str, Any] | None = None) -> ServerInfo:
     """What the server says about itself and the model's accelerated step (instance count)."""
-    client = grpcclient.InferenceServerClient(url)
+    client = grpcclient.InferenceServerClient(url, **dict(client_options or {}))
     try:
         meta = client.get_server_metadata(as_json=True)
         public = client.get_model_metadata(model.name, as_json=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fleet.triton_process import TritonProcess, prepare_backend_dir
+from fleet.triton_process import GrpcTls, TritonProcess, prepare_backend_dir
 from model_repository.definitions import ModelDefinition
 from model_repository.triton_config import Target, write_repository
 
@@ -35,7 +35,8 @@ def artifacts_with_variant(artifacts: Path, model: ModelDefinition, variant_path
 
 @contextmanager
 def local_triton(model: ModelDefinition, artifacts: Path, instances: int,
-                 variant_path: Path | None = None, workdir: Path | None = None) -> Iterator[TritonProcess]:
+                 variant_path: Path | None = None, workdir: Path | None = None,
+                 grpc_tls: GrpcTls | None = None) -> Iterator[TritonProcess]:
     """Start a tritonserver serving ``model`` on the CPU target with ``instances`` model instances;
     yield it ready; stop it (and its Python-backend stubs) on exit."""
     with tempfile.TemporaryDirectory(prefix="profiler-", dir=workdir) as tmp:
@@ -43,7 +44,7 @@ def local_triton(model: ModelDefinition, artifacts: Path, instances: int,
         arts = artifacts_with_variant(artifacts, model, variant_path, root / "artifacts")
         repo = write_repository(root / "repo", [(model, Target("cpu", instances=instances))], arts)
         server = TritonProcess(f"profiler-{model.name}", repo, prepare_backend_dir(root / "backends"),
-                               root / "triton.log")
+                               root / "triton.log", grpc_tls=grpc_tls)
         server.start()
         try:
             server.wait_ready()

@@ -8,7 +8,7 @@ This is the glue between the edges (``local_triton``, ``bench``) and the pure pa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,9 +65,11 @@ def _server(model: ModelDefinition, artifacts: Path, url: str | None, instances:
 def profile_model(model: ModelDefinition, artifacts: Path, plan: SweepPlan, *, tiers: TierSet, prices: Prices,
                   instance_type: str, accelerator: str = "cpu", instances: int = 1, url: str | None = None,
                   variant: str = "fp32", variant_path: Path | None = None,
-                  progress: Callable[[tuple[int, int]], None] = lambda _: None) -> ProfileRun:
+                  progress: Callable[[tuple[int, int]], None] = lambda _: None,
+                  client_options: Mapping[str, Any] | None = None) -> ProfileRun:
     """Benchmark ``model`` and build its profile.  With ``url`` the server is remote and must already
-    serve the artifact named by ``variant_path`` (or the built one): its hash is what we record."""
+    serve the artifact named by ``variant_path`` (or the built one): its hash is what we record.
+    ``client_options``: keyword arguments of every gRPC client (mTLS to a remote replica)."""
     artifact = variant_path or artifacts / model.accelerated.artifact
     for b in plan.batch_sizes:
         if b > model.max_batch_size:
@@ -75,8 +77,8 @@ def profile_model(model: ModelDefinition, artifacts: Path, plan: SweepPlan, *, t
     if 1 not in plan.concurrencies:
         raise ValueError("the sweep needs concurrency 1: the profile's latency table is measured there")
     with _server(model, artifacts, url, instances, variant_path) as grpc_url:
-        info = server_info(grpc_url, model)
-        points = tuple(sweep(grpc_url, model, artifacts, plan, progress))
+        info = server_info(grpc_url, model, client_options)
+        points = tuple(sweep(grpc_url, model, artifacts, plan, progress, client_options))
     price = prices.of(instance_type)
     capacities = tuple(capacity_by_tier(points, tiers, price))
     target = f"{accelerator}/onnxruntime:{variant}"

@@ -23,6 +23,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from router_lib.release import CandidateEndpoint
@@ -60,6 +61,22 @@ def split_targets(texts: list[str], flag: str, need_grpc: bool) -> tuple[list[st
         if len(parts) == 3:
             grpc.append(f"{parts[0]}:{parts[2]}")
     return http, grpc
+
+
+def replica_tls(cert_dir: Path | None) -> Any:
+    """``ReplicaTls`` for a platform whose replicas require mTLS (None: plaintext); a folder
+    without the files is a CliError naming the missing one."""
+    if cert_dir is None:
+        return None
+    from xds_server.tls import CertDir, MtlsConfigError, ReplicaTls
+
+    try:
+        tls = ReplicaTls(CertDir(cert_dir))
+        tls.client.check()
+        tls.server.check()
+    except MtlsConfigError as e:
+        raise CliError(f"--mtls-dir {cert_dir}: {e}") from None
+    return tls
 
 
 def call(admin: str, method: str, path: str, body: Any = None, timeout_s: float = 30.0) -> Any:
@@ -115,12 +132,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="a stable replica of POOL to profile beside the candidate (default: a stable Triton "
                         "started here on the CPU)")
     s.add_argument("--preflight-seconds", type=float, default=1.5, help="measurement window per batch size")
+    s.add_argument("--mtls-dir", type=Path, default=None,
+                   help="the platform's certificate folder (build/certs) when its replicas require mTLS: the pre-flight "
+                        "reaches them as Envoy does")
     s.add_argument("--comparator", default="", help="HOST:HTTP_PORT[:GRPC_PORT] of the shadow comparator (spec with "
                    "shadow.mirror_percent; with a gRPC port the model's gRPC routes are mirrored too)")
     cmp = sub.add_parser("comparator", help="run the shadow comparator (the target of Envoy's mirroring)")
     cmp.add_argument("--stable", action="append", required=True, help="HOST:HTTP_PORT[:GRPC_PORT] of a stable replica")
     cmp.add_argument("--candidate", action="append", required=True,
                      help="HOST:HTTP_PORT[:GRPC_PORT] of a candidate replica")
+    cmp.add_argument("--mtls-dir", type=Path, default=None,
+                     help="the platform's certificate folder when its replicas' gRPC ports require mTLS")
     cmp.add_argument("--port", type=int, default=0, help="HTTP port (0: any free one)")
     cmp.add_argument("--grpc-port", type=int, default=None,
                      help="also serve mirrored gRPC on this port (0: any free one); needs the replicas' gRPC ports")
@@ -158,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
             if not endpoints:
                 raise CliError("start needs at least one --endpoint (a candidate replica) or --discover-candidates")
             if args.preflight:
-                from pathlib import Path
-
                 from releases.preflight import preflight
 
                 pairs = []
@@ -186,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                     stable_urls[pool] = address
                 gate = preflight_measured(spec, endpoints, stable_urls=stable_urls,
                                           plan=MeasurePlan(measure_s=args.preflight_seconds),
-                                          progress=lambda line: print(line, flush=True))
+                                          progress=lambda line: print(line, flush=True),
+                                          replica_tls=replica_tls(args.mtls_dir))
                 print(gate.report, flush=True)
                 if not gate.passed:
                     return 1
@@ -212,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 os.nice(args.nice)
             comparator = Comparator(stable, candidate, port=args.port, grpc_port=args.grpc_port,
                                     stable_grpc=stable_grpc, candidate_grpc=candidate_grpc, workers=args.workers,
-                                    queue_size=args.queue, http_front=args.http_front).start()
+                                    queue_size=args.queue, http_front=args.http_front,
+                                    replica_tls=replica_tls(args.mtls_dir)).start()
             print(f"READY comparator={comparator.address}", flush=True)
             done = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from fleet.triton_process import TritonProcess, prepare_backend_dir
+from fleet.triton_process import GrpcTls, TritonProcess, prepare_backend_dir
 from model_repository.definitions import ModelDefinition
 from model_repository.triton_config import Target, accelerated_config, to_pbtxt, write_model
 from router_lib.release import CandidateEndpoint
@@ -82,6 +82,7 @@ class CandidateReplicas:
     workdir: Path
     artifacts: Path
     replicas: int = 1
+    grpc_tls: GrpcTls | None = None  # the pool's replicas require mTLS on gRPC: so do its candidates
     processes: list[TritonProcess] = field(default_factory=list)
 
     @property
@@ -97,7 +98,7 @@ class CandidateReplicas:
         try:
             for i in range(self.replicas):
                 p = TritonProcess(f"{self.model.name}-v{self.version}-{self.pool}-{i}", repo, backends,
-                                  self.workdir / "logs" / f"triton-{i}.log")
+                                  self.workdir / "logs" / f"triton-{i}.log", grpc_tls=self.grpc_tls)
                 self.processes.append(p)
                 p.start()
             for p in self.processes:

@@ -43,6 +43,7 @@ import requests
 from tritonclient.grpc import InferResult, service_pb2
 
 from releases.mirror_http import MirrorHttpServer
+from xds_server.tls import ReplicaTls
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 GRPC_ERRORS = (grpc.RpcError, ValueError)
@@ -104,6 +105,9 @@ class Comparator:
     workers: int = 2
     queue_size: int = 64
     timeout_s: float = 5.0
+    # mTLS to the replicas' gRPC ports (a platform with mTLS on); None: plaintext.  The comparator's
+    # own ports stay plaintext on loopback (Envoy's mirror clusters carry no TLS).
+    replica_tls: ReplicaTls | None = None
     score_sum: float = 0.0
     score_count: int = 0
     errors: int = 0
@@ -169,7 +173,7 @@ class Comparator:
     def _ask_grpc(self, channels: dict[str, grpc.Channel], target: str, request: service_pb2.ModelInferRequest,
                   ) -> dict[str, Any]:
         if target not in channels:
-            channels[target] = grpc.insecure_channel(target)
+            channels[target] = self.replica_tls.channel(target) if self.replica_tls else grpc.insecure_channel(target)
         call = channels[target].unary_unary(MODEL_INFER, request_serializer=service_pb2.ModelInferRequest.SerializeToString,
                                             response_deserializer=service_pb2.ModelInferResponse.FromString)
         return grpc_answer(call(request, timeout=self.timeout_s))

@@ -37,6 +37,7 @@ from router_lib.config import ConfigError, load_profile
 from router_lib.domain import Profile
 from router_lib.release import CandidateEndpoint
 from router_lib.release_spec import ReleaseSpec
+from xds_server.tls import ReplicaTls
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +121,7 @@ Profiler = Callable[[str, str], Profile]  # (gRPC host:port, label) -> the profi
 
 
 def _default_profiler(model_name: str, plan: MeasurePlan, artifacts: Path, out_dir: Path,
-                      progress: Callable[[str], None]) -> Profiler:
+                      progress: Callable[[str], None], replica_tls: ReplicaTls | None = None) -> Profiler:
     from model_repository.definitions import load_models
     from profiler.bench import SweepPlan
     from profiler.profile_io import write_profile
@@ -135,19 +136,24 @@ def _default_profiler(model_name: str, plan: MeasurePlan, artifacts: Path, out_d
     def run(url: str, label: str) -> Profile:
         progress(f"pre-flight: profiling {label} at {url} (batch {list(batches)}, {plan.measure_s:g} s windows)")
         done = profile_model(model, artifacts, sweep, tiers=tiers, prices=prices, instance_type="c7g.xlarge",
-                             accelerator="cpu", url=url)
+                             accelerator="cpu", url=url,
+                             client_options=replica_tls.tritonclient_options() if replica_tls else None)
         return write_profile(out_dir / f"{model_name}.{label.replace(' ', '-')}.yaml", done.document)
 
     return run
 
 
 @contextlib.contextmanager
-def _local_stable(model_name: str, artifacts: Path) -> Iterator[str]:
-    """A stable Triton on this machine's CPU, serving the fleet's model repository entry."""
+def _local_stable(model_name: str, artifacts: Path, replica_tls: ReplicaTls | None = None) -> Iterator[str]:
+    """A stable Triton on this machine's CPU, serving the fleet's model repository entry (over mTLS
+    like the platform's replicas when ``replica_tls`` is given: one client setting for every URL)."""
+    from fleet.triton_process import GrpcTls
     from model_repository.definitions import load_models
     from profiler.local_triton import local_triton
 
-    with local_triton(load_models()[model_name], artifacts, instances=1) as server:
+    server_tls = (GrpcTls(replica_tls.server.cert, replica_tls.server.key, replica_tls.server.ca_cert)
+                  if replica_tls else None)
+    with local_triton(load_models()[model_name], artifacts, instances=1, grpc_tls=server_tls) as server:
         yield server.grpc_url
 
 
@@ -156,7 +162,8 @@ def preflight_measured(spec: ReleaseSpec, endpoints: Sequence[CandidateEndpoint]
                        artifacts: Path = ROOT / "build" / "models", out_dir: Path | None = None,
                        profiler: Profiler | None = None,
                        local_stable: Callable[[], contextlib.AbstractContextManager[str]] | None = None,
-                       progress: Callable[[str], None] = print) -> PreflightResult:
+                       progress: Callable[[str], None] = print,
+                       replica_tls: ReplicaTls | None = None) -> PreflightResult:
     """Profile the candidate on each pool it runs on and diff it against stable (module docstring).
     ``out_dir``: where the measured profiles are written (default build/releases/preflight/NAME).
     ``profiler`` / ``local_stable`` are the edges (tests give fakes); the verdict is pure."""
@@ -172,8 +179,8 @@ def preflight_measured(spec: ReleaseSpec, endpoints: Sequence[CandidateEndpoint]
         return PreflightResult(False, f"pre-flight: --preflight-stable names pools without a candidate replica: "
                                       f"{', '.join(unknown)}")
     out_dir = out_dir or ROOT / "build" / "releases" / "preflight" / spec.name  # the profiles measured, kept
-    measure = profiler or _default_profiler(spec.model, plan, artifacts, out_dir, progress)
-    start_local = local_stable or (lambda: _local_stable(spec.model, artifacts))
+    measure = profiler or _default_profiler(spec.model, plan, artifacts, out_dir, progress, replica_tls)
+    start_local = local_stable or (lambda: _local_stable(spec.model, artifacts, replica_tls))
     lines, passed = [], True
     with contextlib.ExitStack() as stack:
         local: str | None = None

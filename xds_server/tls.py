@@ -173,3 +173,33 @@ def grpc_channel_credentials(identity: Identity) -> grpc.ChannelCredentials:
         private_key=identity.key.read_bytes(),
         certificate_chain=identity.cert.read_bytes(),
     )
+
+
+@dataclass(frozen=True)
+class ReplicaTls:
+    """mTLS to replicas' gRPC ports for tools (the release comparator, the pre-flight profiler):
+    they reach a replica as Envoy does, presenting Envoy's identity and checking the replica's
+    name, so a platform whose replicas refuse plaintext can still be released to.  (A tool with
+    the keys of this directory could already act as Envoy; it gets no power Envoy does not have.)"""
+
+    certs: CertDir
+
+    @property
+    def client(self) -> Identity:
+        return self.certs.identity(Role.ENVOY)
+
+    @property
+    def server(self) -> Identity:
+        """What a Triton the tool starts (a candidate, a local stable) presents, as every replica does."""
+        return self.certs.identity(Role.TRITON)
+
+    def channel(self, target: str) -> grpc.Channel:
+        return grpc.secure_channel(target, grpc_channel_credentials(self.client),
+                                   [("grpc.ssl_target_name_override", Role.TRITON.server_name)])
+
+    def tritonclient_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``tritonclient.grpc.InferenceServerClient`` for this identity."""
+        ident = self.client.check()
+        return {"ssl": True, "root_certificates": str(ident.ca_cert), "private_key": str(ident.key),
+                "certificate_chain": str(ident.cert),
+                "channel_args": [("grpc.ssl_target_name_override", Role.TRITON.server_name)]}

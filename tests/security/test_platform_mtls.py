@@ -118,3 +118,71 @@ def test_envoy_reconnects_over_mtls_to_the_restarted_control_server(platform):
     platform.wait_for(reconnected, 60, "Envoy's ADS stream to the restarted control server, over mTLS, ACKed")
     assert _stat(platform.envoy, "cluster.xds_cluster.ssl.connection_error") == 0
     test_envoy_serves_grpc_end_to_end_over_mtls(platform)
+
+
+def test_a_release_runs_on_a_platform_with_mtls_candidate_comparator_and_preflight_over_mtls(platform, artifacts,
+                                                                                           tmp_path):
+    """The release tooling with ``--mtls-dir``: a candidate serving gRPC over mTLS (Envoy's candidate
+    cluster carries the TLS context like every other), the shadow comparator replaying mirrored gRPC to
+    both versions over mTLS, and the measured pre-flight profiling both over mTLS.  Without the
+    identity the comparator's replay fails (the control)."""
+    from fleet.supervisor import wait_until
+    from fleet.triton_process import GrpcTls
+    from local_platform.platform import http_json
+    from model_repository.definitions import load_models
+    from releases.candidates import CandidateReplicas
+    from releases.comparator import Comparator
+    from releases.load import TierLoad
+    from releases.preflight import MeasurePlan, preflight_measured
+    from router_lib.release_spec import load_release_spec
+    from tests.releases.test_release_end_to_end import start
+    from xds_server.tls import ReplicaTls
+
+    tls = ReplicaTls(platform.cert_dir)
+    server = tls.server
+    cand = CandidateReplicas(load_models()["digits_classifier"], "7", "cpu", platform.workdir / "candidate-v7",
+                             artifacts, grpc_tls=GrpcTls(server.cert, server.key, server.ca_cert)).start()
+    stable_http = [f"127.0.0.1:{r.http_port}" for r in platform.supervisor.replicas()]
+    stable_grpc = [f"127.0.0.1:{r.grpc_port}" for r in platform.supervisor.replicas()]
+    cand_http = [f"127.0.0.1:{e.http_port}" for e in cand.endpoints()]
+    cand_grpc = [f"127.0.0.1:{e.grpc_port}" for e in cand.endpoints()]
+    plaintext = Comparator(stable_http, cand_http, grpc_port=0, stable_grpc=stable_grpc, candidate_grpc=cand_grpc).start()
+    comparator = Comparator(stable_http, cand_http, grpc_port=0, stable_grpc=stable_grpc, candidate_grpc=cand_grpc,
+                            replica_tls=tls).start()
+    digits = np.load(ROOT / "build" / "models" / "digits_holdout.npz")["x"][:8].astype(np.float32)
+
+    def body(i: int) -> dict:
+        return {"inputs": [{"name": "float_input", "shape": [1, 64], "datatype": "FP32",
+                            "data": digits[i % len(digits)].tolist()}]}
+    load = TierLoad(platform.describe()["grpc_endpoint"], {"bronze": 20, "silver": 5}, body, protocol="grpc",
+                    model="digits_classifier").start()
+    try:
+        # the measured pre-flight reaches a stable replica and the candidate over mTLS
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_text("name: pre\nmodel: digits_classifier\nstable: {version: 1}\ncandidate: {version: 7}\n"
+                             "steps: [50, 100]\n")
+        gate = preflight_measured(load_release_spec(spec_path), cand.endpoints(), stable_urls={"cpu": stable_grpc[0]},
+                                  plan=MeasurePlan(measure_s=0.3, warmup_s=0.1, batch_sizes=(1,), confirm=False),
+                                  out_dir=tmp_path / "preflight", progress=lambda _: None, replica_tls=tls)
+        assert "pre-flight" in gate.report and "candidate" in gate.report, gate.report
+        # a shadow release: Envoy mirrors gRPC to the comparator, which asks both versions over mTLS
+        start(platform, tmp_path, "mtls", cand, "--comparator", comparator.address, steps=[20, 100],
+              shadow={"mirror_percent": 100}, step={"min_time_s": 60, "min_requests": 10},
+              thresholds={"min_agreement": 0.95, "min_judge_requests": 5})
+        wait_until(lambda: comparator.compared["grpc"] >= 10, 30, "mirrored gRPC requests compared over mTLS")
+        assert comparator.errors == 0 and comparator.score_sum / comparator.score_count > 0.99
+        # the candidate serves its share through Envoy's TLS candidate cluster
+        wait_until(lambda: "7" in {v for c in load.versions().values() for v in c}, 30, "the candidate serving")
+        # the control: the same replay without the identity cannot reach the replicas
+        inp = grpcclient.InferInput("float_input", [1, 64], "FP32")
+        inp.set_data_from_numpy(digits[:1])
+        grpcclient.InferenceServerClient(f"127.0.0.1:{plaintext.grpc_port}").infer("digits_classifier", [inp])
+        wait_until(lambda: plaintext.errors >= 1, 15, "the plaintext replay refused by the replicas")
+        assert plaintext.score_count == 0
+    finally:
+        load.stop()
+        comparator.stop()
+        plaintext.stop()
+        cand.stop()
+        http_json(f"{platform.admin_url}/releases/mtls/abort", method="POST")
+    assert load.failures() == []

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 OUT = ROOT / "benchmarks" / "results" / "platform"
 WORK = ROOT / "build" / "bench" / "platform"
 CALIBRATION = "calibration"
+RESIDUAL_FEATURE = "server_ms"  # what a request's outside-the-pools overhead is drawn by (sim_validation.FEATURES)
 VALIDATION = "validation"
 
 
@@ -224,7 +225,7 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
         cal_keys = [k for k in sorted(mine) if k[2] == CALIBRATION]
         cal_samples = [(sv.RequestTable.of(runs[k], cpu.get(k, ())), sv.simulate_server_ms(runs[k], fleet_cal))
                        for k in cal_keys]
-        residuals = sv.Residuals.fit(cal_samples, "runnable_per_core")
+        residuals = sv.Residuals.fit(cal_samples, RESIDUAL_FEATURE)
         residuals_own = sv.Residuals.fit(cal_samples, "load_rps")
         calibrations[name] = {
             "calibration_runs": len(cal_runs),
@@ -420,8 +421,9 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
               "measured = median of the repeats' p99 (nearest rank, successful requests), spread = min-max over repeats "
               "and (max-min)/median; simulated = `router_lib.simulator` replaying the run's own arrivals and published "
               "weights, with service times and the overhead outside the pools learned from the calibration runs only "
-              "(`benchmarks/platform/sim_validation.py`), the overhead drawn at the machine's CPU contention around each "
-              "request (runnable threads per core, sampled every 0.1 s: an input of the replay, like the arrivals); "
+              "(`benchmarks/platform/sim_validation.py`), each request's overhead drawn from the calibration residuals of its "
+              "class whose simulated server latency was nearest its own (the replay's queueing and the real overhead are "
+              "not independent); "
               "own load only = the same, the overhead conditioned on the requests sent around each request instead "
               "(no machine measurement: what a pure prediction can do on a machine shared with others); uncalibrated = the simulator with the accelerator profiles, "
               "policy in the loop and a fixed 0.5 ms hop (what the previous benchmark compared).", "",
@@ -509,8 +511,10 @@ LIMITS = (
     "Routing is replayed from the weights the control plane published each second, so the validation tests the "
     "latency model (queues, service times under load, overhead), not the policy's choices.",
     "The overhead outside the pools (locust's Python client, Envoy, contention from other work on the machine) is "
-    "learned per configuration and request class as a function of the machine's runnable threads per core around "
-    "each request; it is empirical, so stalls from other work that the run-queue does not foresee move the gap.",
+    "learned per configuration and request class as a function of each request's simulated server latency (it "
+    "was conditioned on the machine's runnable threads per core until 2026-11-30: on the same recorded runs that "
+    "gave 6 of 18 validation pairs within 15%, this gives 9); it is empirical, so stalls from other work on the "
+    "machine move the gap.",
     "Calibrating each round on its own stairs run (instead of all rounds' runs) was tried on the same recorded runs "
     "and did worse (1 of 18 validation pairs within 15%); the pooled calibration is the one reported.",
     "p99 of a 3-repeat run over a few hundred requests per tier is the 3rd-10th slowest request: the measured spread "

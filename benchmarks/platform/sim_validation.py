@@ -22,14 +22,18 @@ comparison is a validation and not a fit):
   that time; the variation is in the residual below.
 * Outside the pools (client + Envoy + contention noise): per request class (model, protocol,
   batch), the residual ``measured - simulated server latency`` of every successful request of the
-  calibration runs, kept with a *feature* of the moment it was sent: the machine's runnable threads
-  per core within +-1 s (``/proc/stat`` ``procs_running``, sampled every 0.1 s by the benchmark: all
-  processes, the stack's and everyone else's), or the requests/s the load generator sent within
-  +-1 s (no machine measurement).  A validation request draws its residual from the ``k``
-  calibration residuals of its class nearest its own feature value: a conditional bootstrap, so a
-  request sent while the machine is crowded gets the overhead seen when it was crowded.  The
-  machine's runnable threads are an input of the replay, like the arrivals: the simulator does not
-  predict other people's work on a shared machine.
+  calibration runs, kept with a *feature* of that request, and a validation request draws its
+  residual from the ``k`` calibration residuals of its class nearest its own feature value (a
+  conditional bootstrap).  The feature the benchmark uses (``load_bench.RESIDUAL_FEATURE``) is the
+  request's own **simulated server latency** (``server_ms``): where the replay queues a request
+  long, the real request had spent part of that time queued somewhere the simulator also counts,
+  so its residual was small; drawing residuals independently of it added two tails (measured on a
+  quiet machine, 2026-11-30: 6 of 18 validation pairs within 15% and a median gap of 21% when
+  conditioned on the machine's runnable threads, 9 of 18 and 15.6% conditioned on the simulated
+  server latency, the same recorded runs).  The others: the machine's runnable threads per core
+  within +-1 s (``runnable_per_core``: ``/proc/stat`` ``procs_running``, sampled every 0.1 s by the
+  benchmark, all processes), or the requests/s the load generator sent within +-1 s
+  (``load_rps``, reported as "own load only").
 * Tier p99: nearest rank over successful requests (``reporting.sla``), measured and simulated
   alike; the simulated p99 is the median over ``draws`` bootstrap draws.
 
@@ -182,7 +186,7 @@ def runnable_per_core(times_unix_s: np.ndarray, samples: Sequence[tuple[float, f
         return np.where(n > 0, (csum[hi] - csum[lo]) / np.maximum(n, 1) / max(1, cores), np.nan)
 
 
-FEATURES = ("runnable_per_core", "load_rps")
+FEATURES = ("runnable_per_core", "load_rps", "server_ms")
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,8 @@ class Residuals:
         for table, server_ms in samples:
             if len(server_ms) != len(table.measured_ms):
                 raise ValueError("server_ms must have one value per request of the table")
-            for c, load, m, s, good in zip(table.classes, table.features[feature], table.measured_ms, server_ms,
+            values = server_ms if feature == "server_ms" else table.features[feature]
+            for c, load, m, s, good in zip(table.classes, values, table.measured_ms, server_ms,
                                            table.ok, strict=True):
                 if good and math.isfinite(s):
                     loads.setdefault(c, []).append(float(load))
@@ -276,7 +281,8 @@ def predict_tier_quantiles(table: RequestTable, server_ms: np.ndarray, residuals
         total = server_ms.copy()
         for cls in sorted(set(table.classes[mask])):
             sel = mask & (table.classes == cls)
-            total[sel] += residuals.draw(cls, table.features[residuals.feature][sel], rng)
+            values = server_ms if residuals.feature == "server_ms" else table.features[residuals.feature]
+            total[sel] += residuals.draw(cls, values[sel], rng)
         total = np.maximum(total, 0.0)
         for tier, by_q in per_draw.items():
             values = sorted(total[mask & (table.tiers == tier)].tolist())

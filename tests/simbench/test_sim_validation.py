@@ -62,6 +62,25 @@ def test_residuals_are_drawn_from_calibration_requests_at_a_similar_load() -> No
     assert set(res.draw("c", np.full(50, 0.5), rng, k=100).tolist()) == {1.0}
 
 
+def test_conditioned_on_the_simulated_server_latency_a_long_queue_keeps_a_small_residual() -> None:
+    # Where the replay queued a request 50 ms, the real request took 52 ms: residual 2 ms; where the
+    # replay saw no queue, the real one took 30 ms (it queued outside the simulator's view).
+    # Independent draws would add a 28 ms residual to a 50 ms queue; conditioned, the sum stays ~52.
+    n = 300
+    server = np.r_[np.full(n, 50.0), np.full(n, 1.0)]
+    measured = np.r_[np.full(n, 52.0), np.full(n, 30.0)]
+    table = sv.RequestTable(tiers=np.array(["gold"] * 2 * n, dtype=object), classes=np.array(["c"] * 2 * n, dtype=object),
+                            features={"load_rps": np.ones(2 * n), "runnable_per_core": np.ones(2 * n)},
+                            measured_ms=measured, ok=np.ones(2 * n, dtype=bool))
+    res = sv.Residuals.fit([(table, server)], "server_ms")
+    rng = np.random.default_rng(0)
+    assert set(res.draw("c", np.full(50, 50.0), rng, k=100).tolist()) == {2.0}
+    predicted = sv.predict_tier_quantiles(table, server, res, draws=5)
+    assert predicted["gold"][0.99] == pytest.approx(52.0)
+    independent = sv.predict_tier_quantiles(table, server, sv.Residuals.fit([(table, server)], "load_rps"), draws=5)
+    assert independent["gold"][0.99] == pytest.approx(50.0 + 29.0)  # the two tails added
+
+
 def test_an_unknown_request_class_or_feature_is_refused_by_name() -> None:
     res = sv.Residuals({"a": (np.array([1.0]), np.array([1.0]))})
     with pytest.raises(KeyError, match="no calibration residuals for request class 'b'"):

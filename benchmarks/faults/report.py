@@ -94,7 +94,9 @@ def write_report(out: Path, results: list[Result], soak: dict[str, Any] | None, 
               f"start, {load_average['end']:.2f} at the end, {load_average['max']:.2f} at most (sampled every "
               "scenario)." if load_average else ""), "",
            "Outcomes: **lost** = accepted and not answered with a result (any 5xx or error status, reset, timeout); "
-           "**refused** = the connection to Envoy was refused, or the request could not be written to it (Envoy down; never accepted); **shed** = 429 / "
+           "**refused** = the connection to Envoy was refused, the request could not be written to it, or it was sent on a "
+           "keep-alive connection after the Envoy at its other end was killed and reset at once (Envoy down; never "
+           "accepted; counted per scenario as `sent_after_kill_refused`); **shed** = 429 / "
            "RESOURCE_EXHAUSTED on purpose.", "",
            f"Whole run: {total['ok']} ok, {total['lost']} lost, {total['refused']} refused, {total['shed']} shed.", "",
            "What the running Envoy had (its config_dump) that the hung-replica scenarios depend on: "

@@ -16,8 +16,8 @@ drained pools keep running.  Over the budget, the plan is made again without the
 demand, then without the next, never without the strictest tier; if that alone is over, it is
 kept and the plan says the budget is exceeded.  What the budget has left after the last tier shed
 buys back the largest share of that tier's demand that fits (bisected, ``TRIM_STEPS`` re-plans): a
-big batch backlog over the budget gets the replicas the budget pays for, not none.  Nothing is shed silently: the shed routes go back
-in the decision.
+big batch backlog over the budget gets the replicas the budget pays for, not none.  Nothing is
+shed silently: the shed routes go back in the decision.
 """
 
 from __future__ import annotations

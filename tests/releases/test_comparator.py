@@ -29,3 +29,13 @@ def test_answers_of_different_shape_or_outputs_do_not_agree() -> None:
     assert agreement(a, answer(OTHER=("FP32", [1, 2], [1.0, 0.0]))) == 0.0
     assert agreement(a, answer(EMBEDDING=("FP32", [1, 3], [1.0, 0.0, 0.0]))) == 0.0
     assert agreement(a, answer(EMBEDDING=("FP32", [1, 2], [-1.0, 0.0]))) == 0.0  # clamped at 0
+
+
+def test_the_comparator_cli_names_a_certificate_folder_without_the_files(tmp_path, capsys):
+    from releases.__main__ import main
+
+    code = main(["comparator", "--stable", "127.0.0.1:1:2", "--candidate", "127.0.0.1:3:4", "--grpc-port", "0",
+                 "--mtls-dir", str(tmp_path / "no-certs")])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert f"--mtls-dir {tmp_path / 'no-certs'}" in err and "is missing" in err and "make certs" in err

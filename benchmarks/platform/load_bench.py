@@ -389,7 +389,7 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
     s = result["settings"]
     lines = [
         "# Platform load benchmark: the simulator against the live stack, and planner-sized baselines", "",
-        "**Measured on a busy machine**: 2 cores shared with other sessions' tests and benchmarks while this ran "
+        "**Machine**: 2 cores, which other sessions' tests and benchmarks may share while this runs "
         "(1-min load average per run below, "
         f"{min(result['load_average_range'])}-{max(result['load_average_range'])} over the whole benchmark). "
         "Absolute latencies are this machine's, not a production fleet's.", "",
@@ -635,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
                      "baseline_shape": args.baseline_shape, "calibration_shape": args.calibration_shape,
                      "seed": args.seed, "calibration_seed": args.calibration_seed, "base_users": args.base_users,
                      "draws": args.draws, "fleet": str(args.fleet)},
-        "busy_machine": "2 cores shared with other sessions' tests and benchmarks while this ran",
+        "machine_sharing": "2 cores, which other sessions' tests and benchmarks may share while this runs (load_average_range)",
         "load_average_range": [round(min(loads), 2), round(max(loads), 2)] if loads else [0.0, 0.0],
         "sim_verdict": verdict, "pairs": pairs, "calibrations": calibrations, "sizing": sizing,
         "costs": costs, "cost_verdict": cost_verdict(costs, f"router / {args.baseline_shape}"),
@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "sim_vs_measured.json").write_text(json.dumps(
         {"environment": environment(), "verdict": verdict, "pairs": pairs, "method": sv.__doc__,
          "settings": result["settings"], "load_average_range": result["load_average_range"],
-         "busy_machine": result["busy_machine"]}, indent=2, sort_keys=True, default=str) + "\n")
+         "machine_sharing": result["machine_sharing"]}, indent=2, sort_keys=True, default=str) + "\n")
     print(md)
     print(f"wrote {args.out}/load_bench.json, load_bench.md, load_bench.png, sim_vs_measured.json, runs/ "
           f"in {time.monotonic() - started:.0f} s")

@@ -260,10 +260,11 @@ class ControlLoop:
                           metrics_errors: Mapping[str, str], stats: StatsReading | None = None) -> LoopView:
         drains = self._drains
         billed = {pool: len(rs) for pool, rs in replicas.by_pool.items()}
+        wall = self.wall_clock()
         inputs = TickInputs(self.fleet, metrics, replicas.ready_count(), drains, self.settings,
-                            replicas.starting_count(), billed, self.wall_clock(), self.capacity,
+                            replicas.starting_count(), billed, wall, self.capacity,
                             stats=stats, calibration=self.calibration,
-                            backlog_per_s=self.backlog().per_route(self.wall_clock()))
+                            backlog_per_s=self.backlog().per_route(wall))
         decision, states = decide_tick(inputs, self._states, now)
         previous = self._view.routes
         for key, route in decision.routes.items():

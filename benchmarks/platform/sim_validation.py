@@ -218,6 +218,12 @@ class RequestTable:
         )
 
 
+def feature_values(table: RequestTable, server_ms: np.ndarray, feature: str) -> np.ndarray:
+    """Per request of ``table``, the value of ``feature``: ``server_ms`` is the replay's own
+    simulated server latency, the others were recorded with the run."""
+    return server_ms if feature == "server_ms" else np.asarray(table.features[feature])
+
+
 @dataclass(frozen=True)
 class Residuals:
     """Per request class: calibration loads (sorted) and the residuals at them."""
@@ -236,9 +242,8 @@ class Residuals:
         for table, server_ms in samples:
             if len(server_ms) != len(table.measured_ms):
                 raise ValueError("server_ms must have one value per request of the table")
-            values = server_ms if feature == "server_ms" else table.features[feature]
-            for c, load, m, s, good in zip(table.classes, values, table.measured_ms, server_ms,
-                                           table.ok, strict=True):
+            values = feature_values(table, server_ms, feature)
+            for c, load, m, s, good in zip(table.classes, values, table.measured_ms, server_ms, table.ok, strict=True):
                 if good and math.isfinite(s):
                     loads.setdefault(c, []).append(float(load))
                     res.setdefault(c, []).append(float(m - s))
@@ -281,8 +286,7 @@ def predict_tier_quantiles(table: RequestTable, server_ms: np.ndarray, residuals
         total = server_ms.copy()
         for cls in sorted(set(table.classes[mask])):
             sel = mask & (table.classes == cls)
-            values = server_ms if residuals.feature == "server_ms" else table.features[residuals.feature]
-            total[sel] += residuals.draw(cls, values[sel], rng)
+            total[sel] += residuals.draw(cls, feature_values(table, server_ms, residuals.feature)[sel], rng)
         total = np.maximum(total, 0.0)
         for tier, by_q in per_draw.items():
             values = sorted(total[mask & (table.tiers == tier)].tolist())

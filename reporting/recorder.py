@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,19 @@ from typing import Any
 from locustfiles.runner import LocustRun, run_locust
 from locustfiles.schedule import schedule_from_env
 from reporting.cost import plan_for_run
-from reporting.run_data import PLAN, REQUESTS, RUN, STATUS, PoolInfo, RunData, TierInfo, load_run, run_meta, trim_status
+from reporting.run_data import (
+    PLAN,
+    REQUESTS,
+    RUN,
+    STATUS,
+    TRITON_SERIES,
+    PoolInfo,
+    RunData,
+    TierInfo,
+    load_run,
+    run_meta,
+    trim_status,
+)
 
 log = logging.getLogger(__name__)
 EMULATION_COUNTERS = ("emulation_executions_total", "emulation_profile_ms_total", "emulation_lag_ms_total",
@@ -63,8 +76,12 @@ def parse_triton_counters(text: str) -> dict[str, dict[str, float]]:
     return {m: dict(c) for m, c in out.items()}
 
 
-def scrape_counters(status: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
-    """(emulation counters per pool, Triton counters per pool and Triton model), summed over replicas."""
+def scrape_counters(status: dict[str, Any], *, strict: bool = False,
+                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
+    """(emulation counters per pool, Triton counters per pool and Triton model), summed over replicas.
+
+    A replica that does not answer is left out with a warning, or raises (OSError) if ``strict``:
+    a series of sums must not drop a replica for one sample."""
     emulation: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     triton: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     for pool in status.get("pools", []):
@@ -72,6 +89,8 @@ def scrape_counters(status: dict[str, Any]) -> tuple[dict[str, dict[str, float]]
             try:
                 text = _get(f"http://127.0.0.1:{rep['metrics_port']}/metrics").decode()
             except OSError as e:
+                if strict:
+                    raise
                 log.warning("could not scrape %s replica %s: %s", pool["name"], rep.get("index"), e)
                 continue
             for p, counters in parse_emulation_counters(text).items():
@@ -116,12 +135,14 @@ def warm_up(status: dict[str, Any], requests_per_model: int = 4) -> None:
                 client.close()
 
 
-class StatusSampler(threading.Thread):
-    """Appends the trimmed ``/status`` to ``status.jsonl`` every ``interval_s`` until stopped."""
+class JsonlSampler(threading.Thread):
+    """Calls ``sample()`` every ``interval_s`` until stopped and appends each JSON-able result (None:
+    nothing this time) to ``path`` as one line; a failed sample (OSError, ValueError) is counted in
+    ``errors`` and skipped, so one slow scrape never ends the series."""
 
-    def __init__(self, admin_url: str, path: Path, interval_s: float = 1.0) -> None:
-        super().__init__(daemon=True, name="status-sampler")
-        self.admin_url, self.path, self.interval_s = admin_url, path, interval_s
+    def __init__(self, path: Path, sample: Callable[[], Any], interval_s: float = 1.0, name: str = "sampler") -> None:
+        super().__init__(daemon=True, name=name)
+        self.path, self.sample, self.interval_s = path, sample, interval_s
         self.stop_event = threading.Event()
         self.errors = 0
 
@@ -130,9 +151,10 @@ class StatusSampler(threading.Thread):
             while not self.stop_event.is_set():
                 t = time.time()
                 try:
-                    status = json.loads(_get(f"{self.admin_url}/status"))
-                    f.write(json.dumps(trim_status(status, t), separators=(",", ":")) + "\n")
-                    f.flush()
+                    line = self.sample()
+                    if line is not None:
+                        f.write(json.dumps(line, separators=(",", ":")) + "\n")
+                        f.flush()
                 except (OSError, ValueError):
                     self.errors += 1
                 self.stop_event.wait(max(0.0, self.interval_s - (time.time() - t)))
@@ -140,6 +162,21 @@ class StatusSampler(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
         self.join(timeout=10)
+
+
+def status_sampler(admin_url: str, path: Path, interval_s: float = 1.0) -> JsonlSampler:
+    """The trimmed ``/status`` of the control server, every ``interval_s``, into ``status.jsonl``."""
+    return JsonlSampler(path, lambda: trim_status(json.loads(_get(f"{admin_url}/status")), time.time()),
+                        interval_s, name="status-sampler")
+
+
+def triton_sampler(status: dict[str, Any], path: Path, interval_s: float = 1.0) -> JsonlSampler:
+    """Every replica's cumulative Triton counters (summed per pool and Triton model), every
+    ``interval_s``, into ``triton.jsonl`` as ``{"t_unix_s": .., "pools": {pool: {model: {counter: value}}}}``:
+    service time per execution over any window of the run is the difference of two lines
+    (``reporting.calibrated.measured_service_ms``)."""
+    return JsonlSampler(path, lambda: {"t_unix_s": round(time.time(), 3), "pools": scrape_counters(status, strict=True)[1]},
+                        interval_s, name="triton-sampler")
 
 
 def pools_and_tiers(fleet: Any) -> tuple[tuple[PoolInfo, ...], tuple[TierInfo, ...]]:
@@ -153,7 +190,7 @@ def record_run(platform: Any, out: Path, *, label: str, shape: str, duration_s: 
                base_users: int = 12, simulate: bool = True, notes: tuple[str, ...] = ()) -> RunData:
     """Run the mixed-tier locust workload against ``platform`` and record it in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in (REQUESTS, STATUS, RUN, PLAN):
+    for name in (REQUESTS, STATUS, RUN, PLAN, TRITON_SERIES):
         (out / name).unlink(missing_ok=True)
     status = platform.status()
     warm_up(status)
@@ -161,15 +198,17 @@ def record_run(platform: Any, out: Path, *, label: str, shape: str, duration_s: 
     d = platform.describe()
     spec = LocustRun(d["http_endpoint"], d["grpc_endpoint"], shape=shape, duration_s=duration_s, seed=seed,
                      base_users=base_users)
-    sampler = StatusSampler(platform.admin_url, out / STATUS)
+    samplers = (status_sampler(platform.admin_url, out / STATUS), triton_sampler(status, out / TRITON_SERIES))
     load_start = os.getloadavg()[0]
     started = time.time()
-    sampler.start()
+    for sampler in samplers:
+        sampler.start()
     try:
         proc = run_locust(spec, out, out / REQUESTS)
     finally:
         ended = time.time()
-        sampler.stop()
+        for sampler in samplers:
+            sampler.stop()
     after, triton_after = scrape_counters(platform.status())
     if proc.returncode != 0:
         raise RuntimeError(f"locust exited with {proc.returncode}; see {out / 'locust.log'}")

@@ -26,6 +26,7 @@ REQUESTS = "requests.jsonl"
 STATUS = "status.jsonl"
 RUN = "run.json"
 PLAN = "plan.json"
+TRITON_SERIES = "triton.jsonl"  # cumulative Triton counters per pool and model, once a second
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ import os
 import shutil
 import statistics
 import sys
-import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ from benchmarks.platform.baselines import fleet_pools_disclosure, profile_proven
 from reporting.analysis import Report, build_report
 from reporting.page import render_markdown
 from reporting.plots import write_plots
-from reporting.recorder import record_run
-from reporting.run_data import RunData, load_run
+from reporting.recorder import JsonlSampler, record_run
+from reporting.run_data import TRITON_SERIES, RunData, load_run
 
 log = logging.getLogger(__name__)
 OUT = ROOT / "benchmarks" / "results" / "platform"
@@ -80,26 +80,11 @@ def read_procs_running(stat_text: str) -> int:
     raise ValueError("/proc/stat has no procs_running line")
 
 
-class CpuSampler(threading.Thread):
-    """Samples the machine's runnable threads every ``interval_s`` into ``cpu_samples.jsonl``:
+def cpu_sampler(path: Path, interval_s: float = 0.1) -> JsonlSampler:
+    """The machine's runnable threads every ``interval_s`` into ``cpu_samples.jsonl`` as ``[t, n]``:
     this machine's CPU contention during a run (its own stack and everyone else's work)."""
-
-    def __init__(self, path: Path, interval_s: float = 0.1) -> None:
-        super().__init__(daemon=True, name="cpu-sampler")
-        self.path, self.interval_s, self.stop_event = path, interval_s, threading.Event()
-
-    def run(self) -> None:
-        with open(self.path, "w") as f:
-            while not self.stop_event.wait(self.interval_s):
-                try:
-                    n = read_procs_running(Path("/proc/stat").read_text())
-                except (OSError, ValueError):
-                    continue
-                f.write(f"[{time.time():.3f}, {n}]\n")
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=5)
+    return JsonlSampler(path, lambda: [round(time.time(), 3), read_procs_running(Path("/proc/stat").read_text())],
+                        interval_s, name="cpu-sampler")
 
 
 def load_cpu_samples(folder: Path) -> list[tuple[float, float]]:
@@ -112,6 +97,22 @@ def load_cpu_samples(folder: Path) -> list[tuple[float, float]]:
             t, n = json.loads(line)
             out.append((float(t), float(n)))
         except (ValueError, TypeError):
+            continue  # a line cut short when the run stopped
+    return out
+
+
+def load_triton_series(folder: Path) -> list[tuple[float, dict[str, Any]]]:
+    """``triton.jsonl`` of a run folder (``reporting.recorder.triton_sampler``): (t_unix_s, pool ->
+    model -> cumulative counter); empty for runs recorded before it existed."""
+    path = folder / TRITON_SERIES
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            out.append((float(row["t_unix_s"]), row["pools"]))
+        except (ValueError, TypeError, KeyError):
             continue  # a line cut short when the run stopped
     return out
 
@@ -139,7 +140,7 @@ def run_config(fleet_path: Path, name: str, repeat: int, args: argparse.Namespac
             folder = workdir / f"{shape}-{role}"
             progress.say(f"{name} / {shape} ({role}, seed {seed}, repeat {repeat}): {args.duration_s:.0f} s of load")
             folder.mkdir(parents=True, exist_ok=True)
-            sampler = CpuSampler(folder / CPU_SAMPLES)
+            sampler = cpu_sampler(folder / CPU_SAMPLES)
             sampler.start()
             try:
                 record_run(platform, folder, label=f"{name} / {shape}", shape=shape, duration_s=args.duration_s,
@@ -206,8 +207,14 @@ def summarise(report: Report) -> dict[str, Any]:
 
 def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str, str, int], RunData],
                        cpu: dict[tuple[str, str, str, int], list[tuple[float, float]]],
-                       draws: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Calibrate per configuration on its calibration runs; predict every run; the pairs."""
+                       draws: int, series: Mapping[tuple[str, str, str, int], sv.Series] | None = None,
+                       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Calibrate per configuration on its calibration runs; predict every run; the pairs.
+
+    Service times: a curve in the machine's own load per (pool, model) where every calibration run
+    recorded its Triton counters over time (``series``), else one measured ratio per (pool, model)
+    (the model before 2026-11-30, also reported beside it as "constant service time")."""
+    series = series or {}
     from model_repository.definitions import load_models
     from router_lib.config import load_fleet
 
@@ -223,12 +230,28 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
         scales = sv.service_scales(fleet, cal_runs)
         fleet_cal = sv.scaled_fleet(fleet, scales)
         cal_keys = [k for k in sorted(mine) if k[2] == CALIBRATION]
-        cal_samples = [(sv.RequestTable.of(runs[k], cpu.get(k, ())), sv.simulate_server_ms(runs[k], fleet_cal))
-                       for k in cal_keys]
+        curves = (sv.service_curves(fleet, [(runs[k], series[k]) for k in cal_keys])
+                  if all(series.get(k) for k in cal_keys) else {})
+
+        def server_ms(run: RunData, fleet: Any = fleet, curves: Any = curves, fleet_cal: Any = fleet_cal) -> Any:
+            return sv.simulate_server_ms(run, fleet, curves=curves) if curves else sv.simulate_server_ms(run, fleet_cal)
+
+        cal_samples = [(sv.RequestTable.of(runs[k], cpu.get(k, ())), server_ms(runs[k])) for k in cal_keys]
+        cal_const = [(t, sv.simulate_server_ms(runs[k], fleet_cal)) for k, (t, _s) in zip(cal_keys, cal_samples,
+                                                                                          strict=True)]
         residuals = sv.Residuals.fit(cal_samples, RESIDUAL_FEATURE)
         residuals_own = sv.Residuals.fit(cal_samples, "load_rps")
+        residuals_const = sv.Residuals.fit(cal_const, RESIDUAL_FEATURE)
         calibrations[name] = {
             "calibration_runs": len(cal_runs),
+            "service_model": "curve in the machine's own load" if curves else "one measured ratio per (pool, model)",
+            "service_curves": [{"pool": c.pool, "model": c.model, "ratio_intercept": round(c.intercept, 4),
+                                "ratio_per_rps": round(c.slope, 6), "load_rps_range": [round(c.load_min, 1),
+                                                                                      round(c.load_max, 1)],
+                                "ratio_at_min_load": round(c.ratio(c.load_min), 3),
+                                "ratio_at_max_load": round(c.ratio(c.load_max), 3),
+                                "windows": c.points, "executions": round(c.executions)}
+                               for c in curves.values()],
             "service_times": [{"pool": s.pool, "model": s.model, "mean_batch": s.mean_batch,
                                "measured_ms_per_execution": round(s.measured_ms, 3),
                                "profile_ms_at_batch": round(s.profile_ms, 3), "ratio": round(s.ratio, 2)}
@@ -242,14 +265,16 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
             _n, shape, role, repeat = key
             table = sv.RequestTable.of(run, cpu.get(key, ()))
             mq = sv.measured_tier_quantiles(table)
-            server = sv.simulate_server_ms(run, fleet_cal)
+            server = server_ms(run)
             sq = sv.predict_tier_quantiles(table, server, residuals, draws=draws, seed=repeat)
             measured = {t: v[0.99] for t, v in mq.items()}
             simulated = {t: v[0.99] for t, v in sq.items()}
             own = sv.predict_tier_p99(table, server, residuals_own, draws=draws, seed=repeat)
+            const = sv.predict_tier_p99(table, sv.simulate_server_ms(run, fleet_cal), residuals_const, draws=draws,
+                                        seed=repeat)
             plain = run.plan.get("simulated", {}).get("by_tier", {})
-            slot = by_shape.setdefault((shape, role), {"m": {}, "s": {}, "u": {}, "o": {}, "load": [], "rq": [],
-                                                       "mq": {}, "sq": {}})
+            slot = by_shape.setdefault((shape, role), {"m": {}, "s": {}, "u": {}, "o": {}, "c": {}, "load": [],
+                                                       "rq": [], "mq": {}, "sq": {}})
             for tier in mq:
                 for q in (0.5, 0.95):
                     slot["mq"].setdefault((tier, q), []).append(mq[tier][q])
@@ -260,6 +285,7 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
                 slot["m"].setdefault(tier, []).append(v)
                 slot["s"].setdefault(tier, []).append(simulated.get(tier, math.nan))
                 slot["o"].setdefault(tier, []).append(own.get(tier, math.nan))
+                slot["c"].setdefault(tier, []).append(const.get(tier, math.nan))
                 if tier in plain:
                     slot["u"].setdefault(tier, []).append(plain[tier]["p99_ms"])
         for (shape, role), slot in by_shape.items():
@@ -273,10 +299,11 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
                     p[f"measured_{k}_ms"], p[f"simulated_{k}_ms"] = mm, ss
                     p[f"{k}_gap_pct"] = (round(100.0 * (ss - mm) / mm, 1) if mm and math.isfinite(mm)
                                          and math.isfinite(ss) else None)
-                own = sv.spread(slot["o"][tier])["median"]
-                p["own_load_only_simulated_p99_ms"] = own
-                p["own_load_only_gap_pct"] = (round(100.0 * (own - p["measured_p99_ms"]) / p["measured_p99_ms"], 1)
-                                              if p["measured_p99_ms"] and math.isfinite(own) else None)
+                for slot_key, variant in (("o", "own_load_only"), ("c", "constant_service")):
+                    v = sv.spread(slot[slot_key][tier])["median"]
+                    p[f"{variant}_simulated_p99_ms"] = v
+                    p[f"{variant}_gap_pct"] = (round(100.0 * (v - p["measured_p99_ms"]) / p["measured_p99_ms"], 1)
+                                               if p["measured_p99_ms"] and math.isfinite(v) else None)
                 pairs.append(p)
     return pairs, calibrations
 
@@ -421,23 +448,27 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
               "measured = median of the repeats' p99 (nearest rank, successful requests), spread = min-max over repeats "
               "and (max-min)/median; simulated = `router_lib.simulator` replaying the run's own arrivals and published "
               "weights, with service times and the overhead outside the pools learned from the calibration runs only "
-              "(`benchmarks/platform/sim_validation.py`), each request's overhead drawn from the calibration residuals of its "
+              "(`benchmarks/platform/sim_validation.py`): each (pool, model)'s service time a line in the requests/s the "
+              "load generator sent around that moment, fitted on the calibration runs' Triton counters per 2 s window, "
+              "and each request's overhead drawn from the calibration residuals of its "
               "class whose simulated server latency was nearest its own (the replay's queueing and the real overhead are "
-              "not independent); "
+              "not independent); constant service time = the same with one measured service time per (pool, model) over "
+              "the calibration runs (the model before this one); "
               "own load only = the same, the overhead conditioned on the requests sent around each request instead "
               "(no machine measurement: what a pure prediction can do on a machine shared with others); uncalibrated = the simulator with the accelerator profiles, "
               "policy in the loop and a fixed 0.5 ms hop (what the previous benchmark compared).", "",
               "| run | tier | role | measured p99 ms (median) | spread min-max | spread % | simulated p99 ms | gap | "
-              "within 15% | sim, own load only | gap | uncalibrated sim p99 ms | gap | p50 meas / sim ms | "
-              "p95 meas / sim ms | runnable threads per core | load avg per repeat |",
-              "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
+              "within 15% | sim, constant service time | gap | sim, own load only | gap | uncalibrated sim p99 ms | gap | "
+              "p50 meas / sim ms | p95 meas / sim ms | runnable threads per core | load avg per repeat |",
+              "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for p in result["pairs"]:
         m = p["measured_spread"]
         la = " ".join("/".join(f"{x:.1f}" for x in pair) for pair in p["load_average_per_repeat"])
         lines.append(
             f"| {p['run']} | {p['tier']} | {p['role']} | {_fmt(p['measured_p99_ms'])} | {_fmt(m['min'])}-{_fmt(m['max'])} "
             f"| {_fmt(m['range_pct'], 0)}% | {_fmt(p['simulated_p99_ms'])} | {_fmt(p['gap_pct'], 0)}% | "
-            f"{'yes' if p['within_target'] else '**no**'} | {_fmt(p.get('own_load_only_simulated_p99_ms'))} | "
+            f"{'yes' if p['within_target'] else '**no**'} | {_fmt(p.get('constant_service_simulated_p99_ms'))} | "
+            f"{_fmt(p.get('constant_service_gap_pct'), 0)}% | {_fmt(p.get('own_load_only_simulated_p99_ms'))} | "
             f"{_fmt(p.get('own_load_only_gap_pct'), 0)}% | {_fmt(p.get('uncalibrated_simulated_p99_ms'))} | "
             f"{_fmt(p.get('uncalibrated_gap_pct'), 0)}% | "
             f"{_fmt(p.get('measured_p50_ms'))} / {_fmt(p.get('simulated_p50_ms'))} | "
@@ -452,7 +483,14 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
                        f"{x['mean_batch']} (profile {x['profile_ms_at_batch']} ms, x{x['ratio']})" for x in c["service_times"])
         rc = "; ".join(f"{k}: p50 {x['p50_ms']} / p99 {x['p99_ms']} ms ({x['samples']})"
                        for k, x in c["residual_classes"].items())
-        lines += [f"- **{name}** ({c['calibration_runs']} calibration runs). Service times under load: {st}.",
+        cv = "; ".join(f"{x['pool']}/{x['model']} x{x['ratio_at_min_load']} at {x['load_rps_range'][0]} req/s to "
+                       f"x{x['ratio_at_max_load']} at {x['load_rps_range'][1]} req/s ({x['windows']} windows)"
+                       for x in c.get("service_curves", []))
+        lines += [f"- **{name}** ({c['calibration_runs']} calibration runs). Service times under load, mean over the "
+                  f"calibration runs: {st}."]
+        if cv:
+            lines += [f"  Service time over the profile's, as a line in the load generator's requests/s: {cv}."]
+        lines += [
                   f"  Overhead outside the pools (measured - simulated server time; p50 / p99, samples): {rc}."]
     sz = result["sizing"]
     lines += ["", "## Cost: the router vs planner-sized single-kind fleets (same load, validation seed)", "",
@@ -510,6 +548,11 @@ LIMITS = (
     "own measured sends.",
     "Routing is replayed from the weights the control plane published each second, so the validation tests the "
     "latency model (queues, service times under load, overhead), not the policy's choices.",
+    "Service times depend on the machine's load (the pools, Envoy and the load generator share two cores): each "
+    "(pool, model)'s time per execution is measured from Triton's counters, sampled once a second during the "
+    "calibration runs, per 2 s window, and fitted as a line in the requests/s the load generator sent (its own "
+    "load: known from the workload alone), clamped to the loads it was fitted on. Other sessions' work on the "
+    "machine is not in it.",
     "The overhead outside the pools (locust's Python client, Envoy, contention from other work on the machine) is "
     "learned per configuration and request class as a function of each request's simulated server latency (it "
     "was conditioned on the machine's runnable threads per core until 2026-11-30: on the same recorded runs that "
@@ -609,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     progress.say("analysing: calibrating the simulator per configuration and predicting every run")
     runs = {k: load_run(f) for k, f in folders.items()}
     cpu = {k: load_cpu_samples(f) for k, f in folders.items()}
-    pairs, calibrations = validate_simulator(config_fleets, runs, cpu, args.draws)
+    series = {k: load_triton_series(f) for k, f in folders.items()}
+    pairs, calibrations = validate_simulator(config_fleets, runs, cpu, args.draws, series)
     verdict = sv.verdict(pairs)
     reports = {k: build_report(r) for k, r in runs.items()}
     summaries: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -153,14 +153,137 @@ def scaled_fleet(fleet: Any, scales: Mapping[tuple[str, str], ServiceScale]) -> 
     return replace(fleet, profiles=profiles)
 
 
-def simulate_server_ms(run: RunData, fleet: Any, seed: int = 1) -> np.ndarray:
+SERIES_WINDOW_S = 2.0  # service time per execution measured over windows of at least this long
+Series = Sequence[tuple[float, Mapping[str, Mapping[str, Mapping[str, float]]]]]  # (t_unix_s, pool -> model -> counter)
+
+
+def run_load_rps(run: RunData, times_unix_s: np.ndarray, window_s: float = LOAD_WINDOW_S) -> np.ndarray:
+    """Requests per second the load generator sent within +-window/2 of each time: the machine's own
+    load, known from the workload alone (no measurement of the machine needed to predict with it)."""
+    sends = np.sort(np.array([r.t_unix_s for r in run.records], dtype=float))
+    t = np.asarray(times_unix_s, dtype=float)
+    lo = np.searchsorted(sends, t - window_s / 2, side="left")
+    hi = np.searchsorted(sends, t + window_s / 2, side="right")
+    return (hi - lo) / window_s
+
+
+@dataclass(frozen=True)
+class ServicePoint:
+    """One window of one (pool, model): its measured service time over the profile's, and the load."""
+
+    pool: str
+    model: str
+    load_rps: float
+    ratio: float
+    executions: float
+
+
+def service_points(fleet: Any, run: RunData, series: Series, window_s: float = SERIES_WINDOW_S) -> list[ServicePoint]:
+    """Per window of ``series`` (Triton counters sampled during ``run``) and (pool, model) of ``fleet``
+    that executed in it: measured / profile service time at the window's mean batch, with the
+    requests/s the load generator sent in that window.  A window where a counter went down (a
+    replica restarted) is skipped."""
+    pts: list[ServicePoint] = []
+    samples = sorted(series, key=lambda x: x[0])
+    sends = np.sort(np.array([r.t_unix_s for r in run.records], dtype=float))
+    i = 0
+    while i < len(samples) - 1:
+        j = i + 1
+        while j < len(samples) and samples[j][0] - samples[i][0] < window_s:
+            j += 1
+        if j >= len(samples):
+            break
+        (t0, before), (t1, after) = samples[i], samples[j]
+        load = float(np.searchsorted(sends, t1) - np.searchsorted(sends, t0)) / (t1 - t0)
+        for pool in fleet.pools:
+            for model in pool.models:
+                prof = fleet.profiles.get((model, pool.accelerator))
+                delta = {m: {k: v - before.get(pool.name, {}).get(m, {}).get(k, 0.0) for k, v in c.items()}
+                         for m, c in after.get(pool.name, {}).items()}
+                if prof is None or any(v < 0 for c in delta.values() for v in c.values()):
+                    continue
+                measured = measured_service_ms({pool.name: delta}, pool.name, model)
+                if measured is None:
+                    continue
+                batch, ms = measured
+                execs = max((c.get("nv_inference_exec_count", 0.0) for m, c in delta.items()
+                             if m == model or m.startswith(model + "_")), default=0.0)
+                b = min(prof.max_batch_size, max(1, round(batch)))
+                pts.append(ServicePoint(pool.name, model, load, ms / prof.latency_ms(b), execs))
+        i = j
+    return pts
+
+
+@dataclass(frozen=True)
+class ServiceCurve:
+    """Measured / profile service time of one (pool, model) as a line in the machine's own load
+    (requests/s sent), fitted over the calibration runs' windows weighted by executions; used only
+    within the loads it was fitted on (clamped at their ends)."""
+
+    pool: str
+    model: str
+    intercept: float
+    slope: float
+    load_min: float
+    load_max: float
+    points: int
+    executions: float
+
+    def ratio(self, load_rps: float) -> float:
+        x = min(self.load_max, max(self.load_min, load_rps))
+        return max(0.05, self.intercept + self.slope * x)
+
+    @staticmethod
+    def fit(points: Sequence[ServicePoint]) -> ServiceCurve:
+        if not points:
+            raise ValueError("a service curve needs at least one measured window")
+        x = np.array([p.load_rps for p in points])
+        y = np.array([p.ratio for p in points])
+        w = np.array([max(p.executions, 1e-9) for p in points])
+        if len(points) >= 3 and np.ptp(x) > 0:
+            slope, intercept = np.polyfit(x, y, 1, w=np.sqrt(w))
+        else:  # one load level: the weighted mean, flat
+            slope, intercept = 0.0, float(np.average(y, weights=w))
+        return ServiceCurve(points[0].pool, points[0].model, float(intercept), float(slope), float(x.min()),
+                            float(x.max()), len(points), float(w.sum()))
+
+
+def service_curves(fleet: Any, runs: Sequence[tuple[RunData, Series]],
+                   window_s: float = SERIES_WINDOW_S) -> dict[tuple[str, str], ServiceCurve]:
+    """Per (pool, model) of ``fleet``: the curve over every window of the calibration ``runs``."""
+    by_key: dict[tuple[str, str], list[ServicePoint]] = {}
+    for run, series in runs:
+        for p in service_points(fleet, run, series, window_s):
+            by_key.setdefault((p.pool, p.model), []).append(p)
+    return {k: ServiceCurve.fit(v) for k, v in by_key.items()}
+
+
+def load_scale(run: RunData, curves: Mapping[tuple[str, str], ServiceCurve]) -> Any:
+    """The simulator's ``service_scale`` for replaying ``run``: each (pool, model)'s curve at the
+    requests/s the run sent around each moment (per 0.1 s step of the run); 1 where no curve."""
+    steps = np.arange(0.0, max(run.duration_s, 0.1) + 0.1, 0.1)
+    loads = run_load_rps(run, run.started_unix_s + steps)
+
+    def scale(pool: str, model: str, t_s: float) -> float:
+        curve = curves.get((pool, model))
+        if curve is None:
+            return 1.0
+        return curve.ratio(float(loads[min(len(loads) - 1, max(0, int(t_s * 10)))]))
+
+    return scale
+
+
+def simulate_server_ms(run: RunData, fleet: Any, seed: int = 1,
+                       curves: Mapping[tuple[str, str], ServiceCurve] | None = None) -> np.ndarray:
     """Per request of ``run``: the simulator's latency inside the pools (queue + execution), with
-    the run's arrivals and its recorded weights; no overhead outside the pools."""
+    the run's arrivals and its recorded weights; no overhead outside the pools.  With ``curves``,
+    ``fleet``'s profiles are scaled by them at the run's own load at each moment."""
     from router_lib.simulator import SimSettings, simulate
 
     trace, owner = request_trace(run)
     result = simulate(fleet, trace, SimSettings(seed=seed, network_overhead_ms=0.0,
-                                                service_distribution="deterministic"),
+                                                service_distribution="deterministic",
+                                                service_scale=load_scale(run, curves) if curves else None),
                       decide_fn=replay_decide(run))
     per_request = np.zeros(len(run.records))
     np.maximum.at(per_request, owner, result.item_latency_ms)

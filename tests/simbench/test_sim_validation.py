@@ -187,3 +187,69 @@ def test_the_stairs_calibration_shape_climbs_through_the_other_shapes_levels(t: 
 
 def test_the_stairs_shape_ends_with_the_run() -> None:
     assert Schedule("stairs", 100.0).multiplier(100.0) is None
+
+
+def counters(execs: float, items: float, ms_per_exec: float) -> dict:
+    return {"nv_inference_exec_count": execs, "nv_inference_count": items,
+            "nv_inference_compute_infer_duration_us": execs * ms_per_exec * 1000.0}
+
+
+def cumulative_series(windows: list[tuple[float, float, float]], *, model: str = "m") -> list:
+    """(t_s, executions, ms per execution) per 2 s window -> cumulative counter samples, as recorded."""
+    out, execs, us = [(T0, {"cpu": {model: counters(0, 0, 0)}})], 0.0, 0.0
+    for t, n, ms in windows:
+        execs, us = execs + n, us + n * ms * 1000.0
+        out.append((T0 + t, {"cpu": {model: {"nv_inference_exec_count": execs, "nv_inference_count": execs,
+                                             "nv_inference_compute_infer_duration_us": us}}}))
+    return out
+
+
+def test_service_points_measure_each_window_against_the_profile_with_the_load_sent_in_it() -> None:
+    # 10 req/s for 2 s then 40 req/s for 2 s; the execution took 2 ms then 5 ms (profile 1 ms).
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 1.0})])
+    records = [rec(i / 10, 1.0) for i in range(20)] + [rec(2.0 + i / 40, 1.0) for i in range(80)]
+    run = run_of(records, duration_s=4.0)
+    pts = sv.service_points(f, run, cumulative_series([(2.0, 20, 2.0), (4.0, 80, 5.0)]))
+    assert [(p.load_rps, round(p.ratio, 6), p.executions) for p in pts] == [(10.0, 2.0, 20.0), (40.0, 5.0, 80.0)]
+
+
+def test_a_window_where_a_counter_went_down_is_skipped() -> None:
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 1.0})])
+    series = cumulative_series([(2.0, 20, 2.0)]) + [(T0 + 4.0, {"cpu": {"m": counters(3, 3, 1.0)}})]
+    pts = sv.service_points(f, run_of([rec(0.1, 1.0)], duration_s=4.0), series)
+    assert len(pts) == 1  # the restart window (counters reset to 3) is not a point
+
+
+def test_a_service_curve_recovers_a_linear_slowdown_with_load_and_clamps_outside_its_loads() -> None:
+    # Known curve: ratio = 1 + 0.1 x load, measured at 5 loads with noise-free windows.
+    pts = [sv.ServicePoint("cpu", "m", x, 1.0 + 0.1 * x, 50.0) for x in (5.0, 10.0, 20.0, 30.0, 40.0)]
+    curve = sv.ServiceCurve.fit(pts)
+    assert curve.slope == pytest.approx(0.1)
+    assert curve.intercept == pytest.approx(1.0)
+    assert curve.ratio(25.0) == pytest.approx(3.5)
+    assert curve.ratio(100.0) == pytest.approx(5.0)  # clamped at the highest load fitted (40)
+    assert curve.ratio(0.0) == pytest.approx(1.5)  # ... and the lowest (5)
+
+
+def test_a_service_curve_weights_windows_by_their_executions_and_is_flat_with_one_load() -> None:
+    pts = [sv.ServicePoint("cpu", "m", 10.0, 2.0, 90.0), sv.ServicePoint("cpu", "m", 10.0, 4.0, 10.0)]
+    curve = sv.ServiceCurve.fit(pts)
+    assert curve.slope == 0.0
+    assert curve.ratio(10.0) == pytest.approx(2.2)
+    with pytest.raises(ValueError, match="at least one"):
+        sv.ServiceCurve.fit([])
+
+
+def test_the_replay_runs_slower_where_the_run_sent_more_with_a_load_curve() -> None:
+    # Profile 10 ms; the curve says x1 at 1 req/s and x3 at 21 req/s.  A lone request in a quiet
+    # second takes 10 ms; one amid 20 others sent within 1 s (45 ms apart: none queue) is at
+    # 21 requests / 2 s window = 10.5 req/s: x1.95.
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 10.0}, max_batch=1)])
+    curve = sv.ServiceCurve("cpu", "m", intercept=0.9, slope=0.1, load_min=1.0, load_max=21.0, points=2,
+                            executions=2.0)
+    busy = [rec(10.0 + i * 0.045, 1.0) for i in range(21)]
+    run = run_of([rec(1.0, 1.0), *busy], duration_s=12.0, weights={("m", "gold"): {"cpu": 100}})
+    server = sv.simulate_server_ms(run, f, curves={("cpu", "m"): curve})
+    assert server[0] == pytest.approx(10.0 * curve.ratio(0.5))  # 1 request within +-1 s: 0.5 req/s, clamped to 1
+    assert server[11] == pytest.approx(19.5)  # mid-burst: 21 requests within +-1 s
+    assert sv.simulate_server_ms(run, f).tolist()[0] == pytest.approx(10.0)  # no curve: the profile

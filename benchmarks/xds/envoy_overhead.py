@@ -303,9 +303,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="the cluster's topology on one machine: every Envoy on this CPU alone, Triton and the "
                              "client on the others (direct and via Envoy alike), so Envoy's CPU is not taken from "
                              "Triton; default: every process on every CPU")
+    parser.add_argument("--client-core", type=int, default=None, metavar="CPU",
+                        help="with --envoy-core: the client on this CPU (e.g. Envoy's), Triton on the others, so "
+                             "the direct path crosses cores as the Envoy path does (in the cluster both cross the "
+                             "network); default: the client with Triton")
     parser.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.client_core is not None and args.envoy_core is None:
+        parser.error("--client-core needs --envoy-core (without it every process runs on every CPU)")
     models = [m for m in args.models.split(",") if m]
     workdir = Path(tempfile.mkdtemp(prefix="envoy-overhead-"))
     started = time.time()
@@ -344,9 +350,15 @@ def main(argv: list[str] | None = None) -> None:
             cpus = set(range(os.cpu_count() or 1))
             if args.envoy_core not in cpus or len(cpus) < 2:
                 raise SystemExit(f"--envoy-core {args.envoy_core}: needs one of CPUs {sorted(cpus)} and at least one more")
+            client = {args.client_core} if args.client_core is not None else cpus - {args.envoy_core}
+            triton = cpus - {args.envoy_core} - ({args.client_core} if args.client_core is not None else set())
+            if not client <= cpus or not triton:
+                raise SystemExit(f"--client-core {args.client_core}: needs one of CPUs {sorted(cpus)} and one left "
+                                 "for Triton besides Envoy's and the client's")
             pin([e.envoy.pid or 0 for e in envoys], {args.envoy_core})
-            pin([*process_tree(replica.pid), os.getpid()], cpus - {args.envoy_core})
-            progress(f"Envoy pinned to CPU {args.envoy_core}; Triton and the client to {sorted(cpus - {args.envoy_core})}")
+            pin(process_tree(replica.pid), triton)
+            pin([os.getpid()], client)
+            progress(f"Envoy pinned to CPU {args.envoy_core}, Triton to {sorted(triton)}, the client to {sorted(client)}")
         by_model = {}
         for model in models:
             by_model[f"{model} x{args.connections}"] = measure_model(
@@ -378,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
                            if getattr(args, f"no_{p}")) + f" --tier-timeouts {args.tier_timeouts:g}"
                    + (" --admission" if args.admission else "") + (f" --nice {args.nice}" if args.nice else "")
                    + (f" --envoy-core {args.envoy_core}" if args.envoy_core is not None else "")
+                   + (f" --client-core {args.client_core}" if args.client_core is not None else "")
                    + (f" --only '{args.only}'" if args.only else "") + (f" --out {args.out}" if args.out != RESULTS else ""),
         "shipped_grpc_chain": chain,
         "variants": [{"name": v.name, "concurrency": v.concurrency, "without_filters": sorted(v.without_filters),
@@ -387,6 +400,7 @@ def main(argv: list[str] | None = None) -> None:
                       "note": v.note} for v in variants],
         "seconds_per_phase": args.seconds, "repeats": args.repeats, "connections": args.connections, "tier": args.tier,
         "nice": args.nice, "shipped_parts": list(chain_parts), "envoy_core": args.envoy_core,
+        "client_core": args.client_core,
         "upstream_connections": reuse,
         "models": by_model,
     }

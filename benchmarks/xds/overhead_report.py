@@ -75,7 +75,8 @@ def build_summary(raw: dict[str, Any]) -> dict[str, Any]:
                                                           "p50_ms", "p99_ms", "req_per_s")} for p in s},
         }
     return {k: raw[k] for k in ("benchmark", "date_utc", "machine", "command", "shipped_grpc_chain",
-                                "seconds_per_phase", "repeats", "connections")} | {"envoy_core": raw.get("envoy_core")} | {
+                                "seconds_per_phase", "repeats", "connections")} | {"envoy_core": raw.get("envoy_core"),
+                                                               "client_core": raw.get("client_core")} | {
         "load_average_1m": _stat([p["load_average_1m"] for d in raw["models"].values() for p in d["phases"]], 2),
         "models": models,
     }
@@ -86,6 +87,22 @@ def _fmt(s: dict[str, float], digits: int = 2, sign: bool = False) -> str:
     return f"{f.format(s['median'])} ({f.format(s['min'])} .. {f.format(s['max'])})"
 
 
+def topology(raw: dict[str, Any]) -> str:
+    """Where the processes ran, in words (``--envoy-core`` / ``--client-core``)."""
+    if raw.get("envoy_core") is None:
+        return "the client, Envoy and Triton share these 2 cores"
+    if raw.get("client_core") is None:
+        return (f"every Envoy pinned to CPU {raw['envoy_core']} alone, Triton and the client to the other CPU, on the "
+                "direct path and through Envoy alike (the cluster's topology: the gateway Envoy runs in pods of its "
+                "own, so its CPU is not taken from Triton's; what this does not show is the network hop between nodes)")
+    return (f"every Envoy pinned to CPU {raw['envoy_core']}, the client to CPU {raw['client_core']}, Triton alone on the "
+            "other CPU, on the direct path and through Envoy alike: Triton's core is its own as a Triton node's is, "
+            "and a request crosses between cores on the direct path as it does through Envoy (in the cluster both "
+            "cross the network; with the client beside Triton, the direct path alone skips every cross-core wake-up). "
+            "Envoy's CPU is taken from the client's, not Triton's; what this does not show is the network hop between "
+            "nodes")
+
+
 def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> str:
     lines = [
         "# Envoy overhead on the data path (issue 16, item 7)",
@@ -94,10 +111,7 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> s
         "## How it was measured",
         "",
         f"Measured {raw['date_utc']} on {raw['machine']}: "
-        + ("the client, Envoy and Triton share these 2 cores" if raw.get("envoy_core") is None else
-           f"every Envoy pinned to CPU {raw['envoy_core']} alone, Triton and the client to the other CPU, on the direct "
-           "path and through Envoy alike (the cluster's topology: the gateway Envoy runs in pods of its own, so its "
-           "CPU is not taken from Triton's; what this does not show is the network hop between nodes)")
+        + topology(raw)
         + ", and other sessions may run tests and benchmarks on the same machine "
         f"(1-minute load average {_fmt(summary['load_average_1m'])} over the phases). Figures are the median "
         "over repeats, with the min .. max over repeats in brackets; each repeat compares its own phases."
@@ -119,7 +133,8 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> s
         f"one request in flight each, `x-sla-tier: {raw.get('tier', 'gold')}`. The request is serialised once and sent as raw bytes "
         "through grpcio's C core: no protobuf or numpy work per request in Python. It is still a Python "
         "client (no C-speed KServe load generator installs from PyPI here) and it competes "
-        + ("with Envoy for the two cores" if raw.get("envoy_core") is None else "with Triton for their core")
+        + ("with Envoy for the two cores" if raw.get("envoy_core") is None else
+           "with Triton for their core" if raw.get("client_core") is None else "with Envoy for their core")
         + ": its CPU per request is in the tables.",
         "",
         "## Envoy vs direct",

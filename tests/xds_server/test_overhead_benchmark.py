@@ -18,7 +18,7 @@ from benchmarks.xds.envoy_variants import (
     one_at_a_time,
 )
 from benchmarks.xds.grpc_loadgen import ClosedLoop, model_infer_request
-from benchmarks.xds.overhead_report import build_summary, part_costs
+from benchmarks.xds.overhead_report import build_summary, part_costs, topology
 from xds_server import build_snapshot, protos
 from xds_server.bootstrap import envoy_bootstrap
 from xds_server.examples import three_pools, tiered_routes
@@ -127,6 +127,22 @@ def test_the_summary_judges_the_targets_on_the_shipped_medians():
     assert summary["targets"]["added_p50_met"] is True
     assert summary["targets"]["throughput_met"] is False
     assert summary["cpu_bound_ceiling_x_direct"] == 0.75  # (200 + 100) / (200 + 100 + 100)
+
+
+@pytest.mark.parametrize(("cores", "says"), [
+    ({}, "share these 2 cores"),
+    ({"envoy_core": 1}, "Triton and the client to the other CPU"),
+    ({"envoy_core": 1, "client_core": 1}, "the client to CPU 1, Triton alone"),
+])
+def test_the_report_says_where_each_process_ran(cores, says):
+    assert says in topology(cores)
+
+
+def test_the_client_core_needs_the_envoy_core():
+    from benchmarks.xds.envoy_overhead import main
+
+    with pytest.raises(SystemExit):
+        main(["--client-core", "1"])
 
 
 @pytest.mark.integration

@@ -1,8 +1,8 @@
 """Record one load run against a running ``LocalPlatform`` into a run folder (``run_data``).
 
 Glue at the edge: warm each replica, sample the control server's ``/status`` once a second in
-a thread while locust runs as a subprocess, read Triton's emulation counters before and after,
-then write ``run.json`` and ``plan.json``.  Everything after that is pure (``analysis``).
+a thread while locust runs as a subprocess, read Triton's emulation counters and statistics
+extension before and after (``triton_stats.json``), then write ``run.json`` and ``plan.json``.  Everything after that is pure (``analysis``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from reporting.run_data import (
     REQUESTS,
     RUN,
     STATUS,
-    TRITON_SERIES,
+    TRITON_STATS,
     PoolInfo,
     RunData,
     TierInfo,
@@ -76,12 +76,8 @@ def parse_triton_counters(text: str) -> dict[str, dict[str, float]]:
     return {m: dict(c) for m, c in out.items()}
 
 
-def scrape_counters(status: dict[str, Any], *, strict: bool = False,
-                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
-    """(emulation counters per pool, Triton counters per pool and Triton model), summed over replicas.
-
-    A replica that does not answer is left out with a warning, or raises (OSError) if ``strict``:
-    a series of sums must not drop a replica for one sample."""
+def scrape_counters(status: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
+    """(emulation counters per pool, Triton counters per pool and Triton model), summed over replicas."""
     emulation: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     triton: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     for pool in status.get("pools", []):
@@ -89,8 +85,6 @@ def scrape_counters(status: dict[str, Any], *, strict: bool = False,
             try:
                 text = _get(f"http://127.0.0.1:{rep['metrics_port']}/metrics").decode()
             except OSError as e:
-                if strict:
-                    raise
                 log.warning("could not scrape %s replica %s: %s", pool["name"], rep.get("index"), e)
                 continue
             for p, counters in parse_emulation_counters(text).items():
@@ -170,13 +164,21 @@ def status_sampler(admin_url: str, path: Path, interval_s: float = 1.0) -> Jsonl
                         interval_s, name="status-sampler")
 
 
-def triton_sampler(status: dict[str, Any], path: Path, interval_s: float = 1.0) -> JsonlSampler:
-    """Every replica's cumulative Triton counters (summed per pool and Triton model), every
-    ``interval_s``, into ``triton.jsonl`` as ``{"t_unix_s": .., "pools": {pool: {model: {counter: value}}}}``:
-    service time per execution over any window of the run is the difference of two lines
-    (``reporting.calibrated.measured_service_ms``)."""
-    return JsonlSampler(path, lambda: {"t_unix_s": round(time.time(), 3), "pools": scrape_counters(status, strict=True)[1]},
-                        interval_s, name="triton-sampler")
+def read_triton_stats(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every replica's Triton statistics extension document (``GET /v2/models/stats``: per model
+    and batch size the executions and their compute ns, cumulative) as ``{pool: {replica index:
+    document}}``, kept as Triton wrote it (``router_lib.calibration_stats.parse_model_stats`` reads
+    it).  A replica that does not answer is left out with a warning."""
+    out: dict[str, dict[str, Any]] = {}
+    for pool in status.get("pools", []):
+        for rep in pool.get("replicas", []):
+            try:
+                doc = json.loads(_get(f"http://127.0.0.1:{rep['http_port']}/v2/models/stats"))
+            except (OSError, ValueError) as e:
+                log.warning("could not read the statistics of %s replica %s: %s", pool["name"], rep.get("index"), e)
+                continue
+            out.setdefault(pool["name"], {})[str(rep.get("index", rep["http_port"]))] = doc
+    return out
 
 
 def pools_and_tiers(fleet: Any) -> tuple[tuple[PoolInfo, ...], tuple[TierInfo, ...]]:
@@ -190,7 +192,7 @@ def record_run(platform: Any, out: Path, *, label: str, shape: str, duration_s: 
                base_users: int = 12, simulate: bool = True, notes: tuple[str, ...] = ()) -> RunData:
     """Run the mixed-tier locust workload against ``platform`` and record it in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in (REQUESTS, STATUS, RUN, PLAN, TRITON_SERIES):
+    for name in (REQUESTS, STATUS, RUN, PLAN, TRITON_STATS):
         (out / name).unlink(missing_ok=True)
     status = platform.status()
     warm_up(status)
@@ -198,18 +200,19 @@ def record_run(platform: Any, out: Path, *, label: str, shape: str, duration_s: 
     d = platform.describe()
     spec = LocustRun(d["http_endpoint"], d["grpc_endpoint"], shape=shape, duration_s=duration_s, seed=seed,
                      base_users=base_users)
-    samplers = (status_sampler(platform.admin_url, out / STATUS), triton_sampler(status, out / TRITON_SERIES))
+    sampler = status_sampler(platform.admin_url, out / STATUS)
+    stats_before = read_triton_stats(status)
     load_start = os.getloadavg()[0]
     started = time.time()
-    for sampler in samplers:
-        sampler.start()
+    sampler.start()
     try:
         proc = run_locust(spec, out, out / REQUESTS)
     finally:
         ended = time.time()
-        for sampler in samplers:
-            sampler.stop()
+        sampler.stop()
     after, triton_after = scrape_counters(platform.status())
+    (out / TRITON_STATS).write_text(json.dumps({"before": stats_before, "after": read_triton_stats(status)},
+                                               separators=(",", ":")) + "\n")
     if proc.returncode != 0:
         raise RuntimeError(f"locust exited with {proc.returncode}; see {out / 'locust.log'}")
     schedule = replace(schedule_from_env(shape), duration_s=duration_s)  # what the locust subprocess ran

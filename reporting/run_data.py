@@ -26,7 +26,7 @@ REQUESTS = "requests.jsonl"
 STATUS = "status.jsonl"
 RUN = "run.json"
 PLAN = "plan.json"
-TRITON_SERIES = "triton.jsonl"  # cumulative Triton counters per pool and model, once a second
+TRITON_STATS = "triton_stats.json"  # Triton statistics extension per replica, before and after the run
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ policy's formulas, so the benchmark can show where those formulas are wrong):
   modelled: they act only under overload, where the simulator's answer is "it does not fit".
 * An execution of ``b`` requests takes ``profile.latency_ms(b) x m`` where the multiplier ``m``
   is log-normal with median 1 and p99 = ``p99_over_p50`` (``deterministic`` and ``exponential``
-  exist for validation against M/D/1 and M/M/c closed forms), times ``SimSettings.service_scale``
-  where one is given (a service time that depends on when the execution starts).
+  exist for validation against M/D/1 and M/M/c closed forms).
 * Within a pool, a request goes to the replica with the fewest outstanding requests for its model
   (Envoy's least-request).  Across pools, it follows the weights of the latest decision.
 * Every ``tick_s`` the simulator builds :class:`FleetMetrics` (queue depth now, rates and p99 over
@@ -59,10 +58,6 @@ class SimSettings:
     service_distribution: str = "lognormal"
     policy: PolicySettings = field(default_factory=PolicySettings)
     seed: int = 1
-    # Optional multiplier of every execution's time: (pool, model, start time s) -> factor.  For a
-    # service time that depends on what else runs at that moment (the platform benchmark learns it
-    # as a function of the machine's load); None: the profiles as they are.
-    service_scale: Callable[[str, str, float], float] | None = None
 
     def __post_init__(self) -> None:
         if self.service_distribution not in DISTRIBUTIONS:
@@ -177,7 +172,6 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
     busy_share = np.zeros(n)
     dist = settings.service_distribution
     overhead = settings.network_overhead_ms
-    scale_fn = settings.service_scale
     normals = rng.standard_normal(max(1024, n)).tolist()
     expo = rng.exponential(1.0, max(1024, n)).tolist() if dist == "exponential" else []
     draw = [0]
@@ -203,8 +197,6 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
         b = len(batch)
         server.free[r] -= 1
         service_ms = server.latency[b] * multiplier(server)
-        if scale_fn is not None:
-            service_ms *= scale_fn(pool_names[server.pool], models[server.model], now)
         for req in batch:
             wait[req] = (now - t_list[req]) * 1000.0
         seq[0] += 1

@@ -44,7 +44,7 @@ from reporting.analysis import Report, build_report
 from reporting.page import render_markdown
 from reporting.plots import write_plots
 from reporting.recorder import JsonlSampler, record_run
-from reporting.run_data import TRITON_SERIES, RunData, load_run
+from reporting.run_data import TRITON_STATS, RunData, load_run
 
 log = logging.getLogger(__name__)
 OUT = ROOT / "benchmarks" / "results" / "platform"
@@ -97,22 +97,6 @@ def load_cpu_samples(folder: Path) -> list[tuple[float, float]]:
             t, n = json.loads(line)
             out.append((float(t), float(n)))
         except (ValueError, TypeError):
-            continue  # a line cut short when the run stopped
-    return out
-
-
-def load_triton_series(folder: Path) -> list[tuple[float, dict[str, Any]]]:
-    """``triton.jsonl`` of a run folder (``reporting.recorder.triton_sampler``): (t_unix_s, pool ->
-    model -> cumulative counter); empty for runs recorded before it existed."""
-    path = folder / TRITON_SERIES
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-            out.append((float(row["t_unix_s"]), row["pools"]))
-        except (ValueError, TypeError, KeyError):
             continue  # a line cut short when the run stopped
     return out
 
@@ -207,18 +191,20 @@ def summarise(report: Report) -> dict[str, Any]:
 
 def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str, str, int], RunData],
                        cpu: dict[tuple[str, str, str, int], list[tuple[float, float]]],
-                       draws: int, series: Mapping[tuple[str, str, str, int], sv.Series] | None = None,
+                       draws: int, stats: Mapping[tuple[str, str, str, int], sv.StatsDoc] | None = None,
                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Calibrate per configuration on its calibration runs; predict every run; the pairs.
 
-    Service times: a curve in the machine's own load per (pool, model) where every calibration run
-    recorded its Triton counters over time (``series``), else one measured ratio per (pool, model)
-    (the model before 2026-11-30, also reported beside it as "constant service time")."""
-    series = series or {}
+    Service times per batch size from Triton's statistics where every calibration run recorded
+    them (``stats``), else one measured factor per (pool, model) (``sv.service_scales``; both are
+    reported, the latter as "constant scale")."""
     from model_repository.definitions import load_models
     from router_lib.config import load_fleet
 
-    models = tuple(load_models())
+    stats = stats or {}
+    definitions = load_models()
+    models = tuple(definitions)
+    ensembles = {n: d.composing_models for n, d in definitions.items() if d.composing_models}
     pairs: list[dict[str, Any]] = []
     calibrations: dict[str, Any] = {}
     for name, path in config_fleets.items():
@@ -228,30 +214,25 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
         if not cal_runs:
             continue
         scales = sv.service_scales(fleet, cal_runs)
-        fleet_cal = sv.scaled_fleet(fleet, scales)
+        fleet_const = sv.scaled_fleet(fleet, scales)
         cal_keys = [k for k in sorted(mine) if k[2] == CALIBRATION]
-        curves = (sv.service_curves(fleet, [(runs[k], series[k]) for k in cal_keys])
-                  if all(series.get(k) for k in cal_keys) else {})
-
-        def server_ms(run: RunData, fleet: Any = fleet, curves: Any = curves, fleet_cal: Any = fleet_cal) -> Any:
-            return sv.simulate_server_ms(run, fleet, curves=curves) if curves else sv.simulate_server_ms(run, fleet_cal)
-
-        cal_samples = [(sv.RequestTable.of(runs[k], cpu.get(k, ())), server_ms(runs[k])) for k in cal_keys]
-        cal_const = [(t, sv.simulate_server_ms(runs[k], fleet_cal)) for k, (t, _s) in zip(cal_keys, cal_samples,
-                                                                                          strict=True)]
+        batch_times: list[sv.BatchTime] = []
+        fleet_cal = fleet_const
+        if all(stats.get(k) for k in cal_keys):
+            fleet_cal, batch_times = sv.batch_calibrated_fleet(fleet, [stats[k] for k in cal_keys], ensembles)
+        cal_tables = [sv.RequestTable.of(runs[k], cpu.get(k, ())) for k in cal_keys]
+        cal_samples = [(t, sv.simulate_server_ms(runs[k], fleet_cal)) for t, k in zip(cal_tables, cal_keys, strict=True)]
         residuals = sv.Residuals.fit(cal_samples, RESIDUAL_FEATURE)
         residuals_own = sv.Residuals.fit(cal_samples, "load_rps")
-        residuals_const = sv.Residuals.fit(cal_const, RESIDUAL_FEATURE)
+        residuals_const = sv.Residuals.fit([(t, sv.simulate_server_ms(runs[k], fleet_const))
+                                            for t, k in zip(cal_tables, cal_keys, strict=True)], RESIDUAL_FEATURE)
         calibrations[name] = {
             "calibration_runs": len(cal_runs),
-            "service_model": "curve in the machine's own load" if curves else "one measured ratio per (pool, model)",
-            "service_curves": [{"pool": c.pool, "model": c.model, "ratio_intercept": round(c.intercept, 4),
-                                "ratio_per_rps": round(c.slope, 6), "load_rps_range": [round(c.load_min, 1),
-                                                                                      round(c.load_max, 1)],
-                                "ratio_at_min_load": round(c.ratio(c.load_min), 3),
-                                "ratio_at_max_load": round(c.ratio(c.load_max), 3),
-                                "windows": c.points, "executions": round(c.executions)}
-                               for c in curves.values()],
+            "service_model": ("per batch size from Triton's statistics (router_lib.calibration)" if batch_times
+                              else "one measured factor per (pool, model)"),
+            "batch_times": [{"pool": b.pool, "model": b.model, "batch_size": b.batch_size,
+                             "executions": round(b.executions), "measured_ms": round(b.measured_ms, 3),
+                             "profile_ms": round(b.profile_ms, 3)} for b in batch_times],
             "service_times": [{"pool": s.pool, "model": s.model, "mean_batch": s.mean_batch,
                                "measured_ms_per_execution": round(s.measured_ms, 3),
                                "profile_ms_at_batch": round(s.profile_ms, 3), "ratio": round(s.ratio, 2)}
@@ -265,12 +246,12 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
             _n, shape, role, repeat = key
             table = sv.RequestTable.of(run, cpu.get(key, ()))
             mq = sv.measured_tier_quantiles(table)
-            server = server_ms(run)
+            server = sv.simulate_server_ms(run, fleet_cal)
             sq = sv.predict_tier_quantiles(table, server, residuals, draws=draws, seed=repeat)
             measured = {t: v[0.99] for t, v in mq.items()}
             simulated = {t: v[0.99] for t, v in sq.items()}
             own = sv.predict_tier_p99(table, server, residuals_own, draws=draws, seed=repeat)
-            const = sv.predict_tier_p99(table, sv.simulate_server_ms(run, fleet_cal), residuals_const, draws=draws,
+            const = sv.predict_tier_p99(table, sv.simulate_server_ms(run, fleet_const), residuals_const, draws=draws,
                                         seed=repeat)
             plain = run.plan.get("simulated", {}).get("by_tier", {})
             slot = by_shape.setdefault((shape, role), {"m": {}, "s": {}, "u": {}, "o": {}, "c": {}, "load": [],
@@ -299,7 +280,7 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
                     p[f"measured_{k}_ms"], p[f"simulated_{k}_ms"] = mm, ss
                     p[f"{k}_gap_pct"] = (round(100.0 * (ss - mm) / mm, 1) if mm and math.isfinite(mm)
                                          and math.isfinite(ss) else None)
-                for slot_key, variant in (("o", "own_load_only"), ("c", "constant_service")):
+                for slot_key, variant in (("o", "own_load_only"), ("c", "constant_scale")):
                     v = sv.spread(slot[slot_key][tier])["median"]
                     p[f"{variant}_simulated_p99_ms"] = v
                     p[f"{variant}_gap_pct"] = (round(100.0 * (v - p["measured_p99_ms"]) / p["measured_p99_ms"], 1)
@@ -448,17 +429,17 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
               "measured = median of the repeats' p99 (nearest rank, successful requests), spread = min-max over repeats "
               "and (max-min)/median; simulated = `router_lib.simulator` replaying the run's own arrivals and published "
               "weights, with service times and the overhead outside the pools learned from the calibration runs only "
-              "(`benchmarks/platform/sim_validation.py`): each (pool, model)'s service time a line in the requests/s the "
-              "load generator sent around that moment, fitted on the calibration runs' Triton counters per 2 s window, "
-              "and each request's overhead drawn from the calibration residuals of its "
+              "(`benchmarks/platform/sim_validation.py`): service time per (pool, model, batch size) as Triton's statistics "
+              "measured it over the calibration runs (the platform's online calibration, `router_lib.calibration`), "
+              "each request's overhead drawn from the calibration residuals of its "
               "class whose simulated server latency was nearest its own (the replay's queueing and the real overhead are "
-              "not independent); constant service time = the same with one measured service time per (pool, model) over "
-              "the calibration runs (the model before this one); "
+              "not independent); constant scale = the same with each profile's curve scaled by one measured factor per "
+              "(pool, model) (the service model until 2026-11-30); "
               "own load only = the same, the overhead conditioned on the requests sent around each request instead "
               "(no machine measurement: what a pure prediction can do on a machine shared with others); uncalibrated = the simulator with the accelerator profiles, "
               "policy in the loop and a fixed 0.5 ms hop (what the previous benchmark compared).", "",
               "| run | tier | role | measured p99 ms (median) | spread min-max | spread % | simulated p99 ms | gap | "
-              "within 15% | sim, constant service time | gap | sim, own load only | gap | uncalibrated sim p99 ms | gap | "
+              "within 15% | sim, constant scale | gap | sim, own load only | gap | uncalibrated sim p99 ms | gap | "
               "p50 meas / sim ms | p95 meas / sim ms | runnable threads per core | load avg per repeat |",
               "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for p in result["pairs"]:
@@ -467,8 +448,8 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(
             f"| {p['run']} | {p['tier']} | {p['role']} | {_fmt(p['measured_p99_ms'])} | {_fmt(m['min'])}-{_fmt(m['max'])} "
             f"| {_fmt(m['range_pct'], 0)}% | {_fmt(p['simulated_p99_ms'])} | {_fmt(p['gap_pct'], 0)}% | "
-            f"{'yes' if p['within_target'] else '**no**'} | {_fmt(p.get('constant_service_simulated_p99_ms'))} | "
-            f"{_fmt(p.get('constant_service_gap_pct'), 0)}% | {_fmt(p.get('own_load_only_simulated_p99_ms'))} | "
+            f"{'yes' if p['within_target'] else '**no**'} | {_fmt(p.get('constant_scale_simulated_p99_ms'))} | "
+            f"{_fmt(p.get('constant_scale_gap_pct'), 0)}% | {_fmt(p.get('own_load_only_simulated_p99_ms'))} | "
             f"{_fmt(p.get('own_load_only_gap_pct'), 0)}% | {_fmt(p.get('uncalibrated_simulated_p99_ms'))} | "
             f"{_fmt(p.get('uncalibrated_gap_pct'), 0)}% | "
             f"{_fmt(p.get('measured_p50_ms'))} / {_fmt(p.get('simulated_p50_ms'))} | "
@@ -483,13 +464,15 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
                        f"{x['mean_batch']} (profile {x['profile_ms_at_batch']} ms, x{x['ratio']})" for x in c["service_times"])
         rc = "; ".join(f"{k}: p50 {x['p50_ms']} / p99 {x['p99_ms']} ms ({x['samples']})"
                        for k, x in c["residual_classes"].items())
-        cv = "; ".join(f"{x['pool']}/{x['model']} x{x['ratio_at_min_load']} at {x['load_rps_range'][0]} req/s to "
-                       f"x{x['ratio_at_max_load']} at {x['load_rps_range'][1]} req/s ({x['windows']} windows)"
-                       for x in c.get("service_curves", []))
-        lines += [f"- **{name}** ({c['calibration_runs']} calibration runs). Service times under load, mean over the "
-                  f"calibration runs: {st}."]
-        if cv:
-            lines += [f"  Service time over the profile's, as a line in the load generator's requests/s: {cv}."]
+        bt: dict[str, list[str]] = {}
+        for x in c.get("batch_times", []):
+            bt.setdefault(f"{x['pool']}/{x['model']}", []).append(
+                f"b{x['batch_size']} {x['measured_ms']} ms ({x['executions']}x; profile {x['profile_ms']})")
+        lines += [f"- **{name}** ({c['calibration_runs']} calibration runs). Mean time per execution at the mean batch "
+                  f"(the constant-scale model): {st}."]
+        if bt:
+            lines += ["  Per batch size, from Triton's statistics (the simulator's service times): "
+                      + "; ".join(f"{k}: {', '.join(v)}" for k, v in bt.items()) + "."]
         lines += [
                   f"  Overhead outside the pools (measured - simulated server time; p50 / p99, samples): {rc}."]
     sz = result["sizing"]
@@ -548,11 +531,6 @@ LIMITS = (
     "own measured sends.",
     "Routing is replayed from the weights the control plane published each second, so the validation tests the "
     "latency model (queues, service times under load, overhead), not the policy's choices.",
-    "Service times depend on the machine's load (the pools, Envoy and the load generator share two cores): each "
-    "(pool, model)'s time per execution is measured from Triton's counters, sampled once a second during the "
-    "calibration runs, per 2 s window, and fitted as a line in the requests/s the load generator sent (its own "
-    "load: known from the workload alone), clamped to the loads it was fitted on. Other sessions' work on the "
-    "machine is not in it.",
     "The overhead outside the pools (locust's Python client, Envoy, contention from other work on the machine) is "
     "learned per configuration and request class as a function of each request's simulated server latency (it "
     "was conditioned on the machine's runnable threads per core until 2026-11-30: on the same recorded runs that "
@@ -652,8 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     progress.say("analysing: calibrating the simulator per configuration and predicting every run")
     runs = {k: load_run(f) for k, f in folders.items()}
     cpu = {k: load_cpu_samples(f) for k, f in folders.items()}
-    series = {k: load_triton_series(f) for k, f in folders.items()}
-    pairs, calibrations = validate_simulator(config_fleets, runs, cpu, args.draws, series)
+    stats = {k: json.loads((f / TRITON_STATS).read_text()) for k, f in folders.items() if (f / TRITON_STATS).exists()}
+    pairs, calibrations = validate_simulator(config_fleets, runs, cpu, args.draws, stats)
     verdict = sv.verdict(pairs)
     reports = {k: build_report(r) for k, r in runs.items()}
     summaries: dict[tuple[str, str], list[dict[str, Any]]] = {}

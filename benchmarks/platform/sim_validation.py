@@ -15,11 +15,17 @@ comparison is a validation and not a fit):
 * Arrivals: each validation run's own recorded arrivals (the closed loop's realised send times),
   every item of a batch an arrival, a request's server latency the slowest of its items.
 * Routing: the weights the control plane published during that run, replayed each second.
-* Service times: per (pool, model), the profile's batch curve scaled so that its value at the mean
-  batch equals the mean time per execution Triton measured over the *calibration* runs of the same
-  fleet (``nv_inference_compute_infer_duration_us`` / ``exec_count``, an ensemble's steps summed):
-  service times under load on this machine, not idle profiles.  Executions are deterministic at
-  that time; the variation is in the residual below.
+* Service times: per (pool, model) and batch size, the time per execution Triton measured over
+  the *calibration* runs of the same fleet (its statistics extension, read before and after each
+  run, learned with the platform's own online calibration, ``router_lib.calibration``: the one
+  latency model the policy, planner and capacity decider use), wherever a batch size ran at least
+  ``MIN_BATCH_EXECUTIONS`` times; the profile's points elsewhere.  Service times under load on this
+  machine, not idle profiles.  Until 2026-11-30 the profile's whole curve was scaled by one factor,
+  the measured mean time per execution at the mean batch (``service_scales``, still reported as
+  "constant scale"): where a per-execution overhead dominates (the emulated pools' Python stubs)
+  that overstates large batches, e.g. an emulated inf2 batch of 8 at 12 ms where Triton measured
+  8.6 ms, and the gold requests queued behind them.  Executions are deterministic at that time;
+  the variation is in the residual below.
 * Outside the pools (client + Envoy + contention noise): per request class (model, protocol,
   batch), the residual ``measured - simulated server latency`` of every successful request of the
   calibration runs, kept with a *feature* of that request, and a validation request draws its
@@ -153,137 +159,79 @@ def scaled_fleet(fleet: Any, scales: Mapping[tuple[str, str], ServiceScale]) -> 
     return replace(fleet, profiles=profiles)
 
 
-SERIES_WINDOW_S = 2.0  # service time per execution measured over windows of at least this long
-Series = Sequence[tuple[float, Mapping[str, Mapping[str, Mapping[str, float]]]]]  # (t_unix_s, pool -> model -> counter)
+MIN_BATCH_EXECUTIONS = 30  # a batch size's measured time replaces the profile's past this many executions
+StatsDoc = Mapping[str, Any]  # triton_stats.json: {"before"|"after": {pool: {replica: statistics document}}}
 
 
-def run_load_rps(run: RunData, times_unix_s: np.ndarray, window_s: float = LOAD_WINDOW_S) -> np.ndarray:
-    """Requests per second the load generator sent within +-window/2 of each time: the machine's own
-    load, known from the workload alone (no measurement of the machine needed to predict with it)."""
-    sends = np.sort(np.array([r.t_unix_s for r in run.records], dtype=float))
-    t = np.asarray(times_unix_s, dtype=float)
-    lo = np.searchsorted(sends, t - window_s / 2, side="left")
-    hi = np.searchsorted(sends, t + window_s / 2, side="right")
-    return (hi - lo) / window_s
+def stats_reading(snapshot: Mapping[str, Mapping[str, Any]], ensembles: Mapping[str, tuple[str, ...]],
+                  source: str) -> Any:
+    """One ``{pool: {replica: Triton statistics document}}`` snapshot as the online calibration's
+    :class:`~router_lib.calibration.StatsReading`."""
+    from router_lib.calibration import StatsReading
+    from router_lib.calibration_stats import parse_model_stats
 
-
-@dataclass(frozen=True)
-class ServicePoint:
-    """One window of one (pool, model): its measured service time over the profile's, and the load."""
-
-    pool: str
-    model: str
-    load_rps: float
-    ratio: float
-    executions: float
-
-
-def service_points(fleet: Any, run: RunData, series: Series, window_s: float = SERIES_WINDOW_S) -> list[ServicePoint]:
-    """Per window of ``series`` (Triton counters sampled during ``run``) and (pool, model) of ``fleet``
-    that executed in it: measured / profile service time at the window's mean batch, with the
-    requests/s the load generator sent in that window.  A window where a counter went down (a
-    replica restarted) is skipped."""
-    pts: list[ServicePoint] = []
-    samples = sorted(series, key=lambda x: x[0])
-    sends = np.sort(np.array([r.t_unix_s for r in run.records], dtype=float))
-    i = 0
-    while i < len(samples) - 1:
-        j = i + 1
-        while j < len(samples) and samples[j][0] - samples[i][0] < window_s:
-            j += 1
-        if j >= len(samples):
-            break
-        (t0, before), (t1, after) = samples[i], samples[j]
-        load = float(np.searchsorted(sends, t1) - np.searchsorted(sends, t0)) / (t1 - t0)
-        for pool in fleet.pools:
-            for model in pool.models:
-                prof = fleet.profiles.get((model, pool.accelerator))
-                delta = {m: {k: v - before.get(pool.name, {}).get(m, {}).get(k, 0.0) for k, v in c.items()}
-                         for m, c in after.get(pool.name, {}).items()}
-                if prof is None or any(v < 0 for c in delta.values() for v in c.values()):
-                    continue
-                measured = measured_service_ms({pool.name: delta}, pool.name, model)
-                if measured is None:
-                    continue
-                batch, ms = measured
-                execs = max((c.get("nv_inference_exec_count", 0.0) for m, c in delta.items()
-                             if m == model or m.startswith(model + "_")), default=0.0)
-                b = min(prof.max_batch_size, max(1, round(batch)))
-                pts.append(ServicePoint(pool.name, model, load, ms / prof.latency_ms(b), execs))
-        i = j
-    return pts
+    by_replica = {(pool, replica): parse_model_stats(doc, f"{source} {pool}/{replica}")
+                  for pool, replicas in snapshot.items() for replica, doc in replicas.items()}
+    return StatsReading(by_replica, {}, dict(ensembles))
 
 
 @dataclass(frozen=True)
-class ServiceCurve:
-    """Measured / profile service time of one (pool, model) as a line in the machine's own load
-    (requests/s sent), fitted over the calibration runs' windows weighted by executions; used only
-    within the loads it was fitted on (clamped at their ends)."""
+class BatchTime:
+    """What the calibration runs measured for one (pool, model, batch size)."""
 
     pool: str
     model: str
-    intercept: float
-    slope: float
-    load_min: float
-    load_max: float
-    points: int
+    batch_size: int
     executions: float
-
-    def ratio(self, load_rps: float) -> float:
-        x = min(self.load_max, max(self.load_min, load_rps))
-        return max(0.05, self.intercept + self.slope * x)
-
-    @staticmethod
-    def fit(points: Sequence[ServicePoint]) -> ServiceCurve:
-        if not points:
-            raise ValueError("a service curve needs at least one measured window")
-        x = np.array([p.load_rps for p in points])
-        y = np.array([p.ratio for p in points])
-        w = np.array([max(p.executions, 1e-9) for p in points])
-        if len(points) >= 3 and np.ptp(x) > 0:
-            slope, intercept = np.polyfit(x, y, 1, w=np.sqrt(w))
-        else:  # one load level: the weighted mean, flat
-            slope, intercept = 0.0, float(np.average(y, weights=w))
-        return ServiceCurve(points[0].pool, points[0].model, float(intercept), float(slope), float(x.min()),
-                            float(x.max()), len(points), float(w.sum()))
+    measured_ms: float  # posterior mean of one execution (the prior counts as one execution)
+    profile_ms: float
 
 
-def service_curves(fleet: Any, runs: Sequence[tuple[RunData, Series]],
-                   window_s: float = SERIES_WINDOW_S) -> dict[tuple[str, str], ServiceCurve]:
-    """Per (pool, model) of ``fleet``: the curve over every window of the calibration ``runs``."""
-    by_key: dict[tuple[str, str], list[ServicePoint]] = {}
-    for run, series in runs:
-        for p in service_points(fleet, run, series, window_s):
-            by_key.setdefault((p.pool, p.model), []).append(p)
-    return {k: ServiceCurve.fit(v) for k, v in by_key.items()}
+def batch_calibrated_fleet(fleet: Any, docs: Sequence[StatsDoc], ensembles: Mapping[str, tuple[str, ...]],
+                           min_executions: float = MIN_BATCH_EXECUTIONS) -> tuple[Any, list[BatchTime]]:
+    """``fleet`` with each (pool, model)'s profile replaced, at every batch size the calibration
+    runs executed at least ``min_executions`` times, by the time Triton measured for it: the
+    platform's own online calibration (``router_lib.calibration.observe`` / ``calibration_of``,
+    emulated pools included, the prior weighing one execution) over each run's statistics before
+    and after it.  Other batch sizes keep the profile's points; a size between two points is
+    interpolated as profiles are.  Pools must each have their own accelerator (``scaled_fleet``)."""
+    from router_lib.calibration import CalibrationSettings, calibration_of, observe
+
+    accelerators = [p.accelerator for p in fleet.pools]
+    if len(set(accelerators)) != len(accelerators):
+        raise ValueError("batch_calibrated_fleet needs one pool per accelerator (profiles are per model and accelerator)")
+    settings = CalibrationSettings(prior_executions=1.0, min_executions=min_executions, max_relative_error=0.99,
+                                   memory_executions=1e12, calibrate_emulated=True)
+    state = None
+    for i, doc in enumerate(docs):
+        if state is not None:
+            state = replace(state, baselines={})  # another run (another platform): its first reading is a baseline
+        for when in ("before", "after"):
+            state = observe(state, stats_reading(doc.get(when, {}), ensembles, f"run {i} {when}"), settings, 0.0)
+    profiles = dict(fleet.profiles)
+    used: list[BatchTime] = []
+    for pool in fleet.pools:
+        for model in pool.models:
+            prior = fleet.profiles.get((model, pool.accelerator))
+            if prior is None or state is None:
+                continue
+            table = dict(prior.latency_ms_by_batch)
+            for b in calibration_of(state, prior, (pool.name,), settings).batches:
+                if b.observed_mean_ms is not None and b.executions >= min_executions:
+                    table[b.batch_size] = b.mean_ms
+                    used.append(BatchTime(pool.name, model, b.batch_size, b.executions, b.mean_ms, b.prior_p50_ms))
+            profiles[(model, pool.accelerator)] = replace(prior, latency_ms_by_batch=dict(sorted(table.items())))
+    return replace(fleet, profiles=profiles), used
 
 
-def load_scale(run: RunData, curves: Mapping[tuple[str, str], ServiceCurve]) -> Any:
-    """The simulator's ``service_scale`` for replaying ``run``: each (pool, model)'s curve at the
-    requests/s the run sent around each moment (per 0.1 s step of the run); 1 where no curve."""
-    steps = np.arange(0.0, max(run.duration_s, 0.1) + 0.1, 0.1)
-    loads = run_load_rps(run, run.started_unix_s + steps)
-
-    def scale(pool: str, model: str, t_s: float) -> float:
-        curve = curves.get((pool, model))
-        if curve is None:
-            return 1.0
-        return curve.ratio(float(loads[min(len(loads) - 1, max(0, int(t_s * 10)))]))
-
-    return scale
-
-
-def simulate_server_ms(run: RunData, fleet: Any, seed: int = 1,
-                       curves: Mapping[tuple[str, str], ServiceCurve] | None = None) -> np.ndarray:
+def simulate_server_ms(run: RunData, fleet: Any, seed: int = 1) -> np.ndarray:
     """Per request of ``run``: the simulator's latency inside the pools (queue + execution), with
-    the run's arrivals and its recorded weights; no overhead outside the pools.  With ``curves``,
-    ``fleet``'s profiles are scaled by them at the run's own load at each moment."""
+    the run's arrivals and its recorded weights; no overhead outside the pools."""
     from router_lib.simulator import SimSettings, simulate
 
     trace, owner = request_trace(run)
     result = simulate(fleet, trace, SimSettings(seed=seed, network_overhead_ms=0.0,
-                                                service_distribution="deterministic",
-                                                service_scale=load_scale(run, curves) if curves else None),
+                                                service_distribution="deterministic"),
                       decide_fn=replay_decide(run))
     per_request = np.zeros(len(run.records))
     np.maximum.at(per_request, owner, result.item_latency_ms)

@@ -39,13 +39,15 @@ def test_short_locust_run_records_every_tier_with_its_serving_pool(artifacts: Pa
     with open(tmp_path / "run" / "locust_stats.csv") as f:
         names = {row["Name"] for row in csv.DictReader(f) if row["Name"] != "Aggregated"}
     assert names and all(n.count("/") == 2 and n.split("/")[2] in pools for n in names)
-    # Triton's counters were sampled through the run: service time per window, per pool that served.
-    from benchmarks.platform.load_bench import load_triton_series
-    from benchmarks.platform.sim_validation import service_points
+    # Triton's statistics were read before and after: the simulator's service time per batch size.
+    import json
 
-    series = load_triton_series(tmp_path / "run")
-    assert len(series) >= 5, "Triton's counters were not sampled once a second"
-    points = service_points(platform.fleet, run, series)
-    served = {(r.pool, r.model) for r in ok}
-    assert {(p.pool, p.model) for p in points} == served
-    assert all(p.ratio > 0 and p.executions > 0 and p.load_rps > 0 for p in points)
+    from benchmarks.platform.sim_validation import batch_calibrated_fleet
+    from model_repository.definitions import load_models
+
+    doc = json.loads((tmp_path / "run" / "triton_stats.json").read_text())
+    assert set(doc["after"]) == pools
+    ensembles = {n: d.composing_models for n, d in load_models().items() if d.composing_models}
+    _fleet, used = batch_calibrated_fleet(platform.fleet, [doc], ensembles, min_executions=1)
+    assert {(u.pool, u.model) for u in used} == {(r.pool, r.model) for r in ok}
+    assert all(u.measured_ms > 0 and u.executions >= 1 for u in used)

@@ -189,67 +189,41 @@ def test_the_stairs_shape_ends_with_the_run() -> None:
     assert Schedule("stairs", 100.0).multiplier(100.0) is None
 
 
-def counters(execs: float, items: float, ms_per_exec: float) -> dict:
-    return {"nv_inference_exec_count": execs, "nv_inference_count": items,
-            "nv_inference_compute_infer_duration_us": execs * ms_per_exec * 1000.0}
+def stats_doc(**models: dict[int, tuple[int, float]]) -> dict:
+    """A Triton statistics document: model -> {batch size: (executions, ms per execution)}."""
+    return {"model_stats": [
+        {"name": name, "version": "1", "inference_stats": {"success": {"count": sum(n for n, _ in by.values()), "ns": 1}},
+         "batch_stats": [{"batch_size": b, "compute_infer": {"count": n, "ns": int(n * ms * 1e6)}}
+                         for b, (n, ms) in by.items()]}
+        for name, by in models.items()]}
 
 
-def cumulative_series(windows: list[tuple[float, float, float]], *, model: str = "m") -> list:
-    """(t_s, executions, ms per execution) per 2 s window -> cumulative counter samples, as recorded."""
-    out, execs, us = [(T0, {"cpu": {model: counters(0, 0, 0)}})], 0.0, 0.0
-    for t, n, ms in windows:
-        execs, us = execs + n, us + n * ms * 1000.0
-        out.append((T0 + t, {"cpu": {model: {"nv_inference_exec_count": execs, "nv_inference_count": execs,
-                                             "nv_inference_compute_infer_duration_us": us}}}))
-    return out
+def test_batch_sizes_run_often_enough_take_the_time_triton_measured_and_the_rest_keep_the_profile() -> None:
+    # Profile: 1 ms at 1, 8 ms at 8 (linear).  Measured over two runs: batch 1 at 3 ms (100 + 100
+    # executions), batch 8 at 9 ms (40), batch 4 only 5 times (too few: the profile stays there).
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 1.0, 8: 8.0})])
+    run1 = {"before": {"cpu": {"0": stats_doc(m={1: (10, 1.0)})}},
+            "after": {"cpu": {"0": stats_doc(m={1: (110, (10 * 1.0 + 100 * 3.0) / 110), 8: (40, 9.0), 4: (5, 2.0)})}}}
+    run2 = {"before": {"cpu": {"0": stats_doc(m={1: (4, 1.0)})}},  # another platform: counters started again
+            "after": {"cpu": {"0": stats_doc(m={1: (104, (4 * 1.0 + 100 * 3.0) / 104)})}}}
+    calibrated, used = sv.batch_calibrated_fleet(f, [run1, run2], {})
+    prof = calibrated.profiles[("m", CPU)]
+    assert prof.latency_ms(1) == pytest.approx(3.0, rel=0.01)  # 200 executions at 3 ms, the prior as one at 1
+    assert prof.latency_ms(8) == pytest.approx(9.0, rel=0.01)
+    assert prof.latency_ms(4) == pytest.approx(3.0 + (9.0 - 3.0) * 3 / 7, rel=0.01)  # interpolated, not the 5 runs
+    assert {(u.batch_size, round(u.executions)) for u in used} == {(1, 200), (8, 40)}
 
 
-def test_service_points_measure_each_window_against_the_profile_with_the_load_sent_in_it() -> None:
-    # 10 req/s for 2 s then 40 req/s for 2 s; the execution took 2 ms then 5 ms (profile 1 ms).
-    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 1.0})])
-    records = [rec(i / 10, 1.0) for i in range(20)] + [rec(2.0 + i / 40, 1.0) for i in range(80)]
-    run = run_of(records, duration_s=4.0)
-    pts = sv.service_points(f, run, cumulative_series([(2.0, 20, 2.0), (4.0, 80, 5.0)]))
-    assert [(p.load_rps, round(p.ratio, 6), p.executions) for p in pts] == [(10.0, 2.0, 20.0), (40.0, 5.0, 80.0)]
+def test_an_ensemble_is_calibrated_from_its_steps_at_each_batch_size() -> None:
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("e", CPU, {1: 1.0, 4: 4.0})])
+    before = {"cpu": {"0": stats_doc(e_tok={1: (0, 0.0)}, e_onnx={1: (0, 0.0)})}}
+    after = {"cpu": {"0": stats_doc(e_tok={1: (50, 0.5)}, e_onnx={1: (50, 2.0)})}}
+    calibrated, _used = sv.batch_calibrated_fleet(f, [{"before": before, "after": after}],
+                                                  {"e": ("e_tok", "e_onnx")})
+    assert calibrated.profiles[("e", CPU)].latency_ms(1) == pytest.approx(2.5, rel=0.02)
 
 
-def test_a_window_where_a_counter_went_down_is_skipped() -> None:
-    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 1.0})])
-    series = cumulative_series([(2.0, 20, 2.0)]) + [(T0 + 4.0, {"cpu": {"m": counters(3, 3, 1.0)}})]
-    pts = sv.service_points(f, run_of([rec(0.1, 1.0)], duration_s=4.0), series)
-    assert len(pts) == 1  # the restart window (counters reset to 3) is not a point
-
-
-def test_a_service_curve_recovers_a_linear_slowdown_with_load_and_clamps_outside_its_loads() -> None:
-    # Known curve: ratio = 1 + 0.1 x load, measured at 5 loads with noise-free windows.
-    pts = [sv.ServicePoint("cpu", "m", x, 1.0 + 0.1 * x, 50.0) for x in (5.0, 10.0, 20.0, 30.0, 40.0)]
-    curve = sv.ServiceCurve.fit(pts)
-    assert curve.slope == pytest.approx(0.1)
-    assert curve.intercept == pytest.approx(1.0)
-    assert curve.ratio(25.0) == pytest.approx(3.5)
-    assert curve.ratio(100.0) == pytest.approx(5.0)  # clamped at the highest load fitted (40)
-    assert curve.ratio(0.0) == pytest.approx(1.5)  # ... and the lowest (5)
-
-
-def test_a_service_curve_weights_windows_by_their_executions_and_is_flat_with_one_load() -> None:
-    pts = [sv.ServicePoint("cpu", "m", 10.0, 2.0, 90.0), sv.ServicePoint("cpu", "m", 10.0, 4.0, 10.0)]
-    curve = sv.ServiceCurve.fit(pts)
-    assert curve.slope == 0.0
-    assert curve.ratio(10.0) == pytest.approx(2.2)
-    with pytest.raises(ValueError, match="at least one"):
-        sv.ServiceCurve.fit([])
-
-
-def test_the_replay_runs_slower_where_the_run_sent_more_with_a_load_curve() -> None:
-    # Profile 10 ms; the curve says x1 at 1 req/s and x3 at 21 req/s.  A lone request in a quiet
-    # second takes 10 ms; one amid 20 others sent within 1 s (45 ms apart: none queue) is at
-    # 21 requests / 2 s window = 10.5 req/s: x1.95.
-    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 10.0}, max_batch=1)])
-    curve = sv.ServiceCurve("cpu", "m", intercept=0.9, slope=0.1, load_min=1.0, load_max=21.0, points=2,
-                            executions=2.0)
-    busy = [rec(10.0 + i * 0.045, 1.0) for i in range(21)]
-    run = run_of([rec(1.0, 1.0), *busy], duration_s=12.0, weights={("m", "gold"): {"cpu": 100}})
-    server = sv.simulate_server_ms(run, f, curves={("cpu", "m"): curve})
-    assert server[0] == pytest.approx(10.0 * curve.ratio(0.5))  # 1 request within +-1 s: 0.5 req/s, clamped to 1
-    assert server[11] == pytest.approx(19.5)  # mid-burst: 21 requests within +-1 s
-    assert sv.simulate_server_ms(run, f).tolist()[0] == pytest.approx(10.0)  # no curve: the profile
+def test_batch_calibration_needs_one_pool_per_accelerator() -> None:
+    f = fleet([("a", CPU, 0.1, 1), ("b", CPU, 0.1, 1)], [profile("m", CPU, {1: 1.0})])
+    with pytest.raises(ValueError, match="one pool per accelerator"):
+        sv.batch_calibrated_fleet(f, [], {})

@@ -6,8 +6,9 @@ the CPU is shared, so it cannot match the measurement, and the gap says nothing 
 simulator's queueing is right.  This replay removes both differences and tests only the queueing:
 
 - service time per (pool, model): the mean time per execution measured by Triton during the run
-  (``nv_inference_compute_infer_duration_us`` / ``nv_inference_exec_count``, summed over an
-  ensemble's steps), at the mean batch size measured (``nv_inference_count`` / ``exec_count``);
+  (``nv_inference_compute_infer_duration_us`` / ``nv_inference_request_success``: Triton charges
+  each request its execution's time; summed over an ensemble's steps), at the mean batch size
+  measured (``nv_inference_count`` / ``exec_count``);
 - routing: the weights the control plane actually published, sampled each second (a replay
   ``decide_fn``), instead of the policy re-deciding on different inputs.
 
@@ -32,17 +33,24 @@ def measured_service_ms(triton: Mapping[str, Mapping[str, Mapping[str, float]]],
                         ) -> tuple[float, float] | None:
     """(mean batch, mean ms per execution) of public ``model`` on ``pool``; None if it never ran.
 
-    An ensemble (``model`` with composing models named ``model_*``) is the sum of its steps' times
-    per execution; its batch is the largest step's mean batch."""
+    Triton adds ``nv_inference_compute_infer_duration_us`` once per *request* (each request of a
+    batch is charged its execution's whole time, verified on tritonserver 2.51 against the
+    statistics extension's ``batch_stats``), so the time of one execution is that sum over the
+    successful requests (``nv_inference_request_success``), a mean weighted by requests; divided
+    by executions it would be inflated by the requests per execution (2.5x for an emulated GPU's
+    text embedding under the platform benchmark's stairs load).  An ensemble (``model`` with
+    composing models named ``model_*``) is the sum of its steps' times per execution; its batch is
+    the largest step's mean batch (``nv_inference_count`` / ``nv_inference_exec_count``)."""
     counters = triton.get(pool, {})
     steps = [m for m in counters if m.startswith(model + "_")] or ([model] if model in counters else [])
     total_ms, batch = 0.0, 1.0
     for step in steps:
         c = counters[step]
         execs = c.get("nv_inference_exec_count", 0.0)
-        if execs <= 0:
+        requests = c.get("nv_inference_request_success", 0.0)
+        if execs <= 0 or requests <= 0:
             return None
-        total_ms += c.get("nv_inference_compute_infer_duration_us", 0.0) / execs / 1000.0
+        total_ms += c.get("nv_inference_compute_infer_duration_us", 0.0) / requests / 1000.0
         batch = max(batch, c.get("nv_inference_count", 0.0) / execs)
     return (batch, total_ms) if steps and total_ms > 0 else None
 

@@ -533,11 +533,17 @@ LIMITS = (
     "latency model (queues, service times under load, overhead), not the policy's choices.",
     "The overhead outside the pools (locust's Python client, Envoy, contention from other work on the machine) is "
     "learned per configuration and request class as a function of each request's simulated server latency (it "
-    "was conditioned on the machine's runnable threads per core until 2026-11-30: on the same recorded runs that "
-    "gave 6 of 18 validation pairs within 15%, this gives 9); it is empirical, so stalls from other work on the "
-    "machine move the gap.",
-    "Calibrating each round on its own stairs run (instead of all rounds' runs) was tried on the same recorded runs "
+    "was conditioned on the machine's runnable threads per core until 2026-11-30: on the runs recorded 2026-11-30 "
+    "00:xx UTC that gave 6 of 18 validation pairs within 15%, this gave 9); it is empirical, so stalls from other "
+    "work on the machine move the gap.",
+    "Calibrating each round on its own stairs run (instead of all rounds' runs) was tried on those runs "
     "and did worse (1 of 18 validation pairs within 15%); the pooled calibration is the one reported.",
+    "The result moves between whole benchmark runs as much as the models differ: the constant-scale model gave 7 "
+    "of 18 pairs within 15% on the runs recorded 2026-11-30 02:57 UTC and 13 of 18 on the runs of this report "
+    "(with and without the fix of its per-request counter); "
+    "other residual features (the requests sent around a request together with its simulated server latency, or "
+    "the machine's runnable threads with it) were tried on two rounds kept from the 00:xx runs and did no "
+    "better than the server latency alone (7, 6 of 18 against 7).",
     "p99 of a 3-repeat run over a few hundred requests per tier is the 3rd-10th slowest request: the measured spread "
     "is shown so that a gap can be read against it.",
 )

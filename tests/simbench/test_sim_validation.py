@@ -129,9 +129,12 @@ def test_server_latency_per_request_comes_from_the_simulated_queue() -> None:
 
 
 def test_service_times_are_scaled_to_what_triton_measured_at_the_measured_batch() -> None:
+    # 100 executions of 8 items, each from 2 requests of 4: Triton charges each request the whole
+    # 12 ms of its execution, so the duration counter holds 200 x 12 ms, not 100 x 12 ms.
     f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 1.0, 8: 4.0})])
     triton = {"cpu": {"m": {"nv_inference_exec_count": 100.0, "nv_inference_count": 800.0,
-                            "nv_inference_compute_infer_duration_us": 100 * 12_000.0}}}
+                            "nv_inference_request_success": 200.0,
+                            "nv_inference_compute_infer_duration_us": 200 * 12_000.0}}}
     scales = sv.service_scales(f, [run_of([], triton=triton)])
     assert scales[("cpu", "m")].ratio == pytest.approx(3.0)
     scaled = sv.scaled_fleet(f, scales)

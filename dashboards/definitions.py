@@ -120,8 +120,12 @@ POOLS = Dashboard("inference-pools", "Pool utilisation and queue depth",
     Panel("Queue depth (Triton pending requests)",
           (q(f"sum by (pool, model) (nv_inference_pending_request_count{{{POOL}, {MODEL}}})", "{{pool}} / {{model}}"),)),
     Panel("Compute busy (instance-seconds per second)",
-          (q(f"sum by (pool) (rate(nv_inference_compute_infer_duration_us{{{POOL}}}[{R}])) / 1e6", "{{pool}}"),),
-          description="1.0 = one model instance computing all the time."),
+          (q(f"sum by (pool) (rate(nv_inference_compute_infer_duration_us{{{POOL}}}[{R}]) / "
+             f"rate(nv_inference_request_success{{{POOL}}}[{R}]) * rate(nv_inference_exec_count{{{POOL}}}[{R}])) / 1e6",
+             "{{pool}}"),),
+          description="1.0 = one model instance computing all the time. Triton adds an execution's time to the "
+                      "duration counter once per request it carried, so the mean time per request is scaled by "
+                      "executions, not requests."),
     Panel("Mean queue time (ms)",
           (q(f"sum by (pool) (rate(nv_inference_queue_duration_us{{{POOL}}}[{R}])) / 1e3 / "
              f"sum by (pool) (rate(nv_inference_request_success{{{POOL}}}[{R}]))", "{{pool}}"),), unit="ms"),

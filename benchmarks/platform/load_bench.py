@@ -573,7 +573,7 @@ def recorded_note(args: argparse.Namespace, runs: dict[tuple[str, str, str, int]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fleet", type=Path, default=ROOT / "fleet.demo.yaml")
-    ap.add_argument("--duration-s", type=float, default=30.0, help="seconds of load per run")
+    ap.add_argument("--duration-s", type=float, default=60.0, help="seconds of load per run (60: a tier's p99 over ~600 requests, not ~300)")
     ap.add_argument("--repeats", type=int, default=3, help="rounds; every run is repeated this many times")
     ap.add_argument("--shapes", nargs="+", default=["steady", "step", "burst"], help="router validation shapes")
     ap.add_argument("--baseline-shape", default="step")

@@ -538,14 +538,15 @@ LIMITS = (
     "work on the machine move the gap.",
     "Calibrating each round on its own stairs run (instead of all rounds' runs) was tried on those runs "
     "and did worse (1 of 18 validation pairs within 15%); the pooled calibration is the one reported.",
-    "The result moves between whole benchmark runs as much as the models differ: the constant-scale model gave 7 "
-    "of 18 pairs within 15% on the runs recorded 2026-11-30 02:57 UTC and 13 of 18 on the runs of this report "
-    "(with and without the fix of its per-request counter); "
+    "The result moves between whole benchmark runs as much as the models differ: with 30-s runs the constant-scale "
+    "model gave 7 of 18 pairs within 15% on the runs recorded 2026-11-30 02:57 UTC and 13 of 18 on those of 03:22 "
+    "UTC (the per-batch model 12 of 18 there); "
     "other residual features (the requests sent around a request together with its simulated server latency, or "
     "the machine's runnable threads with it) were tried on two rounds kept from the 00:xx runs and did no "
     "better than the server latency alone (7, 6 of 18 against 7).",
-    "p99 of a 3-repeat run over a few hundred requests per tier is the 3rd-10th slowest request: the measured spread "
-    "is shown so that a gap can be read against it.",
+    "A tier's p99 over one 60-s run is its 9th-19th slowest request for gold and silver (~850-1,900 requests) but "
+    "only its 2nd-4th for bronze (~180-350 requests, most of them batches); 30-s runs, until 2026-11-30, had half "
+    "as many: the measured spread over the repeats is shown so that a gap can be read against it.",
 )
 
 

@@ -37,7 +37,7 @@ def measured_service_ms(triton: Mapping[str, Mapping[str, Mapping[str, float]]],
     batch is charged its execution's whole time, verified on tritonserver 2.51 against the
     statistics extension's ``batch_stats``), so the time of one execution is that sum over the
     successful requests (``nv_inference_request_success``), a mean weighted by requests; divided
-    by executions it would be inflated by the requests per execution (2.5x for an emulated GPU's
+    by executions it would be inflated by the requests per execution (2.2x for an emulated GPU's
     text embedding under the platform benchmark's stairs load).  An ensemble (``model`` with
     composing models named ``model_*``) is the sum of its steps' times per execution; its batch is
     the largest step's mean batch (``nv_inference_count`` / ``nv_inference_exec_count``)."""

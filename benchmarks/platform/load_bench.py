@@ -235,7 +235,10 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
                              "profile_ms": round(b.profile_ms, 3)} for b in batch_times],
             "service_times": [{"pool": s.pool, "model": s.model, "mean_batch": s.mean_batch,
                                "measured_ms_per_execution": round(s.measured_ms, 3),
-                               "profile_ms_at_batch": round(s.profile_ms, 3), "ratio": round(s.ratio, 2)}
+                               "profile_ms_at_batch": round(s.profile_ms, 3), "ratio": round(s.ratio, 2),
+                               # what dividing Triton's per-request duration counter by executions overstated
+                               "requests_per_execution": requests_per_execution(sv.summed_triton(cal_runs), s.pool,
+                                                                                s.model)}
                               for s in scales.values()],
             "residual_classes": {c: {"samples": len(v[1]), "p50_ms": round(float(_q(v[1], 50)), 2),
                                      "p99_ms": round(float(_q(v[1], 99)), 2)}
@@ -287,6 +290,16 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
                                                if p["measured_p99_ms"] and math.isfinite(v) else None)
                 pairs.append(p)
     return pairs, calibrations
+
+
+def requests_per_execution(triton: Mapping[str, Mapping[str, Mapping[str, float]]], pool: str, model: str
+                           ) -> float | None:
+    """Successful requests per execution of ``model`` on ``pool`` (the most of an ensemble's steps)."""
+    counters = triton.get(pool, {})
+    steps = [m for m in counters if m.startswith(model + "_")] or ([model] if model in counters else [])
+    ratios = [c.get("nv_inference_request_success", 0.0) / c["nv_inference_exec_count"]
+              for c in (counters[m] for m in steps) if c.get("nv_inference_exec_count")]
+    return round(max(ratios), 2) if ratios else None
 
 
 def _q(values: Any, q: float) -> float:

@@ -23,11 +23,12 @@ comparison is a validation and not a fit):
   machine, not idle profiles.  Until 2026-11-30 the profile's whole curve was scaled by one factor,
   the measured mean time per execution at the mean batch (``service_scales``, still reported as
   "constant scale"): where a per-execution overhead dominates (the emulated pools' Python stubs)
-  that overstates large batches (the router's emulated inf2 text embedding: batch 8 at 11.2 ms
-  where Triton measured 8.0 ms, 2026-11-30 run), and with them the gold requests queued behind.
+  that overstates large batches (the router's emulated inf2 text embedding: batch 8 at 10.8 ms
+  where Triton measured 8.2 ms, the 2026-11-30 04:02 UTC run), and with them the gold requests queued behind.
   That factor also divided a per-request counter by executions (``measured_service_ms``, fixed):
-  2.5x too slow for the emulated GPU's text embedding, which the residuals below then absorbed as
-  negative overheads.  Executions are deterministic at that time; the variation is in the residual
+  2.2x too slow for the emulated GPU's text embedding (its requests per execution,
+  ``calibrations.*.service_times`` of ``load_bench.json``), which the residuals below then absorbed
+  as negative overheads.  Executions are deterministic at that time; the variation is in the residual
   below.
 * Outside the pools (client + Envoy + contention noise): per request class (model, protocol,
   batch), the residual ``measured - simulated server latency`` of every successful request of the

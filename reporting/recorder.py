@@ -2,7 +2,8 @@
 
 Glue at the edge: warm each replica, sample the control server's ``/status`` once a second in
 a thread while locust runs as a subprocess, read Triton's emulation counters and statistics
-extension before and after (``triton_stats.json``), then write ``run.json`` and ``plan.json``.  Everything after that is pure (``analysis``).
+extension before and after (``triton_stats.json``), then write ``run.json`` and ``plan.json``.
+Everything after that is pure (``analysis``).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ comparison is a validation and not a fit):
   the measured mean time per execution at the mean batch (``service_scales``, still reported as
   "constant scale"): where a per-execution overhead dominates (the emulated pools' Python stubs)
   that overstates large batches (the router's emulated inf2 text embedding: batch 8 at 10.8 ms
-  where Triton measured 8.2 ms, the 2026-11-30 04:02 UTC run), and with them the gold requests queued behind.
+  where Triton measured 8.2 ms, the 2026-11-30 04:02 UTC run), and with them the gold requests
+  queued behind.
   That factor also divided a per-request counter by executions (``measured_service_ms``, fixed):
   2.2x too slow for the emulated GPU's text embedding (its requests per execution,
   ``calibrations.*.service_times`` of ``load_bench.json``), which the residuals below then absorbed

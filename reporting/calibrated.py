@@ -29,6 +29,12 @@ from typing import Any
 from reporting.run_data import RunData, recorded_trace
 
 
+def model_steps(counters: Mapping[str, Any], model: str) -> list[str]:
+    """The Triton models whose counters make up public ``model``: an ensemble's composing models
+    (named ``model_*``), else ``model`` itself (empty if it never ran)."""
+    return [m for m in counters if m.startswith(model + "_")] or ([model] if model in counters else [])
+
+
 def measured_service_ms(triton: Mapping[str, Mapping[str, Mapping[str, float]]], pool: str, model: str
                         ) -> tuple[float, float] | None:
     """(mean batch, mean ms per execution) of public ``model`` on ``pool``; None if it never ran.
@@ -42,7 +48,7 @@ def measured_service_ms(triton: Mapping[str, Mapping[str, Mapping[str, float]]],
     composing models named ``model_*``) is the sum of its steps' times per execution; its batch is
     the largest step's mean batch (``nv_inference_count`` / ``nv_inference_exec_count``)."""
     counters = triton.get(pool, {})
-    steps = [m for m in counters if m.startswith(model + "_")] or ([model] if model in counters else [])
+    steps = model_steps(counters, model)
     total_ms, batch = 0.0, 1.0
     for step in steps:
         c = counters[step]

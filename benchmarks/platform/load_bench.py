@@ -224,8 +224,10 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
         cal_samples = [(t, sv.simulate_server_ms(runs[k], fleet_cal)) for t, k in zip(cal_tables, cal_keys, strict=True)]
         residuals = sv.Residuals.fit(cal_samples, RESIDUAL_FEATURE)
         residuals_own = sv.Residuals.fit(cal_samples, "load_rps")
-        residuals_const = sv.Residuals.fit([(t, sv.simulate_server_ms(runs[k], fleet_const))
-                                            for t, k in zip(cal_tables, cal_keys, strict=True)], RESIDUAL_FEATURE)
+        residuals_const = residuals if fleet_cal is fleet_const else sv.Residuals.fit(
+            [(t, sv.simulate_server_ms(runs[k], fleet_const)) for t, k in zip(cal_tables, cal_keys, strict=True)],
+            RESIDUAL_FEATURE)
+        cal_triton = sv.summed_triton(cal_runs)
         calibrations[name] = {
             "calibration_runs": len(cal_runs),
             "service_model": ("per batch size from Triton's statistics (router_lib.calibration)" if batch_times
@@ -237,8 +239,7 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
                                "measured_ms_per_execution": round(s.measured_ms, 3),
                                "profile_ms_at_batch": round(s.profile_ms, 3), "ratio": round(s.ratio, 2),
                                # what dividing Triton's per-request duration counter by executions overstated
-                               "requests_per_execution": requests_per_execution(sv.summed_triton(cal_runs), s.pool,
-                                                                                s.model)}
+                               "requests_per_execution": requests_per_execution(cal_triton, s.pool, s.model)}
                               for s in scales.values()],
             "residual_classes": {c: {"samples": len(v[1]), "p50_ms": round(float(_q(v[1], 50)), 2),
                                      "p99_ms": round(float(_q(v[1], 99)), 2)}
@@ -254,8 +255,8 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
             measured = {t: v[0.99] for t, v in mq.items()}
             simulated = {t: v[0.99] for t, v in sq.items()}
             own = sv.predict_tier_p99(table, server, residuals_own, draws=draws, seed=repeat)
-            const = sv.predict_tier_p99(table, sv.simulate_server_ms(run, fleet_const), residuals_const, draws=draws,
-                                        seed=repeat)
+            server_const = server if fleet_cal is fleet_const else sv.simulate_server_ms(run, fleet_const)
+            const = sv.predict_tier_p99(table, server_const, residuals_const, draws=draws, seed=repeat)
             plain = run.plan.get("simulated", {}).get("by_tier", {})
             slot = by_shape.setdefault((shape, role), {"m": {}, "s": {}, "u": {}, "o": {}, "c": {}, "load": [],
                                                        "rq": [], "mq": {}, "sq": {}})
@@ -295,10 +296,11 @@ def validate_simulator(config_fleets: dict[str, Path], runs: dict[tuple[str, str
 def requests_per_execution(triton: Mapping[str, Mapping[str, Mapping[str, float]]], pool: str, model: str
                            ) -> float | None:
     """Successful requests per execution of ``model`` on ``pool`` (the most of an ensemble's steps)."""
+    from reporting.calibrated import model_steps
+
     counters = triton.get(pool, {})
-    steps = [m for m in counters if m.startswith(model + "_")] or ([model] if model in counters else [])
     ratios = [c.get("nv_inference_request_success", 0.0) / c["nv_inference_exec_count"]
-              for c in (counters[m] for m in steps) if c.get("nv_inference_exec_count")]
+              for c in (counters[m] for m in model_steps(counters, model)) if c.get("nv_inference_exec_count")]
     return round(max(ratios), 2) if ratios else None
 
 

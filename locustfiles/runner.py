@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from locustfiles.settings import GRPC_TARGET_ENV, RECORDS_ENV, SEED_ENV, require_loopback
+from locustfiles.settings import CONNECT_FIRST_ENV, GRPC_TARGET_ENV, RECORDS_ENV, SEED_ENV, require_loopback
 
 LOCUSTFILE = Path(__file__).resolve().parent / "mixed_tiers.py"
 ROOT = LOCUSTFILE.parents[1]
@@ -28,6 +28,7 @@ class LocustRun:
     duration_s: float = 90.0
     seed: int = 1
     base_users: int = 12
+    connect_first: bool = True  # users open their connections before their first request (settings.py)
 
     def __post_init__(self) -> None:
         for endpoint in (self.http_endpoint, self.grpc_endpoint):
@@ -43,7 +44,8 @@ class LocustRun:
     def env(self, records_path: Path) -> dict[str, str]:
         return dict(os.environ, PYTHONPATH=str(ROOT), LOAD_SHAPE=self.shape, LOAD_DURATION_S=str(self.duration_s),
                     LOAD_BASE_USERS=str(self.base_users), **{SEED_ENV: str(self.seed), GRPC_TARGET_ENV: self.grpc_endpoint,
-                                                           RECORDS_ENV: str(records_path)})
+                                                           RECORDS_ENV: str(records_path),
+                                                           CONNECT_FIRST_ENV: "1" if self.connect_first else "0"})
 
 
 def run_locust(run: LocustRun, out: Path, records_path: Path) -> subprocess.CompletedProcess[str]:

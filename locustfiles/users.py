@@ -29,7 +29,7 @@ from locust import User, constant_throughput, events
 
 from locustfiles.payloads import Batch, check_outputs, grpc_request, http_body, make_batch
 from locustfiles.records import RecordWriter, RequestRecord
-from locustfiles.settings import GRPC_TARGET_ENV, RECORDS_ENV, SEED_ENV, require_loopback
+from locustfiles.settings import GRPC_TARGET_ENV, RECORDS_ENV, SEED_ENV, connect_first, require_loopback
 
 grpc_gevent.init_gevent()
 
@@ -111,6 +111,11 @@ class GrpcInferenceUser(InferenceUser):
         self.channel = grpc.insecure_channel(grpc_target(self.host or "http://127.0.0.1:8000"))
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
         self.metadata = (("x-sla-tier", self.tier),)
+        if connect_first(os.environ):  # TCP + HTTP/2 to Envoy now, not in the first measured request
+            try:
+                grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT_S)
+            except grpc.FutureTimeoutError:
+                pass  # best effort: the first request connects (or fails, and is recorded as failed)
 
     def on_stop(self) -> None:
         self.channel.close()
@@ -151,6 +156,11 @@ class HttpInferenceUser(InferenceUser):
         self.http = HTTPClient(url.hostname or "127.0.0.1", url.port or 80, concurrency=1, connection_timeout=TIMEOUT_S,
                                network_timeout=TIMEOUT_S)
         self.path = f"/v2/models/{self.model}/infer"
+        if connect_first(os.environ):  # opens the kept-alive connection the requests reuse (concurrency=1)
+            try:
+                self.http.get("/v2/health/ready").read()
+            except Exception:  # noqa: BLE001 - best effort: the first request connects (or fails, recorded)
+                pass
 
     def on_stop(self) -> None:
         self.http.close()

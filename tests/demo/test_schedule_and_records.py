@@ -61,3 +61,33 @@ def test_triton_counters_are_read_by_family_name() -> None:
             'nv_inference_exec_count{model="digits_classifier",version="1"} 4\n')
     assert parse_triton_counters(text) == {"digits_classifier": {"nv_inference_count": 12.0,
                                                                  "nv_inference_exec_count": 4.0}}
+
+
+def test_users_connect_first_unless_told_otherwise_and_a_bad_setting_is_named() -> None:
+    from locustfiles.runner import LocustRun
+    from locustfiles.settings import CONNECT_FIRST_ENV, connect_first
+
+    assert connect_first({}) is True
+    assert connect_first({CONNECT_FIRST_ENV: "0"}) is False
+    with pytest.raises(ValueError, match=f"{CONNECT_FIRST_ENV}='yes'"):
+        connect_first({CONNECT_FIRST_ENV: "yes"})
+    run = LocustRun("127.0.0.1:1", "127.0.0.1:2")
+    assert run.env(Path("r.jsonl"))[CONNECT_FIRST_ENV] == "1"
+    assert LocustRun("127.0.0.1:1", "127.0.0.1:2", connect_first=False).env(Path("r.jsonl"))[CONNECT_FIRST_ENV] == "0"
+
+
+def test_connect_first_benchmark_takes_each_users_first_request_and_the_bronze_tail_after() -> None:
+    from benchmarks.platform.connect_first import first_requests
+
+    def row(t: float, tier: str, ms: float, batch: int = 1) -> dict[str, object]:
+        return {"t_unix_s": 100.0 + t, "tier": tier, "model": "m", "protocol": "http", "batch": batch,
+                "latency_ms": ms, "ok": True}
+
+    rows = [row(0.0, "bronze", 30.0, 32), row(0.01, "gold", 15.0), row(0.2, "gold", 2.0),
+            *[row(1.0 + i / 10, "bronze", float(i), 32) for i in range(1, 101)]]
+    out = first_requests(rows)
+    assert out["first_ms"] == {"bronze/m/http/b32": [30.0], "gold/m/http/b1": [15.0]}
+    assert out["first_max_ms"] == 30.0
+    assert out["later_bronze_p99_ms"] == 100.0 and out["requests"] == 103 and out["failed"] == 0
+    with pytest.raises(ValueError, match="no requests"):
+        first_requests([])

@@ -41,9 +41,10 @@ included).
 
 Which profile the deciders get (``calibrated_fleet``): per (model, accelerator), the pools of that
 accelerator added up; a batch size is replaced only when it has at least ``min_executions``
-executions and a relative standard error at most ``max_relative_error``; otherwise the profile
-keeps the prior's value there.  A (model, accelerator) with no confident batch size keeps its
-offline profile untouched.
+executions and a relative standard error at most ``max_relative_error``; at the other batch sizes
+the profile takes the prior's shape at the calibrated level (``prior_shaped``: the prior times the
+calibrated/prior ratio of the nearest confident sizes).  A (model, accelerator) with no confident
+batch size keeps its offline profile untouched.
 """
 
 from __future__ import annotations
@@ -366,10 +367,9 @@ class Calibration:
         settings = self.settings
         overhead = (self.overhead_ms if self.overhead_ms is not None
                     and self.overhead_requests >= settings.min_overhead_requests else 0.0)
-        table = dict(self.prior.latency_ms_by_batch)
-        for b in self.batches:
-            if b.confident:
-                table[b.batch_size] = max(b.p50_ms + max(overhead, 0.0), 1e-6)
+        confident = {b.batch_size: b.p50_ms for b in self.batches if b.confident}
+        table = ({size: max(ms + max(overhead, 0.0), 1e-6) for size, ms in prior_shaped(self.prior, confident).items()}
+                 if confident else dict(self.prior.latency_ms_by_batch))
         used = sum(b.executions for b in self.batches if b.confident)
         date = time.strftime("%Y-%m-%d", time.gmtime(self.updated_unix_s)) if self.updated_unix_s else ""
         prior = self.prior.provenance
@@ -378,11 +378,46 @@ class Calibration:
                   f"by the prior's tail {self.prior.p99_over_p50:g}); overhead outside Triton "
                   + (f"{overhead:.3f} ms added" if overhead else "not measured (not added)")
                   + f"; prior: {prior.kind} profile of {prior.date} counting as {settings.prior_executions:g} "
-                  f"executions, kept at the other batch sizes")
+                  f"executions; other batch sizes: the prior scaled by the calibrated/prior ratio of the "
+                  f"nearest calibrated sizes")
         provenance = Provenance(kind=ONLINE, date=date, source=source, machine=machine or prior.machine,
                                 triton_version=prior.triton_version, model_version=prior.model_version,
                                 artifact_sha256=prior.artifact_sha256)
         return replace(self.prior, latency_ms_by_batch=dict(sorted(table.items())), provenance=provenance)
+
+
+def prior_shaped(prior: Profile, measured: Mapping[int, float]) -> dict[int, float]:
+    """A latency table at the prior's batch sizes and every measured one: the measured value where
+    there is one; elsewhere the prior's value times the measured/prior ratio, interpolated linearly
+    in batch size between the two nearest measured sizes and held at the nearest one beyond them.
+
+    The data set the level, the prior the shape between and beyond them.  Keeping the prior's own
+    values next to measured ones would mix two scales in one curve: a measured 2.1 ms at batch 2
+    beside the prior's 1.3 ms at batch 64 says a batch of 64 runs faster than one of 2 (the
+    emulated GPU's digits classifier, 2026-11-30), which the batcher model and the simulator then
+    believe.  No measured size: the prior's table unchanged."""
+    table = dict(prior.latency_ms_by_batch)
+    if not measured:
+        return table
+    for size, ms in measured.items():
+        if size < 1 or not ms > 0.0 or not math.isfinite(ms):
+            raise ValueError(f"measured latency at batch {size}: {ms!r} (batch >= 1 and ms > 0 expected)")
+    sizes = sorted(measured)
+    ratios = [measured[b] / prior.latency_ms(b) for b in sizes]
+    for size in table:
+        if size in measured:
+            continue
+        if size <= sizes[0]:
+            ratio = ratios[0]
+        elif size >= sizes[-1]:
+            ratio = ratios[-1]
+        else:
+            i = next(j for j, b in enumerate(sizes) if b > size)
+            lo, hi = sizes[i - 1], sizes[i]
+            ratio = ratios[i - 1] + (ratios[i] - ratios[i - 1]) * (size - lo) / (hi - lo)
+        table[size] = table[size] * ratio
+    table.update(measured)
+    return dict(sorted(table.items()))
 
 
 def estimate(prior: Profile, sums: Mapping[int, ServiceSums], overhead: OverheadSums, settings: CalibrationSettings,

@@ -19,7 +19,9 @@ comparison is a validation and not a fit):
   the *calibration* runs of the same fleet (its statistics extension, read before and after each
   run, learned with the platform's own online calibration, ``router_lib.calibration``: the one
   latency model the policy, planner and capacity decider use), wherever a batch size ran at least
-  ``MIN_BATCH_EXECUTIONS`` times; the profile's points elsewhere.  Service times under load on this
+  ``MIN_BATCH_EXECUTIONS`` times; elsewhere the profile's shape at the measured level
+  (``prior_shaped``; until 2026-11-30 the profile's own points, which mixed two scales in one
+  curve: the emulated GPU's digits classifier at 2.1 ms for batch 2 and 1.3 ms for 64).  Service times under load on this
   machine, not idle profiles.  Until 2026-11-30 the profile's whole curve was scaled by one factor,
   the measured mean time per execution at the mean batch (``service_scales``, still reported as
   "constant scale"): where a per-execution overhead dominates (the emulated pools' Python stubs)
@@ -198,9 +200,9 @@ def batch_calibrated_fleet(fleet: Any, docs: Sequence[StatsDoc], ensembles: Mapp
     runs executed at least ``min_executions`` times, by the time Triton measured for it: the
     platform's own online calibration (``router_lib.calibration.observe`` / ``calibration_of``,
     emulated pools included, the prior weighing one execution) over each run's statistics before
-    and after it.  Other batch sizes keep the profile's points; a size between two points is
-    interpolated as profiles are.  Pools must each have their own accelerator (``scaled_fleet``)."""
-    from router_lib.calibration import CalibrationSettings, calibration_of, observe
+    and after it.  Other batch sizes take the profile's shape at the measured level
+    (``router_lib.calibration.prior_shaped``, as the platform's calibrated profiles do).  Pools must each have their own accelerator (``scaled_fleet``)."""
+    from router_lib.calibration import CalibrationSettings, calibration_of, observe, prior_shaped
 
     accelerators = [p.accelerator for p in fleet.pools]
     if len(set(accelerators)) != len(accelerators):
@@ -220,12 +222,12 @@ def batch_calibrated_fleet(fleet: Any, docs: Sequence[StatsDoc], ensembles: Mapp
             prior = fleet.profiles.get((model, pool.accelerator))
             if prior is None or state is None:
                 continue
-            table = dict(prior.latency_ms_by_batch)
+            measured: dict[int, float] = {}
             for b in calibration_of(state, prior, (pool.name,), settings).batches:
                 if b.observed_mean_ms is not None and b.executions >= min_executions:
-                    table[b.batch_size] = b.mean_ms
+                    measured[b.batch_size] = b.mean_ms
                     used.append(BatchTime(pool.name, model, b.batch_size, b.executions, b.mean_ms, b.prior_p50_ms))
-            profiles[(model, pool.accelerator)] = replace(prior, latency_ms_by_batch=dict(sorted(table.items())))
+            profiles[(model, pool.accelerator)] = replace(prior, latency_ms_by_batch=prior_shaped(prior, measured))
     return replace(fleet, profiles=profiles), used
 
 

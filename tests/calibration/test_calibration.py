@@ -18,6 +18,7 @@ from router_lib.calibration import (
     mean_over_median,
     observe,
     pool_calibrations,
+    prior_shaped,
 )
 from router_lib.domain import PoolMode
 from router_lib.latency_model import predicted_p99_ms
@@ -227,3 +228,35 @@ def test_a_bad_persisted_state_is_named(data: dict, message: str) -> None:
 def test_bad_settings_are_named(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"calibration.{field}"):
         CalibrationSettings(**{field: value})
+
+
+def test_prior_shaped_keeps_the_measured_points_and_scales_the_prior_between_and_beyond_them() -> None:
+    prior = profile("m", GPU, {1: 1.0, 2: 1.0, 8: 1.0, 16: 1.2, 64: 1.3})
+    table = prior_shaped(prior, {2: 2.0, 16: 3.0})  # ratios 2.0 at batch 2, 2.5 at batch 16
+    assert table[2] == 2.0 and table[16] == 3.0  # measured: as measured
+    assert table[1] == pytest.approx(2.0)  # below the first measured size: its ratio held
+    assert table[8] == pytest.approx(1.0 * (2.0 + (2.5 - 2.0) * (8 - 2) / (16 - 2)))  # ratio interpolated
+    assert table[64] == pytest.approx(1.3 * 2.5)  # beyond the last: its ratio held
+    # one scale per curve: the prior's shape (batch 64 no faster than batch 2) survives calibration
+    assert table[64] >= table[2]
+    assert prior_shaped(prior, {}) == dict(prior.latency_ms_by_batch)
+    assert prior_shaped(prior, {4: 3.0})[4] == 3.0  # a measured size the prior has no point at joins the table
+    for bad in ({0: 1.0}, {2: 0.0}, {2: float("nan")}):
+        with pytest.raises(ValueError, match="measured latency at batch"):
+            prior_shaped(prior, bad)
+
+
+def test_a_calibrated_profile_scales_the_sizes_it_has_no_confident_data_for() -> None:
+    prior = off_prior(1.4)
+    r = FakeReplica("m", TRUE, rng=random.Random(5))
+    state = observe(None, reading({("gpu", "a"): r}), SETTINGS, 0.0)
+    for t in range(40):
+        r.run(1, 60)  # only batch 1 runs (a quiet hour): 2,400 executions
+        state = observe(state, reading({("gpu", "a"): r}), SETTINGS, 1.0 + t)
+    cal = calibration_of(state, prior, ("gpu",), SETTINGS)
+    assert [b.batch_size for b in cal.batches if b.confident] == [1]
+    learned = cal.profile()
+    ratio = learned.latency_ms(1) / prior.latency_ms(1)
+    assert ratio == pytest.approx(1 / 1.4, rel=0.05)  # the prior was 1.4x slow at batch 1 ...
+    for b in (8, 32):  # ... and the curve is brought to that level, not left on the prior's
+        assert learned.latency_ms(b) == pytest.approx(prior.latency_ms(b) * ratio, rel=1e-9)

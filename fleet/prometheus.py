@@ -21,7 +21,8 @@ import yaml
 
 from fleet.replica import ReplicaInfo
 from fleet.supervisor import wait_until
-from fleet.triton_process import PROJECT_ROOT, free_port
+from fleet.triton_process import PROJECT_ROOT
+from localnet.ports import free_port
 
 RULES = PROJECT_ROOT / "alerts" / "rules.yaml"
 

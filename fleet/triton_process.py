@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +22,7 @@ import pytriton
 import requests
 
 from fleet.triton_tracing import triton_trace_args
+from localnet.ports import free_ports
 from tracing.settings import TracingSettings
 
 TRITON_DIR = Path(pytriton.__file__).resolve().parent / "tritonserver"
@@ -30,27 +30,6 @@ TRITON_BIN = TRITON_DIR / "bin" / "tritonserver"
 TRITON_LIBS = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
 STUB_NAME = "triton_python_backend_stub"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free right now: all bound at once, so no two picks return the same
-    port (three separate ``free_port`` calls once gave Triton one port for HTTP and metrics)."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def prepare_backend_dir(dest: Path) -> Path:

@@ -35,8 +35,9 @@ from fleet.replica import ReplicaInfo
 from fleet.restarts import BackoffPolicy, Lifecycle, reap_leftovers
 from fleet.runtime import write_runtime
 from fleet.supervisor import FleetSupervisor, wait_until
-from fleet.triton_process import PROJECT_ROOT, GrpcTls, free_ports
+from fleet.triton_process import PROJECT_ROOT, GrpcTls
 from local_platform.supervised import SupervisedChild
+from localnet.ports import free_ports
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
 from router_lib.metric_names import envoy_stats_url

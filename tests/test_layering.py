@@ -21,12 +21,13 @@ ALLOWED: dict[str, set[str]] = {
     "model_repository": {"router_lib"},
     "locustfiles": set(),
     "tracing": set(),  # OpenTelemetry: settings, local OTLP receiver, traces read back, waterfalls
-    "xds_server": {"router_lib", "tracing"},  # Envoy and ADS only
-    "fleet": {"router_lib", "model_repository", "tracing"},  # local processes only
+    "localnet": set(),  # loopback port picking for the processes started here
+    "xds_server": {"router_lib", "tracing", "localnet"},  # Envoy and ADS only
+    "fleet": {"router_lib", "model_repository", "tracing", "localnet"},  # local processes only
     "reporting": {"router_lib", "locustfiles"},
     "control": {"router_lib", "xds_server", "fleet", "model_repository", "tracing"},  # the loop and its adapters
     "profiler": {"router_lib", "model_repository", "fleet", "reporting"},
-    "local_platform": {"router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "reporting",
+    "local_platform": {"localnet", "router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "reporting",
                        "control", "tracing"},
     "dashboards": {"router_lib"},
     "alerts": {"router_lib"},
@@ -34,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "releases": {"router_lib", "model_repository", "xds_server", "fleet", "control", "profiler", "reporting",
                  "locustfiles"},  # canary/shadow releases (issue 14): spec, CLI, comparator, demo
     "batch": {"router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "control", "reporting"},
-    "benchmarks": {"router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "reporting", "control",
+    "benchmarks": {"localnet", "router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "reporting", "control",
                    "profiler", "local_platform", "releases", "batch", "tracing"},
 }
 # Modules of ``control`` that must stay pure (decisions and the persisted record): router_lib only.

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localnet.ports import free_port
 from xds_server import (
     DataPlaneSettings,
     Endpoint,
@@ -27,35 +26,6 @@ from xds_server import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def ephemeral_port_floor(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
-    """The lowest port the kernel hands out as an outgoing connection's local port (32768 if unknown)."""
-    try:
-        return int(Path(path).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port() -> int:
-    """A port free right now, below the kernel's ephemeral range.  Envoy's listeners come over xDS,
-    so they cannot use port 0 and are bound seconds after the port is picked; a port from the
-    ephemeral range may meanwhile become some outgoing connection's local port (seen in CI: Envoy
-    NACKed its listener with "Address already in use").  Random in the 12,000 ports below the range."""
-    floor = ephemeral_port_floor()
-    if floor > 2048:
-        rng = random.SystemRandom()
-        for _ in range(100):
-            port = rng.randint(max(1024, floor - 12_000), floor - 1)
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    with socket.socket() as s:  # no room below the range: any port the kernel gives
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

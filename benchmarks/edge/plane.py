@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from fleet.supervisor import FleetSupervisor
-from fleet.triton_process import free_ports
+from localnet.ports import free_ports
 from model_repository.definitions import load_models
 from router_lib.config import load_fleet
 from xds_server import (

@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from fleet.supervisor import FleetSupervisor
+from localnet.ports import free_port
 from model_repository.definitions import load_models
 from model_repository.triton_config import TierSharing, target_for_pool, tier_sharing, write_repository
 from router_lib.config import load_fleet
@@ -41,7 +42,6 @@ from xds_server import (
     write_envoy_bootstrap,
 )
 from xds_server.overload import tier_resilience
-from xds_server.testbed import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "digits_classifier"

@@ -39,12 +39,13 @@ from benchmarks.resilience.harness import (
     summarize,
     within_bound,
 )
+from localnet.ports import free_port
 from router_lib.config import load_tiers
 from router_lib.priority import tier_priorities
 from xds_server import DataPlaneSettings, EnvoyProcess, RouteWeights, XdsServer, write_envoy_bootstrap
 from xds_server.inputs import OverloadSettings, RetrySettings
 from xds_server.naming import cluster_name
-from xds_server.testbed import DataPlane, FakePool, free_port
+from xds_server.testbed import DataPlane, FakePool
 
 OUT = ROOT / "benchmarks" / "results" / "resilience"
 WARMUP_S = 1.0

@@ -29,12 +29,12 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.common import ROOT, write_results
 from fleet.triton_process import GrpcTls, TritonProcess, prepare_backend_dir
+from localnet.ports import free_port
 from model_repository.definitions import load_models
 from model_repository.triton_config import Target, write_repository
 from xds_server import DataPlaneSettings, Endpoint, EnvoyProcess, PoolEndpoints, XdsServer, build_snapshot, even_routes
 from xds_server.bootstrap import write_envoy_bootstrap
 from xds_server.certs import ensure_certs
-from xds_server.testbed import free_port
 from xds_server.tls import CertDir, Role, UpstreamTls
 
 MODEL = "digits_classifier"

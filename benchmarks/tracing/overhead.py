@@ -44,6 +44,7 @@ import requests  # noqa: E402
 
 from benchmarks.xds.grpc_loadgen import ClosedLoop, model_infer_request  # noqa: E402
 from fleet.triton_process import PROJECT_ROOT, TritonProcess, find_stub_pids, prepare_backend_dir  # noqa: E402
+from localnet.ports import free_port  # noqa: E402
 from model_repository.definitions import load_models  # noqa: E402
 from model_repository.triton_config import Target, write_repository  # noqa: E402
 from tracing.settings import TracingSettings  # noqa: E402
@@ -57,7 +58,6 @@ from xds_server import (  # noqa: E402
     even_routes,
     write_envoy_bootstrap,
 )
-from xds_server.testbed import free_port  # noqa: E402
 
 MODEL = "digits_classifier"
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "tracing"

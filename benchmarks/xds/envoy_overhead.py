@@ -48,12 +48,12 @@ from benchmarks.xds.common import percentile
 from benchmarks.xds.envoy_variants import Variant, apply, bootstrap_for, http_filters, one_at_a_time
 from benchmarks.xds.grpc_loadgen import ClosedLoop, PhaseResult, model_infer_request
 from benchmarks.xds.shipped_chain import shipped_chain
+from localnet.ports import free_port
 from xds_server import EnvoyProcess, PoolEndpoints, RouteWeights, XdsServer, build_snapshot, validate_bootstrap
 from xds_server.bootstrap import envoy_bootstrap
 from xds_server.envoy_process import shared_host_concurrency
 from xds_server.inputs import DataPlaneSettings, Endpoint
 from xds_server.naming import GRPC_LISTENER
-from xds_server.testbed import free_port
 from xds_server.tracing import with_collector
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,11 +19,12 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.xds.common import percentile, write_results
+from localnet.ports import free_port
 from xds_server import RouteWeights, Snapshot, build_snapshot
 from xds_server.listeners import envoy_listener
 from xds_server.naming import GRPC_ROUTES
 from xds_server.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE, to_message
-from xds_server.testbed import DataPlane, free_port
+from xds_server.testbed import DataPlane
 
 ROUTES = [RouteWeights.of("text_embedding", t, (("cpu", 100),)) for t in ("gold", "silver", "bronze")]
 

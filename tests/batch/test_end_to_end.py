@@ -20,8 +20,8 @@ import requests
 from batch.reference import check_embeddings
 from batch.store_sqlite import SqliteJobStore
 from dashboards.promql_names import names_on_metrics_page
-from fleet.triton_process import free_port
 from local_platform.platform import LocalPlatform, PlatformPorts
+from localnet.ports import free_port
 from model_repository.definitions import load_models
 from router_lib import metric_names
 

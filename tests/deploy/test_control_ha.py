@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from localnet.ports import free_port
 from tests.deploy.fake_apiserver import FakeApiServer
 from tests.deploy.test_control_k8s_integration import MODELS, Load, get, slice_of, wait_for
 from xds_server import EnvoyProcess
 from xds_server.bootstrap import XDS_CLUSTER, envoy_bootstrap
-from xds_server.testbed import ROOT, FakePool, free_port
+from xds_server.testbed import ROOT, FakePool
 
 pytestmark = pytest.mark.integration
 

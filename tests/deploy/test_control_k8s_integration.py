@@ -21,9 +21,10 @@ import pytest
 import requests
 import yaml
 
+from localnet.ports import free_port
 from tests.deploy.fake_apiserver import FakeApiServer, endpoint_slice, pod_endpoint
 from xds_server import EnvoyProcess, write_envoy_bootstrap
-from xds_server.testbed import ROOT, FakePool, free_port
+from xds_server.testbed import ROOT, FakePool
 
 pytestmark = pytest.mark.integration
 

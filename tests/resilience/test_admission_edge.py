@@ -15,6 +15,7 @@ import pytest
 import requests
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from localnet.ports import free_port
 from router_lib.config import load_tiers
 from tests.resilience.echo_upstream import SHED_MARKER, STOPPING_MARKER, TRIES, EchoUpstream
 from xds_server import (
@@ -28,7 +29,7 @@ from xds_server import (
     write_envoy_bootstrap,
 )
 from xds_server.overload import tier_resilience
-from xds_server.testbed import ROOT, free_port
+from xds_server.testbed import ROOT
 
 pytestmark = pytest.mark.integration
 LEVELS = {"gold": 1, "silver": 2, "bronze": 3}

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from localnet.ports import free_port
 from router_lib.config import load_tiers
 from xds_server import DataPlaneSettings, EnvoyProcess, RouteWeights, XdsServer, write_envoy_bootstrap
 from xds_server.overload import tier_resilience
-from xds_server.testbed import ROOT, DataPlane, FakePool, free_port
+from xds_server.testbed import ROOT, DataPlane, FakePool
 
 pytestmark = pytest.mark.integration
 

@@ -27,6 +27,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from tritonclient.utils import InferenceServerException
 
 from fleet.triton_process import GrpcTls, TritonProcess, prepare_backend_dir
+from localnet.ports import free_port
 from model_repository.definitions import load_models
 from model_repository.triton_config import Target, write_repository
 from xds_server import DataPlaneSettings, Endpoint, EnvoyProcess, PoolEndpoints, XdsServer, build_snapshot, even_routes
@@ -35,7 +36,6 @@ from xds_server.certs import ensure_certs
 from xds_server.envoy_process import validate_bootstrap
 from xds_server.naming import cluster_name
 from xds_server.protos import CLUSTER
-from xds_server.testbed import free_port
 from xds_server.tls import CertDir, Identity, Role, UpstreamTls, grpc_channel_credentials
 
 pytestmark = pytest.mark.integration

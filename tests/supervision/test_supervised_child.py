@@ -15,8 +15,8 @@ import pytest
 
 from fleet.restarts import BackoffPolicy, Lifecycle
 from fleet.supervisor import wait_until
-from fleet.triton_process import free_port
 from local_platform.supervised import SupervisedChild
+from localnet.ports import free_port
 
 SERVER = "import http.server,sys; http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).serve_forever()"
 

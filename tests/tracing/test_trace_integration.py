@@ -23,6 +23,7 @@ import requests
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from fleet.triton_process import TritonProcess, prepare_backend_dir
+from localnet.ports import free_port
 from model_repository.definitions import load_models
 from model_repository.triton_config import Target, write_repository
 from tracing.receiver import OtlpReceiver
@@ -39,7 +40,6 @@ from xds_server import (
     validate_bootstrap,
     write_envoy_bootstrap,
 )
-from xds_server.testbed import free_port
 
 pytestmark = pytest.mark.integration
 MODELS = ("text_embedding", "digits_classifier")

@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,23 +77,31 @@ def parse_triton_counters(text: str) -> dict[str, dict[str, float]]:
     return {m: dict(c) for m, c in out.items()}
 
 
+def _each_replica(status: dict[str, Any], port_key: str, path: str, parse: Callable[[bytes], Any], what: str
+                  ) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """(pool name, replica, ``parse`` of its ``GET path``) for every replica in ``status``; a
+    replica that does not answer (or answers garbage) is left out with a warning naming ``what``."""
+    for pool in status.get("pools", []):
+        for rep in pool.get("replicas", []):
+            try:
+                value = parse(_get(f"http://127.0.0.1:{rep[port_key]}{path}"))
+            except (OSError, ValueError) as e:
+                log.warning("could not read %s of %s replica %s: %s", what, pool["name"], rep.get("index"), e)
+                continue
+            yield pool["name"], rep, value
+
+
 def scrape_counters(status: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
     """(emulation counters per pool, Triton counters per pool and Triton model), summed over replicas."""
     emulation: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     triton: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
-    for pool in status.get("pools", []):
-        for rep in pool.get("replicas", []):
-            try:
-                text = _get(f"http://127.0.0.1:{rep['metrics_port']}/metrics").decode()
-            except OSError as e:
-                log.warning("could not scrape %s replica %s: %s", pool["name"], rep.get("index"), e)
-                continue
-            for p, counters in parse_emulation_counters(text).items():
-                for k, v in counters.items():
-                    emulation[p][k] += v
-            for model, counters in parse_triton_counters(text).items():
-                for k, v in counters.items():
-                    triton[pool["name"]][model][k] += v
+    for pool, _rep, text in _each_replica(status, "metrics_port", "/metrics", bytes.decode, "the metrics"):
+        for p, counters in parse_emulation_counters(text).items():
+            for k, v in counters.items():
+                emulation[p][k] += v
+        for model, counters in parse_triton_counters(text).items():
+            for k, v in counters.items():
+                triton[pool][model][k] += v
     return ({p: dict(c) for p, c in emulation.items()},
             {p: {m: dict(c) for m, c in ms.items()} for p, ms in triton.items()})
 
@@ -171,14 +179,8 @@ def read_triton_stats(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     document}}``, kept as Triton wrote it (``router_lib.calibration_stats.parse_model_stats`` reads
     it).  A replica that does not answer is left out with a warning."""
     out: dict[str, dict[str, Any]] = {}
-    for pool in status.get("pools", []):
-        for rep in pool.get("replicas", []):
-            try:
-                doc = json.loads(_get(f"http://127.0.0.1:{rep['http_port']}/v2/models/stats"))
-            except (OSError, ValueError) as e:
-                log.warning("could not read the statistics of %s replica %s: %s", pool["name"], rep.get("index"), e)
-                continue
-            out.setdefault(pool["name"], {})[str(rep.get("index", rep["http_port"]))] = doc
+    for pool, rep, doc in _each_replica(status, "http_port", "/v2/models/stats", json.loads, "the statistics"):
+        out.setdefault(pool, {})[str(rep.get("index", rep["http_port"]))] = doc
     return out
 
 

@@ -91,3 +91,42 @@ def test_connect_first_benchmark_takes_each_users_first_request_and_the_bronze_t
     assert out["later_bronze_p99_ms"] == 100.0 and out["requests"] == 103 and out["failed"] == 0
     with pytest.raises(ValueError, match="no requests"):
         first_requests([])
+
+
+def test_replica_reads_sum_counters_keep_statistics_and_leave_out_a_replica_that_does_not_answer(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import http.server
+    import threading
+
+    from localnet.ports import free_port
+    from reporting.recorder import read_triton_stats, scrape_counters
+
+    metrics = (b'# TYPE nv_inference_count counter\n'
+               b'nv_inference_count{model="digits_classifier",version="1"} 5\n')
+
+    class Replica(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the handler's API
+            body = metrics if self.path == "/metrics" else b'{"model_stats": []}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Replica)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port, dead = server.server_address[1], free_port()
+    try:
+        status = {"pools": [{"name": "cpu", "replicas": [
+            {"index": 0, "http_port": port, "metrics_port": port},
+            {"index": 1, "http_port": port, "metrics_port": port},
+            {"index": 2, "http_port": dead, "metrics_port": dead}]}]}
+        _emulation, triton = scrape_counters(status)
+        assert triton == {"cpu": {"digits_classifier": {"nv_inference_count": 10.0}}}  # two replicas summed
+        assert read_triton_stats(status) == {"cpu": {"0": {"model_stats": []}, "1": {"model_stats": []}}}
+        assert "cpu replica 2" in caplog.text  # the dead one is named, not silently dropped
+    finally:
+        server.shutdown()
+        server.server_close()

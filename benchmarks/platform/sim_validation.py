@@ -9,6 +9,13 @@ profiles.  A request measured by the load generator also spends time in what it 
   not the idle profiles;
 * **the closed loop**: locust users wait for their response and then pace themselves.
 
+Left out of both sides by the load generator, not by this analysis: opening a connection.  Each
+locust user connects to Envoy before its first measured request (``LOAD_CONNECT_FIRST``, since
+2026-11-30).  Before that, the first request of each of the 12 users, all sent at the run's first
+instant, paid the set-up, and in every router run of the 04:02 UTC benchmark the two slowest bronze
+requests were those (a steady run's bronze p99, with 183 bronze requests, was one of them:
+``benchmarks/results/platform/connect_first.md`` measures the set-up side by side).
+
 How each is modelled, and the one decision that shapes it (learn from *other* runs only, so the
 comparison is a validation and not a fit):
 

@@ -46,6 +46,8 @@ BENCHES = (
     # Simulator calibrated on stairs runs, validated on steady/step/burst; planner-sized baselines (~30 min).
     Bench("platform", "benchmarks.platform.load_bench", ("--fleet", "fleet.demo.yaml"),
           "benchmarks/results/platform", 2400),
+    Bench("connect-first", "benchmarks.platform.connect_first", ("--pairs", "3", "--duration-s", "24"),
+          "benchmarks/results/platform/connect_first.md", 600),
     # Autoscaled heterogeneous vs single-accelerator vs static fleets, side by side (emulated, x40).
     Bench("capacity", "benchmarks.capacity.run", ("--repeats", "3"), "benchmarks/results/capacity", 1800),
     # Canary releases: fault -> candidate at 0% in Envoy, mirroring overhead, model switching.

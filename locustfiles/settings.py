@@ -9,7 +9,7 @@ RECORDS_ENV = "LOAD_RECORDS_PATH"  # JSONL file for per-request records (records
 GRPC_TARGET_ENV = "LOAD_GRPC_TARGET"  # host:port of Envoy's gRPC listener (default: -H host, port 8001)
 SEED_ENV = "LOAD_SEED"  # same seed -> same inputs per user, so runs against different fleets compare
 # "1" (default): each user opens its connection to Envoy before its first measured request, as a
-# serving client holds its connections; "0": the first request pays the set-up (connection_warmup.py).
+# serving client holds its connections; "0": the first request pays the set-up (benchmarks/platform/connect_first.py).
 CONNECT_FIRST_ENV = "LOAD_CONNECT_FIRST"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 

@@ -106,7 +106,7 @@ class GrpcInferenceUser(InferenceUser):
     protocol = "grpc"
 
     def on_start(self) -> None:
-        from tritonclient.grpc import service_pb2_grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
 
         self.channel = grpc.insecure_channel(grpc_target(self.host or "http://127.0.0.1:8000"))
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
@@ -115,8 +115,6 @@ class GrpcInferenceUser(InferenceUser):
             # An RPC, not grpc.channel_ready_future: under gevent that one's connectivity polling
             # blocked the whole event loop for 0.2 s, delaying every request in flight whenever
             # users were added mid-run (measured: ~200 ms at each burst of the burst shape).
-            from tritonclient.grpc import service_pb2
-
             try:
                 self.stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=TIMEOUT_S)
             except grpc.RpcError:

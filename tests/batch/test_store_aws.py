@@ -12,7 +12,6 @@ and are skipped, saying so, where boto3 is missing.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ pytest.importorskip("moto", reason="moto (server mode) is the local S3/SQS endpo
 from batch.jobs import JobState, PoolUsage  # noqa: E402
 from batch.store import Crash, NotReady, RowAnswer  # noqa: E402
 from batch.store_aws import AwsJobStore, AwsNames  # noqa: E402
+from localnet.ports import free_port  # noqa: E402
 from tests.batch.helpers import fake_answers, read_results, submit, write_input  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -33,9 +33,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def endpoint():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from control.metrics_prometheus import PrometheusApiSource
 from control.metrics_scrape import ScrapeSource
+from localnet.ports import free_port
 from router_lib.metrics import MetricsParseError, MetricsUnavailableError
 from tests.router_lib.test_metrics import COMPOSING, envoy_text, triton_text
 
@@ -128,12 +128,6 @@ def test_prometheus_api_failures_raise_typed_errors(body: object, error: type[Ex
         PrometheusApiSource("http://prom:9090", fetch=fetch).read(0.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.integration
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian prometheus not installed (make system-deps)")
 def test_prometheus_api_source_against_a_real_prometheus(tmp_path: Path) -> None:
@@ -153,7 +147,7 @@ def test_prometheus_api_source_against_a_real_prometheus(tmp_path: Path) -> None
 
     exporter = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
     threading.Thread(target=exporter.serve_forever, daemon=True).start()
-    prom_port = _free_port()
+    prom_port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s}\n"

@@ -10,7 +10,6 @@ which `make test` runs; no check here needs a platform.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -20,6 +19,7 @@ import pytest
 
 from dashboards.definitions import DASHBOARDS
 from dashboards.promql_names import contract_names, metric_names_in, recording_rule_names
+from localnet.ports import free_port
 from tests.deploy.conftest import REPO, deploy_tool, run, system_tool
 from tests.deploy.fake_exporter import FakeExporter
 
@@ -72,19 +72,13 @@ def test_autoscaling_reads_only_metrics_the_platform_exports(documents: dict[str
             assert not unknown, f"ScaledObject {so['metadata']['name']}: {sorted(unknown)}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.integration
 def test_png_renderer_draws_every_panel_from_prometheus(tmp_path: Path) -> None:
     """Against a real Prometheus scraping the fake exporter, the renderer writes one non-trivial PNG
     per dashboard and no panel comes out empty ("no data")."""
     prometheus = system_tool("prometheus", "install Debian's prometheus (--no-install-recommends)")
     python = deploy_tool("python")
-    port = _free_port()
+    port = free_port()
     with FakeExporter() as exporter:
         config = tmp_path / "prometheus.yml"
         config.write_text(

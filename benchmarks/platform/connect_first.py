@@ -38,6 +38,8 @@ WORK = ROOT / "build" / "bench" / "connect_first"
 FIRST_S = 0.05  # the requests sent in the first 50 ms: every user's first
 SPAWN_AT_S = 20.0  # the burst shape's first burst (locustfiles/schedule.py: burst_every_s): users added
 SPAWN_WINDOW_S = 0.5
+TARGETS = ("none: this measures the load generator, not the platform (no issue sets a target for it). "
+           "Baseline: the same workload and platform without the set-up (the off arm), alternating with it.")
 
 
 def first_requests(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cores; 1-min load average {os.getloadavg()[0]:.2f} at the end",
         "fleet": str(args.fleet.relative_to(ROOT) if args.fleet.is_relative_to(ROOT) else args.fleet),
         "emulation": "real CPU pool; GPU and Inferentia pools emulated (real Triton, profile timing, synthetic outputs)",
+        "targets": TARGETS,
         "runs": runs,
         "first_request_max_ms_median": table,
         "slowest_first_request_ms": {a: [r["first_max_ms"] for r in rs] for a, rs in arm.items()},
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{SPAWN_AT_S:g} s), alternating, on one platform after a discarded warm-up run. *off*: each user's "
              "first request opens its connection to Envoy; *on*: users connect in `on_start` (the default since "
              "2026-11-30).", "",
+             f"Targets: {TARGETS}", "",
              "| class (tier/model/protocol/batch) | slowest of its first requests, median over runs: off | on |",
              "|---|---|---|"]
     lines += [f"| {c} | {v['off']:.1f} ms | {v['on']:.1f} ms |" for c, v in table.items()]

@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -565,6 +566,17 @@ LIMITS = (
 )
 
 
+def run_page_notes(fleet: Any, args: argparse.Namespace) -> tuple[str, ...]:
+    """What a per-run page must say on its own: the command behind it, every pool's outputs, and
+    where the targets, the baselines' sizing and the verdict are (``load_bench.md``)."""
+    pools = "; ".join(f"{p['pool']} {p['mode']} with {p['outputs']} outputs" for p in fleet_pools_disclosure(fleet))
+    return (f"one run (repeat 1) of `make benchmark-platform` (`python -m benchmarks.platform.load_bench --fleet "
+            f"{args.fleet}`), {args.duration_s:g} s; machine and load above",
+            f"pools: {pools} (synthetic: zeros of the right shape, labelled x-emulated)",
+            "targets (simulator within 15% of the measured p99; SLAs in every repeat), the planner-sized single-kind "
+            "baselines and whether each target was met: ../../load_bench.md")
+
+
 def machine_line() -> str:
     from benchmarks.common import environment
 
@@ -660,19 +672,20 @@ def main(argv: list[str] | None = None) -> int:
     for (name, shape, role, _repeat), rep in sorted(reports.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][3])):
         if role == VALIDATION:
             summaries.setdefault((name, shape), []).append(summarise(rep))
+    from model_repository.definitions import load_models
+    from router_lib.config import load_fleet
+
+    models = tuple(load_models())
+    fleets = {n: load_fleet(p, models) for n, p in config_fleets.items()}
     runs_dir = args.out / "runs"
     shutil.rmtree(runs_dir, ignore_errors=True)
     for (name, shape, role, repeat), rep in reports.items():
         if repeat == 1 and role == VALIDATION:
             folder = runs_dir / f"{name}-{shape}"
             plots = write_plots(rep, folder)
-            (folder / "report.md").write_text(render_markdown(rep, {k: p.name for k, p in plots.items()}))
+            page = replace(rep, run=replace(rep.run, notes=(*rep.run.notes, *run_page_notes(fleets[name], args))))
+            (folder / "report.md").write_text(render_markdown(page, {k: p.name for k, p in plots.items()}))
     costs = cost_table(summaries, args.baseline_shape)
-    from model_repository.definitions import load_models
-    from router_lib.config import load_fleet
-
-    models = tuple(load_models())
-    fleets = {n: load_fleet(p, models) for n, p in config_fleets.items()}
     loads = [x for r in runs.values() for x in r.load_average]
     result = {
         "settings": {"duration_s": args.duration_s, "repeats": args.repeats, "shapes": args.shapes,

@@ -15,6 +15,7 @@ from typing import Any
 
 from control.http_fetch import FETCH_ERRORS, Fetch, http_get_text
 from router_lib.cluster_names import parse_cluster_name
+from router_lib.metric_names import NOT_FAILURES
 from router_lib.metrics import FleetMetrics, MetricsParseError, MetricsUnavailableError, PoolModelMetrics
 from router_lib.metrics_window import histogram_quantile
 
@@ -89,7 +90,11 @@ class PrometheusApiSource:
         job = f'job="{self.triton_job}"'
         pending = self._by_pool_model(f"sum by (pool, model) (nv_inference_pending_request_count{{{job}}})", now_s)
         ok = self._by_pool_model(f"sum by (pool, model) (rate(nv_inference_request_success{{{job}}}[{w}]))", now_s, True)
-        bad = self._by_pool_model(f"sum by (pool, model) (rate(nv_inference_request_failure{{{job}}}[{w}]))", now_s, True)
+        # Not the reasons in metric_names.NOT_FAILURES (sheds and batcher wake-ups).
+        not_failures = "|".join(sorted(NOT_FAILURES))
+        bad = self._by_pool_model(
+            f'sum by (pool, model) (rate(nv_inference_request_failure{{{job},reason!~"{not_failures}"}}[{w}]))',
+            now_s, True)
         lag = self._by_pool_model(f"sum by (pool, model) (increase(emulation_lag_ms_total[{w}]))", now_s)
         execs = self._by_pool_model(f"sum by (pool, model) (increase(emulation_executions_total[{w}]))", now_s)
         up = {labels.get("pool", ""): value for labels, value in

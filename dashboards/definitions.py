@@ -132,8 +132,15 @@ POOLS = Dashboard("inference-pools", "Pool utilisation and queue depth",
     Panel("Mean batch size",
           (q(f"sum by (pool, model) (rate(nv_inference_count{{{POOL}}}[{R}])) / "
              f"sum by (pool, model) (rate(nv_inference_exec_count{{{POOL}}}[{R}]))", "{{pool}} / {{model}}"),)),
+    # REJECTED (a queue policy turned the request away before it ran: a shed, or a batcher wake-up
+    # at 50/s per shared model, fleet/batcher_wake.py) is not a failed request: its own panel.
     Panel("Failed requests (req/s)",
-          (q(f"sum by (pool, reason) (rate(nv_inference_request_failure{{{POOL}}}[{R}]))", "{{pool}} {{reason}}"),),
+          (q(f'sum by (pool, reason) (rate(nv_inference_request_failure{{{POOL},reason!="REJECTED"}}[{R}]))',
+             "{{pool}} {{reason}}"),),
+          unit="reqps"),
+    Panel("Rejected in the queue: sheds and batcher wake-ups (req/s)",
+          (q(f'sum by (pool, model) (rate(nv_inference_request_failure{{{POOL},reason="REJECTED"}}[{R}]))',
+             "{{pool}} / {{model}}"),),
           unit="reqps"),
     Panel("Healthy pools", (q(f"router_pool_healthy{{{POOL}}}", "{{pool}} ({{accelerator}})"),), kind="stat"),
     Panel("Emulation lag (share of profile time)",

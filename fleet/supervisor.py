@@ -21,6 +21,7 @@ is it stopped: no request is sent to a replica that is going away.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ from model_repository.definitions import ModelDefinition
 from model_repository.triton_config import target_for_pool, tier_sharing, write_repository
 from router_lib.config import ConfigError
 from router_lib.domain import Accelerator, Fleet, PoolSpec
+from router_lib.metric_names import counts_as_failure
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,12 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_
 
 
 ReplicaListener = Callable[[str, list[ReplicaInfo]], None]
+_REASON = re.compile(r'reason="([^"]*)"')
+
+
+def _reason(line: str) -> str | None:
+    match = _REASON.search(line)
+    return match.group(1) if match else None
 
 
 def _requests_seen(process: TritonProcess) -> tuple[float, float] | None:
@@ -60,7 +68,10 @@ def _requests_seen(process: TritonProcess) -> tuple[float, float] | None:
     for line in text.splitlines():
         if line.startswith("nv_inference_pending_request_count{"):
             pending += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(("nv_inference_request_success{", "nv_inference_request_failure{")):
+        elif line.startswith("nv_inference_request_success{") or (
+                line.startswith("nv_inference_request_failure{") and counts_as_failure(_reason(line))):
+            # Rejections ran nothing (a shed, or a batcher wake-up that never stops): the queue
+            # gauge covers what still waits.
             answered += float(line.rsplit(" ", 1)[1])
     return pending, answered
 

@@ -7,6 +7,7 @@ removed without touching another replica's.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -21,9 +22,12 @@ from pathlib import Path
 import pytriton
 import requests
 
+from fleet.batcher_wake import DEFAULT_PERIOD_MS, BatcherWaker
 from fleet.triton_tracing import triton_trace_args
 from localnet.ports import free_ports
 from tracing.settings import TracingSettings
+
+log = logging.getLogger(__name__)
 
 TRITON_DIR = Path(pytriton.__file__).resolve().parent / "tritonserver"
 TRITON_BIN = TRITON_DIR / "bin" / "tritonserver"
@@ -108,6 +112,10 @@ class TritonProcess:
     # Unique per process: a restarted replica must not share (or clean up) its predecessor's regions.
     shm_prefix: str = field(default_factory=lambda: f"tmas_{os.getpid()}_{uuid.uuid4().hex[:8]}_")
     grpc_tls: GrpcTls | None = None  # None: plaintext gRPC, as before
+    # Wake the dynamic batcher of every model that declares a wake-up level, this often, once the
+    # replica is ready (``fleet.batcher_wake``: a Triton 2.51 lost wake-up); None: never.
+    wake_period_s: float | None = DEFAULT_PERIOD_MS / 1000
+    _waker: BatcherWaker | None = field(default=None, init=False, repr=False)
 
     @property
     def http_url(self) -> str:
@@ -156,6 +164,7 @@ class TritonProcess:
         ]
 
     def start(self) -> None:
+        self._stop_waker()  # a restart: the last start's waker talks to a process that is gone
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self._log_offset = log.tell()  # the log is appended to: this start's lines begin here
@@ -194,9 +203,32 @@ class TritonProcess:
                 raise RuntimeError(f"tritonserver {self.name} exited with {self.proc and self.proc.returncode}; "
                                    f"log: {self.log_path}\n{self.log_tail()}")
             if self.ready():
+                self._start_waker()
                 return
             time.sleep(0.1)
         raise TimeoutError(f"tritonserver {self.name} not ready after {timeout_s}s; log: {self.log_path}\n{self.log_tail()}")
+
+    def _start_waker(self) -> None:
+        if self.wake_period_s is None or self._waker is not None:
+            return
+        try:
+            waker = BatcherWaker(f"http://{self.http_url}", period_s=self.wake_period_s).start()
+        except (OSError, RuntimeError, ValueError) as e:
+            # The replica serves without it: a missed wake-up costs a request up to 500 ms.
+            log.warning("tritonserver %s: cannot read its models' wake-up levels (%s); not waking its batchers",
+                        self.name, e)
+            return
+        self._waker = waker if waker.running else None
+
+    def _stop_waker(self) -> None:
+        if self._waker is not None:
+            self._waker.stop()
+            self._waker = None
+
+    @property
+    def waker(self) -> BatcherWaker | None:
+        """The running batcher waker (None: nothing declares a wake-up level, or not ready yet)."""
+        return self._waker
 
     def lost_a_port(self) -> bool:
         """Whether the last start exited because one of its ports was taken."""
@@ -215,11 +247,13 @@ class TritonProcess:
 
     def terminate(self) -> None:
         """SIGTERM without waiting (``stop`` waits): lets a whole pool exit in parallel."""
+        self._stop_waker()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM, wait, SIGKILL if needed; then remove this replica's stubs and shm regions."""
+        self._stop_waker()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -231,6 +265,7 @@ class TritonProcess:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests and fault injection)."""
+        self._stop_waker()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)

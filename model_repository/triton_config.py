@@ -33,6 +33,9 @@ from router_lib.domain import Accelerator, PoolSpec, Profile, TierSet
 from router_lib.priority import HEADROOM_SHARE, TierPriorities, shared_batch_cap, tier_priorities
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# The model-config parameter naming the wake-up level (``TierSharing.wake_level``); the waker
+# (``fleet.batcher_wake``, standard library only so that it runs beside any Triton image) spells it too.
+WAKE_LEVEL_PARAMETER = "batcher_wake_level"
 TARGETS = ("cpu", "gpu", "inferentia", "emulated")
 
 
@@ -61,13 +64,19 @@ class TierSharing:
     well, gold requests stalled up to 170 ms at a few dozen requests a second (6 of 935 over 50 ms);
     with levels on the accelerated step only, or none, no request of any tier took over 10 ms
     (``benchmarks/resilience/host_step_priority.py``, results in
-    ``benchmarks/results/resilience/host_step_priority.md``).  A host step costs milliseconds, so
+    ``benchmarks/results/resilience/host_step_priority.md``; measured before the cause was found:
+    Triton's missed batcher wake-up, which ``wake_level`` now bounds on every step with levels).  A host step costs milliseconds, so
     gold waits behind at most a few of them; the accelerated step, where the capacity is, keeps
     the levels."""
 
     priorities: TierPriorities | None
     max_batch: int | None = None
     host_steps: bool = False
+    # One more level below the tiers' for ``fleet.batcher_wake`` (docs/overload.md): its requests
+    # expire 1 us after they are queued, so they only wake the batcher and never execute.  Triton
+    # 2.51's batcher, with any priority level, can miss the wake-up of an instance that frees
+    # while it waits for one, leaving queued requests until the next arrival or 500 ms.
+    wake_level: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch is not None and self.max_batch < 1:
@@ -104,6 +113,13 @@ def apply_tier_sharing(cfg: mc.ModelConfig, sharing: TierSharing | None, *, cap_
             queue.timeout_action = mc.ModelQueuePolicy.REJECT
             queue.max_queue_size = policy.max_queue_size
             queue.default_timeout_microseconds = round(policy.timeout_ms * 1000) if policy.timeout_ms else 0
+        if sharing.wake_level:
+            level = sharing.priorities.levels + 1
+            batching.priority_levels = level
+            wake = batching.priority_queue_policy[level]
+            wake.timeout_action = mc.ModelQueuePolicy.REJECT
+            wake.default_timeout_microseconds = 1  # expired by the time the batcher looks: never executed
+            _params(cfg, **{WAKE_LEVEL_PARAMETER: str(level)})
     if cap_batch and sharing.max_batch is not None and sharing.max_batch < cfg.max_batch_size:
         # With max_queue_delay 0 the batcher sends the largest preferred size it can form.
         batching.preferred_batch_size[:] = [sharing.max_batch]

@@ -57,6 +57,20 @@ BATCH: dict[str, tuple[str, tuple[str, ...], str]] = {
     "batch_queue_depth_rows": ("gauge", ("job",), "Rows not yet answered, per unfinished job."),
 }
 
+# ``nv_inference_request_failure``'s ``reason`` values the platform does not count as failed
+# requests: ``REJECTED`` is a queue policy turning a request away before it ran -- a shed, which
+# the edge answers 429 with a retry hint (Envoy's 5xx error rate does not count it either), or a
+# batcher wake-up (``fleet.batcher_wake``, 50 a second per model on a shared pool), which no client
+# sent.  Release gates, the control plane's error rates and the drain check read failures
+# through ``counts_as_failure``; dashboards show every reason.
+NOT_FAILURES = frozenset({"REJECTED"})
+
+
+def counts_as_failure(reason: str | None) -> bool:
+    """Whether an ``nv_inference_request_failure`` sample with this ``reason`` label is a failed request."""
+    return reason not in NOT_FAILURES
+
+
 # Triton's own metrics that the platform reads.
 TRITON_READ = (
     "nv_inference_pending_request_count",

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from router_lib.cluster_names import parse_cluster_name
-from router_lib.metric_names import SIGNAL_SOURCES, triton_series_for
+from router_lib.metric_names import SIGNAL_SOURCES, counts_as_failure, triton_series_for
 from router_lib.metrics import MetricsParseError
 
 # The Triton series the signals are computed from (``metric_names.SIGNAL_SOURCES``, the one
@@ -121,6 +121,8 @@ def parse_triton(text: str, source: str, composing: Mapping[str, str] | None = N
             pending[public] = pending.get(public, 0.0) + value
         elif name in REQUEST_COUNTERS and model in composing:
             continue  # the ensemble counts the request itself; composing steps would double it
+        elif name == "nv_inference_request_failure" and not counts_as_failure(s.labels.get("reason")):
+            continue  # a shed or a batcher wake-up (metric_names.NOT_FAILURES)
         else:
             key = (public, name)
             counters[key] = counters.get(key, 0.0) + value

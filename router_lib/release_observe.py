@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from router_lib.cluster_names import parse_cluster_name
+from router_lib.metric_names import counts_as_failure
 from router_lib.metrics_window import Buckets, bucket_delta, counter_delta, histogram_quantile
 from router_lib.release import PoolComparison, ReleaseObservation, VersionWindow
 
@@ -120,8 +121,9 @@ def parse_triton_model(text: str, model: str, version: str | None = None) -> tup
         if line.startswith("nv_inference_request_success{"):
             answered += v
         elif line.startswith("nv_inference_request_failure{"):
-            answered += v
-            failed += v
+            if counts_as_failure(labels.get("reason")):  # not a shed or a batcher wake-up
+                answered += v
+                failed += v
         else:
             duration += v
     return answered, failed, duration

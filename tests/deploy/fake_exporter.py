@@ -70,8 +70,9 @@ def exposition(elapsed_s: float) -> str:
                 lab = _labels(model=model, version="1", pool=pool)
                 if "pending" in name:
                     lines.append(f"{name}{lab} {3 * wave:.2f}")
-                elif name == "nv_inference_request_failure":
+                elif name == "nv_inference_request_failure":  # sheds and wake-ups, and failed requests
                     lines.append(f"{name}{_labels(model=model, version='1', pool=pool, reason='REJECTED')} {0.1 * t:.2f}")
+                    lines.append(f"{name}{_labels(model=model, version='1', pool=pool, reason='BACKEND')} {0.02 * t:.3f}")
                 elif name == "nv_inference_exec_count":
                     lines.append(f"{name}{lab} {10 * t:.2f}")
                 else:

@@ -460,8 +460,14 @@ def test_a_pool_marked_share_tiers_queues_by_tier_and_the_edge_writes_each_tiers
     levels = tier_priorities(platform.fleet.tiers).by_tier()
     (replica,) = [r for r in platform.supervisor.replicas() if r.pool == "inf2"]
     client = httpclient.InferenceServerClient(f"127.0.0.1:{replica.http_port}")
-    batching = client.get_model_config("text_embedding_onnx")["dynamic_batching"]  # the accelerated step
-    assert int(batching["priority_levels"]) == len(levels)
+    config = client.get_model_config("text_embedding_onnx")  # the accelerated step
+    batching = config["dynamic_batching"]
+    # the tiers' levels, then one whose requests expire at once: the batcher wake-up (fleet.batcher_wake)
+    assert int(batching["priority_levels"]) == len(levels) + 1
+    assert config["parameters"]["batcher_wake_level"]["string_value"] == str(len(levels) + 1)
+    (process,) = [p for p in platform.supervisor.processes("inf2")]
+    assert process.waker is not None and process.waker.running
+    assert [t.model for t in process.waker.targets] == ["text_embedding_onnx"]
     assert int(batching["default_priority_level"]) == levels[platform.fleet.tiers.default_tier]
     # the host step stays one FIFO queue (TierSharing.host_steps: measured stalls with levels there)
     assert int(client.get_model_config("text_embedding_tokenizer")["dynamic_batching"].get("priority_levels", 0)) == 0

@@ -10,7 +10,14 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from model_repository.definitions import load_models
-from model_repository.triton_config import Target, TierSharing, accelerated_config, to_pbtxt, tokenizer_config
+from model_repository.triton_config import (
+    WAKE_LEVEL_PARAMETER,
+    Target,
+    TierSharing,
+    accelerated_config,
+    to_pbtxt,
+    tokenizer_config,
+)
 from router_lib.domain import Tier, TierSet
 from router_lib.priority import LevelPolicy, TierPriorities, largest_batch_within, tier_priorities
 from xds_server import DataPlaneSettings, RetrySettings, build_snapshot
@@ -75,14 +82,25 @@ def _config(sharing: TierSharing | None, model: str = "digits_classifier") -> mc
 
 
 def test_a_shared_pools_model_config_declares_the_levels_policies_and_batch_cap():
-    batching = _config(TierSharing(tier_priorities(TIERS), max_batch=2)).dynamic_batching
-    assert (batching.priority_levels, batching.default_priority_level) == (3, 2)
+    cfg = _config(TierSharing(tier_priorities(TIERS), max_batch=2))
+    batching = cfg.dynamic_batching
+    # the tiers' three levels, then the batcher wake-up level (fleet.batcher_wake)
+    assert (batching.priority_levels, batching.default_priority_level) == (4, 2)
+    wake = batching.priority_queue_policy[4]
+    assert (wake.default_timeout_microseconds, wake.timeout_action, wake.max_queue_size) == (1, mc.ModelQueuePolicy.REJECT, 0)
+    assert cfg.parameters[WAKE_LEVEL_PARAMETER].string_value == "4"
     assert list(batching.preferred_batch_size) == [2]
     gold, silver, bronze = (batching.priority_queue_policy[level] for level in (1, 2, 3))
     assert (gold.max_queue_size, gold.default_timeout_microseconds) == (0, 0)
     assert silver.default_timeout_microseconds == 150_000 and silver.timeout_action == mc.ModelQueuePolicy.REJECT
     assert (bronze.max_queue_size, bronze.default_timeout_microseconds) == (8, 1_000_000)
     assert not bronze.allow_timeout_override
+
+
+def test_without_the_wake_level_only_the_tiers_levels_are_declared():
+    cfg = _config(TierSharing(tier_priorities(TIERS), max_batch=2, wake_level=False))
+    assert cfg.dynamic_batching.priority_levels == 3 and 4 not in cfg.dynamic_batching.priority_queue_policy
+    assert WAKE_LEVEL_PARAMETER not in cfg.parameters
 
 
 def test_without_sharing_the_model_config_is_unchanged():
@@ -98,7 +116,7 @@ def test_an_ensembles_host_step_is_one_fifo_queue_unless_asked_and_never_capped(
     cfg = _shared(tokenizer_config(model), Target("cpu", sharing=sharing))
     assert cfg.dynamic_batching.priority_levels == 0 and not cfg.dynamic_batching.preferred_batch_size
     cfg = _shared(tokenizer_config(model), Target("cpu", sharing=dataclasses.replace(sharing, host_steps=True)))
-    assert cfg.dynamic_batching.priority_levels == 3 and not cfg.dynamic_batching.preferred_batch_size
+    assert cfg.dynamic_batching.priority_levels == 4 and not cfg.dynamic_batching.preferred_batch_size
 
 
 def _snapshot(settings: DataPlaneSettings):  # type: ignore[no-untyped-def]

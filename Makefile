@@ -104,9 +104,10 @@ benchmark-security: setup ## what mTLS costs on the Envoy -> Triton gRPC hop -> 
 benchmark-tracing: setup ## what tracing costs: off, 1% (the default), 1% + Triton, 100% -> benchmarks/results/tracing
 	$(PY) -m benchmarks.tracing.overhead --seconds 3 --repeats 5
 
-benchmark-resilience: setup ## overload by tier, priority vs FIFO, hung replica, admission cost, host-step priority -> benchmarks/results/resilience (~15 min)
+benchmark-resilience: setup ## overload by tier, priority vs FIFO, hung replica, admission cost, host-step priority, batcher wake-up -> benchmarks/results/resilience (~25 min)
 	$(PY) -m benchmarks.resilience.run --repeats 3
 	$(PY) -m benchmarks.resilience.host_step_priority --repeats 5 --seconds 20
+	$(PY) -m benchmarks.resilience.batcher_wakeup --repeats 4 --seconds 40
 
 benchmark-faults: setup ## faults under load (SIGKILL/SIGSTOP of each process kind, slow pool, full disk), then a soak (SOAK_S=1800) -> benchmarks/results/faults
 	$(PY) -m benchmarks.faults.run --soak-s $(or $(SOAK_S),1800)

@@ -67,6 +67,9 @@ BENCHES = (
     # Priority levels on an ensemble's host step (why shared pools keep host steps FIFO).
     Bench("host-step-priority", "benchmarks.resilience.host_step_priority", ("--repeats", "5", "--seconds", "20"),
           "benchmarks/results/resilience", 900),
+    # Triton's missed batcher wake-up with priority levels: levels vs levels + waker vs FIFO.
+    Bench("batcher-wakeup", "benchmarks.resilience.batcher_wakeup", ("--repeats", "4", "--seconds", "40"),
+          "benchmarks/results/resilience", 1200),
     # Faults under load (SIGKILL/SIGSTOP of each process kind, slow pool, full disk), then the 30-minute soak.
     Bench("faults", "benchmarks.faults.run", ("--soak-s", "1800"), "benchmarks/results/faults", 3600),
 )

@@ -21,7 +21,6 @@ Run: ``python -m benchmarks.resilience.batcher_wakeup``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -29,14 +28,13 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 
+from benchmarks.resilience import interleaved
 from fleet.batcher_wake import DEFAULT_PERIOD_MS
 from fleet.triton_process import TritonProcess, prepare_backend_dir
 from model_repository.definitions import load_models
@@ -226,29 +224,13 @@ def write_report(summary: dict, runs: dict, meta: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=40.0)
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args(argv)
-    if args.repeats < 1 or args.seconds <= 0:
-        parser.error("--repeats must be >= 1 and --seconds > 0")
+    args = interleaved.parse_args(__doc__.splitlines()[0], argv, repeats=3, seconds=40.0, out=OUT)
     load_before = round(os.getloadavg()[0], 2)
-    runs: dict[str, list] = {v: [] for v in VARIANTS}
-    for repeat in range(args.repeats):
-        order = VARIANTS if repeat % 2 == 0 else tuple(reversed(VARIANTS))
-        for variant in order:
-            with tempfile.TemporaryDirectory(prefix="batcher-wakeup-") as tmp:
-                runs[variant].append(run_once(variant, args.seconds, Path(tmp)))
-            r = runs[variant][-1]
-            print(f"repeat {repeat + 1}/{args.repeats} {variant}: {r['requests']} requests, slowest "
-                  f"{r['max_ms']:.1f} ms, {r['over_50ms']} over 50 ms", flush=True)
-    meta = {"when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "machine": f"{os.uname().machine}, {os.cpu_count()} CPUs, shared with other work",
-            "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
-            "repeats": args.repeats, "seconds": args.seconds, "wake_period_ms": DEFAULT_PERIOD_MS,
-            "outputs": "synthetic (emulated inf2)", "emulated": True,
-            "command": f"python -m benchmarks.resilience.batcher_wakeup --repeats {args.repeats} --seconds {args.seconds:g}"}
+    runs = interleaved.run_interleaved(
+        VARIANTS, args.repeats, "batcher-wakeup-", lambda variant, _repeat, tmp: run_once(variant, args.seconds, tmp),
+        lambda _repeat, _variant, r: f"{r['requests']} requests, slowest {r['max_ms']:.1f} ms, {r['over_50ms']} over 50 ms")
+    meta = interleaved.meta(args, "benchmarks.resilience.batcher_wakeup", load_before,
+                            wake_period_ms=DEFAULT_PERIOD_MS, outputs="synthetic (emulated inf2)", emulated=True)
     summary = summarize(runs)
     write_report(summary, runs, meta, args.out)
     print((args.out / "batcher_wakeup.md").read_text())

@@ -17,20 +17,18 @@ bound), medians over repeats and the worst repeat.  Run: ``python -m benchmarks.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import random
 import statistics
-import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 
+from benchmarks.resilience import interleaved
 from fleet.triton_process import TritonProcess, prepare_backend_dir
 from model_repository.definitions import load_models
 from model_repository.triton_config import TierSharing, target_for_pool, tier_sharing, write_repository
@@ -165,34 +163,22 @@ def write_report(summary: dict, runs: dict, meta: dict, out: Path) -> None:
               + "."]
     lines += ["", "![slowest request per repeat](host_step_priority.png)", "",
               "What it shows: whether declaring priority levels on the host step (as well as the accelerated "
-              "step) adds scheduler stalls at light load on this Triton build. What it does not show: a real "
-              "Inferentia (the accelerated step is emulated), behaviour under overload (see `summary.md`), or "
-              "a cause inside Triton; the machine is shared, so single slow requests also happen in `fifo`."]
+              "step) adds scheduler stalls at light load on this Triton build. Since 2026-11-30 every replica with "
+              "levels runs the batcher waker (`fleet/batcher_wake.py`): the stalls this benchmark first found were "
+              "Triton's missed batcher wake-up (`batcher_wakeup.md`), which the waker bounds at 20 ms. What it does "
+              "not show: a real Inferentia (the accelerated step is emulated) or behaviour under overload (see "
+              "`summary.md`); the machine is shared, so single slow requests also happen in `fifo`."]
     (out / "host_step_priority.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args(argv)
-    if args.repeats < 1 or args.seconds <= 0:
-        parser.error("--repeats must be >= 1 and --seconds > 0")
+    args = interleaved.parse_args(__doc__.splitlines()[0], argv, repeats=5, seconds=20.0, out=OUT)
     load_before = round(os.getloadavg()[0], 2)
-    runs: dict[str, list] = {v: [] for v in VARIANTS}
-    for repeat in range(args.repeats):
-        order = VARIANTS if repeat % 2 == 0 else tuple(reversed(VARIANTS))
-        for variant in order:
-            with tempfile.TemporaryDirectory(prefix="host-step-") as tmp:
-                runs[variant].append(run_once(variant, args.seconds, Path(tmp), seed=repeat))
-            worst = max(r["max_ms"] for r in runs[variant][-1].values())
-            print(f"repeat {repeat + 1}/{args.repeats} {variant}: slowest {worst:.1f} ms", flush=True)
-    meta = {"when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "machine": f"{os.uname().machine}, {os.cpu_count()} CPUs, shared with other work",
-            "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
-            "repeats": args.repeats, "seconds": args.seconds,
-            "command": f"python -m benchmarks.resilience.host_step_priority --repeats {args.repeats} --seconds {args.seconds:g}"}
+    runs = interleaved.run_interleaved(
+        VARIANTS, args.repeats, "host-step-",
+        lambda variant, repeat, tmp: run_once(variant, args.seconds, tmp, seed=repeat),
+        lambda _repeat, _variant, r: f"slowest {max(t['max_ms'] for t in r.values()):.1f} ms")
+    meta = interleaved.meta(args, "benchmarks.resilience.host_step_priority", load_before)
     summary = summarize(runs)
     write_report(summary, runs, meta, args.out)
     print((args.out / "host_step_priority.md").read_text())

@@ -257,6 +257,7 @@ class FleetSupervisor:
                 t.start()
             for pool, p in starting:
                 if p.ready(timeout_s=0.2):
+                    p.start_waker()
                     with self._lock:
                         self._starting.discard(p.name)
                     log.info("replica %s is ready", p.name)

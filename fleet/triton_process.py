@@ -203,12 +203,14 @@ class TritonProcess:
                 raise RuntimeError(f"tritonserver {self.name} exited with {self.proc and self.proc.returncode}; "
                                    f"log: {self.log_path}\n{self.log_tail()}")
             if self.ready():
-                self._start_waker()
+                self.start_waker()
                 return
             time.sleep(0.1)
         raise TimeoutError(f"tritonserver {self.name} not ready after {timeout_s}s; log: {self.log_path}\n{self.log_tail()}")
 
-    def _start_waker(self) -> None:
+    def start_waker(self) -> None:
+        """Start the batcher waker once the replica is ready (``wait_ready`` does; a caller that
+        polls ``ready`` itself calls this).  Nothing to do when no model declares a wake-up level."""
         if self.wake_period_s is None or self._waker is not None:
             return
         try:

@@ -193,7 +193,8 @@ def test_a_pool_marked_share_tiers_is_uploaded_with_its_tiers_priority_levels(tm
     assert "priority_levels" not in (tmp_path / "out" / "cpu" / "text_embedding_tokenizer" / "config.pbtxt").read_text()
     for config in ("text_embedding_onnx", "digits_classifier"):
         text = (tmp_path / "out" / "cpu" / config / "config.pbtxt").read_text()
-        assert f"priority_levels: {levels}" in text, config
+        # the tiers' levels, then the batcher wake-up level the pod's batcher-wake container uses
+        assert f"priority_levels: {levels + 1}" in text and "batcher_wake_level" in text, config
     fleet_copy(tmp_path)
     assert main(["--fleet", str(tmp_path / "fleet.yaml"), "--out", str(tmp_path / "out"), "--pools", "cpu",
                  "--artifacts", str(artifacts)]) == 0

@@ -54,3 +54,17 @@ def test_the_waker_wakes_the_shared_model_and_its_requests_never_run(bed):
         parse_triton(before, "shared-0").counters.get((MODEL, "nv_inference_request_failure"), 0.0)
     # and a drained replica that is only being woken is quiet
     assert wait_quiesced(process, timeout_s=10.0)
+
+
+def test_a_replica_added_by_scaling_wakes_its_batcher_too(bed):
+    """Scaled-up replicas become ready through the supervisor's watcher, not ``wait_ready``."""
+    (first,) = bed.supervisor.processes("shared")
+    bed.supervisor.scale("shared", 2)
+    try:
+        (added,) = [p for p in bed.supervisor.processes("shared") if p is not first]
+        _wait(lambda: added.waker is not None and added.waker.running and added.waker.rejected > 0, 90.0,
+              "the added replica ready and its waker's requests rejected")
+        assert [(t.model, t.level) for t in added.waker.targets] == [(MODEL, 4)]
+    finally:
+        bed.supervisor.scale("shared", 1)
+    assert bed.supervisor.processes("shared") == [first] and added.waker is None  # stopped with its replica

@@ -62,7 +62,7 @@ BATCH: dict[str, tuple[str, tuple[str, ...], str]] = {
 # the edge answers 429 with a retry hint (Envoy's 5xx error rate does not count it either), or a
 # batcher wake-up (``fleet.batcher_wake``, 50 a second per model on a shared pool), which no client
 # sent.  Release gates, the control plane's error rates and the drain check read failures
-# through ``counts_as_failure``; dashboards show every reason.
+# through ``counts_as_failure``; the pools dashboard shows REJECTED in a panel of its own.
 NOT_FAILURES = frozenset({"REJECTED"})
 
 

@@ -49,6 +49,7 @@ WAVE_TIERS = ("gold", "silver", "gold", "silver", "bronze", "gold", "silver")
 THINK_S = 0.05
 HOGS = 2
 THRESHOLDS_MS = (50.0, 150.0)
+IDLE_S = 5.0  # the idle window before the load, where the waker's own CPU is measured
 
 
 def run_once(variant: str, seconds: float, workdir: Path) -> dict[str, float]:
@@ -86,6 +87,12 @@ def run_once(variant: str, seconds: float, workdir: Path) -> dict[str, float]:
         url = f"http://{triton.http_url}/v2/models/text_embedding/infer"
         for _ in range(5):  # warm the stubs and the tokenizer
             requests.post(url, json=_body(None), timeout=10).raise_for_status()
+        # The waker's own cost, before any load: CPU of tritonserver (its HTTP front end and
+        # scheduler see every wake-up) and of the waker, over an idle window.
+        idle = {"triton": _cpu_s(triton.pid), "waker": _cpu_s(waker.pid if waker else None)}
+        time.sleep(IDLE_S)
+        idle_cpu = {k: (_cpu_s(pid) - v) / IDLE_S for k, v, pid in
+                    (("triton", idle["triton"], triton.pid), ("waker", idle["waker"], waker.pid if waker else None))}
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(HOGS)]
         barrier = threading.Barrier(len(WAVE_TIERS))
         stop = time.monotonic() + seconds
@@ -128,10 +135,19 @@ def run_once(variant: str, seconds: float, workdir: Path) -> dict[str, float]:
     d = sorted(latencies)
     out = {"requests": len(d), "errors": errors, "p50_ms": d[len(d) // 2],
            "p99_ms": d[min(len(d) - 1, int(len(d) * 0.99))], "max_ms": d[-1], "wake_requests": wakes,
-           "wake_ticks_skipped": skipped}
+           "wake_ticks_skipped": skipped, "idle_triton_cpu_share": idle_cpu["triton"],
+           "idle_waker_cpu_share": idle_cpu["waker"]}
     for ms in THRESHOLDS_MS:
         out[f"over_{ms:g}ms"] = sum(1 for x in d if x > ms)
     return out
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _body(level: int | None) -> dict:
@@ -154,6 +170,8 @@ def summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, fl
             "max_ms_worst": max(r["max_ms"] for r in rows),
             "wake_requests": sum(r["wake_requests"] for r in rows),
             "wake_ticks_skipped": sum(r["wake_ticks_skipped"] for r in rows),
+            "idle_triton_cpu_share_median": statistics.median(r["idle_triton_cpu_share"] for r in rows),
+            "idle_waker_cpu_share_median": statistics.median(r["idle_waker_cpu_share"] for r in rows),
         }
         for ms in THRESHOLDS_MS:
             s[f"over_{ms:g}ms_total"] = sum(r[f"over_{ms:g}ms"] for r in rows)
@@ -202,6 +220,11 @@ def write_report(summary: dict, runs: dict, meta: dict, out: Path) -> None:
             f"{s['p50_ms_max']:.1f}) | {s['p99_ms_median']:.1f} ({s['p99_ms_min']:.1f}-{s['p99_ms_max']:.1f}) | "
             f"{s['max_ms_median']:.1f} | {s['max_ms_worst']:.1f} | {s['over_50ms_total']} | {s['over_150ms_total']} | "
             f"{s['wake_requests']} | {s['wake_ticks_skipped']} |")
+    lines += ["", f"The waker's cost, idle ({IDLE_S:g} s before the load, no request but the wake-ups; CPU as a share "
+              "of one core, median of the repeats): " + "; ".join(
+                  f"`{v}`: tritonserver {summary[v]['idle_triton_cpu_share_median']:.1%}"
+                  + (f", waker {summary[v]['idle_waker_cpu_share_median']:.1%}" if v == "levels + waker" else "")
+                  for v in VARIANTS) + "."]
     met = {v: summary[v]["over_50ms_total"] == 0 for v in VARIANTS}
     lines += ["", "Baseline and target: `fifo` (no levels) is the baseline: same replica, same arrivals, interleaved. "
               "The target is that sharing a pool by tier costs no stall: no request over gold's 50-ms bound at this "

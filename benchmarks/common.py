@@ -1,12 +1,28 @@
-"""What every benchmark shares: the repository root, and the results writer (``reporting.results_io``,
-where the profiler finds it too without importing a benchmark)."""
+"""What every benchmark shares: the repository root, the results writer (``reporting.results_io``,
+where the profiler finds it too without importing a benchmark), and processes' CPU time."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from reporting.results_io import environment, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-__all__ = ["ROOT", "environment", "write_results"]
+__all__ = ["ROOT", "cpu_s", "environment", "write_results"]
+
+
+def cpu_s(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of these processes so far (threads included; /proc/<pid>/stat
+    fields 14 and 15); a process that is gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import requests
 
+from benchmarks.common import cpu_s
 from benchmarks.resilience import interleaved
 from fleet.batcher_wake import DEFAULT_PERIOD_MS
 from fleet.triton_process import TritonProcess, prepare_backend_dir
@@ -89,10 +90,10 @@ def run_once(variant: str, seconds: float, workdir: Path) -> dict[str, float]:
             requests.post(url, json=_body(None), timeout=10).raise_for_status()
         # The waker's own cost, before any load: CPU of tritonserver (its HTTP front end and
         # scheduler see every wake-up) and of the waker, over an idle window.
-        idle = {"triton": _cpu_s(triton.pid), "waker": _cpu_s(waker.pid if waker else None)}
+        pids = {"triton": [triton.pid] if triton.pid else [], "waker": [waker.pid] if waker else []}
+        before = {k: cpu_s(p) for k, p in pids.items()}
         time.sleep(IDLE_S)
-        idle_cpu = {k: (_cpu_s(pid) - v) / IDLE_S for k, v, pid in
-                    (("triton", idle["triton"], triton.pid), ("waker", idle["waker"], waker.pid if waker else None))}
+        idle_cpu = {k: (cpu_s(p) - before[k]) / IDLE_S for k, p in pids.items()}
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(HOGS)]
         barrier = threading.Barrier(len(WAVE_TIERS))
         stop = time.monotonic() + seconds
@@ -140,14 +141,6 @@ def run_once(variant: str, seconds: float, workdir: Path) -> dict[str, float]:
     for ms in THRESHOLDS_MS:
         out[f"over_{ms:g}ms"] = sum(1 for x in d if x > ms)
     return out
-
-
-def _cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (0 without one)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _body(level: int | None) -> dict:

@@ -42,6 +42,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import requests  # noqa: E402
 
+from benchmarks.common import cpu_s  # noqa: E402
 from benchmarks.xds.grpc_loadgen import ClosedLoop, model_infer_request  # noqa: E402
 from fleet.triton_process import PROJECT_ROOT, TritonProcess, find_stub_pids, prepare_backend_dir  # noqa: E402
 from localnet.ports import free_port  # noqa: E402
@@ -65,18 +66,6 @@ RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "tracing"
 VARIANTS: dict[str, tuple[float | None, bool]] = {"off": (None, False), "1%": (0.01, False),
                                                   "1%+triton": (0.01, True), "100%": (1.0, True)}
 ENVOYS = {"off": None, "1%": 0.01, "100%": 1.0}  # the 1%+triton phase uses the 1% Envoy
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS
-    return total
 
 
 def _settle(spans_file: Path, quiet_s: float = 5.5, timeout_s: float = 15.0) -> None:
@@ -155,9 +144,9 @@ def run(seconds: float, repeats: int, workdir: Path) -> dict[str, Any]:
                     pids: dict[str, list[int]] = {"envoy": [envoy.pid] if envoy is not None and envoy.pid else [],
                             "triton": [triton.pid or 0, *find_stub_pids(triton.shm_prefix)],
                             "receiver": [receiver.pid]}
-                    cpu_before = {k: _cpu_s(v) for k, v in pids.items()}
+                    cpu_before = {k: cpu_s(v) for k, v in pids.items()}
                     result = loop.run(seconds)
-                    cpu = {k: _cpu_s(v) - cpu_before[k] for k, v in pids.items()}
+                    cpu = {k: cpu_s(v) - cpu_before[k] for k, v in pids.items()}
                     n = max(result.requests, 1)
                     phases.append({
                         "repeat": repeat, "variant": name, "connections": connections, "requests": result.requests,

@@ -44,6 +44,7 @@ from typing import Any
 import grpc
 import yaml
 
+from benchmarks.common import cpu_s
 from benchmarks.xds.common import percentile
 from benchmarks.xds.envoy_variants import Variant, apply, bootstrap_for, http_filters, one_at_a_time
 from benchmarks.xds.grpc_loadgen import ClosedLoop, PhaseResult, model_infer_request
@@ -59,7 +60,6 @@ from xds_server.tracing import with_collector
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("digits_classifier", "text_embedding")
 RESULTS = ROOT / "benchmarks" / "results" / "overhead"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- CPU accounting from /proc ---------------------------------------------------------------------
@@ -82,18 +82,6 @@ def process_tree(pid: int) -> list[int]:
         tree.append(p)
         todo.extend(kids.get(p, []))
     return tree
-
-
-def cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes (threads included)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
 
 
 def _threads(pids: list[int]) -> list[int]:

@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_PERIOD_MS", "WAKE_LEVEL_PARAMETER", "BatcherWaker", "WakeTarget", "wake_body", "wake_targets"]
+__all__ = ["DEFAULT_PERIOD_MS", "DISCOVERY_ERRORS", "TARGET_ERRORS", "WAKE_LEVEL_PARAMETER", "BatcherWaker", "WakeTarget", "wake_body",
+           "wake_targets"]
 
 log = logging.getLogger("batcher_wake")
 
@@ -51,6 +52,10 @@ WAKE_LEVEL_PARAMETER = "batcher_wake_level"
 # The longest a missed wake-up can then hold a request: well inside the tightest tier's bound
 # (gold 50 ms), at 50 requests a second per model (measured cost: docs/overload.md).
 DEFAULT_PERIOD_MS = 20.0
+# What reading a server's wake targets raises when the server cannot be read (down, starting, not
+# HTTP); with a model config it cannot use (ValueError) too.
+DISCOVERY_ERRORS: tuple[type[Exception], ...] = (OSError, http.client.HTTPException, RuntimeError)
+TARGET_ERRORS: tuple[type[Exception], ...] = (*DISCOVERY_ERRORS, ValueError)
 
 _DATATYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16", "TYPE_UINT32": "UINT32",
               "TYPE_UINT64": "UINT64", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16", "TYPE_INT32": "INT32",
@@ -235,7 +240,7 @@ class BatcherWaker:
                 next_discovery = started + self.rediscover_s
                 try:
                     self.targets = self.discover()
-                except (OSError, http.client.HTTPException, RuntimeError, ValueError) as e:
+                except TARGET_ERRORS as e:
                     self._log_once("*", "discover", f"re-reading wake targets: {e} (keeping the last ones)")
             self._stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))
 
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("waking %s every %.0f ms",
                          [t.model for t in waker.targets] or "nothing (no wake level declared)", args.period_ms)
                 break
-            except (OSError, http.client.HTTPException, RuntimeError) as e:
+            except DISCOVERY_ERRORS as e:
                 log.info("waiting for Triton at %s: %s", args.url, e)
                 time.sleep(2.0)
         while True:
@@ -316,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             if not waker.started:  # nothing declared a level yet: look again
                 try:
                     waker.start()
-                except (OSError, http.client.HTTPException, RuntimeError) as e:
+                except DISCOVERY_ERRORS as e:
                     log.info("re-reading %s: %s", args.url, e)
     finally:
         waker.stop()

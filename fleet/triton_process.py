@@ -22,7 +22,7 @@ from pathlib import Path
 import pytriton
 import requests
 
-from fleet.batcher_wake import DEFAULT_PERIOD_MS, BatcherWaker
+from fleet.batcher_wake import DEFAULT_PERIOD_MS, TARGET_ERRORS, BatcherWaker
 from fleet.triton_tracing import triton_trace_args
 from localnet.ports import free_ports
 from tracing.settings import TracingSettings
@@ -215,7 +215,7 @@ class TritonProcess:
             return
         try:
             waker = BatcherWaker(f"http://{self.http_url}", period_s=self.wake_period_s).start()
-        except (OSError, RuntimeError, ValueError) as e:
+        except TARGET_ERRORS as e:
             # The replica serves without it: a missed wake-up costs a request up to 500 ms.
             log.warning("tritonserver %s: cannot read its models' wake-up levels (%s); not waking its batchers",
                         self.name, e)

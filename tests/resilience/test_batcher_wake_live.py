@@ -5,12 +5,10 @@ obstacle to draining the replica."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from benchmarks.resilience.harness import MODEL
-from fleet.supervisor import wait_quiesced
+from fleet.supervisor import wait_quiesced, wait_until
 from router_lib.metrics_text import parse_triton
 
 pytestmark = pytest.mark.integration
@@ -18,14 +16,6 @@ pytestmark = pytest.mark.integration
 
 def _counter(text: str, prefix: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
-
-
-def _wait(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(0.02)
 
 
 def test_the_waker_wakes_the_shared_model_and_its_requests_never_run(bed):
@@ -38,11 +28,12 @@ def test_the_waker_wakes_the_shared_model_and_its_requests_never_run(bed):
 
     before = process.metrics_text()
     sent = waker.sent
-    _wait(lambda: waker.sent >= sent + 25, 10.0, "25 more wake-up requests")
+    wait_until(lambda: waker.sent >= sent + 25, 10.0, "25 more wake-up requests")
     # Triton refreshes its metrics every second (--metrics-interval-ms=1000): wait for the counter to move.
-    rejected_before = _counter(before, f'nv_inference_request_failure{{model="{MODEL}",reason="REJECTED"')
-    _wait(lambda: _counter(process.metrics_text(), f'nv_inference_request_failure{{model="{MODEL}",reason="REJECTED"')
-          > rejected_before + 10, 5.0, "Triton counting the wake-ups as rejected")
+    rejected = f'nv_inference_request_failure{{model="{MODEL}",reason="REJECTED"'
+    rejected_before = _counter(before, rejected)
+    wait_until(lambda: _counter(process.metrics_text(), rejected) > rejected_before + 10, 5.0,
+               "Triton counting the wake-ups as rejected")
     after = process.metrics_text()
     assert waker.executed == 0 and waker.failed == 0 and waker.rejected >= 25
     assert _counter(after, "emulation_executions_total{") == _counter(before, "emulation_executions_total{")
@@ -62,8 +53,8 @@ def test_a_replica_added_by_scaling_wakes_its_batcher_too(bed):
     bed.supervisor.scale("shared", 2)
     try:
         (added,) = [p for p in bed.supervisor.processes("shared") if p is not first]
-        _wait(lambda: added.waker is not None and added.waker.running and added.waker.rejected > 0, 90.0,
-              "the added replica ready and its waker's requests rejected")
+        wait_until(lambda: added.waker is not None and added.waker.running and added.waker.rejected > 0, 90.0,
+                   "the added replica ready and its waker's requests rejected")
         assert [(t.model, t.level) for t in added.waker.targets] == [(MODEL, 4)]
     finally:
         bed.supervisor.scale("shared", 1)

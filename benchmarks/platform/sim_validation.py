@@ -44,16 +44,20 @@ comparison is a validation and not a fit):
   batch), the residual ``measured - simulated server latency`` of every successful request of the
   calibration runs, kept with a *feature* of that request, and a validation request draws its
   residual from the ``k`` calibration residuals of its class nearest its own feature value (a
-  conditional bootstrap).  The feature the benchmark uses (``load_bench.RESIDUAL_FEATURE``) is the
-  request's own **simulated server latency** (``server_ms``): where the replay queues a request
-  long, the real request had spent part of that time queued somewhere the simulator also counts,
-  so its residual was small; drawing residuals independently of it added two tails (measured on a
-  quiet machine, 2026-11-30: 6 of 18 validation pairs within 15% and a median gap of 21% when
-  conditioned on the machine's runnable threads, 9 of 18 and 15.6% conditioned on the simulated
-  server latency, the same recorded runs).  The others: the machine's runnable threads per core
-  within +-1 s (``runnable_per_core``: ``/proc/stat`` ``procs_running``, sampled every 0.1 s by the
-  benchmark, all processes), or the requests/s the load generator sent within +-1 s
-  (``load_rps``, reported as "own load only").
+  conditional bootstrap).  The feature the benchmark uses (``load_bench.RESIDUAL_FEATURE``) is
+  joint, ``server_ms+load_rps``: the request's own **simulated server latency** (where the replay
+  queues a request long, the real request had spent part of that time queued somewhere the
+  simulator also counts, so its residual was small; drawing residuals independently of it added
+  two tails) and the **requests/s the load generator sent within +-1 s** of it (the contention the
+  pools' model leaves out grows with the load: three real ONNX Runtime replicas, Envoy and the
+  client on two cores).  Neighbours are the ``k`` nearest in rank space (each feature replaced by
+  its rank among the class's calibration values, so neither unit dominates; ties broken at
+  random).  Measured on one set of runs (2026-11-30 09:19 UTC): 16 of 18 validation pairs within
+  15% jointly, 15 on the server latency alone; on the 00:xx UTC runs, before the batcher waker,
+  9 of 18 on the server latency and 6 on the machine's runnable threads.  Single features:
+  ``server_ms``, ``load_rps`` (reported as "own load only"), or the machine's runnable threads
+  per core within +-1 s (``runnable_per_core``: ``/proc/stat`` ``procs_running``, sampled every
+  0.1 s by the benchmark, all processes).
 * Tier p99: nearest rank over successful requests (``reporting.sla``), measured and simulated
   alike; the simulated p99 is the median over ``draws`` bootstrap draws.
 
@@ -272,6 +276,18 @@ def runnable_per_core(times_unix_s: np.ndarray, samples: Sequence[tuple[float, f
 
 
 FEATURES = ("runnable_per_core", "load_rps", "server_ms")
+JOINT = "+"  # "server_ms+load_rps": conditioned on several features at once (nearest in rank space)
+
+
+def feature_names(feature: str) -> tuple[str, ...]:
+    """The features a residual model is conditioned on: one of :data:`FEATURES`, or several
+    joined by ``+``; a name that is none of them is refused by name."""
+    names = tuple(feature.split(JOINT))
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"feature must be one of {FEATURES} or several of them joined by {JOINT!r} "
+                         f"(each once), got {feature!r}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -305,13 +321,28 @@ class RequestTable:
 
 def feature_values(table: RequestTable, server_ms: np.ndarray, feature: str) -> np.ndarray:
     """Per request of ``table``, the value of ``feature``: ``server_ms`` is the replay's own
-    simulated server latency, the others were recorded with the run."""
-    return server_ms if feature == "server_ms" else np.asarray(table.features[feature])
+    simulated server latency, the others were recorded with the run.  A joint feature
+    (``a+b``) gives one column per feature, shape (requests, features)."""
+    names = feature_names(feature)
+    if len(names) > 1:
+        return np.column_stack([feature_values(table, server_ms, n) for n in names])
+    return server_ms if feature == "server_ms" else np.asarray(table.features[feature], dtype=float)
+
+
+def _midrank(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Where ``x`` falls among ``sorted_values``, in [0, 1] (ties at the middle of their run)."""
+    n = max(1, len(sorted_values))
+    return (np.searchsorted(sorted_values, x, side="left") + np.searchsorted(sorted_values, x, side="right")) / (2 * n)
 
 
 @dataclass(frozen=True)
 class Residuals:
-    """Per request class: calibration loads (sorted) and the residuals at them."""
+    """Per request class: calibration feature values and the residuals at them.
+
+    One feature: the values sorted, with their residuals (``draw`` takes a window of the nearest).
+    A joint feature (``server_ms+load_rps``): one row per calibration request, each feature as its
+    rank among the class's calibration values (so each counts the same whatever its unit), and the
+    ``k`` nearest rows by Euclidean distance in that rank space are the neighbours."""
 
     by_class: Mapping[str, tuple[np.ndarray, np.ndarray]]
     feature: str = "load_rps"
@@ -319,10 +350,9 @@ class Residuals:
     @staticmethod
     def fit(samples: Sequence[tuple[RequestTable, np.ndarray]], feature: str = "load_rps") -> Residuals:
         """From (request table, simulated server ms) of each calibration run; successful requests
-        only; conditioned on ``feature`` (one of :data:`FEATURES`)."""
-        if feature not in FEATURES:
-            raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
-        loads: dict[str, list[float]] = {}
+        only; conditioned on ``feature`` (one of :data:`FEATURES`, or several joined by ``+``)."""
+        joint = len(feature_names(feature)) > 1
+        loads: dict[str, list[Any]] = {}
         res: dict[str, list[float]] = {}
         for table, server_ms in samples:
             if len(server_ms) != len(table.measured_ms):
@@ -330,16 +360,50 @@ class Residuals:
             values = feature_values(table, server_ms, feature)
             for c, load, m, s, good in zip(table.classes, values, table.measured_ms, server_ms, table.ok, strict=True):
                 if good and math.isfinite(s):
-                    loads.setdefault(c, []).append(float(load))
+                    loads.setdefault(c, []).append(np.asarray(load, dtype=float) if joint else float(load))
                     res.setdefault(c, []).append(float(m - s))
         by_class = {}
         for c in loads:
+            if joint:
+                by_class[c] = (np.vstack(loads[c]), np.asarray(res[c]))
+                continue
             order = np.argsort(loads[c], kind="stable")
             by_class[c] = (np.asarray(loads[c])[order], np.asarray(res[c])[order])
         return Residuals(by_class, feature)
 
+    @property
+    def joint(self) -> bool:
+        return len(feature_names(self.feature)) > 1
+
+    def neighbours(self, cls: str, values: np.ndarray, k: int = NEAREST_K, seed: int = 0) -> np.ndarray:
+        """Joint feature: for each row of ``values`` (requests x features), the indices of the ``k``
+        calibration requests of class ``cls`` nearest it in rank space.  Ties (equal simulated
+        latencies are common) are broken at random (``seed``), never by calibration order, which is
+        time order."""
+        if cls not in self.by_class:
+            raise KeyError(f"no calibration residuals for request class {cls!r}: calibrate on runs that send it")
+        cal, _res = self.by_class[cls]
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        if values.shape[1] != cal.shape[1]:
+            raise ValueError(f"{self.feature}: expected {cal.shape[1]} feature values per request, got {values.shape[1]}")
+        n = len(cal)
+        k = max(1, min(k, n))
+        cols = [np.sort(cal[:, j]) for j in range(cal.shape[1])]
+        cal_rank = np.column_stack([_midrank(cols[j], cal[:, j]) for j in range(cal.shape[1])])
+        cal_rank = cal_rank + np.random.default_rng(seed).random(cal_rank.shape) * (0.5 / n)  # tie-breaking jitter
+        q_rank = np.column_stack([_midrank(cols[j], values[:, j]) for j in range(cal.shape[1])])
+        out = np.empty((len(values), k), dtype=np.int64)
+        chunk = max(1, 2_000_000 // n)
+        for lo in range(0, len(values), chunk):
+            d = ((q_rank[lo:lo + chunk, None, :] - cal_rank[None, :, :]) ** 2).sum(axis=2)
+            out[lo:lo + chunk] = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.arange(n)
+        return out
+
     def draw(self, cls: str, loads: np.ndarray, rng: np.random.Generator, k: int = NEAREST_K) -> np.ndarray:
         """One residual per load in ``loads``, each from the ``k`` of class ``cls`` nearest in load."""
+        if self.joint:
+            idx = self.neighbours(cls, loads, k)
+            return self.by_class[cls][1][idx[np.arange(len(idx)), rng.integers(0, idx.shape[1], size=len(idx))]]  # type: ignore[no-any-return]
         if cls not in self.by_class:
             raise KeyError(f"no calibration residuals for request class {cls!r}: calibrate on runs that send it")
         cal_loads, cal_res = self.by_class[cls]
@@ -367,11 +431,19 @@ def predict_tier_quantiles(table: RequestTable, server_ms: np.ndarray, residuals
     rng = np.random.default_rng(seed)
     mask = table.ok & np.isfinite(server_ms)
     per_draw: dict[str, dict[float, list[float]]] = {t: {q: [] for q in quantiles} for t in sorted(set(table.tiers[mask]))}
+    features = feature_values(table, server_ms, residuals.feature)
+    classes = sorted(set(table.classes[mask]))
+    # a joint feature's neighbours depend only on the values: found once, drawn from every time
+    near = {cls: residuals.neighbours(cls, features[mask & (table.classes == cls)]) for cls in classes} if residuals.joint else {}
     for _ in range(draws):
         total = server_ms.copy()
-        for cls in sorted(set(table.classes[mask])):
+        for cls in classes:
             sel = mask & (table.classes == cls)
-            total[sel] += residuals.draw(cls, feature_values(table, server_ms, residuals.feature)[sel], rng)
+            if residuals.joint:
+                idx = near[cls]
+                total[sel] += residuals.by_class[cls][1][idx[np.arange(len(idx)), rng.integers(0, idx.shape[1], size=len(idx))]]
+            else:
+                total[sel] += residuals.draw(cls, features[sel], rng)
         total = np.maximum(total, 0.0)
         for tier, by_q in per_draw.items():
             values = sorted(total[mask & (table.tiers == tier)].tolist())

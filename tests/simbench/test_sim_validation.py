@@ -81,6 +81,50 @@ def test_conditioned_on_the_simulated_server_latency_a_long_queue_keeps_a_small_
     assert independent["gold"][0.99] == pytest.approx(50.0 + 29.0)  # the two tails added
 
 
+def test_a_joint_feature_draws_from_requests_near_in_both_server_latency_and_load() -> None:
+    # Four corners: (short queue | long queue) x (light | heavy load), each with its own overhead.
+    # Either feature alone mixes two corners; jointly, each query draws only its own corner's.
+    n = 200
+    server = np.repeat([1.0, 50.0, 1.0, 50.0], n)
+    load = np.repeat([10.0, 10.0, 80.0, 80.0], n)
+    overhead = np.repeat([2.0, 1.0, 30.0, 5.0], n)
+    table = sv.RequestTable(tiers=np.array(["gold"] * 4 * n, dtype=object), classes=np.array(["c"] * 4 * n, dtype=object),
+                            features={"load_rps": load, "runnable_per_core": np.ones(4 * n)},
+                            measured_ms=server + overhead, ok=np.ones(4 * n, dtype=bool))
+    joint = sv.Residuals.fit([(table, server)], "server_ms+load_rps")
+    rng = np.random.default_rng(0)
+    for s_ms, rps, want in ((1.0, 10.0, 2.0), (50.0, 10.0, 1.0), (1.0, 80.0, 30.0), (50.0, 80.0, 5.0)):
+        got = joint.draw("c", np.column_stack([np.full(40, s_ms), np.full(40, rps)]), rng, k=100)
+        assert set(got.tolist()) == {want}, (s_ms, rps)
+    # a load above any calibrated one draws from the heaviest calibrated load (ranks clamp)
+    assert set(joint.draw("c", np.array([[1.0, 120.0]] * 20), rng, k=50).tolist()) == {30.0}
+    # the prediction reproduces the calibration run it was fitted on (each request its own corner)
+    assert sv.predict_tier_quantiles(table, server, joint, draws=3) == sv.measured_tier_quantiles(table)
+    alone = sv.Residuals.fit([(table, server)], "server_ms")
+    assert set(alone.draw("c", np.full(400, 1.0), rng, k=400).tolist()) == {2.0, 30.0}  # the mix the joint one avoids
+
+
+def test_joint_neighbours_break_ties_at_random_not_by_calibration_order() -> None:
+    # 1,000 calibration requests with equal features (a deterministic service time, one load level):
+    # the k drawn from must spread over all of them, not be the first k in time order.
+    n = 1000
+    table = sv.RequestTable(tiers=np.array(["gold"] * n, dtype=object), classes=np.array(["c"] * n, dtype=object),
+                            features={"load_rps": np.full(n, 5.0), "runnable_per_core": np.ones(n)},
+                            measured_ms=np.arange(n, dtype=float), ok=np.ones(n, dtype=bool))
+    res = sv.Residuals.fit([(table, np.zeros(n))], "server_ms+load_rps")
+    idx = res.neighbours("c", np.array([[0.0, 5.0]]), k=100)
+    assert idx.shape == (1, 100) and len(set(idx[0].tolist())) == 100
+    assert idx.max() > 500 and idx.min() < 500
+    with pytest.raises(ValueError, match="expected 2 feature values per request, got 1"):
+        res.neighbours("c", np.array([[0.0]]))
+
+
+@pytest.mark.parametrize("feature", ["server_ms+cpu_percent", "load_rps+load_rps", "server_ms+"])
+def test_a_joint_feature_names_known_features_each_once(feature: str) -> None:
+    with pytest.raises(ValueError, match="feature must be one of"):
+        sv.Residuals.fit([], feature)
+
+
 def test_an_unknown_request_class_or_feature_is_refused_by_name() -> None:
     res = sv.Residuals({"a": (np.array([1.0]), np.array([1.0]))})
     with pytest.raises(KeyError, match="no calibration residuals for request class 'b'"):

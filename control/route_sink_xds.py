@@ -48,10 +48,12 @@ class XdsRouteSink:
         if not live:
             if self.snapshot is not None:  # the endpoints in force may still serve: keep them
                 return PublishResult(current, False, ("no pool has a ready replica: the snapshot in force stays",))
-            # Nothing published yet: Envoy gets its listeners (every request a clear 404 naming
-            # the models served: none) rather than a refused connection behind a healthy NLB.
+            # Nothing published yet: Envoy gets its listeners (each of the fleet's models a clear
+            # 503 with a retry hint, any other a 404) rather than a refused connection behind a
+            # healthy NLB.
             routes = ()
-        snapshot = build_snapshot(live, routes, self.settings, splits=splits, candidates=candidates, mirrors=mirrors)
+        snapshot = build_snapshot(live, routes, self.settings, splits=splits, candidates=candidates, mirrors=mirrors,
+                                  models=[m for p in pools for m in p.models])
         if snapshot.version == current:
             return PublishResult(current, False)
         problems = snapshot.consistent()

@@ -28,6 +28,8 @@ from xds_server.protos import PREVIOUS_HOSTS_TYPE, PREVIOUS_PRIORITIES_TYPE
 
 GRPC_STATUS_INVALID_ARGUMENT = "3"
 GRPC_STATUS_NOT_FOUND = "5"
+GRPC_STATUS_UNAVAILABLE = "14"
+UNAVAILABLE_RETRY_AFTER_S = 1  # what a client is told to wait before retrying a model with no ready replica
 
 
 def _header(name: str, value: str) -> dict[str, Any]:
@@ -166,6 +168,31 @@ def _invalid_tier_routes(settings: DataPlaneSettings) -> list[dict[str, Any]]:
     ]
 
 
+def _unavailable_model_routes(proto: str, models: list[str]) -> list[dict[str, Any]]:
+    """A model the fleet serves but no pool can take now (no ready replica: the platform is starting,
+    or every pool serving it is down while others are up): 503 / UNAVAILABLE with a retry hint, not
+    the 404 / NOT_FOUND of a model nobody serves, which clients rightly treat as final."""
+    out = []
+    for model in models:
+        message = f"model {model} has no ready replica now: retry in {UNAVAILABLE_RETRY_AFTER_S}s"
+        retry_after = _header("retry-after", str(UNAVAILABLE_RETRY_AFTER_S))
+        if proto == "http":
+            out.append({
+                "name": f"{model}/unavailable",
+                "match": _model_match(model, proto),
+                "direct_response": {"status": 503, "body": {"inline_string": json.dumps({"error": message})}},
+                "response_headers_to_add": [_header("content-type", "application/json"), retry_after],
+            })
+        else:
+            out.append({
+                "name": f"{model}/unavailable-grpc",
+                "match": _model_match(model, proto),
+                "direct_response": {"status": 503, "body": {"inline_string": message}},
+                "response_headers_to_add": [_header("grpc-status", GRPC_STATUS_UNAVAILABLE), retry_after],
+            })
+    return out
+
+
 def _unknown_model_routes(proto: str, models: list[str]) -> list[dict[str, Any]]:
     served = ", ".join(models) or "none"
     message = f"unknown model: this endpoint serves {served}"
@@ -197,15 +224,18 @@ def route_configuration(
     settings: DataPlaneSettings,
     splits: Mapping[RouteKey, VersionSplit] | None = None,
     mirrored: frozenset[tuple[str, str]] = frozenset(),
+    models: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The RouteConfiguration of the Envoy listener serving ``proto`` (``http`` or ``grpc``);
-    ``splits``: releases in force, by route; ``mirrored``: (model, proto) with a shadow comparator."""
+    ``splits``: releases in force, by route; ``mirrored``: (model, proto) with a shadow comparator;
+    ``models``: the fleet's models beyond those of ``pools`` (a known model without a route is
+    unavailable, 503, not unknown, 404)."""
     splits = splits or {}
     pools_by_name = {p.pool: p for p in pools}
     by_key = {(r.model, r.tier): r for r in routes}
-    models = sorted({r.model for r in routes})
+    routed = sorted({r.model for r in routes})
     entries = _invalid_tier_routes(settings)
-    for model in models:
+    for model in routed:
         match = _model_match(model, proto)
         for tier in settings.tiers:
             route = by_key.get((model, tier))
@@ -230,7 +260,12 @@ def route_configuration(
                 _forward(name=f"{model}/default", match=match, clusters=clusters, proto=proto, settings=settings,
                          tier=settings.default_tier),
                 split if (model, proto) in mirrored else None, proto))
-    entries.extend(_unknown_model_routes(proto, models))
+    known = sorted({*models, *(m for p in pools for m in p.models), *routed})
+    # after every forwarding route: a known model's request that no tier route took (no route at
+    # all, or none for its tier) is unavailable now, not unknown
+    entries.extend(_unavailable_model_routes(proto, [m for m in known if any(
+        (m, t) not in by_key for t in settings.tiers)]))
+    entries.extend(_unknown_model_routes(proto, known))
     if pools:
         entries.append(
             _forward(

@@ -209,15 +209,18 @@ def _release_problems(routes: tuple[RouteWeights, ...], splits: tuple[VersionSpl
 def build_snapshot(
     pools: Iterable[PoolEndpoints], routes: Iterable[RouteWeights], settings: DataPlaneSettings | None = None,
     *, splits: Iterable[VersionSplit] = (), candidates: Iterable[CandidatePool] = (),
-    mirrors: Iterable[MirrorTarget] = (),
+    mirrors: Iterable[MirrorTarget] = (), models: Iterable[str] = (),
 ) -> Snapshot:
     """Build every resource for Envoy and for proxyless clients.  Pure: same inputs, same version.
 
-    A model served by some pool but without routes gets clusters but no route (its requests get
-    404); call ``snapshot.consistent()`` (the server does, before publishing) to see problems.
+    ``models``: every model the fleet serves, whether or not a pool in ``pools`` has a replica of
+    it now.  A model known (from ``models`` or a pool) but without routes gets 503 / UNAVAILABLE with
+    a retry hint; any other model 404 / NOT_FOUND.  Call ``snapshot.consistent()`` (the server does,
+    before publishing) to see problems.
     """
     settings = settings or DataPlaneSettings()
     pools = tuple(sorted(pools, key=lambda p: p.pool))
+    known_models = tuple(sorted(set(models)))
     routes = tuple(sorted(routes, key=lambda r: (r.model, r.tier)))
     # A release: candidate clusters beside the stable ones, and each route's share (docs/releases.md).
     split_list = tuple(sorted(splits, key=lambda s: s.key))
@@ -231,9 +234,9 @@ def build_snapshot(
     listeners = envoy_listeners(settings)
     route_configs = [
         route_configuration(name=HTTP_ROUTES, proto="http", routes=routes, pools=pools, settings=settings, splits=by_key,
-                            mirrored=mirrored),
+                            mirrored=mirrored, models=known_models),
         route_configuration(name=GRPC_ROUTES, proto="grpc", routes=routes, pools=pools, settings=settings, splits=by_key,
-                            mirrored=mirrored),
+                            mirrored=mirrored, models=known_models),
     ]
     api_listener_names = []
     if settings.proxyless_listener_prefix is not None:

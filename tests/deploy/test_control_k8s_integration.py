@@ -120,9 +120,13 @@ def test_a_control_server_on_kubernetes_discovery_serves_through_churn_with_no_f
         envoy = EnvoyProcess(write_envoy_bootstrap(tmp_path / "envoy.yaml", node_id="envoy-k8s", xds_port=xds_port),
                              log_path=tmp_path / "envoy.log").start()
         envoy.wait_ready(timeout_s=30)
-        # Envoy listens although nothing is discovered yet: a clear 404, not a refused connection.
+        # Envoy listens although nothing is discovered yet: the fleet's models are unavailable (503,
+        # retry), an unknown one is unknown (404); not a refused connection.
         wait_for(lambda: requests.post(f"http://127.0.0.1:{http_port}/v2/models/digits_classifier/infer",
-                                       json={}, timeout=2).status_code == 404, 20, "Envoy's listeners")
+                                       json={}, timeout=2).status_code == 503, 20, "Envoy's listeners")
+        early = requests.post(f"http://127.0.0.1:{http_port}/v2/models/digits_classifier/infer", json={}, timeout=2)
+        assert early.headers.get("retry-after") == "1" and "no ready replica" in early.json()["error"], early.text
+        assert requests.post(f"http://127.0.0.1:{http_port}/v2/models/nope/infer", json={}, timeout=2).status_code == 404
 
         cpu_a, cpu_b, gpu = (FakePool.start(n, MODELS) for n in ("cpu", "cpu", "gpu"))
         started += [cpu_a, cpu_b, gpu]
@@ -134,6 +138,10 @@ def test_a_control_server_on_kubernetes_discovery_serves_through_churn_with_no_f
             return f"127.0.0.1:{pool.endpoint.http_port}::" in envoy.admin_get("/clusters")
 
         wait_for(lambda: all(in_envoy(p) for p in (cpu_a, cpu_b, gpu)), 20, "every replica in Envoy's EDS")
+        # ADS sends clusters and endpoints before routes: the load starts once both models are routed
+        # (what it asserts is that the churn loses nothing, not that start-up answers instantly)
+        wait_for(lambda: all(requests.post(f"http://127.0.0.1:{http_port}/v2/models/{m}/infer", json={"inputs": []},
+                                           timeout=2).status_code == 200 for m in MODELS), 20, "both models routed")
 
         with Load(http_port) as load:
             wait_for(lambda: load.outcomes["ok"] >= 50, 30, "steady load")

@@ -174,6 +174,25 @@ def test_an_unknown_model_is_a_clear_404_or_not_found(plane):
     assert "unknown model" in error.value.details()
 
 
+def test_a_served_model_with_no_route_now_is_unavailable_with_a_retry_hint_not_unknown(plane, restore):
+    # text_embedding loses every route (no ready replica in any pool serving it) while the pools
+    # still list it: a client must be told to retry, not that the model does not exist.
+    assert plane.xds.wait_acked(plane.publish([r for r in ROUTES if r.model != "text_embedding"]), timeout_s=10)
+    response = _rest_infer(plane, "text_embedding", "gold")
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert "model text_embedding has no ready replica now" in response.json()["error"]
+    with grpc.insecure_channel(plane.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            _grpc_infer(stub, "text_embedding", "gold")
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "no ready replica" in error.value.details()
+        assert _grpc_infer(stub, "digits_classifier", "gold") is not None  # the other model still served
+    unknown = _rest_infer(plane, "no_such_model", "gold")
+    assert unknown.status_code == 404 and "serves digits_classifier, text_embedding" in unknown.json()["error"]
+
+
 def test_a_weight_change_is_acked_and_then_serves_at_the_new_pool(plane, restore):
     routes = [
         RouteWeights.of(r.model, r.tier, (("inferentia", 100),)) if (r.model, r.tier) == ("text_embedding", "gold") else r

@@ -114,6 +114,34 @@ def test_absent_tier_header_means_the_default_tier():
     assert "headers" not in routes["text_embedding/default"]["match"]
 
 
+def test_a_model_the_pools_serve_without_a_route_gets_503_unavailable_before_the_unknown_model_404():
+    routes = [r for r in tiered_routes() if r.model != "text_embedding"]
+    for config, status_header in (("http", ("retry-after", "1")), ("grpc", ("grpc-status", "14"))):
+        entries = _route_config(_snapshot(routes=routes), config)["virtual_hosts"][0]["routes"]
+        names = [r["name"] for r in entries]
+        unavailable = next(r for r in entries if r["name"].startswith("text_embedding/unavailable"))
+        assert unavailable["direct_response"]["status"] == 503
+        assert {"key": status_header[0], "value": status_header[1]} in [h["header"] for h in unavailable["response_headers_to_add"]]
+        assert names.index(unavailable["name"]) < names.index("unknown-model" if config == "http" else "unknown-model-grpc")
+        assert not any(n.startswith("text_embedding/") and "unavailable" not in n for n in names)
+    assert not [r for r in _routes_named(_snapshot(), "http") if "unavailable" in r]  # every model routed: none
+
+
+def test_before_any_replica_the_fleets_models_are_unavailable_and_only_others_unknown():
+    snapshot = build_snapshot([], [], models=["text_embedding", "digits_classifier", "text_embedding"])
+    routes = _routes_named(snapshot, "http")
+    assert {n for n in routes if n.endswith("/unavailable")} == {"digits_classifier/unavailable", "text_embedding/unavailable"}
+    assert "serves digits_classifier, text_embedding" in routes["unknown-model"]["direct_response"]["body"]["inline_string"]
+
+
+def test_a_tier_without_a_route_is_unavailable_for_that_model_after_its_other_tiers():
+    routes = [r for r in tiered_routes() if (r.model, r.tier) != ("digits_classifier", "bronze")]
+    names = [r["name"] for r in _route_config(_snapshot(routes=routes), "http")["virtual_hosts"][0]["routes"]]
+    assert "digits_classifier/gold" in names and "digits_classifier/bronze" not in names
+    assert names.index("digits_classifier/unavailable") > names.index("digits_classifier/default")
+    assert "text_embedding/unavailable" not in names
+
+
 def test_grpc_routes_match_the_model_header_set_from_the_body():
     match = _routes_named(_snapshot(), "grpc")["digits_classifier/gold"]["match"]
     assert {"name": "x-model", "string_match": {"exact": "digits_classifier"}} in match["headers"]

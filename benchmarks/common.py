@@ -26,3 +26,21 @@ def cpu_s(pids: Iterable[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / CLK_TCK
+
+
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+CPUIDLE_DRIVER = Path("/sys/devices/system/cpu/cpuidle/current_driver")
+
+
+def cpu_idle_settings() -> dict[str, str | int | None]:
+    """How this machine's idle CPUs wait: the cpuidle driver, and on a KVM guest with ``haltpoll``
+    how long an idle CPU polls before it halts (0: it halts at once, and waking it takes a trip
+    through the hypervisor).  None where the file does not exist."""
+    def read(path: Path) -> str | None:
+        try:
+            return path.read_text().strip()
+        except OSError:
+            return None
+
+    poll = read(HALT_POLL)
+    return {"cpuidle_driver": read(CPUIDLE_DRIVER), "guest_halt_poll_ns": int(poll) if poll and poll.isdigit() else None}

@@ -44,7 +44,7 @@ from typing import Any
 import grpc
 import yaml
 
-from benchmarks.common import cpu_s
+from benchmarks.common import cpu_idle_settings, cpu_s
 from benchmarks.xds.common import percentile
 from benchmarks.xds.envoy_variants import Variant, apply, bootstrap_for, http_filters, one_at_a_time
 from benchmarks.xds.grpc_loadgen import ClosedLoop, PhaseResult, model_infer_request
@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     def progress(line: str) -> None:
         print(f"[{time.time() - started:6.1f}s] {line}", flush=True)
 
+    idle = cpu_idle_settings()  # read before: a diagnostic may change it around a run (halt_poll_diagnostic)
     supervisor, fleet, replica = start_triton(workdir)
     envoys: list[EnvoyPath] = []
     shipped = None
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
                       "note": v.note} for v in variants],
         "seconds_per_phase": args.seconds, "repeats": args.repeats, "connections": args.connections, "tier": args.tier,
         "nice": args.nice, "shipped_parts": list(chain_parts), "envoy_core": args.envoy_core,
-        "client_core": args.client_core,
+        "client_core": args.client_core, "cpu_idle": idle,
         "upstream_connections": reuse,
         "models": by_model,
     }

@@ -76,7 +76,8 @@ def build_summary(raw: dict[str, Any]) -> dict[str, Any]:
         }
     return {k: raw[k] for k in ("benchmark", "date_utc", "machine", "command", "shipped_grpc_chain",
                                 "seconds_per_phase", "repeats", "connections")} | {"envoy_core": raw.get("envoy_core"),
-                                                               "client_core": raw.get("client_core")} | {
+                                                               "client_core": raw.get("client_core"),
+                                                               "cpu_idle": raw.get("cpu_idle")} | {
         "load_average_1m": _stat([p["load_average_1m"] for d in raw["models"].values() for p in d["phases"]], 2),
         "models": models,
     }
@@ -85,6 +86,16 @@ def build_summary(raw: dict[str, Any]) -> dict[str, Any]:
 def _fmt(s: dict[str, float], digits: int = 2, sign: bool = False) -> str:
     f = f"{{:{'+' if sign else ''}.{digits}f}}"
     return f"{f.format(s['median'])} ({f.format(s['min'])} .. {f.format(s['max'])})"
+
+
+def idle_sentence(idle: dict[str, Any] | None) -> str:
+    """How the machine's idle CPUs waited during the run (recorded since 2026-11-30)."""
+    if not idle or idle.get("cpuidle_driver") is None:
+        return ""
+    poll = idle.get("guest_halt_poll_ns")
+    how = ("" if poll is None else " an idle CPU halted at once (no polling)" if poll == 0
+           else f" an idle CPU polled {poll / 1000:g} us before halting")
+    return f" CPU idle: cpuidle driver `{idle['cpuidle_driver']}`;{how} (`guest_halt_poll_ns` = {poll})."
 
 
 def topology(raw: dict[str, Any]) -> str:
@@ -116,7 +127,8 @@ def markdown(raw: dict[str, Any], summary: dict[str, Any], notes: str = "") -> s
         f"(1-minute load average {_fmt(summary['load_average_1m'])} over the phases). Figures are the median "
         "over repeats, with the min .. max over repeats in brackets; each repeat compares its own phases."
         + (f" Triton, every Envoy and the client ran at nice {raw['nice']}, so that they, not the other sessions' "
-           "work, got the CPU first (direct and Envoy paths alike)." if raw.get("nice") else ""),
+           "work, got the CPU first (direct and Envoy paths alike)." if raw.get("nice") else "")
+        + idle_sentence(raw.get("cpu_idle")),
         "",
         f"Command: `{raw['command']}` (it writes this report too; "
         "`PYTHONPATH=. .venv/bin/python -m benchmarks.xds.overhead_report <this folder>` rewrites it from raw.json).",

@@ -227,3 +227,19 @@ def test_with_admission_the_clusters_upstream_shed_filter_gets_a_variant_that_ke
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"] for c in grpc_clusters)
     assert changed.consistent() == []
     assert "without upstream filters" not in {v.name for v in _variants()}  # no admission: nothing to add
+
+
+def test_the_machines_idle_polling_is_read_and_said_in_the_report(tmp_path, monkeypatch):
+    from benchmarks import common
+    from benchmarks.xds.overhead_report import idle_sentence
+
+    (tmp_path / "driver").write_text("haltpoll\n")
+    (tmp_path / "poll").write_text("0\n")
+    monkeypatch.setattr(common, "CPUIDLE_DRIVER", tmp_path / "driver")
+    monkeypatch.setattr(common, "HALT_POLL", tmp_path / "poll")
+    assert common.cpu_idle_settings() == {"cpuidle_driver": "haltpoll", "guest_halt_poll_ns": 0}
+    assert "halted at once" in idle_sentence(common.cpu_idle_settings())
+    assert "polled 200 us before halting" in idle_sentence({"cpuidle_driver": "haltpoll", "guest_halt_poll_ns": 200000})
+    monkeypatch.setattr(common, "HALT_POLL", tmp_path / "absent")
+    assert common.cpu_idle_settings()["guest_halt_poll_ns"] is None
+    assert idle_sentence(None) == "" and idle_sentence({"cpuidle_driver": None}) == ""

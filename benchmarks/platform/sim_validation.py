@@ -52,9 +52,11 @@ comparison is a validation and not a fit):
   pools' model leaves out grows with the load: three real ONNX Runtime replicas, Envoy and the
   client on two cores).  Neighbours are the ``k`` nearest in rank space (each feature replaced by
   its rank among the class's calibration values, so neither unit dominates; ties broken at
-  random).  Measured on one set of runs (2026-11-30 09:19 UTC): 16 of 18 validation pairs within
-  15% jointly, 15 on the server latency alone; on the 00:xx UTC runs, before the batcher waker,
-  9 of 18 on the server latency and 6 on the machine's runnable threads.  Single features:
+  random).  Chosen on the runs of 2026-11-30 09:19 UTC (16 of 18 validation pairs within 15%
+  jointly, 15 on the server latency alone: in-sample for the choice); on the next runs, recorded
+  after it (12:10 UTC), 14 of 18 jointly, 11 on the server latency alone, 11 on the load alone.
+  On the 00:xx UTC runs, before the batcher waker, 9 of 18 on the server latency and 6 on the
+  machine's runnable threads.  Single features:
   ``server_ms``, ``load_rps`` (reported as "own load only"), or the machine's runnable threads
   per core within +-1 s (``runnable_per_core``: ``/proc/stat`` ``procs_running``, sampled every
   0.1 s by the benchmark, all processes).
@@ -399,11 +401,15 @@ class Residuals:
             out[lo:lo + chunk] = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.arange(n)
         return out
 
+    def pick(self, cls: str, neighbours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One residual per row of ``neighbours`` (from :meth:`neighbours`), drawn among that row's."""
+        rows = np.arange(len(neighbours))
+        return self.by_class[cls][1][neighbours[rows, rng.integers(0, neighbours.shape[1], size=len(rows))]]  # type: ignore[no-any-return]
+
     def draw(self, cls: str, loads: np.ndarray, rng: np.random.Generator, k: int = NEAREST_K) -> np.ndarray:
         """One residual per load in ``loads``, each from the ``k`` of class ``cls`` nearest in load."""
         if self.joint:
-            idx = self.neighbours(cls, loads, k)
-            return self.by_class[cls][1][idx[np.arange(len(idx)), rng.integers(0, idx.shape[1], size=len(idx))]]  # type: ignore[no-any-return]
+            return self.pick(cls, self.neighbours(cls, loads, k), rng)
         if cls not in self.by_class:
             raise KeyError(f"no calibration residuals for request class {cls!r}: calibrate on runs that send it")
         cal_loads, cal_res = self.by_class[cls]
@@ -440,8 +446,7 @@ def predict_tier_quantiles(table: RequestTable, server_ms: np.ndarray, residuals
         for cls in classes:
             sel = mask & (table.classes == cls)
             if residuals.joint:
-                idx = near[cls]
-                total[sel] += residuals.by_class[cls][1][idx[np.arange(len(idx)), rng.integers(0, idx.shape[1], size=len(idx))]]
+                total[sel] += residuals.pick(cls, near[cls], rng)
             else:
                 total[sel] += residuals.draw(cls, features[sel], rng)
         total = np.maximum(total, 0.0)

@@ -569,8 +569,11 @@ LIMITS = (
     "The first runs recorded after it (2026-11-30 12:10-12:44 UTC): 14 of 18 jointly, 11 of 18 on the server "
     "latency alone (median gap 9.8% against 8.6%).",
     "The router's burst gold and silver are simulated below measured (2026-11-30 12:10 UTC: -25%, -30%): their "
-    "slowest requests come in waves of 7-8 sent at the same instant and all ~15 ms later than the replay, 1-3 s "
-    "into a 3x burst; that delay is outside the pools, and the stairs' calibration levels see it less often.",
+    "slowest 1% were sent in waves of 24 requests within +-5 ms (the 24 users a burst adds start together and keep "
+    "the same pace), a wave size the stairs calibration never produces (at most 12, as in the steady and step "
+    "runs); they end ~15 ms later than the replay, which models the pools' queueing of the wave but not the "
+    "client and Envoy working through it.  The calibration shape does not cover that: a wave-size feature "
+    "cannot learn from it either.",
     "Calibrating each round on its own stairs run (instead of all rounds' runs) was tried on those runs "
     "and did worse (1 of 18 validation pairs within 15%); the pooled calibration is the one reported.",
     "The result moves between whole benchmark runs as much as the models differ: with 30-s runs the constant-scale "

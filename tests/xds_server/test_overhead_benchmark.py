@@ -243,3 +243,23 @@ def test_the_machines_idle_polling_is_read_and_said_in_the_report(tmp_path, monk
     monkeypatch.setattr(common, "HALT_POLL", tmp_path / "absent")
     assert common.cpu_idle_settings()["guest_halt_poll_ns"] is None
     assert idle_sentence(None) == "" and idle_sentence({"cpuidle_driver": None}) == ""
+
+
+def test_the_halt_poll_diagnostic_reports_each_setting_against_the_target_from_the_run_folders(tmp_path):
+    import json
+
+    from benchmarks.xds.halt_poll_diagnostic import folder_of, write_report
+
+    for ns, added in ((0, (0.9, 0.7)), (200000, (0.3, 0.45))):
+        for r, value in enumerate(added, start=1):
+            folder = folder_of(tmp_path, ns, r)
+            folder.mkdir()
+            (folder / "raw.json").write_text(json.dumps({"cpu_idle": {"cpuidle_driver": "haltpoll", "guest_halt_poll_ns": ns}}))
+            (folder / "summary.json").write_text(json.dumps({
+                "date_utc": "2026-11-30T13:09:23Z", "load_average_1m": {"median": 1.0, "min": 0.5, "max": 2.0},
+                "models": {"text_embedding x1": {"paths": {"shipped": {"added_p50_ms": value}}}}}))
+    text = write_report(tmp_path, 0, 200000, 2)
+    assert "| text_embedding x1 | +0.80 ms (+0.90, +0.70): missed | +0.38 ms (+0.30, +0.45): met |" in text
+    assert "load average 0.50 .. 2.00" in text and "nothing emulated" in text
+    assert json.loads((tmp_path / "summary.json").read_text())["added_p50_ms"]["200000"] == [
+        {"text_embedding x1": 0.3}, {"text_embedding x1": 0.45}]

@@ -615,10 +615,11 @@ def recorded_note(args: argparse.Namespace, runs: dict[tuple[str, str, str, int]
     last = max(r.ended_unix_s for r in runs.values())
     span = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(first))} to "
             f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(last))}")
+    command = f"`make benchmark-platform` (`python -m benchmarks.platform.load_bench --fleet {args.fleet.name}`)"
     if args.reanalyse:
-        return (f"runs recorded {span} by the same command without --reanalyse; this analysis re-read their "
-                "folders under build/bench/platform")
-    return f"runs recorded {span} by this command"
+        return (f"runs recorded {span} by {command}, which regenerates this file; this analysis re-read their "
+                "folders under build/bench/platform (`--reanalyse`)")
+    return f"runs recorded {span} by {command}, which regenerates this file"
 
 
 def main(argv: list[str] | None = None) -> int:

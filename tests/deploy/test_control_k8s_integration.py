@@ -21,6 +21,7 @@ import pytest
 import requests
 import yaml
 
+from fleet.supervisor import wait_until
 from localnet.ports import free_port
 from tests.deploy.fake_apiserver import FakeApiServer, endpoint_slice, pod_endpoint
 from xds_server import EnvoyProcess, write_envoy_bootstrap
@@ -29,15 +30,6 @@ from xds_server.testbed import ROOT, FakePool
 pytestmark = pytest.mark.integration
 
 MODELS = ("text_embedding", "digits_classifier")
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def slice_of(pool: FakePool, name: str, **conditions) -> dict:
@@ -113,7 +105,7 @@ def test_a_control_server_on_kubernetes_discovery_serves_through_churn_with_no_f
              f"--admin-port={admin_port}", f"--http-port={http_port}", f"--grpc-port={grpc_port}",
              "--envoy-listen-address=127.0.0.1", "--interval-s=0.25", "--k8s-sync-timeout-s=5"],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        wait_for(lambda: get(f"{admin}/readyz")[0] == 200, 60, "a first snapshot (listeners only)")
+        wait_until(lambda: get(f"{admin}/readyz")[0] == 200, 60, "a first snapshot (listeners only)")
         status, health = get(f"{admin}/healthz")
         assert status == 503 and "no pool has a serving replica" in health["problems"], health
 
@@ -122,7 +114,7 @@ def test_a_control_server_on_kubernetes_discovery_serves_through_churn_with_no_f
         envoy.wait_ready(timeout_s=30)
         # Envoy listens although nothing is discovered yet: the fleet's models are unavailable (503,
         # retry), an unknown one is unknown (404); not a refused connection.
-        wait_for(lambda: requests.post(f"http://127.0.0.1:{http_port}/v2/models/digits_classifier/infer",
+        wait_until(lambda: requests.post(f"http://127.0.0.1:{http_port}/v2/models/digits_classifier/infer",
                                        json={}, timeout=2).status_code == 503, 20, "Envoy's listeners")
         early = requests.post(f"http://127.0.0.1:{http_port}/v2/models/digits_classifier/infer", json={}, timeout=2)
         assert early.headers.get("retry-after") == "1" and "no ready replica" in early.json()["error"], early.text
@@ -132,22 +124,22 @@ def test_a_control_server_on_kubernetes_discovery_serves_through_churn_with_no_f
         started += [cpu_a, cpu_b, gpu]
         for pool, name in ((cpu_a, "a"), (cpu_b, "b"), (gpu, "g")):
             api.apply(slice_of(pool, name))
-        wait_for(lambda: get(f"{admin}/healthz")[0] == 200, 30, "/healthz once replicas are discovered")
+        wait_until(lambda: get(f"{admin}/healthz")[0] == 200, 30, "/healthz once replicas are discovered")
 
         def in_envoy(pool: FakePool) -> bool:
             return f"127.0.0.1:{pool.endpoint.http_port}::" in envoy.admin_get("/clusters")
 
-        wait_for(lambda: all(in_envoy(p) for p in (cpu_a, cpu_b, gpu)), 20, "every replica in Envoy's EDS")
+        wait_until(lambda: all(in_envoy(p) for p in (cpu_a, cpu_b, gpu)), 20, "every replica in Envoy's EDS")
         # ADS sends clusters and endpoints before routes: the load starts once both models are routed
         # (what it asserts is that the churn loses nothing, not that start-up answers instantly)
-        wait_for(lambda: all(requests.post(f"http://127.0.0.1:{http_port}/v2/models/{m}/infer", json={"inputs": []},
+        wait_until(lambda: all(requests.post(f"http://127.0.0.1:{http_port}/v2/models/{m}/infer", json={"inputs": []},
                                            timeout=2).status_code == 200 for m in MODELS), 20, "both models routed")
 
         with Load(http_port) as load:
-            wait_for(lambda: load.outcomes["ok"] >= 50, 30, "steady load")
+            wait_until(lambda: load.outcomes["ok"] >= 50, 30, "steady load")
             # 1. scale-in: cpu_a terminates; preStop keeps it serving until it is out of EDS
             api.apply(slice_of(cpu_a, "a", ready=False, serving=True, terminating=True))
-            wait_for(lambda: not in_envoy(cpu_a), 20, "the terminating replica drained from EDS")
+            wait_until(lambda: not in_envoy(cpu_a), 20, "the terminating replica drained from EDS")
             cpu_a.stop()
             api.delete("inference", "triton-cpu-a")
             # 2. scale-out: a new pod starts (not ready: no traffic), then turns ready
@@ -162,8 +154,8 @@ def test_a_control_server_on_kubernetes_discovery_serves_through_churn_with_no_f
             assert not in_envoy(cpu_c)
             api.apply(slice_of(cpu_c, "c"))
             assert requests.post(f"{admin}/undrain?pool=gpu", timeout=10).status_code == 200
-            wait_for(lambda: in_envoy(cpu_c), 20, "the new ready replica in EDS")
-            wait_for(lambda: any(r["weights"].get("gpu") for r in get(f"{admin}/status")[1]["routes"]), 20,
+            wait_until(lambda: in_envoy(cpu_c), 20, "the new ready replica in EDS")
+            wait_until(lambda: any(r["weights"].get("gpu") for r in get(f"{admin}/status")[1]["routes"]), 20,
                      "the gpu pool's weight back after the undrain")
             # 3. the watch misses a pool's removal and its resourceVersion expires: 410, relist
             before = load.outcomes["ok"]
@@ -172,10 +164,10 @@ def test_a_control_server_on_kubernetes_discovery_serves_through_churn_with_no_f
             api.compact()
             api.hold_events = False
             api.break_watches()
-            wait_for(lambda: not in_envoy(gpu), 20, "the gpu pool drained after the relist")
+            wait_until(lambda: not in_envoy(gpu), 20, "the gpu pool drained after the relist")
             gpu.stop()
             api.delete("inference", "triton-gpu-g")
-            wait_for(lambda: load.outcomes["ok"] >= before + 50, 30, "load after the churn")
+            wait_until(lambda: load.outcomes["ok"] >= before + 50, 30, "load after the churn")
         assert load.failures == [], f"{len(load.failures)} failed of {sum(load.outcomes.values())}: {load.failures[:5]}"
         assert load.outcomes["ok"] >= 150
         status, health = get(f"{admin}/healthz")

@@ -16,9 +16,10 @@ import pytest
 import requests
 import yaml
 
+from fleet.supervisor import wait_until
 from localnet.ports import free_port
 from tests.deploy.fake_apiserver import FakeApiServer
-from tests.deploy.test_control_k8s_integration import MODELS, Load, get, slice_of, wait_for
+from tests.deploy.test_control_k8s_integration import MODELS, Load, get, slice_of
 from xds_server import EnvoyProcess
 from xds_server.bootstrap import envoy_bootstrap
 from xds_server.testbed import ROOT, FakePool
@@ -51,8 +52,8 @@ def test_the_control_server_decides_from_every_envoy_through_prometheus(tmp_path
              "--prometheus-window-s=5", "--interval-s=0.5", "--release-poll-s=0"],
             stdout=(tmp_path / "control.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
-        wait_for(lambda: "metrics:" in (get(f"{admin}/status")[1].get("last_error") or ""), 60,
-                 "the server to say Prometheus is unreachable")
+        wait_until(lambda: "metrics:" in (get(f"{admin}/status")[1].get("last_error") or ""), 60,
+                   "the server to say Prometheus is unreachable")
         assert get(f"{admin}/status")[1]["routes"] == [], "no decision without the fleet's signals"
 
         bootstrap = envoy_bootstrap(node_id="envoy-0", xds_port=xds_port)
@@ -68,14 +69,14 @@ def test_the_control_server_decides_from_every_envoy_through_prometheus(tmp_path
         prometheus = subprocess.Popen(
             ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'prom'}",
              f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: get(f"{admin}/status")[1].get("routes"), 60, "a decision once Prometheus answers")
+        wait_until(lambda: get(f"{admin}/status")[1].get("routes"), 60, "a decision once Prometheus answers")
         url = f"http://127.0.0.1:{http_port}/v2/models/digits_classifier/infer"
-        wait_for(lambda: requests.post(url, json={}, timeout=2).status_code == 200, 30, "a route through Envoy")
+        wait_until(lambda: requests.post(url, json={}, timeout=2).status_code == 200, 30, "a route through Envoy")
         # Requests counted by Envoy reach the decider through Prometheus: Envoy's per-cluster rate
         # (steady load: a series' first sample carries no rate).
         with Load(http_port) as load:
-            wait_for(lambda: any((m or {}).get("request_rate_per_s") for p in get(f"{admin}/status")[1]["pools"]
-                                 for m in p["metrics"].values()), 60, "Envoy's request rate in the decider's inputs")
+            wait_until(lambda: any((m or {}).get("request_rate_per_s") for p in get(f"{admin}/status")[1]["pools"]
+                                   for m in p["metrics"].values()), 60, "Envoy's request rate in the decider's inputs")
         assert load.failures == []
     finally:
         for envoy in envoys:

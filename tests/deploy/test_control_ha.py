@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fleet.supervisor import wait_until
 from localnet.ports import free_port
 from tests.deploy.fake_apiserver import FakeApiServer
-from tests.deploy.test_control_k8s_integration import MODELS, Load, get, slice_of, wait_for
+from tests.deploy.test_control_k8s_integration import MODELS, Load, get, slice_of
 from xds_server import EnvoyProcess
 from xds_server.bootstrap import XDS_CLUSTER, envoy_bootstrap
 from xds_server.testbed import ROOT, FakePool
@@ -75,12 +76,12 @@ def test_killing_the_leader_under_load_fails_no_request_and_the_follower_resumes
         ports = {k: free_port() for k in ("a_xds", "a_admin", "b_xds", "b_admin", "http", "grpc")}
 
         controls["a"] = start_control(tmp_path, "a", kubeconfig, ports, shared)
-        wait_for(lambda: status(ports, "a").get("leadership", {}).get("leader") is True, 60, "a to lead")
+        wait_until(lambda: status(ports, "a").get("leadership", {}).get("leader") is True, 60, "a to lead")
         controls["b"] = start_control(tmp_path, "b", kubeconfig, ports, shared)
-        wait_for(lambda: status(ports, "b").get("leadership", {}).get("holder") == "a", 60, "b to follow a")
-        wait_for(lambda: weights(status(ports, "a")) != {}, 30, "the leader's first decision")
-        wait_for(lambda: status(ports, "b").get("snapshot_version") == status(ports, "a").get("snapshot_version"),
-                 30, "the follower to serve the leader's snapshot")
+        wait_until(lambda: status(ports, "b").get("leadership", {}).get("holder") == "a", 60, "b to follow a")
+        wait_until(lambda: weights(status(ports, "a")) != {}, 30, "the leader's first decision")
+        wait_until(lambda: status(ports, "b").get("snapshot_version") == status(ports, "a").get("snapshot_version"),
+                   30, "the follower to serve the leader's snapshot")
         assert status(ports, "b")["leadership"]["leader"] is False
 
         # One Envoy that knows both control servers (in the cluster: the xds-control Service).
@@ -93,18 +94,18 @@ def test_killing_the_leader_under_load_fails_no_request_and_the_follower_resumes
         envoy.wait_ready(timeout_s=30)
 
         with Load(ports["http"]) as load:
-            wait_for(lambda: load.outcomes["ok"] >= 50, 30, "traffic through Envoy")
+            wait_until(lambda: load.outcomes["ok"] >= 50, 30, "traffic through Envoy")
             before = weights(status(ports, "a"))
             killed_at = time.monotonic()
             os.kill(controls["a"].pid, signal.SIGKILL)
             controls["a"].wait(timeout=10)
-            wait_for(lambda: status(ports, "b").get("leadership", {}).get("leader") is True, 10, "b to take over")
+            wait_until(lambda: status(ports, "b").get("leadership", {}).get("leader") is True, 10, "b to take over")
             takeover_s = time.monotonic() - killed_at
             # Envoy's stream is on b now (it was on a, or on b all along): b serves it the snapshot.
-            wait_for(lambda: any(st.get("node") == "envoy-ha" for st in status(ports, "b").get("ads_streams", [])),
-                     15, "Envoy's ADS stream on b")
+            wait_until(lambda: any(st.get("node") == "envoy-ha" for st in status(ports, "b").get("ads_streams", [])),
+                       15, "Envoy's ADS stream on b")
             served = load.outcomes["ok"]
-            wait_for(lambda: load.outcomes["ok"] >= served + 100, 30, "traffic after the takeover")
+            wait_until(lambda: load.outcomes["ok"] >= served + 100, 30, "traffic after the takeover")
             after = weights(status(ports, "b"))
         print(f"takeover {takeover_s:.2f}s, outcomes {dict(load.outcomes)}, weights {before}")
         assert load.failures == [], f"{len(load.failures)} failed: {load.failures[:5]}"

@@ -12,7 +12,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from locustfiles.settings import CONNECT_FIRST_ENV, GRPC_TARGET_ENV, RECORDS_ENV, SEED_ENV, require_loopback
+from locustfiles.settings import (
+    CONNECT_FIRST_ENV,
+    GRPC_TARGET_ENV,
+    RECORDS_ENV,
+    SEED_ENV,
+    START_PHASE_ENV,
+    START_PHASES,
+    require_loopback,
+)
 
 LOCUSTFILE = Path(__file__).resolve().parent / "mixed_tiers.py"
 ROOT = LOCUSTFILE.parents[1]
@@ -29,8 +37,11 @@ class LocustRun:
     seed: int = 1
     base_users: int = 12
     connect_first: bool = True  # users open their connections before their first request (settings.py)
+    start_phase: str = "spread"  # when users added together send their first request (settings.py)
 
     def __post_init__(self) -> None:
+        if self.start_phase not in START_PHASES:
+            raise ValueError(f"start_phase {self.start_phase!r}: expected one of {START_PHASES}")
         for endpoint in (self.http_endpoint, self.grpc_endpoint):
             require_loopback(endpoint.rsplit(":", 1)[0], "the endpoint")
 
@@ -45,7 +56,8 @@ class LocustRun:
         return dict(os.environ, PYTHONPATH=str(ROOT), LOAD_SHAPE=self.shape, LOAD_DURATION_S=str(self.duration_s),
                     LOAD_BASE_USERS=str(self.base_users), **{SEED_ENV: str(self.seed), GRPC_TARGET_ENV: self.grpc_endpoint,
                                                            RECORDS_ENV: str(records_path),
-                                                           CONNECT_FIRST_ENV: "1" if self.connect_first else "0"})
+                                                           CONNECT_FIRST_ENV: "1" if self.connect_first else "0",
+                                                           START_PHASE_ENV: self.start_phase})
 
 
 def run_locust(run: LocustRun, out: Path, records_path: Path) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@ the demo and the benchmark import this module in processes that must not be geve
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 
 RECORDS_ENV = "LOAD_RECORDS_PATH"  # JSONL file for per-request records (records.py)
@@ -11,6 +12,17 @@ SEED_ENV = "LOAD_SEED"  # same seed -> same inputs per user, so runs against dif
 # "1" (default): each user opens its connection to Envoy before its first measured request, as a
 # serving client holds its connections; "0": the first request pays the set-up (benchmarks/platform/connect_first.py).
 CONNECT_FIRST_ENV = "LOAD_CONNECT_FIRST"
+# "spread" (default): each user sends its first request at a seeded random point of its own period
+# (1 / requests_per_s), so users added in the same tick do not stay in step; "together": every user
+# sends at once when added and, paced by constant_throughput, keeps sending in step with the others
+# added with it (waves of up to 24 requests within +-5 ms at a burst, which no population of
+# independent clients produces).
+START_PHASE_ENV = "LOAD_START_PHASE"
+START_PHASES = ("spread", "together")
+START_PHASE_NOTES = {  # one line for a run's notes and reports
+    "spread": "users start spread: each user's first request at a seeded random point of its own period",
+    "together": "users start together: users added at once send at once and stay in step",
+}
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -26,3 +38,28 @@ def connect_first(environ: Mapping[str, str]) -> bool:
     if value not in ("0", "1"):
         raise ValueError(f"{CONNECT_FIRST_ENV}={value!r}: expected 0 or 1")
     return value == "1"
+
+
+def start_phase(environ: Mapping[str, str]) -> str:
+    """How users added together time their first request (``START_PHASE_ENV``)."""
+    value = environ.get(START_PHASE_ENV, "spread")
+    if value not in START_PHASES:
+        raise ValueError(f"{START_PHASE_ENV}={value!r}: expected one of {START_PHASES}")
+    return value
+
+
+def first_request_delay_s(phase: str, requests_per_s: float, rng: random.Random) -> float:
+    """Seconds a new user waits before its first request: 0 for "together", else uniform over its period."""
+    if phase not in START_PHASES:
+        raise ValueError(f"start phase {phase!r}: expected one of {START_PHASES}")
+    if requests_per_s <= 0:
+        raise ValueError(f"requests_per_s must be > 0, got {requests_per_s}")
+    return 0.0 if phase == "together" else rng.uniform(0.0, 1.0 / requests_per_s)
+
+
+def next_due_s(previous_due_s: float, period_s: float, now_s: float) -> float:
+    """When a closed-loop user paced at one request per ``period_s`` sends next: one period after its
+    previous request was due, or now when it has fallen more than a period behind (no catch-up burst)."""
+    if period_s <= 0:
+        raise ValueError(f"period_s must be > 0, got {period_s}")
+    return max(previous_due_s + period_s, now_s)

@@ -23,13 +23,23 @@ import time
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
-from locust import User, constant_throughput, events
+from locust import User, events
 
 from locustfiles.payloads import Batch, check_outputs, grpc_request, http_body, make_batch
 from locustfiles.records import RecordWriter, RequestRecord
-from locustfiles.settings import GRPC_TARGET_ENV, RECORDS_ENV, SEED_ENV, connect_first, require_loopback
+from locustfiles.settings import (
+    GRPC_TARGET_ENV,
+    RECORDS_ENV,
+    SEED_ENV,
+    connect_first,
+    first_request_delay_s,
+    next_due_s,
+    require_loopback,
+    start_phase,
+)
 
 grpc_gevent.init_gevent()
 
@@ -83,9 +93,25 @@ class InferenceUser(User):
         n = next(_user_numbers.setdefault(name, itertools.count()))
         # Same seed -> the same inputs per user, so runs against different fleets see identical load.
         self.rng = random.Random(f"{os.environ.get(SEED_ENV, '1')}:{name}:{n}")
+        # Its own stream, so the inputs stay those of the same seed whatever the start phase.
+        self.start_delay_s = first_request_delay_s(start_phase(os.environ), self.requests_per_s,
+                                                   random.Random(f"{os.environ.get(SEED_ENV, '1')}:{name}:{n}:phase"))
+        self.due_s = time.perf_counter()
+
+    def wait_for_start_phase(self) -> None:
+        """Called last in ``on_start`` (after the connection is open): the first request waits for its
+        phase, and the pacing (``wait_time``) counts from it."""
+        if self.start_delay_s > 0:
+            gevent.sleep(self.start_delay_s)
+        self.due_s = time.perf_counter()
 
     def wait_time(self) -> float:  # type: ignore[override]
-        return constant_throughput(self.requests_per_s)(self)
+        """Closed-loop pacing at ``requests_per_s``, anchored at this user's first request (locust's
+        ``constant_throughput`` anchors at the user's creation, which would undo the start phase): the
+        next request is due as ``next_due_s`` says."""
+        now = time.perf_counter()
+        self.due_s = next_due_s(self.due_s, 1.0 / self.requests_per_s, now)
+        return self.due_s - now
 
     def report(self, batch: Batch, started_unix_s: float, latency_ms: float, pool: str, emulated: bool,
                error: str, response_length: int) -> None:
@@ -119,6 +145,7 @@ class GrpcInferenceUser(InferenceUser):
                 self.stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=TIMEOUT_S)
             except grpc.RpcError:
                 pass  # best effort: the first request connects (or fails, and is recorded as failed)
+        self.wait_for_start_phase()
 
     def on_stop(self) -> None:
         self.channel.close()
@@ -164,6 +191,7 @@ class HttpInferenceUser(InferenceUser):
                 self.http.get("/v2/health/ready").read()
             except Exception:  # noqa: BLE001 - best effort: the first request connects (or fails, recorded)
                 pass
+        self.wait_for_start_phase()
 
     def on_stop(self) -> None:
         self.http.close()

@@ -206,6 +206,21 @@ def offered_rps(run: RunData) -> float:
     return len(run.records) / run.duration_s if run.duration_s > 0 else 0.0
 
 
+def largest_wave(sent_unix_s: Sequence[float], window_s: float = 0.01) -> int:
+    """The most requests sent within any ``window_s`` (how in step the clients were): a load generator
+    whose users keep the same pace sends in waves, which queue in the client and Envoy as well as in
+    the pools."""
+    if window_s <= 0:
+        raise ValueError(f"window_s must be > 0, got {window_s}")
+    times = sorted(sent_unix_s)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] > window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
 def build_report(run: RunData, bucket_s: float = 5.0) -> Report:
     tiers = tier_summaries(run)
     emu = emulation_lines(run)

@@ -41,7 +41,8 @@ import yaml
 from benchmarks.common import ROOT, write_results
 from benchmarks.platform import sim_validation as sv
 from benchmarks.platform.baselines import fleet_pools_disclosure, profile_provenance, write_single_kind_fleet
-from reporting.analysis import Report, build_report
+from locustfiles.settings import START_PHASE_NOTES, START_PHASES
+from reporting.analysis import Report, build_report, largest_wave
 from reporting.page import render_markdown
 from reporting.plots import write_plots
 from reporting.recorder import JsonlSampler, record_run
@@ -53,6 +54,13 @@ WORK = ROOT / "build" / "bench" / "platform"
 CALIBRATION = "calibration"
 RESIDUAL_FEATURE = "server_ms+load_rps"  # what a request's outside-the-pools overhead is drawn by (sim_validation.FEATURES)
 VALIDATION = "validation"
+
+
+def start_phases(runs: Any) -> str:
+    """The user start phase the recorded runs used, from their notes (runs recorded before the setting
+    existed say nothing and started together); several phases are joined with '+'."""
+    found = {next((phase for phase, note in START_PHASE_NOTES.items() if note in r.notes), "together") for r in runs}
+    return "+".join(sorted(found)) or "none"
 
 
 class Progress:
@@ -129,7 +137,7 @@ def run_config(fleet_path: Path, name: str, repeat: int, args: argparse.Namespac
             sampler.start()
             try:
                 record_run(platform, folder, label=f"{name} / {shape}", shape=shape, duration_s=args.duration_s,
-                           seed=seed, base_users=args.base_users,
+                           seed=seed, base_users=args.base_users, start_phase=args.start_phase,
                            notes=(f"role: {role}", f"repeat {repeat}", f"seed {seed}"))
             finally:
                 sampler.stop()
@@ -411,6 +419,25 @@ def _fmt(v: Any, nd: int = 1) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
 
 
+def start_phase_sentence(result: dict[str, Any]) -> str:
+    """How in step the users were: the start-phase setting and the largest 10-ms wave per run kind."""
+    phase = result["settings"].get("start_phase", "together")
+    what = {"spread": "each user's first request at a seeded random point of its own period, so users added at once "
+                      "do not stay in step",
+            "together": "users added at once send at once and keep the same pace"}.get(phase, phase)
+    seen = "; ".join(f"{k} {min(w)}-{max(w)}" for k, w in result.get("largest_wave_10ms", {}).items() if w)
+    return (f"Users start `{phase}` ({what}). The most requests sent within 10 ms (min-max over repeats): "
+            f"{seen or 'not recorded'}.")
+
+
+def waves_by_run(runs: Mapping[tuple[str, str, str, int], RunData]) -> dict[str, list[int]]:
+    """``name / shape (role)`` -> the largest 10-ms wave of each repeat."""
+    out: dict[str, list[int]] = {}
+    for (name, shape, role, _repeat), run in sorted(runs.items()):
+        out.setdefault(f"{name} / {shape} ({role})", []).append(largest_wave([r.t_unix_s for r in run.records]))
+    return out
+
+
 def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
     v = result["sim_verdict"]
     s = result["settings"]
@@ -425,7 +452,7 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{s['repeats']} repeats, interleaved: every round starts each configuration once and runs its calibration "
         f"run (`{s['calibration_shape']}` shape: 1, 1.5, 2, 3x base, seed {s['calibration_seed']}) and its "
         f"validation runs (seed {s['seed']}: the router under {', '.join(s['shapes'])}; each single-kind fleet "
-        f"under {s['baseline_shape']}).", "",
+        f"under {s['baseline_shape']}). {start_phase_sentence(result)}", "",
         "## Targets and whether they were met", "",
         "| target | met | detail |", "|---|---|---|",
         f"| simulated p99 within 15% of the measured median, every validation (run, tier) pair, >= 15 pairs over >= 3 "
@@ -634,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2, help="validation seed")
     ap.add_argument("--calibration-seed", type=int, default=1)
     ap.add_argument("--base-users", type=int, default=12)
+    ap.add_argument("--start-phase", choices=START_PHASES, default="spread",
+                    help="when users added together send their first request (locustfiles/settings.py)")
     ap.add_argument("--draws", type=int, default=25, help="bootstrap draws per simulated run")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--reanalyse", action="store_true",
@@ -715,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"duration_s": args.duration_s, "repeats": args.repeats, "shapes": args.shapes,
                      "baseline_shape": args.baseline_shape, "calibration_shape": args.calibration_shape,
                      "seed": args.seed, "calibration_seed": args.calibration_seed, "base_users": args.base_users,
+                     "start_phase": start_phases(runs.values()),
                      "draws": args.draws, "fleet": str(args.fleet)},
         "machine_sharing": "2 cores, which other sessions' tests and benchmarks may share while this runs (load_average_range)",
         "load_average_range": [round(min(loads), 2), round(max(loads), 2)] if loads else [0.0, 0.0],
@@ -725,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
                                                             for p in profile_provenance(f)
                                                             if p not in profile_provenance(fleets["router"])],
         "runs": {f"{n} / {s}": rs for (n, s), rs in summaries.items()},
+        "largest_wave_10ms": waves_by_run(runs),
         "limits": list(LIMITS),
         "recorded": recorded_note(args, runs),
         "machine": machine_line(),

@@ -134,3 +134,49 @@ def test_replica_reads_sum_counters_keep_statistics_and_leave_out_a_replica_that
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_users_start_spread_unless_told_otherwise_each_within_its_own_period() -> None:
+    import random
+
+    from locustfiles.runner import LocustRun
+    from locustfiles.settings import START_PHASE_ENV, first_request_delay_s, start_phase
+
+    assert start_phase({}) == "spread"
+    assert start_phase({START_PHASE_ENV: "together"}) == "together"
+    with pytest.raises(ValueError, match=f"{START_PHASE_ENV}='random'"):
+        start_phase({START_PHASE_ENV: "random"})
+    delays = [first_request_delay_s("spread", 4.0, random.Random(f"1:User:{n}:phase")) for n in range(200)]
+    assert all(0.0 <= d < 0.25 for d in delays)
+    assert max(delays) - min(delays) > 0.2  # spread over the period, not bunched
+    assert delays == [first_request_delay_s("spread", 4.0, random.Random(f"1:User:{n}:phase")) for n in range(200)]
+    assert first_request_delay_s("together", 4.0, random.Random(1)) == 0.0
+    with pytest.raises(ValueError, match="requests_per_s"):
+        first_request_delay_s("spread", 0.0, random.Random(1))
+    assert LocustRun("127.0.0.1:1", "127.0.0.1:2").env(Path("r.jsonl"))[START_PHASE_ENV] == "spread"
+    assert LocustRun("127.0.0.1:1", "127.0.0.1:2", start_phase="together").env(Path("r"))[START_PHASE_ENV] == "together"
+    with pytest.raises(ValueError, match="start_phase 'late'"):
+        LocustRun("127.0.0.1:1", "127.0.0.1:2", start_phase="late")
+
+
+@pytest.mark.parametrize(("previous", "now", "expected"), [
+    pytest.param(10.0, 10.1, 10.25, id="on-time-keeps-the-phase"),
+    pytest.param(10.0, 10.24, 10.25, id="late-within-a-period-keeps-the-phase"),
+    pytest.param(10.0, 10.6, 10.6, id="more-than-a-period-behind-sends-now-without-catching-up"),
+])
+def test_pacing_counts_from_the_previous_due_time(previous: float, now: float, expected: float) -> None:
+    from locustfiles.settings import next_due_s
+
+    assert next_due_s(previous, 0.25, now) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="period_s"):
+        next_due_s(previous, 0.0, now)
+
+
+def test_largest_wave_counts_the_most_requests_sent_within_the_window() -> None:
+    from reporting.analysis import largest_wave
+
+    assert largest_wave([]) == 0
+    assert largest_wave([5.0, 1.0, 1.004, 1.009, 1.02, 3.0]) == 3
+    assert largest_wave([1.0, 1.02, 1.04], window_s=0.05) == 3
+    with pytest.raises(ValueError, match="window_s"):
+        largest_wave([1.0], window_s=0.0)

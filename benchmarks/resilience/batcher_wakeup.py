@@ -2,8 +2,9 @@
 
 One Triton replica of fleet.demo.yaml's inf2 pool (emulated Inferentia, synthetic outputs timed to
 the inf2 profile, 2 instances; the tokenizer is the real Python-backend tokenizer) serving
-``text_embedding``.  Seven users send in waves, as the platform benchmark's load generator does
-(every user starts at the same instant and keeps the same pace): each wave, every user sends one
+``text_embedding``.  Seven users send in waves, as the platform benchmark's load generator did
+until its users started spread (``LOAD_START_PHASE=together``: every user starts at the same instant
+and keeps the same pace): each wave, every user sends one
 request at its tier's ``priority`` (3 gold, 3 silver, 1 bronze), 1.5 ms apart, and waits 50 ms after
 its answer.  Two busy-looping processes share the machine's two cores with Triton and the client,
 as Envoy, locust and the other pools do in the platform benchmark: the defect needs CPU contention.

@@ -4,25 +4,20 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from control.discovery_k8s import EndpointSliceDiscovery, SliceSelection, discovery_api, replicas_from_slices
 from control.ports import DiscoveryError
+from fleet.supervisor import wait_until
 from tests.deploy.fake_apiserver import FakeApiServer, endpoint_slice, pod_endpoint
 
 SELECTION = SliceSelection()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    wait_until(condition, timeout_s, what, poll_s=0.02)  # TimeoutError naming what it waited for
 
 
 # -- pure mapping --------------------------------------------------------------------------------

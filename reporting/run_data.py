@@ -144,19 +144,22 @@ def load_run(folder: Path | str) -> RunData:
 
 
 def recorded_trace(run: RunData) -> Any:
-    """The run's own arrivals as a simulator trace (each item of a batch as one arrival)."""
+    """The run's own arrivals as a simulator trace: each item of a batch is one arrival, and the
+    items of one request share its index in ``run.records`` (``Trace.request_id``), so the
+    simulator routes and executes them as the one request they were."""
     import numpy as np
 
     from router_lib.workload import Trace
 
     models = tuple(sorted({r.model for r in run.records}))
     tiers = tuple(sorted({r.tier for r in run.records}))
-    times, m_idx, t_idx = [], [], []
-    for r in run.records:
+    times, m_idx, t_idx, owner = [], [], [], []
+    for i, r in enumerate(run.records):
         for _ in range(max(1, r.batch)):
             times.append(r.t_unix_s - run.started_unix_s)
             m_idx.append(models.index(r.model))
             t_idx.append(tiers.index(r.tier))
-    order = np.argsort(np.array(times), kind="stable")
+            owner.append(i)
+    order = np.argsort(np.array(times), kind="stable")  # stable: a request's items stay together
     return Trace(np.array(times)[order], np.array(m_idx, dtype=np.int32)[order], np.array(t_idx, dtype=np.int32)[order],
-                 models, tiers, max(run.duration_s, 1.0))
+                 models, tiers, max(run.duration_s, 1.0), request_id=np.array(owner, dtype=np.int64)[order])

@@ -11,6 +11,10 @@ policy's formulas, so the benchmark can show where those formulas are wrong):
   running batch finishes), and its batches are capped where the model config caps them
   (``shared_batch_cap``).  Its queue policies (timeouts, bounded best-effort queues) are not
   modelled: they act only under overload, where the simulator's answer is "it does not fit".
+* A client request of several items (a batch; ``Trace.request_id``) is routed as one and never
+  split across executions: a free instance takes whole requests while they fit ``max_batch_size``
+  (the first whatever its size), as Triton's batcher does.  Without ``request_id`` every item is
+  a request.
 * An execution of ``b`` requests takes ``profile.latency_ms(b) x m`` where the multiplier ``m``
   is log-normal with median 1 and p99 = ``p99_over_p50`` (``deterministic`` and ``exponential``
   exist for validation against M/D/1 and M/M/c closed forms).
@@ -126,7 +130,8 @@ class _Server:
                  levels: int = 1):
         self.pool, self.model, self.latency, self.max_batch = pool, model, latency, max_batch
         self.levels = levels  # priority levels of the queue (1: FIFO); level 0 is served first
-        self.queues: list[list[deque[int]]] = [[deque() for _ in range(levels)] for _ in range(replicas)]
+        # per replica, per priority level: the queued requests, each the list of its items
+        self.queues: list[list[deque[list[int]]]] = [[deque() for _ in range(levels)] for _ in range(replicas)]
         self.free = [instances] * replicas
         self.outstanding = [0] * replicas
         self.window_lat: list[float] = []
@@ -165,6 +170,7 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
     m_idx = trace.model_index.tolist()
     k_idx = trace.tier_index.tolist()
     t_list = times.tolist()
+    groups = trace.request_id.tolist() if trace.request_id is not None else None
     u_route = rng.random(n).tolist()
     latency = np.full(n, np.inf)
     wait = np.zeros(n)
@@ -188,13 +194,19 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
     seq = [0]
 
     def start(server: _Server, r: int, now: float) -> None:
+        """A free instance takes whole requests, the highest priority level first, while they fit
+        ``max_batch`` (the first one whatever its size: Triton runs a request larger than the
+        preferred batch on its own); the batch closes at the first request that does not fit."""
         batch: list[int] = []
-        for q in server.queues[r]:  # the highest priority level first
-            take = min(len(q), server.max_batch - len(batch))
-            batch.extend(q.popleft() for _ in range(take))
-            if len(batch) >= server.max_batch:
+        for q in server.queues[r]:
+            while q and (not batch or len(batch) + len(q[0]) <= server.max_batch):
+                batch.extend(q.popleft())
+            if q:
                 break
         b = len(batch)
+        if b >= len(server.latency):
+            raise ValueError(f"a request of batch {b} for {models[server.model]} on {pool_names[server.pool]} is larger "
+                             f"than the profile's max_batch_size {len(server.latency) - 1}")
         server.free[r] -= 1
         service_ms = server.latency[b] * multiplier(server)
         for req in batch:
@@ -229,7 +241,7 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
         for s in servers.values():
             p99 = float(np.percentile(s.window_lat, 99)) if s.window_lat else None
             metrics[(pool_names[s.pool], models[s.model])] = PoolModelMetrics(
-                pool=pool_names[s.pool], model=models[s.model], queue_depth=float(sum(len(q) for levels in s.queues for q in levels)),
+                pool=pool_names[s.pool], model=models[s.model], queue_depth=float(sum(len(u) for levels in s.queues for q in levels for u in q)),
                 request_rate_per_s=s.routed / window if window > 0 else 0.0, p99_ms=p99, window_s=window)
             s.window_lat, s.routed = [], 0
         demand = {RouteKey(m, t): 0.0 for m in fleet.models for t in fleet.tiers.tiers}
@@ -264,23 +276,28 @@ def simulate(fleet: Fleet, trace: Trace, settings: SimSettings | None = None, *,
                 on_progress(min(1.0, t_tick / trace.duration_s))
                 next_report += report_every
         elif t_arrival <= t_done:
+            j = i + 1  # the items of one request: [i, j)
+            if groups is not None:
+                while j < n and groups[j] == groups[i]:
+                    j += 1
+            size = j - i
             mi, ki = m_idx[i], k_idx[i]
-            demand_counts[mi, ki] += 1
+            demand_counts[mi, ki] += size
             route = routes.get((mi, ki))
             if route is None:
-                unroutable += 1
+                unroutable += size
             else:
                 cum, targets = route
                 server = targets[min(bisect.bisect_right(cum, u_route[i]), len(targets) - 1)]
                 out = server.outstanding
                 r = out.index(min(out))
-                server.queues[r][tier_level[ki] if server.levels > 1 else 0].append(i)
-                out[r] += 1
-                server.routed += 1
-                req_pool[i] = server.pool
+                server.queues[r][tier_level[ki] if server.levels > 1 else 0].append(list(range(i, j)))
+                out[r] += size
+                server.routed += size
+                req_pool[i:j] = server.pool
                 if server.free[r] > 0:
                     start(server, r, t_arrival)
-            i += 1
+            i = j
         else:
             now, _, server, r, batch, service_ms = heapq.heappop(heap)
             share = service_ms / len(batch)

@@ -101,7 +101,12 @@ class Workload:
 
 @dataclass(frozen=True)
 class Trace:
-    """Arrivals sorted by time.  ``model_index``/``tier_index`` index ``models``/``tiers``."""
+    """Arrivals sorted by time.  ``model_index``/``tier_index`` index ``models``/``tiers``.
+
+    ``request_id`` (optional): consecutive items with the same id were sent as one client request
+    (a batch of b items): the simulator routes them together and never splits them across
+    executions, as Envoy and Triton's dynamic batcher treat one request.  Without it every item is
+    a request of its own."""
 
     times_s: np.ndarray
     model_index: np.ndarray
@@ -109,6 +114,11 @@ class Trace:
     models: tuple[str, ...]
     tiers: tuple[str, ...]
     duration_s: float
+    request_id: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.request_id is not None and self.request_id.shape != self.times_s.shape:
+            raise ValueError(f"Trace.request_id has {self.request_id.size} entries for {self.times_s.size} arrivals")
 
     def __len__(self) -> int:
         return int(self.times_s.size)

@@ -117,6 +117,25 @@ def config_runs(name: str, args: argparse.Namespace) -> list[tuple[str, int, str
             *[(s, args.seed, VALIDATION) for s in shapes]]
 
 
+WARM_UP_SEED = 0  # neither the calibration's nor the validation's
+
+
+def warm_up_platform(platform: Any, folder: Path, args: argparse.Namespace) -> None:
+    """``args.warm_up_s`` of the steady base mix through Envoy, not recorded: a freshly started
+    platform was slower in its first seconds (first run on it, 2026-11-30: gold and silver p99
+    19.4 ms in the first 5 s, 11-14 ms after), and every configuration's first run is its
+    calibration run, which the validation runs on the warm platform would otherwise be measured
+    against."""
+    from locustfiles.runner import LocustRun, run_locust
+
+    d = platform.describe()
+    spec = LocustRun(d["http_endpoint"], d["grpc_endpoint"], shape="steady", duration_s=args.warm_up_s,
+                     seed=WARM_UP_SEED, base_users=args.base_users, start_phase=args.start_phase)
+    proc = run_locust(spec, folder, folder / "requests.jsonl")
+    if proc.returncode != 0:
+        raise RuntimeError(f"warm-up load exited with {proc.returncode}; see {folder / 'locust.log'}")
+
+
 def run_config(fleet_path: Path, name: str, repeat: int, args: argparse.Namespace, progress: Progress,
                ) -> dict[tuple[str, str], Path]:
     """Start a platform on ``fleet_path`` and record this round's runs on it: (shape, role) -> folder."""
@@ -129,6 +148,9 @@ def run_config(fleet_path: Path, name: str, repeat: int, args: argparse.Namespac
     progress.say(f"{name} (repeat {repeat}): starting the platform ({fleet_path.name})")
     platform.start()
     try:
+        if args.warm_up_s > 0:
+            warm_up_platform(platform, workdir / "warm-up", args)
+            progress.say(f"{name} (repeat {repeat}): warmed up with {args.warm_up_s:.0f} s of steady load (not recorded)")
         for shape, seed, role in config_runs(name, args):
             folder = workdir / f"{shape}-{role}"
             progress.say(f"{name} / {shape} ({role}, seed {seed}, repeat {repeat}): {args.duration_s:.0f} s of load")
@@ -426,7 +448,11 @@ def start_phase_sentence(result: dict[str, Any]) -> str:
                       "do not stay in step",
             "together": "users added at once send at once and keep the same pace"}.get(phase, phase)
     seen = "; ".join(f"{k} {min(w)}-{max(w)}" for k, w in result.get("largest_wave_10ms", {}).items() if w)
-    return (f"Users start `{phase}` ({what}). The most requests sent within 10 ms (min-max over repeats): "
+    warm = result["settings"].get("warm_up_s", 0.0)
+    warmed = (f"Each platform took {warm:.0f} s of unrecorded steady load before its first run (a fresh platform is "
+              "slower for its first seconds). " if warm else "Platforms were not warmed up before their first run "
+              "(the calibration run). ")
+    return (f"{warmed}Users start `{phase}` ({what}). The most requests sent within 10 ms (min-max over repeats): "
             f"{seen or 'not recorded'}.")
 
 
@@ -663,13 +689,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-users", type=int, default=12)
     ap.add_argument("--start-phase", choices=START_PHASES, default="spread",
                     help="when users added together send their first request (locustfiles/settings.py)")
+    ap.add_argument("--warm-up-s", type=float, default=20.0,
+                    help="seconds of unrecorded steady load on each freshly started platform before its first run")
     ap.add_argument("--draws", type=int, default=25, help="bootstrap draws per simulated run")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--reanalyse", action="store_true",
                     help="skip the runs; analyse the run folders already under build/bench/platform")
     args = ap.parse_args(argv)
-    if args.repeats < 1 or args.duration_s <= 0:
-        ap.error("--repeats must be >= 1 and --duration-s > 0")
+    if args.repeats < 1 or args.duration_s <= 0 or args.warm_up_s < 0:
+        ap.error("--repeats must be >= 1, --duration-s > 0 and --warm-up-s >= 0")
     if args.calibration_shape in args.shapes or args.calibration_shape == args.baseline_shape:
         ap.error("the calibration shape must not be a validation shape (the validation would not be out of sample)")
     if args.calibration_seed == args.seed:
@@ -745,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
                      "baseline_shape": args.baseline_shape, "calibration_shape": args.calibration_shape,
                      "seed": args.seed, "calibration_seed": args.calibration_seed, "base_users": args.base_users,
                      "start_phase": start_phases(runs.values()),
+                     "warm_up_s": args.warm_up_s if not args.reanalyse or (WORK / "r1" / "router" / "warm-up").exists() else 0.0,
                      "draws": args.draws, "fleet": str(args.fleet)},
         "machine_sharing": "2 cores, which other sessions' tests and benchmarks may share while this runs (load_average_range)",
         "load_average_range": [round(min(loads), 2), round(max(loads), 2)] if loads else [0.0, 0.0],

@@ -76,7 +76,7 @@ from typing import Any
 import numpy as np
 
 from reporting.calibrated import measured_service_ms, replay_decide
-from reporting.run_data import RunData
+from reporting.run_data import RunData, recorded_trace
 from reporting.sla import nearest_rank
 
 LOAD_WINDOW_S = 2.0  # requests sent within +-1 s of a request: its "load"
@@ -99,24 +99,10 @@ def local_load_rps(times_s: np.ndarray, window_s: float = LOAD_WINDOW_S) -> np.n
 
 
 def request_trace(run: RunData) -> tuple[Any, np.ndarray]:
-    """(simulator trace of the run's items, request index of each trace item).
-
-    Requests in ``run.records`` order (sorted by send time); a batch of b is b items sent together."""
-    from router_lib.workload import Trace
-
-    models = tuple(sorted({r.model for r in run.records}))
-    tiers = tuple(sorted({r.tier for r in run.records}))
-    times, m_idx, t_idx, owner = [], [], [], []
-    for i, r in enumerate(run.records):
-        for _ in range(max(1, r.batch)):
-            times.append(r.t_unix_s - run.started_unix_s)
-            m_idx.append(models.index(r.model))
-            t_idx.append(tiers.index(r.tier))
-            owner.append(i)
-    order = np.argsort(np.array(times), kind="stable")
-    trace = Trace(np.array(times)[order], np.array(m_idx, dtype=np.int32)[order],
-                  np.array(t_idx, dtype=np.int32)[order], models, tiers, max(run.duration_s, 1.0))
-    return trace, np.array(owner, dtype=np.int64)[order]
+    """(simulator trace of the run's items, request index of each trace item): ``recorded_trace``,
+    whose items of one request are routed and executed as that one request."""
+    trace = recorded_trace(run)
+    return trace, trace.request_id
 
 
 def summed_triton(runs: Sequence[RunData]) -> dict[str, dict[str, dict[str, float]]]:

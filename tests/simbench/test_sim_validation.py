@@ -165,11 +165,41 @@ def test_a_batch_is_its_items_in_the_trace_and_the_slowest_item_is_the_request()
 
 
 def test_server_latency_per_request_comes_from_the_simulated_queue() -> None:
-    # One CPU replica, 1 instance, 10 ms per execution, batches of at most 1: a batch of 3 sent at
-    # once waits for its third item (30 ms); a lone request later takes 10 ms.
-    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 10.0}, max_batch=1)])
+    # One CPU replica, 1 instance, 10 ms for one item, 16 ms for three: a batch of 3 sent at once
+    # runs as one execution (16 ms, not three of 10); a lone request later takes 10 ms.
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 10.0, 3: 16.0}, max_batch=4)])
     run = run_of([rec(0.0, 1.0, batch=3), rec(5.0, 1.0)], weights={("m", "gold"): {"cpu": 100}})
-    assert sv.simulate_server_ms(run, f).tolist() == pytest.approx([30.0, 10.0])
+    assert sv.simulate_server_ms(run, f).tolist() == pytest.approx([16.0, 10.0])
+
+
+def test_a_batch_request_takes_one_instance_and_a_request_after_it_the_other() -> None:
+    # Two instances; a batch of 8 and, 1 ms later, a single request.  Triton runs the batch on one
+    # instance and the single on the other at once; split into items, the batch took both
+    # instances and the single waited (what the platform benchmark's replay did until 2026-11-30).
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 3.0, 8: 12.0}, instances=2, max_batch=16)])
+    run = run_of([rec(0.0, 1.0, batch=8), rec(0.001, 1.0)], weights={("m", "gold"): {"cpu": 100}})
+    assert sv.simulate_server_ms(run, f).tolist() == pytest.approx([12.0, 3.0])
+
+
+def test_a_request_is_never_split_and_a_batch_closes_at_the_first_request_that_does_not_fit() -> None:
+    # One instance busy with a single for 3 ms; meanwhile three batches of 3 queue (max batch 8):
+    # the next execution takes two of them (6 items), not 8 items of three requests.
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 3.0, 6: 6.0, 8: 8.0}, max_batch=8)])
+    run = run_of([rec(0.0, 1.0), *[rec(0.001 * (i + 1), 1.0, batch=3) for i in range(3)]],
+                 weights={("m", "gold"): {"cpu": 100}})
+    server = sv.simulate_server_ms(run, f)
+    # the single: 3 ms; two batches of 3 start at 3 ms and end at 9 ms; the third starts then.
+    # (latency_ms(3) on the profile's curve between 1 -> 3 ms and 6 -> 6 ms is 4.2 ms)
+    assert server[0] == pytest.approx(3.0)
+    assert server[1] == pytest.approx(9.0 - 1.0) and server[2] == pytest.approx(9.0 - 2.0)
+    assert server[3] == pytest.approx(9.0 - 3.0 + f.profiles[("m", CPU)].latency_ms(3))
+
+
+def test_a_request_larger_than_the_profiles_max_batch_is_refused_by_name() -> None:
+    f = fleet([("cpu", CPU, 0.1, 1)], [profile("m", CPU, {1: 10.0}, max_batch=1)])
+    run = run_of([rec(0.0, 1.0, batch=3)], weights={("m", "gold"): {"cpu": 100}})
+    with pytest.raises(ValueError, match="batch 3 for m on cpu is larger than the profile's max_batch_size 1"):
+        sv.simulate_server_ms(run, f)
 
 
 def test_service_times_are_scaled_to_what_triton_measured_at_the_measured_batch() -> None:

@@ -96,3 +96,21 @@ def test_a_shared_pool_serves_gold_first_as_a_non_preemptive_priority_queue(shar
     for ki, tier in enumerate(trace.tiers):
         waited = result.item_latency_ms[trace.tier_index == ki] - service_ms
         assert float(np.mean(waited)) == pytest.approx(expected[tier], rel=0.06), tier
+
+
+def test_items_of_one_request_share_a_replica_and_an_execution_and_a_bad_request_id_is_refused() -> None:
+    from router_lib.workload import Trace
+
+    # Two replicas of one instance each; a request of 4 items at t=0.  As one request it runs once
+    # on one replica (latency_ms(4) = 8 ms); as 4 separate items least-request spreads them over
+    # both replicas, two executions of 2 items (latency_ms(2)).
+    f = fleet([("cpu", CPU, 0.1, 2)], [profile("m", CPU, {1: 2.0, 2: 4.0, 4: 8.0}, max_batch=4)])
+    times = np.zeros(4)
+    idx = np.zeros(4, dtype=np.int32)
+    grouped = Trace(times, idx, idx, ("m",), ("gold",), 1.0, request_id=np.zeros(4, dtype=np.int64))
+    single = Trace(times, idx, idx, ("m",), ("gold",), 1.0)
+    settings = SimSettings(network_overhead_ms=0.0, service_distribution="deterministic")
+    assert simulate(f, grouped, settings).by_tier["gold"].p50_ms == pytest.approx(8.0)
+    assert simulate(f, single, settings).by_tier["gold"].p99_ms < 8.0
+    with pytest.raises(ValueError, match="request_id has 3 entries for 4 arrivals"):
+        Trace(times, idx, idx, ("m",), ("gold",), 1.0, request_id=np.zeros(3, dtype=np.int64))

@@ -64,3 +64,25 @@ def test_procs_running_is_read_from_proc_stat_text() -> None:
     assert read_procs_running("cpu  1 2 3\nprocs_running 7\nprocs_blocked 0\n") == 7
     with pytest.raises(ValueError, match="procs_running"):
         read_procs_running("cpu 1 2 3\n")
+
+
+def test_the_benchmark_reports_how_users_started_how_in_step_they_sent_and_the_warm_up() -> None:
+    from benchmarks.platform.load_bench import start_phase_sentence, start_phases, waves_by_run
+    from locustfiles.records import RequestRecord
+    from locustfiles.settings import START_PHASE_NOTES
+    from reporting.run_data import RunData
+
+    def run(times: list[float], notes: tuple[str, ...]) -> RunData:
+        recs = tuple(RequestRecord(100.0 + t, "gold", "m", "grpc", "cpu", False, 1.0, True, 1, "") for t in times)
+        return RunData(label="r", shape="burst", started_unix_s=100.0, ended_unix_s=110.0, pools=(), tiers=(),
+                       records=recs, samples=(), notes=notes)
+
+    spread = run([0.0, 0.1, 0.2, 0.3], (START_PHASE_NOTES["spread"],))
+    old = run([0.0, 0.001, 0.002, 0.5], ())  # recorded before the setting: no note, users started together
+    assert start_phases([spread]) == "spread"
+    assert start_phases([spread, old]) == "spread+together"
+    waves = waves_by_run({("router", "burst", "validation", 1): spread, ("router", "burst", "validation", 2): old})
+    assert waves == {"router / burst (validation)": [1, 3]}
+    text = start_phase_sentence({"settings": {"start_phase": "spread", "warm_up_s": 20.0}, "largest_wave_10ms": waves})
+    assert "20 s of unrecorded steady load" in text and "router / burst (validation) 1-3" in text
+    assert "not warmed up" in start_phase_sentence({"settings": {"start_phase": "together"}})

@@ -15,6 +15,8 @@ from pathlib import Path
 from locustfiles.settings import (
     CONNECT_FIRST_ENV,
     GRPC_TARGET_ENV,
+    PACING_ENV,
+    PACINGS,
     RECORDS_ENV,
     SEED_ENV,
     START_PHASE_ENV,
@@ -38,10 +40,13 @@ class LocustRun:
     base_users: int = 12
     connect_first: bool = True  # users open their connections before their first request (settings.py)
     start_phase: str = "spread"  # when users added together send their first request (settings.py)
+    pacing: str = "random"  # how each user spaces its requests (settings.py)
 
     def __post_init__(self) -> None:
         if self.start_phase not in START_PHASES:
             raise ValueError(f"start_phase {self.start_phase!r}: expected one of {START_PHASES}")
+        if self.pacing not in PACINGS:
+            raise ValueError(f"pacing {self.pacing!r}: expected one of {PACINGS}")
         for endpoint in (self.http_endpoint, self.grpc_endpoint):
             require_loopback(endpoint.rsplit(":", 1)[0], "the endpoint")
 
@@ -57,7 +62,8 @@ class LocustRun:
                     LOAD_BASE_USERS=str(self.base_users), **{SEED_ENV: str(self.seed), GRPC_TARGET_ENV: self.grpc_endpoint,
                                                            RECORDS_ENV: str(records_path),
                                                            CONNECT_FIRST_ENV: "1" if self.connect_first else "0",
-                                                           START_PHASE_ENV: self.start_phase})
+                                                           START_PHASE_ENV: self.start_phase,
+                                                           PACING_ENV: self.pacing})
 
 
 def run_locust(run: LocustRun, out: Path, records_path: Path) -> subprocess.CompletedProcess[str]:

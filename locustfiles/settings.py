@@ -19,6 +19,18 @@ CONNECT_FIRST_ENV = "LOAD_CONNECT_FIRST"
 # independent clients produces).
 START_PHASE_ENV = "LOAD_START_PHASE"
 START_PHASES = ("spread", "together")
+# "random" (default): each wait between a user's requests is drawn from an exponential with mean
+# 1 / requests_per_s, so each user's sends are a Poisson process at its rate (in closed loop: a late
+# answer sends at once) and which requests land close together changes from second to second;
+# "fixed": exactly one period apart, so each user keeps one phase for the whole run and which
+# classes send close together is a property of the seed (the platform benchmark's calibration and
+# validation seeds differed that way, 2026-11-30 15:47 UTC run).
+PACING_ENV = "LOAD_PACING"
+PACINGS = ("random", "fixed")
+PACING_NOTES = {  # one line for a run's notes and reports
+    "random": "users pace at random: exponential gaps with the mean of each user's period",
+    "fixed": "users pace fixed: exactly one period between a user's requests",
+}
 START_PHASE_NOTES = {  # one line for a run's notes and reports
     "spread": "users start spread: each user's first request at a seeded random point of its own period",
     "together": "users start together: users added at once send at once and stay in step",
@@ -63,3 +75,20 @@ def next_due_s(previous_due_s: float, period_s: float, now_s: float) -> float:
     if period_s <= 0:
         raise ValueError(f"period_s must be > 0, got {period_s}")
     return max(previous_due_s + period_s, now_s)
+
+
+def pacing(environ: Mapping[str, str]) -> str:
+    """How a user spaces its requests (``PACING_ENV``)."""
+    value = environ.get(PACING_ENV, "random")
+    if value not in PACINGS:
+        raise ValueError(f"{PACING_ENV}={value!r}: expected one of {PACINGS}")
+    return value
+
+
+def pacing_period_s(kind: str, requests_per_s: float, rng: random.Random) -> float:
+    """The next gap between a user's due times: its period, or an exponential draw with that mean."""
+    if kind not in PACINGS:
+        raise ValueError(f"pacing {kind!r}: expected one of {PACINGS}")
+    if requests_per_s <= 0:
+        raise ValueError(f"requests_per_s must be > 0, got {requests_per_s}")
+    return 1.0 / requests_per_s if kind == "fixed" else rng.expovariate(requests_per_s)

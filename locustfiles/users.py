@@ -37,6 +37,8 @@ from locustfiles.settings import (
     connect_first,
     first_request_delay_s,
     next_due_s,
+    pacing,
+    pacing_period_s,
     require_loopback,
     start_phase,
 )
@@ -96,6 +98,8 @@ class InferenceUser(User):
         # Its own stream, so the inputs stay those of the same seed whatever the start phase.
         self.start_delay_s = first_request_delay_s(start_phase(os.environ), self.requests_per_s,
                                                    random.Random(f"{os.environ.get(SEED_ENV, '1')}:{name}:{n}:phase"))
+        self.pacing = pacing(os.environ)
+        self.pacing_rng = random.Random(f"{os.environ.get(SEED_ENV, '1')}:{name}:{n}:pacing")
         self.due_s = time.perf_counter()
 
     def wait_for_start_phase(self) -> None:
@@ -106,11 +110,12 @@ class InferenceUser(User):
         self.due_s = time.perf_counter()
 
     def wait_time(self) -> float:  # type: ignore[override]
-        """Closed-loop pacing at ``requests_per_s``, anchored at this user's first request (locust's
+        """Closed-loop pacing at ``requests_per_s`` (``LOAD_PACING``: random gaps by default, or exactly
+        one period), anchored at this user's first request (locust's
         ``constant_throughput`` anchors at the user's creation, which would undo the start phase): the
         next request is due as ``next_due_s`` says."""
         now = time.perf_counter()
-        self.due_s = next_due_s(self.due_s, 1.0 / self.requests_per_s, now)
+        self.due_s = next_due_s(self.due_s, pacing_period_s(self.pacing, self.requests_per_s, self.pacing_rng), now)
         return self.due_s - now
 
     def report(self, batch: Batch, started_unix_s: float, latency_ms: float, pool: str, emulated: bool,

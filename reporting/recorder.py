@@ -22,7 +22,7 @@ from typing import Any
 
 from locustfiles.runner import LocustRun, run_locust
 from locustfiles.schedule import schedule_from_env
-from locustfiles.settings import START_PHASE_NOTES
+from locustfiles.settings import PACING_NOTES, START_PHASE_NOTES
 from reporting.cost import plan_for_run
 from reporting.run_data import (
     PLAN,
@@ -194,11 +194,11 @@ def pools_and_tiers(fleet: Any) -> tuple[tuple[PoolInfo, ...], tuple[TierInfo, .
 
 def record_run(platform: Any, out: Path, *, label: str, shape: str, duration_s: float, seed: int = 1,
                base_users: int = 12, simulate: bool = True, notes: tuple[str, ...] = (),
-               start_phase: str = "spread") -> RunData:
+               start_phase: str = "spread", pacing: str = "random") -> RunData:
     """Run the mixed-tier locust workload against ``platform`` and record it in ``out``.
 
-    ``start_phase``: when users added together send their first request (``locustfiles.settings``);
-    the run's notes say which.
+    ``start_phase``: when users added together send their first request; ``pacing``: how each user
+    spaces its requests (``locustfiles.settings``); the run's notes say which.
     """
     out.mkdir(parents=True, exist_ok=True)
     for name in (REQUESTS, STATUS, RUN, PLAN, TRITON_STATS):
@@ -208,8 +208,8 @@ def record_run(platform: Any, out: Path, *, label: str, shape: str, duration_s: 
     before, triton_before = scrape_counters(status)
     d = platform.describe()
     spec = LocustRun(d["http_endpoint"], d["grpc_endpoint"], shape=shape, duration_s=duration_s, seed=seed,
-                     base_users=base_users, start_phase=start_phase)
-    notes = (*notes, START_PHASE_NOTES[start_phase])
+                     base_users=base_users, start_phase=start_phase, pacing=pacing)
+    notes = (*notes, START_PHASE_NOTES[start_phase], PACING_NOTES[pacing])
     sampler = status_sampler(platform.admin_url, out / STATUS)
     stats_before = read_triton_stats(status)
     load_start = os.getloadavg()[0]

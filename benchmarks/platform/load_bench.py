@@ -41,7 +41,7 @@ import yaml
 from benchmarks.common import ROOT, write_results
 from benchmarks.platform import sim_validation as sv
 from benchmarks.platform.baselines import fleet_pools_disclosure, profile_provenance, write_single_kind_fleet
-from locustfiles.settings import START_PHASE_NOTES, START_PHASES
+from locustfiles.settings import PACING_NOTES, PACINGS, START_PHASE_NOTES, START_PHASES
 from reporting.analysis import Report, build_report, largest_wave
 from reporting.page import render_markdown
 from reporting.plots import write_plots
@@ -54,6 +54,13 @@ WORK = ROOT / "build" / "bench" / "platform"
 CALIBRATION = "calibration"
 RESIDUAL_FEATURE = "server_ms+load_rps"  # what a request's outside-the-pools overhead is drawn by (sim_validation.FEATURES)
 VALIDATION = "validation"
+
+
+def pacings(runs: Any) -> str:
+    """The pacing the recorded runs used, from their notes (runs recorded before the setting existed
+    say nothing and paced fixed); several are joined with '+'."""
+    found = {next((kind for kind, note in PACING_NOTES.items() if note in r.notes), "fixed") for r in runs}
+    return "+".join(sorted(found)) or "none"
 
 
 def start_phases(runs: Any) -> str:
@@ -130,7 +137,8 @@ def warm_up_platform(platform: Any, folder: Path, args: argparse.Namespace) -> N
 
     d = platform.describe()
     spec = LocustRun(d["http_endpoint"], d["grpc_endpoint"], shape="steady", duration_s=args.warm_up_s,
-                     seed=WARM_UP_SEED, base_users=args.base_users, start_phase=args.start_phase)
+                     seed=WARM_UP_SEED, base_users=args.base_users, start_phase=args.start_phase,
+                     pacing=args.pacing)
     proc = run_locust(spec, folder, folder / "requests.jsonl")
     if proc.returncode != 0:
         raise RuntimeError(f"warm-up load exited with {proc.returncode}; see {folder / 'locust.log'}")
@@ -159,7 +167,7 @@ def run_config(fleet_path: Path, name: str, repeat: int, args: argparse.Namespac
             sampler.start()
             try:
                 record_run(platform, folder, label=f"{name} / {shape}", shape=shape, duration_s=args.duration_s,
-                           seed=seed, base_users=args.base_users, start_phase=args.start_phase,
+                           seed=seed, base_users=args.base_users, start_phase=args.start_phase, pacing=args.pacing,
                            notes=(f"role: {role}", f"repeat {repeat}", f"seed {seed}"))
             finally:
                 sampler.stop()
@@ -452,8 +460,9 @@ def start_phase_sentence(result: dict[str, Any]) -> str:
     warmed = (f"Each platform took {warm:.0f} s of unrecorded steady load before its first run (a fresh platform is "
               "slower for its first seconds). " if warm else "Platforms were not warmed up before their first run "
               "(the calibration run). ")
-    return (f"{warmed}Users start `{phase}` ({what}). The most requests sent within 10 ms (min-max over repeats): "
-            f"{seen or 'not recorded'}.")
+    paced = result["settings"].get("pacing", "fixed")
+    return (f"{warmed}Users start `{phase}` ({what}) and pace `{paced}` ({PACING_NOTES.get(paced, paced)}). "
+            f"The most requests sent within 10 ms (min-max over repeats): {seen or 'not recorded'}.")
 
 
 def waves_by_run(runs: Mapping[tuple[str, str, str, int], RunData]) -> dict[str, list[int]]:
@@ -695,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-users", type=int, default=12)
     ap.add_argument("--start-phase", choices=START_PHASES, default="spread",
                     help="when users added together send their first request (locustfiles/settings.py)")
+    ap.add_argument("--pacing", choices=PACINGS, default="random",
+                    help="how each user spaces its requests (locustfiles/settings.py)")
     ap.add_argument("--warm-up-s", type=float, default=20.0,
                     help="seconds of unrecorded steady load on each freshly started platform before its first run")
     ap.add_argument("--draws", type=int, default=25, help="bootstrap draws per simulated run")
@@ -778,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"duration_s": args.duration_s, "repeats": args.repeats, "shapes": args.shapes,
                      "baseline_shape": args.baseline_shape, "calibration_shape": args.calibration_shape,
                      "seed": args.seed, "calibration_seed": args.calibration_seed, "base_users": args.base_users,
-                     "start_phase": start_phases(runs.values()),
+                     "start_phase": start_phases(runs.values()), "pacing": pacings(runs.values()),
                      "warm_up_s": args.warm_up_s if not args.reanalyse or (WORK / "r1" / "router" / "warm-up").exists() else 0.0,
                      "draws": args.draws, "fleet": str(args.fleet)},
         "machine_sharing": "2 cores, which other sessions' tests and benchmarks may share while this runs (load_average_range)",

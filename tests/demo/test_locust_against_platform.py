@@ -35,14 +35,15 @@ def test_short_locust_run_records_every_tier_with_its_serving_pool(artifacts: Pa
     assert [t.tier for t in report.tiers] == ["gold", "silver", "bronze"]
     assert all(t.requests > 0 and t.p99_ms > 0 for t in report.tiers)
     assert run.samples and run.samples[0].weights, "the control plane was not sampled"
-    # Users start spread over their own periods (locustfiles/settings.py), so the 6 users do not all
-    # send within the same 10 ms, as users that start together and keep the same pace do.
-    from locustfiles.settings import START_PHASE_NOTES
+    # Users start spread over their own periods and pace at random (locustfiles/settings.py), so the
+    # 6 users do not all send within the same 10 ms, as users that start together and keep the same
+    # pace do (6 of 6 when measured; at random, 5 or more within 10 ms is a ~0.4% event here).
+    from locustfiles.settings import PACING_NOTES, START_PHASE_NOTES
     from reporting.analysis import largest_wave
 
     wave = largest_wave([r.t_unix_s for r in run.records])
-    assert START_PHASE_NOTES["spread"] in run.notes
-    assert wave <= 3
+    assert START_PHASE_NOTES["spread"] in run.notes and PACING_NOTES["random"] in run.notes
+    assert wave <= 4
     # locust's own stats are split by tier, model and serving pool too.
     with open(tmp_path / "run" / "locust_stats.csv") as f:
         names = {row["Name"] for row in csv.DictReader(f) if row["Name"] != "Aggregated"}

@@ -180,3 +180,26 @@ def test_largest_wave_counts_the_most_requests_sent_within_the_window() -> None:
     assert largest_wave([1.0, 1.02, 1.04], window_s=0.05) == 3
     with pytest.raises(ValueError, match="window_s"):
         largest_wave([1.0], window_s=0.0)
+
+
+def test_users_pace_at_random_around_their_rate_unless_told_fixed() -> None:
+    import random
+    import statistics
+
+    from locustfiles.runner import LocustRun
+    from locustfiles.settings import PACING_ENV, pacing, pacing_period_s
+
+    assert pacing({}) == "random"
+    assert pacing({PACING_ENV: "fixed"}) == "fixed"
+    with pytest.raises(ValueError, match=f"{PACING_ENV}='poisson'"):
+        pacing({PACING_ENV: "poisson"})
+    rng = random.Random(1)
+    gaps = [pacing_period_s("random", 4.0, rng) for _ in range(4000)]
+    assert statistics.mean(gaps) == pytest.approx(0.25, rel=0.05)  # the user's rate is kept on average
+    assert statistics.stdev(gaps) == pytest.approx(0.25, rel=0.1)  # exponential: sd = mean
+    assert pacing_period_s("fixed", 4.0, rng) == 0.25
+    with pytest.raises(ValueError, match="requests_per_s"):
+        pacing_period_s("random", 0.0, rng)
+    assert LocustRun("127.0.0.1:1", "127.0.0.1:2").env(Path("r"))[PACING_ENV] == "random"
+    with pytest.raises(ValueError, match="pacing 'jitter'"):
+        LocustRun("127.0.0.1:1", "127.0.0.1:2", pacing="jitter")

@@ -67,7 +67,7 @@ def test_procs_running_is_read_from_proc_stat_text() -> None:
 
 
 def test_the_benchmark_reports_how_users_started_how_in_step_they_sent_and_the_warm_up() -> None:
-    from benchmarks.platform.load_bench import start_phase_sentence, start_phases, waves_by_run
+    from benchmarks.platform.load_bench import pacings, start_phase_sentence, start_phases, waves_by_run
     from locustfiles.records import RequestRecord
     from locustfiles.settings import START_PHASE_NOTES
     from reporting.run_data import RunData
@@ -83,6 +83,9 @@ def test_the_benchmark_reports_how_users_started_how_in_step_they_sent_and_the_w
     assert start_phases([spread, old]) == "spread+together"
     waves = waves_by_run({("router", "burst", "validation", 1): spread, ("router", "burst", "validation", 2): old})
     assert waves == {"router / burst (validation)": [1, 3]}
-    text = start_phase_sentence({"settings": {"start_phase": "spread", "warm_up_s": 20.0}, "largest_wave_10ms": waves})
+    text = start_phase_sentence({"settings": {"start_phase": "spread", "pacing": "random", "warm_up_s": 20.0},
+                                 "largest_wave_10ms": waves})
     assert "20 s of unrecorded steady load" in text and "router / burst (validation) 1-3" in text
+    assert "pace `random` (users pace at random" in text
+    assert pacings([spread, old]) == "fixed"
     assert "not warmed up" in start_phase_sentence({"settings": {"start_phase": "together"}})

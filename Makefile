@@ -89,7 +89,7 @@ benchmark-release: setup ## rollback time, mirroring overhead, model switching -
 benchmark-batch: setup ## batch jobs: 100k-row embedding job, gold p99 side by side, worker/control SIGKILLs
 	$(PY) -m benchmarks.batch.run --repeats 3 --rows 100000
 
-benchmark-platform: setup ## simulator vs the live stack (calibrate on stairs, validate on other shapes), planner-sized single-kind baselines (~35 min)
+benchmark-platform: setup ## simulator vs the live stack (calibrate on stairs, validate on other shapes), planner-sized single-kind baselines (~38 min)
 	$(PY) -m benchmarks.platform.load_bench --fleet fleet.demo.yaml
 
 benchmark-overhead: setup ## Envoy vs direct with the shipped edge chain, and each filter's cost -> benchmarks/results/overhead

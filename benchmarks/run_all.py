@@ -45,7 +45,7 @@ BENCHES = (
     # fleet.yaml they run MiniLM on this 2-core CPU and lag (see README, make demo-real).
     # Simulator calibrated on stairs runs, validated on steady/step/burst; planner-sized baselines (~30 min).
     Bench("platform", "benchmarks.platform.load_bench", ("--fleet", "fleet.demo.yaml"),
-          "benchmarks/results/platform", 2400),
+          "benchmarks/results/platform", 3000),
     Bench("connect-first", "benchmarks.platform.connect_first", ("--pairs", "3", "--duration-s", "24"),
           "benchmarks/results/platform/connect_first.md", 600),
     # Autoscaled heterogeneous vs single-accelerator vs static fleets, side by side (emulated, x40).

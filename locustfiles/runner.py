@@ -21,6 +21,7 @@ from locustfiles.settings import (
     SEED_ENV,
     START_PHASE_ENV,
     START_PHASES,
+    one_of,
     require_loopback,
 )
 
@@ -43,10 +44,8 @@ class LocustRun:
     pacing: str = "random"  # how each user spaces its requests (settings.py)
 
     def __post_init__(self) -> None:
-        if self.start_phase not in START_PHASES:
-            raise ValueError(f"start_phase {self.start_phase!r}: expected one of {START_PHASES}")
-        if self.pacing not in PACINGS:
-            raise ValueError(f"pacing {self.pacing!r}: expected one of {PACINGS}")
+        one_of(self.start_phase, START_PHASES, "start_phase ")
+        one_of(self.pacing, PACINGS, "pacing ")
         for endpoint in (self.http_endpoint, self.grpc_endpoint):
             require_loopback(endpoint.rsplit(":", 1)[0], "the endpoint")
 

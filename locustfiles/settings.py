@@ -52,21 +52,28 @@ def connect_first(environ: Mapping[str, str]) -> bool:
     return value == "1"
 
 
+def one_of(value: str, choices: tuple[str, ...], label: str) -> str:
+    """``value`` if it is one of ``choices``; else a ValueError naming ``label`` (e.g. ``"LOAD_PACING="``)."""
+    if value not in choices:
+        raise ValueError(f"{label}{value!r}: expected one of {choices}")
+    return value
+
+
+def _positive_rate(requests_per_s: float) -> float:
+    if requests_per_s <= 0:
+        raise ValueError(f"requests_per_s must be > 0, got {requests_per_s}")
+    return requests_per_s
+
+
 def start_phase(environ: Mapping[str, str]) -> str:
     """How users added together time their first request (``START_PHASE_ENV``)."""
-    value = environ.get(START_PHASE_ENV, "spread")
-    if value not in START_PHASES:
-        raise ValueError(f"{START_PHASE_ENV}={value!r}: expected one of {START_PHASES}")
-    return value
+    return one_of(environ.get(START_PHASE_ENV, "spread"), START_PHASES, f"{START_PHASE_ENV}=")
 
 
 def first_request_delay_s(phase: str, requests_per_s: float, rng: random.Random) -> float:
     """Seconds a new user waits before its first request: 0 for "together", else uniform over its period."""
-    if phase not in START_PHASES:
-        raise ValueError(f"start phase {phase!r}: expected one of {START_PHASES}")
-    if requests_per_s <= 0:
-        raise ValueError(f"requests_per_s must be > 0, got {requests_per_s}")
-    return 0.0 if phase == "together" else rng.uniform(0.0, 1.0 / requests_per_s)
+    one_of(phase, START_PHASES, "start phase ")
+    return 0.0 if phase == "together" else rng.uniform(0.0, 1.0 / _positive_rate(requests_per_s))
 
 
 def next_due_s(previous_due_s: float, period_s: float, now_s: float) -> float:
@@ -79,16 +86,11 @@ def next_due_s(previous_due_s: float, period_s: float, now_s: float) -> float:
 
 def pacing(environ: Mapping[str, str]) -> str:
     """How a user spaces its requests (``PACING_ENV``)."""
-    value = environ.get(PACING_ENV, "random")
-    if value not in PACINGS:
-        raise ValueError(f"{PACING_ENV}={value!r}: expected one of {PACINGS}")
-    return value
+    return one_of(environ.get(PACING_ENV, "random"), PACINGS, f"{PACING_ENV}=")
 
 
 def pacing_period_s(kind: str, requests_per_s: float, rng: random.Random) -> float:
     """The next gap between a user's due times: its period, or an exponential draw with that mean."""
-    if kind not in PACINGS:
-        raise ValueError(f"pacing {kind!r}: expected one of {PACINGS}")
-    if requests_per_s <= 0:
-        raise ValueError(f"requests_per_s must be > 0, got {requests_per_s}")
-    return 1.0 / requests_per_s if kind == "fixed" else rng.expovariate(requests_per_s)
+    one_of(kind, PACINGS, "pacing ")
+    rate = _positive_rate(requests_per_s)
+    return 1.0 / rate if kind == "fixed" else rng.expovariate(rate)

@@ -94,12 +94,13 @@ class InferenceUser(User):
         name = type(self).__name__
         n = next(_user_numbers.setdefault(name, itertools.count()))
         # Same seed -> the same inputs per user, so runs against different fleets see identical load.
-        self.rng = random.Random(f"{os.environ.get(SEED_ENV, '1')}:{name}:{n}")
-        # Its own stream, so the inputs stay those of the same seed whatever the start phase.
+        seed = f"{os.environ.get(SEED_ENV, '1')}:{name}:{n}"
+        self.rng = random.Random(seed)
+        # Their own streams, so the inputs stay those of the same seed whatever the start phase and pacing.
         self.start_delay_s = first_request_delay_s(start_phase(os.environ), self.requests_per_s,
-                                                   random.Random(f"{os.environ.get(SEED_ENV, '1')}:{name}:{n}:phase"))
+                                                   random.Random(f"{seed}:phase"))
         self.pacing = pacing(os.environ)
-        self.pacing_rng = random.Random(f"{os.environ.get(SEED_ENV, '1')}:{name}:{n}:pacing")
+        self.pacing_rng = random.Random(f"{seed}:pacing")
         self.due_s = time.perf_counter()
 
     def wait_for_start_phase(self) -> None:

@@ -56,18 +56,21 @@ RESIDUAL_FEATURE = "server_ms+load_rps"  # what a request's outside-the-pools ov
 VALIDATION = "validation"
 
 
-def pacings(runs: Any) -> str:
-    """The pacing the recorded runs used, from their notes (runs recorded before the setting existed
-    say nothing and paced fixed); several are joined with '+'."""
-    found = {next((kind for kind, note in PACING_NOTES.items() if note in r.notes), "fixed") for r in runs}
+def recorded_setting(runs: Any, notes: Mapping[str, str], before: str) -> str:
+    """Which of ``notes``' settings the recorded runs used, from their notes (runs recorded before the
+    setting existed say nothing and count as ``before``); several are joined with '+'."""
+    found = {next((value for value, note in notes.items() if note in r.notes), before) for r in runs}
     return "+".join(sorted(found)) or "none"
+
+
+def pacings(runs: Any) -> str:
+    """The pacing the recorded runs used (before the setting: fixed)."""
+    return recorded_setting(runs, PACING_NOTES, "fixed")
 
 
 def start_phases(runs: Any) -> str:
-    """The user start phase the recorded runs used, from their notes (runs recorded before the setting
-    existed say nothing and started together); several phases are joined with '+'."""
-    found = {next((phase for phase, note in START_PHASE_NOTES.items() if note in r.notes), "together") for r in runs}
-    return "+".join(sorted(found)) or "none"
+    """The user start phase the recorded runs used (before the setting: together)."""
+    return recorded_setting(runs, START_PHASE_NOTES, "together")
 
 
 class Progress:
@@ -452,16 +455,14 @@ def _fmt(v: Any, nd: int = 1) -> str:
 def start_phase_sentence(result: dict[str, Any]) -> str:
     """How in step the users were: the start-phase setting and the largest 10-ms wave per run kind."""
     phase = result["settings"].get("start_phase", "together")
-    what = {"spread": "each user's first request at a seeded random point of its own period, so users added at once "
-                      "do not stay in step",
-            "together": "users added at once send at once and keep the same pace"}.get(phase, phase)
     seen = "; ".join(f"{k} {min(w)}-{max(w)}" for k, w in result.get("largest_wave_10ms", {}).items() if w)
     warm = result["settings"].get("warm_up_s", 0.0)
     warmed = (f"Each platform took {warm:.0f} s of unrecorded steady load before its first run (a fresh platform is "
               "slower for its first seconds). " if warm else "Platforms were not warmed up before their first run "
               "(the calibration run). ")
     paced = result["settings"].get("pacing", "fixed")
-    return (f"{warmed}Users start `{phase}` ({what}) and pace `{paced}` ({PACING_NOTES.get(paced, paced)}). "
+    return (f"{warmed}Users start `{phase}` ({START_PHASE_NOTES.get(phase, phase)}) and pace `{paced}` "
+            f"({PACING_NOTES.get(paced, paced)}). "
             f"The most requests sent within 10 ms (min-max over repeats): {seen or 'not recorded'}.")
 
 

@@ -6,6 +6,12 @@ because benchmarks start Tritons, Envoys and locust, parse their own ``sys.argv`
 share a process's state (gevent patching above all).  A summary of what ran, how long it took and
 its exit status goes to ``benchmarks/results/run_all.{json,md}``; each benchmark writes its own
 results folder (listed below) with the exact command, versions and machine.
+
+A benchmark past its time limit gets SIGTERM, which every benchmark handles like Ctrl-C
+(``localnet.signals``): it stops the Tritons, Envoys and locusts it started (they run in sessions
+of their own and would outlive it, taking the CPUs from the benchmarks after it).  Only one that
+has not exited ``GRACE_S`` later is killed.  SIGTERM or Ctrl-C to ``make benchmark`` itself stops
+the running benchmark the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import time
 from dataclasses import dataclass
 
 from benchmarks.common import ROOT, write_results
+from localnet.signals import interrupt_on_sigterm
+
+GRACE_S = 120.0  # a benchmark told to stop drains and stops its platform within this
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,35 @@ BENCHES = (
 )
 
 
+def run_bench(cmd: list[str], timeout_s: float, *, env: dict[str, str] | None = None,
+              grace_s: float = GRACE_S) -> str:
+    """Run ``cmd`` to its end or for ``timeout_s``, whichever is first; the status for the summary:
+    ``ok``, ``exit N``, or ``timed out after T s`` with how it was stopped."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    try:
+        rc = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout_s:g} s, {stop(proc, grace_s)}"
+    except BaseException:  # Ctrl-C or SIGTERM to this runner: the benchmark stops its processes first
+        stop(proc, grace_s)
+        raise
+    return "ok" if rc == 0 else f"exit {rc}"
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float) -> str:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited ``grace_s`` later; says which ended it."""
+    if proc.poll() is not None:
+        return f"had exited ({proc.returncode})"
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+        return "stopped by SIGTERM"
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return f"killed: still running {grace_s:g} s after SIGTERM (its Tritons and Envoys may be left)"
+
+
 def available(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -99,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", b.module, *b.args]
         print(f"== {b.name}: {' '.join(cmd[1:])}", flush=True)
         started = time.monotonic()
-        try:
-            rc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=b.timeout_s, check=False).returncode
-            status = "ok" if rc == 0 else f"exit {rc}"
-        except subprocess.TimeoutExpired:
-            status = f"timed out after {b.timeout_s} s"
+        status = run_bench(cmd, b.timeout_s, env=env)
         rows.append({"name": b.name, "module": b.module, "args": list(b.args), "status": status,
                      "wall_s": round(time.monotonic() - started, 1), "results": b.results})
     md = ["# make benchmark", "", "| benchmark | module | status | wall s | results |", "|---|---|---|---:|---|"]
@@ -114,4 +148,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     sys.exit(main())

@@ -24,6 +24,7 @@ from typing import Any
 from fleet.restarts import ProcessEvent, read_processes
 from fleet.triton_process import PROJECT_ROOT
 from local_platform.platform import LocalPlatform, PlatformPorts, http_json
+from localnet.signals import interrupt_on_sigterm
 
 DEFAULT_WORKDIR = PROJECT_ROOT / "build" / "run"
 
@@ -183,12 +184,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo_routing(args: argparse.Namespace) -> int:
     from local_platform.demo import run_demo
 
+    interrupt_on_sigterm()  # its pools, Envoy and control server are stopped on SIGTERM too
     return run_demo(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from local_platform.capacity_demo import run_demo
 
+    interrupt_on_sigterm()  # its fleets' processes are stopped on SIGTERM too
     return run_demo(args)
 
 

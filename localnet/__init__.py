@@ -1,1 +1,2 @@
-"""Loopback networking shared by the process packages: picking ports for processes started here."""
+"""Loopback plumbing shared by the process packages: picking ports for processes started here
+(``ports``), and stopping them when the program that started them gets SIGTERM (``signals``)."""

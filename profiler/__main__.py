@@ -15,6 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from localnet.signals import interrupt_on_sigterm
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ARTIFACTS = ROOT / "build" / "models"
 
@@ -230,4 +232,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # the Triton it profiles is stopped on SIGTERM too (localnet.signals)
     sys.exit(main())

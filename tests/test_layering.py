@@ -21,12 +21,12 @@ ALLOWED: dict[str, set[str]] = {
     "model_repository": {"router_lib"},
     "locustfiles": set(),
     "tracing": set(),  # OpenTelemetry: settings, local OTLP receiver, traces read back, waterfalls
-    "localnet": set(),  # loopback port picking for the processes started here
+    "localnet": set(),  # loopback port picking; SIGTERM handled like Ctrl-C by programs that start processes
     "xds_server": {"router_lib", "tracing", "localnet"},  # Envoy and ADS only
     "fleet": {"router_lib", "model_repository", "tracing", "localnet"},  # local processes only
     "reporting": {"router_lib", "locustfiles"},
     "control": {"router_lib", "xds_server", "fleet", "model_repository", "tracing"},  # the loop and its adapters
-    "profiler": {"router_lib", "model_repository", "fleet", "reporting"},
+    "profiler": {"localnet", "router_lib", "model_repository", "fleet", "reporting"},
     "local_platform": {"localnet", "router_lib", "model_repository", "locustfiles", "xds_server", "fleet", "reporting",
                        "control", "tracing"},
     "dashboards": {"router_lib"},

@@ -37,6 +37,7 @@ from batch.reference import check_embeddings
 from batch.store_sqlite import SqliteJobStore
 from benchmarks.common import ROOT, environment
 from local_platform.platform import LocalPlatform, PlatformPorts
+from localnet.signals import interrupt_on_sigterm
 from locustfiles.open_loop import Phase, RouteMix, run_open_loop
 from model_repository.definitions import load_models
 
@@ -288,10 +289,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop the big job after this long and report what was done (default: %(default)s)")
     args = p.parse_args(argv)
 
-    def interrupted(signum: int, frame: object) -> None:  # stop cleanly (platform.stop) on SIGTERM too
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
     WORK.mkdir(parents=True, exist_ok=True)
     OUT.mkdir(parents=True, exist_ok=True)
     artifacts = ROOT / "build" / "models"
@@ -325,4 +322,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
     raise SystemExit(main())

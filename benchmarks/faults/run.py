@@ -31,6 +31,7 @@ from benchmarks.faults import scenarios as sc
 from benchmarks.faults.load import MixedLoad, load_digits
 from benchmarks.faults.report import write_report
 from local_platform.platform import LocalPlatform, PlatformPorts
+from localnet.signals import interrupt_on_sigterm
 
 OUT = ROOT / "benchmarks" / "results" / "faults"
 WORK = ROOT / "build" / "bench" / "faults"
@@ -177,4 +178,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
     sys.exit(main())

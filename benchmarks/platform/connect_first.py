@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from localnet.signals import interrupt_on_sigterm
 from reporting.sla import nearest_rank
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,4 +141,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
     raise SystemExit(main())

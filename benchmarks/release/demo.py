@@ -30,6 +30,7 @@ from typing import Any
 from benchmarks.common import ROOT, write_results
 from benchmarks.release.harness import MODEL, digits_load, release, start_platform, start_release
 from local_platform.platform import LocalPlatform
+from localnet.signals import interrupt_on_sigterm
 from model_repository.definitions import load_models
 from releases.candidates import CandidateReplicas
 from releases.comparator import Comparator
@@ -221,4 +222,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
     raise SystemExit(main())

@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks.common import ROOT, write_results
 from benchmarks.release.harness import MODEL, digits_load, start_platform, start_release
+from localnet.signals import interrupt_on_sigterm
 from model_repository.definitions import load_models
 from releases.candidates import CandidateReplicas
 from releases.load import TierLoad
@@ -120,4 +121,5 @@ the command; at these rates a request leaves every 17-100 ms, so this is coarse)
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
     raise SystemExit(main())

@@ -19,6 +19,7 @@ import threading
 import time
 
 from benchmarks.xds.common import summary_ms, write_results
+from localnet.signals import interrupt_on_sigterm
 from xds_server import RouteWeights, build_snapshot
 from xds_server.testbed import ROOT, DataPlane
 
@@ -142,4 +143,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
     main()

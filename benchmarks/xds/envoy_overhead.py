@@ -50,6 +50,7 @@ from benchmarks.xds.envoy_variants import Variant, apply, bootstrap_for, http_fi
 from benchmarks.xds.grpc_loadgen import ClosedLoop, PhaseResult, model_infer_request
 from benchmarks.xds.shipped_chain import shipped_chain
 from localnet.ports import free_port
+from localnet.signals import interrupt_on_sigterm
 from xds_server import EnvoyProcess, PoolEndpoints, RouteWeights, XdsServer, build_snapshot, validate_bootstrap
 from xds_server.bootstrap import envoy_bootstrap
 from xds_server.envoy_process import shared_host_concurrency
@@ -402,4 +403,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
     main()

@@ -20,6 +20,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.xds.common import percentile, write_results
 from localnet.ports import free_port
+from localnet.signals import interrupt_on_sigterm
 from xds_server import RouteWeights, Snapshot, build_snapshot
 from xds_server.listeners import envoy_listener
 from xds_server.naming import GRPC_ROUTES
@@ -108,4 +109,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
     main()

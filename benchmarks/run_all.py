@@ -8,8 +8,8 @@ its exit status goes to ``benchmarks/results/run_all.{json,md}``; each benchmark
 results folder (listed below) with the exact command, versions and machine.
 
 A benchmark past its time limit gets SIGTERM, which every benchmark handles like Ctrl-C
-(``localnet.signals``): it stops the Tritons, Envoys and locusts it started (they run in sessions
-of their own and would outlive it, taking the CPUs from the benchmarks after it).  Only one that
+(``localnet.signals``): it stops its locust runs and the Tritons and Envoys it started (those run
+in sessions of their own and would outlive it, taking the CPUs from the benchmarks after it).  Only one that
 has not exited ``GRACE_S`` later is killed.  SIGTERM or Ctrl-C to ``make benchmark`` itself stops
 the running benchmark the same way.
 """

@@ -204,7 +204,7 @@ class FleetSupervisor:
     def stop(self, drain: Callable[[str], None] | None = None) -> None:
         """Stop every pool: ``drain(pool)`` runs first for each pool in turn (weight 0, wait for the
         data plane), then every pool's Tritons are stopped at once (each takes seconds to exit:
-        one pool after another, a three-pool platform took ~8.5 s to stop, at once ~3 s)."""
+        one pool after another, a three-pool platform took ~8.5 s to stop, at once ~3.5 s)."""
         self._stop.set()
         if self._monitor is not None:
             self._monitor.join(timeout=5)

@@ -18,12 +18,17 @@ from types import FrameType
 
 
 def interrupt_on_sigterm() -> None:
-    """From now on the first SIGTERM raises ``KeyboardInterrupt`` in the main thread and later ones
-    are ignored, so that a second signal cannot cut the cleanup short.  Call it from the main thread
-    (the ``if __name__ == "__main__"`` block of a program), not from a library."""
+    """From now on the first SIGTERM raises ``KeyboardInterrupt`` in the main thread; later ones only
+    say that it is still stopping, so that a second signal cannot cut the cleanup short.  (A handler,
+    not SIG_IGN: a process started during the cleanup would inherit SIG_IGN and ignore its own stop.)
+    Call it from the main thread (the ``if __name__ == "__main__"`` block of a program), not from a
+    library."""
+
+    def still_stopping(signum: int, _frame: FrameType | None) -> None:
+        print(f"{signal.Signals(signum).name}: still stopping ...", file=sys.stderr, flush=True)
 
     def interrupted(signum: int, _frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, still_stopping)
         print(f"\n{signal.Signals(signum).name}: stopping what this program started ...", file=sys.stderr,
               flush=True)
         raise KeyboardInterrupt(signal.Signals(signum).name)

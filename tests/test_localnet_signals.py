@@ -96,6 +96,29 @@ def test_a_second_sigterm_does_not_cut_the_cleanup_short(started) -> None:
     assert not alive(child)
 
 
+def test_a_process_started_during_the_cleanup_does_not_inherit_an_ignored_sigterm() -> None:
+    code = textwrap.dedent("""
+        import subprocess, sys, time
+        from localnet.signals import interrupt_on_sigterm
+        interrupt_on_sigterm()
+        try:
+            print("ready", flush=True)
+            time.sleep(300)
+        finally:
+            status = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True).stdout
+            print(next(line for line in status.splitlines() if line.startswith("SigIgn:")), flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        ignored = int(proc.stdout.readline().split()[1], 16)
+        assert not ignored & (1 << (signal.SIGTERM - 1)), f"SigIgn {ignored:#x}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def test_a_benchmark_past_its_time_limit_is_stopped_with_sigterm_and_stops_what_it_started(tmp_path: Path) -> None:
     # the program's stdout goes to a file here: run_bench leaves it on the terminal, as make benchmark does
     out = tmp_path / "out"

@@ -31,7 +31,7 @@ from envoy.extensions.filters.http.local_ratelimit.v3 import (  # noqa: F401  (r
 )
 
 from xds_server.edge_settings import EdgeAuth, Identity
-from xds_server.protos import LUA_TYPE
+from xds_server.protos import LUA_TYPE, header_option
 
 JWT_AUTHN_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 LOCAL_RATELIMIT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
@@ -187,11 +187,8 @@ def rate_limit_filter(auth: EdgeAuth) -> dict[str, Any]:
             ],
             "rate_limited_as_resource_exhausted": True,
             "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
-            "response_headers_to_add": [
-                {"header": {"key": "retry-after", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-                {"header": {"key": "x-edge-rejected", "value": "rate-limit"},
-                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-            ],
+            "response_headers_to_add": [header_option("retry-after", "1"),
+                                        header_option("x-edge-rejected", "rate-limit")],
         },
     }
 

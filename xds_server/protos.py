@@ -64,6 +64,11 @@ _PARSED: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDi
 _PARSED_MAX = 4096
 
 
+def header_option(name: str, value: str) -> dict[str, Any]:
+    """A ``HeaderValueOption`` that sets ``name`` to ``value``, replacing any value already there."""
+    return {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
 def to_message(type_url: str, resource: dict[str, Any]) -> Message:
     """Like ``_parse``, but a route configuration is assembled from separately cached routes: a
     weight change then re-parses only the routes whose weights changed, not the whole table."""

@@ -24,16 +24,12 @@ from router_lib.routes import RouteKey
 from xds_server.grpc_model_header import MODEL_HEADER
 from xds_server.inputs import DataPlaneSettings, PoolEndpoints, RouteWeights
 from xds_server.naming import cluster_name, mirror_cluster_name, server_cluster_name
-from xds_server.protos import PREVIOUS_HOSTS_TYPE, PREVIOUS_PRIORITIES_TYPE
+from xds_server.protos import PREVIOUS_HOSTS_TYPE, PREVIOUS_PRIORITIES_TYPE, header_option
 
 GRPC_STATUS_INVALID_ARGUMENT = "3"
 GRPC_STATUS_NOT_FOUND = "5"
 GRPC_STATUS_UNAVAILABLE = "14"
 UNAVAILABLE_RETRY_AFTER_S = 1  # what a client is told to wait before retrying a model with no ready replica
-
-
-def _header(name: str, value: str) -> dict[str, Any]:
-    return {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
 def _tier_regex(settings: DataPlaneSettings) -> str:
@@ -157,13 +153,13 @@ def _invalid_tier_routes(settings: DataPlaneSettings) -> list[dict[str, Any]]:
             "name": "invalid-tier-grpc",
             "match": {"prefix": "/", "grpc": {}, "headers": bad_tier},
             "direct_response": {"status": 400, "body": {"inline_string": message}},
-            "response_headers_to_add": [_header("grpc-status", GRPC_STATUS_INVALID_ARGUMENT)],
+            "response_headers_to_add": [header_option("grpc-status", GRPC_STATUS_INVALID_ARGUMENT)],
         },
         {
             "name": "invalid-tier",
             "match": {"prefix": "/", "headers": bad_tier},
             "direct_response": {"status": 400, "body": {"inline_string": json.dumps({"error": message})}},
-            "response_headers_to_add": [_header("content-type", "application/json")],
+            "response_headers_to_add": [header_option("content-type", "application/json")],
         },
     ]
 
@@ -175,20 +171,20 @@ def _unavailable_model_routes(proto: str, models: list[str]) -> list[dict[str, A
     out = []
     for model in models:
         message = f"model {model} has no ready replica now: retry in {UNAVAILABLE_RETRY_AFTER_S}s"
-        retry_after = _header("retry-after", str(UNAVAILABLE_RETRY_AFTER_S))
+        retry_after = header_option("retry-after", str(UNAVAILABLE_RETRY_AFTER_S))
         if proto == "http":
             out.append({
                 "name": f"{model}/unavailable",
                 "match": _model_match(model, proto),
                 "direct_response": {"status": 503, "body": {"inline_string": json.dumps({"error": message})}},
-                "response_headers_to_add": [_header("content-type", "application/json"), retry_after],
+                "response_headers_to_add": [header_option("content-type", "application/json"), retry_after],
             })
         else:
             out.append({
                 "name": f"{model}/unavailable-grpc",
                 "match": _model_match(model, proto),
                 "direct_response": {"status": 503, "body": {"inline_string": message}},
-                "response_headers_to_add": [_header("grpc-status", GRPC_STATUS_UNAVAILABLE), retry_after],
+                "response_headers_to_add": [header_option("grpc-status", GRPC_STATUS_UNAVAILABLE), retry_after],
             })
     return out
 
@@ -202,7 +198,7 @@ def _unknown_model_routes(proto: str, models: list[str]) -> list[dict[str, Any]]
                 "name": "unknown-model",
                 "match": {"prefix": "/v2/models/"},
                 "direct_response": {"status": 404, "body": {"inline_string": json.dumps({"error": message})}},
-                "response_headers_to_add": [_header("content-type", "application/json")],
+                "response_headers_to_add": [header_option("content-type", "application/json")],
             }
         ]
     return [
@@ -210,7 +206,7 @@ def _unknown_model_routes(proto: str, models: list[str]) -> list[dict[str, Any]]
             "name": "unknown-model-grpc",
             "match": {"prefix": "/", "headers": [{"name": MODEL_HEADER, "present_match": True}]},
             "direct_response": {"status": 404, "body": {"inline_string": message}},
-            "response_headers_to_add": [_header("grpc-status", GRPC_STATUS_NOT_FOUND)],
+            "response_headers_to_add": [header_option("grpc-status", GRPC_STATUS_NOT_FOUND)],
         }
     ]
 
@@ -293,9 +289,9 @@ def route_configuration(
                 # The endpoint that served, not just the cluster picked: after a failover to priority 1
                 # this names the fallback pool.  Envoy's own local replies carry none of these.
                 "response_headers_to_add": [
-                    _header("x-served-by", "%UPSTREAM_METADATA(inference:pool)%"),
-                    _header("x-accelerator", "%UPSTREAM_METADATA(inference:accelerator)%"),
-                    _header("x-emulated", "%UPSTREAM_METADATA(inference:emulated)%"),
+                    header_option("x-served-by", "%UPSTREAM_METADATA(inference:pool)%"),
+                    header_option("x-accelerator", "%UPSTREAM_METADATA(inference:accelerator)%"),
+                    header_option("x-emulated", "%UPSTREAM_METADATA(inference:emulated)%"),
                 ],
             }
         ],

@@ -11,7 +11,9 @@ A benchmark past its time limit gets SIGTERM, which every benchmark handles like
 (``localnet.signals``): it stops its locust runs and the Tritons and Envoys it started (those run
 in sessions of their own and would outlive it, taking the CPUs from the benchmarks after it).  Only one that
 has not exited ``GRACE_S`` later is killed.  SIGTERM or Ctrl-C to ``make benchmark`` itself stops
-the running benchmark the same way.
+the running benchmark the same way.  Tritons, Envoys or Prometheus servers already running when a
+benchmark starts (another session's, or left by a program killed with SIGKILL) share the CPUs with
+it: they are listed on the terminal and in the summary, not stopped (they may be someone's).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from benchmarks.common import ROOT, write_results
 from localnet.signals import interrupt_on_sigterm
 
 GRACE_S = 120.0  # a benchmark told to stop drains and stops its platform within this
+PLATFORM_PROCESSES = ("tritonserver", "envoy", "prometheus")
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,21 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float) -> str:
         return f"killed: still running {grace_s:g} s after SIGTERM (its Tritons and Envoys may be left)"
 
 
+def running(names: tuple[str, ...] = PLATFORM_PROCESSES) -> list[str]:
+    """``"<name> <pid>"`` of every live process whose command name (``/proc/<pid>/comm``) is one of
+    ``names``, by pid."""
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            name = comm.read_text().strip()
+            state = (comm.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if name in names and state != "Z":
+            found.append((int(comm.parent.name), name))
+    return [f"{name} {pid}" for pid, name in sorted(found)]
+
+
 def available(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -126,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", nargs="+", default=[], choices=[b.name for b in BENCHES])
     args = ap.parse_args(argv)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for b in BENCHES:
         if (args.only and b.name not in args.only) or b.name in args.skip:
             continue
@@ -136,12 +156,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cmd = [sys.executable, "-m", b.module, *b.args]
         print(f"== {b.name}: {' '.join(cmd[1:])}", flush=True)
+        others = running()
+        if others:
+            print(f"== {b.name}: already running, sharing the CPUs with it: {', '.join(others)}", flush=True)
         started = time.monotonic()
         status = run_bench(cmd, b.timeout_s, env=env)
         rows.append({"name": b.name, "module": b.module, "args": list(b.args), "status": status,
-                     "wall_s": round(time.monotonic() - started, 1), "results": b.results})
-    md = ["# make benchmark", "", "| benchmark | module | status | wall s | results |", "|---|---|---|---:|---|"]
-    md += [f"| {r['name']} | `{r['module']}` | {r['status']} | {r['wall_s']} | {r.get('results', '-')} |" for r in rows]
+                     "wall_s": round(time.monotonic() - started, 1), "results": b.results,
+                     "running_at_start": others})
+    md = ["# make benchmark", "",
+          "| benchmark | module | status | wall s | Triton/Envoy/Prometheus already running at its start | results |",
+          "|---|---|---|---:|---|---|"]
+    md += [f"| {r['name']} | `{r['module']}` | {r['status']} | {r['wall_s']} | "
+           f"{', '.join(r.get('running_at_start', [])) or 'none'} | {r.get('results', '-')} |" for r in rows]
     write_results(ROOT / "benchmarks" / "results", "run_all", {"benchmarks": rows}, "\n".join(md))
     print("\n".join(md))
     return 0 if all(str(r["status"]) == "ok" or str(r["status"]).startswith("skipped") for r in rows) else 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,3 +186,20 @@ def test_a_real_benchmark_stopped_with_sigterm_leaves_no_triton_or_envoy_running
         for pid in started:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_make_benchmark_lists_the_tritons_already_running_when_a_benchmark_starts(tmp_path: Path) -> None:
+    from benchmarks.run_all import running
+
+    # a process whose command name is tritonserver (a copy of sleep), as a left-over replica looks
+    fake = tmp_path / "tritonserver"
+    fake.write_bytes(Path(shutil.which("sleep") or "/bin/sleep").read_bytes())
+    fake.chmod(0o755)
+    proc = subprocess.Popen([str(fake), "300"])
+    try:
+        wait_until(lambda: f"tritonserver {proc.pid}" in running(), 10, "the fake Triton to be listed")
+        assert all(entry.split()[0] in ("tritonserver", "envoy", "prometheus") for entry in running())
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert f"tritonserver {proc.pid}" not in running()

@@ -1,6 +1,7 @@
 """SIGTERM handled like Ctrl-C (``localnet.signals``) by the programs that start processes in sessions
 of their own, and ``make benchmark``'s time limit (``benchmarks.run_all.run_bench``): what such a
-program started is stopped, never left running.  Real processes throughout."""
+program started is stopped, never left running; and ``make benchmark`` lists what it finds already
+running when a benchmark starts.  Real processes throughout."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ROOT, write_results
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 
 GRACE_S = 120.0  # a benchmark told to stop drains and stops its platform within this
 PLATFORM_PROCESSES = ("tritonserver", "envoy", "prometheus")
@@ -175,5 +175,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()
+    interrupt_on_stop_signals()
     sys.exit(main())

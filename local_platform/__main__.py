@@ -24,7 +24,7 @@ from typing import Any
 from fleet.restarts import ProcessEvent, read_processes
 from fleet.triton_process import PROJECT_ROOT
 from local_platform.platform import LocalPlatform, PlatformPorts, http_json
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals, on_stop_signals, say
 
 DEFAULT_WORKDIR = PROJECT_ROOT / "build" / "run"
 
@@ -118,16 +118,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         # Every child runs in its own session: this is the only process the terminal's Ctrl-C
         # reaches, whichever process group it is sent to, so the shutdown order is ours.
+        # SIGHUP (the terminal was closed) too: the platform stops instead of dying under its
+        # children (localnet.signals); under nohup SIGHUP stays ignored.
         signals_seen.append(signum)
-        if len(signals_seen) == 1:
-            print(f"\n{signal.Signals(signum).name}: draining every pool, then stopping Envoy and the control "
-                  "server ...", flush=True)
-        else:
-            print("still stopping (each pool is drained, then its Tritons exit within seconds) ...", flush=True)
         stop.set()
+        if len(signals_seen) == 1:
+            say(f"\n{signal.Signals(signum).name}: draining every pool, then stopping Envoy and the control "
+                "server ...")
+        else:
+            say("still stopping (each pool is drained, then its Tritons exit within seconds) ...")
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    on_stop_signals(on_signal, with_sigint=True)
     print("starting the local platform (Triton pools, control server, Envoy) ...", flush=True)
     platform.start()  # stops what it started if it fails
     try:
@@ -184,14 +185,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo_routing(args: argparse.Namespace) -> int:
     from local_platform.demo import run_demo
 
-    interrupt_on_sigterm()  # its pools, Envoy and control server are stopped on SIGTERM too
+    interrupt_on_stop_signals()  # its pools, Envoy and control server are stopped on SIGTERM or SIGHUP too
     return run_demo(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from local_platform.capacity_demo import run_demo
 
-    interrupt_on_sigterm()  # its fleets' processes are stopped on SIGTERM too
+    interrupt_on_stop_signals()  # its fleets' processes are stopped on SIGTERM or SIGHUP too
     return run_demo(args)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ARTIFACTS = ROOT / "build" / "models"
@@ -232,5 +232,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # the Triton it profiles is stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # the Triton it profiles is stopped on SIGTERM or SIGHUP too (localnet.signals)
     sys.exit(main())

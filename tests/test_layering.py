@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "model_repository": {"router_lib"},
     "locustfiles": set(),
     "tracing": set(),  # OpenTelemetry: settings, local OTLP receiver, traces read back, waterfalls
-    "localnet": set(),  # loopback port picking; SIGTERM handled like Ctrl-C by programs that start processes
+    "localnet": set(),  # loopback port picking; SIGTERM/SIGHUP handled like Ctrl-C by programs that start processes
     "xds_server": {"router_lib", "tracing", "localnet"},  # Envoy and ADS only
     "fleet": {"router_lib", "model_repository", "tracing", "localnet"},  # local processes only
     "reporting": {"router_lib", "locustfiles"},

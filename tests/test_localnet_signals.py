@@ -28,9 +28,9 @@ def program(handled: bool, cleanup_s: float = 0.0, ignore_sigterm: bool = False)
     ``finally`` block that takes ``cleanup_s``."""
     code = textwrap.dedent(f"""
         import signal, subprocess, sys, time
-        from localnet.signals import interrupt_on_sigterm
+        from localnet.signals import interrupt_on_stop_signals
         if {handled}:
-            interrupt_on_sigterm()
+            interrupt_on_stop_signals()
         if {ignore_sigterm}:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         child = subprocess.Popen(["sleep", "300"], start_new_session=True)
@@ -75,11 +75,13 @@ def started():
         proc.wait(timeout=10)
 
 
-@pytest.mark.parametrize("handled", [True, False], ids=["interrupt_on_sigterm", "python-default"])
-def test_sigterm_runs_the_programs_cleanup_so_what_it_started_is_stopped(started, handled: bool) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("handled", [True, False], ids=["interrupt_on_stop_signals", "python-default"])
+def test_a_stop_signal_runs_the_programs_cleanup_so_what_it_started_is_stopped(started, handled: bool,
+                                                                               sig: signal.Signals) -> None:
     proc, child = started(program(handled))
     assert alive(child)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     proc.wait(timeout=20)
     if handled:
         wait_until(lambda: not alive(child), 10, f"the program's child {child} to stop")
@@ -88,21 +90,44 @@ def test_sigterm_runs_the_programs_cleanup_so_what_it_started_is_stopped(started
         assert alive(child)
 
 
-def test_a_second_sigterm_does_not_cut_the_cleanup_short(started) -> None:
+def test_a_second_signal_does_not_cut_the_cleanup_short(started) -> None:
     proc, child = started(program(True, cleanup_s=1.0))
     proc.send_signal(signal.SIGTERM)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "cleaning"
+    proc.send_signal(signal.SIGHUP)
     proc.send_signal(signal.SIGTERM)
     assert proc.stdout.readline().strip() == "cleaned"
     proc.wait(timeout=20)
     assert not alive(child)
 
 
+def sig_ignored(pid: int, sig: signal.Signals) -> bool:
+    """Whether ``pid`` ignores ``sig`` (the SigIgn mask of /proc/<pid>/status)."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("SigIgn:"))
+    return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+
+
+def test_under_nohup_sighup_stays_ignored() -> None:
+    """A program started with SIGHUP ignored (``nohup``) keeps ignoring it; SIGTERM still stops it."""
+    nohup = ["sh", "-c", 'trap "" HUP; exec "$0" "$@"']  # what nohup does, then the program
+    proc = subprocess.Popen([*nohup, *program(True)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        assert sig_ignored(proc.pid, signal.SIGHUP) and not sig_ignored(proc.pid, signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.read().split() == ["cleaning", "cleaned"]
+        assert not alive(child)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def test_a_process_started_during_the_cleanup_does_not_inherit_an_ignored_sigterm() -> None:
     code = textwrap.dedent("""
         import subprocess, sys, time
-        from localnet.signals import interrupt_on_sigterm
-        interrupt_on_sigterm()
+        from localnet.signals import interrupt_on_stop_signals
+        interrupt_on_stop_signals()
         try:
             print("ready", flush=True)
             time.sleep(300)

@@ -37,7 +37,7 @@ from batch.reference import check_embeddings
 from batch.store_sqlite import SqliteJobStore
 from benchmarks.common import ROOT, environment
 from local_platform.platform import LocalPlatform, PlatformPorts
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from locustfiles.open_loop import Phase, RouteMix, run_open_loop
 from model_repository.definitions import load_models
 
@@ -322,5 +322,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

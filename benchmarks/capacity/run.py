@@ -28,7 +28,7 @@ from local_platform.capacity_experiment import (
     single_kind_variants,
     static_peak_variant,
 )
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from reporting.capacity_targets import timing_targets
 from router_lib.workload import load_workload
 
@@ -283,5 +283,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

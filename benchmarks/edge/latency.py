@@ -23,7 +23,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from benchmarks.edge.plane import EdgePlane
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from xds_server.edge_settings import EdgeAuth, EdgeSettings, EdgeValidation, Identity
 from xds_server.edge_tokens import jwks, mint, new_key
 from xds_server.edge_validation import schemas_from_models
@@ -174,5 +174,5 @@ def plot(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

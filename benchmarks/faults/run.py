@@ -31,7 +31,7 @@ from benchmarks.faults import scenarios as sc
 from benchmarks.faults.load import MixedLoad, load_digits
 from benchmarks.faults.report import write_report
 from local_platform.platform import LocalPlatform, PlatformPorts
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 
 OUT = ROOT / "benchmarks" / "results" / "faults"
 WORK = ROOT / "build" / "bench" / "faults"
@@ -178,5 +178,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     sys.exit(main())

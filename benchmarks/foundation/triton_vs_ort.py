@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from benchmarks.common import ROOT, write_results
 from fleet.triton_process import TritonProcess, prepare_backend_dir
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from model_repository.build import load_sentences
 from model_repository.definitions import load_models
 from model_repository.ort_runner import make_session
@@ -152,5 +152,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

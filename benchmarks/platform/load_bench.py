@@ -41,7 +41,7 @@ import yaml
 from benchmarks.common import ROOT, write_results
 from benchmarks.platform import sim_validation as sv
 from benchmarks.platform.baselines import fleet_pools_disclosure, profile_provenance, write_single_kind_fleet
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from locustfiles.settings import PACING_NOTES, PACINGS, START_PHASE_NOTES, START_PHASES
 from reporting.analysis import Report, build_report, largest_wave
 from reporting.page import render_markdown
@@ -830,6 +830,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     logging.basicConfig(level=logging.WARNING)
     sys.exit(main())

@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks.common import ROOT, write_results
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from model_repository.definitions import load_models
 from profiler.accuracy import classifier_check, text_embedding_check
 from profiler.bench import SweepPlan
@@ -74,5 +74,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from benchmarks.common import ROOT, write_results
 from benchmarks.profiler.plain_loop import plain_loop_requests_per_s
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from model_repository.definitions import load_models
 from profiler.bench import closed_loop
 from profiler.inputs import output_names, request_sets
@@ -102,5 +102,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

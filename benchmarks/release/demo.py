@@ -30,7 +30,7 @@ from typing import Any
 from benchmarks.common import ROOT, write_results
 from benchmarks.release.harness import MODEL, digits_load, release, start_platform, start_release
 from local_platform.platform import LocalPlatform
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from model_repository.definitions import load_models
 from releases.candidates import CandidateReplicas
 from releases.comparator import Comparator
@@ -222,5 +222,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

@@ -43,7 +43,7 @@ import requests
 
 from benchmarks.common import ROOT, write_results
 from benchmarks.release.harness import MODEL, release, start_platform, start_release
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from model_repository.definitions import load_models
 from releases.candidates import CandidateReplicas
 
@@ -314,5 +314,5 @@ Wall time: {wall_s:.0f} s
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

@@ -38,7 +38,7 @@ from benchmarks.release.harness import (
     start_release,
     wait_for,
 )
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from model_repository.definitions import load_models
 from releases.candidates import CandidateReplicas
 from releases.comparator import Comparator
@@ -253,5 +253,5 @@ at candidate rates much below 20 req/s (fewer requests than the judge minimum pe
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

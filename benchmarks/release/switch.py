@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks.common import ROOT, write_results
 from benchmarks.release.harness import MODEL, digits_load, start_platform, start_release
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from model_repository.definitions import load_models
 from releases.candidates import CandidateReplicas
 from releases.load import TierLoad
@@ -121,5 +121,5 @@ the command; at these rates a request leaves every 17-100 ms, so this is coarse)
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

@@ -39,7 +39,7 @@ from benchmarks.common import cpu_s
 from benchmarks.resilience import interleaved
 from fleet.batcher_wake import DEFAULT_PERIOD_MS
 from fleet.triton_process import TritonProcess, prepare_backend_dir
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from model_repository.definitions import load_models
 from model_repository.triton_config import target_for_pool, tier_sharing, write_repository
 from router_lib.config import load_fleet
@@ -256,5 +256,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

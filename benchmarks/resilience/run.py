@@ -40,7 +40,7 @@ from benchmarks.resilience.harness import (
     within_bound,
 )
 from localnet.ports import free_port
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from router_lib.config import load_tiers
 from router_lib.priority import tier_priorities
 from xds_server import DataPlaneSettings, EnvoyProcess, RouteWeights, XdsServer, write_envoy_bootstrap
@@ -392,5 +392,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     main()

@@ -30,7 +30,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from benchmarks.common import ROOT, write_results
 from fleet.triton_process import GrpcTls, TritonProcess, prepare_backend_dir
 from localnet.ports import free_port
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from model_repository.definitions import load_models
 from model_repository.triton_config import Target, write_repository
 from xds_server import DataPlaneSettings, Endpoint, EnvoyProcess, PoolEndpoints, XdsServer, build_snapshot, even_routes
@@ -249,5 +249,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

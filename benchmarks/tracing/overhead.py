@@ -46,7 +46,7 @@ from benchmarks.common import cpu_s  # noqa: E402
 from benchmarks.xds.grpc_loadgen import ClosedLoop, model_infer_request  # noqa: E402
 from fleet.triton_process import PROJECT_ROOT, TritonProcess, find_stub_pids, prepare_backend_dir  # noqa: E402
 from localnet.ports import free_port  # noqa: E402
-from localnet.signals import interrupt_on_sigterm  # noqa: E402
+from localnet.signals import interrupt_on_stop_signals  # noqa: E402
 from model_repository.definitions import load_models  # noqa: E402
 from model_repository.triton_config import Target, write_repository  # noqa: E402
 from tracing.settings import TracingSettings  # noqa: E402
@@ -275,5 +275,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     raise SystemExit(main())

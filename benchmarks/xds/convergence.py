@@ -19,7 +19,7 @@ import threading
 import time
 
 from benchmarks.xds.common import summary_ms, write_results
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from xds_server import RouteWeights, build_snapshot
 from xds_server.testbed import ROOT, DataPlane
 
@@ -143,5 +143,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     main()

@@ -50,7 +50,7 @@ from benchmarks.xds.envoy_variants import Variant, apply, bootstrap_for, http_fi
 from benchmarks.xds.grpc_loadgen import ClosedLoop, PhaseResult, model_infer_request
 from benchmarks.xds.shipped_chain import shipped_chain
 from localnet.ports import free_port
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from xds_server import EnvoyProcess, PoolEndpoints, RouteWeights, XdsServer, build_snapshot, validate_bootstrap
 from xds_server.bootstrap import envoy_bootstrap
 from xds_server.envoy_process import shared_host_concurrency
@@ -403,5 +403,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     main()

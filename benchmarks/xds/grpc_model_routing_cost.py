@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.xds.common import percentile, write_results
 from localnet.ports import free_port
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from xds_server import RouteWeights, Snapshot, build_snapshot
 from xds_server.listeners import envoy_listener
 from xds_server.naming import GRPC_ROUTES
@@ -109,5 +109,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     main()

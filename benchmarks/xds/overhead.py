@@ -30,7 +30,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from benchmarks.xds.common import percentile, write_results
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 
 
 def make_inputs(model: str, text: str) -> list[grpcclient.InferInput]:
@@ -188,5 +188,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     main()

@@ -23,7 +23,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from benchmarks.xds.common import summary_ms, write_results
-from localnet.signals import interrupt_on_sigterm
+from localnet.signals import interrupt_on_stop_signals
 from xds_server import RouteWeights, XdsServer, build_snapshot
 from xds_server.examples import three_pools, tiered_routes
 from xds_server.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -139,5 +139,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    interrupt_on_sigterm()  # Triton/Envoy started here are stopped on SIGTERM too (localnet.signals)
+    interrupt_on_stop_signals()  # Triton/Envoy started here are stopped on SIGTERM or SIGHUP too (localnet.signals)
     main()

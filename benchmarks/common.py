@@ -4,15 +4,17 @@ where the profiler finds it too without importing a benchmark), and processes' C
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from reporting.results_io import environment, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-__all__ = ["ROOT", "cpu_s", "environment", "write_results"]
+__all__ = ["ROOT", "cpu_s", "environment", "stop_process", "write_results"]
 
 
 def cpu_s(pids: Iterable[int]) -> float:
@@ -26,6 +28,20 @@ def cpu_s(pids: Iterable[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / CLK_TCK
+
+
+def stop_process(proc: subprocess.Popen[Any], grace_s: float) -> str:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited ``grace_s`` later; says which ended it."""
+    if proc.poll() is not None:
+        return f"had exited ({proc.returncode})"
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+        return "stopped by SIGTERM"
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return f"killed: still running {grace_s:g} s after SIGTERM"
 
 
 HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, write_results
+from benchmarks.common import ROOT, stop_process, write_results
 from localnet.signals import interrupt_on_stop_signals
 
 GRACE_S = 120.0  # a benchmark told to stop drains and stops its platform within this
@@ -97,25 +97,12 @@ def run_bench(cmd: list[str], timeout_s: float, *, env: dict[str, str] | None = 
     try:
         rc = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return f"timed out after {timeout_s:g} s, {stop(proc, grace_s)}"
+        how = stop_process(proc, grace_s)
+        return f"timed out after {timeout_s:g} s, {how}" + (" (what it started may still run)" if "killed" in how else "")
     except BaseException:  # Ctrl-C or SIGTERM to this runner: the benchmark stops its processes first
-        stop(proc, grace_s)
+        stop_process(proc, grace_s)
         raise
     return "ok" if rc == 0 else f"exit {rc}"
-
-
-def stop(proc: subprocess.Popen[bytes], grace_s: float) -> str:
-    """SIGTERM, then SIGKILL if ``proc`` has not exited ``grace_s`` later; says which ended it."""
-    if proc.poll() is not None:
-        return f"had exited ({proc.returncode})"
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-        return "stopped by SIGTERM"
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return f"killed: still running {grace_s:g} s after SIGTERM (its Tritons and Envoys may be left)"
 
 
 def running(names: tuple[str, ...] = PLATFORM_PROCESSES) -> list[str]:

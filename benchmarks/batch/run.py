@@ -35,7 +35,7 @@ from typing import Any
 
 from batch.reference import check_embeddings
 from batch.store_sqlite import SqliteJobStore
-from benchmarks.common import ROOT, environment
+from benchmarks.common import ROOT, environment, stop_process
 from local_platform.platform import LocalPlatform, PlatformPorts
 from localnet.signals import interrupt_on_stop_signals
 from locustfiles.open_loop import Phase, RouteMix, run_open_loop
@@ -73,16 +73,6 @@ def start_worker(store: Path, platform: LocalPlatform, log: Path, *, control: bo
         return subprocess.Popen([sys.executable, "-m", "batch", "--store", str(store), "worker", *args,
                                  "--senders", "4", "--lease-s", "15", *extra], cwd=ROOT, stdout=f,
                                 stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def written(store: SqliteJobStore, job: str) -> int:
@@ -130,7 +120,7 @@ def side_by_side(platform: LocalPlatform, store_dir: Path, args: argparse.Namesp
             with_job = gold_window(platform, args.gold_rps, args.window_s, seed=100 + r)
             with_job["job_rows_per_s"] = round((written(store, job) - base) / (time.monotonic() - t0), 2)
         finally:
-            stop(worker)
+            stop_process(worker, 30)
         say(f"  gold p99 {with_job['p99_ms']} ms with the job ({with_job['job_rows_per_s']} rows/s);"
             " now bronze only, saturating (AIMD, no headroom cap)")
         worker = start_worker(store_dir, platform, log, control=False, extra=("--senders", "8"))
@@ -138,7 +128,7 @@ def side_by_side(platform: LocalPlatform, store_dir: Path, args: argparse.Namesp
             time.sleep(5)
             saturating = rows_per_s_during(store, job, args.window_s)
         finally:
-            stop(worker)
+            stop_process(worker, 30)
         spare = max(0.0, saturating - with_job["rate_per_s"])
         repeats.append({"gold_alone": alone, "gold_with_job": with_job, "bronze_only_rows_per_s": round(saturating, 2),
                         "bronze_only_load_average_1m": round(os.getloadavg()[0], 2),
@@ -208,7 +198,7 @@ def big_job(platform: LocalPlatform, store_dir: Path, rows: int, artifacts: Path
                        "rows_written": written(store, job)})
         finished = False
     finally:
-        stop(second)
+        stop_process(second, 30)
     elapsed = time.monotonic() - t0
     if not finished:
         batch_cli(store_dir, "cancel", job)

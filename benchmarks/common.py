@@ -41,7 +41,7 @@ def stop_process(proc: subprocess.Popen[Any], grace_s: float) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        return f"killed: still running {grace_s:g} s after SIGTERM"
+        return f"killed: still running {grace_s:g} s after SIGTERM (what it started may still run)"
 
 
 HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")

@@ -97,8 +97,7 @@ def run_bench(cmd: list[str], timeout_s: float, *, env: dict[str, str] | None = 
     try:
         rc = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        how = stop_process(proc, grace_s)
-        return f"timed out after {timeout_s:g} s, {how}" + (" (what it started may still run)" if "killed" in how else "")
+        return f"timed out after {timeout_s:g} s, {stop_process(proc, grace_s)}"
     except BaseException:  # Ctrl-C or SIGTERM to this runner: the benchmark stops its processes first
         stop_process(proc, grace_s)
         raise
